@@ -1,0 +1,229 @@
+"""Classify a frame with a TensorFlow Lite image model.
+
+A model is three files side by side: ``<name>.tflite``, a labels file (one
+class per line) and a metadata JSON sidecar (input size, preprocessing, class
+names, version; see ``models/README.md``). :class:`Classifier` loads them once,
+checks that they agree, and then turns an RGB frame into a
+:class:`Classification`.
+
+float32, uint8 and int8 inputs and outputs are handled through the tensors'
+own quantization parameters, so a float model and its full-integer twin are
+used the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .preprocess import PreprocessSpec, fit_to_input
+from .runtime import ModelLoadError, load_interpreter
+
+
+class ModelFilesError(ValueError):
+    """The model, labels and metadata files are missing, corrupt or disagree."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The result for one frame.
+
+    :param label: the most probable class.
+    :param confidence: its probability in [0, 1].
+    :param top: the best classes as ``(label, probability)``, best first.
+    :param probabilities: every class's probability, in the model's order.
+    :param preprocess_ms: crop/resize/quantize time.
+    :param inference_ms: ``invoke()`` time.
+    """
+
+    label: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+    probabilities: tuple[float, ...]
+    preprocess_ms: float
+    inference_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.label,
+            "confidence": round(self.confidence, 4),
+            "top3": [{"class": c, "confidence": round(p, 4)} for c, p in self.top[:3]],
+            "preprocess_ms": round(self.preprocess_ms, 2),
+            "inference_ms": round(self.inference_ms, 2),
+        }
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths of a model's three files."""
+
+    model: Path
+    labels: Path
+    metadata: Path
+
+    @classmethod
+    def beside(cls, model: str | Path) -> "ModelFiles":
+        """The conventional layout: ``x.tflite``, ``x.labels.txt``, ``x.json``."""
+        model = Path(model)
+        return cls(model, model.with_suffix(".labels.txt"), model.with_suffix(".json"))
+
+
+def read_labels(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFilesError(f"{path}: cannot read labels ({exc})") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise ModelFilesError(f"{path}: labels file is empty")
+    if len(set(labels)) != len(labels):
+        raise ModelFilesError(f"{path}: labels file repeats a class")
+    return labels
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFilesError(f"{path}: cannot read metadata ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFilesError(f"{path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict) or "input_size" not in metadata:
+        raise ModelFilesError(f"{path}: metadata has no 'input_size'")
+    return metadata
+
+
+class Classifier:
+    """A loaded model, ready to classify frames.
+
+    :param files: the model's three files.
+    :param num_threads: interpreter threads (``None``: the runtime's choice).
+    :param top_k: how many classes :attr:`Classification.top` holds.
+    """
+
+    def __init__(self, files: ModelFiles, num_threads: int | None = None, top_k: int = 3) -> None:
+        self.files = files
+        self.labels = read_labels(files.labels)
+        self.metadata = read_metadata(files.metadata)
+        try:
+            self.spec = PreprocessSpec.from_metadata(self.metadata)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFilesError(f"{files.metadata}: bad preprocessing ({exc})") from None
+        meta_classes = self.metadata.get("classes")
+        if meta_classes is not None and list(meta_classes) != self.labels:
+            raise ModelFilesError(
+                f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}"
+            )
+        try:
+            self._interpreter = load_interpreter(files.model, num_threads)
+        except ModelLoadError as exc:
+            raise ModelFilesError(str(exc)) from None
+        self.top_k = top_k
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._check_shapes()
+        in_scale, in_zero = self._input["quantization"]
+        self._in_dtype = np.dtype(self._input["dtype"])
+        self._in_scale, self._in_zero = float(in_scale), int(in_zero)
+        # Raw pixels can go straight in when the input quantization maps
+        # 0..255 onto itself: the int8 models we ship are built that way.
+        self._pixels_pass_through = (
+            self._in_dtype == np.uint8
+            and self._in_scale == 1.0
+            and self._in_zero == 0
+            and self.spec.is_identity_normalization
+        )
+        out_scale, out_zero = self._output["quantization"]
+        self._out_dtype = np.dtype(self._output["dtype"])
+        self._out_scale, self._out_zero = float(out_scale), int(out_zero)
+        self._outputs_probabilities = bool(self.metadata.get("output_is_probability", True))
+
+    @classmethod
+    def from_model_path(cls, model: str | Path, num_threads: int | None = None) -> "Classifier":
+        return cls(ModelFiles.beside(model), num_threads=num_threads)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return self._in_dtype
+
+    def _check_shapes(self) -> None:
+        shape = tuple(int(d) for d in self._input["shape"])
+        height, width = self.spec.input_size
+        if len(shape) != 4 or shape[1:] != (height, width, 3):
+            raise ModelFilesError(
+                f"{self.files.model}: input shape {shape} does not match the metadata "
+                f"input_size {[height, width]} (expected [1, {height}, {width}, 3])"
+            )
+        n_out = int(self._output["shape"][-1])
+        if n_out != len(self.labels):
+            raise ModelFilesError(
+                f"{self.files.model} has {n_out} outputs but {self.files.labels} "
+                f"lists {len(self.labels)} classes"
+            )
+
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Turn fitted ``uint8`` pixels (``fit_to_input``) into the input tensor."""
+        if self._pixels_pass_through:
+            return pixels[np.newaxis]
+        values = pixels.astype(np.float32)
+        if not self.spec.is_identity_normalization:
+            values = (values - np.asarray(self.spec.mean, np.float32)) / np.asarray(
+                self.spec.std, np.float32
+            )
+        if self._in_dtype == np.float32:
+            return values[np.newaxis]
+        info = np.iinfo(self._in_dtype)
+        quantized = np.round(values / self._in_scale + self._in_zero)
+        return np.clip(quantized, info.min, info.max).astype(self._in_dtype)[np.newaxis]
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Dequantize the output tensor and, if it holds logits, apply softmax."""
+        values = raw.astype(np.float32).reshape(-1)
+        if self._out_dtype != np.float32:
+            values = (values - self._out_zero) * self._out_scale
+        if not self._outputs_probabilities:
+            values = np.exp(values - values.max())
+            values /= values.sum()
+        return values
+
+    def classify(self, image: np.ndarray) -> Classification:
+        """Classify one RGB ``uint8`` frame of any size."""
+        started = time.perf_counter()
+        tensor = self.model_input(fit_to_input(image, self.spec))
+        prepared = time.perf_counter()
+        self._interpreter.set_tensor(self._input["index"], tensor)
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._output["index"])
+        finished = time.perf_counter()
+        probs = self.probabilities(raw)
+        order = np.argsort(probs)[::-1][: self.top_k]
+        top = tuple((self.labels[i], float(probs[i])) for i in order)
+        return Classification(
+            label=top[0][0],
+            confidence=top[0][1],
+            top=top,
+            probabilities=tuple(float(p) for p in probs),
+            preprocess_ms=(prepared - started) * 1000.0,
+            inference_ms=(finished - prepared) * 1000.0,
+        )
+
+
+def describe(classifier: Classifier) -> Mapping[str, Any]:
+    """A short summary for logs and ``state``: model name, version, sizes."""
+    return {
+        "model": classifier.files.model.name,
+        "version": classifier.version,
+        "input_size": list(classifier.spec.input_size),
+        "input_dtype": str(classifier.input_dtype),
+        "classes": list(classifier.labels),
+    }
+

@@ -1,0 +1,195 @@
+"""The one definition of image preprocessing.
+
+Training, evaluation, calibration of the int8 model and the running agent all
+turn a photo into a model input through this module, so a model never sees at
+run time a tensor prepared differently from the ones it was trained on.
+
+Two steps, both described by a :class:`PreprocessSpec` read from the model's
+metadata sidecar:
+
+1. :func:`fit_to_input` — crop a central region of the RGB frame and resize it
+   (Pillow, bilinear with antialiasing) to the model's input size. The result
+   is still ``uint8``; this is what the int8 model consumes directly.
+2. :func:`normalize` — ``(pixel - mean) / std`` as ``float32``, for float
+   models. The shipped models carry their own scaling layer, so their
+   metadata says ``mean = 0, std = 1`` and step 2 is the identity.
+
+Training-time augmentation picks its own (random) crop box and calls
+:func:`crop_resize` with it; everything else is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Box = tuple[float, float, float, float]
+"""A crop box ``(left, top, right, bottom)`` in pixels of the source image."""
+
+
+class ImageError(ValueError):
+    """An image file cannot be read or is not a usable photo."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a frame becomes a model input.
+
+    :param input_size: ``(height, width)`` of the model input.
+    :param crop_fraction: share of the frame, per side, kept around the
+        centre before resizing (1.0 keeps the whole frame).
+    :param keep_aspect: if true, the kept region is the largest centred box with
+        the model's aspect ratio (a centre crop); if false, the whole kept
+        region is resized to the input size (a squash), so nothing near the
+        frame edges is cut away.
+    :param mean: per-channel value subtracted by :func:`normalize`.
+    :param std: per-channel divisor used by :func:`normalize`.
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    crop_fraction: float = 1.0
+    keep_aspect: bool = False
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        height, width = self.input_size
+        if height < 8 or width < 8:
+            raise ValueError(f"input_size {self.input_size} is too small")
+        if not 0.1 <= self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in [0.1, 1.0], got {self.crop_fraction}")
+        if any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "PreprocessSpec":
+        """Build the spec from a model metadata dict (see ``models/README.md``).
+
+        Reads ``input_size`` and the optional ``preprocessing`` table:
+        ``crop_fraction``, ``keep_aspect``, ``mean``, ``std``.
+        """
+        size = metadata["input_size"]
+        if isinstance(size, int):
+            size = (size, size)
+        prep = metadata.get("preprocessing", {})
+        return cls(
+            input_size=(int(size[0]), int(size[1])),
+            crop_fraction=float(prep.get("crop_fraction", 1.0)),
+            keep_aspect=bool(prep.get("keep_aspect", False)),
+            mean=_triple(prep.get("mean", 0.0)),
+            std=_triple(prep.get("std", 1.0)),
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_metadata` (``input_size`` + ``preprocessing``)."""
+        return {
+            "input_size": list(self.input_size),
+            "preprocessing": {
+                "crop_fraction": self.crop_fraction,
+                "keep_aspect": self.keep_aspect,
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "resize": "pillow-bilinear",
+                "channel_order": "RGB",
+            },
+        }
+
+    @property
+    def is_identity_normalization(self) -> bool:
+        return self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0)
+
+
+def _triple(value: float | list[float] | tuple[float, ...]) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * 3
+    if len(value) != 3:
+        raise ValueError(f"expected one value or three, got {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a photo as an ``(H, W, 3)`` RGB ``uint8`` array.
+
+    EXIF orientation is applied (phone photos in a retraining set are often
+    stored rotated). Raises :class:`ImageError` with the path and the reason
+    instead of Pillow's own exceptions.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def center_box(image_shape: tuple[int, ...], spec: PreprocessSpec) -> Box:
+    """The deterministic crop box used at inference (and for validation)."""
+    height, width = image_shape[0], image_shape[1]
+    keep_w, keep_h = width * spec.crop_fraction, height * spec.crop_fraction
+    if spec.keep_aspect:
+        target_h, target_w = spec.input_size
+        aspect = target_w / target_h
+        if keep_w / keep_h > aspect:
+            keep_w = keep_h * aspect
+        else:
+            keep_h = keep_w / aspect
+    left = (width - keep_w) / 2.0
+    top = (height - keep_h) / 2.0
+    return (left, top, left + keep_w, top + keep_h)
+
+
+def crop_resize(image: np.ndarray, box: Box, input_size: tuple[int, int]) -> np.ndarray:
+    """Resize the ``box`` region of an RGB ``uint8`` image to ``input_size``.
+
+    Pillow's bilinear filter widens its support when it shrinks, so a 640x480
+    frame is properly antialiased down to 224x224 in one pass.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an RGB uint8 image, got {image.dtype} {image.shape}")
+    height, width = input_size
+    pil = Image.fromarray(image)
+    resized = pil.resize((width, height), resample=Image.Resampling.BILINEAR, box=box)
+    return np.asarray(resized)
+
+
+def fit_to_input(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Centre-crop and resize an RGB ``uint8`` frame to the model input (``uint8``)."""
+    return crop_resize(image, center_box(image.shape, spec), spec.input_size)
+
+
+def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """``(pixels - mean) / std`` as ``float32`` (works on one image or a batch)."""
+    out = pixels.astype(np.float32)
+    if not spec.is_identity_normalization:
+        out -= np.asarray(spec.mean, dtype=np.float32)
+        out /= np.asarray(spec.std, dtype=np.float32)
+    return out
+
+
+def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The full inference transform: :func:`fit_to_input` then :func:`normalize`."""
+    return normalize(fit_to_input(image, spec), spec)
+
+
+__all__ = [
+    "Box",
+    "ImageError",
+    "PreprocessSpec",
+    "center_box",
+    "crop_resize",
+    "fit_to_input",
+    "load_image",
+    "normalize",
+    "preprocess",
+]

@@ -1,0 +1,74 @@
+"""The one place that chooses a TensorFlow Lite interpreter.
+
+LiteRT (``ai_edge_litert``) is the maintained runtime and works with NumPy 2;
+``tflite_runtime`` is the older package still found on some Pis (it needs
+NumPy < 2). Nothing else in bin-agent imports either: ask this module for an
+interpreter instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+RUNTIMES: tuple[tuple[str, str], ...] = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+)
+"""(name, module) pairs in order of preference."""
+
+
+class RuntimeUnavailable(RuntimeError):
+    """No TensorFlow Lite runtime can be imported."""
+
+
+class ModelLoadError(ValueError):
+    """The model file exists but the interpreter cannot load it."""
+
+
+def interpreter_class() -> tuple[str, Callable[..., Any]]:
+    """Return ``(runtime_name, Interpreter)`` for the first importable runtime."""
+    reasons = []
+    for name, module_name in RUNTIMES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            reasons.append(f"{name}: {exc}")
+            continue
+        return name, module.Interpreter
+    raise RuntimeUnavailable(
+        "no TensorFlow Lite runtime found ("
+        + "; ".join(reasons)
+        + "). Fix: pip install ai-edge-litert"
+    )
+
+
+def runtime_name() -> str:
+    """Name of the runtime :func:`load_interpreter` would use."""
+    return interpreter_class()[0]
+
+
+def load_interpreter(model_path: str | Path, num_threads: int | None = None) -> Any:
+    """Load a ``.tflite`` file and allocate its tensors.
+
+    :param num_threads: CPU threads for the interpreter; ``None`` lets the
+        runtime decide.
+    :raises ModelLoadError: the file is missing, empty, truncated or not a
+        TensorFlow Lite flatbuffer.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such model file")
+    content = path.read_bytes()
+    # A flatbuffer carries its file identifier at bytes 4..8; checking it turns
+    # a random or truncated file into a clear message instead of a native abort.
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ModelLoadError(f"{path}: not a TensorFlow Lite model (no TFL3 identifier)")
+    _, interpreter_cls = interpreter_class()
+    try:
+        interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: the interpreter cannot load it ({exc})") from None
+    return interpreter

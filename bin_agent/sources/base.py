@@ -1,0 +1,47 @@
+"""The frame-source seam: what every camera or replay delivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class SourceError(RuntimeError):
+    """A frame source cannot start or has stopped delivering frames."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One capture of the drop zone.
+
+    :param image: the main stream, ``(H, W, 3)`` RGB ``uint8``: what gets classified.
+    :param lores: the low-resolution stream as grayscale ``(h, w)`` ``uint8``
+        (the Y plane of the camera's YUV420 stream): what the trigger watches.
+    :param timestamp: capture time in seconds on the monotonic clock. Triggers
+        measure settle times with it, never with the wall clock, so synthetic
+        sequences in tests are deterministic.
+    :param index: running frame number from the source's start.
+    :param name: where the frame came from (file name for replay), for logs.
+    """
+
+    image: np.ndarray
+    lores: np.ndarray
+    timestamp: float
+    index: int
+    name: str = ""
+
+
+class FrameSource(Protocol):
+    """A camera or a replay. ``read`` blocks until the next frame is due.
+
+    ``read`` returns ``None`` once a finite source is exhausted and raises
+    :class:`SourceError` when a camera fails.
+    """
+
+    def start(self) -> None: ...
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
