@@ -1,0 +1,315 @@
+"""The bin's mechanics over GPIO, with gpiozero.
+
+A :class:`Sorter` puts an item into a compartment. Three mechanics exist:
+
+* :class:`ChuteSorter` — a rotating chute or tilting tray on one servo: one
+  angle per compartment and a home angle.
+* :class:`FlapSorter` — one servo per compartment flap: open, dwell, close.
+* :class:`GuidanceSorter` — no moving parts: the compartment's LED lights and
+  the person drops the item there.
+
+Every servo move follows the same cycle: move, wait for the travel time,
+hold for the dwell time, return home, wait, then ``detach()`` so the servo
+gets no more pulses (no jitter, no heat, no current). A lock makes sure only
+one actuation runs at a time; the next item waits for the chute.
+
+The pin factory is chosen in the config and created here, once, by
+:func:`make_pin_factory`; all devices share it. Tests use gpiozero's own
+``MockFactory`` with ``MockPWMPin``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+log = logging.getLogger(__name__)
+
+PIN_FACTORIES: dict[str, tuple[str, str, str]] = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory", "sudo apt install python3-lgpio (or pip install lgpio)"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "sudo apt install pigpio python3-pigpio && sudo systemctl enable --now pigpiod"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "sudo apt install python3-rpi.gpio"),
+    "native": ("gpiozero.pins.native", "NativeFactory", "run on a Raspberry Pi"),
+}
+
+
+class ActuatorError(RuntimeError):
+    """A pin factory or a device cannot be set up."""
+
+
+def make_pin_factory(name: str) -> Any:
+    """Create the gpiozero pin factory named in the config.
+
+    ``mock`` gives gpiozero's ``MockFactory`` with PWM-capable mock pins;
+    ``default`` lets gpiozero choose (``$GPIOZERO_PIN_FACTORY`` or its own order).
+    Returns ``None`` for ``default``: gpiozero then uses its global factory.
+
+    :raises ActuatorError: the factory's library is missing or cannot reach
+        the GPIO hardware; the message says how to fix it.
+    """
+    if name == "default":
+        return None
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+        return MockFactory(pin_class=MockPWMPin)
+    try:
+        module_name, class_name, fix = PIN_FACTORIES[name]
+    except KeyError:
+        raise ActuatorError(f"unknown pin factory {name!r}") from None
+    try:
+        module = __import__(module_name, fromlist=[class_name])
+        return getattr(module, class_name)()
+    except Exception as exc:  # gpiozero raises many kinds (ImportError, OSError, PinFactoryFallback…)
+        raise ActuatorError(
+            f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). "
+            f"Fix: {fix}; or set actuator.pin_factory = \"mock\" to run without GPIO"
+        ) from None
+
+
+class Sorter(Protocol):
+    """Something that puts an item into a compartment."""
+
+    def sort(self, compartment: str) -> None:
+        """Actuate for ``compartment`` and return when the mechanics are home again."""
+
+    def close(self) -> None:
+        """Return home, release the pins."""
+
+
+def _angular_servo(pin: int, settings: Any, initial_angle: float | None, pin_factory: Any) -> Any:
+    from gpiozero import AngularServo
+
+    return AngularServo(
+        pin,
+        initial_angle=initial_angle,
+        min_angle=settings.min_angle,
+        max_angle=settings.max_angle,
+        min_pulse_width=settings.min_pulse_width_ms / 1000.0,
+        max_pulse_width=settings.max_pulse_width_ms / 1000.0,
+        pin_factory=pin_factory,
+    )
+
+
+class ChuteSorter:
+    """One servo turns a chute (or tilts a tray) towards the compartment.
+
+    :param servo: a gpiozero ``AngularServo``.
+    :param angles: compartment → angle.
+    :param home_angle: rest position, also taken at start-up.
+    :param travel_seconds: how long the servo needs to get anywhere.
+    :param dwell_seconds: how long it holds so the item slides off.
+    :param sleep: injectable for tests that must not wait.
+    """
+
+    def __init__(
+        self,
+        servo: Any,
+        angles: Mapping[str, float],
+        home_angle: float,
+        travel_seconds: float,
+        dwell_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.servo = servo
+        self.angles = dict(angles)
+        self.home_angle = home_angle
+        self.travel_seconds = travel_seconds
+        self.dwell_seconds = dwell_seconds
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.home()
+
+    @classmethod
+    def from_config(cls, settings: Any, dwell_seconds: float, pin_factory: Any) -> "ChuteSorter":
+        servo = _angular_servo(settings.pin, settings, settings.home_angle, pin_factory)
+        return cls(servo, settings.angles, settings.home_angle, settings.travel_seconds, dwell_seconds)
+
+    def sort(self, compartment: str) -> None:
+        with self._lock:
+            self.servo.angle = self.angles[compartment]
+            self._sleep(self.travel_seconds + self.dwell_seconds)
+            self._home_unlocked()
+
+    def home(self) -> None:
+        with self._lock:
+            self._home_unlocked()
+
+    def _home_unlocked(self) -> None:
+        self.servo.angle = self.home_angle
+        self._sleep(self.travel_seconds)
+        self.servo.detach()
+
+    def close(self) -> None:
+        try:
+            self.home()
+        finally:
+            self.servo.close()
+
+
+class FlapSorter:
+    """One servo per compartment opens its flap, holds, and closes it.
+
+    :param flaps: compartment → ``(servo, open_angle, closed_angle)``.
+    """
+
+    def __init__(
+        self,
+        flaps: Mapping[str, tuple[Any, float, float]],
+        travel_seconds: float,
+        dwell_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.flaps = dict(flaps)
+        self.travel_seconds = travel_seconds
+        self.dwell_seconds = dwell_seconds
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        with self._lock:
+            for compartment in self.flaps:
+                self._close_flap(compartment)
+
+    @classmethod
+    def from_config(cls, actuator: Any, pin_factory: Any) -> "FlapSorter":
+        servo_settings = actuator.servo
+        flaps = {
+            name: (_angular_servo(flap.pin, servo_settings, flap.closed_angle, pin_factory),
+                   flap.open_angle, flap.closed_angle)
+            for name, flap in actuator.flaps.items()
+        }
+        return cls(flaps, servo_settings.travel_seconds, actuator.dwell_seconds)
+
+    def sort(self, compartment: str) -> None:
+        with self._lock:
+            servo, open_angle, _ = self.flaps[compartment]
+            servo.angle = open_angle
+            self._sleep(self.travel_seconds + self.dwell_seconds)
+            self._close_flap(compartment)
+
+    def _close_flap(self, compartment: str) -> None:
+        servo, _, closed_angle = self.flaps[compartment]
+        servo.angle = closed_angle
+        self._sleep(self.travel_seconds)
+        servo.detach()
+
+    def close(self) -> None:
+        with self._lock:
+            for compartment, (servo, _, _) in self.flaps.items():
+                try:
+                    self._close_flap(compartment)
+                finally:
+                    servo.close()
+
+
+class GuidanceSorter:
+    """One LED per compartment: light the right one for the dwell time.
+
+    :param leds: compartment → gpiozero ``LED``.
+    """
+
+    def __init__(
+        self,
+        leds: Mapping[str, Any],
+        dwell_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.leds = dict(leds)
+        self.dwell_seconds = dwell_seconds
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, actuator: Any, pin_factory: Any) -> "GuidanceSorter":
+        from gpiozero import LED
+
+        leds = {name: LED(pin, pin_factory=pin_factory) for name, pin in actuator.leds.items()}
+        return cls(leds, actuator.dwell_seconds)
+
+    def sort(self, compartment: str) -> None:
+        with self._lock:
+            led = self.leds[compartment]
+            led.on()
+            try:
+                self._sleep(self.dwell_seconds)
+            finally:
+                led.off()
+
+    def close(self) -> None:
+        for led in self.leds.values():
+            led.off()
+            led.close()
+
+
+class NoSorter:
+    """Sorts nothing (a camera-only counting bin, or a dry run)."""
+
+    def sort(self, compartment: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Indicators:
+    """Optional status LED and buzzer.
+
+    The LED is steady while ready, blinks while an item is handled and
+    blinks fast on error; the buzzer beeps once per sorted item.
+    """
+
+    def __init__(self, status_led: Any = None, buzzer: Any = None) -> None:
+        self.status_led = status_led
+        self.buzzer = buzzer
+
+    @classmethod
+    def from_config(cls, actuator: Any, pin_factory: Any) -> "Indicators":
+        status_led = buzzer = None
+        if actuator.status_led_pin >= 0:
+            from gpiozero import LED
+
+            status_led = LED(actuator.status_led_pin, pin_factory=pin_factory)
+        if actuator.buzzer_pin >= 0:
+            from gpiozero import Buzzer
+
+            buzzer = Buzzer(actuator.buzzer_pin, pin_factory=pin_factory)
+        return cls(status_led, buzzer)
+
+    def ready(self) -> None:
+        if self.status_led is not None:
+            self.status_led.on()
+
+    def busy(self) -> None:
+        if self.status_led is not None:
+            self.status_led.blink(on_time=0.2, off_time=0.2)
+
+    def error(self) -> None:
+        if self.status_led is not None:
+            self.status_led.blink(on_time=0.05, off_time=0.05)
+
+    def sorted_item(self) -> None:
+        if self.buzzer is not None:
+            self.buzzer.beep(on_time=0.08, off_time=0.0, n=1)
+
+    def close(self) -> None:
+        for device in (self.status_led, self.buzzer):
+            if device is not None:
+                device.off()
+                device.close()
+
+
+def build_sorter(actuator: Any, pin_factory: Any) -> Sorter:
+    """The sorter the config asks for (``actuator.kind``)."""
+    try:
+        if actuator.kind == "servo":
+            return ChuteSorter.from_config(actuator.servo, actuator.dwell_seconds, pin_factory)
+        if actuator.kind == "flaps":
+            return FlapSorter.from_config(actuator, pin_factory)
+        if actuator.kind == "leds":
+            return GuidanceSorter.from_config(actuator, pin_factory)
+        return NoSorter()
+    except ActuatorError:
+        raise
+    except Exception as exc:  # gpiozero: BadPinFactory, PinInvalidPin, GPIOPinInUse, PinPWMUnsupported…
+        raise ActuatorError(f"actuator.{actuator.kind}: cannot set up ({type(exc).__name__}: {exc})") from None

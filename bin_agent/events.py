@@ -1,0 +1,62 @@
+"""What the bin reports about each sorted item."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .classifier import Classification
+from .router import Route
+
+
+def utc_now_iso() -> str:
+    """ISO-8601 UTC time with milliseconds, e.g. ``2026-11-23T10:04:05.123Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class SortedItem:
+    """One item seen, classified, routed and actuated: the payload of ``event``.
+
+    :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
+        ``inference``, ``route``, ``actuate``, ``record``, ``total``).
+    """
+
+    bin_id: str
+    classification: Classification
+    route: Route
+    model_version: str
+    latency_ms: dict[str, float]
+    source: str = ""
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=utc_now_iso)
+
+    def payload(self) -> dict[str, Any]:
+        c = self.classification
+        return {
+            "id": self.event_id,
+            "time": self.time,
+            "bin_id": self.bin_id,
+            "class": c.label,
+            "confidence": round(c.confidence, 4),
+            "top3": [{"class": label, "confidence": round(p, 4)} for label, p in c.top[:3]],
+            "compartment": self.route.compartment,
+            "fallback": self.route.fallback,
+            "latency_ms": {k: round(v, 2) for k, v in self.latency_ms.items()},
+            "model_version": self.model_version,
+            "source": self.source,
+        }
+
+    def line(self, number: int) -> str:
+        """The one line the demo prints per item."""
+        c = self.classification
+        top = ", ".join(f"{label} {p:.2f}" for label, p in c.top[:3])
+        fallback = " (fallback: unsure)" if self.route.fallback else ""
+        source = f"  [{self.source}]" if self.source else ""
+        return (
+            f"#{number:<4} {self.time}  {c.label:<9} {c.confidence:5.2f} -> "
+            f"{self.route.compartment:<10}{fallback}  top3: {top}  "
+            f"{self.latency_ms.get('preprocess', 0) + self.latency_ms.get('inference', 0):.0f} ms{source}"
+        )

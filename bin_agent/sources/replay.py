@@ -1,0 +1,196 @@
+"""Replay image files as if a camera were watching the bin.
+
+This is what a laptop and the tests use instead of the Pi camera. The replay
+plays a scene per photo: ``empty_seconds`` of empty-bin frames, then the photo
+for ``item_seconds`` (an item lying in the bin), and finally a last stretch of
+empty frames so the last item is taken out again. The motion trigger thus sees
+what it would see on the Pi: empty → item → settled → empty.
+
+With ``realtime = false`` nothing sleeps: frames come as fast as the agent takes
+them, stamped on a virtual clock running at ``fps``, so a whole replay is
+deterministic and quick (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..preprocess import ImageError, load_image
+from .base import Frame, SourceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def find_images(path: Path) -> list[Path]:
+    """An image file, or every image below a folder, in a stable order."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SourceError(f"replay: {path} is neither an image nor a folder")
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def to_lores(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Grey ``(h, w)`` uint8 version of an RGB frame at ``size`` = (width, height):
+    what the camera's YUV420 low-res stream's Y plane would show."""
+    grey = Image.fromarray(image).convert("L")
+    return np.asarray(grey.resize(size, resample=Image.Resampling.BILINEAR))
+
+
+def plain_background(photo: np.ndarray) -> np.ndarray:
+    """An empty-bin frame the size of ``photo``: the median colour of its border."""
+    border = np.concatenate([photo[0], photo[-1], photo[:, 0], photo[:, -1]])
+    colour = np.median(border, axis=0).astype(np.uint8)
+    return np.broadcast_to(colour, photo.shape).copy()
+
+
+class ReplaySource:
+    """Plays photos as a sequence of frames.
+
+    :param path: an image file or a folder searched recursively.
+    :param fps: frame rate (wall clock if ``realtime``, else the virtual clock).
+    :param item_seconds: how long each photo is in view.
+    :param empty_seconds: empty-bin frames before each photo (and after the last).
+    :param empty_frame: photo of the empty bin; ``None``: :func:`plain_background`.
+    :param lores_size: ``(width, height)`` of :attr:`Frame.lores`.
+    :param loop: start again after the last photo.
+    :param shuffle: seeded random order; ``limit`` keeps the first N.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fps: float = 10.0,
+        realtime: bool = True,
+        item_seconds: float = 2.0,
+        empty_seconds: float = 1.5,
+        empty_frame: Path | None = None,
+        lores_size: tuple[int, int] = (320, 240),
+        loop: bool = False,
+        shuffle: bool = False,
+        seed: int = 0,
+        limit: int = 0,
+        hflip: bool = False,
+        vflip: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.realtime = realtime
+        self.item_frames = max(1, round(item_seconds * fps))
+        self.empty_frames = max(0, round(empty_seconds * fps))
+        self.empty_frame_path = empty_frame
+        self.lores_size = lores_size
+        self.loop = loop
+        self.shuffle = shuffle
+        self.seed = seed
+        self.limit = limit
+        self.hflip, self.vflip = hflip, vflip
+        self._clock, self._sleep = clock, sleep
+        self.images: list[Path] = []
+        self.skipped: list[str] = []
+        self._frames: Iterator[tuple[np.ndarray, str]] | None = None
+        self._index = 0
+        self._t0 = 0.0
+        self._next_due = 0.0
+
+    def start(self) -> None:
+        images = find_images(self.path)
+        if self.shuffle:
+            random.Random(self.seed).shuffle(images)
+        if self.limit:
+            images = images[: self.limit]
+        if not images:
+            raise SourceError(f"replay: no images in {self.path}")
+        self.images = images
+        self._frames = self._scenes()
+        self._index = 0
+        self._t0 = self._next_due = self._clock()
+        log.info("replaying %d image(s) from %s at %.1f fps", len(images), self.path, self.fps)
+
+    def read(self) -> Frame | None:
+        if self._frames is None:
+            raise SourceError("replay: read() before start()")
+        try:
+            image, name = next(self._frames)
+        except StopIteration:
+            return None
+        if self.realtime:
+            delay = self._next_due - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+            now = self._clock()
+            # After a long actuation do not rush to catch up: a camera drops
+            # the frames it could not deliver, it does not speed up.
+            self._next_due = max(self._next_due, now) + 1.0 / self.fps
+            timestamp = now
+        else:
+            timestamp = self._t0 + self._index / self.fps
+        frame = Frame(image=image, lores=self._lores(image), timestamp=timestamp,
+                      index=self._index, name=name)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._frames = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _lores(self, image: np.ndarray) -> np.ndarray:
+        key = id(image)
+        if getattr(self, "_lores_key", None) != key:
+            self._lores_cache = to_lores(image, self.lores_size)
+            self._lores_key = key
+        return self._lores_cache
+
+    def _orient(self, image: np.ndarray) -> np.ndarray:
+        if self.hflip:
+            image = image[:, ::-1]
+        if self.vflip:
+            image = image[::-1]
+        return np.ascontiguousarray(image) if (self.hflip or self.vflip) else image
+
+    def _empty_for(self, photo: np.ndarray) -> np.ndarray:
+        if self.empty_frame_path is not None:
+            if getattr(self, "_empty_loaded", None) is None:
+                try:
+                    self._empty_loaded = self._orient(load_image(self.empty_frame_path))
+                except ImageError as exc:
+                    raise SourceError(f"replay: empty frame {exc}") from None
+            return self._empty_loaded
+        return plain_background(photo)
+
+    def _scenes(self) -> Iterator[tuple[np.ndarray, str]]:
+        empty: np.ndarray | None = None
+        while True:
+            played = 0
+            for path in self.images:
+                try:
+                    photo = self._orient(load_image(path))
+                except ImageError as exc:
+                    log.warning("replay: skipping %s", exc)
+                    self.skipped.append(str(path))
+                    continue
+                if empty is None or (self.empty_frame_path is None and empty.shape != photo.shape):
+                    empty = self._empty_for(photo)
+                for _ in range(self.empty_frames):
+                    yield empty, "empty"
+                for _ in range(self.item_frames):
+                    yield photo, str(path)
+                played += 1
+            if empty is not None:
+                for _ in range(max(self.empty_frames, 1)):
+                    yield empty, "empty"
+            if not self.loop or played == 0:
+                return
