@@ -1,0 +1,59 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODELS = REPO / "tests" / "data" / "models"
+SHIPPED_MODEL = REPO / "models" / "trashnet_mobilenetv2_int8.tflite"
+
+
+def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 1883,
+                model: Path = TINY_MODELS / "tiny_uint8.tflite", mqtt: bool = True) -> dict[str, Any]:
+    """A valid config dict: replay source, mock pins, fast virtual-clock replay."""
+    return copy.deepcopy({
+        "agent": {"bin_id": "test-bin", "state_dir": str(tmp_path / "state"), "drain_seconds": 5.0},
+        "camera": {
+            "source": "replay",
+            "replay": {"path": str(replay_path or tmp_path), "realtime": False, "fps": 10.0,
+                       "item_seconds": 1.5, "empty_seconds": 1.0},
+        },
+        "trigger": {"mode": "motion", "settle_seconds": 0.5},
+        "model": {"path": str(model), "num_threads": 1},
+        "actuator": {"kind": "servo", "pin_factory": "mock", "dwell_seconds": 0.0,
+                     "servo": {"travel_seconds": 0.0}},
+        "mqtt": {"enabled": mqtt, "host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.2,
+                 "reconnect_max_seconds": 1.0},
+    })
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Minimal TOML writer for test configs (tables, strings, numbers, bools, lists)."""
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(v)
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in tables.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,146 @@
+"""The one config schema: shipped files validate, every mistake is named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from bin_agent.config import EX_CONFIG, ConfigError, config_from_dict, describe_options, load_config
+
+from .helpers import REPO, base_config, write_toml
+
+
+def problems_of(data, tmp_path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, base_dir=tmp_path)
+    return info.value.problems
+
+
+def test_shipped_config_documents_every_option():
+    text = (REPO / "config" / "bin-agent.toml").read_text()
+    parsed = tomllib.loads(text)
+    for key, default, _help in describe_options():
+        section, _, name = key.rpartition(".")
+        node = parsed
+        for part in section.split(".") if section else []:
+            node = node[part]
+        assert name in node, f"{key} is not in config/bin-agent.toml"
+        if not isinstance(default, dict):
+            assert node[name] == (str(default) if hasattr(default, "parts") else default) or key in {
+                "agent.state_dir", "model.path", "camera.replay.path", "actuator.pin_factory"}, key
+
+
+def test_shipped_configs_validate():
+    config = load_config(REPO / "config" / "bin-agent.toml")
+    assert config.camera.source == "picamera2"
+    assert config.model.path.resolve() == (REPO / "models" / "trashnet_mobilenetv2_int8.tflite").resolve()
+    demo = load_config(REPO / "config" / "demo.toml", check_model=True) if (
+        REPO.parent / "shared" / "data" / "trashnet").is_dir() else None
+    if demo is not None:
+        assert demo.actuator.pin_factory == "mock"
+
+
+def test_valid_dict_builds(tmp_path):
+    config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
+    assert config.compartments == ["paper", "glass", "packaging", "residual"]
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"camera": {"fsp": 3}}, "camera.fsp: unknown key; did you mean 'fps'?"),
+        ({"camera": {"fps": "fast"}}, "camera.fps: expected a number"),
+        ({"camera": {"fps": 500}}, "camera.fps: 500.0 is above the maximum 60"),
+        ({"model": {"num_threads": 1.5}}, "model.num_threads: expected a whole number"),
+        ({"trigger": {"mode": "laser"}}, "trigger.mode: 'laser' is not one of"),
+        ({"actuator": {"pin_factory": "wiringpi"}}, "actuator.pin_factory: 'wiringpi' is not one of"),
+        ({"mqtt": {"port": 0}}, "mqtt.port: 0 is below the minimum 1"),
+        ({"agent": {"bin_id": "a/b"}}, "agent.bin_id: 'a/b' must be"),
+        ({"actuator": {"buzzer_pin": 18}}, "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin"),
+        ({"router": {"compartments": {"glass": "glass"}}}, "router.compartments: class 'paper' has no compartment"),
+        ({"router": {"compartments": {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "packaging",
+                                      "plastic": "packaging", "trash": "residual", "wood": "residual"}}},
+         "router.compartments.wood: the model has no class 'wood'"),
+        ({"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0}}}},
+         "actuator.servo.angles: compartment 'residual' has none"),
+        ({"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 120.0}}}},
+         "actuator.servo.angles.residual: 120.0 is outside [-90.0, 90.0]"),
+        ({"actuator": {"kind": "leds", "leds": {"paper": 5, "glass": 5, "packaging": 6, "residual": 7}}},
+         "actuator.leds.glass: GPIO5 is already used by actuator.leds.paper"),
+        ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path: model file /nonexistent/model.tflite not found"),
+        ({"camera": {"replay": {"path": "/nonexistent/photos"}}}, "camera.replay.path: /nonexistent/photos does not exist"),
+        ({"camera": {"main_size": [640]}}, "camera.main_size: expected [width, height]"),
+    ],
+)
+def test_each_mistake_is_named_with_its_key(tmp_path, patch, expected):
+    data = base_config(tmp_path)
+    for section, values in patch.items():
+        node = data.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict) and key not in ("compartments", "angles", "leds"):
+                node[key].update(value)
+            else:
+                node[key] = value
+    problems = problems_of(data, tmp_path)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    data = base_config(tmp_path)
+    data["camera"]["fps"] = "x"
+    data["mqtt"]["port"] = 70000
+    data["bogus"] = {}
+    problems = problems_of(data, tmp_path)
+    assert len(problems) == 3
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli_exit_78_and_no_traceback(tmp_path):
+    data = base_config(tmp_path)
+    data["camera"]["fsp"] = 3
+    data["mqtt"]["port"] = "1883"
+    path = write_toml(tmp_path / "bad.toml", data)
+    result = run_cli("check-config", str(path))
+    assert result.returncode == EX_CONFIG
+    assert "Traceback" not in result.stderr
+    assert "camera.fsp: unknown key" in result.stderr
+    assert "mqtt.port: expected a whole number" in result.stderr
+    # Relations between sections are checked once every value has the right type.
+    data = base_config(tmp_path)
+    data["actuator"]["buzzer_pin"] = 18
+    result = run_cli("check-config", str(write_toml(tmp_path / "clash.toml", data)))
+    assert result.returncode == EX_CONFIG
+    assert "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["[camera\nsource=", "\x00\x01binary", ""])
+def test_broken_toml_files_give_one_line(tmp_path, content):
+    path = tmp_path / "broken.toml"
+    path.write_text(content)
+    result = run_cli("check-config", str(path))
+    if content == "":
+        # An empty file is a valid config full of defaults, except the default model path.
+        assert result.returncode in (0, EX_CONFIG)
+    else:
+        assert result.returncode == EX_CONFIG
+        assert "not valid TOML" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_missing_config_file_exits_78(tmp_path):
+    result = run_cli("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == EX_CONFIG
+    assert "no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_good_config_passes_check(tmp_path):
+    path = write_toml(tmp_path / "good.toml", base_config(tmp_path))
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout

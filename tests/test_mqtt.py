@@ -1,0 +1,129 @@
+"""The MQTT link against a real mosquitto, with a real paho subscriber."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bin_agent.config import MqttSection
+from bin_agent.mqtt import MqttLink, Topics
+from bin_agent.store import Store
+
+TOPICS = Topics.for_bin("smartbin", "b1")
+
+
+def settings(port: int) -> MqttSection:
+    return MqttSection(host="127.0.0.1", port=port, keepalive=5, reconnect_min_seconds=0.1,
+                       reconnect_max_seconds=0.5, max_inflight=5)
+
+
+def add_events(store: Store, first: int, count: int) -> list[str]:
+    ids = []
+    for n in range(first, first + count):
+        event_id = f"ev-{n:04d}"
+        store.record_event(event_id=event_id, topic=TOPICS.event, payload={"id": event_id, "n": n},
+                           label="glass", compartment="glass", fallback=False)
+        ids.append(event_id)
+    return ids
+
+
+def make_link(store: Store, port: int, on_command=None) -> MqttLink:
+    def default_handler(name, payload):
+        return {"command": name, "ok": True}
+
+    return MqttLink(settings(port), TOPICS, store, on_command or default_handler,
+                    state=lambda: {"counts": store.counts().as_dict()}, client_id="agent-under-test")
+
+
+def received_ids(sub) -> list[str]:
+    return [m["id"] for m in sub.json_on("/event")]
+
+
+def test_events_reach_the_broker_in_order_and_leave_the_outbox(tmp_path, mosquitto, subscriber_factory):
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    ids = add_events(store, 0, 30)
+    link.wake()
+    assert sub.wait_for(lambda: len(received_ids(sub)) >= 30)
+    assert received_ids(sub) == ids
+    assert sub.wait_for(lambda: store.pending_count() == 0, 5)
+    assert any(m.payload == b"online" for m in sub.on("/status"))
+    link.stop()
+    assert sub.wait_for(lambda: sub.on("/status")[-1].payload == b"offline", 5)
+
+
+def test_broker_down_at_start_then_up_delivers_everything(tmp_path, mosquitto_stopped, subscriber_factory):
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto_stopped.port)
+    link.start()
+    ids = add_events(store, 0, 12)
+    link.wake()
+    time.sleep(0.5)
+    assert store.pending_count() == 12
+    mosquitto_stopped.start()
+    sub = subscriber_factory(mosquitto_stopped.port, "smartbin/#")
+    # The subscriber joined after the events may have been sent: count what the outbox lost.
+    assert sub.wait_for(lambda: store.pending_count() == 0, 20), "outbox never drained"
+    link.stop()
+
+
+def test_broker_killed_and_restarted_loses_nothing(tmp_path, mosquitto, subscriber_factory):
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    assert link.wait_connected(10)
+    first = add_events(store, 0, 10)
+    link.wake()
+    assert link.drain(10)
+    mosquitto.kill()
+    assert_eventually(lambda: not link.connected, 10)
+    second = add_events(store, 10, 10)
+    link.wake()
+    time.sleep(0.3)
+    assert store.pending_count() == 10
+    mosquitto.start()
+    sub = subscriber_factory(mosquitto.port, TOPICS.event)
+    assert link.wait_connected(15)
+    assert sub.wait_for(lambda: set(second) <= set(received_ids(sub)), 20)
+    assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+    ordered = [i for i in received_ids(sub) if i in second]
+    assert ordered == sorted(ordered)
+    link.stop()
+
+
+def test_retained_state_and_commands(tmp_path, mosquitto, subscriber_factory):
+    store = Store(tmp_path / "s.db")
+    calls = []
+
+    def handler(name, payload):
+        calls.append((name, payload))
+        if name == "boom":
+            raise RuntimeError("handler bug")
+        return {"command": name, "ok": True}
+
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    assert link.wait_connected(10)
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    assert sub.wait_for(lambda: sub.on("/state"), 5), "retained state missing"
+    assert sub.on("/state")[0].retain
+    sub.publish(f"{TOPICS.base}/cmd/boom", b"{}")
+    sub.publish(f"{TOPICS.base}/cmd/ping", b'{"id": 7}')
+    assert sub.wait_for(lambda: len(sub.json_on("/cmd/result")) >= 2, 10)
+    results = sub.json_on("/cmd/result")
+    assert results[0] == {"command": "boom", "ok": False, "reason": "internal error: RuntimeError"}
+    assert results[1]["command"] == "ping" and results[1]["ok"]
+    # Our own replies on cmd/result are not taken for a command named "result".
+    assert [c[0] for c in calls] == ["boom", "ping"]
+    link.stop()
+
+
+def assert_eventually(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
