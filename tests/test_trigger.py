@@ -174,12 +174,12 @@ def test_item_removed_and_replaced_in_place_gives_two_events() -> None:
 
 def test_drift_and_noise_alone_never_fire() -> None:
     """±20 % global lighting over a minute, a slowly growing uneven light
-    (+30 % on one side over two minutes) and heavy sensor noise: no events."""
+    (+50 % on one side over two minutes) and heavy sensor noise: no events."""
     xx = np.linspace(0.0, 1.0, W, dtype=np.float32)[None, :]
 
     def script(t: float) -> tuple[list[Item], np.ndarray]:
         global_gain = 1.0 + 0.2 * np.sin(2 * np.pi * t / 60.0)
-        uneven = 1.0 + 0.3 * xx * (t / 120.0)
+        uneven = 1.0 + 0.5 * xx * (t / 120.0)
         return [], global_gain * uneven
 
     trigger = MotionTrigger()
