@@ -181,7 +181,7 @@ class Agent:
         if self.status == "running":
             self.status = "stopping"
         for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                             ("source", self.source.close)):
+                             ("trigger", self.trigger.close), ("source", self.source.close)):
             try:
                 closer()
             except Exception:
@@ -376,4 +376,26 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
 def make_trigger(config: Config, pin_factory: Any) -> Trigger:
     """The trigger named by ``trigger.mode``, with its section's settings."""
     trigger = config.trigger
-    return build_trigger(trigger.mode, settings=trigger, pin_factory=pin_factory)
+    if trigger.mode == "motion":
+        motion = trigger.motion
+        return build_trigger(
+            "motion",
+            pixel_threshold=motion.pixel_threshold,
+            min_area=motion.min_area,
+            max_motion=motion.max_motion,
+            settle_seconds=trigger.settle_seconds,
+            rearm_seconds=motion.rearm_seconds,
+            background_seconds=motion.background_seconds,
+            absorb_seconds=motion.absorb_seconds or None,
+        )
+    if trigger.mode == "gpio":
+        gpio = trigger.gpio
+        common = dict(pin_factory=pin_factory, settle_seconds=trigger.settle_seconds,
+                      bounce_seconds=gpio.bounce_seconds or None)
+        if gpio.kind == "distance":
+            return build_trigger("gpio", kind="distance", pin=gpio.echo_pin, trigger_pin=gpio.pin,
+                                 threshold_distance=gpio.threshold_distance, **common)
+        if gpio.kind == "pir":  # a PIR drives its output: no pull resistor
+            return build_trigger("gpio", kind="pir", pin=gpio.pin, **common)
+        return build_trigger("gpio", kind=gpio.kind, pin=gpio.pin, pull_up=gpio.pull_up, **common)
+    return build_trigger("manual")

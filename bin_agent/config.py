@@ -111,16 +111,25 @@ class CameraSection:
 
 @dataclass
 class MotionSection:
-    diff_threshold: int = _opt(25, "Per-pixel grey-level change that counts as changed.", min=1, max=255)
-    min_area: float = _opt(0.02, "Share of the frame that must change to see an item.", min=0.0001, max=1)
-    settle_threshold: float = _opt(
-        0.005, "Share of pixels still moving frame to frame below which the scene is still.", min=0, max=1
+    pixel_threshold: float = _opt(
+        20.0, "Grey levels by which a pixel must differ from the empty bin to count as changed.",
+        min=1, max=254,
     )
-    background_alpha: float = _opt(
-        0.02, "How fast the empty-bin background adapts (per frame).", min=0, max=1
+    min_area: float = _opt(0.02, "Share of the view that must change to see an item.", min=0.0001, max=1)
+    max_motion: float = _opt(
+        0.01, "Share of the view that may still move while the item counts as lying still "
+        "(must be below min_area).", min=0, max=1,
+    )
+    rearm_seconds: float = _opt(
+        0.5, "How long the view must look empty again before the next item can fire.", min=0, max=60
+    )
+    background_seconds: float = _opt(
+        30.0, "Time constant of the empty-bin background's adaptation to light changes.",
+        min=0.1, max=86400,
     )
     absorb_seconds: float = _opt(
-        0.0, "Absorb an item that never leaves into the background after this long (0: never).", min=0
+        300.0, "An item that never leaves is absorbed into the background after this long "
+        "(0: never).", min=0,
     )
 
 
@@ -405,6 +414,7 @@ def _kind(value: Any) -> str:
 
 def _cross_check(config: Config, problems: list[str], check_model: bool) -> None:
     _check_sizes(config, problems)
+    _check_trigger(config, problems)
     _check_bin_id(config, problems)
     labels = _check_model(config, problems) if check_model else list(CLASSES)
     _check_router(config, labels, problems)
@@ -415,6 +425,14 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
         problems.append(
             f"camera.replay.path: {config.camera.replay.path} does not exist; "
             "point it at an image or a folder of images"
+        )
+
+
+def _check_trigger(config: Config, problems: list[str]) -> None:
+    motion = config.trigger.motion
+    if motion.max_motion >= motion.min_area:
+        problems.append(
+            f"trigger.motion.max_motion: {motion.max_motion} must be below min_area ({motion.min_area})"
         )
 
 

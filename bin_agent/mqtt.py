@@ -120,7 +120,6 @@ class MqttLink:
         # paho re-raises exceptions from callbacks by default, which kills its
         # network thread and with it every reconnect; log them instead.
         client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger("bin_agent.paho"))
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(settings.reconnect_min_seconds, settings.reconnect_max_seconds)
@@ -253,7 +252,7 @@ class MqttLink:
         self._wake.set()
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); events stay in the outbox", reason_code)
         self._connected.clear()
 

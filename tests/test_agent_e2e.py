@@ -1,0 +1,91 @@
+"""The whole pipeline in one process: TrashNet photos replayed with empty-bin
+frames in between → motion trigger → model → router → servo on gpiozero's
+MockFactory → SQLite outbox → a real mosquitto → a real paho subscriber."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bin_agent import CLASSES
+from bin_agent.agent import build_agent
+from bin_agent.config import config_from_dict
+
+from .helpers import SHIPPED_MODEL, base_config
+from .test_actuators import duty_for
+
+PHOTOS_PER_CLASS = 2
+import os
+MODEL = Path(os.environ.get("E2E_MODEL", SHIPPED_MODEL))
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path, trashnet_dir: Path) -> Path:
+    """Links to a few TrashNet test photos (never copied into the repo)."""
+    split = json.loads((SHIPPED_MODEL.parent / "trashnet_split.json").read_text())
+    test_files = split["datasets"]["trashnet"]["test"]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    n = 0
+    for label in CLASSES:
+        picked = [f for f in sorted(test_files) if f.startswith(f"{label}/")][:PHOTOS_PER_CLASS]
+        for rel in picked:
+            # A numbered prefix keeps the replay order class by class.
+            (folder / f"{n:02d}_{Path(rel).name}").symlink_to(trashnet_dir / rel)
+            n += 1
+    return folder
+
+
+def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_dir, mosquitto,
+                                                              subscriber_factory):
+    n_photos = len(list(photo_dir.iterdir()))
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
+    config = config_from_dict(data, base_dir=tmp_path)
+    agent = build_agent(config)
+    servo_pin = agent.pin_factory.pin(config.actuator.servo.pin)
+    servo_pin.clear_states()
+    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
+
+    assert agent.run() == 0
+
+    assert sub.wait_for(lambda: len(sub.on("/event")) >= n_photos, 20)
+    events = sub.json_on("/event")
+    assert len(events) == n_photos, "one event per photo, no more, no less"
+    assert len({e["id"] for e in events}) == n_photos
+    router = config.router
+    for event in events:
+        expected = router.compartments[event["class"]] if not event["fallback"] else router.fallback
+        assert event["compartment"] == expected
+        assert event["fallback"] == (event["confidence"] < router.confidence_threshold)
+        assert event["bin_id"] == "test-bin" and event["time"].endswith("Z")
+        assert set(event["latency_ms"]) >= {"trigger", "preprocess", "inference", "actuate", "route"}
+        assert len(event["top3"]) == 3
+    truth = [re.match(r"\d+_([a-z]+)\d+\.jpg$", name).group(1)
+             for name in sorted(p.name for p in photo_dir.iterdir())]
+    right = sum(e["class"] == t for e, t in zip(events, truth))
+    assert right >= n_photos - 2, f"only {right}/{n_photos} photos classified right"
+
+    # The servo went to each item's compartment angle, then home, then detached.
+    angles = config.actuator.servo.angles
+    duties = [round(s.state, 5) for s in servo_pin.states if s.state]
+    expected_duties = []
+    for event in events:
+        expected_duties += [round(duty_for(angles[event["compartment"]]), 5), round(duty_for(0.0), 5)]
+    assert duties[: len(expected_duties)] == expected_duties
+    assert servo_pin.frequency is None, "servo left attached"
+
+    # Retained state: counts agree with the events, and a late subscriber gets it too.
+    late = subscriber_factory(mosquitto.port, "smartbin/test-bin/state")
+    assert late.wait_for(lambda: late.on("/state"), 5)
+    state = late.json_on("/state")[-1]
+    assert late.on("/state")[-1].retain
+    by_class: dict[str, int] = {}
+    for event in events:
+        by_class[event["class"]] = by_class.get(event["class"], 0) + 1
+    assert state["counts"]["classes"] == by_class
+    assert state["counts"]["total"] == n_photos
+    assert sub.wait_for(lambda: sub.on("/status") and sub.on("/status")[-1].payload == b"offline", 5)
