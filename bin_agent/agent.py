@@ -90,7 +90,6 @@ class Agent:
         self.indicators.ready()
         self._publish_state()
         self.notifier.ready(f"sorting; model {self.classifier.version}")
-        last_ping = 0.0
         try:
             while not self.stop_event.is_set():
                 try:
@@ -108,12 +107,9 @@ class Agent:
                     self.stop_event.wait(0.5)
                     continue
                 self.frames_seen += 1
-                now = time.monotonic()
                 # The watchdog is fed only here, i.e. only while frames flow: a
                 # stalled camera lets systemd restart the service.
-                if now - last_ping >= self.notifier.ping_interval:
-                    self.notifier.watchdog()
-                    last_ping = now
+                self.notifier.watchdog_if_due()
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
@@ -177,7 +173,7 @@ class Agent:
 
     def close(self) -> None:
         """Home and detach the mechanics, flush the outbox, say ``offline``."""
-        self.notifier.stopping()
+        self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
         for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
@@ -191,6 +187,7 @@ class Agent:
                 log.warning("%d event(s) stay in the outbox for the next start", self.store.pending_count())
             self.mqtt.stop()
         self.store.close()
+        self.notifier.close()
 
     # ------------------------------------------------------------------ commands
 
