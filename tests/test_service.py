@@ -103,3 +103,46 @@ def test_bad_model_file_refuses_to_start(tmp_path, few_photos):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
     assert "m.tflite" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path, few_photos):
+    """Run the agent as systemd would: a real notify socket and a watchdog."""
+    import socket as socketlib
+
+    address = str(tmp_path / "notify.sock")
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(0.2)
+    data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
+    data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "loop": True})
+    config = write_toml(tmp_path / "agent.toml", data)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    agent = subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(m == "WATCHDOG=1" for m in messages) < 3:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                pass
+        agent.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(m.startswith("STOPPING=1") for m in messages):
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                pass
+        agent.wait(20)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        listener.close()
+    ready = [i for i, m in enumerate(messages) if m.startswith("READY=1")]
+    pings = [i for i, m in enumerate(messages) if m == "WATCHDOG=1"]
+    assert ready, messages
+    assert len(pings) >= 3 and min(pings) > ready[0], "watchdog pings must follow READY"
+    assert any(m.startswith("STOPPING=1") for m in messages)
+    assert agent.returncode == 0
