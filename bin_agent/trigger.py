@@ -188,7 +188,10 @@ class MotionTrigger:
     Behaviour worth knowing:
 
     * Anything that holds still, changed, for ``settle_seconds`` fires, a hand
-      resting in view included: the trigger cannot tell a hand from an item.
+      resting in view or covering the lens included: the trigger cannot tell
+      a hand from an item. Global brightness changes beyond 4x (the gain is
+      clamped to 0.25-4: lights failing, the camera covered) also count as
+      change.
     * After ``absorb_seconds`` in ``"occupied"`` with a still scene, the scene
       is absorbed into the background and the trigger re-arms, so a stuck
       object, debris or a nudged camera cannot disable it for good. The old
