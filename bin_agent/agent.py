@@ -17,6 +17,7 @@ factory through the same function.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -269,8 +270,12 @@ def build_source(config: Config) -> FrameSource:
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
             hflip=camera.hflip, vflip=camera.vflip,
         )
-    from .sources.picamera import PiCameraSource
+    import importlib.util
 
+    from .sources.picamera import INSTALL_HINT, PiCameraSource
+
+    if importlib.util.find_spec("picamera2") is None:
+        raise StartupError(f"camera.source: {INSTALL_HINT}", 78)
     return PiCameraSource(
         main_size=(camera.main_size[0], camera.main_size[1]),
         lores_size=(camera.lores_size[0], camera.lores_size[1]),
@@ -299,35 +304,40 @@ def build_agent(
     from .classifier import ModelFilesError
     from .store import StoreError
 
-    try:
-        classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=config.model.num_threads)
-    except ModelFilesError as exc:
-        raise StartupError(f"model: {exc}", 78) from None
     if pin_factory is None:
         try:
             pin_factory = make_pin_factory(config.actuator.pin_factory)
         except ActuatorError as exc:
             raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
-    try:
-        sorter = build_sorter(config.actuator, pin_factory)
-        indicators = Indicators.from_config(config.actuator, pin_factory)
-    except ActuatorError as exc:
-        raise StartupError(str(exc), 78) from None
-    except Exception as exc:
-        raise StartupError(f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", 78) from None
-    try:
-        trigger = make_trigger(config, pin_factory)
-    except Exception as exc:
-        sorter.close()
-        raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", 78) from None
-    try:
-        store = Store(Path(config.agent.state_dir) / "bin-agent.db")
-    except StoreError as exc:
-        sorter.close()
-        raise StartupError(str(exc), 73) from None
+    # Whatever was set up is released again if a later part cannot start.
+    with contextlib.ExitStack() as undo:
+        try:
+            sorter = build_sorter(config.actuator, pin_factory)
+            undo.callback(sorter.close)
+            indicators = Indicators.from_config(config.actuator, pin_factory)
+            undo.callback(indicators.close)
+        except ActuatorError as exc:
+            raise StartupError(str(exc), 78) from None
+        except Exception as exc:
+            raise StartupError(f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", 78) from None
+        try:
+            trigger = make_trigger(config, pin_factory)
+        except Exception as exc:
+            raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", 78) from None
+        undo.callback(trigger.close)
+        frame_source = source if source is not None else build_source(config)
+        try:
+            classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=config.model.num_threads)
+        except ModelFilesError as exc:
+            raise StartupError(f"model: {exc}", 78) from None
+        try:
+            store = Store(Path(config.agent.state_dir) / "bin-agent.db")
+        except StoreError as exc:
+            raise StartupError(str(exc), 73) from None
+        undo.pop_all()
     agent = Agent(
         config=config,
-        source=source if source is not None else build_source(config),
+        source=frame_source,
         trigger=trigger,
         classifier=classifier,
         router=Router(config.router.compartments, config.router.fallback,

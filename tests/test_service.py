@@ -146,3 +146,25 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path, few_photos):
     assert len(pings) >= 3 and min(pings) > ready[0], "watchdog pings must follow READY"
     assert any(m.startswith("STOPPING=1") for m in messages)
     assert agent.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"camera": {"source": "picamera2"}}, "picamera2 is not installed"),
+        ({"actuator": {"pin_factory": "pigpio"}}, "pin factory 'pigpio' cannot load"),
+    ],
+)
+def test_missing_hardware_libraries_fail_fast_with_the_fix(tmp_path, few_photos, patch, message):
+    data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
+    for section, values in patch.items():
+        data[section].update(values)
+    config = write_toml(tmp_path / "agent.toml", data)
+    result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert message in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+    # One line from us; LiteRT's own "INFO: Created ... XNNPACK delegate" may precede it.
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]
+    assert len(ours) == 1, result.stderr
