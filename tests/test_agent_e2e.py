@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,42 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     assert state["counts"]["classes"] == by_class
     assert state["counts"]["total"] == n_photos
     assert sub.wait_for(lambda: sub.on("/status") and sub.on("/status")[-1].payload == b"offline", 5)
+
+
+def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, photo_dir, mosquitto,
+                                                                  subscriber_factory):
+    import threading
+
+    data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
+    data["trigger"]["mode"] = "manual"
+    data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
+    config = config_from_dict(data, base_dir=tmp_path)
+    agent = build_agent(config)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    base = "smartbin/test-bin/cmd"
+    try:
+        assert agent.mqtt.wait_connected(10)
+        time.sleep(0.5)
+        assert sub.on("/event") == [], "manual mode must not fire by itself"
+        sub.publish(f"{base}/classify", b'{"id": "c1"}')
+        assert sub.wait_for(lambda: len(sub.on("/event")) == 1, 10)
+        assert sub.wait_for(lambda: any(r.get("id") == "c1" and r["ok"] for r in sub.json_on("/cmd/result")), 5)
+        assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["total"] == 1, 5)
+
+        for topic, payload in [(f"{base}/classify", b"[1, 2]"), (f"{base}/classify", b"\xff\xfe"),
+                               (f"{base}/classify", b"x" * 5000), (f"{base}/format_disk", b"{}")]:
+            sub.publish(topic, payload)
+        assert sub.wait_for(lambda: sum(not r["ok"] for r in sub.json_on("/cmd/result")) == 4, 10)
+        time.sleep(0.5)
+        assert len(sub.on("/event")) == 1, "an invalid command must not classify"
+
+        sub.publish(f"{base}/reset_counts", b"")
+        assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["total"] == 0, 5)
+        sub.publish(f"{base}/ping", b"")
+        assert sub.wait_for(lambda: any("pong" in r for r in sub.json_on("/cmd/result")), 5)
+    finally:
+        agent.stop()
+        runner.join(30)
+    assert not runner.is_alive()
