@@ -1,0 +1,153 @@
+"""Classifier on the tiny test models (tests/data/models, made by make_tiny_models.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bin_agent import CLASSES
+from bin_agent.classifier import Classification, Classifier, ModelFiles, ModelFilesError
+from bin_agent.preprocess import load_image
+
+MODELS = Path(__file__).resolve().parent / "data" / "models"
+NAMES = ("tiny_float", "tiny_uint8", "tiny_int8")
+
+
+def model_path(name: str) -> Path:
+    return MODELS / f"{name}.tflite"
+
+
+def copy_model(name: str, dest: Path) -> Path:
+    """Copy a tiny model's three files into ``dest``; return the .tflite path."""
+    files = ModelFiles.beside(model_path(name))
+    for path in (files.model, files.labels, files.metadata):
+        shutil.copy(path, dest / path.name)
+    return dest / files.model.name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_dtype_gives_a_valid_classification(name: str) -> None:
+    clf = Classifier.from_model_path(model_path(name))
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+    result = clf.classify(frame)
+    assert isinstance(result, Classification)
+    assert result.label in CLASSES
+    assert len(result.probabilities) == len(CLASSES)
+    assert sum(result.probabilities) == pytest.approx(1.0, abs=0.02)
+    assert all(0.0 <= p <= 1.0 for p in result.probabilities)
+    probs = [p for _, p in result.top]
+    assert len(result.top) == 3
+    assert probs == sorted(probs, reverse=True)
+    assert result.top[0] == (result.label, result.confidence)
+    assert result.confidence == pytest.approx(max(result.probabilities))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_input_dtype_and_pass_through(name: str) -> None:
+    clf = Classifier.from_model_path(model_path(name))
+    expected = {"tiny_float": np.float32, "tiny_uint8": np.uint8, "tiny_int8": np.int8}[name]
+    assert clf.input_dtype == expected
+    pixels = np.arange(32 * 32 * 3, dtype=np.int64).reshape(32, 32, 3) % 256
+    tensor = clf.model_input(pixels.astype(np.uint8))
+    assert tensor.shape == (1, 32, 32, 3) and tensor.dtype == expected
+    if name == "tiny_uint8":  # scale 1 / zero point 0: camera pixels go straight in
+        assert np.array_equal(tensor[0], pixels)
+    if name == "tiny_int8":
+        assert np.array_equal(tensor[0].astype(np.int64), pixels - 128)
+
+
+def test_quantized_models_agree_with_float_on_real_photos(trashnet_dir: Path) -> None:
+    photos = [sorted((trashnet_dir / c).glob("*.jpg"))[20] for c in CLASSES]
+    photos += [sorted((trashnet_dir / c).glob("*.jpg"))[21] for c in CLASSES]
+    images = [load_image(p) for p in photos]
+    reference = [Classifier.from_model_path(model_path("tiny_float")).classify(i).label for i in images]
+    for name in ("tiny_uint8", "tiny_int8"):
+        clf = Classifier.from_model_path(model_path(name))
+        labels = [clf.classify(i).label for i in images]
+        agree = sum(a == b for a, b in zip(labels, reference))
+        assert agree >= len(images) - 2, f"{name} agrees with float on {agree}/{len(images)}"
+
+
+def test_truncated_model_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelFilesError, match="tiny_uint8.tflite"):
+        Classifier.from_model_path(path)
+
+
+def test_random_bytes_are_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    path.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(ModelFilesError, match="not a TensorFlow Lite model"):
+        Classifier.from_model_path(path)
+
+
+def test_missing_model_file_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    path.unlink()
+    with pytest.raises(ModelFilesError, match="no such model file"):
+        Classifier.from_model_path(path)
+
+
+def test_wrong_label_count_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    files = ModelFiles.beside(path)
+    files.labels.write_text("\n".join(CLASSES[:5]) + "\n", encoding="utf-8")
+    meta = json.loads(files.metadata.read_text())
+    meta["classes"] = list(CLASSES[:5])
+    files.metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelFilesError, match="6 outputs .* lists 5 classes"):
+        Classifier.from_model_path(path)
+
+
+def test_labels_and_metadata_class_mismatch_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    files = ModelFiles.beside(path)
+    swapped = list(CLASSES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    files.labels.write_text("\n".join(swapped) + "\n", encoding="utf-8")
+    with pytest.raises(ModelFilesError, match="says"):
+        Classifier.from_model_path(path)
+
+
+def test_missing_metadata_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    ModelFiles.beside(path).metadata.unlink()
+    with pytest.raises(ModelFilesError, match="cannot read metadata"):
+        Classifier.from_model_path(path)
+
+
+def test_metadata_without_input_size_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_uint8", tmp_path)
+    files = ModelFiles.beside(path)
+    meta = json.loads(files.metadata.read_text())
+    del meta["input_size"]
+    files.metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelFilesError, match="no 'input_size'"):
+        Classifier.from_model_path(path)
+
+
+def test_input_size_mismatch_is_rejected(tmp_path: Path) -> None:
+    path = copy_model("tiny_int8", tmp_path)
+    files = ModelFiles.beside(path)
+    meta = json.loads(files.metadata.read_text())
+    meta["input_size"] = [64, 64]
+    files.metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelFilesError, match=r"does not match the metadata input_size \[64, 64\]"):
+        Classifier.from_model_path(path)
+
+
+def test_sidecars_match_the_convention() -> None:
+    for name in NAMES:
+        files = ModelFiles.beside(model_path(name))
+        assert files.labels.read_text().split() == list(CLASSES)
+        meta = json.loads(files.metadata.read_text())
+        assert meta["classes"] == list(CLASSES)
+        assert meta["input_size"] == [32, 32]
+        assert meta["output_is_probability"] is True
+        assert files.model.stat().st_size < 20_000
