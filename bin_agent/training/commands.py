@@ -1,0 +1,134 @@
+"""The ``train``, ``evaluate`` and ``split`` sub-commands.
+
+``bin_agent.cli`` calls :func:`register`; each sub-command sets
+``func=<callable(args) -> int exit code>``. Errors the user can fix (missing
+folder, bad split file, bad model) are one line on stderr and exit code 2; no
+traceback. TensorFlow is imported only when ``train`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..classifier import ModelFilesError
+from ..preprocess import ImageError
+from . import dataset as ds
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    try:
+        document = ds.split_document(args.datasets, seed=args.seed, test=args.test, val=args.val)
+    except ds.DatasetError as exc:
+        return _fail(str(exc))
+    ds.write_split(document, args.out)
+    for name, entry in document["datasets"].items():
+        counts = {s: entry["counts"][s]["total"] for s in ds.SUBSETS}
+        _print(f"{name}: {counts}")
+    _print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    for root in args.datasets:
+        if not Path(root).is_dir():
+            return _fail(f"{root}: no such dataset folder")
+    if args.weights != "imagenet" and not Path(args.weights).is_file():
+        return _fail(f"{args.weights}: no such weights file")
+    from .train import TrainConfig, train  # imports TensorFlow lazily
+
+    config = TrainConfig(
+        datasets=[Path(p) for p in args.datasets],
+        out=Path(args.out),
+        split=Path(args.split) if args.split else None,
+        weights=str(args.weights),
+        input_size=args.input_size,
+        copies=args.copies,
+        cut_layer=args.cut_layer,
+        head_epochs=args.head_epochs,
+        fine_epochs=args.fine_epochs,
+        head_lr=args.head_lr,
+        fine_lr=args.fine_lr,
+        batch_size=args.batch_size,
+        label_smoothing=args.label_smoothing,
+        dropout=args.dropout,
+        seed=args.seed,
+        calibration=args.calibration,
+        max_per_class=args.max_per_class,
+        name=args.name,
+        version=args.version or "",
+    )
+    try:
+        train(config, progress=_print)
+    except (ds.DatasetError, ImageError, ModelFilesError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import format_summary, run
+
+    try:
+        result = run(Path(args.model), Path(args.dataset), Path(args.split) if args.split else None,
+                     args.subset, Path(args.out) if args.out else None, threads=args.threads, progress=_print)
+    except (ds.DatasetError, ModelFilesError) as exc:
+        return _fail(str(exc))
+    _print(format_summary(result))
+    for path in result.get("written", []):
+        _print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``split``, ``train`` and ``evaluate`` to the bin-agent CLI."""
+    p = subparsers.add_parser("split", help="make the fixed train/val/test split file of dataset folders")
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR", help="folder-per-class photo folders")
+    p.add_argument("--out", required=True, type=Path, help="split JSON to write, e.g. models/trashnet_split.json")
+    p.add_argument("--seed", type=int, default=20261123)
+    p.add_argument("--test", type=float, default=0.15, help="test share per class (default 0.15)")
+    p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
+    p.set_defaults(func=cmd_split)
+
+    p = subparsers.add_parser("train", help="fine-tune MobileNetV2 and export float + int8 TFLite models")
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
+                   help="one or more folder-per-class photo folders, merged (e.g. TrashNet + the bin's own photos)")
+    p.add_argument("--split", type=Path, help="split file (bin-agent split); without it a new split is made and saved")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (models, report, checkpoint)")
+    p.add_argument("--weights", default="imagenet",
+                   help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--copies", type=int, default=6, help="augmented views per training photo (cached)")
+    p.add_argument("--cut-layer", default="block_12_add", help="frozen below, fine-tuned above")
+    p.add_argument("--head-epochs", type=int, default=25)
+    p.add_argument("--fine-epochs", type=int, default=8)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--fine-lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--calibration", type=int, default=200, help="training photos used to calibrate int8")
+    p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
+    p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
+    p.add_argument("--version", help="version string written in the metadata")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("evaluate", help="metrics of a .tflite model on labelled photos (runs the agent's Classifier)")
+    p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    p.add_argument("--model", required=True, type=Path, help=".tflite with its .labels.txt and .json beside it")
+    p.add_argument("--split", type=Path, help="split file; with --subset picks e.g. the held-out test photos")
+    p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"],
+                   help="subset of the split (default test; 'all' = every photo)")
+    p.add_argument("--out", type=Path, help="folder for the JSON report and the PNG plots")
+    p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's choice)")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,278 @@
+"""Folder-per-class datasets, the fixed split, and training-time augmentation.
+
+No TensorFlow here: everything is NumPy + Pillow, and every model input is made
+by :mod:`bin_agent.preprocess` — :func:`eval_pixels` (validation, test,
+calibration: :func:`~bin_agent.preprocess.fit_to_input`, exactly what the agent
+does) and :func:`augment` (training: a random box through
+:func:`~bin_agent.preprocess.crop_resize`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from .. import CLASSES
+from ..preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+SUBSETS = ("train", "val", "test")
+SPLIT_FORMAT = 1
+
+
+class DatasetError(ValueError):
+    """A dataset folder or split file is missing or does not fit."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One photo: its path, its class index and its key in the split file."""
+
+    path: Path
+    label: int
+    key: str  # "<class>/<file name>", relative to the dataset root
+
+
+def dataset_name(root: Path) -> str:
+    """The name a dataset folder has in a split file (its folder name)."""
+    return Path(root).resolve().name
+
+
+def list_dataset(root: str | Path, classes: Sequence[str] = CLASSES) -> list[Item]:
+    """Every image of a folder-per-class dataset, sorted by key.
+
+    Class folders must be among ``classes``; a dataset may lack some classes
+    (a bin's own photos rarely cover all of them).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p.name for p in folders if p.name not in classes]
+    if unknown:
+        raise DatasetError(
+            f"{root}: folders {unknown} are not classes of this model (expected some of {list(classes)})"
+        )
+    items = []
+    for folder in folders:
+        label = classes.index(folder.name)
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                items.append(Item(path, label, f"{folder.name}/{path.name}"))
+    if not items:
+        raise DatasetError(f"{root}: no images found in folders named after the classes {list(classes)}")
+    return items
+
+
+def make_split(
+    items: Sequence[Item], seed: int = 20261123, test: float = 0.15, val: float = 0.15
+) -> dict[str, list[str]]:
+    """A stratified split of one dataset's items into train / val / test keys.
+
+    Within each class the keys are sorted, shuffled with ``seed`` and cut:
+    ``round(n * test)`` test, ``round(n * val)`` validation, the rest train.
+    """
+    if not (0 < test < 1 and 0 <= val < 1 and test + val < 1):
+        raise DatasetError(f"bad split fractions test={test} val={val}")
+    by_class: dict[int, list[str]] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item.key)
+    out: dict[str, list[str]] = {name: [] for name in SUBSETS}
+    for label in sorted(by_class):
+        keys = sorted(by_class[label])
+        random.Random(f"{seed}:{label}").shuffle(keys)
+        n_test = round(len(keys) * test)
+        n_val = round(len(keys) * val)
+        out["test"] += keys[:n_test]
+        out["val"] += keys[n_test : n_test + n_val]
+        out["train"] += keys[n_test + n_val :]
+    return {name: sorted(keys) for name, keys in out.items()}
+
+
+def split_document(
+    roots: Sequence[Path], seed: int = 20261123, test: float = 0.15, val: float = 0.15
+) -> dict[str, Any]:
+    """The split file's content for one or several dataset folders."""
+    datasets = {}
+    for root in roots:
+        name = dataset_name(root)
+        if name in datasets:
+            raise DatasetError(f"two dataset folders are named {name!r}: rename one")
+        subsets = make_split(list_dataset(root), seed=seed, test=test, val=val)
+        counts = {
+            subset: {c: sum(k.split("/")[0] == c for k in keys) for c in CLASSES}
+            for subset, keys in subsets.items()
+        }
+        for subset in SUBSETS:
+            counts[subset]["total"] = len(subsets[subset])
+        datasets[name] = {"counts": counts, **subsets}
+    return {
+        "format": SPLIT_FORMAT,
+        "seed": seed,
+        "fractions": {"test": test, "val": val, "train": round(1 - test - val, 4)},
+        "rule": "per class: sort keys, shuffle with random.Random(f'{seed}:{class_index}'), "
+        "first round(n*test) -> test, next round(n*val) -> val, rest -> train",
+        "datasets": datasets,
+    }
+
+
+def write_split(document: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+def read_split(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such split file") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable split file ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("datasets"), dict):
+        raise DatasetError(f"{path}: not a split file (no 'datasets' table)")
+    return document
+
+
+def split_for(document: dict[str, Any], root: Path, split_path: Path | str = "split") -> dict[str, Any]:
+    """The split entry of the dataset folder ``root`` (matched by folder name;
+    a split file with a single dataset applies to any folder)."""
+    datasets = document["datasets"]
+    name = dataset_name(root)
+    if name in datasets:
+        return datasets[name]
+    if len(datasets) == 1:
+        return next(iter(datasets.values()))
+    raise DatasetError(
+        f"{split_path} has no split for dataset folder {name!r} (it has {sorted(datasets)}); "
+        "make one with: bin-agent split DATASET_DIR... --out FILE"
+    )
+
+
+def select(items: Sequence[Item], entry: dict[str, Any], subset: str) -> list[Item]:
+    """The items of ``subset`` ("train", "val", "test" or "all")."""
+    if subset == "all":
+        return list(items)
+    if subset not in SUBSETS:
+        raise DatasetError(f"unknown subset {subset!r} (expected one of {list(SUBSETS) + ['all']})")
+    wanted = set(entry[subset])
+    return [item for item in items if item.key in wanted]
+
+
+def unsplit(items: Sequence[Item], entry: dict[str, Any]) -> list[Item]:
+    """Items the split file does not know (photos added after the split was made)."""
+    known = set(entry["train"]) | set(entry["val"]) | set(entry["test"])
+    return [item for item in items if item.key not in known]
+
+
+def class_weights(labels: Iterable[int], n_classes: int = len(CLASSES)) -> dict[int, float]:
+    """Balanced weights ``n / (k * n_c)`` (classes without photos get 0)."""
+    counts = np.bincount(np.fromiter(labels, dtype=np.int64), minlength=n_classes)
+    total = counts.sum()
+    return {c: (float(total / (n_classes * counts[c])) if counts[c] else 0.0) for c in range(n_classes)}
+
+
+# --------------------------------------------------------------------- pixels
+
+
+def eval_pixels(path: str | Path, spec: PreprocessSpec) -> np.ndarray:
+    """The model input for validation, test and calibration: exactly the agent's
+    ``fit_to_input(load_image(path), spec)`` (``uint8``, ``(H, W, 3)``)."""
+    return fit_to_input(load_image(path), spec)
+
+
+def keras_batch(views: Sequence[np.ndarray]) -> np.ndarray:
+    """The tensor the Keras model (and the int8 calibration) is fed: the
+    ``uint8`` views as ``float32`` raw 0..255 pixels, the scaling being a layer
+    inside the model."""
+    return np.stack(views).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes that mimic a bin camera, applied to a full photo.
+
+    Items in a bin have no "up", so every photo is turned by a random multiple
+    of 90 degrees (which also turns TrashNet's portrait 3:4 into the Pi
+    camera's landscape 4:3) and mirrored half the time, sometimes turned by a
+    small extra angle; then a random box (zoom and shift) goes through
+    :func:`bin_agent.preprocess.crop_resize`, and the result gets brightness,
+    contrast, colour and white-balance jitter and, sometimes, a slight blur.
+    """
+
+    min_area: float = 0.55
+    max_aspect_change: float = 0.25  # log of the box's aspect ratio change
+    small_rotation_p: float = 0.3
+    small_rotation_deg: float = 20.0
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.3
+    channel_gain: float = 0.06
+    blur_p: float = 0.25
+    blur_radius: tuple[float, float] = (0.3, 1.2)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def random_box(height: int, width: int, aug: Augmentation, rng: np.random.Generator) -> Box:
+    """A random crop box covering ``min_area``..1 of the photo."""
+    area = rng.uniform(aug.min_area, 1.0)
+    log_ratio = rng.uniform(-aug.max_aspect_change, aug.max_aspect_change)
+    box_w = min(width, width * math.sqrt(area) * math.exp(log_ratio / 2))
+    box_h = min(height, height * math.sqrt(area) * math.exp(-log_ratio / 2))
+    left = rng.uniform(0, width - box_w)
+    top = rng.uniform(0, height - box_h)
+    return (left, top, left + box_w, top + box_h)
+
+
+def augment(
+    image: np.ndarray, spec: PreprocessSpec, rng: np.random.Generator, aug: Augmentation = Augmentation()
+) -> np.ndarray:
+    """One random training view of an RGB ``uint8`` photo, at the model's input size."""
+    image = np.rot90(image, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    image = np.ascontiguousarray(image)
+    if rng.random() < aug.small_rotation_p:
+        angle = rng.uniform(-aug.small_rotation_deg, aug.small_rotation_deg)
+        corners = np.concatenate([image[:4, :4], image[-4:, -4:], image[:4, -4:], image[-4:, :4]])
+        fill = tuple(int(v) for v in np.median(corners.reshape(-1, 3), axis=0))
+        image = np.asarray(
+            Image.fromarray(image).rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+        )
+    box = random_box(image.shape[0], image.shape[1], aug, rng)
+    pixels = crop_resize(image, box, spec.input_size)
+    pil = Image.fromarray(pixels)
+    pil = ImageEnhance.Brightness(pil).enhance(rng.uniform(1 - aug.brightness, 1 + aug.brightness))
+    pil = ImageEnhance.Contrast(pil).enhance(rng.uniform(1 - aug.contrast, 1 + aug.contrast))
+    pil = ImageEnhance.Color(pil).enhance(rng.uniform(1 - aug.saturation, 1 + aug.saturation))
+    if rng.random() < aug.blur_p:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(*aug.blur_radius)))
+    out = np.asarray(pil).astype(np.float32)
+    out *= rng.uniform(1 - aug.channel_gain, 1 + aug.channel_gain, size=3).astype(np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def load_items(items: Sequence[Item], on_error=None) -> tuple[list[np.ndarray], list[Item], list[str]]:
+    """Decode photos; unreadable ones are skipped and reported (not raised)."""
+    images, kept, errors = [], [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path))
+            kept.append(item)
+        except ImageError as exc:
+            errors.append(str(exc))
+            if on_error is not None:
+                on_error(str(exc))
+    return images, kept, errors

@@ -1,0 +1,457 @@
+"""Fine-tune MobileNetV2 on folder-per-class photos and export TFLite models.
+
+This is the only module of bin-agent that imports TensorFlow (inside the
+functions, so that even importing it stays cheap).
+
+The method, chosen for a 2-core CPU:
+
+1. MobileNetV2 (alpha 1.0, ImageNet weights) is cut at ``cut_layer``
+   (default ``block_12_add``). Every BatchNormalization layer is frozen
+   (inference mode): the provided weights have batch-norm folded into the
+   convolutions, and batch-statistics training would destroy the features.
+   The lower part (stem .. block 12) stays frozen.
+2. The frozen lower part runs ONCE per augmented view: ``copies`` random views
+   of each training photo (:func:`bin_agent.training.dataset.augment`, whose
+   crop goes through ``preprocess.crop_resize``) and one centred view of each
+   validation photo (``preprocess.fit_to_input``, as the agent does) are pushed
+   through it and the activations are cached. Training on the cache is the same
+   computation as end-to-end training with those layers frozen, many times
+   cheaper.
+3. Phase 1 trains the new 6-class head (dropout + dense softmax) on the pooled
+   features of the frozen upper part. Phase 2 unfreezes the upper blocks
+   (13..16 and ``Conv_1``; BN still frozen) and fine-tunes them with the head
+   at a low learning rate. Both phases use balanced class weights and label
+   smoothing, and keep the weights of the best validation epoch.
+4. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
+   ``Rescaling`` layer inside, probabilities out) is exported as float32 and as
+   full-integer int8 TFLite with uint8 input/output, calibrated on training
+   photos prepared by ``fit_to_input``; the uint8 input then takes camera
+   pixels as they are (scale 1, zero point 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import CLASSES, __version__
+from ..preprocess import PreprocessSpec
+from . import dataset as ds
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    datasets: list[Path]
+    out: Path
+    split: Path | None = None
+    weights: str = "imagenet"
+    input_size: int = 224
+    copies: int = 6
+    cut_layer: str = "block_12_add"
+    head_epochs: int = 25
+    head_lr: float = 1e-3
+    fine_epochs: int = 8
+    fine_lr: float = 2e-4
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    seed: int = 1234
+    calibration: int = 200
+    max_per_class: int | None = None  # for smoke tests: a few photos per class
+    name: str = "trashnet_mobilenetv2_int8"
+    version: str = ""
+    threads: int | None = None
+    augmentation: ds.Augmentation = field(default_factory=ds.Augmentation)
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec(input_size=(self.input_size, self.input_size))
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_models(config: TrainConfig):
+    """``(full, lower, upper_head, pooled, head)`` sharing one set of layers.
+
+    - ``full``: raw pixels -> probabilities (the exported model);
+    - ``lower``: raw pixels -> ``cut_layer`` activations (frozen, cached);
+    - ``upper_head``: cut activations -> probabilities (phase 2);
+    - ``pooled``: cut activations -> pooled 1280 features (phase 1 input);
+    - ``head``: pooled features -> probabilities (phase 1).
+    """
+    _quiet_tensorflow()
+    import keras
+
+    size = config.input_size
+    weights = config.weights
+    if weights not in ("imagenet", None) and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: no such weights file")
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=weights
+    )
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    try:
+        cut = base.get_layer(config.cut_layer).output
+    except ValueError:
+        raise ValueError(f"MobileNetV2 has no layer {config.cut_layer!r}") from None
+    lower_base = keras.Model(base.input, cut, name="lower")
+    upper = keras.Model(cut, base.output, name="upper")
+
+    gap = keras.layers.GlobalAveragePooling2D(name="pool")
+    drop = keras.layers.Dropout(config.dropout, name="dropout")
+    dense = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities")
+
+    pixels = keras.Input((size, size, 3), name="pixels")
+    scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mobilenet_scaling")(pixels)
+    full = keras.Model(pixels, dense(drop(gap(base(scaled)))), name=config.name)
+    lower = keras.Model(pixels, lower_base(scaled), name="lower_pixels")
+
+    cut_in = keras.Input(tuple(cut.shape[1:]), name="cut")
+    upper_head = keras.Model(cut_in, dense(drop(gap(upper(cut_in)))), name="upper_head")
+    pooled = keras.Model(cut_in, gap(upper(cut_in)), name="pooled")
+    feat_in = keras.Input((int(base.output.shape[-1]),), name="features")
+    head = keras.Model(feat_in, dense(drop(feat_in)), name="head")
+    return full, lower, upper, upper_head, pooled, head
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def cache_activations(
+    lower,
+    n: int,
+    make_view: Callable[[int], np.ndarray],
+    batch_size: int,
+    progress: Progress,
+    what: str,
+) -> np.ndarray:
+    """Run ``lower`` on views ``make_view(0..n-1)`` (uint8) and stack the outputs."""
+    out = None
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spans = list(_batches(n, batch_size))
+        next_batch = pool.submit(lambda s=spans[0]: [make_view(i) for i in range(*s)])
+        for index, (start, stop) in enumerate(spans):
+            views = next_batch.result()
+            if index + 1 < len(spans):
+                span = spans[index + 1]
+                next_batch = pool.submit(lambda s=span: [make_view(i) for i in range(*s)])
+            acts = lower.predict_on_batch(ds.keras_batch(views))
+            acts = np.asarray(acts)
+            if out is None:
+                out = np.empty((n,) + acts.shape[1:], dtype=np.float32)
+            out[start:stop] = acts
+            if index % 20 == 0 or stop == n:
+                rate = stop / max(time.perf_counter() - started, 1e-9)
+                progress(f"  {what}: {stop}/{n} views ({rate:.1f}/s)")
+    return out
+
+
+class _EpochLog:
+    """Per-epoch progress line + best-epoch tracking (keeps the best weights)."""
+
+    def __init__(self, phase: str, progress: Progress, models: Sequence[Any]):
+        import keras
+
+        parent = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                parent.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                parent.end(epoch, logs or {})
+
+        self.callback = Callback()
+        self.phase = phase
+        self.progress = progress
+        self.models = models
+        self.history: list[dict[str, float]] = []
+        self.best: tuple[float, float] | None = None
+        self.best_epoch = -1
+        self.best_weights = None
+        self.started = time.perf_counter()
+
+    def end(self, epoch: int, logs: dict[str, Any]) -> None:
+        row = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
+        row = {"epoch": epoch + 1, **row, "seconds": round(time.perf_counter() - self.started, 1)}
+        self.history.append(row)
+        score = (row.get("val_accuracy", 0.0), -row.get("val_loss", 0.0))
+        marker = ""
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch, marker = score, epoch + 1, "  *best"
+            self.best_weights = [m.get_weights() for m in self.models]
+        self.progress(
+            f"  {self.phase} epoch {epoch + 1}: loss {row.get('loss', float('nan')):.4f} "
+            f"acc {row.get('accuracy', float('nan')):.4f} | val loss {row.get('val_loss', float('nan')):.4f} "
+            f"val acc {row.get('val_accuracy', float('nan')):.4f} ({row['seconds']:.0f}s){marker}"
+        )
+
+    def restore(self) -> None:
+        if self.best_weights is not None:
+            for model, weights in zip(self.models, self.best_weights):
+                model.set_weights(weights)
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(len(CLASSES), dtype=np.float32)[labels]
+
+
+def convert_float(model) -> bytes:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def convert_int8(model, calibration: Sequence[np.ndarray]) -> bytes:
+    """Full-integer int8 model with uint8 input and output.
+
+    The first calibration view gets one pixel at 0 and one at 255 so the
+    calibrated input range is exactly 0..255: the uint8 input then has scale
+    1.0 and zero point 0 and takes camera pixels unchanged.
+    """
+    import tensorflow as tf
+
+    views = list(ds.keras_batch(calibration))
+    views[0] = views[0].copy()
+    views[0][0, 0, :] = 0.0
+    views[0][0, 1, :] = 255.0
+
+    def representative():
+        for view in views:
+            yield [view[np.newaxis]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+def model_metadata(
+    config: TrainConfig, content: bytes, name: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": config.version or f"{name}-{datetime.now(timezone.utc):%Y%m%d}",
+        **config.spec.to_metadata(),
+        "classes": list(CLASSES),
+        "output_is_probability": True,
+        "architecture": "MobileNetV2 alpha 1.0, ImageNet weights, new 6-class head",
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "size_bytes": len(content),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bin_agent_version": __version__,
+        **extra,
+    }
+
+
+def write_model(path: Path, content: bytes, metadata: dict[str, Any]) -> None:
+    from ..classifier import ModelFiles
+
+    files = ModelFiles.beside(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.model.write_bytes(content)
+    files.labels.write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+    files.metadata.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def gather(config: TrainConfig, progress: Progress) -> tuple[list[ds.Item], list[ds.Item], dict[str, Any]]:
+    """Training and validation items of every dataset folder, per the split."""
+    document = ds.read_split(config.split) if config.split else None
+    if document is None:
+        document = ds.split_document(config.datasets, seed=config.seed)
+        progress(f"no --split given: made a new split with seed {config.seed}")
+    train_items: list[ds.Item] = []
+    val_items: list[ds.Item] = []
+    used: dict[str, Any] = {}
+    for root in config.datasets:
+        items = ds.list_dataset(root)
+        entry = ds.split_for(document, root, config.split or "split")
+        extra = ds.unsplit(items, entry)
+        if extra:
+            progress(f"{root}: {len(extra)} photos are not in the split file and are ignored")
+        train = ds.select(items, entry, "train")
+        val = ds.select(items, entry, "val")
+        if config.max_per_class:
+            train = _first_per_class(train, config.max_per_class)
+            val = _first_per_class(val, max(1, config.max_per_class // 2))
+        train_items += train
+        val_items += val
+        used[str(root)] = {"train": len(train), "val": len(val), "test (not used)": len(entry["test"])}
+        progress(f"{root}: {len(train)} train, {len(val)} val, {len(entry['test'])} test photos (test unused)")
+    if not train_items:
+        raise ds.DatasetError("no training photos")
+    return train_items, val_items, {"split": document if not config.split else str(config.split), "datasets": used}
+
+
+def _first_per_class(items: Sequence[ds.Item], n: int) -> list[ds.Item]:
+    out, seen = [], {}
+    for item in items:
+        if seen.get(item.label, 0) < n:
+            out.append(item)
+            seen[item.label] = seen.get(item.label, 0) + 1
+    return out
+
+
+def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
+    """Train, export, and return the training report (also written to ``out``)."""
+    _quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from .evaluate import evaluate_items
+
+    t0 = time.perf_counter()
+    if config.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = config.spec
+
+    train_items, val_items, data_info = gather(config, progress)
+    if isinstance(data_info["split"], dict):
+        ds.write_split(data_info["split"], out / "split.json")
+        data_info["split"] = str(out / "split.json")
+    progress(f"decoding {len(train_items)} training and {len(val_items)} validation photos")
+    train_images, train_items, bad_train = ds.load_items(train_items, progress)
+    val_images, val_items, bad_val = ds.load_items(val_items, progress)
+    y_train = np.array([i.label for i in train_items])
+    y_val = np.array([i.label for i in val_items])
+    weights = ds.class_weights(y_train)
+    progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
+
+    full, lower, upper, upper_head, pooled, head = build_models(config)
+    progress(f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
+             f"{upper.count_params():,} upper parameters trainable in phase 2")
+
+    # ---- cache the frozen lower part
+    n, k = len(train_images), config.copies
+    t_cache = time.perf_counter()
+
+    def train_view(index: int) -> np.ndarray:
+        copy, item = divmod(index, n)
+        rng = np.random.default_rng([config.seed, copy, item])
+        return ds.augment(train_images[item], spec, rng, config.augmentation)
+
+    x_train = cache_activations(lower, n * k, train_view, 64, progress, f"train cache ({k} views/photo)")
+    y_train_k = np.tile(y_train, k)
+    x_val = cache_activations(
+        lower, len(val_images), lambda i: ds.fit_to_input(val_images[i], spec), 64, progress, "val cache"
+    )
+    cache_seconds = time.perf_counter() - t_cache
+    sw_train = np.array([weights[int(c)] for c in y_train_k], dtype=np.float32)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    # ---- phase 1: head on pooled features of the frozen upper part
+    progress("phase 1: new head on frozen features")
+    f_train = np.asarray(pooled.predict(x_train, batch_size=128, verbose=0))
+    f_val = np.asarray(pooled.predict(x_val, batch_size=128, verbose=0))
+    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
+    log1 = _EpochLog("head", progress, [head])
+    head.fit(
+        f_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
+        epochs=config.head_epochs, validation_data=(f_val, _one_hot(y_val)),
+        callbacks=[log1.callback], verbose=0, shuffle=True,
+    )
+    log1.restore()
+    del f_train, f_val
+
+    # ---- phase 2: upper blocks + head, BN frozen
+    log2 = None
+    if config.fine_epochs > 0:
+        progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head (BN frozen)")
+        for layer in upper.layers:
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        steps = config.fine_epochs * int(np.ceil(len(x_train) / config.batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(config.fine_lr, decay_steps=steps)
+        upper_head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        log2 = _EpochLog("fine", progress, [upper_head])
+        # the head's phase-1 result is epoch 0 of phase 2
+        val_loss, val_acc = upper_head.evaluate(x_val, _one_hot(y_val), verbose=0, batch_size=128)
+        log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
+        upper_head.fit(
+            x_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
+            epochs=config.fine_epochs, validation_data=(x_val, _one_hot(y_val)),
+            callbacks=[log2.callback], verbose=0, shuffle=True,
+        )
+        log2.restore()
+    del x_train, x_val
+    train_seconds = time.perf_counter() - t0
+    full.save_weights(out / "best.weights.h5")
+
+    # ---- export
+    progress("exporting float and int8 TFLite models")
+    rng = np.random.default_rng(config.seed)
+    calib_index = rng.permutation(len(train_images))[: config.calibration]
+    calibration = [ds.fit_to_input(train_images[i], spec) for i in calib_index]
+    float_bytes = convert_float(full)
+    int8_bytes = convert_int8(full, calibration)
+    float_name = config.name.replace("_int8", "") + "_float"
+    base_extra = {
+        "trained_on": {
+            "datasets": [str(p) for p in config.datasets],
+            "split_file": data_info["split"],
+            "photos": data_info["datasets"],
+            "augmented_views_per_photo": config.copies,
+        },
+        "calibration": {"photos": len(calibration), "from": "training subset, fit_to_input"},
+    }
+    float_path = out / f"{float_name}.tflite"
+    int8_path = out / f"{config.name}.tflite"
+    write_model(float_path, float_bytes, model_metadata(config, float_bytes, float_name, dict(base_extra)))
+    write_model(int8_path, int8_bytes, model_metadata(config, int8_bytes, config.name, dict(base_extra)))
+    progress(f"  {float_path} {len(float_bytes) / 1e6:.2f} MB, {int8_path} {len(int8_bytes) / 1e6:.2f} MB")
+
+    # ---- validation metrics of the exported models, through the agent's Classifier
+    val_eval = {}
+    for label, path in (("float", float_path), ("int8", int8_path)):
+        result = evaluate_items(path, val_items, progress=progress, what=f"val {label}")
+        val_eval[label] = {key: result[key] for key in (
+            "accuracy", "macro_f1", "per_class", "confusion_matrix", "latency_ms", "input_quantization")}
+        progress(f"  val {label}: accuracy {result['accuracy']:.4f} macro-F1 {result['macro_f1']:.4f} "
+                 f"trash recall {result['per_class']['trash']['recall']:.3f} "
+                 f"latency mean {result['latency_ms']['mean']:.1f} ms")
+
+    report = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
+                   if k != "datasets"} | {"datasets": [str(p) for p in config.datasets]},
+        "data": data_info | {"unreadable": bad_train + bad_val},
+        "class_weights": {CLASSES[c]: w for c, w in weights.items()},
+        "phase1_head": {"history": log1.history, "best_epoch": log1.best_epoch},
+        "phase2_finetune": {"history": log2.history if log2 else [], "best_epoch": log2.best_epoch if log2 else None},
+        "seconds": {"cache": round(cache_seconds, 1), "train_total": round(train_seconds, 1),
+                    "all": round(time.perf_counter() - t0, 1)},
+        "models": {"float": {"path": str(float_path), "bytes": len(float_bytes)},
+                   "int8": {"path": str(int8_path), "bytes": len(int8_bytes)}},
+        "validation": val_eval,
+    }
+    for path in (float_path, int8_path):
+        meta_path = path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text())
+        kind = "int8" if path == int8_path else "float"
+        meta["metrics"] = {"validation": {k: val_eval[kind][k] for k in ("accuracy", "macro_f1")}}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "training_report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    progress(f"done in {report['seconds']['all']:.0f}s; report: {out / 'training_report.json'}")
+    return report

@@ -1,0 +1,67 @@
+"""The training/evaluation pipeline feeds a model the same tensor as the agent, bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bin_agent import CLASSES
+from bin_agent.classifier import Classifier
+from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image
+from bin_agent.training import dataset as ds
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "data" / "models"
+SHIPPED = REPO / "models" / "trashnet_mobilenetv2_int8.tflite"
+
+
+def photos(trashnet_dir: Path) -> list[Path]:
+    return [sorted((trashnet_dir / c).glob("*.jpg"))[3] for c in CLASSES]
+
+
+@pytest.mark.parametrize("model", [TINY / "tiny_float.tflite", TINY / "tiny_uint8.tflite", SHIPPED],
+                         ids=["tiny_float", "tiny_uint8", "shipped_int8"])
+def test_training_tensor_equals_agent_tensor(trashnet_dir: Path, model: Path) -> None:
+    clf = Classifier.from_model_path(model)
+    for path in photos(trashnet_dir):
+        agent = clf.model_input(fit_to_input(load_image(path), clf.spec))
+        pipeline_pixels = ds.eval_pixels(path, clf.spec)          # val / test / calibration views
+        pipeline_tensor = ds.keras_batch([pipeline_pixels])       # what Keras and the calibrator get
+        if clf.input_dtype == np.float32:
+            assert agent.dtype == pipeline_tensor.dtype == np.float32
+            assert agent.tobytes() == pipeline_tensor.tobytes()
+        else:
+            # full-integer model: uint8 input with scale 1 / zero point 0, so the
+            # agent's tensor holds the very pixel values the float pipeline used
+            assert clf.input_dtype == np.uint8
+            assert clf._input["quantization"] == (1.0, 0)
+            assert agent.tobytes() == pipeline_pixels[np.newaxis].tobytes()
+            assert np.array_equal(agent.astype(np.float32), pipeline_tensor)
+
+
+def test_augmented_view_is_a_crop_resize_of_the_photo(trashnet_dir: Path) -> None:
+    image = load_image(photos(trashnet_dir)[0])
+    spec = PreprocessSpec(input_size=(96, 96))
+    no_jitter = ds.Augmentation(min_area=1.0, max_aspect_change=0.0, small_rotation_p=0.0, brightness=0.0,
+                                contrast=0.0, saturation=0.0, channel_gain=0.0, blur_p=0.0)
+    views = {ds.augment(image, spec, np.random.default_rng(s), no_jitter).tobytes() for s in range(40)}
+    # without jitter the only freedom left is the 8 rotations/mirrors of the whole photo
+    expected = set()
+    for k in range(4):
+        for flip in (False, True):
+            turned = np.rot90(image, k)
+            turned = np.ascontiguousarray(turned[:, ::-1] if flip else turned)
+            expected.add(fit_to_input(turned, spec).tobytes())
+    assert views <= expected and len(views) >= 6
+
+
+def test_augment_is_deterministic_and_sized(trashnet_dir: Path) -> None:
+    image = load_image(photos(trashnet_dir)[1])
+    spec = PreprocessSpec(input_size=(120, 120))
+    a = ds.augment(image, spec, np.random.default_rng([1, 2, 3]))
+    b = ds.augment(image, spec, np.random.default_rng([1, 2, 3]))
+    c = ds.augment(image, spec, np.random.default_rng([1, 2, 4]))
+    assert a.shape == (120, 120, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

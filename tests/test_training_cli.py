@@ -1,0 +1,140 @@
+"""split / evaluate commands and metrics, on a small synthetic dataset and the tiny models (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bin_agent import CLASSES
+from bin_agent.training import dataset as ds
+from bin_agent.training.__main__ import main
+from bin_agent.training.evaluate import metrics, threshold_table
+
+TINY = Path(__file__).resolve().parent / "data" / "models"
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "mybin"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+            pixels[..., c % 3] = 40 * c
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.jpg")
+    (root / "trash" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def test_import_does_not_load_tensorflow() -> None:
+    code = ("import sys, bin_agent.training, bin_agent.training.commands, bin_agent.training.evaluate, "
+            "bin_agent.training.train; print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_split_is_stratified_deterministic_and_disjoint(photos: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "split.json"
+    assert main(["split", str(photos), "--out", str(out), "--seed", "5", "--test", "0.2", "--val", "0.2"]) == 0
+    first = json.loads(out.read_text())
+    assert main(["split", str(photos), "--out", str(out), "--seed", "5", "--test", "0.2", "--val", "0.2"]) == 0
+    assert json.loads(out.read_text()) == first
+    entry = first["datasets"]["mybin"]
+    sets = [set(entry[s]) for s in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    for name in CLASSES:
+        assert entry["counts"]["test"][name] == 2  # 20 % of 10 in every class (11 in trash: round(2.2))
+    assert "broken.jpg" in " ".join(entry["train"] + entry["val"] + entry["test"])
+    other = ds.make_split(ds.list_dataset(photos), seed=6, test=0.2, val=0.2)
+    assert other["test"] != entry["test"]
+
+
+def test_evaluate_writes_report_and_plots(photos: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(photos), "--model", str(TINY / "tiny_uint8.tflite"),
+                 "--subset", "all", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "macro-F1" in printed and "1 unreadable (skipped)" in printed
+    assert "threshold" in printed and "confusion matrix" in printed
+    result = json.loads((out / "tiny_uint8_eval.json").read_text())
+    assert result["n"] == 60 and len(result["unreadable"]) == 1
+    assert np.array(result["confusion_matrix"]).sum() == 60
+    assert set(result["per_class"]) == set(CLASSES)
+    assert result["latency_ms"]["p95"] >= result["latency_ms"]["mean"] * 0.5
+    for png in ("tiny_uint8_confusion.png", "tiny_uint8_reliability.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_with_split_picks_the_subset(photos: Path, tmp_path: Path, capsys) -> None:
+    split = tmp_path / "split.json"
+    assert main(["split", str(photos), "--out", str(split)]) == 0
+    assert main(["evaluate", str(photos), "--model", str(TINY / "tiny_int8.tflite"), "--split", str(split),
+                 "--subset", "test", "--out", str(tmp_path / "e")]) == 0
+    result = json.loads((tmp_path / "e" / "tiny_int8_eval.json").read_text())
+    test_keys = set(json.loads(split.read_text())["datasets"]["mybin"]["test"])
+    assert {p["key"] for p in result["predictions"]} <= test_keys
+    assert result["n"] + len(result["unreadable"]) == len(test_keys)
+
+
+@pytest.mark.parametrize("case", ["missing_folder", "bad_model", "missing_model", "bad_split"])
+def test_evaluate_errors_are_one_line(photos: Path, tmp_path: Path, capsys, case: str) -> None:
+    model = TINY / "tiny_uint8.tflite"
+    dataset = photos
+    extra: list[str] = []
+    if case == "missing_folder":
+        dataset = tmp_path / "nope"
+    elif case == "bad_model":
+        model = tmp_path / "bad.tflite"
+        model.write_bytes(b"\x00" * 64)
+        for suffix in (".labels.txt", ".json"):
+            (tmp_path / f"bad{suffix}").write_bytes((TINY / f"tiny_uint8{suffix}").read_bytes())
+    elif case == "missing_model":
+        model = tmp_path / "absent.tflite"
+    elif case == "bad_split":
+        (tmp_path / "split.json").write_text("{not json")
+        extra = ["--split", str(tmp_path / "split.json")]
+    code = main(["evaluate", str(dataset), "--model", str(model), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_train_rejects_missing_folder(tmp_path: Path, capsys) -> None:
+    assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_unknown_class_folder_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "data" / "banana").mkdir(parents=True)
+    with pytest.raises(ds.DatasetError, match="banana"):
+        ds.list_dataset(tmp_path / "data")
+
+
+def test_metrics_on_a_known_confusion() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 1, 0])
+    conf = np.array([0.9, 0.8, 0.4, 0.95, 0.6, 0.5])
+    m = metrics(y_true, y_pred, conf, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["b"]["recall"] == pytest.approx(1.0)
+    assert m["per_class"]["c"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
+    rows = {r["threshold"]: r for r in threshold_table(conf, y_true == y_pred, (0.0, 0.7))}
+    assert rows[0.0]["sorted_share"] == 1.0
+    assert rows[0.7]["sorted_share"] == pytest.approx(0.5) and rows[0.7]["sorted_accuracy"] == 1.0
+
+
+def test_class_weights_balance_the_classes() -> None:
+    weights = ds.class_weights([0] * 30 + [1] * 10, n_classes=3)
+    assert weights[0] * 30 == pytest.approx(weights[1] * 10)
+    assert weights[2] == 0.0
