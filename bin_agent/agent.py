@@ -162,7 +162,8 @@ class Agent:
         self._publish_state()
         self.indicators.sorted_item()
         self.indicators.ready()
-        log.info("item %d: %s %.2f -> %s%s", self.items_sorted, classification.label,
+        # With print_events the line below already says it: keep the log quiet.
+        log.log(logging.DEBUG if self.out is not None else logging.INFO, "item %d: %s %.2f -> %s%s", self.items_sorted, classification.label,
                  classification.confidence, route.compartment, " (fallback)" if route.fallback else "")
         if self.out is not None:
             print(item.line(self.items_sorted), file=self.out, flush=True)

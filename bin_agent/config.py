@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 import types
 import typing
@@ -373,7 +374,8 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
             problems.append(f"{where}: expected a path string, got {_kind(value)}")
             return _INVALID
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (base_dir / path)
+        # normpath, not resolve(): tidy "config/../x" for messages, keep symlinks as given.
+        return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if not isinstance(value, list):
