@@ -269,7 +269,13 @@ def run(
         stem = Path(model).stem
         (out / f"{stem}_eval.json").write_text(json.dumps(result, indent=1) + "\n")
         title = f"{stem} on {Path(dataset_dir).name} ({result['subset']})"
-        plot_confusion(result, out / f"{stem}_confusion.png", title)
-        plot_reliability(result, out / f"{stem}_reliability.png", title)
-        result["written"] = [str(out / f"{stem}_{s}") for s in ("eval.json", "confusion.png", "reliability.png")]
+        result["written"] = [str(out / f"{stem}_eval.json")]
+        try:
+            import matplotlib  # noqa: F401  (an optional extra: bin-agent[report])
+        except ImportError:
+            progress("plots skipped: matplotlib is not installed (pip install 'bin-agent[report]')")
+        else:
+            plot_confusion(result, out / f"{stem}_confusion.png", title)
+            plot_reliability(result, out / f"{stem}_reliability.png", title)
+            result["written"] += [str(out / f"{stem}_{s}") for s in ("confusion.png", "reliability.png")]
     return result
