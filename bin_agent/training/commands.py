@@ -117,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--calibration", type=int, default=200, help="training photos used to calibrate int8")
+    p.add_argument("--calibration", type=int, default=800, help="training photos used to calibrate int8")
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
     p.add_argument("--version", help="version string written in the metadata")

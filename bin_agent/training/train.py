@@ -67,7 +67,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.2
     seed: int = 1234
-    calibration: int = 200
+    calibration: int = 800
     max_per_class: int | None = None  # for smoke tests: a few photos per class
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
