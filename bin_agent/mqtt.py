@@ -102,6 +102,8 @@ class MqttLink:
         self._on_command = on_command
         self._state = state
         self._connected = threading.Event()
+        # Set on SUBACK: from then on commands sent to the bin reach it.
+        self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -130,6 +132,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         self.client = client
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,7 +153,9 @@ class MqttLink:
         self._wake.set()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        """Wait until connected and subscribed to the command topics."""
+        deadline = time.monotonic() + timeout
+        return self._connected.wait(timeout) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the outbox to empty (only while connected)."""
@@ -246,6 +251,7 @@ class MqttLink:
             return
         log.info("connected to %s:%s", self.settings.host, self.settings.port)
         client.publish(self.topics.status, "online", qos=1, retain=True)
+        self._subscribed.clear()
         client.subscribe(self.topics.commands, qos=1)
         self._connected.set()
         self.publish_state()
@@ -255,6 +261,10 @@ class MqttLink:
         if self._connected.is_set() and not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); events stay in the outbox", reason_code)
         self._connected.clear()
+        self._subscribed.clear()
+
+    def _handle_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        self._subscribed.set()
 
     def _handle_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # paho calls this holding its message lock: only hand the mid to the pump.
