@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -261,9 +262,7 @@ def build_source(config: Config) -> FrameSource:
         from .sources.replay import ReplaySource
 
         replay = camera.replay
-        empty = Path(replay.empty_frame) if replay.empty_frame else None
-        if empty is not None and not empty.is_absolute() and config.source_path is not None:
-            empty = config.source_path.parent / empty
+        empty = config.resolve(replay.empty_frame) if replay.empty_frame else None
         return ReplaySource(
             replay.path, fps=replay.fps, realtime=replay.realtime, item_seconds=replay.item_seconds,
             empty_seconds=replay.empty_seconds, empty_frame=empty,
@@ -349,12 +348,8 @@ def build_agent(
         mqtt=None,
         notifier=notifier if notifier is not None else Notifier(),
         pin_factory=pin_factory,
-        out=out if (out is not None or not config.agent.print_events) else None,
+        out=out if out is not None else (sys.stdout if config.agent.print_events else None),
     )
-    if config.agent.print_events and agent.out is None:
-        import sys
-
-        agent.out = sys.stdout
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
         agent.mqtt.start()
@@ -366,10 +361,7 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
     settings = config.mqtt
     password = None
     if settings.password_file:
-        path = Path(settings.password_file)
-        if not path.is_absolute() and config.source_path is not None:
-            path = config.source_path.parent / path
-        password = read_password(path)
+        password = read_password(config.resolve(settings.password_file))
     return MqttLink(
         settings,
         Topics.for_bin(settings.topic_prefix, config.agent.bin_id),

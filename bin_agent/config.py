@@ -260,6 +260,13 @@ class Config:
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
+    def resolve(self, value: str) -> Path:
+        """A path from a string option, relative to the config file's directory."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or self.source_path is None:
+            return path
+        return self.source_path.parent / path
+
     @property
     def compartments(self) -> list[str]:
         """Every compartment named by the router, fallback included, in first-seen order."""
@@ -570,9 +577,7 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
     if mqtt.reconnect_min_seconds > mqtt.reconnect_max_seconds:
         problems.append("mqtt.reconnect_min_seconds: must not exceed reconnect_max_seconds")
     if mqtt.password_file:
-        path = Path(mqtt.password_file)
-        if not path.is_absolute() and config.source_path is not None:
-            path = config.source_path.parent / path
+        path = config.resolve(mqtt.password_file)
         if not path.is_file():
             problems.append(f"mqtt.password_file: {path} not found")
     if mqtt.password_file and not mqtt.username:

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -220,8 +220,3 @@ class _Transaction:
 
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def iter_payloads(entries: list[OutboxEntry]) -> Iterator[dict[str, Any]]:
-    for entry in entries:
-        yield json.loads(entry.payload)

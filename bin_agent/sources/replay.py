@@ -101,6 +101,10 @@ class ReplaySource:
         self.images: list[Path] = []
         self.skipped: list[str] = []
         self._frames: Iterator[tuple[np.ndarray, str]] | None = None
+        # The same photo is shown for many frames: compute its lores view once.
+        self._lores_of: np.ndarray | None = None
+        self._lores: np.ndarray | None = None
+        self._empty_photo: np.ndarray | None = None
         self._index = 0
         self._t0 = 0.0
         self._next_due = 0.0
@@ -137,7 +141,7 @@ class ReplaySource:
             timestamp = now
         else:
             timestamp = self._t0 + self._index / self.fps
-        frame = Frame(image=image, lores=self._lores(image), timestamp=timestamp,
+        frame = Frame(image=image, lores=self._lores_view(image), timestamp=timestamp,
                       index=self._index, name=name)
         self._index += 1
         return frame
@@ -147,12 +151,11 @@ class ReplaySource:
 
     # ------------------------------------------------------------------ internals
 
-    def _lores(self, image: np.ndarray) -> np.ndarray:
-        key = id(image)
-        if getattr(self, "_lores_key", None) != key:
-            self._lores_cache = to_lores(image, self.lores_size)
-            self._lores_key = key
-        return self._lores_cache
+    def _lores_view(self, image: np.ndarray) -> np.ndarray:
+        if self._lores_of is not image or self._lores is None:
+            self._lores = to_lores(image, self.lores_size)
+            self._lores_of = image
+        return self._lores
 
     def _orient(self, image: np.ndarray) -> np.ndarray:
         if self.hflip:
@@ -163,12 +166,12 @@ class ReplaySource:
 
     def _empty_for(self, photo: np.ndarray) -> np.ndarray:
         if self.empty_frame_path is not None:
-            if getattr(self, "_empty_loaded", None) is None:
+            if self._empty_photo is None:
                 try:
-                    self._empty_loaded = self._orient(load_image(self.empty_frame_path))
+                    self._empty_photo = self._orient(load_image(self.empty_frame_path))
                 except ImageError as exc:
                     raise SourceError(f"replay: empty frame {exc}") from None
-            return self._empty_loaded
+            return self._empty_photo
         return plain_background(photo)
 
     def _scenes(self) -> Iterator[tuple[np.ndarray, str]]:
