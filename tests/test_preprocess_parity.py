@@ -47,14 +47,24 @@ def test_augmented_view_is_a_crop_resize_of_the_photo(trashnet_dir: Path) -> Non
     no_jitter = ds.Augmentation(min_area=1.0, max_aspect_change=0.0, small_rotation_p=0.0, brightness=0.0,
                                 contrast=0.0, saturation=0.0, channel_gain=0.0, blur_p=0.0)
     views = {ds.augment(image, spec, np.random.default_rng(s), no_jitter).tobytes() for s in range(40)}
-    # without jitter the only freedom left is the 8 rotations/mirrors of the whole photo
+    # without jitter the only freedom left is the 8 rotations/mirrors of exactly
+    # what the agent feeds the model: the view is turned after the squash, so
+    # the item keeps the proportions it has at run time
+    agent_view = fit_to_input(image, spec)
     expected = set()
     for k in range(4):
         for flip in (False, True):
-            turned = np.rot90(image, k)
-            turned = np.ascontiguousarray(turned[:, ::-1] if flip else turned)
-            expected.add(fit_to_input(turned, spec).tobytes())
+            turned = np.rot90(agent_view, k)
+            expected.add(np.ascontiguousarray(turned[:, ::-1] if flip else turned).tobytes())
     assert views <= expected and len(views) >= 6
+    assert agent_view.tobytes() in views
+
+
+def test_augment_keeps_a_non_square_input_size(trashnet_dir: Path) -> None:
+    image = load_image(photos(trashnet_dir)[0])
+    spec = PreprocessSpec(input_size=(90, 120))
+    shapes = {ds.augment(image, spec, np.random.default_rng(s)).shape for s in range(16)}
+    assert shapes == {(90, 120, 3)}
 
 
 def test_augment_is_deterministic_and_sized(trashnet_dir: Path) -> None:

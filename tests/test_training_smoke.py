@@ -27,7 +27,10 @@ def _needs_tensorflow() -> None:
         pytest.skip("TensorFlow is not installed")
 
 
-def test_train_tiny_subset_and_export_int8(trashnet_dir: Path, imagenet_weights: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("online", [True, False], ids=["fresh-views", "cached-views"])
+def test_train_tiny_subset_and_export_int8(
+    trashnet_dir: Path, imagenet_weights: Path, tmp_path: Path, online: bool
+) -> None:
     _needs_tensorflow()
     from bin_agent.training.train import TrainConfig, train
 
@@ -37,6 +40,7 @@ def test_train_tiny_subset_and_export_int8(trashnet_dir: Path, imagenet_weights:
     config = TrainConfig(
         datasets=[trashnet_dir], out=tmp_path / "run", split=split, weights=str(imagenet_weights),
         input_size=96, copies=1, head_epochs=1, fine_epochs=1, max_per_class=3, calibration=8,
+        online=online, cut_layer="block_12_add",
     )
     report = train(config, progress=messages.append)
 
@@ -59,3 +63,38 @@ def test_train_tiny_subset_and_export_int8(trashnet_dir: Path, imagenet_weights:
     saved = json.loads((tmp_path / "run" / "training_report.json").read_text())
     assert saved["phase2_finetune"]["history"] and saved["validation"]["int8"]["accuracy"] >= 0.0
     assert report["data"]["datasets"][str(trashnet_dir)]["train"] == 3 * len(CLASSES)
+
+
+def test_include_val_trains_on_train_and_val_but_never_test(trashnet_dir: Path, tmp_path: Path) -> None:
+    from bin_agent.training.train import TrainConfig, gather
+
+    split = tmp_path / "split.json"
+    ds.write_split(ds.split_document([trashnet_dir]), split)
+    entry = ds.split_for(ds.read_split(split), trashnet_dir)
+    plain, val_plain, _ = gather(TrainConfig(datasets=[trashnet_dir], out=tmp_path, split=split), print)
+    final, val_final, info = gather(
+        TrainConfig(datasets=[trashnet_dir], out=tmp_path, split=split, include_val=True), print)
+
+    keys = lambda items: {item.key for item in items}  # noqa: E731
+    assert keys(plain) == set(entry["train"])
+    assert keys(final) == set(entry["train"]) | set(entry["val"])
+    assert keys(val_final) == keys(val_plain) == set(entry["val"])
+    assert not keys(final) & set(entry["test"])
+    assert info["datasets"][str(trashnet_dir)]["val use"] == "trained on"
+
+
+def test_phase_two_trains_only_the_blocks_above_the_cut(tmp_path: Path) -> None:
+    _needs_tensorflow()
+    import keras
+
+    from bin_agent.training.train import TrainConfig, build_models, train_above_cut
+
+    config = TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96, cut_layer="block_5_add")
+    full, lower, upper, _, _, _ = build_models(config)
+    train_above_cut(lower, upper)
+    trained = {w.path.split("/")[0] for w in full.trainable_weights}
+    assert "probabilities" in trained and "Conv_1" in trained and "block_6_expand" in trained
+    assert not any(name.startswith(("block_5_", "block_1_", "Conv1", "expanded_conv")) for name in trained)
+    assert not any("BN" in name or "bn" in name for name in trained), "batch-norm must stay frozen"
+    below = {layer.name for layer in lower.layers[-1].layers}
+    assert not trained & below

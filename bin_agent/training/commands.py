@@ -65,6 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibration=args.calibration,
         max_per_class=args.max_per_class,
+        include_val=args.include_val,
+        online=args.online,
         name=args.name,
         version=args.version or "",
     )
@@ -119,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--calibration", type=int, default=800, help="training photos used to calibrate int8")
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
+    p.add_argument("--online", action="store_true",
+                   help="phase 2 trains on fresh augmented views every epoch instead of the cached ones")
+    p.add_argument("--include-val", action="store_true",
+                   help="final model: train on train + val with the epoch counts found before, keep the last epoch")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
     p.add_argument("--version", help="version string written in the metadata")
     p.set_defaults(func=cmd_train)

@@ -200,12 +200,15 @@ def keras_batch(views: Sequence[np.ndarray]) -> np.ndarray:
 class Augmentation:
     """Random changes that mimic a bin camera, applied to a full photo.
 
-    Items in a bin have no "up", so every photo is turned by a random multiple
-    of 90 degrees (which also turns TrashNet's portrait 3:4 into the Pi
-    camera's landscape 4:3) and mirrored half the time, sometimes turned by a
-    small extra angle; then a random box (zoom and shift) goes through
-    :func:`bin_agent.preprocess.crop_resize`, and the result gets brightness,
-    contrast, colour and white-balance jitter and, sometimes, a slight blur.
+    A photo is sometimes turned by a small angle; then a random box (zoom and
+    shift) goes through :func:`bin_agent.preprocess.crop_resize`, exactly as
+    the agent squashes a whole frame to the model's input. Items in a bin have
+    no "up", so the resized view is then turned by a random multiple of 90
+    degrees and mirrored half the time. Turning *after* the resize matters for
+    a non-square camera frame: a 3:4 photo turned first and squashed after
+    would stretch the item by (4/3)² relative to what the model sees at run
+    time. Last come brightness, contrast, colour and white-balance jitter and,
+    sometimes, a slight blur.
     """
 
     min_area: float = 0.55
@@ -240,10 +243,8 @@ def augment(
     image: np.ndarray, spec: PreprocessSpec, rng: np.random.Generator, aug: Augmentation = Augmentation()
 ) -> np.ndarray:
     """One random training view of an RGB ``uint8`` photo, at the model's input size."""
-    image = np.rot90(image, int(rng.integers(4)))
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
-    image = np.ascontiguousarray(image)
+    quarter_turns = int(rng.integers(4))
+    mirror = bool(rng.random() < 0.5)
     if rng.random() < aug.small_rotation_p:
         angle = rng.uniform(-aug.small_rotation_deg, aug.small_rotation_deg)
         corners = np.concatenate([image[:4, :4], image[-4:, -4:], image[:4, -4:], image[-4:, :4]])
@@ -253,7 +254,13 @@ def augment(
         )
     box = random_box(image.shape[0], image.shape[1], aug, rng)
     pixels = crop_resize(image, box, spec.input_size)
-    pil = Image.fromarray(pixels)
+    height, width = spec.input_size
+    if height != width:
+        quarter_turns &= 2  # a quarter turn would not fit a non-square input
+    pixels = np.rot90(pixels, quarter_turns)
+    if mirror:
+        pixels = pixels[:, ::-1]
+    pil = Image.fromarray(np.ascontiguousarray(pixels))
     pil = ImageEnhance.Brightness(pil).enhance(rng.uniform(1 - aug.brightness, 1 + aug.brightness))
     pil = ImageEnhance.Contrast(pil).enhance(rng.uniform(1 - aug.contrast, 1 + aug.contrast))
     pil = ImageEnhance.Color(pil).enhance(rng.uniform(1 - aug.saturation, 1 + aug.saturation))

@@ -31,7 +31,9 @@ The method, chosen for a 2-core CPU:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import time
@@ -69,6 +71,8 @@ class TrainConfig:
     seed: int = 1234
     calibration: int = 800
     max_per_class: int | None = None  # for smoke tests: a few photos per class
+    include_val: bool = False  # final model: train on train + val, keep the last epoch
+    online: bool = False  # phase 2 draws fresh augmented views every epoch (no cache)
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
@@ -129,6 +133,17 @@ def build_models(config: TrainConfig):
     return full, lower, upper, upper_head, pooled, head
 
 
+def train_above_cut(lower, upper) -> None:
+    """Make the layers above the cut trainable, except batch-norm (inference
+    mode, see the module doc), and freeze everything below it."""
+    import keras
+
+    for layer in lower.layers:
+        layer.trainable = False
+    for layer in upper.layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+
 def _batches(n: int, size: int):
     for start in range(0, n, size):
         yield start, min(n, start + size)
@@ -164,10 +179,49 @@ def cache_activations(
     return out
 
 
+def online_batches(
+    images: Sequence[np.ndarray],
+    labels: np.ndarray,
+    sample_weights: np.ndarray,
+    make_view: Callable[[int, int], np.ndarray],
+    batch_size: int,
+    seed: int,
+):
+    """Endless ``(pixels, one-hot, weights)`` batches of fresh augmented views.
+
+    Epoch ``e`` visits the photos in a seeded permutation and asks
+    ``make_view(e, i)`` for each: no view is ever repeated, so the fine-tuned
+    blocks cannot memorise a fixed set of views. Two threads prepare the next
+    batches while TensorFlow trains on the current one (Pillow and NumPy
+    release the GIL).
+    """
+    n = len(images)
+    targets = _one_hot(labels)
+
+    def work(epoch: int, index: np.ndarray):
+        views = ds.keras_batch([make_view(epoch, int(i)) for i in index])
+        return views, targets[index], sample_weights[index]
+
+    def plan():
+        epoch = 0
+        while True:
+            order = np.random.default_rng([seed, 7919, epoch]).permutation(n)
+            for start, stop in _batches(n, batch_size):
+                yield epoch, order[start:stop]
+            epoch += 1
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = []
+        for epoch, index in plan():
+            pending.append(pool.submit(work, epoch, index))
+            if len(pending) > 3:
+                yield pending.pop(0).result()
+
+
 class _EpochLog:
     """Per-epoch progress line + best-epoch tracking (keeps the best weights)."""
 
-    def __init__(self, phase: str, progress: Progress, models: Sequence[Any]):
+    def __init__(self, phase: str, progress: Progress, models: Sequence[Any], select_best: bool = True):
         import keras
 
         parent = self
@@ -183,6 +237,7 @@ class _EpochLog:
         self.phase = phase
         self.progress = progress
         self.models = models
+        self.select_best = select_best
         self.history: list[dict[str, float]] = []
         self.best: tuple[float, float] | None = None
         self.best_epoch = -1
@@ -194,10 +249,14 @@ class _EpochLog:
         row = {"epoch": epoch + 1, **row, "seconds": round(time.perf_counter() - self.started, 1)}
         self.history.append(row)
         score = (row.get("val_accuracy", 0.0), -row.get("val_loss", 0.0))
+        if not self.select_best:
+            score = (float(epoch), 0.0)  # the last epoch wins
         marker = ""
         if self.best is None or score > self.best:
-            self.best, self.best_epoch, marker = score, epoch + 1, "  *best"
-            self.best_weights = [m.get_weights() for m in self.models]
+            self.best, self.best_epoch = score, epoch + 1
+            marker = "  *best" if self.select_best else ""
+            if self.select_best:
+                self.best_weights = [m.get_weights() for m in self.models]
         self.progress(
             f"  {self.phase} epoch {epoch + 1}: loss {row.get('loss', float('nan')):.4f} "
             f"acc {row.get('accuracy', float('nan')):.4f} | val loss {row.get('val_loss', float('nan')):.4f} "
@@ -214,10 +273,17 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(len(CLASSES), dtype=np.float32)[labels]
 
 
+def _converted(converter) -> bytes:
+    """Run a TFLite converter without its print-out of every captured tensor
+    (thousands of lines that would bury the training progress)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
 def convert_float(model) -> bytes:
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return _converted(tf.lite.TFLiteConverter.from_keras_model(model))
 
 
 def convert_int8(model, calibration: Sequence[np.ndarray]) -> bytes:
@@ -244,7 +310,7 @@ def convert_int8(model, calibration: Sequence[np.ndarray]) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    return converter.convert()
+    return _converted(converter)
 
 
 def model_metadata(
@@ -295,10 +361,13 @@ def gather(config: TrainConfig, progress: Progress) -> tuple[list[ds.Item], list
         if config.max_per_class:
             train = _first_per_class(train, config.max_per_class)
             val = _first_per_class(val, max(1, config.max_per_class // 2))
-        train_items += train
+        train_items += train + (val if config.include_val else [])
         val_items += val
-        used[str(root)] = {"train": len(train), "val": len(val), "test (not used)": len(entry["test"])}
-        progress(f"{root}: {len(train)} train, {len(val)} val, {len(entry['test'])} test photos (test unused)")
+        val_use = "trained on" if config.include_val else "for model selection"
+        used[str(root)] = {"train": len(train), "val": len(val), "val use": val_use,
+                           "test (not used)": len(entry["test"])}
+        progress(f"{root}: {len(train)} train, {len(val)} val ({val_use}), "
+                 f"{len(entry['test'])} test photos (test unused)")
     if not train_items:
         raise ds.DatasetError("no training photos")
     return train_items, val_items, {"split": document if not config.split else str(config.split), "datasets": used}
@@ -345,7 +414,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     progress(f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
              f"{upper.count_params():,} upper parameters trainable in phase 2")
 
-    # ---- cache the frozen lower part
+    # ---- cache the frozen lower part (phase 1; phase 2 too unless online)
     n, k = len(train_images), config.copies
     t_cache = time.perf_counter()
 
@@ -368,7 +437,11 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     f_train = np.asarray(pooled.predict(x_train, batch_size=128, verbose=0))
     f_val = np.asarray(pooled.predict(x_val, batch_size=128, verbose=0))
     head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
-    log1 = _EpochLog("head", progress, [head])
+    select_best = not config.include_val
+    if config.include_val:
+        progress("training on train + val: no model selection, the last epoch is kept; "
+                 "the val figures below are not a held-out estimate")
+    log1 = _EpochLog("head", progress, [head], select_best)
     head.fit(
         f_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
         epochs=config.head_epochs, validation_data=(f_val, _one_hot(y_val)),
@@ -379,14 +452,40 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
 
     # ---- phase 2: upper blocks + head, BN frozen
     log2 = None
-    if config.fine_epochs > 0:
+    if config.fine_epochs > 0 and config.online:
+        x_train = None  # phase 2 makes its own views
+        progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head on fresh views every epoch "
+                 "(BN frozen)")
+        train_above_cut(lower, upper)
+        steps_per_epoch = int(np.ceil(n / config.batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.fine_lr, decay_steps=config.fine_epochs * steps_per_epoch)
+        full.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        val_pixels = ds.keras_batch([ds.fit_to_input(image, spec) for image in val_images])
+        log2 = _EpochLog("fine", progress, [full], select_best)
+        val_loss, val_acc = full.evaluate(val_pixels, _one_hot(y_val), verbose=0, batch_size=64)
+        log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
+        sw_photo = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
+
+        def fresh_view(epoch: int, item: int) -> np.ndarray:
+            rng = np.random.default_rng([config.seed, 104729, epoch, item])
+            return ds.augment(train_images[item], spec, rng, config.augmentation)
+
+        full.fit(
+            online_batches(train_images, y_train, sw_photo, fresh_view, config.batch_size, config.seed),
+            steps_per_epoch=steps_per_epoch, epochs=config.fine_epochs,
+            validation_data=(val_pixels, _one_hot(y_val)), validation_batch_size=64,
+            callbacks=[log2.callback], verbose=0, shuffle=False,  # the batches come shuffled
+        )
+        log2.restore()
+        del val_pixels
+    elif config.fine_epochs > 0:
         progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head (BN frozen)")
-        for layer in upper.layers:
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        train_above_cut(lower, upper)
         steps = config.fine_epochs * int(np.ceil(len(x_train) / config.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(config.fine_lr, decay_steps=steps)
         upper_head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        log2 = _EpochLog("fine", progress, [upper_head])
+        log2 = _EpochLog("fine", progress, [upper_head], select_best)
         # the head's phase-1 result is epoch 0 of phase 2
         val_loss, val_acc = upper_head.evaluate(x_val, _one_hot(y_val), verbose=0, batch_size=128)
         log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
@@ -396,7 +495,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             callbacks=[log2.callback], verbose=0, shuffle=True,
         )
         log2.restore()
-    del x_train, x_val
+    x_train = x_val = None
     train_seconds = time.perf_counter() - t0
     full.save_weights(out / "best.weights.h5")
 
