@@ -327,7 +327,8 @@ def build_agent(
         undo.callback(trigger.close)
         frame_source = source if source is not None else build_source(config)
         try:
-            classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=config.model.num_threads)
+            classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=config.model.num_threads,
+                                    views=config.model.views or None)
         except ModelFilesError as exc:
             raise StartupError(f"model: {exc}", 78) from None
         try:

@@ -9,6 +9,13 @@ checks that they agree, and then turns an RGB frame into a
 float32, uint8 and int8 inputs and outputs are handled through the tensors'
 own quantization parameters, so a float model and its full-integer twin are
 used the same way.
+
+A classifier can look at an item more than once (``views``): the fitted frame,
+its mirror image, and both turned half around, each through the model, with
+the probabilities averaged. Items in a bin have no "up" or "left", the model
+was trained on such turned views, and the average of several int8 passes
+smooths out much of the rounding error of full-integer arithmetic. The
+model's metadata says how many views it was measured with (``"views"``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import numpy as np
 from .preprocess import PreprocessSpec, fit_to_input
 from .runtime import ModelLoadError, load_interpreter
 
+VIEWS = (1, 2, 4)
+"""Allowed views per item: the frame; + its mirror image; + both turned 180°."""
+
 
 class ModelFilesError(ValueError):
     """The model, labels and metadata files are missing, corrupt or disagree."""
@@ -38,7 +48,8 @@ class Classification:
     :param top: the best classes as ``(label, probability)``, best first.
     :param probabilities: every class's probability, in the model's order.
     :param preprocess_ms: crop/resize/quantize time.
-    :param inference_ms: ``invoke()`` time.
+    :param inference_ms: ``invoke()`` time, all views together.
+    :param views: how many views of the frame were averaged.
     """
 
     label: str
@@ -47,6 +58,7 @@ class Classification:
     probabilities: tuple[float, ...]
     preprocess_ms: float
     inference_ms: float
+    views: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +67,7 @@ class Classification:
             "top3": [{"class": c, "confidence": round(p, 4)} for c, p in self.top[:3]],
             "preprocess_ms": round(self.preprocess_ms, 2),
             "inference_ms": round(self.inference_ms, 2),
+            "views": self.views,
         }
 
 
@@ -104,9 +117,13 @@ class Classifier:
     :param files: the model's three files.
     :param num_threads: interpreter threads (``None``: the runtime's choice).
     :param top_k: how many classes :attr:`Classification.top` holds.
+    :param views: views averaged per frame (1, 2 or 4, see the module doc);
+        ``None`` takes the metadata's ``"views"`` (1 if it has none).
     """
 
-    def __init__(self, files: ModelFiles, num_threads: int | None = None, top_k: int = 3) -> None:
+    def __init__(
+        self, files: ModelFiles, num_threads: int | None = None, top_k: int = 3, views: int | None = None
+    ) -> None:
         self.files = files
         self.labels = read_labels(files.labels)
         self.metadata = read_metadata(files.metadata)
@@ -124,6 +141,7 @@ class Classifier:
         except ModelLoadError as exc:
             raise ModelFilesError(str(exc)) from None
         self.top_k = top_k
+        self.views = self._views(views)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._check_shapes()
@@ -144,8 +162,21 @@ class Classifier:
         self._outputs_probabilities = bool(self.metadata.get("output_is_probability", True))
 
     @classmethod
-    def from_model_path(cls, model: str | Path, num_threads: int | None = None) -> "Classifier":
-        return cls(ModelFiles.beside(model), num_threads=num_threads)
+    def from_model_path(
+        cls, model: str | Path, num_threads: int | None = None, views: int | None = None
+    ) -> "Classifier":
+        return cls(ModelFiles.beside(model), num_threads=num_threads, views=views)
+
+    def _views(self, views: int | None) -> int:
+        if views is None:
+            views = self.metadata.get("views", 1)
+            if views not in VIEWS or isinstance(views, bool):
+                raise ModelFilesError(
+                    f"{self.files.metadata}: 'views' is {views!r}, expected one of {list(VIEWS)}"
+                )
+        elif views not in VIEWS:
+            raise ValueError(f"views must be one of {list(VIEWS)}, got {views!r}")
+        return int(views)
 
     @property
     def version(self) -> str:
@@ -195,16 +226,26 @@ class Classifier:
             values /= values.sum()
         return values
 
-    def classify(self, image: np.ndarray) -> Classification:
-        """Classify one RGB ``uint8`` frame of any size."""
-        started = time.perf_counter()
-        tensor = self.model_input(fit_to_input(image, self.spec))
-        prepared = time.perf_counter()
+    def view_tensors(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The input tensors of the first :attr:`views` views of fitted pixels:
+        as they are, mirrored, turned 180°, turned 180° and mirrored."""
+        turned = pixels[::-1, ::-1]
+        views = (pixels, pixels[:, ::-1], turned, turned[:, ::-1])[: self.views]
+        return [self.model_input(np.ascontiguousarray(view)) for view in views]
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """One ``invoke()`` on an input tensor; the class probabilities."""
         self._interpreter.set_tensor(self._input["index"], tensor)
         self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._output["index"])
+        return self.probabilities(self._interpreter.get_tensor(self._output["index"]))
+
+    def classify(self, image: np.ndarray) -> Classification:
+        """Classify one RGB ``uint8`` frame of any size (all views averaged)."""
+        started = time.perf_counter()
+        tensors = self.view_tensors(fit_to_input(image, self.spec))
+        prepared = time.perf_counter()
+        probs = np.mean([self.run(tensor) for tensor in tensors], axis=0)
         finished = time.perf_counter()
-        probs = self.probabilities(raw)
         order = np.argsort(probs)[::-1][: self.top_k]
         top = tuple((self.labels[i], float(probs[i])) for i in order)
         return Classification(
@@ -214,6 +255,7 @@ class Classifier:
             probabilities=tuple(float(p) for p in probs),
             preprocess_ms=(prepared - started) * 1000.0,
             inference_ms=(finished - prepared) * 1000.0,
+            views=self.views,
         )
 
 
@@ -224,6 +266,7 @@ def describe(classifier: Classifier) -> Mapping[str, Any]:
         "version": classifier.version,
         "input_size": list(classifier.spec.input_size),
         "input_dtype": str(classifier.input_dtype),
+        "views": classifier.views,
         "classes": list(classifier.labels),
     }
 

@@ -81,12 +81,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .classifier import Classifier, ModelFiles, ModelFilesError
 
     try:
-        classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=1)
+        classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=1,
+                                views=config.model.views or None)
     except ModelFilesError as exc:
         return _fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
     print(f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
           f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
-          f"model {classifier.files.model.name} v{classifier.version}, "
+          f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
           f"compartments: {', '.join(config.compartments)})")
     return 0
 

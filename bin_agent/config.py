@@ -168,6 +168,11 @@ class ModelSection:
         "The .tflite model; its labels (.labels.txt) and metadata (.json) lie beside it.",
     )
     num_threads: int = _opt(2, "Interpreter threads (Pi 4/5: 2-4).", min=1, max=16)
+    views: Literal[0, 1, 2, 4] = _opt(
+        0, "Views of each item the classifier averages: 1 the frame, 2 also its mirror image, "
+        "4 also both turned half around; 0 takes the number the model was measured with "
+        "(its metadata's 'views').",
+    )
 
 
 @dataclass

@@ -151,3 +151,38 @@ def test_sidecars_match_the_convention() -> None:
         assert meta["input_size"] == [32, 32]
         assert meta["output_is_probability"] is True
         assert files.model.stat().st_size < 20_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_views_average_the_mirrored_and_turned_frame(name: str, views: int) -> None:
+    single = Classifier.from_model_path(model_path(name), views=1)
+    several = Classifier.from_model_path(model_path(name), views=views)
+    frame = np.random.default_rng(7).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(8).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    tensors = several.view_tensors(pixels)
+    expected = [pixels, pixels[:, ::-1], pixels[::-1, ::-1], pixels[::-1, :]][:views]
+    assert [t[0].tobytes() for t in tensors] == [single.model_input(np.ascontiguousarray(v))[0].tobytes()
+                                                 for v in expected]
+    from bin_agent.preprocess import fit_to_input
+
+    mean = np.mean([single.run(t) for t in several.view_tensors(fit_to_input(frame, several.spec))], axis=0)
+    result = several.classify(frame)
+    assert result.views == views and result.as_dict()["views"] == views
+    assert np.allclose(result.probabilities, mean, atol=1e-6)
+    assert result.label == several.labels[int(np.argmax(mean))]
+
+
+def test_views_come_from_the_metadata_unless_given(tmp_path: Path) -> None:
+    path = copy_model("tiny_int8", tmp_path)
+    meta_path = path.with_suffix(".json")
+    assert Classifier.from_model_path(path).views == 1  # no "views" in the metadata
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"views": 4}))
+    assert Classifier.from_model_path(path).views == 4
+    assert Classifier.from_model_path(path, views=2).views == 2
+    with pytest.raises(ValueError, match="views must be one of"):
+        Classifier.from_model_path(path, views=3)
+    meta_path.write_text(json.dumps(meta | {"views": "all"}))
+    with pytest.raises(ModelFilesError, match="'views' is 'all'"):
+        Classifier.from_model_path(path)

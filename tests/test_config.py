@@ -55,6 +55,7 @@ def test_valid_dict_builds(tmp_path):
         ({"camera": {"fps": "fast"}}, "camera.fps: expected a number"),
         ({"camera": {"fps": 500}}, "camera.fps: 500.0 is above the maximum 60"),
         ({"model": {"num_threads": 1.5}}, "model.num_threads: expected a whole number"),
+        ({"model": {"views": 3}}, "model.views: 3 is not one of"),
         ({"trigger": {"mode": "laser"}}, "trigger.mode: 'laser' is not one of"),
         ({"actuator": {"pin_factory": "wiringpi"}}, "actuator.pin_factory: 'wiringpi' is not one of"),
         ({"mqtt": {"port": 0}}, "mqtt.port: 0 is below the minimum 1"),

@@ -40,7 +40,7 @@ def test_train_tiny_subset_and_export_int8(
     config = TrainConfig(
         datasets=[trashnet_dir], out=tmp_path / "run", split=split, weights=str(imagenet_weights),
         input_size=96, copies=1, head_epochs=1, fine_epochs=1, max_per_class=3, calibration=8,
-        online=online, cut_layer="block_12_add",
+        online=online, cut_layer="block_12_add", views=2,
     )
     report = train(config, progress=messages.append)
 
@@ -48,6 +48,7 @@ def test_train_tiny_subset_and_export_int8(
     int8 = tmp_path / "run" / "trashnet_mobilenetv2_int8.tflite"
     clf = Classifier.from_model_path(int8)
     assert clf.input_dtype == np.uint8
+    assert clf.views == 2, "the agent averages the views the model was trained to be run with"
     assert clf._input["quantization"] == (1.0, 0), "camera pixels must go straight into the int8 model"
     photo = sorted((trashnet_dir / "glass").glob("*.jpg"))[0]
     result = clf.classify(load_image(photo))
@@ -55,7 +56,7 @@ def test_train_tiny_subset_and_export_int8(
     assert sum(result.probabilities) == pytest.approx(1.0, abs=0.03)
 
     meta = json.loads(int8.with_suffix(".json").read_text())
-    assert meta["classes"] == list(CLASSES) and meta["input_size"] == [96, 96]
+    assert meta["classes"] == list(CLASSES) and meta["input_size"] == [96, 96] and meta["views"] == 2
     assert meta["preprocessing"]["mean"] == [0.0, 0.0, 0.0] and meta["output_is_probability"] is True
     import hashlib
 

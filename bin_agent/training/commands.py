@@ -67,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_per_class=args.max_per_class,
         include_val=args.include_val,
         online=args.online,
+        views=args.views,
         name=args.name,
         version=args.version or "",
     )
@@ -82,7 +83,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         result = run(Path(args.model), Path(args.dataset), Path(args.split) if args.split else None,
-                     args.subset, Path(args.out) if args.out else None, threads=args.threads, progress=_print)
+                     args.subset, Path(args.out) if args.out else None, threads=args.threads, progress=_print,
+                     views=args.views)
     except (ds.DatasetError, ModelFilesError) as exc:
         return _fail(str(exc))
     _print(format_summary(result))
@@ -123,6 +125,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
     p.add_argument("--online", action="store_true",
                    help="phase 2 trains on fresh augmented views every epoch instead of the cached ones")
+    p.add_argument("--views", type=int, choices=[1, 2, 4], default=4,
+                   help="views per item the agent averages, written to the metadata (default 4: the "
+                        "photo, its mirror image, both turned half around)")
     p.add_argument("--include-val", action="store_true",
                    help="final model: train on train + val with the epoch counts found before, keep the last epoch")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
@@ -137,4 +142,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="subset of the split (default test; 'all' = every photo)")
     p.add_argument("--out", type=Path, help="folder for the JSON report and the PNG plots")
     p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's choice)")
+    p.add_argument("--views", type=int, choices=[1, 2, 4],
+                   help="views averaged per photo (default: the model metadata's, as the agent does)")
     p.set_defaults(func=cmd_evaluate)

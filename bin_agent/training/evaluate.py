@@ -33,9 +33,12 @@ def evaluate_items(
     progress: Progress = _silent,
     what: str = "evaluate",
     threads: int | None = None,
+    views: int | None = None,
 ) -> dict[str, Any]:
-    """Classify every item; return metrics (see :func:`metrics`) plus raw results."""
-    clf = Classifier(ModelFiles.beside(model), num_threads=threads)
+    """Classify every item; return metrics (see :func:`metrics`) plus raw results.
+
+    ``views``: views averaged per photo (``None``: the model metadata's, as the agent does)."""
+    clf = Classifier(ModelFiles.beside(model), num_threads=threads, views=views)
     if list(clf.labels) != list(CLASSES):
         # evaluation maps folder names to indices of CLASSES
         label_index = {name: i for i, name in enumerate(clf.labels)}
@@ -73,8 +76,9 @@ def evaluate_items(
         "inference_mean": float(np.mean(inference)),
         "inference_p95": float(np.percentile(inference, 95)),
         "threads": threads,
-        "note": "per image: fit_to_input + quantize + invoke, after decoding the JPEG",
+        "note": "per image: fit_to_input + quantize + invoke of every view, after decoding the JPEG",
     }
+    out["views"] = clf.views
     scale, zero = clf._input["quantization"]
     out["input_quantization"] = {"dtype": str(clf.input_dtype), "scale": float(scale), "zero_point": int(zero)}
     out["unreadable"] = unreadable
@@ -211,11 +215,12 @@ def plot_reliability(result: dict[str, Any], path: Path, title: str) -> None:
 
 def format_summary(result: dict[str, Any]) -> str:
     lines = [
-        f"model {result['model']} ({result['model_bytes'] / 1e6:.2f} MB), {result['n']} photos"
+        f"model {result['model']} ({result['model_bytes'] / 1e6:.2f} MB), {result['n']} photos, "
+        f"{result.get('views', 1)} view(s) per photo"
         + (f", {len(result['unreadable'])} unreadable (skipped)" if result["unreadable"] else ""),
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}",
         f"latency per image: mean {result['latency_ms']['mean']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms "
-        f"(invoke only: mean {result['latency_ms']['inference_mean']:.1f} ms)",
+        f"(invoke only, all views: mean {result['latency_ms']['inference_mean']:.1f} ms)",
         "",
         f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'n':>5}",
     ]
@@ -241,6 +246,7 @@ def run(
     out: Path | None,
     threads: int | None = None,
     progress: Progress = print,
+    views: int | None = None,
 ) -> dict[str, Any]:
     """The ``evaluate`` command's work: metrics, JSON, PNGs. Raises
     :class:`~bin_agent.training.dataset.DatasetError` or
@@ -259,7 +265,7 @@ def run(
         raise ModelFilesError(f"{model}: no such model file")
     progress(f"evaluating {model} on {len(items)} photos from {dataset_dir}"
              + (f" ({subset} subset of {split})" if split else ""))
-    result = evaluate_items(model, items, progress=progress, threads=threads)
+    result = evaluate_items(model, items, progress=progress, threads=threads, views=views)
     result["dataset"] = str(dataset_dir)
     result["split"] = str(split) if split else None
     result["subset"] = subset if split else "all"

@@ -73,6 +73,7 @@ class TrainConfig:
     max_per_class: int | None = None  # for smoke tests: a few photos per class
     include_val: bool = False  # final model: train on train + val, keep the last epoch
     online: bool = False  # phase 2 draws fresh augmented views every epoch (no cache)
+    views: int = 1  # views per item the agent averages (metadata "views"; see classifier.py)
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
@@ -322,6 +323,7 @@ def model_metadata(
         **config.spec.to_metadata(),
         "classes": list(CLASSES),
         "output_is_probability": True,
+        "views": config.views,
         "architecture": "MobileNetV2 alpha 1.0, ImageNet weights, new 6-class head",
         "sha256": hashlib.sha256(content).hexdigest(),
         "size_bytes": len(content),
