@@ -110,21 +110,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (models, report, checkpoint)")
     p.add_argument("--weights", default="imagenet",
                    help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--copies", type=int, default=6, help="augmented views per training photo (cached)")
-    p.add_argument("--cut-layer", default="block_12_add", help="frozen below, fine-tuned above")
-    p.add_argument("--head-epochs", type=int, default=25)
-    p.add_argument("--fine-epochs", type=int, default=8)
+    p.add_argument("--input-size", type=int, default=160)
+    p.add_argument("--copies", type=int, default=4,
+                   help="augmented views per training photo, cached (the head; phase 2 too with --cached)")
+    p.add_argument("--cut-layer", default="block_5_add", help="frozen below, fine-tuned above")
+    p.add_argument("--head-epochs", type=int, default=6)
+    p.add_argument("--fine-epochs", type=int, default=24)
     p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--fine-lr", type=float, default=2e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--calibration", type=int, default=800, help="training photos used to calibrate int8")
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
-    p.add_argument("--online", action="store_true",
-                   help="phase 2 trains on fresh augmented views every epoch instead of the cached ones")
+    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=True,
+                   help="phase 2 trains on fresh augmented views every epoch (default); --no-online "
+                        "trains it on the cached views (faster per epoch, over-fits sooner)")
     p.add_argument("--views", type=int, choices=[1, 2, 4], default=4,
                    help="views per item the agent averages, written to the metadata (default 4: the "
                         "photo, its mirror image, both turned half around)")

@@ -3,30 +3,32 @@
 This is the only module of bin-agent that imports TensorFlow (inside the
 functions, so that even importing it stays cheap).
 
-The method, chosen for a 2-core CPU:
+The method, chosen for a 2-core CPU (models/README.md has the experiments):
 
 1. MobileNetV2 (alpha 1.0, ImageNet weights) is cut at ``cut_layer``
-   (default ``block_12_add``). Every BatchNormalization layer is frozen
+   (default ``block_5_add``). Every BatchNormalization layer is frozen
    (inference mode): the provided weights have batch-norm folded into the
    convolutions, and batch-statistics training would destroy the features.
-   The lower part (stem .. block 12) stays frozen.
-2. The frozen lower part runs ONCE per augmented view: ``copies`` random views
-   of each training photo (:func:`bin_agent.training.dataset.augment`, whose
-   crop goes through ``preprocess.crop_resize``) and one centred view of each
-   validation photo (``preprocess.fit_to_input``, as the agent does) are pushed
-   through it and the activations are cached. Training on the cache is the same
-   computation as end-to-end training with those layers frozen, many times
-   cheaper.
+   The lower part (stem .. the cut) stays frozen throughout.
+2. The frozen lower part runs once per cached view: ``copies`` random views of
+   each training photo (:func:`bin_agent.training.dataset.augment`, whose crop
+   goes through ``preprocess.crop_resize``) and one view of each validation
+   photo (``preprocess.fit_to_input``, as the agent does).
 3. Phase 1 trains the new 6-class head (dropout + dense softmax) on the pooled
-   features of the frozen upper part. Phase 2 unfreezes the upper blocks
-   (13..16 and ``Conv_1``; BN still frozen) and fine-tunes them with the head
-   at a low learning rate. Both phases use balanced class weights and label
-   smoothing, and keep the weights of the best validation epoch.
+   features of those cached views. Phase 2 unfreezes the blocks above the cut
+   (BN still frozen) and fine-tunes them with the head: by default
+   (``online``) on fresh augmented views every epoch, drawn while TensorFlow
+   trains, so the blocks cannot memorise a fixed set of views; otherwise on the
+   cached activations (faster per epoch, over-fits sooner). Both phases use
+   balanced class weights and label smoothing, and keep the weights of the
+   best validation epoch, or the last epoch with ``include_val`` (the final
+   model, trained on train + val with an epoch count chosen before).
 4. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
    ``Rescaling`` layer inside, probabilities out) is exported as float32 and as
    full-integer int8 TFLite with uint8 input/output, calibrated on training
    photos prepared by ``fit_to_input``; the uint8 input then takes camera
-   pixels as they are (scale 1, zero point 0).
+   pixels as they are (scale 1, zero point 0). The metadata records how many
+   views per item the agent should average (``views``).
 """
 
 from __future__ import annotations
@@ -58,21 +60,21 @@ class TrainConfig:
     out: Path
     split: Path | None = None
     weights: str = "imagenet"
-    input_size: int = 224
-    copies: int = 6
-    cut_layer: str = "block_12_add"
-    head_epochs: int = 25
+    input_size: int = 160
+    copies: int = 4
+    cut_layer: str = "block_5_add"
+    head_epochs: int = 6
     head_lr: float = 1e-3
-    fine_epochs: int = 8
+    fine_epochs: int = 24
     fine_lr: float = 2e-4
     batch_size: int = 32
     label_smoothing: float = 0.1
-    dropout: float = 0.2
+    dropout: float = 0.3
     seed: int = 1234
     calibration: int = 800
     max_per_class: int | None = None  # for smoke tests: a few photos per class
     include_val: bool = False  # final model: train on train + val, keep the last epoch
-    online: bool = False  # phase 2 draws fresh augmented views every epoch (no cache)
+    online: bool = True  # phase 2 draws fresh augmented views every epoch (no cache)
     views: int = 1  # views per item the agent averages (metadata "views"; see classifier.py)
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
@@ -514,7 +516,10 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             "datasets": [str(p) for p in config.datasets],
             "split_file": data_info["split"],
             "photos": data_info["datasets"],
-            "augmented_views_per_photo": config.copies,
+            "augmented_views_per_photo": (
+                f"fresh every epoch ({config.fine_epochs} epochs); {config.copies} cached for the head"
+                if config.online else config.copies),
+            "validation_photos_trained_on": config.include_val,
         },
         "calibration": {"photos": len(calibration), "from": "training subset, fit_to_input"},
     }
