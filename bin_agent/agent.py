@@ -256,6 +256,14 @@ class Agent:
 # ---------------------------------------------------------------------- assembly
 
 
+def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
+    """The classifier of ``config.model`` (``num_threads`` overrides the config's);
+    raises :class:`~bin_agent.classifier.ModelFilesError`."""
+    model = config.model
+    return Classifier(ModelFiles.beside(model.path), num_threads=num_threads or model.num_threads,
+                      views=model.views or None)  # views 0: the model metadata's
+
+
 def build_source(config: Config) -> FrameSource:
     camera = config.camera
     if camera.source == "replay":
@@ -327,8 +335,7 @@ def build_agent(
         undo.callback(trigger.close)
         frame_source = source if source is not None else build_source(config)
         try:
-            classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=config.model.num_threads,
-                                    views=config.model.views or None)
+            classifier = build_classifier(config)
         except ModelFilesError as exc:
             raise StartupError(f"model: {exc}", 78) from None
         try:

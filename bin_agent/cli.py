@@ -78,11 +78,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(exc.describe(), EX_CONFIG)
-    from .classifier import Classifier, ModelFiles, ModelFilesError
+    from .agent import build_classifier
+    from .classifier import ModelFilesError
 
     try:
-        classifier = Classifier(ModelFiles.beside(config.model.path), num_threads=1,
-                                views=config.model.views or None)
+        classifier = build_classifier(config, num_threads=1)
     except ModelFilesError as exc:
         return _fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
     print(f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "

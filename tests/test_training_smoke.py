@@ -87,8 +87,6 @@ def test_include_val_trains_on_train_and_val_but_never_test(trashnet_dir: Path, 
 
 def test_phase_two_trains_only_the_blocks_above_the_cut(tmp_path: Path) -> None:
     _needs_tensorflow()
-    import keras
-
     from bin_agent.training.train import TrainConfig, build_models, train_above_cut
 
     config = TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96, cut_layer="block_5_add")

@@ -216,7 +216,7 @@ def plot_reliability(result: dict[str, Any], path: Path, title: str) -> None:
 def format_summary(result: dict[str, Any]) -> str:
     lines = [
         f"model {result['model']} ({result['model_bytes'] / 1e6:.2f} MB), {result['n']} photos, "
-        f"{result.get('views', 1)} view(s) per photo"
+        f"{result['views']} view(s) per photo"
         + (f", {len(result['unreadable'])} unreadable (skipped)" if result["unreadable"] else ""),
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}",
         f"latency per image: mean {result['latency_ms']['mean']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms "

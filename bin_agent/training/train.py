@@ -252,14 +252,12 @@ class _EpochLog:
         row = {"epoch": epoch + 1, **row, "seconds": round(time.perf_counter() - self.started, 1)}
         self.history.append(row)
         score = (row.get("val_accuracy", 0.0), -row.get("val_loss", 0.0))
-        if not self.select_best:
-            score = (float(epoch), 0.0)  # the last epoch wins
         marker = ""
-        if self.best is None or score > self.best:
-            self.best, self.best_epoch = score, epoch + 1
-            marker = "  *best" if self.select_best else ""
-            if self.select_best:
-                self.best_weights = [m.get_weights() for m in self.models]
+        if not self.select_best:
+            self.best_epoch = epoch + 1  # the last epoch is kept
+        elif self.best is None or score > self.best:
+            self.best, self.best_epoch, marker = score, epoch + 1, "  *best"
+            self.best_weights = [m.get_weights() for m in self.models]
         self.progress(
             f"  {self.phase} epoch {epoch + 1}: loss {row.get('loss', float('nan')):.4f} "
             f"acc {row.get('accuracy', float('nan')):.4f} | val loss {row.get('val_loss', float('nan')):.4f} "
@@ -429,9 +427,8 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
 
     x_train = cache_activations(lower, n * k, train_view, 64, progress, f"train cache ({k} views/photo)")
     y_train_k = np.tile(y_train, k)
-    x_val = cache_activations(
-        lower, len(val_images), lambda i: ds.fit_to_input(val_images[i], spec), 64, progress, "val cache"
-    )
+    val_views = [ds.fit_to_input(image, spec) for image in val_images]
+    x_val = cache_activations(lower, len(val_views), val_views.__getitem__, 64, progress, "val cache")
     cache_seconds = time.perf_counter() - t_cache
     sw_train = np.array([weights[int(c)] for c in y_train_k], dtype=np.float32)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -456,50 +453,41 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
 
     # ---- phase 2: upper blocks + head, BN frozen
     log2 = None
-    if config.fine_epochs > 0 and config.online:
-        x_train = None  # phase 2 makes its own views
-        progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head on fresh views every epoch "
-                 "(BN frozen)")
+    if config.fine_epochs > 0:
         train_above_cut(lower, upper)
-        steps_per_epoch = int(np.ceil(n / config.batch_size))
+        if config.online:
+            # the whole network on pixels: fresh views each epoch, the frozen lower part run per batch
+            x_train = None
+            model, val_x = full, ds.keras_batch(val_views)
+            steps_per_epoch = int(np.ceil(n / config.batch_size))
+            sw_photo = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
+
+            def fresh_view(epoch: int, item: int) -> np.ndarray:
+                rng = np.random.default_rng([config.seed, 104729, epoch, item])
+                return ds.augment(train_images[item], spec, rng, config.augmentation)
+
+            fit_data = dict(
+                x=online_batches(train_images, y_train, sw_photo, fresh_view, config.batch_size, config.seed),
+                steps_per_epoch=steps_per_epoch, shuffle=False)  # the batches come shuffled
+            what = "on fresh views every epoch"
+        else:
+            model, val_x = upper_head, x_val
+            steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
+            fit_data = dict(x=x_train, y=_one_hot(y_train_k), sample_weight=sw_train,
+                            batch_size=config.batch_size, shuffle=True)
+            what = "on the cached views"
+        progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head {what} (BN frozen)")
         schedule = keras.optimizers.schedules.CosineDecay(
             config.fine_lr, decay_steps=config.fine_epochs * steps_per_epoch)
-        full.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        val_pixels = ds.keras_batch([ds.fit_to_input(image, spec) for image in val_images])
-        log2 = _EpochLog("fine", progress, [full], select_best)
-        val_loss, val_acc = full.evaluate(val_pixels, _one_hot(y_val), verbose=0, batch_size=64)
-        log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
-        sw_photo = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
-
-        def fresh_view(epoch: int, item: int) -> np.ndarray:
-            rng = np.random.default_rng([config.seed, 104729, epoch, item])
-            return ds.augment(train_images[item], spec, rng, config.augmentation)
-
-        full.fit(
-            online_batches(train_images, y_train, sw_photo, fresh_view, config.batch_size, config.seed),
-            steps_per_epoch=steps_per_epoch, epochs=config.fine_epochs,
-            validation_data=(val_pixels, _one_hot(y_val)), validation_batch_size=64,
-            callbacks=[log2.callback], verbose=0, shuffle=False,  # the batches come shuffled
-        )
-        log2.restore()
-        del val_pixels
-    elif config.fine_epochs > 0:
-        progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head (BN frozen)")
-        train_above_cut(lower, upper)
-        steps = config.fine_epochs * int(np.ceil(len(x_train) / config.batch_size))
-        schedule = keras.optimizers.schedules.CosineDecay(config.fine_lr, decay_steps=steps)
-        upper_head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        log2 = _EpochLog("fine", progress, [upper_head], select_best)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        log2 = _EpochLog("fine", progress, [model], select_best)
         # the head's phase-1 result is epoch 0 of phase 2
-        val_loss, val_acc = upper_head.evaluate(x_val, _one_hot(y_val), verbose=0, batch_size=128)
+        val_loss, val_acc = model.evaluate(val_x, _one_hot(y_val), verbose=0, batch_size=64)
         log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
-        upper_head.fit(
-            x_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
-            epochs=config.fine_epochs, validation_data=(x_val, _one_hot(y_val)),
-            callbacks=[log2.callback], verbose=0, shuffle=True,
-        )
+        model.fit(**fit_data, epochs=config.fine_epochs, validation_data=(val_x, _one_hot(y_val)),
+                  validation_batch_size=64, callbacks=[log2.callback], verbose=0)
         log2.restore()
-    x_train = x_val = None
+    x_train = x_val = val_x = fit_data = None
     train_seconds = time.perf_counter() - t0
     full.save_weights(out / "best.weights.h5")
 
