@@ -1,7 +1,9 @@
 """Train on a tiny TrashNet subset, export int8, load it through the agent's Classifier.
 
-One run per phase-2 mode; on the 2-core development machine they took 68.9 s (fresh
-views) and 55.6 s (cached views) in pytest (`pytest --durations=5`).
+One run per phase-2 mode: fresh views with a quantization-aware phase 3, and cached
+views followed by phase 3 alone from the saved weights (``--init-weights``). On the
+2-core development machine they took 98 s and 131 s in pytest (`pytest --durations=6`,
+while another job shared the CPU).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _needs_tensorflow() -> None:
         pytest.skip("TensorFlow is not installed")
 
 
-@pytest.mark.parametrize("online", [True, False], ids=["fresh-views", "cached-views"])
+@pytest.mark.parametrize("online", [True, False], ids=["fresh-views+qat", "cached-views"])
 def test_train_tiny_subset_and_export_int8(
     trashnet_dir: Path, imagenet_weights: Path, tmp_path: Path, online: bool
 ) -> None:
@@ -41,11 +43,12 @@ def test_train_tiny_subset_and_export_int8(
     config = TrainConfig(
         datasets=[trashnet_dir], out=tmp_path / "run", split=split, weights=str(imagenet_weights),
         input_size=96, copies=1, head_epochs=1, fine_epochs=1, max_per_class=3, calibration=8,
-        online=online, cut_layer="block_12_add", views=2,
+        online=online, cut_layer="block_12_add", views=2, qat_epochs=1 if online else 0,
     )
     report = train(config, progress=messages.append)
 
     assert any("head epoch 1" in m for m in messages) and any("fine epoch 1" in m for m in messages)
+    assert any("qat epoch 1" in m for m in messages) == online
     int8 = tmp_path / "run" / "trashnet_mobilenetv2_int8.tflite"
     clf = Classifier.from_model_path(int8)
     assert clf.input_dtype == np.uint8
@@ -65,6 +68,33 @@ def test_train_tiny_subset_and_export_int8(
     saved = json.loads((tmp_path / "run" / "training_report.json").read_text())
     assert saved["phase2_finetune"]["history"] and saved["validation"]["int8"]["accuracy"] >= 0.0
     assert report["data"]["datasets"][str(trashnet_dir)]["train"] == 3 * len(CLASSES)
+    assert len(saved["phase3_quantization_aware"]["history"]) == (2 if online else 0)  # epoch 0 = PTQ alone
+
+    if not online:
+        # phase 3 alone, added to the finished run
+        messages.clear()
+        again = TrainConfig(
+            datasets=[trashnet_dir], out=tmp_path / "qat", split=split, weights=str(imagenet_weights),
+            input_size=96, head_epochs=0, fine_epochs=0, qat_epochs=1, max_per_class=3, calibration=8,
+            cut_layer="block_12_add", init_weights=tmp_path / "run" / "best.weights.h5",
+        )
+        train(again, progress=messages.append)
+        assert any("starting from" in m for m in messages) and any("qat epoch 1" in m for m in messages)
+        assert not any("cache" in m or "head epoch" in m or "fine epoch" in m for m in messages)
+        Classifier.from_model_path(tmp_path / "qat" / "trashnet_mobilenetv2_int8.tflite")
+
+
+def test_unusable_init_weights_are_one_clear_error(tmp_path: Path) -> None:
+    _needs_tensorflow()
+    from bin_agent.training.train import TrainConfig, TrainingSetupError, build_models, load_run_weights
+
+    full = build_models(TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96))[0]
+    garbage = tmp_path / "best.weights.h5"
+    garbage.write_bytes(b"not an HDF5 file")
+    with pytest.raises(TrainingSetupError, match="not the weights of a bin-agent MobileNetV2 run"):
+        load_run_weights(full, garbage)
+    with pytest.raises(FileNotFoundError):
+        load_run_weights(full, tmp_path / "missing.h5")
 
 
 def test_include_val_trains_on_train_and_val_but_never_test(trashnet_dir: Path, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _fail(f"{root}: no such dataset folder")
     if args.weights != "imagenet" and not Path(args.weights).is_file():
         return _fail(f"{args.weights}: no such weights file")
-    from .train import TrainConfig, train  # imports TensorFlow lazily
+    if args.init_weights and not Path(args.init_weights).is_file():
+        return _fail(f"{args.init_weights}: no such weights file")
+    from .train import TrainConfig, TrainingSetupError, train  # imports TensorFlow lazily
 
     config = TrainConfig(
         datasets=[Path(p) for p in args.datasets],
@@ -68,12 +70,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         include_val=args.include_val,
         online=args.online,
         views=args.views,
+        qat_epochs=args.qat_epochs,
+        qat_lr=args.qat_lr,
+        init_weights=Path(args.init_weights) if args.init_weights else None,
         name=args.name,
         version=args.version or "",
     )
     try:
         train(config, progress=_print)
-    except (ds.DatasetError, ImageError, ModelFilesError, FileNotFoundError) as exc:
+    except (ds.DatasetError, ImageError, ModelFilesError, FileNotFoundError, TrainingSetupError) as exc:
         return _fail(str(exc))
     return 0
 
@@ -130,6 +135,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, choices=[1, 2, 4], default=4,
                    help="views per item the agent averages, written to the metadata (default 4: the "
                         "photo, its mirror image, both turned half around)")
+    p.add_argument("--qat-epochs", type=int, default=3,
+                   help="phase 3: epochs of quantization-aware fine-tuning through the simulated int8 "
+                        "model (default 3; 0 = post-training quantization only)")
+    p.add_argument("--qat-lr", type=float, default=2e-5, help="phase 3 learning rate (cosine decay)")
+    p.add_argument("--init-weights", type=Path,
+                   help="start from a run's best.weights.h5, e.g. "
+                        "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run")
     p.add_argument("--include-val", action="store_true",
                    help="final model: train on train + val with the epoch counts found before, keep the last epoch")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")

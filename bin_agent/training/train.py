@@ -23,7 +23,12 @@ The method, chosen for a 2-core CPU (models/README.md has the experiments):
    balanced class weights and label smoothing, and keep the weights of the
    best validation epoch, or the last epoch with ``include_val`` (the final
    model, trained on train + val with an epoch count chosen before).
-4. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
+4. Phase 3 (``qat_epochs``) fine-tunes the same blocks through a simulation
+   of the int8 model (:mod:`bin_agent.training.qat`: weights and activations
+   rounded as the converter will round them), on fresh views, so that the
+   weights learn to work with the int8 rounding; validation accuracy is then
+   that of the simulated int8 model.
+5. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
    ``Rescaling`` layer inside, probabilities out) is exported as float32 and as
    full-integer int8 TFLite with uint8 input/output, calibrated on training
    photos prepared by ``fit_to_input``; the uint8 input then takes camera
@@ -54,6 +59,10 @@ from . import dataset as ds
 Progress = Callable[[str], None]
 
 
+class TrainingSetupError(ValueError):
+    """A training setting that cannot work (unknown layer, unusable weights file)."""
+
+
 @dataclass
 class TrainConfig:
     datasets: list[Path]
@@ -76,6 +85,9 @@ class TrainConfig:
     include_val: bool = False  # final model: train on train + val, keep the last epoch
     online: bool = True  # phase 2 draws fresh augmented views every epoch (no cache)
     views: int = 1  # views per item the agent averages (metadata "views"; see classifier.py)
+    qat_epochs: int = 3  # phase 3: quantization-aware fine-tuning epochs (see qat.py)
+    qat_lr: float = 2e-5
+    init_weights: Path | None = None  # start from a run's best.weights.h5
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
@@ -115,7 +127,7 @@ def build_models(config: TrainConfig):
     try:
         cut = base.get_layer(config.cut_layer).output
     except ValueError:
-        raise ValueError(f"MobileNetV2 has no layer {config.cut_layer!r}") from None
+        raise TrainingSetupError(f"MobileNetV2 has no layer {config.cut_layer!r}") from None
     lower_base = keras.Model(base.input, cut, name="lower")
     upper = keras.Model(cut, base.output, name="upper")
 
@@ -134,6 +146,20 @@ def build_models(config: TrainConfig):
     feat_in = keras.Input((int(base.output.shape[-1]),), name="features")
     head = keras.Model(feat_in, dense(drop(feat_in)), name="head")
     return full, lower, upper, upper_head, pooled, head
+
+
+def load_run_weights(full, path: Path) -> None:
+    """Load a run's ``best.weights.h5`` into ``full``; any other file is one
+    clear error. (The cut and the input size do not change the weights, so a
+    run with another cut or size loads too.)"""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        full.load_weights(path)
+    except (ValueError, OSError) as exc:
+        raise TrainingSetupError(
+            f"{path}: not the weights of a bin-agent MobileNetV2 run ({type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:200]})") from None
 
 
 def train_above_cut(lower, upper) -> None:
@@ -384,6 +410,66 @@ def _first_per_class(items: Sequence[ds.Item], n: int) -> list[ds.Item]:
     return out
 
 
+def fresh_views(config: TrainConfig, images: Sequence[np.ndarray], first_epoch: int = 0):
+    """``make_view(epoch, item)`` for :func:`online_batches`: a new augmented
+    view of photo ``item`` per epoch; epochs from ``first_epoch`` on, so a later
+    phase continues the sequence instead of repeating its views."""
+    spec = config.spec
+
+    def make_view(epoch: int, item: int) -> np.ndarray:
+        rng = np.random.default_rng([config.seed, 104729, first_epoch + epoch, item])
+        return ds.augment(images[item], spec, rng, config.augmentation)
+
+    return make_view
+
+
+def quantization_aware_phase(
+    config: TrainConfig,
+    full,
+    lower,
+    upper,
+    train_images: Sequence[np.ndarray],
+    y_train: np.ndarray,
+    class_weights: dict[int, float],
+    val_views: Sequence[np.ndarray],
+    y_val: np.ndarray,
+    calibration: Sequence[np.ndarray],
+    loss,
+    select_best: bool,
+    progress: Progress,
+) -> "_EpochLog":
+    """Phase 3: fine-tune the blocks above the cut through the int8 simulation
+    of ``full`` (shared weights, so ``full`` is changed in place); activation
+    ranges re-measured on half the calibration views before every epoch."""
+    import keras
+
+    from .qat import QuantizationAware
+
+    train_above_cut(lower, upper)
+    simulated = QuantizationAware(full)
+    calibrate_on = ds.keras_batch(calibration[::2])
+    val_x, val_y = ds.keras_batch(val_views), _one_hot(y_val)
+    steps_per_epoch = int(np.ceil(len(train_images) / config.batch_size))
+    sw_photo = np.array([class_weights[int(c)] for c in y_train], dtype=np.float32)
+    batches = online_batches(train_images, y_train, sw_photo, fresh_views(config, train_images, config.fine_epochs),
+                             config.batch_size, config.seed + 1)
+    progress(f"phase 3: quantization-aware fine-tuning of {config.cut_layer}+ blocks and head "
+             f"(int8 rounding simulated, {len(simulated.mode.measured)} activation ranges measured)")
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.qat_lr, decay_steps=config.qat_epochs * steps_per_epoch)
+    simulated.model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    log = _EpochLog("qat", progress, [simulated.model], select_best)
+    simulated.calibrate(calibrate_on)
+    val_loss, val_acc = simulated.model.evaluate(val_x, val_y, verbose=0, batch_size=64)
+    log.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})  # post-training quantization alone
+    simulated.model.fit(
+        batches, steps_per_epoch=steps_per_epoch, epochs=config.qat_epochs, shuffle=False,
+        validation_data=(val_x, val_y), validation_batch_size=64, verbose=0,
+        callbacks=[simulated.calibrate_each_epoch(calibrate_on), log.callback])
+    log.restore()
+    return log
+
+
 def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     """Train, export, and return the training report (also written to ``out``)."""
     _quiet_tensorflow()
@@ -415,41 +501,49 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     full, lower, upper, upper_head, pooled, head = build_models(config)
     progress(f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
              f"{upper.count_params():,} upper parameters trainable in phase 2")
+    if config.init_weights:
+        load_run_weights(full, Path(config.init_weights))
+        progress(f"starting from {config.init_weights}")
 
     # ---- cache the frozen lower part (phase 1; phase 2 too unless online)
     n, k = len(train_images), config.copies
     t_cache = time.perf_counter()
+    val_views = [ds.fit_to_input(image, spec) for image in val_images]
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    select_best = not config.include_val
+    if config.include_val:
+        progress("training on train + val: no model selection, the last epoch is kept; "
+                 "the val figures below are not a held-out estimate")
+    needs_cache = config.head_epochs > 0 or (config.fine_epochs > 0 and not config.online)
+    x_train = x_val = y_train_k = sw_train = None
 
     def train_view(index: int) -> np.ndarray:
         copy, item = divmod(index, n)
         rng = np.random.default_rng([config.seed, copy, item])
         return ds.augment(train_images[item], spec, rng, config.augmentation)
 
-    x_train = cache_activations(lower, n * k, train_view, 64, progress, f"train cache ({k} views/photo)")
-    y_train_k = np.tile(y_train, k)
-    val_views = [ds.fit_to_input(image, spec) for image in val_images]
-    x_val = cache_activations(lower, len(val_views), val_views.__getitem__, 64, progress, "val cache")
+    if needs_cache:
+        x_train = cache_activations(lower, n * k, train_view, 64, progress, f"train cache ({k} views/photo)")
+        y_train_k = np.tile(y_train, k)
+        x_val = cache_activations(lower, len(val_views), val_views.__getitem__, 64, progress, "val cache")
+        sw_train = np.array([weights[int(c)] for c in y_train_k], dtype=np.float32)
     cache_seconds = time.perf_counter() - t_cache
-    sw_train = np.array([weights[int(c)] for c in y_train_k], dtype=np.float32)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
 
     # ---- phase 1: head on pooled features of the frozen upper part
-    progress("phase 1: new head on frozen features")
-    f_train = np.asarray(pooled.predict(x_train, batch_size=128, verbose=0))
-    f_val = np.asarray(pooled.predict(x_val, batch_size=128, verbose=0))
-    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
-    select_best = not config.include_val
-    if config.include_val:
-        progress("training on train + val: no model selection, the last epoch is kept; "
-                 "the val figures below are not a held-out estimate")
-    log1 = _EpochLog("head", progress, [head], select_best)
-    head.fit(
-        f_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
-        epochs=config.head_epochs, validation_data=(f_val, _one_hot(y_val)),
-        callbacks=[log1.callback], verbose=0, shuffle=True,
-    )
-    log1.restore()
-    del f_train, f_val
+    log1 = None
+    if config.head_epochs > 0:
+        progress("phase 1: new head on frozen features")
+        f_train = np.asarray(pooled.predict(x_train, batch_size=128, verbose=0))
+        f_val = np.asarray(pooled.predict(x_val, batch_size=128, verbose=0))
+        head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
+        log1 = _EpochLog("head", progress, [head], select_best)
+        head.fit(
+            f_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
+            epochs=config.head_epochs, validation_data=(f_val, _one_hot(y_val)),
+            callbacks=[log1.callback], verbose=0, shuffle=True,
+        )
+        log1.restore()
+        del f_train, f_val
 
     # ---- phase 2: upper blocks + head, BN frozen
     log2 = None
@@ -462,12 +556,9 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             steps_per_epoch = int(np.ceil(n / config.batch_size))
             sw_photo = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
 
-            def fresh_view(epoch: int, item: int) -> np.ndarray:
-                rng = np.random.default_rng([config.seed, 104729, epoch, item])
-                return ds.augment(train_images[item], spec, rng, config.augmentation)
-
             fit_data = dict(
-                x=online_batches(train_images, y_train, sw_photo, fresh_view, config.batch_size, config.seed),
+                x=online_batches(train_images, y_train, sw_photo, fresh_views(config, train_images),
+                                 config.batch_size, config.seed),
                 steps_per_epoch=steps_per_epoch, shuffle=False)  # the batches come shuffled
             what = "on fresh views every epoch"
         else:
@@ -488,14 +579,21 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
                   validation_batch_size=64, callbacks=[log2.callback], verbose=0)
         log2.restore()
     x_train = x_val = val_x = fit_data = None
+    rng = np.random.default_rng(config.seed)
+    calib_index = rng.permutation(len(train_images))[: config.calibration]
+    calibration = [ds.fit_to_input(train_images[i], spec) for i in calib_index]
+
+    # ---- phase 3: the same blocks through the int8 simulation
+    log3 = None
+    if config.qat_epochs > 0:
+        log3 = quantization_aware_phase(
+            config, full, lower, upper, train_images, y_train, weights, val_views, y_val, calibration,
+            loss, select_best, progress)
     train_seconds = time.perf_counter() - t0
     full.save_weights(out / "best.weights.h5")
 
     # ---- export
     progress("exporting float and int8 TFLite models")
-    rng = np.random.default_rng(config.seed)
-    calib_index = rng.permutation(len(train_images))[: config.calibration]
-    calibration = [ds.fit_to_input(train_images[i], spec) for i in calib_index]
     float_bytes = convert_float(full)
     int8_bytes = convert_int8(full, calibration)
     float_name = config.name.replace("_int8", "") + "_float"
@@ -509,7 +607,9 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
                 if config.online else config.copies),
             "validation_photos_trained_on": config.include_val,
         },
-        "calibration": {"photos": len(calibration), "from": "training subset, fit_to_input"},
+        "calibration": {"photos": len(calibration), "from": ("train + val" if config.include_val else "training")
+                        + " photos (seeded permutation), fit_to_input"},
+        "quantization_aware_epochs": config.qat_epochs,
     }
     float_path = out / f"{float_name}.tflite"
     int8_path = out / f"{config.name}.tflite"
@@ -532,8 +632,10 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
                    if k != "datasets"} | {"datasets": [str(p) for p in config.datasets]},
         "data": data_info | {"unreadable": bad_train + bad_val},
         "class_weights": {CLASSES[c]: w for c, w in weights.items()},
-        "phase1_head": {"history": log1.history, "best_epoch": log1.best_epoch},
+        "phase1_head": {"history": log1.history if log1 else [], "best_epoch": log1.best_epoch if log1 else None},
         "phase2_finetune": {"history": log2.history if log2 else [], "best_epoch": log2.best_epoch if log2 else None},
+        "phase3_quantization_aware": {"history": log3.history if log3 else [],
+                                      "best_epoch": log3.best_epoch if log3 else None},
         "seconds": {"cache": round(cache_seconds, 1), "train_total": round(train_seconds, 1),
                     "all": round(time.perf_counter() - t0, 1)},
         "models": {"float": {"path": str(float_path), "bytes": len(float_bytes)},
