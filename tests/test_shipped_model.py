@@ -39,8 +39,8 @@ def test_shipped_model_accuracy_on_test_split(trashnet_dir: Path) -> None:
     result = evaluate_items(MODEL, items)  # as the agent runs it: the metadata's 4 views
     assert result["input_quantization"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
     assert result["views"] == 4
-    # The target is 0.95 (fail below 0.94). The shipped int8 model measures
-    # 0.9346 on this split with 4 views (its float twin 0.9533; see models/README.md),
-    # so this guards against regressions at the achieved level instead: an int8 model
-    # below 0.93 must not ship.
-    assert result["accuracy"] >= 0.93, f"test accuracy {result['accuracy']:.4f} < 0.93"
+    # The target is 0.95; the test fails below 0.95 - 1 point. The shipped model
+    # (quantization-aware fine-tuned) measured 0.9502 here (models/README.md).
+    assert result["accuracy"] >= 0.94, f"test accuracy {result['accuracy']:.4f} < 0.94"
+    recorded = json.loads(MODEL.with_suffix(".json").read_text())["metrics"]["test_int8"]
+    assert abs(result["accuracy"] - recorded["accuracy"]) <= 2 / len(items), "metadata and model disagree"
