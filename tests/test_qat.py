@@ -52,6 +52,21 @@ def test_gradient_passes_straight_through_the_weight_rounding() -> None:
     np.testing.assert_allclose(tape.gradient(loss, kernel).numpy(), np.full((3, 4), 3.0))
 
 
+def test_activation_ranges_are_measured_then_rounded_to_256_levels() -> None:
+    from bin_agent.training.qat import FakeQuantActivation, _Mode
+
+    mode = _Mode()
+    layer = FakeQuantActivation(mode)
+    mode.calibrating = True
+    layer(np.array([-1.0, 0.0, 2.0], np.float32))
+    mode.calibrating = False
+    assert (float(layer.low.numpy()), float(layer.high.numpy())) == (-1.0, 2.0)
+    out = np.asarray(layer(np.array([0.013, 5.0, -3.0], np.float32)))
+    step = 3.0 / 255
+    assert out[0] == pytest.approx(round(0.013 / step) * step, abs=1e-6)
+    assert out[1] == pytest.approx(2.0, abs=step) and out[2] == pytest.approx(-1.0, abs=step)  # clipped
+
+
 @pytest.fixture(scope="module")
 def converted(trashnet_dir: Path, imagenet_weights: Path, tmp_path_factory):
     """A MobileNetV2 with a 6-class head, its int8 TFLite file and 24 photos."""
