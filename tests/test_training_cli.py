@@ -134,6 +134,19 @@ def test_metrics_on_a_known_confusion() -> None:
     assert rows[0.7]["sorted_share"] == pytest.approx(0.5) and rows[0.7]["sorted_accuracy"] == 1.0
 
 
+def test_wilson_intervals_of_accuracy_and_recall() -> None:
+    from bin_agent.training.evaluate import wilson_interval
+
+    # reference values of the Wilson score interval (z = 1.96)
+    assert wilson_interval(14, 17) == pytest.approx((0.5897, 0.9381), abs=5e-4)
+    assert wilson_interval(305, 321) == pytest.approx((0.9206, 0.9691), abs=5e-4)
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    m = metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), np.ones(4), ["a", "b"])
+    assert m["accuracy_interval_95"] == list(wilson_interval(3, 4))
+    assert m["per_class"]["a"]["recall_interval_95"] == list(wilson_interval(1, 2))
+
+
 def test_class_weights_balance_the_classes() -> None:
     weights = ds.class_weights([0] * 30 + [1] * 10, n_classes=3)
     assert weights[0] * 30 == pytest.approx(weights[1] * 10)
