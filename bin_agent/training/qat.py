@@ -26,14 +26,12 @@ is no separate quantization library and no custom op in the shipped file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-
-Progress = Callable[[str], None]
 
 RELU6_RANGE = (0.0, 6.0)
 
@@ -45,7 +43,7 @@ class _Mode:
     calibrates the float network)."""
 
     calibrating: bool = False
-    measured: list["FakeQuantActivation"] = field(default_factory=list)
+    measured: list[FakeQuantActivation] = field(default_factory=list)
 
 
 def fake_quant_weights(kernel, channel_axis: int):
@@ -149,7 +147,8 @@ class QuantizationAware:
             activation = keras.activations.get(layer.activation)
             if activation is keras.activations.linear:
                 return out
-            # the converter fuses the activation; only softmax (probabilities) has its own range
+            # the int8 model stores the pre-activation (here: the head's logits) and then
+            # the softmax at fixed 1/256 steps, which cannot change the top class
             return activation(self._after(out, layer))
         out = layer(*args, **kwargs)
         if isinstance(layer, keras.layers.ReLU):
@@ -181,16 +180,12 @@ class QuantizationAware:
         return {layer.name: (float(layer.low.numpy()), float(layer.high.numpy()))
                 for layer in self.mode.measured}
 
-    def calibrate_each_epoch(self, views: Sequence[np.ndarray], progress: Progress | None = None):
+    def calibrate_each_epoch(self, views: Sequence[np.ndarray]) -> keras.callbacks.Callback:
         """A Keras callback that re-measures the ranges before every epoch."""
         parent = self
 
         class Recalibrate(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 parent.calibrate(views)
-                if progress:
-                    widest = max(high - low for low, high in parent.ranges().values())
-                    progress(f"  qat epoch {epoch + 1}: ranges re-measured on {len(views)} views "
-                             f"(widest {widest:.1f})")
 
         return Recalibrate()
