@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import CLASSES
-from ..classifier import Classifier, ModelFiles
+from ..classifier import Classifier
 from ..preprocess import ImageError, load_image
 from . import dataset as ds
 
@@ -38,7 +38,7 @@ def evaluate_items(
     """Classify every item; return metrics (see :func:`metrics`) plus raw results.
 
     ``views``: views averaged per photo (``None``: the model metadata's, as the agent does)."""
-    clf = Classifier(ModelFiles.beside(model), num_threads=threads, views=views)
+    clf = Classifier.from_model_path(model, num_threads=threads, views=views)
     if list(clf.labels) != list(CLASSES):
         # evaluation maps folder names to indices of CLASSES
         label_index = {name: i for i, name in enumerate(clf.labels)}
@@ -232,16 +232,15 @@ def format_summary(result: dict[str, Any]) -> str:
         f"model {result['model']} ({result['model_bytes'] / 1e6:.2f} MB), {result['n']} photos, "
         f"{result['views']} view(s) per photo"
         + (f", {len(result['unreadable'])} unreadable (skipped)" if result["unreadable"] else ""),
-        f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}"
-        + ("   (accuracy 95 % interval {:.3f}-{:.3f})".format(*result["accuracy_interval_95"])
-           if "accuracy_interval_95" in result else ""),
+        f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
+        "(accuracy 95 % interval {:.3f}-{:.3f})".format(*result["accuracy_interval_95"]),
         f"latency per image: mean {result['latency_ms']['mean']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms "
         f"(invoke only, all views: mean {result['latency_ms']['inference_mean']:.1f} ms)",
         "",
         f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'n':>5}   recall 95 % interval",
     ]
     for name, row in result["per_class"].items():
-        low, high = row.get("recall_interval_95", (float("nan"), float("nan")))
+        low, high = row["recall_interval_95"]
         lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>6.3f} {row['support']:>5}"
                      f"   {low:.3f}-{high:.3f}")
     labels = result["labels"]

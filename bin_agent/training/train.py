@@ -1,7 +1,8 @@
 """Fine-tune MobileNetV2 on folder-per-class photos and export TFLite models.
 
-This is the only module of bin-agent that imports TensorFlow (inside the
-functions, so that even importing it stays cheap).
+With ``qat.py`` (which it imports only for phase 3), the only module of
+bin-agent that imports TensorFlow, inside the functions, so that even
+importing it stays cheap.
 
 The method, chosen for a 2-core CPU (models/README.md has the experiments):
 
@@ -423,6 +424,52 @@ def fresh_views(config: TrainConfig, images: Sequence[np.ndarray], first_epoch: 
     return make_view
 
 
+def online_fit_data(
+    config: TrainConfig,
+    images: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_weights: dict[int, float],
+    first_epoch: int,
+    seed: int,
+) -> dict[str, Any]:
+    """``Model.fit`` arguments for fresh augmented views of every photo each epoch."""
+    sample_weights = np.array([class_weights[int(c)] for c in labels], dtype=np.float32)
+    batches = online_batches(images, labels, sample_weights, fresh_views(config, images, first_epoch),
+                             config.batch_size, seed)
+    steps_per_epoch = int(np.ceil(len(images) / config.batch_size))
+    return dict(x=batches, steps_per_epoch=steps_per_epoch, shuffle=False)  # the batches come shuffled
+
+
+def fine_tune(
+    model,
+    phase: str,
+    learning_rate: float,
+    epochs: int,
+    fit_data: dict[str, Any],
+    steps_per_epoch: int,
+    val_x: np.ndarray,
+    y_val: np.ndarray,
+    loss,
+    select_best: bool,
+    progress: Progress,
+    callbacks: Sequence[Any] = (),
+) -> "_EpochLog":
+    """Adam with cosine decay over ``epochs``; the model as it starts is epoch 0
+    of the log; keeps the best validation epoch (or the last, without
+    ``select_best``)."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    log = _EpochLog(phase, progress, [model], select_best)
+    val_loss, val_acc = model.evaluate(val_x, _one_hot(y_val), verbose=0, batch_size=64)
+    log.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
+    model.fit(**fit_data, epochs=epochs, validation_data=(val_x, _one_hot(y_val)), validation_batch_size=64,
+              callbacks=[*callbacks, log.callback], verbose=0)
+    log.restore()
+    return log
+
+
 def quantization_aware_phase(
     config: TrainConfig,
     full,
@@ -440,34 +487,20 @@ def quantization_aware_phase(
 ) -> "_EpochLog":
     """Phase 3: fine-tune the blocks above the cut through the int8 simulation
     of ``full`` (shared weights, so ``full`` is changed in place); activation
-    ranges re-measured on half the calibration views before every epoch."""
-    import keras
-
+    ranges re-measured on half the calibration views before every epoch.
+    Epoch 0 of the log is post-training quantization alone."""
     from .qat import QuantizationAware
 
     train_above_cut(lower, upper)
     simulated = QuantizationAware(full)
     calibrate_on = ds.keras_batch(calibration[::2])
-    val_x, val_y = ds.keras_batch(val_views), _one_hot(y_val)
-    steps_per_epoch = int(np.ceil(len(train_images) / config.batch_size))
-    sw_photo = np.array([class_weights[int(c)] for c in y_train], dtype=np.float32)
-    batches = online_batches(train_images, y_train, sw_photo, fresh_views(config, train_images, config.fine_epochs),
-                             config.batch_size, config.seed + 1)
+    fit_data = online_fit_data(config, train_images, y_train, class_weights, config.fine_epochs, config.seed + 1)
     progress(f"phase 3: quantization-aware fine-tuning of {config.cut_layer}+ blocks and head "
              f"(int8 rounding simulated, {len(simulated.mode.measured)} activation ranges measured)")
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.qat_lr, decay_steps=config.qat_epochs * steps_per_epoch)
-    simulated.model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-    log = _EpochLog("qat", progress, [simulated.model], select_best)
     simulated.calibrate(calibrate_on)
-    val_loss, val_acc = simulated.model.evaluate(val_x, val_y, verbose=0, batch_size=64)
-    log.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})  # post-training quantization alone
-    simulated.model.fit(
-        batches, steps_per_epoch=steps_per_epoch, epochs=config.qat_epochs, shuffle=False,
-        validation_data=(val_x, val_y), validation_batch_size=64, verbose=0,
-        callbacks=[simulated.calibrate_each_epoch(calibrate_on), log.callback])
-    log.restore()
-    return log
+    return fine_tune(simulated.model, "qat", config.qat_lr, config.qat_epochs, fit_data,
+                     fit_data["steps_per_epoch"], ds.keras_batch(val_views), y_val, loss, select_best, progress,
+                     callbacks=[simulated.calibrate_each_epoch(calibrate_on)])
 
 
 def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
@@ -553,13 +586,8 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             # the whole network on pixels: fresh views each epoch, the frozen lower part run per batch
             x_train = None
             model, val_x = full, ds.keras_batch(val_views)
-            steps_per_epoch = int(np.ceil(n / config.batch_size))
-            sw_photo = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
-
-            fit_data = dict(
-                x=online_batches(train_images, y_train, sw_photo, fresh_views(config, train_images),
-                                 config.batch_size, config.seed),
-                steps_per_epoch=steps_per_epoch, shuffle=False)  # the batches come shuffled
+            fit_data = online_fit_data(config, train_images, y_train, weights, 0, config.seed)
+            steps_per_epoch = fit_data["steps_per_epoch"]
             what = "on fresh views every epoch"
         else:
             model, val_x = upper_head, x_val
@@ -568,16 +596,9 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
                             batch_size=config.batch_size, shuffle=True)
             what = "on the cached views"
         progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head {what} (BN frozen)")
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.fine_lr, decay_steps=config.fine_epochs * steps_per_epoch)
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        log2 = _EpochLog("fine", progress, [model], select_best)
         # the head's phase-1 result is epoch 0 of phase 2
-        val_loss, val_acc = model.evaluate(val_x, _one_hot(y_val), verbose=0, batch_size=64)
-        log2.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
-        model.fit(**fit_data, epochs=config.fine_epochs, validation_data=(val_x, _one_hot(y_val)),
-                  validation_batch_size=64, callbacks=[log2.callback], verbose=0)
-        log2.restore()
+        log2 = fine_tune(model, "fine", config.fine_lr, config.fine_epochs, fit_data, steps_per_epoch,
+                         val_x, y_val, loss, select_best, progress)
     x_train = x_val = val_x = fit_data = None
     rng = np.random.default_rng(config.seed)
     calib_index = rng.permutation(len(train_images))[: config.calibration]
