@@ -151,3 +151,18 @@ def test_class_weights_balance_the_classes() -> None:
     weights = ds.class_weights([0] * 30 + [1] * 10, n_classes=3)
     assert weights[0] * 30 == pytest.approx(weights[1] * 10)
     assert weights[2] == 0.0
+
+
+def test_class_weight_factors_multiply_the_balanced_weight() -> None:
+    plain = ds.class_weights([0] * 30 + [1] * 10, n_classes=2)
+    boosted = ds.class_weights([0] * 30 + [1] * 10, n_classes=2, factors={1: 2.0})
+    assert boosted[0] == plain[0] and boosted[1] == pytest.approx(2 * plain[1])
+    assert ds.parse_class_factors(["trash=2", " glass=0.5"]) == {"trash": 2.0, "glass": 0.5}
+
+
+@pytest.mark.parametrize("text", ["trash", "banana=2", "trash=0", "trash=-1", "trash=lots", "trash=nan", "=2"])
+def test_train_rejects_bad_class_weight_in_one_line(photos: Path, tmp_path: Path, capsys, text: str) -> None:
+    code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--class-weight", text])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: class weight") and "\n" not in err

@@ -47,6 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"{args.weights}: no such weights file")
     if args.init_weights and not Path(args.init_weights).is_file():
         return _fail(f"{args.init_weights}: no such weights file")
+    try:
+        class_factors = ds.parse_class_factors(args.class_weight)
+    except ds.DatasetError as exc:
+        return _fail(str(exc))
     from .train import TrainConfig, TrainingSetupError, train  # imports TensorFlow lazily
 
     config = TrainConfig(
@@ -73,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
         init_weights=Path(args.init_weights) if args.init_weights else None,
+        class_factors=class_factors,
         name=args.name,
         version=args.version or "",
     )
@@ -142,6 +147,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-weights", type=Path,
                    help="start from a run's best.weights.h5, e.g. "
                         "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run")
+    p.add_argument("--class-weight", action="append", default=[], metavar="CLASS=FACTOR",
+                   help="multiply a class's balanced weight, e.g. trash=2 (repeatable; choose it on validation)")
     p.add_argument("--include-val", action="store_true",
                    help="final model: train on train + val with the epoch counts found before, keep the last epoch")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")

@@ -89,6 +89,7 @@ class TrainConfig:
     qat_epochs: int = 3  # phase 3: quantization-aware fine-tuning epochs (see qat.py)
     qat_lr: float = 2e-5
     init_weights: Path | None = None  # start from a run's best.weights.h5
+    class_factors: dict[str, float] = field(default_factory=dict)  # e.g. {"trash": 2.0} on top of balanced
     name: str = "trashnet_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
@@ -514,6 +515,9 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     t0 = time.perf_counter()
     if config.threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+    unknown = sorted(set(config.class_factors) - set(CLASSES))
+    if unknown:
+        raise TrainingSetupError(f"class weight factors for unknown classes: {', '.join(unknown)}")
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -528,7 +532,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     val_images, val_items, bad_val = ds.load_items(val_items, progress)
     y_train = np.array([i.label for i in train_items])
     y_val = np.array([i.label for i in val_items])
-    weights = ds.class_weights(y_train)
+    weights = ds.class_weights(y_train, factors={CLASSES.index(name): f for name, f in config.class_factors.items()})
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
 
     full, lower, upper, upper_head, pooled, head = build_models(config)
