@@ -189,22 +189,33 @@ def class_weights(
 
 
 def parse_class_factors(texts: Iterable[str]) -> dict[str, float]:
-    """``["trash=2"]`` -> ``{"trash": 2.0}``; a :class:`DatasetError` names the
-    first entry that is not ``CLASS=FACTOR`` with a known class and a factor > 0."""
+    """``["trash=2"]`` -> ``{"trash": 2.0}``, checked by :func:`class_factor_indices`;
+    a :class:`DatasetError` names the first entry that is not ``CLASS=FACTOR``."""
     factors: dict[str, float] = {}
     for text in texts:
         name, sep, value = text.partition("=")
-        name = name.strip()
-        if not sep or name not in CLASSES:
+        if not sep:
             raise DatasetError(f"class weight {text!r}: expected CLASS=FACTOR with CLASS one of {', '.join(CLASSES)}")
         try:
-            factor = float(value)
+            factors[name.strip()] = float(value)
         except ValueError:
-            factor = float("nan")
-        if not (factor > 0 and np.isfinite(factor)):
-            raise DatasetError(f"class weight {text!r}: the factor must be a positive number")
-        factors[name] = factor
+            raise DatasetError(f"class weight {text!r}: the factor must be a positive number") from None
+    class_factor_indices(factors)
     return factors
+
+
+def class_factor_indices(factors: Mapping[str, float]) -> dict[int, float]:
+    """``{"trash": 2.0}`` -> ``{5: 2.0}`` for :func:`class_weights`; a
+    :class:`DatasetError` for an unknown class or a factor that is not a
+    positive number."""
+    indices: dict[int, float] = {}
+    for name, factor in factors.items():
+        if name not in CLASSES:
+            raise DatasetError(f"class weight {name}={factor}: expected CLASS=FACTOR with CLASS one of {', '.join(CLASSES)}")
+        if not (factor > 0 and math.isfinite(factor)):
+            raise DatasetError(f"class weight {name}={factor}: the factor must be a positive number")
+        indices[CLASSES.index(name)] = float(factor)
+    return indices
 
 
 # --------------------------------------------------------------------- pixels

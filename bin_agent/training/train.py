@@ -515,9 +515,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     t0 = time.perf_counter()
     if config.threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-    unknown = sorted(set(config.class_factors) - set(CLASSES))
-    if unknown:
-        raise TrainingSetupError(f"class weight factors for unknown classes: {', '.join(unknown)}")
+    class_factors = ds.class_factor_indices(config.class_factors)  # a bad entry fails before any work
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -532,7 +530,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     val_images, val_items, bad_val = ds.load_items(val_items, progress)
     y_train = np.array([i.label for i in train_items])
     y_val = np.array([i.label for i in val_items])
-    weights = ds.class_weights(y_train, factors={CLASSES.index(name): f for name, f in config.class_factors.items()})
+    weights = ds.class_weights(y_train, factors=class_factors)
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
 
     full, lower, upper, upper_head, pooled, head = build_models(config)
