@@ -92,9 +92,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_summary, run
 
     try:
-        result = run(Path(args.model), Path(args.dataset), Path(args.split) if args.split else None,
+        result = run(Path(args.model), [Path(d) for d in args.datasets], Path(args.split) if args.split else None,
                      args.subset, Path(args.out) if args.out else None, threads=args.threads, progress=_print,
-                     views=args.views)
+                     views=args.views, target_accuracy=args.target_accuracy)
     except (ds.DatasetError, ModelFilesError) as exc:
         return _fail(str(exc))
     _print(format_summary(result))
@@ -156,7 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="metrics of a .tflite model on labelled photos (runs the agent's Classifier)")
-    p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
+                   help="one or more folder-per-class photo folders (several: per-source and pooled figures)")
     p.add_argument("--model", required=True, type=Path, help=".tflite with its .labels.txt and .json beside it")
     p.add_argument("--split", type=Path, help="split file; with --subset picks e.g. the held-out test photos")
     p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"],
@@ -165,4 +166,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's choice)")
     p.add_argument("--views", type=int, choices=[1, 2, 4],
                    help="views averaged per photo (default: the model metadata's, as the agent does)")
+    p.add_argument("--target-accuracy", type=float, default=0.97,
+                   help="report the lowest confidence threshold whose sorted items are this right (default 0.97)")
     p.set_defaults(func=cmd_evaluate)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .. import CLASSES
+from .backgrounds import CameraEffects, camera_effects, composite, item_mask
 from ..preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -259,6 +260,10 @@ class Augmentation:
     channel_gain: float = 0.06
     blur_p: float = 0.25
     blur_radius: tuple[float, float] = (0.3, 1.2)
+    # a plain-background photo's item pasted on a new background this often (backgrounds.py)
+    background_p: float = 0.8
+    item_scale: tuple[float, float] = (0.45, 0.9)  # the item's longer side over the view's side
+    camera: CameraEffects = field(default_factory=CameraEffects)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -280,9 +285,23 @@ def random_box(height: int, width: int, aug: Augmentation, rng: np.random.Genera
 def augment(
     image: np.ndarray, spec: PreprocessSpec, rng: np.random.Generator, aug: Augmentation = Augmentation()
 ) -> np.ndarray:
-    """One random training view of an RGB ``uint8`` photo, at the model's input size."""
+    """One random training view of an RGB ``uint8`` photo, at the model's input size.
+
+    A photo on a plain background (:func:`~bin_agent.training.backgrounds.item_mask`)
+    has its item pasted on a new background ``background_p`` of the time; every
+    view then gets the camera effects (colour temperature, exposure, noise, JPEG).
+    """
     quarter_turns = int(rng.integers(4))
     mirror = bool(rng.random() < 0.5)
+    height, width = spec.input_size
+    if height == width and rng.random() < aug.background_p:
+        mask = item_mask(image)
+        if mask is not None:
+            pixels = composite(image, mask, width, rng, aug.item_scale)
+            pixels = np.rot90(pixels, quarter_turns)
+            if mirror:
+                pixels = pixels[:, ::-1]
+            return _jitter(np.ascontiguousarray(pixels), rng, aug)
     if rng.random() < aug.small_rotation_p:
         angle = rng.uniform(-aug.small_rotation_deg, aug.small_rotation_deg)
         corners = np.concatenate([image[:4, :4], image[-4:, -4:], image[:4, -4:], image[-4:, :4]])
@@ -292,13 +311,17 @@ def augment(
         )
     box = random_box(image.shape[0], image.shape[1], aug, rng)
     pixels = crop_resize(image, box, spec.input_size)
-    height, width = spec.input_size
     if height != width:
         quarter_turns &= 2  # a quarter turn would not fit a non-square input
     pixels = np.rot90(pixels, quarter_turns)
     if mirror:
         pixels = pixels[:, ::-1]
-    pil = Image.fromarray(np.ascontiguousarray(pixels))
+    return _jitter(np.ascontiguousarray(pixels), rng, aug)
+
+
+def _jitter(pixels: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
+    """Brightness, contrast, colour, blur, channel gains, then the camera effects."""
+    pil = Image.fromarray(pixels)
     pil = ImageEnhance.Brightness(pil).enhance(rng.uniform(1 - aug.brightness, 1 + aug.brightness))
     pil = ImageEnhance.Contrast(pil).enhance(rng.uniform(1 - aug.contrast, 1 + aug.contrast))
     pil = ImageEnhance.Color(pil).enhance(rng.uniform(1 - aug.saturation, 1 + aug.saturation))
@@ -306,7 +329,7 @@ def augment(
         pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(*aug.blur_radius)))
     out = np.asarray(pil).astype(np.float32)
     out *= rng.uniform(1 - aug.channel_gain, 1 + aug.channel_gain, size=3).astype(np.float32)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return camera_effects(np.clip(np.round(out), 0, 255).astype(np.uint8), rng, aug.camera)
 
 
 def load_items(items: Sequence[Item], on_error=None) -> tuple[list[np.ndarray], list[Item], list[str]]:

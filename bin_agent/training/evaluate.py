@@ -149,6 +149,19 @@ def threshold_table(conf: np.ndarray, correct: np.ndarray, thresholds=THRESHOLDS
     return rows
 
 
+FINE_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
+
+
+def threshold_for_accuracy(conf: np.ndarray, correct: np.ndarray, target: float) -> dict[str, float] | None:
+    """The lowest threshold of ``FINE_THRESHOLDS`` at which the sorted items
+    (confidence >= threshold) are at least ``target`` right, with its share
+    sorted; None if none reaches it."""
+    for row in threshold_table(conf, correct, FINE_THRESHOLDS):
+        if row["sorted_share"] > 0 and row["sorted_accuracy"] >= target:
+            return row | {"target": target}
+    return None
+
+
 def reliability_table(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict[str, Any]:
     edges = np.linspace(0, 1, bins + 1)
     rows, ece = [], 0.0
@@ -252,24 +265,25 @@ def format_summary(result: dict[str, Any]) -> str:
     for row in result["thresholds"]:
         lines.append(f"{row['threshold']:>9.2f}  {row['sorted_share']:>6.3f}  {row['sorted_accuracy']:>18.4f}"
                      f"  {row['fallback_share']:>11.3f}")
+    lines.append(f"expected calibration error {result['reliability']['expected_calibration_error']:.4f}; "
+                 + _threshold_text(result.get("threshold_for_target")))
+    if "sources" in result:
+        lines += ["", "per source:", f"{'source':<12} {'n':>5} {'accuracy':>8} {'macro-F1':>8} {'ECE':>6}  threshold for target"]
+        for name, source in result["sources"].items():
+            lines.append(f"{name:<12} {source['n']:>5} {source['accuracy']:>8.4f} {source['macro_f1']:>8.4f} "
+                         f"{source['reliability']['expected_calibration_error']:>6.3f}  "
+                         + _threshold_text(source.get("threshold_for_target")))
     return "\n".join(lines)
 
 
-def run(
-    model: Path,
-    dataset_dir: Path,
-    split: Path | None,
-    subset: str,
-    out: Path | None,
-    threads: int | None = None,
-    progress: Progress = print,
-    views: int | None = None,
-) -> dict[str, Any]:
-    """The ``evaluate`` command's work: metrics, JSON, PNGs. Raises
-    :class:`~bin_agent.training.dataset.DatasetError` or
-    :class:`~bin_agent.classifier.ModelFilesError` with a one-line message."""
-    from ..classifier import ModelFilesError
+def _threshold_text(row: dict[str, float] | None) -> str:
+    if row is None:
+        return "no threshold up to 0.95 reaches the target accuracy"
+    return (f"threshold {row['threshold']:.2f} sorts {row['sorted_share']:.3f} of items, "
+            f"{row['sorted_accuracy']:.4f} of them right (target {row['target']:.2f})")
 
+
+def _selected(dataset_dir: Path, split: Path | None, subset: str) -> list[ds.Item]:
     items = ds.list_dataset(dataset_dir)
     if split is not None:
         entry = ds.split_for(ds.read_split(split), Path(dataset_dir), split)
@@ -278,12 +292,69 @@ def run(
             raise ds.DatasetError(f"{split}: subset {subset!r} has no photos in {dataset_dir}")
     elif subset not in ("all", "test"):
         raise ds.DatasetError(f"--subset {subset} needs --split")
+    return items
+
+
+def pooled(results: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Metrics of several evaluations of one model taken together (from their
+    per-photo predictions)."""
+    labels = results[0]["labels"]
+    index = {name: i for i, name in enumerate(labels)}
+    rows = [row for result in results for row in result["predictions"]]
+    y_true = np.array([index[row["true"]] for row in rows])
+    y_pred = np.array([index[row["pred"]] for row in rows])
+    conf = np.array([row["confidence"] for row in rows])
+    out = metrics(y_true, y_pred, conf, labels)
+    out["threshold_for_target"] = threshold_for_accuracy(conf, y_true == y_pred, target)
+    weights = np.array([r["n"] for r in results], dtype=float)
+    out["latency_ms"] = {key: float(np.average([r["latency_ms"][key] for r in results], weights=weights))
+                         for key in ("mean", "p95", "inference_mean", "inference_p95")}
+    out["latency_ms"]["note"] = results[0]["latency_ms"]["note"] + "; weighted mean over the sources"
+    for key in ("views", "input_quantization", "model", "model_bytes"):
+        out[key] = results[0][key]
+    out["unreadable"] = [line for r in results for line in r["unreadable"]]
+    return out
+
+
+def run(
+    model: Path,
+    dataset_dirs: Path | Sequence[Path],
+    split: Path | None,
+    subset: str,
+    out: Path | None,
+    threads: int | None = None,
+    progress: Progress = print,
+    views: int | None = None,
+    target_accuracy: float = 0.97,
+) -> dict[str, Any]:
+    """The ``evaluate`` command's work: metrics, JSON, PNGs. With several
+    dataset folders, the top level holds the pooled metrics and ``sources``
+    each folder's own. ``threshold_for_target``: the lowest confidence
+    threshold at which the sorted items are ``target_accuracy`` right. Raises
+    :class:`~bin_agent.training.dataset.DatasetError` or
+    :class:`~bin_agent.classifier.ModelFilesError` with a one-line message."""
+    from ..classifier import ModelFilesError
+
+    dirs = [Path(dataset_dirs)] if isinstance(dataset_dirs, (str, Path)) else [Path(d) for d in dataset_dirs]
+    selections = [(d, _selected(d, split, subset)) for d in dirs]  # every folder checked before any work
     if not Path(model).is_file():
         raise ModelFilesError(f"{model}: no such model file")
-    progress(f"evaluating {model} on {len(items)} photos from {dataset_dir}"
-             + (f" ({subset} subset of {split})" if split else ""))
-    result = evaluate_items(model, items, progress=progress, threads=threads, views=views)
-    result["dataset"] = str(dataset_dir)
+    sources = {}
+    for dataset_dir, items in selections:
+        progress(f"evaluating {model} on {len(items)} photos from {dataset_dir}"
+                 + (f" ({subset} subset of {split})" if split else ""))
+        result = evaluate_items(model, items, progress=progress, threads=threads, views=views)
+        conf = np.array([row["confidence"] for row in result["predictions"]])
+        correct = np.array([row["true"] == row["pred"] for row in result["predictions"]])
+        result["threshold_for_target"] = threshold_for_accuracy(conf, correct, target_accuracy)
+        result["dataset"] = str(dataset_dir)
+        sources[ds.dataset_name(dataset_dir)] = result
+    if len(sources) == 1:
+        result = next(iter(sources.values()))
+    else:
+        result = pooled(list(sources.values()), target_accuracy)
+        result["dataset"] = [str(d) for d in dirs]
+        result["sources"] = sources
     result["split"] = str(split) if split else None
     result["subset"] = subset if split else "all"
     if out is not None:
@@ -291,7 +362,7 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         stem = Path(model).stem
         (out / f"{stem}_eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        title = f"{stem} on {Path(dataset_dir).name} ({result['subset']})"
+        title = f"{stem} on {' + '.join(d.name for d in dirs)} ({result['subset']})"
         result["written"] = [str(out / f"{stem}_eval.json")]
         try:
             import matplotlib  # noqa: F401  (an optional extra: bin-agent[report])
