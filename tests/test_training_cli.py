@@ -166,3 +166,32 @@ def test_train_rejects_bad_class_weight_in_one_line(photos: Path, tmp_path: Path
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: class weight") and "\n" not in err
+
+
+def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "otherbin"
+    for name in ("glass", "metal"):
+        (other / name).mkdir(parents=True)
+        for i in range(5):
+            (other / name / f"{i}.jpg").write_bytes((photos / name / f"{name}{i}.jpg").read_bytes())
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(photos), str(other), "--model", str(TINY / "tiny_uint8.tflite"),
+                 "--subset", "all", "--out", str(out), "--target-accuracy", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "per source:" in printed and "mybin" in printed and "otherbin" in printed
+    result = json.loads((out / "tiny_uint8_eval.json").read_text())
+    assert set(result["sources"]) == {"mybin", "otherbin"}
+    assert result["sources"]["mybin"]["n"] == 60 and result["sources"]["otherbin"]["n"] == 10
+    assert result["n"] == 70  # pooled
+    pooled_correct = sum(s["accuracy"] * s["n"] for s in result["sources"].values())
+    assert result["accuracy"] == pytest.approx(pooled_correct / 70)
+    for section in (result, *result["sources"].values()):
+        assert "expected_calibration_error" in section["reliability"]
+        assert "threshold_for_target" in section
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_train_rejects_a_background_share_outside_0_1(photos: Path, tmp_path: Path, capsys, value: str) -> None:
+    code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--background-p", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --background-p") and "\n" not in err

@@ -47,6 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"{args.weights}: no such weights file")
     if args.init_weights and not Path(args.init_weights).is_file():
         return _fail(f"{args.init_weights}: no such weights file")
+    if not 0.0 <= args.background_p <= 1.0:
+        return _fail(f"--background-p {args.background_p}: expected a share from 0 to 1")
     try:
         class_factors = ds.parse_class_factors(args.class_weight)
     except ds.DatasetError as exc:
@@ -78,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         qat_lr=args.qat_lr,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         class_factors=class_factors,
+        augmentation=ds.Augmentation(background_p=args.background_p),
         name=args.name,
         version=args.version or "",
     )
@@ -149,6 +152,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run")
     p.add_argument("--class-weight", action="append", default=[], metavar="CLASS=FACTOR",
                    help="multiply a class's balanced weight, e.g. trash=2 (repeatable; choose it on validation)")
+    p.add_argument("--background-p", type=float, default=ds.Augmentation.background_p,
+                   help="share of views of a plain-background photo whose item is pasted on a new background "
+                        f"(default {ds.Augmentation.background_p}; 0 turns background replacement off)")
     p.add_argument("--include-val", action="store_true",
                    help="final model: train on train + val with the epoch counts found before, keep the last epoch")
     p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
