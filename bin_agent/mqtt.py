@@ -132,9 +132,12 @@ class MqttLink:
         self._other_topics: dict[int, str] = {}
         self._other_lock = threading.Lock()
         self._throttle = LogThrottle(log, LOG_INTERVAL_SECONDS)
-        self._failed_attempts = 0
         self._pump_thread: threading.Thread | None = None
+        # Connection attempts that failed since the last success (logged at most once a minute).
+        self.failed_attempts = 0
         self.delivered = 0
+        # Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. the ACL).
+        self.refused = 0
         self.tls = tls
 
         client = paho.Client(
@@ -279,6 +282,7 @@ class MqttLink:
                 with self._other_lock:
                     topic = self._other_topics.pop(mid, None)
                 if refusal is not None:
+                    self.refused += 1
                     self._log_refusal(topic or "a status/state/result topic", refusal)
             elif refusal is None:
                 self.store.acknowledge(seq)
@@ -286,6 +290,7 @@ class MqttLink:
             else:
                 # Kept in the outbox; tried again (oldest first) after a pause.
                 self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
+                self.refused += 1
                 self._log_refusal(self.topics.event, refusal)
 
     def _log_refusal(self, topic: str, reason: str) -> None:
@@ -325,16 +330,15 @@ class MqttLink:
 
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self._failed_attempts += 1
+            self.failed_attempts += 1
             hint = AUTH_HINT if reason_code.value in (0x86, 0x87, 0x8C) else ""
             self._throttle.log(logging.ERROR, "connect",
                                "broker %s refused the connection: %s%s; retrying (attempt %d)",
-                               self._where(), reason_code, hint, self._failed_attempts)
+                               self._where(), reason_code, hint, self.failed_attempts)
             return
-        log.info("connected to %s%s", self._where(), " (TLS)" if self.tls is not None else "")
-        if self._failed_attempts:
-            log.info("broker reachable again after %d failed attempt(s)", self._failed_attempts)
-        self._failed_attempts = 0
+        log.info("connected to %s%s%s", self._where(), " (TLS)" if self.tls is not None else "",
+                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        self.failed_attempts = 0
         self._throttle.clear("connect")
         self._publish_other(self.topics.status, "online", retain=True)
         self._subscribed.clear()
@@ -349,11 +353,11 @@ class MqttLink:
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` around the connection attempt,
         # so the exception being handled is the reason.
-        self._failed_attempts += 1
-        self._throttle.log(logging.WARNING, "connect", "%s; retrying every %.0f s at most, "
+        self.failed_attempts += 1
+        self._throttle.log(logging.WARNING, "connect", "%s; retrying every %g s at most, "
                            "sorting goes on and events stay in the outbox (attempt %d)",
                            describe_connect_error(sys.exc_info()[1], self._where()),
-                           self.settings.reconnect_max_seconds, self._failed_attempts)
+                           self.settings.reconnect_max_seconds, self.failed_attempts)
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self._connected.is_set() and not self._stopping.is_set():
