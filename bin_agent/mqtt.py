@@ -431,27 +431,31 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
         try:
             context.load_verify_locations(cafile=str(ca_file))
         except ssl.SSLError as exc:
-            raise TlsSetupError("ca_file", f"{ca_file} holds no PEM certificate ({exc.reason or exc})") from None
+            raise TlsSetupError("ca_file", f"{ca_file} holds no PEM certificate ({exc.reason or 'not PEM'})") from None
     if cert_file is not None and key_file is not None:
         _readable("cert_file", cert_file)
-        _readable("key_file", key_file)
+        if b"ENCRYPTED" in _readable("key_file", key_file):
+            raise TlsSetupError("key_file", f"{key_file} is encrypted and the agent cannot ask for its "
+                                "passphrase; store it unencrypted, mode 0600 (openssl pkey -in KEY -out KEY2)")
         try:
-            context.load_cert_chain(str(cert_file), str(key_file))
+            # A password callback, so OpenSSL never prompts on a terminal.
+            context.load_cert_chain(str(cert_file), str(key_file), password=lambda: b"")
         except ssl.SSLError as exc:
             if exc.reason == "KEY_VALUES_MISMATCH":
                 raise TlsSetupError("key_file", f"{key_file} is not the key of {cert_file}") from None
             raise TlsSetupError("cert_file", f"{cert_file} and {key_file} must be a PEM certificate "
-                                f"and its unencrypted PEM key ({exc.reason or exc})") from None
+                                f"and its PEM private key ({exc.reason or 'not PEM'})") from None
     # Only the host name check is switched off: the certificate must still be signed by the CA.
     context.check_hostname = not insecure
     context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def _readable(key: str, path: Path) -> None:
+def _readable(key: str, path: Path) -> bytes:
+    """The file's first 64 KiB (certificates and keys are far smaller)."""
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as file:
+            return file.read(65536)
     except FileNotFoundError:
         raise TlsSetupError(key, f"{path} not found") from None
     except OSError as exc:
