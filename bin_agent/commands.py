@@ -86,7 +86,7 @@ class CommandGate:
         self.rejected = 0
 
     @classmethod
-    def from_config(cls, section: Any) -> "CommandGate":
+    def from_config(cls, section: Any) -> CommandGate:
         """From the ``[mqtt.commands]`` section."""
         return cls(allow_reset=section.allow_reset, max_bytes=section.max_bytes,
                    rate_per_minute=section.rate_per_minute, burst=section.burst)

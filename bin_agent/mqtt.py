@@ -38,7 +38,7 @@ from .ratelimit import LogThrottle
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[str, bytes], "dict[str, Any] | None"]
+CommandHandler = Callable[[str, bytes], dict[str, Any] | None]
 """Called with (command name, raw payload) in paho's thread; returns the reply (None: none)."""
 
 LOG_INTERVAL_SECONDS = 60.0

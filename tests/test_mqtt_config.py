@@ -134,7 +134,7 @@ def test_check_config_and_run_agree_exit_78_without_traceback(tmp_path):
     path = write_toml(tmp_path / "bad.toml", data)
     for args in (["check-config", str(path)], ["run", "--config", str(path)]):
         result = subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True,
-                                timeout=60)
+                                check=False, timeout=60)
         assert result.returncode == EX_CONFIG, result.stderr
         assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
         assert "mqtt.password: a password never goes in the config file" in result.stderr
@@ -143,7 +143,7 @@ def test_check_config_and_run_agree_exit_78_without_traceback(tmp_path):
     path = write_toml(tmp_path / "bad.toml", data)
     for args in (["check-config", str(path)], ["run", "--config", str(path)]):
         result = subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True,
-                                timeout=60)
+                                check=False, timeout=60)
         assert result.returncode == EX_CONFIG, result.stderr
         assert "Traceback" not in result.stderr
         assert "mqtt.tls.key_file: required when mqtt.tls.cert_file is set" in result.stderr
