@@ -365,9 +365,15 @@ def mqtt_credentials(config: Config) -> tuple[str | None, ssl.SSLContext | None]
         config was checked.
     """
     try:
-        return broker_password(config), broker_tls_context(config)
+        password, tls = broker_password(config), broker_tls_context(config)
     except ConfigError as exc:
         raise StartupError("; ".join(exc.problems), 78) from None
+    secrets = {"mqtt.password_file": config.mqtt.password_file, "mqtt.tls.key_file": config.mqtt.tls.key_file}
+    for key, value in secrets.items():
+        if value and config.resolve(value).stat().st_mode & 0o004:
+            log.warning("%s: %s is readable by every user on this machine; chmod 600 it",
+                        key, config.resolve(value))
+    return password, tls
 
 
 def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], dict[str, Any] | None],

@@ -386,8 +386,10 @@ class MqttLink:
         try:
             reply = self._on_command(name, message.payload)
         except Exception as exc:
-            log.exception("command %r failed", name)
-            reply = {"command": name, "ok": False, "reason": f"internal error: {type(exc).__name__}"}
+            # With its traceback, but at most once a minute: a command repeated in a loop
+            # against a broken part (e.g. a full disk) must not flood the log.
+            self._throttle.log(logging.ERROR, "command-failed", "command %r failed", name[:64], exc_info=True)
+            reply = {"command": name[:64], "ok": False, "reason": f"internal error: {type(exc).__name__}"}
         if reply is not None:
             self.publish_result(reply)
 

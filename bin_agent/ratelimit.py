@@ -68,7 +68,7 @@ class LogThrottle:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
-    def log(self, level: int, kind: str, message: str, *args: Any) -> bool:
+    def log(self, level: int, kind: str, message: str, *args: Any, exc_info: bool = False) -> bool:
         """Log ``message % args`` unless a ``kind`` line was logged less than ``interval`` ago.
 
         Returns whether the line was written.
@@ -83,7 +83,7 @@ class LogThrottle:
             self._seen[kind] = _Seen(logged_at=now)
         if held_back:
             message += f" ({held_back} more like this in the last {self.interval:.0f} s)"
-        self.logger.log(level, message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info, stacklevel=2)
         return True
 
     def clear(self, kind: str) -> None:

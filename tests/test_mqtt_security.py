@@ -216,7 +216,7 @@ def assert_one_clear_line(caplog, link: MqttLink, pattern: str, attempts: int = 
     assert wait_until(lambda: link.failed_attempts >= attempts, 30), f"only {link.failed_attempts} attempts"
     lines = agent_lines(caplog)
     assert len(lines) == 1, [r.getMessage() for r in lines]
-    assert lines[0].exc_info is None and "Traceback" not in lines[0].getMessage()
+    assert not lines[0].exc_info and "Traceback" not in lines[0].getMessage()
     assert re.search(pattern, lines[0].getMessage()), lines[0].getMessage()
     assert not link.connected
     return lines[0].getMessage()
@@ -312,7 +312,7 @@ def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(tmp_path, pki
         assert wait_until(lambda: link.refused >= 4, 30), link.refused
         lines = agent_lines(caplog)
         assert len(lines) == 1, [r.getMessage() for r in lines]
-        assert lines[0].exc_info is None
+        assert not lines[0].exc_info
         assert re.search(r"the broker refused the publish on smartbin/bin-02/\w+: Not authorized; "
                          r"its ACL must let user bin-01 write smartbin/bin-02/#", lines[0].getMessage())
         assert store.pending_count() == 3, "a refused event must stay in the outbox"
@@ -387,3 +387,11 @@ def rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_world_readable_secrets_are_warned_about(tmp_path, pki, caplog):
+    config = agent_config(tmp_path, pki, 1)
+    config.resolve(config.mqtt.password_file).chmod(0o644)
+    mqtt_credentials(config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("mqtt.password_file: ") and "chmod 600" in warnings[0]
