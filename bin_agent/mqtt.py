@@ -135,6 +135,7 @@ class MqttLink:
         self._pump_thread: threading.Thread | None = None
         # Connection attempts that failed since the last success (logged at most once a minute).
         self.failed_attempts = 0
+        self._login_refused = False
         self.delivered = 0
         # Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. the ACL).
         self.refused = 0
@@ -330,6 +331,7 @@ class MqttLink:
 
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
+            self._login_refused = True
             self.failed_attempts += 1
             hint = AUTH_HINT if reason_code.value in (0x86, 0x87, 0x8C) else ""
             self._throttle.log(logging.ERROR, "connect",
@@ -360,8 +362,21 @@ class MqttLink:
                            self.settings.reconnect_max_seconds, self.failed_attempts)
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if self._connected.is_set() and not self._stopping.is_set():
+        if self._stopping.is_set():
+            pass
+        elif self._connected.is_set():
             log.warning("disconnected from the broker (%s); events stay in the outbox", reason_code)
+        elif self._login_refused:
+            self._login_refused = False  # _handle_connect said why
+        else:
+            # Closed before any CONNACK: e.g. mosquitto with require_certificate drops a
+            # TLS client that sent no (or an unknown) certificate right after the handshake.
+            self.failed_attempts += 1
+            hint = ("; a broker that requires client certificates does this when it gets none "
+                    "or one its CA did not sign (mqtt.tls.cert_file, key_file)") if self.tls is not None else ""
+            self._throttle.log(logging.WARNING, "connect",
+                               "the broker %s closed the connection before accepting the login (%s)%s; "
+                               "retrying (attempt %d)", self._where(), reason_code, hint, self.failed_attempts)
         self._connected.clear()
         self._subscribed.clear()
 

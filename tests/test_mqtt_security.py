@@ -273,6 +273,21 @@ def test_wrong_password_is_refused_with_one_line(tmp_path, pki, secure_broker, c
     print("\nlogged once:", message)
 
 
+def test_missing_client_certificate_is_named_in_one_line(tmp_path, pki, secure_broker, caplog):
+    """mosquitto (require_certificate true) drops a client without a certificate right
+    after the TLS handshake, before any CONNACK: that too must be said, once."""
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    config.mqtt.tls.cert_file = config.mqtt.tls.key_file = ""
+    link = start_link(config, store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"the broker localhost:\d+ closed the connection before "
+                                                      r"accepting the login .*mqtt.tls.cert_file, key_file")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
 def test_host_name_is_verified_and_insecure_is_loud(tmp_path, pki, dashboard_factory, caplog):
     """A broker certificate naming only 'localhost', reached as 127.0.0.1: refused; with
     insecure = true it connects (the CA is still checked) and says so at start."""
