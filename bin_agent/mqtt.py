@@ -19,6 +19,16 @@ first; a pump thread hands the oldest unacknowledged events to paho (at most
 its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
+
+The link speaks MQTT 5, for two things MQTT 3.1.1 cannot do: a PUBACK carries
+a reason code, so a publish the broker refuses (0x87 Not authorized: its ACL)
+is seen, logged and kept in the outbox instead of being deleted as delivered
+(mosquitto acknowledges and silently drops it under 3.1.1); and CONNECT carries
+a Maximum Packet Size, so the broker never sends a command bigger than
+``[mqtt.commands] max_bytes`` (paho would read all of it into memory first).
+TLS (``[mqtt.tls]``) checks the broker's certificate and host name. Whatever
+keeps failing (broker unreachable, login or certificate refused, ACL) is logged
+at once and then at most once a minute (:class:`~bin_agent.ratelimit.LogThrottle`).
 """
 
 from __future__ import annotations
@@ -30,9 +40,10 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .ratelimit import LogThrottle
 
@@ -55,7 +66,7 @@ class Topics:
     base: str
 
     @classmethod
-    def for_bin(cls, prefix: str, bin_id: str) -> "Topics":
+    def for_bin(cls, prefix: str, bin_id: str) -> Topics:
         return cls(f"{prefix}/{bin_id}")
 
     @property
