@@ -147,3 +147,16 @@ def test_check_config_and_run_agree_exit_78_without_traceback(tmp_path):
         assert result.returncode == EX_CONFIG, result.stderr
         assert "Traceback" not in result.stderr
         assert "mqtt.tls.key_file: required when mqtt.tls.cert_file is set" in result.stderr
+
+
+def test_command_settings_reach_the_gate(tmp_path):
+    from bin_agent.commands import CommandGate, CommandRejected
+
+    data = with_mqtt(tmp_path, commands={"allow_reset": False, "max_bytes": 100, "burst": 2})
+    gate = CommandGate.from_config(config_from_dict(data, base_dir=tmp_path).mqtt.commands)
+    with pytest.raises(CommandRejected, match="reset_counts is disabled"):
+        gate.check("reset_counts", b"")
+    with pytest.raises(CommandRejected, match="larger than 100 bytes"):
+        gate.check("ping", b" " * 101)
+    with pytest.raises(CommandRejected, match="rate limit"):
+        gate.check("ping", b"")
