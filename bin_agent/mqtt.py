@@ -383,8 +383,11 @@ class MqttLink:
             # Closed before any CONNACK: e.g. mosquitto with require_certificate drops a
             # TLS client that sent no (or an unknown) certificate right after the handshake.
             self.failed_attempts += 1
-            hint = ("; a broker that requires client certificates does this when it gets none "
-                    "or one its CA did not sign (mqtt.tls.cert_file, key_file)") if self.tls is not None else ""
+            if self.tls is not None:
+                hint = ("; a broker that requires client certificates does this when it gets none "
+                        "or one its CA did not sign (mqtt.tls.cert_file, key_file)")
+            else:
+                hint = "; if this port expects TLS, set [mqtt.tls] enabled = true"
             self._throttle.log(logging.WARNING, "connect",
                                "the broker %s closed the connection before accepting the login (%s)%s; "
                                "retrying (attempt %d)", self._where(), reason_code, hint, self.failed_attempts)

@@ -288,6 +288,19 @@ def test_missing_client_certificate_is_named_in_one_line(tmp_path, pki, secure_b
     print("\nlogged once:", message)
 
 
+def test_plain_mqtt_to_the_tls_port_is_named_in_one_line(tmp_path, pki, secure_broker, caplog):
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    config.mqtt.tls = type(config.mqtt.tls)()  # TLS off, no files
+    link = start_link(config, store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"closed the connection before accepting the login .*"
+                                                      r"if this port expects TLS, set \[mqtt.tls\] enabled = true")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
 def test_host_name_is_verified_and_insecure_is_loud(tmp_path, pki, dashboard_factory, caplog):
     """A broker certificate naming only 'localhost', reached as 127.0.0.1: refused; with
     insecure = true it connects (the CA is still checked) and says so at start."""
