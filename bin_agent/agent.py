@@ -18,8 +18,8 @@ factory through the same function.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import ssl
 import sys
 import threading
 import time
@@ -30,9 +30,10 @@ from typing import Any, Callable, TextIO
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
-from .config import Config
+from .commands import CommandGate, CommandRejected
+from .config import Config, ConfigError, broker_password, broker_tls_context
 from .events import SortedItem, utc_now_iso
-from .mqtt import MqttLink, Topics, read_password
+from .mqtt import MqttLink, Topics
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
@@ -40,9 +41,6 @@ from .store import Store
 from .trigger import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
-
-COMMANDS = ("classify", "reset_counts", "ping")
-MAX_COMMAND_BYTES = 4096
 
 
 class StartupError(RuntimeError):
@@ -69,6 +67,7 @@ class Agent:
     notifier: Notifier
     pin_factory: Any = None
     out: TextIO | None = None
+    commands: CommandGate = field(default_factory=CommandGate)
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -194,34 +193,24 @@ class Agent:
 
     # ------------------------------------------------------------------ commands
 
-    def handle_command(self, name: str, payload: bytes) -> dict[str, Any]:
-        """Validate and run an MQTT command; the reply goes to ``cmd/result``."""
+    def handle_command(self, name: str, payload: bytes) -> dict[str, Any] | None:
+        """Check and run an MQTT command; the reply goes to ``cmd/result`` (None: no reply)."""
         reply: dict[str, Any] = {"command": name[:64], "ok": False}
-        if name not in COMMANDS:
-            reply["reason"] = f"unknown command; known: {', '.join(COMMANDS)}"
+        try:
+            command = self.commands.check(name, payload)
+        except CommandRejected as exc:
+            if not exc.reply:
+                return None
+            reply["reason"] = exc.reason
             return reply
-        if len(payload) > MAX_COMMAND_BYTES:
-            reply["reason"] = f"payload larger than {MAX_COMMAND_BYTES} bytes"
-            return reply
-        args: dict[str, Any] = {}
-        if payload.strip():
-            try:
-                args = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                reply["reason"] = "payload must be empty or a JSON object"
-                return reply
-            if not isinstance(args, dict):
-                reply["reason"] = "payload must be empty or a JSON object"
-                return reply
-        request_id = args.get("id")
-        if isinstance(request_id, (str, int)) and not isinstance(request_id, bool):
-            reply["id"] = str(request_id)[:64]
-        if name == "classify":
+        if command.request_id is not None:
+            reply["id"] = command.request_id
+        if command.name == "classify":
             self.trigger.request()
-        elif name == "reset_counts":
+        elif command.name == "reset_counts":
             self.store.reset_counts()
             self._publish_state()
-        elif name == "ping":
+        elif command.name == "ping":
             reply["pong"] = utc_now_iso()
             reply["status"] = self.status
         reply["ok"] = True
@@ -238,6 +227,7 @@ class Agent:
             "counts": self.store.counts().as_dict(),
             "last_item": last,
             "outbox_pending": self.store.pending_count(),
+            "commands_rejected": self.commands.rejected,
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
@@ -312,6 +302,8 @@ def build_agent(
     from .classifier import ModelFilesError
     from .store import StoreError
 
+    # Read before anything is set up: a missing secret leaves nothing to undo.
+    password, tls = mqtt_credentials(config) if config.mqtt.enabled else (None, None)
     if pin_factory is None:
         try:
             pin_factory = make_pin_factory(config.actuator.pin_factory)
@@ -356,20 +348,38 @@ def build_agent(
         mqtt=None,
         notifier=notifier if notifier is not None else Notifier(),
         pin_factory=pin_factory,
+        commands=CommandGate.from_config(config.mqtt.commands),
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
     )
     if config.mqtt.enabled:
-        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
+        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state,
+                               password=password, tls=tls)
         agent.mqtt.start()
     return agent
 
 
-def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], dict[str, Any]],
-              state: Callable[[], dict[str, Any]]) -> MqttLink:
+def mqtt_credentials(config: Config) -> tuple[str | None, ssl.SSLContext | None]:
+    """The broker password and TLS context of ``config.mqtt``, read now.
+
+    :raises StartupError: (78) a password or TLS file became unusable since the
+        config was checked.
+    """
+    try:
+        password, tls = broker_password(config), broker_tls_context(config)
+    except ConfigError as exc:
+        raise StartupError("; ".join(exc.problems), 78) from None
+    secrets = {"mqtt.password_file": config.mqtt.password_file, "mqtt.tls.key_file": config.mqtt.tls.key_file}
+    for key, value in secrets.items():
+        if value and config.resolve(value).stat().st_mode & 0o004:
+            log.warning("%s: %s is readable by every user on this machine; chmod 600 it",
+                        key, config.resolve(value))
+    return password, tls
+
+
+def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], dict[str, Any] | None],
+              state: Callable[[], dict[str, Any]], *, password: str | None = None,
+              tls: ssl.SSLContext | None = None) -> MqttLink:
     settings = config.mqtt
-    password = None
-    if settings.password_file:
-        password = read_password(config.resolve(settings.password_file))
     return MqttLink(
         settings,
         Topics.for_bin(settings.topic_prefix, config.agent.bin_id),
@@ -378,6 +388,7 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
         state=state,
         client_id=settings.client_id or f"bin-agent-{config.agent.bin_id}",
         password=password,
+        tls=tls,
     )
 
 

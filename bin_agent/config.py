@@ -237,6 +237,35 @@ class ActuatorSection:
 
 
 @dataclass
+class MqttTlsSection:
+    enabled: bool = _opt(False, "Connect with TLS (the broker's TLS listener, usually port 8883).")
+    ca_file: str = _opt(
+        "", "CA certificate(s) (PEM) that signed the broker's certificate; empty: the system's CA store."
+    )
+    cert_file: str = _opt("", "Client certificate (PEM), when the broker asks for one; needs key_file.")
+    key_file: str = _opt("", "Private key (PEM, unencrypted) of cert_file; readable only by the agent.")
+    insecure: bool = _opt(
+        False, "LABS ONLY: do not check that the broker's certificate names mqtt.host (it must "
+        "still be signed by ca_file). Logged as a warning at every start.",
+    )
+
+
+@dataclass
+class MqttCommandsSection:
+    allow_reset: bool = _opt(True, "Accept cmd/reset_counts (zeroes the counts); false rejects it.")
+    max_bytes: int = _opt(
+        4096, "Largest command payload. The broker is told (MQTT 5 Maximum Packet Size) never to "
+        "send this client a bigger packet, so a huge command is never received at all.",
+        min=64, max=65536,
+    )
+    rate_per_minute: float = _opt(
+        60.0, "Commands accepted per minute on average; more are dropped (no reply) and counted "
+        "in state's commands_rejected.", min=1, max=60000,
+    )
+    burst: int = _opt(10, "Commands accepted in a row before the rate limit applies.", min=1, max=1000)
+
+
+@dataclass
 class MqttSection:
     enabled: bool = _opt(True, "Publish events and state, accept commands.")
     host: str = _opt("localhost", "Broker host name or address.")
@@ -246,9 +275,14 @@ class MqttSection:
     keepalive: int = _opt(30, "Seconds between keepalive pings; a dead link is noticed in 1.5x.", min=5, max=3600)
     username: str = _opt("", "Broker user name (empty: anonymous).")
     password_file: str = _opt("", "File holding the broker password (never the password itself).")
+    password_env: str = _opt(
+        "", "Name of an environment variable holding the broker password (instead of password_file)."
+    )
     max_inflight: int = _opt(20, "QoS 1 messages awaiting PUBACK at once.", min=1, max=1000)
     reconnect_min_seconds: float = _opt(1.0, "First reconnect delay.", min=0.1, max=60)
     reconnect_max_seconds: float = _opt(30.0, "Longest reconnect delay (exponential backoff).", min=1, max=3600)
+    tls: MqttTlsSection = _sub(MqttTlsSection, "TLS: broker certificate check, client certificate.")
+    commands: MqttCommandsSection = _sub(MqttCommandsSection, "What commands the bin accepts, and how often.")
 
 
 @dataclass
@@ -331,6 +365,9 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         key_path = f"{where}.{key}" if where else key
+        if key_path in _REFUSED_KEYS:
+            problems.append(f"{key_path}: {_REFUSED_KEYS[key_path]}")
+            continue
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
@@ -344,6 +381,13 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
 
 
 _INVALID = object()
+
+_REFUSED_KEYS = {
+    "mqtt.password": "a password never goes in the config file (it is copied, backed up and "
+    "shown in check-config output); put it in a file readable only by the agent and set "
+    "password_file, or set password_env to the name of an environment variable holding it",
+}
+"""Keys that are refused with their own explanation instead of 'unknown key'."""
 
 
 def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: Path) -> Any:
@@ -581,12 +625,79 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
     mqtt = config.mqtt
     if mqtt.reconnect_min_seconds > mqtt.reconnect_max_seconds:
         problems.append("mqtt.reconnect_min_seconds: must not exceed reconnect_max_seconds")
-    if mqtt.password_file:
-        path = config.resolve(mqtt.password_file)
-        if not path.is_file():
-            problems.append(f"mqtt.password_file: {path} not found")
-    if mqtt.password_file and not mqtt.username:
-        problems.append("mqtt.username: required when mqtt.password_file is set")
+    if (mqtt.password_file or mqtt.password_env) and not mqtt.username:
+        key = "password_file" if mqtt.password_file else "password_env"
+        problems.append(f"mqtt.username: required when mqtt.{key} is set")
+    try:
+        broker_password(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    try:
+        broker_tls_context(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+
+
+def broker_password(config: Config) -> str | None:
+    """The broker password from ``mqtt.password_file`` or ``mqtt.password_env`` (None: neither).
+
+    :raises ConfigError: naming the key, when the file or variable is missing or unusable.
+    """
+    mqtt = config.mqtt
+    if mqtt.password_file and mqtt.password_env:
+        raise ConfigError(["mqtt.password_env: set either password_file or password_env, not both"])
+    if mqtt.password_env:
+        name = mqtt.password_env
+        if not name.replace("_", "a").isalnum() or not name.isascii() or name[0].isdigit():
+            raise ConfigError([f"mqtt.password_env: {name!r} is not an environment variable name "
+                               "(letters, digits and '_', e.g. BIN_AGENT_MQTT_PASSWORD)"])
+        value = os.environ.get(name, "")
+        if not value:
+            raise ConfigError([f"mqtt.password_env: the environment variable {name} is not set or empty"])
+        return value
+    if not mqtt.password_file:
+        return None
+    path = config.resolve(mqtt.password_file)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"mqtt.password_file: {path} not found"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"mqtt.password_file: {path} is not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ConfigError([f"mqtt.password_file: cannot read {path} ({exc.strerror or exc})"]) from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError([f"mqtt.password_file: {path} is empty; its first line is the password"])
+    if not lines[0].isprintable():
+        raise ConfigError([f"mqtt.password_file: the first line of {path} has control characters"])
+    return lines[0]
+
+
+def broker_tls_context(config: Config) -> Any:
+    """The ``ssl.SSLContext`` of ``[mqtt.tls]`` (None: TLS off), with the certificates loaded.
+
+    :raises ConfigError: naming the key of a missing, unreadable or mismatched file.
+    """
+    from .mqtt import TlsSetupError, tls_context
+
+    tls = config.mqtt.tls
+    files = {key: getattr(tls, key) for key in ("ca_file", "cert_file", "key_file")}
+    if not tls.enabled:
+        stray = [key for key, value in files.items() if value] + (["insecure"] if tls.insecure else [])
+        if stray:
+            raise ConfigError([f"mqtt.tls.{key}: set while mqtt.tls.enabled is false; "
+                               "set enabled = true to use TLS, or remove it" for key in stray])
+        return None
+    if bool(tls.cert_file) != bool(tls.key_file):
+        missing, given = ("key_file", "cert_file") if tls.cert_file else ("cert_file", "key_file")
+        raise ConfigError([f"mqtt.tls.{missing}: required when mqtt.tls.{given} is set "
+                           "(a client certificate needs its private key)"])
+    paths = {key: config.resolve(value) if value else None for key, value in files.items()}
+    try:
+        return tls_context(paths["ca_file"], paths["cert_file"], paths["key_file"], insecure=tls.insecure)
+    except TlsSetupError as exc:
+        raise ConfigError([f"mqtt.tls.{exc.key}: {exc}"]) from None
 
 
 # --------------------------------------------------------------------------- documentation

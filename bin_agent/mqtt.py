@@ -19,6 +19,16 @@ first; a pump thread hands the oldest unacknowledged events to paho (at most
 its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
+
+The link speaks MQTT 5, for two things MQTT 3.1.1 cannot do: a PUBACK carries
+a reason code, so a publish the broker refuses (0x87 Not authorized: its ACL)
+is seen, logged and kept in the outbox instead of being deleted as delivered
+(mosquitto acknowledges and silently drops it under 3.1.1); and CONNECT carries
+a Maximum Packet Size, so the broker never sends a command bigger than
+``[mqtt.commands] max_bytes`` (paho would read all of it into memory first).
+TLS (``[mqtt.tls]``) checks the broker's certificate and host name. Whatever
+keeps failing (broker unreachable, login or certificate refused, ACL) is logged
+at once and then at most once a minute (:class:`~bin_agent.ratelimit.LogThrottle`).
 """
 
 from __future__ import annotations
@@ -26,16 +36,27 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import ssl
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from .ratelimit import LogThrottle
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[str, bytes], dict[str, Any]]
-"""Called with (command name, raw payload) in paho's thread; returns the reply."""
+CommandHandler = Callable[[str, bytes], dict[str, Any] | None]
+"""Called with (command name, raw payload) in paho's thread; returns the reply (None: none)."""
+
+LOG_INTERVAL_SECONDS = 60.0
+"""A failure that repeats (broker down, refused login, ACL) is logged at most this often."""
+PACKET_HEADROOM_BYTES = 512
+"""Room for the PUBLISH fixed header, topic length, packet id and properties of a command."""
+MAX_TRACKED_PUBLISHES = 256
 
 
 @dataclass(frozen=True)
@@ -45,7 +66,7 @@ class Topics:
     base: str
 
     @classmethod
-    def for_bin(cls, prefix: str, bin_id: str) -> "Topics":
+    def for_bin(cls, prefix: str, bin_id: str) -> Topics:
         return cls(f"{prefix}/{bin_id}")
 
     @property
@@ -74,13 +95,15 @@ class Topics:
 
 
 class MqttLink:
-    """The agent's MQTT connection and its outbox pump.
+    """The agent's MQTT connection (MQTT 5) and its outbox pump.
 
     :param settings: the ``[mqtt]`` config section.
     :param topics: topic names of this bin.
     :param store: the outbox to drain.
     :param on_command: handles ``cmd/<name>`` messages.
     :param state: returns the current ``state`` payload.
+    :param password: the broker password (from ``password_file`` or ``password_env``).
+    :param tls: the TLS context of ``[mqtt.tls]`` (None: plain TCP).
     """
 
     def __init__(
@@ -92,8 +115,11 @@ class MqttLink:
         state: Callable[[], dict[str, Any]],
         client_id: str,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         import paho.mqtt.client as paho
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
 
         self._paho = paho
         self.settings = settings
@@ -106,18 +132,30 @@ class MqttLink:
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # (mid, refusal reason or None) from on_publish, applied by the pump thread.
+        self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         # mid → outbox seq for what paho holds; touched only by the pump thread.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
+        # After the broker refused an event (ACL), handing over pauses until this time.
+        self._refused_until: float | None = None
+        # mid → topic of the other QoS 1 publishes (status, state, results), to name a refusal.
+        self._other_topics: dict[int, str] = {}
+        self._other_lock = threading.Lock()
+        self._throttle = LogThrottle(log, LOG_INTERVAL_SECONDS)
         self._pump_thread: threading.Thread | None = None
+        # Connection attempts that failed since the last success (logged at most once a minute).
+        self.failed_attempts = 0
+        self._login_refused = False
         self.delivered = 0
+        # Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. the ACL).
+        self.refused = 0
+        self.tls = tls
 
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=paho.MQTTv311,
-            clean_session=True,
+            protocol=paho.MQTTv5,
         )
         # paho re-raises exceptions from callbacks by default, which kills its
         # network thread and with it every reconnect; log them instead.
@@ -128,12 +166,25 @@ class MqttLink:
         client.will_set(topics.status, "offline", qos=1, retain=True)
         if settings.username:
             client.username_pw_set(settings.username, password)
+        if tls is not None:
+            client.tls_set_context(tls)
+        # MQTT 5 Maximum Packet Size: the broker drops anything bigger meant for this
+        # client, so an oversized command never reaches (nor fills) paho's buffers.
+        self._connect_properties = Properties(PacketTypes.CONNECT)
+        self._connect_properties.MaximumPacketSize = self.max_packet_size
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
         self.client = client
+
+    @property
+    def max_packet_size(self) -> int:
+        """The largest packet the broker may send us: a command of ``commands.max_bytes``
+        plus its topic and room for the PUBLISH header and properties."""
+        return self.settings.commands.max_bytes + len(self.topics.base.encode()) + PACKET_HEADROOM_BYTES
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,7 +194,15 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background; a missing broker is retried with backoff."""
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        if self.tls is not None and not self.tls.check_hostname:
+            log.warning("mqtt.tls.insecure = true: the broker's certificate is NOT checked against "
+                        "the host name %s; whoever can redirect that name can read and command this "
+                        "bin. For a lab only.", self.settings.host)
+        if self.tls is None and self.settings.host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("MQTT to %s:%s without TLS: the password and all messages cross the network "
+                        "in clear; see [mqtt.tls]", self.settings.host, self.settings.port)
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive,
+                                  clean_start=True, properties=self._connect_properties)
         self.client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump, name="mqtt-outbox", daemon=True)
         self._pump_thread.start()
@@ -163,7 +222,7 @@ class MqttLink:
         while time.monotonic() < deadline:
             if self.store.pending_count() == 0:
                 return True
-            if not self.connected:
+            if not self.connected or self._refused_until is not None:
                 return False
             self.wake()
             time.sleep(0.05)
@@ -195,11 +254,19 @@ class MqttLink:
         except Exception:
             log.exception("cannot build the state payload")
             return
-        self.client.publish(self.topics.state, payload, qos=1, retain=True)
+        self._publish_other(self.topics.state, payload, retain=True)
 
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
-        self.client.publish(self.topics.command_result, payload, qos=1, retain=False)
+        self._publish_other(self.topics.command_result, payload, retain=False)
+
+    def _publish_other(self, topic: str, payload: str, *, retain: bool) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._other_lock:
+            # Bounded: entries of messages lost with a connection are never acknowledged.
+            if len(self._other_topics) >= MAX_TRACKED_PUBLISHES:
+                self._other_topics.pop(next(iter(self._other_topics)))
+            self._other_topics[info.mid] = topic
 
     # ------------------------------------------------------------------ the pump
 
@@ -219,17 +286,43 @@ class MqttLink:
     def _apply_acks(self) -> None:
         while True:
             try:
-                mid = self._acks.get_nowait()
+                mid, refusal = self._acks.get_nowait()
             except queue.Empty:
                 return
             seq = self._inflight.pop(mid, None)
-            if seq is not None:
+            if seq is None:
+                with self._other_lock:
+                    topic = self._other_topics.pop(mid, None)
+                if refusal is not None:
+                    self.refused += 1
+                    self._log_refusal(topic or "a status/state/result topic", refusal)
+            elif refusal is None:
                 self.store.acknowledge(seq)
                 self.delivered += 1
+            else:
+                # Kept in the outbox; tried again (oldest first) after a pause.
+                self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
+                self.refused += 1
+                self._log_refusal(self.topics.event, refusal)
+
+    def _log_refusal(self, topic: str, reason: str) -> None:
+        user = self.settings.username or "(anonymous)"
+        self._throttle.log(
+            logging.ERROR, "refused",
+            "the broker refused the publish on %s: %s; its ACL must let user %s write %s/# "
+            "(events stay in the outbox and are retried)",
+            topic, reason, user, self.topics.base,
+        )
 
     def _hand_over(self) -> None:
         if not self.connected:
             return
+        if self._refused_until is not None:
+            # Resume only once nothing is in flight, from the oldest event still pending.
+            if self._inflight or time.monotonic() < self._refused_until:
+                return
+            self._refused_until = None
+            self._last_handed = 0
         room = self.settings.max_inflight - len(self._inflight)
         if room <= 0:
             return
@@ -244,31 +337,75 @@ class MqttLink:
 
     # ------------------------------------------------------------------ callbacks (paho's thread)
 
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            log.error("broker %s:%s refused the connection: %s",
-                      self.settings.host, self.settings.port, reason_code)
+            self._login_refused = True
+            self.failed_attempts += 1
+            hint = AUTH_HINT if reason_code.value in (0x86, 0x87, 0x8C) else ""
+            self._throttle.log(logging.ERROR, "connect",
+                               "broker %s refused the connection: %s%s; retrying (attempt %d)",
+                               self._where(), reason_code, hint, self.failed_attempts)
             return
-        log.info("connected to %s:%s", self.settings.host, self.settings.port)
-        client.publish(self.topics.status, "online", qos=1, retain=True)
+        log.info("connected to %s%s%s", self._where(), " (TLS)" if self.tls is not None else "",
+                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        self.failed_attempts = 0
+        self._throttle.clear("connect")
+        self._publish_other(self.topics.status, "online", retain=True)
         self._subscribed.clear()
-        client.subscribe(self.topics.commands, qos=1)
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        # noLocal: our own replies on cmd/result do not come back to us.
+        client.subscribe(self.topics.commands, options=SubscribeOptions(qos=1, noLocal=True))
         self._connected.set()
         self.publish_state()
         self._wake.set()
 
+    def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` around the connection attempt,
+        # so the exception being handled is the reason.
+        self.failed_attempts += 1
+        self._throttle.log(logging.WARNING, "connect", "%s; retrying every %g s at most, "
+                           "sorting goes on and events stay in the outbox (attempt %d)",
+                           describe_connect_error(sys.exc_info()[1], self._where()),
+                           self.settings.reconnect_max_seconds, self.failed_attempts)
+
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if self._connected.is_set() and not self._stopping.is_set():
+        if self._stopping.is_set():
+            pass
+        elif self._connected.is_set():
             log.warning("disconnected from the broker (%s); events stay in the outbox", reason_code)
+        elif self._login_refused:
+            self._login_refused = False  # _handle_connect said why
+        else:
+            # Closed before any CONNACK: e.g. mosquitto with require_certificate drops a
+            # TLS client that sent no (or an unknown) certificate right after the handshake.
+            self.failed_attempts += 1
+            if self.tls is not None:
+                hint = ("; a broker that requires client certificates does this when it gets none "
+                        "or one its CA did not sign (mqtt.tls.cert_file, key_file)")
+            else:
+                hint = "; if this port expects TLS, set [mqtt.tls] enabled = true"
+            self._throttle.log(logging.WARNING, "connect",
+                               "the broker %s closed the connection before accepting the login (%s)%s; "
+                               "retrying (attempt %d)", self._where(), reason_code, hint, self.failed_attempts)
         self._connected.clear()
         self._subscribed.clear()
 
     def _handle_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            self._throttle.log(logging.ERROR, "subscribe", "the broker refused the subscription to %s: %s; "
+                               "commands will not reach this bin", self.topics.commands, refused[0])
         self._subscribed.set()
 
     def _handle_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # paho calls this holding its message lock: only hand the mid to the pump.
-        self._acks.put(mid)
+        # MQTT 5 PUBACK reason codes >= 0x80 (e.g. 0x87 Not authorized: the ACL) mean
+        # the broker did NOT take the message; "No matching subscribers" is a success.
+        self._acks.put((mid, str(reason_code) if reason_code.is_failure else None))
         self._wake.set()
 
     def _handle_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -278,11 +415,79 @@ class MqttLink:
         try:
             reply = self._on_command(name, message.payload)
         except Exception as exc:
-            log.exception("command %r failed", name)
-            reply = {"command": name, "ok": False, "reason": f"internal error: {type(exc).__name__}"}
-        self.publish_result(reply)
+            # With its traceback, but at most once a minute: a command repeated in a loop
+            # against a broken part (e.g. a full disk) must not flood the log.
+            self._throttle.log(logging.ERROR, "command-failed", "command %r failed", name[:64], exc_info=True)
+            reply = {"command": name[:64], "ok": False, "reason": f"internal error: {type(exc).__name__}"}
+        if reply is not None:
+            self.publish_result(reply)
 
 
-def read_password(path: str | Path) -> str:
-    """The broker password from its file (first line, without the newline)."""
-    return Path(path).read_text(encoding="utf-8").splitlines()[0] if Path(path).stat().st_size else ""
+AUTH_HINT = " (check mqtt.username and the password in mqtt.password_file / mqtt.password_env)"
+
+
+def describe_connect_error(exc: BaseException | None, where: str) -> str:
+    """One line saying why a connection attempt to ``where`` failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: the certificate of {where} was rejected ({exc.verify_message}); "
+                "check mqtt.tls.ca_file and that mqtt.host is a name the certificate carries")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({exc.reason or exc}); check [mqtt.tls] and the broker's listener"
+    if isinstance(exc, OSError):
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        return f"cannot reach the broker {where} ({detail})"
+    return f"cannot connect to the broker {where} ({type(exc).__name__ if exc else 'unknown reason'})"
+
+
+class TlsSetupError(ValueError):
+    """A TLS file cannot be used; ``key`` is its option in ``[mqtt.tls]``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+                *, insecure: bool = False) -> ssl.SSLContext:
+    """A client TLS context: TLS 1.2 or later, the broker's certificate checked against
+    ``ca_file`` (None: the system's CA store) and, unless ``insecure``, its host name.
+
+    :raises TlsSetupError: a file is missing, unreadable, not PEM, or the key does not
+        match the certificate.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        _readable("ca_file", ca_file)
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except ssl.SSLError as exc:
+            raise TlsSetupError("ca_file", f"{ca_file} holds no PEM certificate ({exc.reason or 'not PEM'})") from None
+    if cert_file is not None and key_file is not None:
+        _readable("cert_file", cert_file)
+        if b"ENCRYPTED" in _readable("key_file", key_file):
+            raise TlsSetupError("key_file", f"{key_file} is encrypted and the agent cannot ask for its "
+                                "passphrase; store it unencrypted, mode 0600 (openssl pkey -in KEY -out KEY2)")
+        try:
+            # A password callback, so OpenSSL never prompts on a terminal.
+            context.load_cert_chain(str(cert_file), str(key_file), password=lambda: b"")
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise TlsSetupError("key_file", f"{key_file} is not the key of {cert_file}") from None
+            raise TlsSetupError("cert_file", f"{cert_file} and {key_file} must be a PEM certificate "
+                                f"and its PEM private key ({exc.reason or 'not PEM'})") from None
+    # Only the host name check is switched off: the certificate must still be signed by the CA.
+    context.check_hostname = not insecure
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _readable(key: str, path: Path) -> bytes:
+    """The file's first 64 KiB (certificates and keys are far smaller)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(65536)
+    except FileNotFoundError:
+        raise TlsSetupError(key, f"{path} not found") from None
+    except OSError as exc:
+        raise TlsSetupError(key, f"cannot read {path} ({exc.strerror or exc})") from None

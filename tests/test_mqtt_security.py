@@ -1,0 +1,425 @@
+"""MQTT locked down, against a real mosquitto running the shipped config/mosquitto/.
+
+The broker is ``config/mosquitto/bin-agent.conf`` with only its port and file
+paths changed: TLS on a test CA made with the shipped ``make-certs.sh``
+(openssl), client certificates required, a password file made with
+``mosquitto_passwd -b`` and the shipped ACL (``pattern readwrite smartbin/%u/#``).
+The agent's side is built from a config dict the way ``bin-agent run`` builds it.
+Each refusal must give exactly one clear log line (no traceback), however often
+paho retries meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bin_agent.agent import make_mqtt, mqtt_credentials
+from bin_agent.config import config_from_dict
+from bin_agent.mqtt import MqttLink
+from bin_agent.store import Store
+
+from .conftest import Mosquitto
+from .helpers import REPO, base_config
+
+SHIPPED = REPO / "config" / "mosquitto"
+BIN = "bin-01"
+PASSWORD = "s3cret-for-bin-01"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} not installed"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def make_certs(*args: str) -> None:
+    need("openssl")
+    subprocess.run(["bash", str(SHIPPED / "make-certs.sh"), *map(str, args)], check=True,
+                   env={**os.environ, "DAYS": "2"}, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A test CA, a broker certificate for localhost/127.0.0.1, client certificates for
+    the bin and a dashboard, a broker certificate naming only 'localhost', and a second,
+    unrelated CA."""
+    root = tmp_path_factory.mktemp("pki")
+    make_certs("ca", root)
+    make_certs("broker", root, "localhost", "127.0.0.1")
+    make_certs("client", root, BIN)
+    make_certs("client", root, "dashboard")
+    named_only = root / "name-only"
+    named_only.mkdir()
+    shutil.copy(root / "ca.crt", named_only / "ca.crt")
+    shutil.copy(root / "ca.key", named_only / "ca.key")
+    make_certs("broker", named_only, "localhost")
+    make_certs("ca", root / "other")
+    return root
+
+
+class SecureBroker(Mosquitto):
+    """mosquitto running the shipped config (port and paths changed)."""
+
+    def __init__(self, workdir: Path, pki: Path, broker_certs: Path | None = None) -> None:
+        super().__init__(workdir)
+        need("mosquitto_passwd")
+        etc = workdir / "etc"
+        etc.mkdir()
+        passwd = etc / "passwd"
+        passwd.touch(mode=0o600)
+        for user, password in ((BIN, PASSWORD), ("dashboard", "dash-pw")):
+            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True,
+                           capture_output=True)
+        shutil.copy(SHIPPED / "acl", etc / "acl")
+        certs = broker_certs or pki
+        text = (SHIPPED / "bin-agent.conf").read_text()
+        assert "listener 8883\n" in text and "/etc/mosquitto/certs/" in text
+        text = (text.replace("listener 8883\n", f"listener {self.port} 127.0.0.1\n")
+                .replace("/etc/mosquitto/certs/ca.crt", str(pki / "ca.crt"))
+                .replace("/etc/mosquitto/certs/", f"{certs}/")
+                .replace("/etc/mosquitto/", f"{etc}/"))
+        text += "\npersistence false\n"
+        if os.geteuid() == 0:
+            text += "user root\n"  # started as root, mosquitto would become 'mosquitto' and lose the files
+        self.conf.write_text(text)
+
+
+@pytest.fixture
+def secure_broker(tmp_path, pki):
+    broker = SecureBroker(tmp_path, pki)
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+class Dashboard:
+    """A real paho client logged in as 'dashboard' over TLS, recording what it sees."""
+
+    def __init__(self, port: int, pki: Path, topic: str = "smartbin/#") -> None:
+        import paho.mqtt.client as paho
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dashboard",
+                                  protocol=paho.MQTTv5)
+        self.client.username_pw_set("dashboard", "dash-pw")
+        self.client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "dashboard.crt"),
+                            keyfile=str(pki / "dashboard.key"))
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            client.subscribe(topic, qos=1)
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            ready.set()
+
+        def on_message(client, userdata, message):
+            with self._lock:
+                self.messages.append((message.topic, message.payload, bool(message.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = on_message
+        self.client.connect("localhost", port, 30)
+        self.client.loop_start()
+        assert ready.wait(10), "dashboard could not connect"
+
+    def on(self, suffix: str) -> list[bytes]:
+        with self._lock:
+            return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def dashboard_factory(pki):
+    made: list[Dashboard] = []
+
+    def make(port: int, topic: str = "smartbin/#") -> Dashboard:
+        made.append(Dashboard(port, pki, topic))
+        return made[-1]
+
+    yield make
+    for dashboard in made:
+        dashboard.close()
+
+
+def agent_config(tmp_path: Path, pki: Path, port: int, *, bin_id: str = BIN, password: str = PASSWORD,
+                 ca: Path | None = None, host: str = "localhost", **tls):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    data = base_config(tmp_path, port=port)
+    data["agent"]["bin_id"] = bin_id
+    data["mqtt"].update({
+        "host": host, "username": BIN, "password_file": str(secret),
+        "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1.0,
+        "tls": {"enabled": True, "ca_file": str(ca or pki / "ca.crt"), "cert_file": str(pki / f"{BIN}.crt"),
+                "key_file": str(pki / f"{BIN}.key"), **tls},
+    })
+    return config_from_dict(data, base_dir=tmp_path)
+
+
+def start_link(config, store: Store, commands: list | None = None) -> MqttLink:
+    def handler(name, payload):
+        if commands is not None:
+            commands.append((name, len(payload)))
+        return {"command": name, "ok": True}
+
+    password, tls = mqtt_credentials(config)
+    link = make_mqtt(config, store, handler, lambda: {"counts": store.counts().as_dict()},
+                     password=password, tls=tls)
+    link.start()
+    return link
+
+
+def add_events(store: Store, bin_id: str, count: int) -> list[str]:
+    ids = [f"ev-{n:03d}" for n in range(count)]
+    for event_id in ids:
+        store.record_event(event_id=event_id, topic=f"smartbin/{bin_id}/event", payload={"id": event_id},
+                           label="glass", compartment="glass", fallback=False)
+    return ids
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def agent_lines(caplog) -> list[logging.LogRecord]:
+    """What the agent logged at WARNING or above."""
+    return [r for r in caplog.records if r.name.startswith("bin_agent") and r.levelno >= logging.WARNING]
+
+
+def assert_one_clear_line(caplog, link: MqttLink, pattern: str, attempts: int = 4) -> str:
+    """After at least ``attempts`` refused tries: one agent line at WARNING+, matching, no traceback."""
+    assert wait_until(lambda: link.failed_attempts >= attempts, 30), f"only {link.failed_attempts} attempts"
+    lines = agent_lines(caplog)
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert not lines[0].exc_info and "Traceback" not in lines[0].getMessage()
+    assert re.search(pattern, lines[0].getMessage()), lines[0].getMessage()
+    assert not link.connected
+    return lines[0].getMessage()
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_right_credentials_connect_over_tls_and_deliver(tmp_path, pki, secure_broker, dashboard_factory,
+                                                        caplog):
+    caplog.set_level(logging.INFO)
+    dashboard = dashboard_factory(secure_broker.port)
+    store = Store(tmp_path / "s.db")
+    commands: list = []
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port), store, commands)
+    try:
+        assert link.wait_connected(20), "the bin could not log in"
+        ids = add_events(store, BIN, 5)
+        link.wake()
+        assert wait_until(lambda: len(dashboard.on("/event")) == 5)
+        assert [json.loads(p)["id"] for p in dashboard.on("/event")] == ids
+        assert wait_until(lambda: store.pending_count() == 0, 10)
+        assert b"online" in dashboard.on(f"{BIN}/status")
+        # A command from the dashboard reaches the bin; the reply reaches the dashboard.
+        dashboard.client.publish(f"smartbin/{BIN}/cmd/ping", b"{}", qos=1)
+        assert wait_until(lambda: dashboard.on("/cmd/result"))
+        assert commands == [("ping", 2)], "its own cmd/result is not taken for a command"
+    finally:
+        link.stop()
+    assert agent_lines(caplog) == []
+    assert any("connected to localhost" in r.getMessage() and "TLS" in r.getMessage() for r in caplog.records)
+
+
+def test_wrong_ca_is_refused_with_one_line(tmp_path, pki, secure_broker, caplog):
+    store = Store(tmp_path / "s.db")
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port, ca=pki / "other" / "ca.crt"), store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"TLS: the certificate of localhost:\d+ was rejected "
+                                                      r"\(.*\); check mqtt.tls.ca_file")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
+def test_wrong_password_is_refused_with_one_line(tmp_path, pki, secure_broker, caplog):
+    store = Store(tmp_path / "s.db")
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port, password="guessed"), store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"broker localhost:\d+ refused the connection: "
+                                                      r"(Bad user name or password|Not authorized) "
+                                                      r"\(check mqtt.username and the password")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
+def test_missing_client_certificate_is_named_in_one_line(tmp_path, pki, secure_broker, caplog):
+    """mosquitto (require_certificate true) drops a client without a certificate right
+    after the TLS handshake, before any CONNACK: that too must be said, once."""
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    config.mqtt.tls.cert_file = config.mqtt.tls.key_file = ""
+    link = start_link(config, store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"the broker localhost:\d+ closed the connection before "
+                                                      r"accepting the login .*mqtt.tls.cert_file, key_file")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
+def test_plain_mqtt_to_the_tls_port_is_named_in_one_line(tmp_path, pki, secure_broker, caplog):
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    config.mqtt.tls = type(config.mqtt.tls)()  # TLS off, no files
+    link = start_link(config, store)
+    try:
+        message = assert_one_clear_line(caplog, link, r"closed the connection before accepting the login .*"
+                                                      r"if this port expects TLS, set \[mqtt.tls\] enabled = true")
+    finally:
+        link.stop()
+    print("\nlogged once:", message)
+
+
+def test_host_name_is_verified_and_insecure_is_loud(tmp_path, pki, dashboard_factory, caplog):
+    """A broker certificate naming only 'localhost', reached as 127.0.0.1: refused; with
+    insecure = true it connects (the CA is still checked) and says so at start."""
+    broker = SecureBroker(tmp_path, pki, broker_certs=pki / "name-only")
+    broker.start()
+    try:
+        store = Store(tmp_path / "s.db")
+        link = start_link(agent_config(tmp_path, pki, broker.port, host="127.0.0.1"), store)
+        try:
+            assert_one_clear_line(caplog, link, r"certificate of 127.0.0.1:\d+ was rejected \(IP address mismatch")
+        finally:
+            link.stop()
+        caplog.clear()
+        link = start_link(agent_config(tmp_path, pki, broker.port, host="127.0.0.1", insecure=True), store)
+        try:
+            assert link.wait_connected(20)
+        finally:
+            link.stop()
+        lines = agent_lines(caplog)
+        assert len(lines) == 1 and "mqtt.tls.insecure = true" in lines[0].getMessage(), lines
+    finally:
+        broker.kill()
+
+
+def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(tmp_path, pki, secure_broker,
+                                                                    dashboard_factory, caplog):
+    """User bin-01 configured as bin-02: mosquitto accepts the login but refuses every
+    publish under smartbin/bin-02/ (MQTT 5 PUBACK 0x87). The events stay in the outbox."""
+    dashboard = dashboard_factory(secure_broker.port)
+    store = Store(tmp_path / "s.db")
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port, bin_id="bin-02"), store)
+    try:
+        assert link.wait_connected(20)
+        add_events(store, "bin-02", 3)
+        link.wake()
+        # The pump pauses reconnect_max_seconds (1 s) after a refusal, then tries again.
+        assert wait_until(lambda: link.refused >= 4, 30), link.refused
+        lines = agent_lines(caplog)
+        assert len(lines) == 1, [r.getMessage() for r in lines]
+        assert not lines[0].exc_info
+        assert re.search(r"the broker refused the publish on smartbin/bin-02/\w+: Not authorized; "
+                         r"its ACL must let user bin-01 write smartbin/bin-02/#", lines[0].getMessage())
+        assert store.pending_count() == 3, "a refused event must stay in the outbox"
+        assert dashboard.on("bin-02/event") == []
+        assert link.connected
+    finally:
+        link.stop()
+    print("\nlogged once:", lines[0].getMessage())
+
+
+def test_broker_unreachable_from_the_start_warns_once_then_delivers(tmp_path, mosquitto_stopped, caplog):
+    from .test_mqtt import make_link
+
+    caplog.set_level(logging.INFO, logger="bin_agent")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto_stopped.port)
+    link.start()
+    try:
+        ids = add_events(store, "b1", 3)
+        link.wake()
+        message = assert_one_clear_line(caplog, link, r"cannot reach the broker 127.0.0.1:\d+ "
+                                                      r"\(Connection refused\); retrying .* \(attempt 1\)")
+        mosquitto_stopped.start()
+        assert link.wait_connected(20)
+        assert wait_until(lambda: store.pending_count() == 0, 20), ids
+    finally:
+        link.stop()
+    assert len(agent_lines(caplog)) == 1
+    assert any(re.search(r"connected to 127.0.0.1:\d+ after \d+ failed attempt", r.getMessage())
+               for r in caplog.records)
+    print("\nlogged once:", message)
+
+
+def test_oversized_command_never_reaches_the_agent(tmp_path, mosquitto):
+    """A 1 MB publish to cmd/ping: the broker honours the agent's MQTT 5 Maximum Packet
+    Size and never sends it, so paho never buffers it; the agent stays connected and
+    answers the next ping."""
+    from .test_mqtt import make_link
+
+    need("mosquitto_pub")
+    calls: list[tuple[str, int]] = []
+
+    def handler(name, payload):
+        calls.append((name, len(payload)))
+        return {"command": name, "ok": True}
+
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        rss_before = rss_kib()
+        big = tmp_path / "big"
+        big.write_bytes(b"x" * 1_000_000)
+        topic = "smartbin/b1/cmd/ping"
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-V", "mqttv5", "-t", topic,
+                        "-f", str(big)], check=True, timeout=30)
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", topic, "-m", "{}"],
+                       check=True, timeout=30)
+        assert wait_until(lambda: calls, 10), "the small ping never arrived"
+        assert calls == [("ping", 2)], "the 1 MB command reached the agent"
+        assert link.connected
+        rss_after = rss_kib()
+    finally:
+        link.stop()
+    print(f"\nagent process RSS before the 1 MB command {rss_before} KiB, after {rss_after} KiB "
+          f"(max packet size told to the broker: {link.max_packet_size} bytes)")
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_world_readable_secrets_are_warned_about(tmp_path, pki, caplog):
+    config = agent_config(tmp_path, pki, 1)
+    config.resolve(config.mqtt.password_file).chmod(0o644)
+    mqtt_credentials(config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("mqtt.password_file: ") and "chmod 600" in warnings[0]
