@@ -146,17 +146,23 @@ class Agent:
             source=source_name if source_name != "empty" else "",
         )
         topics = self._topics()
-        payload = item.payload()
+
+        def with_record_and_total(record_seconds: float) -> dict[str, Any]:
+            # The event reports its own durable write: it is completed once
+            # that is committed (the store replaces the payload before anyone reads it).
+            latency["record"] = record_seconds * 1000.0
+            latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
+            return item.payload()
+
         self.store.record_event(
             event_id=item.event_id,
             topic=topics.event,
-            payload=payload,
+            payload=item.payload(),
             label=classification.label,
             compartment=route.compartment,
             fallback=route.fallback,
+            finalize=with_record_and_total,
         )
-        latency["record"] = (time.perf_counter() - t_record) * 1000.0
-        latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
         if self.mqtt is not None:
             self.mqtt.wake()
@@ -188,6 +194,10 @@ class Agent:
         if self.mqtt is not None:
             if self.mqtt.connected and not self.mqtt.drain(self.config.agent.drain_seconds):
                 log.warning("%d event(s) stay in the outbox for the next start", self.store.pending_count())
+            if self.status == "stopping":
+                self.status = "stopped"
+            # The retained state is published once more, after the drain: a
+            # dashboard then shows "stopped" and what really stays in the outbox.
             self.mqtt.stop()
         self.store.close()
         self.notifier.close()
