@@ -132,6 +132,32 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------------- record
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    _setup_logging(config.agent.log_level)
+
+    from .agent import StartupError, build_source
+    from .sources import SourceError
+    from .sources.record import record
+
+    try:
+        source = build_source(config)
+        saved = record(source, args.folder, args.seconds, args.format)
+    except StartupError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except SourceError as exc:
+        return _fail(str(exc), getattr(exc, "exit_code", 1))
+    print(f"{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = \"sequence\", "
+          f"path = \"{args.folder}\", fps = {config.camera.fps:g}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -159,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
+
+    rec = sub.add_parser("record", help="save the configured camera's frames for a sequence replay")
+    rec.add_argument("folder", type=Path, metavar="DIR", help="an empty or new folder")
+    rec.add_argument("--seconds", type=float, required=True, help="how long to record (frame time)")
+    rec.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    rec.add_argument("--format", choices=["png", "jpg"], default="png",
+                     help="png (lossless, default) or jpg (smaller)")
+    rec.set_defaults(func=cmd_record)
 
     try:
         from .training.commands import register

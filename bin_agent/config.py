@@ -79,19 +79,26 @@ class AgentSection:
 @dataclass
 class ReplaySection:
     path: Path = _opt(Path("."), "An image file or a folder of images (searched recursively).")
+    mode: Literal["items", "sequence"] = _opt(
+        "items",
+        "items: each photo is an item dropped into an empty bin (empty frames, the photo, "
+        "empty frames); sequence: each file is one frame, played as it is (a recording "
+        "made with 'bin-agent record').",
+    )
     loop: bool = _opt(False, "Start again after the last image.")
     fps: float = _opt(10.0, "Frames per second delivered.", min=0.1, max=120)
     realtime: bool = _opt(
         True,
         "Pace frames at fps on the wall clock; false plays as fast as possible "
-        "with timestamps on a virtual clock at fps (tests, benchmarks).",
+        "with timestamps on a virtual clock from 0 at fps: the same events on every run.",
     )
-    item_seconds: float = _opt(2.0, "How long each photo stays in view.", min=0.1, max=600)
-    empty_seconds: float = _opt(1.5, "Empty-bin frames before each photo.", min=0, max=600)
+    item_seconds: float = _opt(2.0, "items: how long each photo stays in view.", min=0.1, max=600)
+    empty_seconds: float = _opt(1.5, "items: empty-bin frames before each photo.", min=0, max=600)
     empty_frame: str = _opt(
-        "", "Photo of the empty bin; empty: a plain background of the first photo's border colour."
+        "", "items: photo of the empty bin; empty: a plain background of the first photo's "
+        "border colour."
     )
-    shuffle: bool = _opt(False, "Play the images in a seeded random order.")
+    shuffle: bool = _opt(False, "items: play the images in a seeded random order.")
     seed: int = _opt(0, "Seed for shuffle.")
     limit: int = _opt(0, "Play at most this many images (0: all).", min=0)
 
@@ -443,6 +450,15 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
 
 
 def _check_trigger(config: Config, problems: list[str]) -> None:
+    replay = config.camera.replay
+    if config.trigger.mode == "gpio" and config.camera.source == "replay" and not replay.realtime:
+        problems.append(
+            "camera.replay.realtime: a gpio trigger's sensor runs on the wall clock, the "
+            "virtual replay clock does not; set realtime = true"
+        )
+    if replay.mode == "sequence" and replay.shuffle:
+        problems.append("camera.replay.shuffle: a recorded sequence plays in order; "
+                        "shuffle applies to mode = \"items\" only")
     motion = config.trigger.motion
     if motion.max_motion >= motion.min_area:
         problems.append(
