@@ -87,7 +87,7 @@ class Agent:
             self.status = "camera_error"
             self._publish_state()
             self.close()
-            return 1
+            return exc.exit_code
         self.status = "running"
         self.indicators.ready()
         self._publish_state()
@@ -288,17 +288,19 @@ def build_source(config: Config) -> FrameSource:
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
             hflip=camera.hflip, vflip=camera.vflip,
         )
-    import importlib.util
+    from .sources.picamera import PiCameraSource, import_picamera2
 
-    from .sources.picamera import INSTALL_HINT, PiCameraSource
-
-    if importlib.util.find_spec("picamera2") is None:
-        raise StartupError(f"camera.source: {INSTALL_HINT}", 78)
+    try:
+        import_picamera2()  # fail before READY, with the fix, not at every restart
+    except SourceError as exc:
+        raise StartupError(f"camera.source: {exc}", exc.exit_code) from None
     return PiCameraSource(
         main_size=(camera.main_size[0], camera.main_size[1]),
         lores_size=(camera.lores_size[0], camera.lores_size[1]),
         fps=camera.fps, hflip=camera.hflip, vflip=camera.vflip,
         timeout_seconds=camera.frame_timeout_seconds,
+        af_mode=camera.af_mode, lens_position=camera.lens_position, exposure=camera.exposure,
+        white_balance=camera.white_balance, warmup_seconds=camera.warmup_seconds,
     )
 
 

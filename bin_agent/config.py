@@ -114,6 +114,27 @@ class CameraSection:
     frame_timeout_seconds: float = _opt(
         5.0, "A camera that delivers no frame for this long is an error.", min=0.5, max=120
     )
+    warmup_seconds: float = _opt(
+        2.0, "Frames of this long after start are not handed on: exposure, white balance and "
+        "focus settle before the motion trigger learns the empty bin.", min=0, max=60,
+    )
+    af_mode: Literal["manual", "auto", "continuous"] = _opt(
+        "auto", "Autofocus (cameras that have it, e.g. Camera Module 3): manual holds the lens at "
+        "lens_position; auto focuses once during the warm-up, then holds; continuous keeps "
+        "refocusing.",
+    )
+    lens_position: float = _opt(
+        5.0, "af_mode = manual: focus distance in dioptres, 1 / distance in metres "
+        "(5.0: 20 cm; 0: infinity).", min=0, max=32,
+    )
+    exposure: Literal["auto", "locked"] = _opt(
+        "auto", "auto: auto-exposure throughout; locked: fixed at what it settled on during "
+        "the warm-up (a bin with its own steady light).",
+    )
+    white_balance: Literal["auto", "locked"] = _opt(
+        "auto", "auto: auto white balance throughout; locked: fixed at what it settled on during "
+        "the warm-up.",
+    )
     replay: ReplaySection = _sub(ReplaySection, "Settings of the replay source.")
 
 
