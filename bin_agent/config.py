@@ -224,7 +224,12 @@ class RouterSection:
 
 @dataclass
 class ServoSection:
-    pin: int = _opt(18, "BCM pin of the servo signal (18 has hardware PWM).", min=0, max=27)
+    pin: int = _opt(
+        18, "BCM pin of the servo signal (servo_drive gpiozero or kernel_pwm; kernel_pwm: "
+        "12, 13, 18 or 19, as the overlay routes them).", min=0, max=27,
+    )
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) the servo is on.",
+                        min=0, max=15)
     min_angle: float = _opt(-90.0, "Angle at min_pulse_width.", min=-360, max=360)
     max_angle: float = _opt(90.0, "Angle at max_pulse_width.", min=-360, max=360)
     min_pulse_width_ms: float = _opt(0.5, "Pulse width at min_angle (ms).", min=0.1, max=3)
@@ -239,9 +244,31 @@ class ServoSection:
 
 @dataclass
 class FlapSection:
-    pin: int = _opt(0, "BCM pin of this flap's servo.", min=0, max=27)
+    pin: int = _opt(0, "BCM pin of this flap's servo (servo_drive gpiozero or kernel_pwm).",
+                    min=0, max=27)
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) of this flap's servo.",
+                        min=0, max=15)
     open_angle: float = _opt(90.0, "Angle with the flap open.", min=-360, max=360)
     closed_angle: float = _opt(0.0, "Angle with the flap closed.", min=-360, max=360)
+
+
+@dataclass
+class KernelPwmSection:
+    chip: int = _opt(
+        0, "The /sys/class/pwm/pwmchipN of dtoverlay=pwm-2chan (0 on current kernels; a Pi 5 "
+        "before kernel 6.12: 2).", min=0, max=63,
+    )
+
+
+@dataclass
+class Pca9685Section:
+    i2c_bus: int = _opt(1, "I2C bus of the board (/dev/i2c-N; GPIO2/3 are bus 1).", min=0, max=31)
+    address: int = _opt(64, "7-bit I2C address of the board (64 = 0x40, the default).",
+                        min=3, max=119)
+    oscillator_hz: float = _opt(
+        25_000_000.0, "The board's clock; set it from a measured pulse if angles are off.",
+        min=20_000_000, max=30_000_000,
+    )
 
 
 @dataclass
@@ -256,6 +283,14 @@ class ActuatorSection:
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
     )
+    servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
+        "gpiozero",
+        "What times the servo pulses: gpiozero (the pin factory: pigpio is hardware-timed, "
+        "lgpio software-timed and jittery), kernel_pwm (the SoC's PWM, dtoverlay=pwm-2chan), "
+        "pca9685 (a PCA9685 board on I2C).",
+    )
+    kernel_pwm: KernelPwmSection = _sub(KernelPwmSection, "servo_drive = kernel_pwm.")
+    pca9685: Pca9685Section = _sub(Pca9685Section, "servo_drive = pca9685.")
     dwell_seconds: float = _opt(1.0, "How long the chute/flap/LED holds before going home.", min=0, max=60)
     servo: ServoSection = _sub(ServoSection, "Single-servo chute or tray.")
     flaps: dict[str, FlapSection] = _opt({}, "Compartment → flap servo (kind = 'flaps').")
@@ -564,11 +599,37 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
         _need_each(needed, servo.angles, "actuator.servo.angles", "<angle>", problems)
     elif actuator.kind == "flaps":
         _need_each(needed, actuator.flaps, "actuator.flaps", "{ pin = <BCM pin> }", problems)
+    if actuator.kind in ("servo", "flaps"):
+        _check_servo_drive(actuator, problems)
     elif actuator.kind == "leds":
         _need_each(needed, actuator.leds, "actuator.leds", "<BCM pin>", problems)
         for compartment, pin in actuator.leds.items():
             if not 0 <= pin <= 27:
                 problems.append(f"actuator.leds.{compartment}: pin {pin} is not a BCM GPIO (0-27)")
+
+
+KERNEL_PWM_PINS = (12, 13, 18, 19)
+
+
+def _check_servo_drive(actuator: ActuatorSection, problems: list[str]) -> None:
+    if actuator.kind == "servo":
+        servos = {"actuator.servo": actuator.servo}
+    else:
+        servos = {f"actuator.flaps.{name}": flap for name, flap in actuator.flaps.items()}
+    if actuator.servo_drive == "kernel_pwm":
+        for key, servo in servos.items():
+            if servo.pin not in KERNEL_PWM_PINS:
+                problems.append(
+                    f"{key}.pin: GPIO{servo.pin} has no hardware PWM; with servo_drive = "
+                    "\"kernel_pwm\" use 18 or 19 (dtoverlay=pwm-2chan), or 12 or 13"
+                )
+    elif actuator.servo_drive == "pca9685":
+        seen: dict[int, str] = {}
+        for key, servo in servos.items():
+            if servo.channel in seen:
+                problems.append(f"{key}.channel: PCA9685 output {servo.channel} is already used by "
+                                f"{seen[servo.channel]}.channel; give each servo its own output")
+            seen.setdefault(servo.channel, key)
 
 
 def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str,
@@ -588,7 +649,10 @@ def pins_in_use(config: Config) -> dict[str, int]:
     """Every GPIO pin the config uses, keyed by the option that names it."""
     pins: dict[str, int] = {}
     actuator = config.actuator
-    if actuator.kind == "servo":
+    servos = actuator.kind in ("servo", "flaps")
+    if servos and actuator.servo_drive == "pca9685":
+        pins.update({"actuator.pca9685 (I2C SDA)": 2, "actuator.pca9685 (I2C SCL)": 3})
+    elif actuator.kind == "servo":
         pins["actuator.servo.pin"] = actuator.servo.pin
     elif actuator.kind == "flaps":
         pins.update({f"actuator.flaps.{k}.pin": v.pin for k, v in actuator.flaps.items()})
