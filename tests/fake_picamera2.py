@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import time
 import types
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class Request:
 class FakePicamera2:
     """One camera; ``instances`` keeps every one made, for the test to inspect."""
 
-    instances: list["FakePicamera2"] = []
+    instances: ClassVar[list["FakePicamera2"]] = []
     has_autofocus = True
     settle_frames = 5          # auto-exposure/white balance settle after this many frames
     frame_seconds = 0.01

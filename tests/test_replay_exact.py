@@ -7,8 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from bin_agent.agent import build_agent, build_source, make_trigger
+from bin_agent.cli import main
+from bin_agent.config import ConfigError, config_from_dict
 from bin_agent.sources.base import Frame
+from bin_agent.sources.replay import ReplaySource
+from bin_agent.store import Store
 from bin_agent.trigger import MotionTrigger
+
+from .helpers import base_config, write_toml
+from .test_replay import write_photo
 
 FPS = 10.0
 EMPTY_FRAMES, ITEM_FRAMES, SCENES = 10, 15, 30
@@ -44,14 +52,6 @@ def test_settle_fires_on_the_same_frame_wherever_the_clock_starts(clock_start, s
 
 # --------------------------------------------------------------------------- replay end to end
 
-from bin_agent.agent import build_agent, build_source, make_trigger  # noqa: E402
-from bin_agent.cli import main  # noqa: E402
-from bin_agent.config import ConfigError, config_from_dict  # noqa: E402
-from bin_agent.sources.replay import ReplaySource  # noqa: E402
-from bin_agent.store import Store  # noqa: E402
-
-from .helpers import base_config, write_toml  # noqa: E402
-from .test_replay import write_photo  # noqa: E402
 
 
 def photo_folder(tmp_path, n=6):
@@ -93,7 +93,7 @@ def test_two_replays_of_the_same_files_give_the_same_events(tmp_path):
     # Whatever the process's monotonic clock says when the replay starts.
     for clock_start in (0.0, 987.6543, 123456.789):
         source = ReplaySource(photos, fps=10.0, realtime=False, item_seconds=1.5, empty_seconds=1.0,
-                              clock=lambda: clock_start)
+                              clock=lambda start=clock_start: start)
         assert trigger_events(config, source) == first
     # The same through the whole agent: the outbox holds the same items in the same order.
     runs = []

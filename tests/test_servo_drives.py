@@ -13,7 +13,12 @@ import pytest
 from gpiozero import AngularServo
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from bin_agent.actuators import ActuatorError, ChuteSorter, build_sorter, warn_if_software_timed
+from bin_agent.actuators import (
+    ActuatorError,
+    ChuteSorter,
+    build_sorter,
+    warn_if_software_timed,
+)
 from bin_agent.config import ActuatorSection, ServoSection, config_from_dict
 from bin_agent.drives import PulseServo, ServoDrive
 from bin_agent.drives.kernel_pwm import KernelPwmError, KernelPwmOutput
