@@ -612,6 +612,7 @@ KERNEL_PWM_PINS = (12, 13, 18, 19)
 
 
 def _check_servo_drive(actuator: ActuatorSection, problems: list[str]) -> None:
+    servos: dict[str, ServoSection | FlapSection]
     if actuator.kind == "servo":
         servos = {"actuator.servo": actuator.servo}
     else:
