@@ -36,6 +36,13 @@ class AfTriggerEnum(enum.IntEnum):
     Cancel = 1
 
 
+class AfStateEnum(enum.IntEnum):
+    Idle = 0
+    Scanning = 1
+    Focused = 2
+    Failed = 3
+
+
 class Transform:
     def __init__(self, hflip: int = 0, vflip: int = 0) -> None:
         self.hflip, self.vflip = hflip, vflip
@@ -44,7 +51,8 @@ class Transform:
 def libcamera_module() -> types.ModuleType:
     module = types.ModuleType("libcamera")
     module.Transform = Transform  # type: ignore[attr-defined]
-    module.controls = types.SimpleNamespace(AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum)  # type: ignore[attr-defined]
+    module.controls = types.SimpleNamespace(  # type: ignore[attr-defined]
+        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum)
     return module
 
 
@@ -76,6 +84,8 @@ class FakePicamera2:
     instances: ClassVar[list["FakePicamera2"]] = []
     has_autofocus = True
     settle_frames = 5          # auto-exposure/white balance settle after this many frames
+    scan_frames = 3            # a focus scan (AfTrigger Start) ends after this many frames
+    scan_result = AfStateEnum.Focused
     frame_seconds = 0.01
 
     def __init__(self, camera_num: int = 0) -> None:
@@ -85,6 +95,7 @@ class FakePicamera2:
         self.seq = 0
         self.frame_times: dict[int, float] = {}
         self.controls_set: dict[str, Any] = {}
+        self.scan_started: int | None = None
         FakePicamera2.instances.append(self)
 
     @property
@@ -136,6 +147,8 @@ class FakePicamera2:
     def set_controls(self, controls: dict[str, Any]) -> None:
         self.calls.append(("set_controls", dict(controls)))
         self.controls_set.update(controls)
+        if controls.get("AfTrigger") == AfTriggerEnum.Start:
+            self.scan_started = self.seq
 
     def capture_request(self, wait: Any = None) -> int:
         assert self.started, "capture before start"
@@ -157,7 +170,12 @@ class FakePicamera2:
             "SensorTimestamp": seq * 10_000_000,
         }
         if self.has_autofocus:
-            metadata.update(AfState=2 if settled else 1, LensPosition=4.0 if settled else 1.0)
+            state, lens = AfStateEnum.Idle, 1.0
+            if self.scan_started is not None and seq > self.scan_started:
+                done = seq > self.scan_started + self.scan_frames
+                state = self.scan_result if done else AfStateEnum.Scanning
+                lens = 4.0 if done else 2.0
+            metadata.update(AfState=state, LensPosition=lens)
         return metadata
 
     def stop(self) -> None:

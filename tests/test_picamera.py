@@ -92,6 +92,22 @@ def test_autofocus_modes(camera_modules, af_mode, configured, after_start):
     assert calls(camera, "set_controls") == after_start
 
 
+def test_auto_focus_warm_up_lasts_until_the_scan_ends(camera_modules, monkeypatch):
+    # A scan longer than the warm-up: the first frame comes after it, with the lens focused.
+    monkeypatch.setattr(fake.FakePicamera2, "scan_frames", 40)  # 0.4 s at 10 ms per frame
+    source, camera = started(af_mode="auto", warmup_seconds=0.1)
+    first = source.read()
+    seq = int(first.image[0, 0, 0])
+    assert camera.metadata_of(seq)["AfState"] == fake.AfStateEnum.Focused
+
+
+def test_auto_focus_that_fails_is_reported_and_does_not_hang(camera_modules, monkeypatch, caplog):
+    monkeypatch.setattr(fake.FakePicamera2, "scan_result", fake.AfStateEnum.Failed)
+    source, _ = started(af_mode="auto", warmup_seconds=0.1)
+    assert "autofocus found no focus" in caplog.text and 'af_mode = \"manual\"' in caplog.text
+    source.read()
+
+
 @pytest.mark.parametrize("af_mode", ["manual", "auto", "continuous"])
 def test_a_camera_without_autofocus_gets_no_focus_controls(camera_modules, monkeypatch, af_mode):
     monkeypatch.setattr(fake.FakePicamera2, "has_autofocus", False)

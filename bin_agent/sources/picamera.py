@@ -44,6 +44,8 @@ INSTALL_HINT = (
 )
 
 AF_MODES = ("manual", "auto", "continuous")
+AF_SCAN_LIMIT_SECONDS = 5.0
+"""af_mode = "auto": how much longer than the warm-up a focus scan may take."""
 
 
 def import_picamera2() -> tuple[Any, Any, Any]:
@@ -148,8 +150,9 @@ class PiCameraSource:
             self.main_size = (int(main_width), int(main_height))
             self.lores_size = (int(lores_width), int(lores_height))
             camera.start()
-            if self.af_mode == "auto" and "AfMode" in camera.camera_controls:
-                # A focus scan needs a running camera; it ends within the warm-up.
+            scan = self.af_mode == "auto" and "AfMode" in camera.camera_controls
+            if scan:
+                # A focus scan needs a running camera; the warm-up waits for its end.
                 camera.set_controls({"AfMode": controls.AfModeEnum.Auto,
                                      "AfTrigger": controls.AfTriggerEnum.Start})
         except Exception as exc:
@@ -160,7 +163,7 @@ class PiCameraSource:
         log.info("camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps",
                  self.main_size, self.lores_size, configured["lores"].get("stride"), self.fps)
         try:
-            self._warm_up()
+            self._warm_up(controls.AfStateEnum if scan else None)
         except SourceError:
             self.close()
             raise
@@ -214,16 +217,32 @@ class PiCameraSource:
         width, height = self.lores_size
         return image, yuv[:height, :width], metadata
 
-    def _warm_up(self) -> None:
-        """Let exposure, white balance and focus settle; then lock what is to be locked."""
-        deadline = time.monotonic() + self.warmup_seconds
+    def _warm_up(self, af_states: Any = None) -> None:
+        """Let exposure, white balance and focus settle; then lock what is to be locked.
+
+        :param af_states: libcamera's ``AfStateEnum`` while a focus scan was
+            triggered: the warm-up then also lasts until the scan has ended
+            (at most :data:`AF_SCAN_LIMIT_SECONDS` longer).
+        """
+        started = time.monotonic()
         metadata: dict[str, Any] = {}
         frames = 0
+        scanned = af_states is None
         while True:
             _, _, metadata = self._capture()
             frames += 1
-            if time.monotonic() >= deadline:
+            elapsed = time.monotonic() - started
+            if not scanned:
+                # The scan starts a frame or two after the trigger: wait for
+                # Focused or Failed (as picamera2's autofocus_cycle does).
+                scanned = metadata.get("AfState") in (af_states.Focused, af_states.Failed)
+            if elapsed >= self.warmup_seconds and (
+                    scanned or elapsed >= self.warmup_seconds + AF_SCAN_LIMIT_SECONDS):
                 break
+        if af_states is not None and metadata.get("AfState") != af_states.Focused:
+            log.warning("autofocus found no focus (AfState %s): a plain bin floor may have too little "
+                        "contrast; set camera.af_mode = \"manual\" with lens_position = 1 / distance "
+                        "in metres", metadata.get("AfState"))
         locked: dict[str, Any] = {}
         if self.exposure == "locked":
             locked.update(AeEnable=False, ExposureTime=int(metadata["ExposureTime"]),
