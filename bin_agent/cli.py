@@ -3,6 +3,7 @@
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
+``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
