@@ -492,6 +492,7 @@ def _kind(value: Any) -> str:
 def _cross_check(config: Config, problems: list[str], check_model: bool) -> None:
     _check_sizes(config, problems)
     _check_trigger(config, problems)
+    _check_replay(config, problems)
     _check_bin_id(config, problems)
     labels = _check_model(config, problems) if check_model else list(CLASSES)
     _check_router(config, labels, problems)
@@ -505,7 +506,7 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
         )
 
 
-def _check_trigger(config: Config, problems: list[str]) -> None:
+def _check_replay(config: Config, problems: list[str]) -> None:
     replay = config.camera.replay
     if config.trigger.mode == "gpio" and config.camera.source == "replay" and not replay.realtime:
         problems.append(
@@ -515,6 +516,9 @@ def _check_trigger(config: Config, problems: list[str]) -> None:
     if replay.mode == "sequence" and replay.shuffle:
         problems.append("camera.replay.shuffle: a recorded sequence plays in order; "
                         "shuffle applies to mode = \"items\" only")
+
+
+def _check_trigger(config: Config, problems: list[str]) -> None:
     motion = config.trigger.motion
     if motion.max_motion >= motion.min_area:
         problems.append(

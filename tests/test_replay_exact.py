@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bin_agent.agent import build_agent, build_source, make_trigger
+from bin_agent.agent import build_agent, build_source
 from bin_agent.cli import main
 from bin_agent.config import ConfigError, config_from_dict
 from bin_agent.sources.base import Frame
@@ -65,13 +65,13 @@ def photo_folder(tmp_path, n=6):
 
 def trigger_events(config, source=None) -> list[tuple[int, str]]:
     """(frame index, file) of every frame the configured trigger fires on."""
-    source, trigger = source or build_source(config), make_trigger(config, None)
-    source.start()
+    agent = build_agent(config, source=source)  # the trigger exactly as the agent builds it
+    agent.source.start()
     fired = []
-    while (frame := source.read()) is not None:
-        if trigger.update(frame):
+    while (frame := agent.source.read()) is not None:
+        if agent.trigger.update(frame):
             fired.append((frame.index, frame.name))
-    source.close()
+    agent.close()
     return fired
 
 
