@@ -282,8 +282,8 @@ def build_source(config: Config) -> FrameSource:
         replay = camera.replay
         empty = config.resolve(replay.empty_frame) if replay.empty_frame else None
         return ReplaySource(
-            replay.path, mode=replay.mode, fps=replay.fps, realtime=replay.realtime, item_seconds=replay.item_seconds,
-            empty_seconds=replay.empty_seconds, empty_frame=empty,
+            replay.path, mode=replay.mode, fps=replay.fps, realtime=replay.realtime,
+            item_seconds=replay.item_seconds, empty_seconds=replay.empty_seconds, empty_frame=empty,
             lores_size=(camera.lores_size[0], camera.lores_size[1]), loop=replay.loop,
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
             hflip=camera.hflip, vflip=camera.vflip,
