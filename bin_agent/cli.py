@@ -86,6 +86,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         classifier = build_classifier(config, num_threads=1)
     except ModelFilesError as exc:
         return _fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
+    if config.camera.source == "picamera2":
+        # What run would fail on first (not installed, numpy 2 against the apt picamera2).
+        from .sources import SourceError
+        from .sources.picamera import import_picamera2
+
+        try:
+            import_picamera2()
+        except SourceError as exc:
+            return _fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
     print(f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
           f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
           f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "

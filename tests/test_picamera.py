@@ -4,6 +4,7 @@ What only a real camera shows (focus sharpness, AE/AWB settling times) is not te
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -155,13 +156,14 @@ def test_numpy_abi_clash_is_exit_78_with_the_numpy_fix(monkeypatch, broken_picam
     assert "\n" not in message
 
 
-def test_agent_with_a_broken_picamera2_exits_78_with_one_line(tmp_path, broken_picamera2):
+@pytest.mark.parametrize("command", [["run", "--config"], ["check-config"]])
+def test_agent_with_a_broken_picamera2_exits_78_with_one_line(tmp_path, broken_picamera2, command):
     data = base_config(tmp_path, model=TINY_MODELS / "tiny_uint8.tflite", mqtt=False)
     data["camera"]["source"] = "picamera2"
     config = write_toml(tmp_path / "agent.toml", data)
-    result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "PYTHONPATH": str(broken_picamera2)})
+    result = subprocess.run([sys.executable, "-m", "bin_agent", *command, str(config)],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(broken_picamera2)})
     assert result.returncode == 78, result.stderr
     ours = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]
     assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr
