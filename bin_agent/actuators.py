@@ -1,4 +1,4 @@
-"""The bin's mechanics over GPIO, with gpiozero.
+"""The bin's mechanics: servos, LEDs and a buzzer.
 
 A :class:`Sorter` puts an item into a compartment. Three mechanics exist:
 
@@ -14,8 +14,10 @@ gets no more pulses (no jitter, no heat, no current). A lock makes sure only
 one actuation runs at a time; the next item waits for the chute.
 
 The pin factory is chosen in the config and created here, once, by
-:func:`make_pin_factory`; all devices share it. Tests use gpiozero's own
-``MockFactory`` with ``MockPWMPin``.
+:func:`make_pin_factory`; all devices share it. The servos' pulses come from
+the configured :class:`~bin_agent.drives.ServoDrive` (gpiozero on that pin
+factory, the kernel's hardware PWM, or a PCA9685 board). Tests use gpiozero's
+own ``MockFactory`` with ``MockPWMPin``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import logging
 import threading
 import time
 from typing import Any, Callable, Mapping, Protocol
+
+from .drives import SOFTWARE_TIMED_FACTORIES, ServoDrive
+from .drives.kernel_pwm import KernelPwmError
+from .drives.pca9685 import Pca9685Error
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,15 @@ PIN_FACTORIES: dict[str, tuple[str, str, str]] = {
 
 class ActuatorError(RuntimeError):
     """A pin factory or a device cannot be set up."""
+
+
+def warn_if_software_timed(actuator: Any) -> None:
+    """Say so when servo pulses will be timed by software (the servo twitches)."""
+    if actuator.servo_drive == "gpiozero" and actuator.pin_factory in SOFTWARE_TIMED_FACTORIES:
+        log.warning(
+            "servo pulses from pin factory %r are timed by software: the servo may twitch. "
+            "Hardware-timed: pin_factory = \"pigpio\" (Pi 4), servo_drive = \"kernel_pwm\" or "
+            "\"pca9685\" (Pi 4 and 5)", actuator.pin_factory)
 
 
 def make_pin_factory(name: str) -> Any:
@@ -79,24 +94,10 @@ class Sorter(Protocol):
         """Return home, release the pins."""
 
 
-def _angular_servo(pin: int, settings: Any, initial_angle: float | None, pin_factory: Any) -> Any:
-    from gpiozero import AngularServo
-
-    return AngularServo(
-        pin,
-        initial_angle=initial_angle,
-        min_angle=settings.min_angle,
-        max_angle=settings.max_angle,
-        min_pulse_width=settings.min_pulse_width_ms / 1000.0,
-        max_pulse_width=settings.max_pulse_width_ms / 1000.0,
-        pin_factory=pin_factory,
-    )
-
-
 class ChuteSorter:
     """One servo turns a chute (or tilts a tray) towards the compartment.
 
-    :param servo: a gpiozero ``AngularServo``.
+    :param servo: a gpiozero ``AngularServo`` or a :class:`~bin_agent.drives.PulseServo`.
     :param angles: compartment → angle.
     :param home_angle: rest position, also taken at start-up.
     :param travel_seconds: how long the servo needs to get anywhere.
@@ -123,8 +124,8 @@ class ChuteSorter:
         self.home()
 
     @classmethod
-    def from_config(cls, settings: Any, dwell_seconds: float, pin_factory: Any) -> "ChuteSorter":
-        servo = _angular_servo(settings.pin, settings, settings.home_angle, pin_factory)
+    def from_config(cls, settings: Any, dwell_seconds: float, drive: ServoDrive) -> "ChuteSorter":
+        servo = drive.servo(settings.pin, settings.channel, settings, settings.home_angle)
         return cls(servo, settings.angles, settings.home_angle, settings.travel_seconds, dwell_seconds)
 
     def sort(self, compartment: str) -> None:
@@ -172,10 +173,10 @@ class FlapSorter:
                 self._close_flap(compartment)
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> "FlapSorter":
+    def from_config(cls, actuator: Any, drive: ServoDrive) -> "FlapSorter":
         servo_settings = actuator.servo
         flaps = {
-            name: (_angular_servo(flap.pin, servo_settings, flap.closed_angle, pin_factory),
+            name: (drive.servo(flap.pin, flap.channel, servo_settings, flap.closed_angle),
                    flap.open_angle, flap.closed_angle)
             for name, flap in actuator.flaps.items()
         }
@@ -300,16 +301,20 @@ class Indicators:
 
 
 def build_sorter(actuator: Any, pin_factory: Any) -> Sorter:
-    """The sorter the config asks for (``actuator.kind``)."""
+    """The sorter the config asks for (``actuator.kind``), its servos on ``actuator.servo_drive``."""
     try:
-        if actuator.kind == "servo":
-            return ChuteSorter.from_config(actuator.servo, actuator.dwell_seconds, pin_factory)
-        if actuator.kind == "flaps":
-            return FlapSorter.from_config(actuator, pin_factory)
+        if actuator.kind in ("servo", "flaps"):
+            warn_if_software_timed(actuator)
+            drive = ServoDrive.from_config(actuator, pin_factory)
+            if actuator.kind == "servo":
+                return ChuteSorter.from_config(actuator.servo, actuator.dwell_seconds, drive)
+            return FlapSorter.from_config(actuator, drive)
         if actuator.kind == "leds":
             return GuidanceSorter.from_config(actuator, pin_factory)
         return NoSorter()
     except ActuatorError:
         raise
+    except (KernelPwmError, Pca9685Error) as exc:
+        raise ActuatorError(f"actuator.servo_drive = {actuator.servo_drive!r}: {exc}") from None
     except Exception as exc:  # gpiozero: BadPinFactory, PinInvalidPin, GPIOPinInUse, PinPWMUnsupported…
         raise ActuatorError(f"actuator.{actuator.kind}: cannot set up ({type(exc).__name__}: {exc})") from None

@@ -86,7 +86,7 @@ class Agent:
             self.status = "camera_error"
             self._publish_state()
             self.close()
-            return 1
+            return exc.exit_code
         self.status = "running"
         self.indicators.ready()
         self._publish_state()
@@ -145,17 +145,23 @@ class Agent:
             source=source_name if source_name != "empty" else "",
         )
         topics = self._topics()
-        payload = item.payload()
+
+        def with_record_and_total(record_seconds: float) -> dict[str, Any]:
+            # The event reports its own durable write: it is completed once
+            # that is committed (the store replaces the payload before anyone reads it).
+            latency["record"] = record_seconds * 1000.0
+            latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
+            return item.payload()
+
         self.store.record_event(
             event_id=item.event_id,
             topic=topics.event,
-            payload=payload,
+            payload=item.payload(),
             label=classification.label,
             compartment=route.compartment,
             fallback=route.fallback,
+            finalize=with_record_and_total,
         )
-        latency["record"] = (time.perf_counter() - t_record) * 1000.0
-        latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
         if self.mqtt is not None:
             self.mqtt.wake()
@@ -187,6 +193,10 @@ class Agent:
         if self.mqtt is not None:
             if self.mqtt.connected and not self.mqtt.drain(self.config.agent.drain_seconds):
                 log.warning("%d event(s) stay in the outbox for the next start", self.store.pending_count())
+            if self.status == "stopping":
+                self.status = "stopped"
+            # The retained state is published once more, after the drain: a
+            # dashboard then shows "stopped" and what really stays in the outbox.
             self.mqtt.stop()
         self.store.close()
         self.notifier.close()
@@ -262,23 +272,25 @@ def build_source(config: Config) -> FrameSource:
         replay = camera.replay
         empty = config.resolve(replay.empty_frame) if replay.empty_frame else None
         return ReplaySource(
-            replay.path, fps=replay.fps, realtime=replay.realtime, item_seconds=replay.item_seconds,
-            empty_seconds=replay.empty_seconds, empty_frame=empty,
+            replay.path, mode=replay.mode, fps=replay.fps, realtime=replay.realtime,
+            item_seconds=replay.item_seconds, empty_seconds=replay.empty_seconds, empty_frame=empty,
             lores_size=(camera.lores_size[0], camera.lores_size[1]), loop=replay.loop,
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
             hflip=camera.hflip, vflip=camera.vflip,
         )
-    import importlib.util
+    from .sources.picamera import PiCameraSource, import_picamera2
 
-    from .sources.picamera import INSTALL_HINT, PiCameraSource
-
-    if importlib.util.find_spec("picamera2") is None:
-        raise StartupError(f"camera.source: {INSTALL_HINT}", 78)
+    try:
+        import_picamera2()  # fail before READY, with the fix, not at every restart
+    except SourceError as exc:
+        raise StartupError(f"camera.source: {exc}", exc.exit_code) from None
     return PiCameraSource(
         main_size=(camera.main_size[0], camera.main_size[1]),
         lores_size=(camera.lores_size[0], camera.lores_size[1]),
         fps=camera.fps, hflip=camera.hflip, vflip=camera.vflip,
         timeout_seconds=camera.frame_timeout_seconds,
+        af_mode=camera.af_mode, lens_position=camera.lens_position, exposure=camera.exposure,
+        white_balance=camera.white_balance, warmup_seconds=camera.warmup_seconds,
     )
 
 

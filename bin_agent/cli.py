@@ -3,6 +3,7 @@
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
+``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
@@ -85,6 +86,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         classifier = build_classifier(config, num_threads=1)
     except ModelFilesError as exc:
         return _fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
+    if config.camera.source == "picamera2":
+        # What run would fail on first (not installed, numpy 2 against the apt picamera2).
+        from .sources import SourceError
+        from .sources.picamera import import_picamera2
+
+        try:
+            import_picamera2()
+        except SourceError as exc:
+            return _fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
     print(f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
           f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
           f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
@@ -132,6 +142,32 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------------- record
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    _setup_logging(config.agent.log_level)
+
+    from .agent import StartupError, build_source
+    from .sources import SourceError
+    from .sources.record import record
+
+    try:
+        source = build_source(config)
+        saved = record(source, args.folder, args.seconds, args.format)
+    except StartupError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except SourceError as exc:
+        return _fail(str(exc), getattr(exc, "exit_code", 1))
+    print(f"{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = \"sequence\", "
+          f"path = \"{args.folder}\", fps = {config.camera.fps:g}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -159,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
+
+    rec = sub.add_parser("record", help="save the configured camera's frames for a sequence replay")
+    rec.add_argument("folder", type=Path, metavar="DIR", help="an empty or new folder")
+    rec.add_argument("--seconds", type=float, required=True, help="how long to record (frame time)")
+    rec.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    rec.add_argument("--format", choices=["png", "jpg"], default="png",
+                     help="png (lossless, default) or jpg (smaller)")
+    rec.set_defaults(func=cmd_record)
 
     try:
         from .training.commands import register

@@ -79,19 +79,26 @@ class AgentSection:
 @dataclass
 class ReplaySection:
     path: Path = _opt(Path("."), "An image file or a folder of images (searched recursively).")
+    mode: Literal["items", "sequence"] = _opt(
+        "items",
+        "items: each photo is an item dropped into an empty bin (empty frames, the photo, "
+        "empty frames); sequence: each file is one frame, played as it is (a recording "
+        "made with 'bin-agent record').",
+    )
     loop: bool = _opt(False, "Start again after the last image.")
     fps: float = _opt(10.0, "Frames per second delivered.", min=0.1, max=120)
     realtime: bool = _opt(
         True,
         "Pace frames at fps on the wall clock; false plays as fast as possible "
-        "with timestamps on a virtual clock at fps (tests, benchmarks).",
+        "with timestamps on a virtual clock from 0 at fps: the same events on every run.",
     )
-    item_seconds: float = _opt(2.0, "How long each photo stays in view.", min=0.1, max=600)
-    empty_seconds: float = _opt(1.5, "Empty-bin frames before each photo.", min=0, max=600)
+    item_seconds: float = _opt(2.0, "items: how long each photo stays in view.", min=0.1, max=600)
+    empty_seconds: float = _opt(1.5, "items: empty-bin frames before each photo.", min=0, max=600)
     empty_frame: str = _opt(
-        "", "Photo of the empty bin; empty: a plain background of the first photo's border colour."
+        "", "items: photo of the empty bin; empty: a plain background of the first photo's "
+        "border colour."
     )
-    shuffle: bool = _opt(False, "Play the images in a seeded random order.")
+    shuffle: bool = _opt(False, "items: play the images in a seeded random order.")
     seed: int = _opt(0, "Seed for shuffle.")
     limit: int = _opt(0, "Play at most this many images (0: all).", min=0)
 
@@ -106,6 +113,27 @@ class CameraSection:
     vflip: bool = _opt(False, "Flip the picture vertically (with hflip: camera mounted upside down).")
     frame_timeout_seconds: float = _opt(
         5.0, "A camera that delivers no frame for this long is an error.", min=0.5, max=120
+    )
+    warmup_seconds: float = _opt(
+        2.0, "Frames of this long after start are not handed on: exposure, white balance and "
+        "focus settle before the motion trigger learns the empty bin.", min=0, max=60,
+    )
+    af_mode: Literal["manual", "auto", "continuous"] = _opt(
+        "auto", "Autofocus (cameras that have it, e.g. Camera Module 3): manual holds the lens at "
+        "lens_position; auto focuses once during the warm-up, then holds; continuous keeps "
+        "refocusing.",
+    )
+    lens_position: float = _opt(
+        5.0, "af_mode = manual: focus distance in dioptres, 1 / distance in metres "
+        "(5.0: 20 cm; 0: infinity).", min=0, max=32,
+    )
+    exposure: Literal["auto", "locked"] = _opt(
+        "auto", "auto: auto-exposure throughout; locked: fixed at what it settled on during "
+        "the warm-up (a bin with its own steady light).",
+    )
+    white_balance: Literal["auto", "locked"] = _opt(
+        "auto", "auto: auto white balance throughout; locked: fixed at what it settled on during "
+        "the warm-up.",
     )
     replay: ReplaySection = _sub(ReplaySection, "Settings of the replay source.")
 
@@ -196,7 +224,12 @@ class RouterSection:
 
 @dataclass
 class ServoSection:
-    pin: int = _opt(18, "BCM pin of the servo signal (18 has hardware PWM).", min=0, max=27)
+    pin: int = _opt(
+        18, "BCM pin of the servo signal (servo_drive gpiozero or kernel_pwm; kernel_pwm: "
+        "12, 13, 18 or 19, as the overlay routes them).", min=0, max=27,
+    )
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) the servo is on.",
+                        min=0, max=15)
     min_angle: float = _opt(-90.0, "Angle at min_pulse_width.", min=-360, max=360)
     max_angle: float = _opt(90.0, "Angle at max_pulse_width.", min=-360, max=360)
     min_pulse_width_ms: float = _opt(0.5, "Pulse width at min_angle (ms).", min=0.1, max=3)
@@ -211,9 +244,31 @@ class ServoSection:
 
 @dataclass
 class FlapSection:
-    pin: int = _opt(0, "BCM pin of this flap's servo.", min=0, max=27)
+    pin: int = _opt(0, "BCM pin of this flap's servo (servo_drive gpiozero or kernel_pwm).",
+                    min=0, max=27)
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) of this flap's servo.",
+                        min=0, max=15)
     open_angle: float = _opt(90.0, "Angle with the flap open.", min=-360, max=360)
     closed_angle: float = _opt(0.0, "Angle with the flap closed.", min=-360, max=360)
+
+
+@dataclass
+class KernelPwmSection:
+    chip: int = _opt(
+        0, "The /sys/class/pwm/pwmchipN of dtoverlay=pwm-2chan (0 on current kernels; a Pi 5 "
+        "before kernel 6.12: 2).", min=0, max=63,
+    )
+
+
+@dataclass
+class Pca9685Section:
+    i2c_bus: int = _opt(1, "I2C bus of the board (/dev/i2c-N; GPIO2/3 are bus 1).", min=0, max=31)
+    address: int = _opt(64, "7-bit I2C address of the board (64 = 0x40, the default).",
+                        min=3, max=119)
+    oscillator_hz: float = _opt(
+        25_000_000.0, "The board's clock; set it from a measured pulse if angles are off.",
+        min=20_000_000, max=30_000_000,
+    )
 
 
 @dataclass
@@ -228,6 +283,14 @@ class ActuatorSection:
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
     )
+    servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
+        "gpiozero",
+        "What times the servo pulses: gpiozero (the pin factory: pigpio is hardware-timed, "
+        "lgpio software-timed and jittery), kernel_pwm (the SoC's PWM, dtoverlay=pwm-2chan), "
+        "pca9685 (a PCA9685 board on I2C).",
+    )
+    kernel_pwm: KernelPwmSection = _sub(KernelPwmSection, "servo_drive = kernel_pwm.")
+    pca9685: Pca9685Section = _sub(Pca9685Section, "servo_drive = pca9685.")
     dwell_seconds: float = _opt(1.0, "How long the chute/flap/LED holds before going home.", min=0, max=60)
     servo: ServoSection = _sub(ServoSection, "Single-servo chute or tray.")
     flaps: dict[str, FlapSection] = _opt({}, "Compartment → flap servo (kind = 'flaps').")
@@ -473,6 +536,7 @@ def _kind(value: Any) -> str:
 def _cross_check(config: Config, problems: list[str], check_model: bool) -> None:
     _check_sizes(config, problems)
     _check_trigger(config, problems)
+    _check_replay(config, problems)
     _check_bin_id(config, problems)
     labels = _check_model(config, problems) if check_model else list(CLASSES)
     _check_router(config, labels, problems)
@@ -484,6 +548,18 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
             f"camera.replay.path: {config.camera.replay.path} does not exist; "
             "point it at an image or a folder of images"
         )
+
+
+def _check_replay(config: Config, problems: list[str]) -> None:
+    replay = config.camera.replay
+    if config.trigger.mode == "gpio" and config.camera.source == "replay" and not replay.realtime:
+        problems.append(
+            "camera.replay.realtime: a gpio trigger's sensor runs on the wall clock, the "
+            "virtual replay clock does not; set realtime = true"
+        )
+    if replay.mode == "sequence" and replay.shuffle:
+        problems.append("camera.replay.shuffle: a recorded sequence plays in order; "
+                        "shuffle applies to mode = \"items\" only")
 
 
 def _check_trigger(config: Config, problems: list[str]) -> None:
@@ -571,11 +647,38 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
         _need_each(needed, servo.angles, "actuator.servo.angles", "<angle>", problems)
     elif actuator.kind == "flaps":
         _need_each(needed, actuator.flaps, "actuator.flaps", "{ pin = <BCM pin> }", problems)
+    if actuator.kind in ("servo", "flaps"):
+        _check_servo_drive(actuator, problems)
     elif actuator.kind == "leds":
         _need_each(needed, actuator.leds, "actuator.leds", "<BCM pin>", problems)
         for compartment, pin in actuator.leds.items():
             if not 0 <= pin <= 27:
                 problems.append(f"actuator.leds.{compartment}: pin {pin} is not a BCM GPIO (0-27)")
+
+
+KERNEL_PWM_PINS = (12, 13, 18, 19)
+
+
+def _check_servo_drive(actuator: ActuatorSection, problems: list[str]) -> None:
+    servos: dict[str, ServoSection | FlapSection]
+    if actuator.kind == "servo":
+        servos = {"actuator.servo": actuator.servo}
+    else:
+        servos = {f"actuator.flaps.{name}": flap for name, flap in actuator.flaps.items()}
+    if actuator.servo_drive == "kernel_pwm":
+        for key, servo in servos.items():
+            if servo.pin not in KERNEL_PWM_PINS:
+                problems.append(
+                    f"{key}.pin: GPIO{servo.pin} has no hardware PWM; with servo_drive = "
+                    "\"kernel_pwm\" use 18 or 19 (dtoverlay=pwm-2chan), or 12 or 13"
+                )
+    elif actuator.servo_drive == "pca9685":
+        seen: dict[int, str] = {}
+        for key, servo in servos.items():
+            if servo.channel in seen:
+                problems.append(f"{key}.channel: PCA9685 output {servo.channel} is already used by "
+                                f"{seen[servo.channel]}.channel; give each servo its own output")
+            seen.setdefault(servo.channel, key)
 
 
 def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str,
@@ -595,7 +698,10 @@ def pins_in_use(config: Config) -> dict[str, int]:
     """Every GPIO pin the config uses, keyed by the option that names it."""
     pins: dict[str, int] = {}
     actuator = config.actuator
-    if actuator.kind == "servo":
+    servos = actuator.kind in ("servo", "flaps")
+    if servos and actuator.servo_drive == "pca9685":
+        pins.update({"actuator.pca9685 (I2C SDA)": 2, "actuator.pca9685 (I2C SCL)": 3})
+    elif actuator.kind == "servo":
         pins["actuator.servo.pin"] = actuator.servo.pin
     elif actuator.kind == "flaps":
         pins.update({f"actuator.flaps.{k}.pin": v.pin for k, v in actuator.flaps.items()})

@@ -229,44 +229,52 @@ class MqttLink:
         return self.store.pending_count() == 0
 
     def stop(self) -> None:
-        """Publish ``offline``, disconnect, stop the threads. The outbox keeps the rest."""
+        """Publish the final ``state`` and ``offline``, disconnect, stop the threads.
+        The outbox keeps the rest."""
         self._stopping.set()
         self._wake.set()
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=5)
         if self.connected:
-            info = self.client.publish(self.topics.status, "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError):
-                pass
+            # The pump has applied its last acks: the state says what stays in the outbox.
+            sent = [self.publish_state(),
+                    self.client.publish(self.topics.status, "offline", qos=1, retain=True)]
+            for info in sent:
+                if info is None:
+                    continue
+                try:
+                    info.wait_for_publish(timeout=2.0)
+                except (RuntimeError, ValueError):
+                    pass
         self.client.disconnect()
         self.client.loop_stop()
 
     # ------------------------------------------------------------------ publishing
 
-    def publish_state(self) -> None:
-        """Publish the retained ``state`` (skipped while offline: on_connect sends a fresh one)."""
+    def publish_state(self) -> Any:
+        """Publish the retained ``state`` (skipped while offline: on_connect sends a fresh one).
+        Returns paho's message info, or ``None`` when nothing was sent."""
         if not self.connected:
-            return
+            return None
         try:
             payload = json.dumps(self._state(), separators=(",", ":"), sort_keys=True)
         except Exception:
             log.exception("cannot build the state payload")
-            return
-        self._publish_other(self.topics.state, payload, retain=True)
+            return None
+        return self._publish_other(self.topics.state, payload, retain=True)
 
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
         self._publish_other(self.topics.command_result, payload, retain=False)
 
-    def _publish_other(self, topic: str, payload: str, *, retain: bool) -> None:
+    def _publish_other(self, topic: str, payload: str, *, retain: bool) -> Any:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         with self._other_lock:
             # Bounded: entries of messages lost with a connection are never acknowledged.
             if len(self._other_topics) >= MAX_TRACKED_PUBLISHES:
                 self._other_topics.pop(next(iter(self._other_topics)))
             self._other_topics[info.mid] = topic
+        return info
 
     # ------------------------------------------------------------------ the pump
 

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA_VERSION = 1
 
@@ -112,22 +112,42 @@ class Store:
         label: str,
         compartment: str,
         fallback: bool,
+        finalize: Callable[[float], dict[str, Any]] | None = None,
     ) -> None:
-        """Queue an event and count it, atomically."""
+        """Queue an event and count it, atomically.
+
+        :param finalize: called with the seconds the durable write took, once
+            it is committed; returns the payload that replaces ``payload`` (an
+            event that reports its own recording time). The replacement is
+            written before the lock is released, so no reader ever sees the
+            first payload, unless the process dies between the two commits:
+            then the committed first payload is what gets published.
+        """
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-        with self._lock, self._transaction():
-            self._db.execute(
-                "INSERT INTO outbox(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                (event_id, topic, text, time.time()),
-            )
-            self._increment("class", label)
-            self._increment("compartment", compartment)
-            self._increment("total", "")
-            if fallback:
-                self._increment("fallback", "")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,)
-            )
+        with self._lock:
+            started = time.perf_counter()
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO outbox(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                    (event_id, topic, text, time.time()),
+                )
+                self._increment("class", label)
+                self._increment("compartment", compartment)
+                self._increment("total", "")
+                if fallback:
+                    self._increment("fallback", "")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,)
+                )
+            if finalize is None:
+                return
+            final = json.dumps(finalize(time.perf_counter() - started), separators=(",", ":"),
+                               sort_keys=True)
+            with self._transaction():
+                self._db.execute("UPDATE outbox SET payload = ? WHERE event_id = ?", (final, event_id))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (final,)
+                )
 
     def acknowledge(self, seq: int) -> None:
         """The broker has the event: drop it from the outbox."""

@@ -123,6 +123,18 @@ class ManualTrigger:
 # --------------------------------------------------------------------------
 
 
+TIME_TOLERANCE_SECONDS = 1e-6
+"""Durations within a microsecond of a limit count as reaching it. Frame
+timestamps are floats: at 10 fps, ``1.6 - 1.0`` is ``0.6000000000000001`` but
+``4.1 - 3.5`` is ``0.5999999999999996``, so a plain ``>=`` fired the same
+scene one frame apart depending on where the clock started."""
+
+
+def _has_lasted(since: float, now: float, seconds: float) -> bool:
+    """Whether ``now - since`` reaches ``seconds``, independent of float rounding."""
+    return now - since >= seconds - TIME_TOLERANCE_SECONDS
+
+
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """Average ``factor`` x ``factor`` blocks of a 2-D image into ``float32``.
 
@@ -399,7 +411,7 @@ class MotionTrigger:
         if moved > self.max_motion:
             self._reference = comp
             self._still_since = t
-        still = self._reference is not None and t - self._still_since >= self.settle_seconds
+        still = self._reference is not None and _has_lasted(self._still_since, t, self.settle_seconds)
 
         if self._state == "empty":
             if self._changed >= self.min_area:
@@ -431,7 +443,7 @@ class MotionTrigger:
         if self._changed < self.clear_area:
             if self._empty_since is None:
                 self._empty_since = t
-            if t - self._empty_since >= self.rearm_seconds:
+            if _has_lasted(self._empty_since, t, self.rearm_seconds):
                 self._state = "empty"
                 self._empty_since = None
             return False
@@ -439,7 +451,7 @@ class MotionTrigger:
         if (
             self.absorb_seconds is not None
             and still
-            and t - self._occupied_since >= self.absorb_seconds
+            and _has_lasted(self._occupied_since, t, self.absorb_seconds)
         ):
             log.info(
                 "scene unchanged for %.0f s with an item in view: absorbing it "

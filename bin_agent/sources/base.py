@@ -9,7 +9,16 @@ import numpy as np
 
 
 class SourceError(RuntimeError):
-    """A frame source cannot start or has stopped delivering frames."""
+    """A frame source cannot start or has stopped delivering frames.
+
+    :param exit_code: what the agent exits with: 1 (systemd restarts it: a
+        camera that may come back), or 78 for what a person must fix (a
+        camera library that cannot be imported).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,18 @@ item (a mode switch costs about half a second):
 * ``lores`` — ``YUV420`` at ``lores_size`` (e.g. 320x240): its first ``height``
   rows are the Y (luma) plane, a free greyscale image for the trigger.
 
+The sizes are aligned the way the hardware wants them
+(``Picamera2.align_configuration``: a YUV420 width becomes a multiple of 64
+pixels on a Pi 4, 128 on a Pi 5), and libcamera may adjust them further, so
+the lores slice uses the size the camera actually configured, read back from
+``camera_config`` after ``configure``; each row may be padded to its stride.
+
+Before the first frame is handed on, the camera warms up for
+``warmup_seconds``: auto-exposure and white balance settle (and, with
+``exposure``/``white_balance = "locked"``, are then fixed at the values they
+settled on), and autofocus (Camera Module 3) runs its cycle, so the motion
+trigger learns its empty-bin background from settled frames.
+
 picamera2 is the Pi's own package (``apt install python3-picamera2``); it is
 imported here only, so the rest of bin-agent runs on any machine.
 """
@@ -15,12 +27,15 @@ imported here only, so the rest of bin-agent runs on any machine.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from .base import Frame, SourceError
 
 log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
 
 INSTALL_HINT = (
     "picamera2 is not installed or not visible to this Python. Fix: on Raspberry Pi OS run "
@@ -28,14 +43,55 @@ INSTALL_HINT = (
     "without a camera set camera.source = \"replay\""
 )
 
+AF_MODES = ("manual", "auto", "continuous")
+AF_SCAN_LIMIT_SECONDS = 5.0
+"""af_mode = "auto": how much longer than the warm-up a focus scan may take."""
+
+
+def import_picamera2() -> tuple[Any, Any, Any]:
+    """``(Picamera2, Transform, controls)``, or a one-line :class:`SourceError`
+    with exit code 78 saying why the import failed and how to fix it.
+
+    Any exception counts, not only ImportError: Raspberry Pi OS's picamera2
+    (and its simplejpeg, av) are built against the system's numpy 1.x, and
+    with numpy 2 in the venv ``import picamera2`` raises
+    ``ValueError: numpy.dtype size changed`` (picamera2 issues #1088, #1211).
+    """
+    try:
+        from libcamera import Transform, controls
+        from picamera2 import Picamera2
+    except ImportError as exc:
+        raise SourceError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})", EX_CONFIG) from None
+    except Exception as exc:
+        numpy = sys.modules.get("numpy")
+        version = getattr(numpy, "__version__", "?")
+        raise SourceError(
+            f"picamera2 cannot be imported ({type(exc).__name__}: {exc}); the apt picamera2 is "
+            f"built for the system's numpy 1.x and this venv has numpy {version}. "
+            "Fix: /opt/bin-agent/venv/bin/pip install \"numpy<2\" (the venv of bin-agent)",
+            EX_CONFIG,
+        ) from None
+    return Picamera2, Transform, controls
+
 
 class PiCameraSource:
     """Frames from the Pi camera.
 
     :param main_size: ``(width, height)`` of the stream that is classified.
-    :param lores_size: ``(width, height)`` of the stream the trigger watches.
+    :param lores_size: ``(width, height)`` asked for the stream the trigger
+        watches; :attr:`lores_size` is the size the camera configured.
     :param fps: frame rate asked of the sensor.
     :param timeout_seconds: a frame that takes longer is a camera failure.
+    :param af_mode: autofocus (only on cameras that have it, e.g. Camera
+        Module 3): ``"manual"`` holds the lens at ``lens_position``; ``"auto"``
+        focuses once during the warm-up, then holds; ``"continuous"`` keeps
+        refocusing.
+    :param lens_position: dioptres (1 / distance in metres) for ``"manual"``.
+    :param exposure: ``"auto"``, or ``"locked"`` at what auto-exposure
+        settled on during the warm-up.
+    :param white_balance: ``"auto"``, or ``"locked"`` at what auto white
+        balance settled on during the warm-up.
+    :param warmup_seconds: frames of this long after start are not handed on.
     """
 
     def __init__(
@@ -46,41 +102,101 @@ class PiCameraSource:
         hflip: bool = False,
         vflip: bool = False,
         timeout_seconds: float = 5.0,
+        af_mode: Literal["manual", "auto", "continuous"] = "auto",
+        lens_position: float = 5.0,
+        exposure: Literal["auto", "locked"] = "auto",
+        white_balance: Literal["auto", "locked"] = "auto",
+        warmup_seconds: float = 2.0,
     ) -> None:
+        if af_mode not in AF_MODES:
+            raise ValueError(f"af_mode must be one of {AF_MODES}, got {af_mode!r}")
         self.main_size = main_size
         self.lores_size = lores_size
         self.fps = fps
         self.hflip, self.vflip = hflip, vflip
         self.timeout_seconds = timeout_seconds
+        self.af_mode = af_mode
+        self.lens_position = lens_position
+        self.exposure = exposure
+        self.white_balance = white_balance
+        self.warmup_seconds = warmup_seconds
+        self.locked_controls: dict[str, Any] = {}
+        """What was fixed after the warm-up (``AeEnable``, ``ExposureTime``…), for logs and doctor."""
         self._camera: Any = None
         self._index = 0
 
     def start(self) -> None:
-        try:
-            from picamera2 import Picamera2
-            from libcamera import Transform
-        except ImportError:
-            raise SourceError(INSTALL_HINT) from None
+        Picamera2, Transform, controls = import_picamera2()
         try:
             camera = Picamera2()
+        except Exception as exc:  # libcamera raises RuntimeError, IndexError (no camera)…
+            raise SourceError(f"camera cannot start ({type(exc).__name__}: {exc}); "
+                              "check the ribbon cable and 'rpicam-hello --list-cameras'") from None
+        try:
             config = camera.create_video_configuration(
                 main={"size": tuple(self.main_size), "format": "BGR888"},
                 lores={"size": tuple(self.lores_size), "format": "YUV420"},
                 transform=Transform(hflip=int(self.hflip), vflip=int(self.vflip)),
-                controls={"FrameRate": float(self.fps)},
+                controls={"FrameRate": float(self.fps), **self._focus_controls(camera, controls)},
                 buffer_count=4,
                 queue=False,
             )
+            camera.align_configuration(config)
             camera.configure(config)
+            # What the camera really configured (aligned, maybe adjusted by libcamera).
+            configured = camera.camera_config
+            main_width, main_height = configured["main"]["size"]
+            lores_width, lores_height = configured["lores"]["size"]
+            self.main_size = (int(main_width), int(main_height))
+            self.lores_size = (int(lores_width), int(lores_height))
             camera.start()
-        except Exception as exc:  # libcamera raises RuntimeError, IndexError (no camera)…
+            scan = self.af_mode == "auto" and "AfMode" in camera.camera_controls
+            if scan:
+                # A focus scan needs a running camera; the warm-up waits for its end.
+                camera.set_controls({"AfMode": controls.AfModeEnum.Auto,
+                                     "AfTrigger": controls.AfTriggerEnum.Start})
+        except Exception as exc:
+            camera.close()
             raise SourceError(f"camera cannot start ({type(exc).__name__}: {exc}); "
                               "check the ribbon cable and 'rpicam-hello --list-cameras'") from None
         self._camera = camera
-        log.info("camera started: main %s BGR888, lores %s YUV420, %.0f fps",
-                 self.main_size, self.lores_size, self.fps)
+        log.info("camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps",
+                 self.main_size, self.lores_size, configured["lores"].get("stride"), self.fps)
+        try:
+            self._warm_up(controls.AfStateEnum if scan else None)
+        except SourceError:
+            self.close()
+            raise
 
     def read(self) -> Frame | None:
+        image, lores, _ = self._capture()
+        frame = Frame(image=image, lores=lores, timestamp=time.monotonic(), index=self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._camera is not None:
+            try:
+                self._camera.stop()
+                self._camera.close()
+            finally:
+                self._camera = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _focus_controls(self, camera: Any, controls: Any) -> dict[str, Any]:
+        """The autofocus controls set with the configuration (none without a focus motor)."""
+        if "AfMode" not in camera.camera_controls:
+            log.info("camera has no autofocus: af_mode = %r does not apply", self.af_mode)
+            return {}
+        if self.af_mode == "manual":
+            return {"AfMode": controls.AfModeEnum.Manual, "LensPosition": float(self.lens_position)}
+        if self.af_mode == "continuous":
+            return {"AfMode": controls.AfModeEnum.Continuous}
+        return {}  # auto: triggered once the camera runs
+
+    def _capture(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(main RGB, lores Y plane, metadata) of the next frame."""
         if self._camera is None:
             raise SourceError("camera: read() before start()")
         try:
@@ -93,18 +209,53 @@ class PiCameraSource:
         try:
             image = request.make_array("main")
             yuv = request.make_array("lores")
+            metadata = request.get_metadata()
         finally:
             request.release()
+        # YUV420 arrives as (height * 3/2, stride): the Y plane is the first
+        # `height` rows, each padded from `width` to the stride.
         width, height = self.lores_size
-        frame = Frame(image=image, lores=yuv[:height, :width], timestamp=time.monotonic(),
-                      index=self._index)
-        self._index += 1
-        return frame
+        return image, yuv[:height, :width], metadata
 
-    def close(self) -> None:
-        if self._camera is not None:
-            try:
-                self._camera.stop()
-                self._camera.close()
-            finally:
-                self._camera = None
+    def _warm_up(self, af_states: Any = None) -> None:
+        """Let exposure, white balance and focus settle; then lock what is to be locked.
+
+        :param af_states: libcamera's ``AfStateEnum`` while a focus scan was
+            triggered: the warm-up then also lasts until the scan has ended
+            (at most :data:`AF_SCAN_LIMIT_SECONDS` longer).
+        """
+        started = time.monotonic()
+        metadata: dict[str, Any] = {}
+        frames = 0
+        scanned = af_states is None
+        while True:
+            _, _, metadata = self._capture()
+            frames += 1
+            elapsed = time.monotonic() - started
+            if not scanned:
+                # The scan starts a frame or two after the trigger: wait for
+                # Focused or Failed (as picamera2's autofocus_cycle does).
+                scanned = metadata.get("AfState") in (af_states.Focused, af_states.Failed)
+            if elapsed >= self.warmup_seconds and (
+                    scanned or elapsed >= self.warmup_seconds + AF_SCAN_LIMIT_SECONDS):
+                break
+        if af_states is not None and metadata.get("AfState") != af_states.Focused:
+            log.warning("autofocus found no focus (AfState %s): a plain bin floor may have too little "
+                        "contrast; set camera.af_mode = \"manual\" with lens_position = 1 / distance "
+                        "in metres", metadata.get("AfState"))
+        locked: dict[str, Any] = {}
+        if self.exposure == "locked":
+            locked.update(AeEnable=False, ExposureTime=int(metadata["ExposureTime"]),
+                          AnalogueGain=float(metadata["AnalogueGain"]))
+        if self.white_balance == "locked":
+            red, blue = metadata["ColourGains"]
+            locked.update(AwbEnable=False, ColourGains=(float(red), float(blue)))
+        if locked:
+            self._camera.set_controls(locked)
+        self.locked_controls = locked
+        focus = ""
+        if "LensPosition" in metadata:
+            focus = f", lens at {metadata['LensPosition']:.2f} dioptres (AfState {metadata.get('AfState')})"
+        log.info("camera warmed up over %d frame(s): exposure %s us, gain %.2f, colour gains %s%s%s",
+                 frames, metadata.get("ExposureTime"), metadata.get("AnalogueGain", 0.0),
+                 metadata.get("ColourGains"), focus, "; locked: " + ", ".join(locked) if locked else "")

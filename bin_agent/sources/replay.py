@@ -1,14 +1,18 @@
 """Replay image files as if a camera were watching the bin.
 
-This is what a laptop and the tests use instead of the Pi camera. The replay
-plays a scene per photo: ``empty_seconds`` of empty-bin frames, then the photo
-for ``item_seconds`` (an item lying in the bin), and finally a last stretch of
-empty frames so the last item is taken out again. The motion trigger thus sees
-what it would see on the Pi: empty → item → settled → empty.
+This is what a laptop and the tests use instead of the Pi camera. Two modes:
+
+* ``items`` plays a scene per photo: ``empty_seconds`` of empty-bin frames,
+  then the photo for ``item_seconds`` (an item lying in the bin), and finally a
+  last stretch of empty frames so the last item is taken out again. The motion
+  trigger thus sees what it would see on the Pi: empty → item → settled → empty.
+* ``sequence`` plays the files as they are, one frame per file in name order,
+  nothing added: a recording of a real bin (``bin-agent record``) replayed.
 
 With ``realtime = false`` nothing sleeps: frames come as fast as the agent takes
-them, stamped on a virtual clock running at ``fps``, so a whole replay is
-deterministic and quick (tests, benchmarks).
+them, stamped on a virtual clock that starts at 0 and advances exactly
+``1 / fps`` per frame (frame ``n`` is stamped ``n / fps``), so every replay of
+the same files gives the same events, frame for frame (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 from PIL import Image
@@ -57,6 +61,9 @@ class ReplaySource:
     """Plays photos as a sequence of frames.
 
     :param path: an image file or a folder searched recursively.
+    :param mode: ``"items"``: a scene of empty frames and the photo per file;
+        ``"sequence"``: each file is one frame, as recorded (the options of
+        the scenes, ``item_seconds`` to ``empty_frame``, do not apply).
     :param fps: frame rate (wall clock if ``realtime``, else the virtual clock).
     :param item_seconds: how long each photo is in view.
     :param empty_seconds: empty-bin frames before each photo (and after the last).
@@ -70,6 +77,7 @@ class ReplaySource:
         self,
         path: Path,
         *,
+        mode: Literal["items", "sequence"] = "items",
         fps: float = 10.0,
         realtime: bool = True,
         item_seconds: float = 2.0,
@@ -85,7 +93,10 @@ class ReplaySource:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if mode not in ("items", "sequence"):
+            raise ValueError(f"replay mode must be 'items' or 'sequence', got {mode!r}")
         self.path = Path(path)
+        self.mode = mode
         self.fps = fps
         self.realtime = realtime
         self.item_frames = max(1, round(item_seconds * fps))
@@ -106,7 +117,6 @@ class ReplaySource:
         self._lores: np.ndarray | None = None
         self._empty_photo: np.ndarray | None = None
         self._index = 0
-        self._t0 = 0.0
         self._next_due = 0.0
 
     def start(self) -> None:
@@ -118,10 +128,11 @@ class ReplaySource:
         if not images:
             raise SourceError(f"replay: no images in {self.path}")
         self.images = images
-        self._frames = self._scenes()
+        self._frames = self._scenes() if self.mode == "items" else self._sequence()
         self._index = 0
-        self._t0 = self._next_due = self._clock()
-        log.info("replaying %d image(s) from %s at %.1f fps", len(images), self.path, self.fps)
+        self._next_due = self._clock()
+        log.info("replaying %d image(s) from %s at %.1f fps (%s)", len(images), self.path, self.fps,
+                 self.mode)
 
     def read(self) -> Frame | None:
         if self._frames is None:
@@ -140,7 +151,9 @@ class ReplaySource:
             self._next_due = max(self._next_due, now) + 1.0 / self.fps
             timestamp = now
         else:
-            timestamp = self._t0 + self._index / self.fps
+            # Integer frame ticks, not a running float sum and no wall-clock
+            # start: frame n has the same timestamp on every run.
+            timestamp = self._index / self.fps
         frame = Frame(image=image, lores=self._lores_view(image), timestamp=timestamp,
                       index=self._index, name=name)
         self._index += 1
@@ -174,23 +187,36 @@ class ReplaySource:
             return self._empty_photo
         return plain_background(photo)
 
+    def _photos(self) -> Iterator[tuple[np.ndarray, str]]:
+        """Each readable image once, oriented; unreadable ones are skipped with a warning."""
+        for path in self.images:
+            try:
+                yield self._orient(load_image(path)), str(path)
+            except ImageError as exc:
+                log.warning("replay: skipping %s", exc)
+                if str(path) not in self.skipped:
+                    self.skipped.append(str(path))
+
+    def _sequence(self) -> Iterator[tuple[np.ndarray, str]]:
+        while True:
+            played = 0
+            for photo, name in self._photos():
+                yield photo, name
+                played += 1
+            if not self.loop or played == 0:
+                return
+
     def _scenes(self) -> Iterator[tuple[np.ndarray, str]]:
         empty: np.ndarray | None = None
         while True:
             played = 0
-            for path in self.images:
-                try:
-                    photo = self._orient(load_image(path))
-                except ImageError as exc:
-                    log.warning("replay: skipping %s", exc)
-                    self.skipped.append(str(path))
-                    continue
+            for photo, name in self._photos():
                 if empty is None or (self.empty_frame_path is None and empty.shape != photo.shape):
                     empty = self._empty_for(photo)
                 for _ in range(self.empty_frames):
                     yield empty, "empty"
                 for _ in range(self.item_frames):
-                    yield photo, str(path)
+                    yield photo, name
                 played += 1
             if empty is not None:
                 for _ in range(max(self.empty_frames, 1)):

@@ -1,0 +1,192 @@
+"""A stand-in for the ``picamera2`` and ``libcamera`` modules, which exist only on a Pi.
+
+It follows the real API as read in raspberrypi/picamera2 (picamera2.py,
+request.py): ``create_video_configuration`` returns a dict of streams;
+``align_configuration`` rounds each width down to the hardware's alignment
+(Pi 5: 64 pixels, 128 for YUV420); ``configure`` stores the configuration
+with each stream's ``stride`` in ``camera_config``; ``make_array("lores")`` of a
+YUV420 stream is ``(height * 3 // 2, stride)``; ``get_metadata`` has
+``ExposureTime`` (us), ``AnalogueGain``, ``ColourGains`` ``(red, blue)``,
+``AfState`` and ``LensPosition``; ``camera_controls`` lists ``AfMode`` only on a
+camera with a focus motor. Every call that matters is recorded in ``calls``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import types
+from typing import Any, ClassVar
+
+import numpy as np
+
+Y_LEVEL = 90          # the Y plane's value
+PADDING_LEVEL = 255   # the bytes past the width in each row, and the U/V planes
+ROW_PADDING = 64      # libcamera may pad each row beyond the width
+
+
+class AfModeEnum(enum.IntEnum):
+    Manual = 0
+    Auto = 1
+    Continuous = 2
+
+
+class AfTriggerEnum(enum.IntEnum):
+    Start = 0
+    Cancel = 1
+
+
+class AfStateEnum(enum.IntEnum):
+    Idle = 0
+    Scanning = 1
+    Focused = 2
+    Failed = 3
+
+
+class Transform:
+    def __init__(self, hflip: int = 0, vflip: int = 0) -> None:
+        self.hflip, self.vflip = hflip, vflip
+
+
+def libcamera_module() -> types.ModuleType:
+    module = types.ModuleType("libcamera")
+    module.Transform = Transform  # type: ignore[attr-defined]
+    module.controls = types.SimpleNamespace(  # type: ignore[attr-defined]
+        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum)
+    return module
+
+
+class Request:
+    def __init__(self, camera: "FakePicamera2", seq: int) -> None:
+        self.camera, self.seq, self.released = camera, seq, False
+
+    def make_array(self, name: str) -> np.ndarray:
+        stream = self.camera.camera_config[name]
+        width, height = stream["size"]
+        if stream["format"] == "YUV420":
+            array = np.full((height * 3 // 2, stream["stride"]), PADDING_LEVEL, np.uint8)
+            array[:height, :width] = Y_LEVEL
+            return array
+        image = np.zeros((height, width, 3), np.uint8)
+        image[..., 0] = self.seq % 256  # which frame this is, for the tests
+        return image
+
+    def get_metadata(self) -> dict[str, Any]:
+        return dict(self.camera.metadata_of(self.seq))
+
+    def release(self) -> None:
+        self.released = True
+
+
+class FakePicamera2:
+    """One camera; ``instances`` keeps every one made, for the test to inspect."""
+
+    instances: ClassVar[list["FakePicamera2"]] = []
+    has_autofocus = True
+    settle_frames = 5          # auto-exposure/white balance settle after this many frames
+    scan_frames = 3            # a focus scan (AfTrigger Start) ends after this many frames
+    scan_result = AfStateEnum.Focused
+    frame_seconds = 0.01
+
+    def __init__(self, camera_num: int = 0) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.camera_config: dict[str, Any] = {}
+        self.started = False
+        self.seq = 0
+        self.frame_times: dict[int, float] = {}
+        self.controls_set: dict[str, Any] = {}
+        self.scan_started: int | None = None
+        FakePicamera2.instances.append(self)
+
+    @property
+    def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
+        controls = {"ExposureTime": (100, 1_000_000, 20_000), "AnalogueGain": (1.0, 16.0, 1.0),
+                    "ColourGains": (0.0, 32.0, None), "AeEnable": (False, True, True),
+                    "AwbEnable": (False, True, True), "FrameRate": (1.0, 120.0, 30.0)}
+        if self.has_autofocus:
+            controls.update(AfMode=(0, 2, 0), LensPosition=(0.0, 15.0, 1.0), AfTrigger=(0, 1, 0))
+        return controls
+
+    def create_video_configuration(self, main: dict, lores: dict | None = None, transform: Any = None,
+                                   controls: dict | None = None, buffer_count: int = 6,
+                                   queue: bool = True, **_: Any) -> dict[str, Any]:
+        self.calls.append(("create_video_configuration", {"controls": dict(controls or {})}))
+        return {"main": {"format": "XBGR8888", **main}, "lores": None if lores is None else dict(lores),
+                "raw": None, "transform": transform, "controls": dict(controls or {}),
+                "buffer_count": buffer_count, "queue": queue}
+
+    @staticmethod
+    def align_stream(stream: dict, optimal: bool = True) -> None:
+        align = 64 if optimal else 2
+        if optimal and stream["format"] in ("YUV420", "YVU420"):
+            align *= 2
+        width, height = stream["size"]
+        stream["size"] = (width - width % align, height - height % 2)
+
+    def align_configuration(self, config: dict, optimal: bool = True) -> None:
+        self.calls.append(("align_configuration", None))
+        self.align_stream(config["main"], optimal)
+        if config.get("lores") is not None:
+            self.align_stream(config["lores"], optimal)
+
+    def configure(self, config: dict) -> None:
+        self.calls.append(("configure", {k: dict(config[k]) for k in ("main", "lores")}))
+        config = dict(config)
+        for name in ("main", "lores"):
+            stream = dict(config[name])
+            width = stream["size"][0]
+            stream["stride"] = width * 3 if stream["format"] != "YUV420" else width + ROW_PADDING
+            config[name] = stream
+        self.camera_config = config
+        self.controls_set = dict(config["controls"])
+
+    def start(self) -> None:
+        self.calls.append(("start", time.monotonic()))
+        self.started = True
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        self.calls.append(("set_controls", dict(controls)))
+        self.controls_set.update(controls)
+        if controls.get("AfTrigger") == AfTriggerEnum.Start:
+            self.scan_started = self.seq
+
+    def capture_request(self, wait: Any = None) -> int:
+        assert self.started, "capture before start"
+        return self.seq
+
+    def wait(self, job: int, timeout: float | None = None) -> Request:
+        time.sleep(self.frame_seconds)
+        seq = self.seq
+        self.seq += 1
+        self.frame_times[seq] = time.monotonic()
+        return Request(self, seq)
+
+    def metadata_of(self, seq: int) -> dict[str, Any]:
+        settled = seq >= self.settle_frames
+        metadata: dict[str, Any] = {
+            "ExposureTime": 12_345 if settled else 30_000 - seq * 1000,
+            "AnalogueGain": 2.5 if settled else 8.0,
+            "ColourGains": (1.9, 1.6) if settled else (1.0, 1.0),
+            "SensorTimestamp": seq * 10_000_000,
+        }
+        if self.has_autofocus:
+            state, lens = AfStateEnum.Idle, 1.0
+            if self.scan_started is not None and seq > self.scan_started:
+                done = seq > self.scan_started + self.scan_frames
+                state = self.scan_result if done else AfStateEnum.Scanning
+                lens = 4.0 if done else 2.0
+            metadata.update(AfState=state, LensPosition=lens)
+        return metadata
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+        self.started = False
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+def picamera2_module() -> types.ModuleType:
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
+    return module

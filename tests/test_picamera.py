@@ -1,0 +1,170 @@
+"""The Pi camera source against a stand-in picamera2 (tests/fake_picamera2.py): what is
+configured, which controls are set and when, which rows of the lores stream are used.
+What only a real camera shows (focus sharpness, AE/AWB settling times) is not tested here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bin_agent.sources import SourceError
+from bin_agent.sources.picamera import PiCameraSource, import_picamera2
+
+from . import fake_picamera2 as fake
+from .helpers import TINY_MODELS, base_config, write_toml
+
+
+@pytest.fixture
+def camera_modules(monkeypatch):
+    """picamera2 and libcamera as the stand-in; the cameras made are in FakePicamera2.instances."""
+    monkeypatch.setitem(sys.modules, "picamera2", fake.picamera2_module())
+    monkeypatch.setitem(sys.modules, "libcamera", fake.libcamera_module())
+    monkeypatch.setattr(fake.FakePicamera2, "instances", [])
+    monkeypatch.setattr(fake.FakePicamera2, "has_autofocus", True)
+    return fake.FakePicamera2
+
+
+def started(**options) -> tuple[PiCameraSource, fake.FakePicamera2]:
+    source = PiCameraSource(**{"warmup_seconds": 0.2, **options})
+    source.start()
+    return source, fake.FakePicamera2.instances[-1]
+
+
+def calls(camera, name):
+    return [args for call, args in camera.calls if call == name]
+
+
+def test_lores_is_the_y_plane_at_the_size_the_camera_configured(camera_modules):
+    # Asked 320x240: aligned for a Pi 5 (YUV420 width a multiple of 128) it is 256x240,
+    # and each row arrives padded to its stride.
+    source, camera = started(main_size=(640, 480), lores_size=(320, 240))
+    assert calls(camera, "align_configuration") == [None]
+    assert calls(camera, "configure")[0]["lores"]["size"] == (256, 240)
+    assert source.lores_size == (256, 240)
+    frame = source.read()
+    assert frame.lores.shape == (240, 256)
+    assert np.all(frame.lores == fake.Y_LEVEL), "padding or U/V rows leaked into the Y plane"
+    assert frame.image.shape == (480, 640, 3)
+    source.close()
+    assert calls(camera, "stop") and calls(camera, "close")
+
+
+def test_warm_up_passes_before_the_first_frame_is_handed_on(camera_modules):
+    source, camera = started(warmup_seconds=0.3)
+    (start_time,) = calls(camera, "start")
+    first = source.read()
+    seq = int(first.image[0, 0, 0])
+    assert first.index == 0
+    assert camera.frame_times[seq] - start_time >= 0.3
+    assert seq >= camera.settle_frames
+
+
+def test_locked_exposure_and_white_balance_take_the_settled_values(camera_modules):
+    source, camera = started(exposure="locked", white_balance="locked")
+    lock = calls(camera, "set_controls")[-1]
+    assert lock == {"AeEnable": False, "ExposureTime": 12_345, "AnalogueGain": 2.5,
+                    "AwbEnable": False, "ColourGains": (1.9, 1.6)}
+    assert source.locked_controls == lock
+    # Locked before any frame was handed on.
+    assert camera.calls[-1][0] == "set_controls"
+    source.read()
+
+
+def test_auto_exposure_and_white_balance_lock_nothing(camera_modules):
+    source, camera = started(exposure="auto", white_balance="auto", af_mode="continuous")
+    assert calls(camera, "set_controls") == []
+    assert source.locked_controls == {}
+
+
+@pytest.mark.parametrize("af_mode, configured, after_start", [
+    ("manual", {"AfMode": fake.AfModeEnum.Manual, "LensPosition": 2.5}, []),
+    ("continuous", {"AfMode": fake.AfModeEnum.Continuous}, []),
+    ("auto", {}, [{"AfMode": fake.AfModeEnum.Auto, "AfTrigger": fake.AfTriggerEnum.Start}]),
+])
+def test_autofocus_modes(camera_modules, af_mode, configured, after_start):
+    _, camera = started(af_mode=af_mode, lens_position=2.5)
+    controls = calls(camera, "create_video_configuration")[0]["controls"]
+    assert {k: v for k, v in controls.items() if k != "FrameRate"} == configured
+    assert controls["FrameRate"] == 10.0
+    assert calls(camera, "set_controls") == after_start
+
+
+def test_auto_focus_warm_up_lasts_until_the_scan_ends(camera_modules, monkeypatch):
+    # A scan longer than the warm-up: the first frame comes after it, with the lens focused.
+    monkeypatch.setattr(fake.FakePicamera2, "scan_frames", 40)  # 0.4 s at 10 ms per frame
+    source, camera = started(af_mode="auto", warmup_seconds=0.1)
+    first = source.read()
+    seq = int(first.image[0, 0, 0])
+    assert camera.metadata_of(seq)["AfState"] == fake.AfStateEnum.Focused
+
+
+def test_auto_focus_that_fails_is_reported_and_does_not_hang(camera_modules, monkeypatch, caplog):
+    monkeypatch.setattr(fake.FakePicamera2, "scan_result", fake.AfStateEnum.Failed)
+    source, _ = started(af_mode="auto", warmup_seconds=0.1)
+    assert "autofocus found no focus" in caplog.text and 'af_mode = \"manual\"' in caplog.text
+    source.read()
+
+
+@pytest.mark.parametrize("af_mode", ["manual", "auto", "continuous"])
+def test_a_camera_without_autofocus_gets_no_focus_controls(camera_modules, monkeypatch, af_mode):
+    monkeypatch.setattr(fake.FakePicamera2, "has_autofocus", False)
+    _, camera = started(af_mode=af_mode)
+    controls = calls(camera, "create_video_configuration")[0]["controls"]
+    assert set(controls) == {"FrameRate"}
+    assert calls(camera, "set_controls") == []
+
+
+# --------------------------------------------------------------------------- import failures
+
+
+def test_import_error_is_exit_78_with_the_install_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "libcamera", fake.libcamera_module())
+    with pytest.raises(SourceError) as info:
+        import_picamera2()
+    assert info.value.exit_code == 78
+    assert "apt install -y python3-picamera2" in str(info.value)
+
+
+NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
+             "Expected 96 from C header, got 88 from PyObject")
+
+
+@pytest.fixture
+def broken_picamera2(tmp_path):
+    """A picamera2 on the path that fails to import the way the apt one does under numpy 2."""
+    site = tmp_path / "site"
+    (site / "picamera2").mkdir(parents=True)
+    (site / "picamera2" / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    (site / "libcamera.py").write_text("class Transform:\n    pass\ncontrols = None\n")
+    return site
+
+
+def test_numpy_abi_clash_is_exit_78_with_the_numpy_fix(monkeypatch, broken_picamera2):
+    monkeypatch.syspath_prepend(str(broken_picamera2))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.delitem(sys.modules, "libcamera", raising=False)
+    with pytest.raises(SourceError) as info:
+        import_picamera2()
+    message = str(info.value)
+    assert info.value.exit_code == 78
+    assert "numpy.dtype size changed" in message and 'pip install "numpy<2"' in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("command", [["run", "--config"], ["check-config"]])
+def test_agent_with_a_broken_picamera2_exits_78_with_one_line(tmp_path, broken_picamera2, command):
+    data = base_config(tmp_path, model=TINY_MODELS / "tiny_uint8.tflite", mqtt=False)
+    data["camera"]["source"] = "picamera2"
+    config = write_toml(tmp_path / "agent.toml", data)
+    result = subprocess.run([sys.executable, "-m", "bin_agent", *command, str(config)],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(broken_picamera2)})
+    assert result.returncode == 78, result.stderr
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]
+    assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert 'pip install "numpy<2"' in ours[0] and "ValueError" in ours[0]
