@@ -314,6 +314,54 @@ def test_request_fires_once_and_consumes_settling_item() -> None:
     assert trigger.state == "occupied"
 
 
+def test_item_box_is_the_item_in_full_frame_fractions() -> None:
+    """The box of the motion mask, after the item settled: the item's own
+    rectangle (to a block of 4 px, plus noise), in fractions of the frame. A
+    crumb of one block that fell with it does not stretch the box."""
+    crumb = Item(y=20, x=280, size=4, seed=2)
+    trigger = motion_trigger()
+    fired = run(trigger, Scene(seed=12),
+                lambda t: (falling(t, 2.0, 100, 60) + ([crumb] if t > 2.0 else []), 1.0), 6.0, 10)
+    assert len(fired) == 1
+    item = (60 / W, 100 / H, 120 / W, 160 / H)  # x0, y0, x1, y1 of the 60 px item
+    assert trigger.item_box == pytest.approx(item, abs=8 / W), trigger.item_box
+
+
+def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
+    """Zone = the left half: an item landing in the right half is not seen (a
+    hand reaching past the bin, the rim); one landing inside fires, and its
+    box is still in fractions of the full frame."""
+    zone = (0.0, 0.1, 0.5, 1.0)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        items = falling(t, 2.0, 100, 220)  # right half: outside
+        if t >= 8.0:
+            items += falling(t, 8.0, 120, 40, seed=3, level=40.0)
+        return items, 1.0
+
+    trigger = motion_trigger(drop_zone=zone)
+    fired = run(trigger, Scene(seed=13), script, 12.0, 10)
+    assert len(fired) == 1 and in_window(fired[0], 8.4, 10), fired
+    assert trigger.item_box == pytest.approx((40 / W, 120 / H, 100 / W, 180 / H), abs=8 / W)
+    # Without the zone the first item fires (and the second, dropped while
+    # the first still lies there, does not).
+    fired = run(motion_trigger(), Scene(seed=13), script, 12.0, 10)
+    assert len(fired) == 1 and in_window(fired[0], 2.4, 10), fired
+
+
+def test_request_while_occupied_gives_the_item_box() -> None:
+    trigger = motion_trigger()
+    scene = Scene(seed=14)
+    image = np.zeros((4, 4, 3), np.uint8)
+    item = [Item(y=50, x=200)]
+    for k in range(40):
+        trigger.update(Frame(image, scene.render(item if k >= 10 else []), k / 10, k))
+    assert trigger.state == "occupied"
+    trigger.request()
+    assert trigger.update(Frame(image, scene.render(item), 4.0, 40))
+    assert trigger.item_box == pytest.approx((200 / W, 50 / H, 260 / W, 110 / H), abs=8 / W)
+
+
 def test_initialisation_and_resize() -> None:
     trigger = motion_trigger(init_frames=3)
     scene = Scene(seed=11)
