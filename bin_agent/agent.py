@@ -31,9 +31,9 @@ from typing import Any, Callable, TextIO
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
-from .config import Config
+from .config import CameraSection, Config
 from .events import SortedItem, utc_now_iso
-from .geometry import PixelBox, crop_box, to_normalised
+from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .mqtt import MqttLink, Topics, read_password
 from .notify import Notifier
 from .router import Router
@@ -124,14 +124,9 @@ class Agent:
         return exit_code
 
     def region_to_classify(self, image: Any) -> PixelBox:
-        """The item's box from the trigger (if it knows it) grown by
-        ``camera.crop_margin``, made the shape of the model input and kept
-        inside the drop zone; the drop zone if the trigger does not know."""
-        height, width = image.shape[:2]
-        input_h, input_w = self.classifier.spec.input_size
-        camera = self.config.camera
-        return crop_box((width, height), self.trigger.item_box, camera.crop_margin, camera.zone,
-                        aspect=input_w / input_h)
+        """The region of ``image`` to classify for the item the trigger saw."""
+        return region_to_classify(self.config.camera, self.classifier.spec.input_size, image.shape,
+                                  self.trigger.item_box)
 
     def handle_item(self, image: Any, source_name: str = "", trigger_ms: float = 0.0,
                     region: PixelBox | None = None) -> SortedItem:
@@ -269,6 +264,17 @@ class Agent:
 
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
+
+
+def region_to_classify(camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...],
+                       item_box: NormBox | None) -> PixelBox:
+    """The item's box (if the trigger knows it) grown by ``camera.crop_margin``,
+    made the shape of the model input (``(height, width)``) and kept inside
+    ``camera.drop_zone``; the drop zone if the box is unknown. Pixels of a
+    frame of ``image_shape`` (``(height, width, ...)``)."""
+    height, width = image_shape[0], image_shape[1]
+    input_h, input_w = input_size
+    return crop_box((width, height), item_box, camera.crop_margin, camera.zone, aspect=input_w / input_h)
 
 
 # ---------------------------------------------------------------------- assembly

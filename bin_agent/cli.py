@@ -3,6 +3,7 @@
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
+``bin-agent snapshot OUT.jpg``         a frame with the drop zone and the detection drawn
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
@@ -132,6 +133,39 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------------- snapshot
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        return _fail(f"--frames: {args.frames} must be at least 1", 2)
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    from .agent import StartupError, build_source
+    from .snapshot import describe, draw, take_snapshot
+    from .sources import SourceError
+
+    try:
+        source = build_source(config)
+    except StartupError as exc:
+        return _fail(str(exc), exc.exit_code)
+    try:
+        source.start()
+        snapshot = take_snapshot(config, source, args.frames)
+    except SourceError as exc:
+        return _fail(str(exc), 1)
+    finally:
+        source.close()
+    try:
+        draw(snapshot).save(args.out)
+    except (OSError, ValueError) as exc:  # no such folder, unknown extension
+        return _fail(f"{args.out}: cannot save the snapshot ({exc})", 1)
+    print(describe(snapshot, args.out))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -159,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
+
+    snapshot = sub.add_parser(
+        "snapshot", help="save a frame with the drop zone and the detection drawn (camera set-up; "
+                         "stop the service first)")
+    snapshot.add_argument("out", type=Path, metavar="OUT.jpg", help="image to write (.jpg or .png)")
+    snapshot.add_argument("--config", "-c", type=Path, default=Path("/etc/bin-agent/bin-agent.toml"),
+                          help="TOML config file (default: %(default)s)")
+    snapshot.add_argument("--frames", type=int, default=30,
+                          help="frames to read; the motion trigger watches them and the frame it "
+                               "fires on is saved, else the last one (default: %(default)s)")
+    snapshot.set_defaults(func=cmd_snapshot)
 
     try:
         from .training.commands import register
