@@ -44,10 +44,10 @@ def box_problem(values: Sequence[float]) -> str | None:
 def to_pixels(box: NormBox, frame_size: tuple[int, int]) -> PixelBox:
     """``box`` in pixels of a ``(width, height)`` frame, at least 1 px wide and high."""
     width, height = frame_size
-    left = min(max(int(round(box[0] * width)), 0), width - 1)
-    top = min(max(int(round(box[1] * height)), 0), height - 1)
-    right = min(max(int(round(box[2] * width)), left + 1), width)
-    bottom = min(max(int(round(box[3] * height)), top + 1), height)
+    left = min(max(round(box[0] * width), 0), width - 1)
+    top = min(max(round(box[1] * height), 0), height - 1)
+    right = min(max(round(box[2] * width), left + 1), width)
+    bottom = min(max(round(box[3] * height), top + 1), height)
     return (left, top, right, bottom)
 
 

@@ -17,6 +17,7 @@ Run it with the service stopped: the camera serves one process at a time.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def last_sorted_item(config: Config) -> dict[str, Any] | None:
         return None
     try:
         item = store.last_item()
-    except Exception:  # sqlite3 errors on a locked or damaged file: draw without it
+    except (sqlite3.Error, ValueError):  # a locked or damaged file: draw without it
         item = None
     finally:
         store.close()

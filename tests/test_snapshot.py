@@ -49,12 +49,12 @@ def config_file(tmp_path: Path, **trigger: object) -> Path:
 
 def snapshot(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bin_agent", "snapshot", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def on_outline(picture: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> bool:
     """The left edge of ``box`` is drawn in ``colour`` half-way down."""
-    left, top, right, bottom = box
+    left, top, _, bottom = box
     return tuple(picture[(top + bottom) // 2, left + 1]) == colour
 
 

@@ -31,7 +31,7 @@ from .gpio import GpioTrigger
 from .manual import ManualTrigger
 from .motion import MotionTrigger
 
-__all__ = ["Trigger", "MotionTrigger", "GpioTrigger", "ManualTrigger", "build_trigger"]
+__all__ = ["GpioTrigger", "ManualTrigger", "MotionTrigger", "Trigger", "build_trigger"]
 
 
 def build_trigger(section: Any, *, drop_zone: NormBox = FULL_FRAME, pin_factory: Any = None) -> Trigger:
