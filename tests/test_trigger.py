@@ -616,6 +616,48 @@ def test_gpio_distance_sensor_tuned_for_a_falling_item(factory) -> None:
         trigger.close()
 
 
+@pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
+@pytest.mark.filterwarnings("ignore::gpiozero.DistanceSensorNoEcho")
+def test_gpio_distance_sensor_sees_an_item_falling_past_it(factory) -> None:
+    """An item in front of the sensor for 0.2 s (falling past it) is seen with
+    the configured few quick readings; gpiozero's own 9 readings 60 ms apart
+    cannot reach a median of "near" in that time (at most 4 near readings)."""
+    import gpiozero
+    from gpiozero.pins.mock import MockTriggerPin
+
+    far, near = 0.03, 0.0  # echo times: 5 m (beyond max_distance), right in front
+    echo = factory.pin(17)
+    sonar = factory.pin(18, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
+    # A wide threshold: a loaded machine's late echo thread must not make "near" look far.
+    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17,
+                           max_distance=4.0, threshold_distance=3.5)
+    try:
+        assert wait_for(lambda: len(trigger.device._queue.queue) >= 1)
+        assert trigger.state == "idle"
+        sonar.echo_time = near
+        time.sleep(0.2)
+        sonar.echo_time = far
+        assert wait_for(lambda: trigger.state == "waiting", timeout=2.0), "the tuned sensor missed it"
+        assert trigger.update(blank(time.monotonic()))
+    finally:
+        trigger.close()
+
+    echo = factory.pin(22)
+    sonar = factory.pin(23, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
+    stock = gpiozero.DistanceSensor(echo=22, trigger=23, max_distance=4.0, threshold_distance=3.5,
+                                    pin_factory=factory)
+    seen = threading.Event()
+    stock.when_in_range = seen.set
+    try:
+        assert stock.wait_for_out_of_range(timeout=5)
+        sonar.echo_time = near
+        time.sleep(0.2)
+        sonar.echo_time = far
+        assert not seen.wait(1.0), "gpiozero's defaults saw it: this test no longer shows the tuning"
+    finally:
+        stock.close()
+
+
 def test_gpio_unknown_kind(factory) -> None:
     with pytest.raises(ValueError):
         gpio_trigger(factory, kind="laser")
