@@ -4,7 +4,8 @@ The loop reads top to bottom, once per frame::
 
     frame = source.read()            # camera or replay
     if trigger.update(frame):        # a new item lies still in the drop zone
-        classification = classifier.classify(frame.image)
+        region = crop_box(...)       # the item's box + a margin, inside the zone
+        classification = classifier.classify(region of frame.image)
         route = router.route(...)    # class → compartment, or the fallback
         sorter.sort(route.compartment)   # servo/flaps/LEDs; blocks: one item at a time
         store.record_event(...)      # durable outbox + counts, one transaction
@@ -31,14 +32,15 @@ from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .commands import CommandGate, CommandRejected
-from .config import Config, ConfigError, broker_password, broker_tls_context
+from .config import CameraSection, Config, ConfigError, broker_password, broker_tls_context
 from .events import SortedItem, utc_now_iso
+from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .mqtt import MqttLink, Topics
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
 from .store import Store
-from .trigger import Trigger, build_trigger
+from .triggers import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +116,26 @@ class Agent:
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
-                    self.handle_item(frame.image, frame.name, trigger_ms)
+                    region = self.region_to_classify(frame.image)
+                    self.handle_item(frame.image, frame.name, trigger_ms, region)
         finally:
             self.close()
         return exit_code
 
-    def handle_item(self, image: Any, source_name: str = "", trigger_ms: float = 0.0) -> SortedItem:
-        """Classify, route, actuate, record and publish one item."""
+    def region_to_classify(self, image: Any) -> PixelBox:
+        """The region of ``image`` to classify for the item the trigger saw."""
+        return region_to_classify(self.config.camera, self.classifier.spec.input_size, image.shape,
+                                  self.trigger.item_box)
+
+    def handle_item(self, image: Any, source_name: str = "", trigger_ms: float = 0.0,
+                    region: PixelBox | None = None) -> SortedItem:
+        """Classify the ``region`` of ``image`` (default: all of it), route,
+        actuate, record and publish one item."""
         started = time.perf_counter()
         self.indicators.busy()
-        classification = self.classifier.classify(image)
+        height, width = image.shape[:2]
+        left, top, right, bottom = region if region is not None else (0, 0, width, height)
+        classification = self.classifier.classify(image[top:bottom, left:right])
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
         t_actuate = time.perf_counter()
@@ -143,6 +155,7 @@ class Agent:
             model_version=self.classifier.version,
             latency_ms=latency,
             source=source_name if source_name != "empty" else "",
+            box=to_normalised((left, top, right, bottom), (width, height)),
         )
         topics = self._topics()
 
@@ -253,6 +266,17 @@ class Agent:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
 
 
+def region_to_classify(camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...],
+                       item_box: NormBox | None) -> PixelBox:
+    """The item's box (if the trigger knows it) grown by ``camera.crop_margin``,
+    made the shape of the model input (``(height, width)``) and kept inside
+    ``camera.drop_zone``; the drop zone if the box is unknown. Pixels of a
+    frame of ``image_shape`` (``(height, width, ...)``)."""
+    height, width = image_shape[0], image_shape[1]
+    input_h, input_w = input_size
+    return crop_box((width, height), item_box, camera.crop_margin, camera.zone, aspect=input_w / input_h)
+
+
 # ---------------------------------------------------------------------- assembly
 
 
@@ -333,7 +357,8 @@ def build_agent(
         except Exception as exc:
             raise StartupError(f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", 78) from None
         try:
-            trigger = make_trigger(config, pin_factory)
+            trigger = build_trigger(config.trigger, drop_zone=config.camera.zone,
+                                    pin_factory=pin_factory)
         except Exception as exc:
             raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", 78) from None
         undo.callback(trigger.close)
@@ -402,31 +427,3 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
         password=password,
         tls=tls,
     )
-
-
-def make_trigger(config: Config, pin_factory: Any) -> Trigger:
-    """The trigger named by ``trigger.mode``, with its section's settings."""
-    trigger = config.trigger
-    if trigger.mode == "motion":
-        motion = trigger.motion
-        return build_trigger(
-            "motion",
-            pixel_threshold=motion.pixel_threshold,
-            min_area=motion.min_area,
-            max_motion=motion.max_motion,
-            settle_seconds=trigger.settle_seconds,
-            rearm_seconds=motion.rearm_seconds,
-            background_seconds=motion.background_seconds,
-            absorb_seconds=motion.absorb_seconds or None,
-        )
-    if trigger.mode == "gpio":
-        gpio = trigger.gpio
-        common = dict(pin_factory=pin_factory, settle_seconds=trigger.settle_seconds,
-                      bounce_seconds=gpio.bounce_seconds or None)
-        if gpio.kind == "distance":
-            return build_trigger("gpio", kind="distance", pin=gpio.echo_pin, trigger_pin=gpio.pin,
-                                 threshold_distance=gpio.threshold_distance, **common)
-        if gpio.kind == "pir":  # a PIR drives its output: no pull resistor
-            return build_trigger("gpio", kind="pir", pin=gpio.pin, **common)
-        return build_trigger("gpio", kind=gpio.kind, pin=gpio.pin, pull_up=gpio.pull_up, **common)
-    return build_trigger("manual")

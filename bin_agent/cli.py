@@ -4,6 +4,7 @@
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
 ``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
+``bin-agent snapshot OUT.jpg``         a frame with the drop zone and the detection drawn
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
@@ -168,6 +169,39 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- snapshot
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        return _fail(f"--frames: {args.frames} must be at least 1", 2)
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    from .agent import StartupError, build_source
+    from .snapshot import describe, draw, take_snapshot
+    from .sources import SourceError
+
+    try:
+        source = build_source(config)
+    except StartupError as exc:
+        return _fail(str(exc), exc.exit_code)
+    try:
+        source.start()
+        snapshot = take_snapshot(config, source, args.frames)
+    except SourceError as exc:
+        return _fail(str(exc), 1)
+    finally:
+        source.close()
+    try:
+        draw(snapshot).save(args.out)
+    except (OSError, ValueError) as exc:  # no such folder, unknown extension
+        return _fail(f"{args.out}: cannot save the snapshot ({exc})", 1)
+    print(describe(snapshot, args.out))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -203,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--format", choices=["png", "jpg"], default="png",
                      help="png (lossless, default) or jpg (smaller)")
     rec.set_defaults(func=cmd_record)
+
+    snapshot = sub.add_parser(
+        "snapshot", help="save a frame with the drop zone and the detection drawn (camera set-up; "
+                         "stop the service first)")
+    snapshot.add_argument("out", type=Path, metavar="OUT.jpg", help="image to write (.jpg or .png)")
+    snapshot.add_argument("--config", "-c", type=Path, default=Path("/etc/bin-agent/bin-agent.toml"),
+                          help="TOML config file (default: %(default)s)")
+    snapshot.add_argument("--frames", type=int, default=30,
+                          help="frames to read; the motion trigger watches them and the frame it "
+                               "fires on is saved, else the last one (default: %(default)s)")
+    snapshot.set_defaults(func=cmd_snapshot)
 
     try:
         from .training.commands import register

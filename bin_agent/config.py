@@ -135,7 +135,22 @@ class CameraSection:
         "auto", "auto: auto white balance throughout; locked: fixed at what it settled on during "
         "the warm-up.",
     )
+    drop_zone: list[float] = _opt(
+        [0.0, 0.0, 1.0, 1.0],
+        "[x0, y0, x1, y1] of the drop zone as fractions of the frame (0, 0 top left): "
+        "the motion trigger watches only it, and what is classified never leaves it.",
+    )
+    crop_margin: float = _opt(
+        0.15, "The item's box is grown by this share of its size on each side before it is "
+        "classified.", min=0, max=2,
+    )
     replay: ReplaySection = _sub(ReplaySection, "Settings of the replay source.")
+
+    @property
+    def zone(self) -> tuple[float, float, float, float]:
+        """:attr:`drop_zone` as a ``geometry.NormBox`` (validated at load)."""
+        x0, y0, x1, y1 = self.drop_zone
+        return (x0, y0, x1, y1)
 
 
 @dataclass
@@ -168,11 +183,33 @@ class GpioTriggerSection:
         "beam", "Sensor: button, IR break-beam (beam), PIR motion (pir), ultrasonic (distance)."
     )
     pin: int = _opt(17, "BCM pin of the sensor (trigger pin for distance).", min=0, max=27)
-    echo_pin: int = _opt(27, "Echo pin (distance sensor only).", min=0, max=27)
-    pull_up: bool = _opt(True, "Use the internal pull-up (sensor pulls the pin low when active).")
-    bounce_seconds: float = _opt(0.05, "Debounce time.", min=0, max=5)
+    echo_pin: int = _opt(27, "Echo pin (distance sensor only), through a 5 V -> 3.3 V divider.",
+                         min=0, max=27)
+    pull_up: bool = _opt(True, "beam, button: use the internal pull-up (else the pull-down).")
+    active_state: Literal["low", "high"] = _opt(
+        "low", "beam, button: the pin's level while the beam is broken or the button pressed."
+    )
+    bounce_seconds: float = _opt(
+        0.0, "beam, button: debounce time; 0: none (lgpio drops any pulse shorter than it, "
+        "and a falling item breaks a beam for only some tens of milliseconds).", min=0, max=5,
+    )
+    cooldown_seconds: float = _opt(
+        0.5, "After an item fired, sensor reports for this long are the same item "
+        "(chatter, bounces).", min=0, max=30,
+    )
     threshold_distance: float = _opt(
-        0.2, "Distance sensor: an item closer than this (metres) fires.", min=0.01, max=4
+        0.2, "distance: an item closer than this (metres) fires.", min=0.01, max=4
+    )
+    max_distance: float = _opt(
+        1.0, "distance: the farthest the sensor measures (metres); above threshold_distance.",
+        min=0.02, max=4,
+    )
+    queue_len: int = _opt(
+        3, "distance: readings whose median is compared with the threshold "
+        "(gpiozero's 9 smooths a falling item away).", min=1, max=30,
+    )
+    sample_wait_seconds: float = _opt(
+        0.02, "distance: pause between readings (gpiozero's is 0.06).", min=0.005, max=1
     )
 
 
@@ -568,9 +605,20 @@ def _check_trigger(config: Config, problems: list[str]) -> None:
         problems.append(
             f"trigger.motion.max_motion: {motion.max_motion} must be below min_area ({motion.min_area})"
         )
+    gpio = config.trigger.gpio
+    if gpio.threshold_distance >= gpio.max_distance:
+        problems.append(
+            f"trigger.gpio.threshold_distance: {gpio.threshold_distance} must be below "
+            f"max_distance ({gpio.max_distance})"
+        )
 
 
 def _check_sizes(config: Config, problems: list[str]) -> None:
+    from .geometry import box_problem
+
+    problem = box_problem(config.camera.drop_zone)
+    if problem is not None:
+        problems.append(f"camera.drop_zone: {problem}")
     for key in ("main_size", "lores_size"):
         size = getattr(config.camera, key)
         if len(size) != 2 or not all(16 <= v <= 4056 for v in size):

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .classifier import Classification
+from .geometry import NormBox
 from .router import Route
 
 
@@ -22,6 +23,8 @@ class SortedItem:
 
     :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
         ``inference``, ``route``, ``actuate``, ``record``, ``total``).
+    :param box: the region of the frame that was classified, as fractions
+        ``(x0, y0, x1, y1)`` of the frame (``geometry.NormBox``).
     """
 
     bin_id: str
@@ -30,6 +33,7 @@ class SortedItem:
     model_version: str
     latency_ms: dict[str, float]
     source: str = ""
+    box: NormBox | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: str = field(default_factory=utc_now_iso)
 
@@ -47,6 +51,7 @@ class SortedItem:
             "latency_ms": {k: round(v, 2) for k, v in self.latency_ms.items()},
             "model_version": self.model_version,
             "source": self.source,
+            "box": None if self.box is None else [round(v, 4) for v in self.box],
         }
 
     def line(self, number: int) -> str:

@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from bin_agent.sources.base import Frame
-from bin_agent.trigger import MotionTrigger
+from bin_agent.config import TriggerSection
+from bin_agent.triggers import MotionTrigger
 
 
 def frames(width: int, height: int, item: bool, count: int, seed: int = 0) -> list[Frame]:
@@ -54,7 +55,7 @@ def main() -> None:
 
     empty = frames(args.width, args.height, item=False, count=args.frames)
     occupied = frames(args.width, args.height, item=True, count=args.frames, seed=1)
-    trigger = MotionTrigger()
+    trigger = MotionTrigger.from_config(TriggerSection())
     bench(trigger, empty[:20])  # initialise the background, warm caches
     us_empty = bench(trigger, empty)
     # Same trigger: the item appears, settles, fires; then it stays.

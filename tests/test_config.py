@@ -74,6 +74,14 @@ def test_valid_dict_builds(tmp_path):
         ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path: model file /nonexistent/model.tflite not found"),
         ({"camera": {"replay": {"path": "/nonexistent/photos"}}}, "camera.replay.path: /nonexistent/photos does not exist"),
         ({"camera": {"main_size": [640]}}, "camera.main_size: expected [width, height]"),
+        ({"camera": {"drop_zone": [0.5, 0.0, 0.4, 1.0]}}, "camera.drop_zone: x1 must exceed x0"),
+        ({"camera": {"drop_zone": [0, 0, 1]}}, "camera.drop_zone: expected [x0, y0, x1, y1]"),
+        ({"camera": {"drop_zone": [0, 0, 1.5, 1]}}, "camera.drop_zone: every value is a fraction"),
+        ({"camera": {"drop_zone": "all"}}, "camera.drop_zone: expected a list"),
+        ({"camera": {"crop_margin": -0.1}}, "camera.crop_margin: -0.1 is below the minimum 0"),
+        ({"trigger": {"gpio": {"active_state": "up"}}}, "trigger.gpio.active_state: 'up' is not one of"),
+        ({"trigger": {"gpio": {"threshold_distance": 1.5}}},
+         "trigger.gpio.threshold_distance: 1.5 must be below max_distance (1.0)"),
     ],
 )
 def test_each_mistake_is_named_with_its_key(tmp_path, patch, expected):

@@ -9,16 +9,20 @@ and distance-sensor tests, whose gpiozero devices sample in their own threads.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 
+from bin_agent.config import GpioTriggerSection, MotionSection, TriggerSection
+from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
-from bin_agent.trigger import (
+from bin_agent.triggers import (
     GpioTrigger,
     ManualTrigger,
     MotionTrigger,
@@ -128,6 +132,20 @@ def hand(t: float, t0: float, duration: float, pause: float = 0.0) -> list[Item]
 SETTLE = 1.0
 
 
+def motion_trigger(settle_seconds: float = SETTLE, drop_zone: NormBox = FULL_FRAME,
+                   **settings: Any) -> MotionTrigger:
+    """A motion trigger as the agent builds it: the config's defaults, with
+    ``settings`` of ``[trigger.motion]`` changed; other keyword arguments
+    (``init_frames`` ...) are the trigger's own tuning."""
+    config_keys = {f.name for f in dataclasses.fields(MotionSection)}
+    section = TriggerSection(
+        mode="motion", settle_seconds=settle_seconds,
+        motion=MotionSection(**{k: v for k, v in settings.items() if k in config_keys}),
+    )
+    tuning = {k: v for k, v in settings.items() if k not in config_keys}
+    return MotionTrigger.from_config(section, drop_zone, **tuning)
+
+
 def in_window(fired_at: float, landed: float, fps: float) -> bool:
     """Fired on a frame after the settle time, and no later than needed."""
     return landed + SETTLE - 1e-6 <= fired_at <= landed + SETTLE + 2.5 / fps
@@ -149,7 +167,7 @@ def test_two_items_one_event_each_after_settle() -> None:
             return hand(t, 15.0, 2.0) + (falling(t, 3.0, 100, 60) if t < 16.0 else []), 1.0
         return falling(t, 20.0, 40, 200, seed=7, level=30.0), 1.0
 
-    trigger = MotionTrigger(settle_seconds=SETTLE)
+    trigger = motion_trigger()
     fired = run(trigger, Scene(), script, seconds=30.0, fps=10)
     assert len(fired) == 2, fired
     assert in_window(fired[0], 3.4, 10), fired
@@ -167,7 +185,7 @@ def test_item_removed_and_replaced_in_place_gives_two_events() -> None:
             return [], 1.0
         return falling(t, 12.0, 90, 120, seed=5, level=150.0), 1.0
 
-    fired = run(MotionTrigger(settle_seconds=SETTLE), Scene(seed=3), script, 20.0, 10)
+    fired = run(motion_trigger(), Scene(seed=3), script, 20.0, 10)
     assert len(fired) == 2, fired
     assert in_window(fired[0], 2.4, 10) and in_window(fired[1], 12.4, 10), fired
 
@@ -182,7 +200,7 @@ def test_drift_and_noise_alone_never_fire() -> None:
         uneven = 1.0 + 0.5 * xx * (t / 120.0)
         return [], global_gain * uneven
 
-    trigger = MotionTrigger()
+    trigger = motion_trigger()
     fired = run(trigger, Scene(seed=4, noise=8.0), script, seconds=120.0, fps=5)
     assert fired == []
     assert trigger.state == "empty"
@@ -196,7 +214,7 @@ def test_sudden_exposure_step_does_not_fire() -> None:
     def script(t: float) -> tuple[list[Item], float]:
         return [], 1.35 if 5.0 <= t < 12.0 else 1.0
 
-    trigger = MotionTrigger()
+    trigger = motion_trigger()
     assert run(trigger, Scene(seed=5), script, 20.0, 10) == []
 
 
@@ -210,7 +228,7 @@ def test_drift_while_occupied_then_removal_rearms() -> None:
             return falling(t, 2.0, 100, 100), gain
         return falling(t, 45.0, 30, 30, seed=8, level=20.0), gain
 
-    fired = run(MotionTrigger(), Scene(seed=6), script, 50.0, 5)
+    fired = run(motion_trigger(), Scene(seed=6), script, 50.0, 5)
     assert len(fired) == 2, fired
 
 
@@ -227,7 +245,7 @@ def test_item_staying_ten_minutes_fires_once(absorb: float | None) -> None:
             return [], 1.0
         return falling(t, 620.0, 50, 220, fall=1.0, seed=4, level=40.0), 1.0
 
-    trigger = MotionTrigger(absorb_seconds=absorb)
+    trigger = motion_trigger(absorb_seconds=absorb or 0.0)
     fired = run(trigger, Scene(seed=7), script, seconds=604.0, fps=2)
     assert len(fired) == 1 and in_window(fired[0], 6.0, 2), fired
     # Absorbed: looks empty though the item is still there.
@@ -252,7 +270,7 @@ def test_hand_waving_through_never_fires() -> None:
     def script(t: float) -> tuple[list[Item], float]:
         return hand(t, 3.0, 1.5) + hand(t, 8.0, 2.0, pause=0.6), 1.0
 
-    trigger = MotionTrigger(settle_seconds=SETTLE)
+    trigger = motion_trigger()
     fired = run(trigger, Scene(seed=8), script, 15.0, 10)
     assert fired == []
     assert trigger.state == "empty"
@@ -260,20 +278,20 @@ def test_hand_waving_through_never_fires() -> None:
 
 def test_hand_resting_longer_than_settle_fires_documented() -> None:
     """The documented limit: anything still and changed for the settle time fires."""
-    fired = run(MotionTrigger(), Scene(seed=8), lambda t: (hand(t, 3.0, 4.0, pause=2.0), 1.0), 10.0, 10)
+    fired = run(motion_trigger(), Scene(seed=8), lambda t: (hand(t, 3.0, 4.0, pause=2.0), 1.0), 10.0, 10)
     assert len(fired) == 1
 
 
 def test_small_crumb_below_min_area_never_fires() -> None:
     fired = run(
-        MotionTrigger(), Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=20), 1.0), 10.0, 10
+        motion_trigger(), Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=20), 1.0), 10.0, 10
     )
     assert fired == []
 
 
 def test_request_fires_once_and_consumes_settling_item() -> None:
     scene = Scene(seed=10)
-    trigger = MotionTrigger()
+    trigger = motion_trigger()
     image = np.zeros((4, 4, 3), np.uint8)
 
     def frame(k: int, items: list[Item]) -> Frame:
@@ -296,8 +314,56 @@ def test_request_fires_once_and_consumes_settling_item() -> None:
     assert trigger.state == "occupied"
 
 
+def test_item_box_is_the_item_in_full_frame_fractions() -> None:
+    """The box of the motion mask, after the item settled: the item's own
+    rectangle (to a block of 4 px, plus noise), in fractions of the frame. A
+    crumb of one block that fell with it does not stretch the box."""
+    crumb = Item(y=20, x=280, size=4, seed=2)
+    trigger = motion_trigger()
+    fired = run(trigger, Scene(seed=12),
+                lambda t: (falling(t, 2.0, 100, 60) + ([crumb] if t > 2.0 else []), 1.0), 6.0, 10)
+    assert len(fired) == 1
+    item = (60 / W, 100 / H, 120 / W, 160 / H)  # x0, y0, x1, y1 of the 60 px item
+    assert trigger.item_box == pytest.approx(item, abs=8 / W), trigger.item_box
+
+
+def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
+    """Zone = the left half: an item landing in the right half is not seen (a
+    hand reaching past the bin, the rim); one landing inside fires, and its
+    box is still in fractions of the full frame."""
+    zone = (0.0, 0.1, 0.5, 1.0)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        items = falling(t, 2.0, 100, 220)  # right half: outside
+        if t >= 8.0:
+            items += falling(t, 8.0, 120, 40, seed=3, level=40.0)
+        return items, 1.0
+
+    trigger = motion_trigger(drop_zone=zone)
+    fired = run(trigger, Scene(seed=13), script, 12.0, 10)
+    assert len(fired) == 1 and in_window(fired[0], 8.4, 10), fired
+    assert trigger.item_box == pytest.approx((40 / W, 120 / H, 100 / W, 180 / H), abs=8 / W)
+    # Without the zone the first item fires (and the second, dropped while
+    # the first still lies there, does not).
+    fired = run(motion_trigger(), Scene(seed=13), script, 12.0, 10)
+    assert len(fired) == 1 and in_window(fired[0], 2.4, 10), fired
+
+
+def test_request_while_occupied_gives_the_item_box() -> None:
+    trigger = motion_trigger()
+    scene = Scene(seed=14)
+    image = np.zeros((4, 4, 3), np.uint8)
+    item = [Item(y=50, x=200)]
+    for k in range(40):
+        trigger.update(Frame(image, scene.render(item if k >= 10 else []), k / 10, k))
+    assert trigger.state == "occupied"
+    trigger.request()
+    assert trigger.update(Frame(image, scene.render(item), 4.0, 40))
+    assert trigger.item_box == pytest.approx((200 / W, 50 / H, 260 / W, 110 / H), abs=8 / W)
+
+
 def test_initialisation_and_resize() -> None:
-    trigger = MotionTrigger(init_frames=3)
+    trigger = motion_trigger(init_frames=3)
     scene = Scene(seed=11)
     image = np.zeros((4, 4, 3), np.uint8)
     states = []
@@ -311,11 +377,13 @@ def test_initialisation_and_resize() -> None:
 
 def test_motion_trigger_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        MotionTrigger(max_motion=0.05, min_area=0.02)
+        motion_trigger(max_motion=0.05, min_area=0.02)
     with pytest.raises(ValueError):
-        MotionTrigger(absorb_seconds=0.5, settle_seconds=1.0)
+        motion_trigger(absorb_seconds=0.5, settle_seconds=1.0)
     with pytest.raises(ValueError):
-        MotionTrigger().update(Frame(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), 0.0, 0))
+        motion_trigger(drop_zone=(0.5, 0.0, 0.4, 1.0))
+    with pytest.raises(ValueError):
+        motion_trigger().update(Frame(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), 0.0, 0))
 
 
 # ---------------------------------------------------------------------------
@@ -344,11 +412,22 @@ def factory():
     f.reset()
 
 
+def gpio_trigger(factory, settle_seconds: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 **gpio: Any) -> GpioTrigger:
+    """A GPIO trigger as the agent builds it from ``[trigger]``: the config's
+    defaults, with ``gpio`` settings of ``[trigger.gpio]`` changed."""
+    section = TriggerSection(mode="gpio", settle_seconds=settle_seconds,
+                             gpio=GpioTriggerSection(**gpio))
+    return GpioTrigger.from_config(section, factory, clock=clock)
+
+
 def test_gpio_beam_fires_once_after_settle(factory) -> None:
     clock = FakeClock(100.0)
-    trigger = GpioTrigger.from_pin("beam", 17, pin_factory=factory, settle_seconds=0.5, clock=clock)
+    trigger = gpio_trigger(factory, settle_seconds=0.5, clock=clock, kind="beam", pin=17)
     pin = factory.pin(17)
-    assert trigger.state == "idle"
+    # No debounce by default: lgpio would drop a pulse shorter than it.
+    assert pin.bounce is None
+    assert trigger.state == "idle" and trigger.item_box is None
     assert not trigger.update(blank(100.0))
 
     pin.drive_low()  # beam broken (open-collector receiver, pull-up)
@@ -363,9 +442,8 @@ def test_gpio_beam_fires_once_after_settle(factory) -> None:
 
 def test_gpio_bounce_and_repeated_activation_give_one_event(factory) -> None:
     clock = FakeClock(200.0)
-    trigger = GpioTrigger.from_pin(
-        "button", "GPIO27", pin_factory=factory, settle_seconds=0.3, bounce_seconds=0.02, clock=clock
-    )
+    trigger = gpio_trigger(factory, settle_seconds=0.3, clock=clock, kind="button", pin=27,
+                           bounce_seconds=0.02)
     pin = factory.pin(27)
     # gpiozero got the debounce time (MockPin stores but does not apply it,
     # so the chatter below reaches the trigger and must be absorbed there).
@@ -377,23 +455,52 @@ def test_gpio_bounce_and_repeated_activation_give_one_event(factory) -> None:
     fired = [trigger.update(blank(200.0 + k * 0.05)) for k in range(20)]
     # Fires 0.3 s after the FIRST activation, once.
     assert fired.count(True) == 1 and fired.index(True) == 6
-    # A new activation after the event is a new item.
+    # A new activation after the event (and its cool-down) is a new item.
     clock.t = 201.5
     pin.drive_low()
     assert [trigger.update(blank(t)) for t in (201.6, 201.8, 201.9)] == [False, True, False]
     trigger.close()
 
 
-def test_gpio_active_high_without_pull(factory) -> None:
+@pytest.mark.parametrize("cooldown, expected", [(0.3, [True, False, False, True]),
+                                                (0.0, [True, True, False, True])])
+def test_gpio_cooldown_counts_a_bounce_back_as_the_same_item(factory, cooldown, expected) -> None:
+    """An item that bounces back up through the beam 0.1 s after it fired is
+    the same item while the cool-down lasts; the next item 0.5 s later counts."""
+    clock = FakeClock(100.0)
+    trigger = gpio_trigger(factory, settle_seconds=0.0, clock=clock, kind="beam", pin=17,
+                           cooldown_seconds=cooldown)
+    pin = factory.pin(17)
+    fired = []
+    for t, breaks in ((100.0, True), (100.1, True), (100.2, False), (100.5, True)):
+        clock.t = t
+        if breaks:
+            pin.drive_low()
+            pin.drive_high()
+        fired.append(trigger.update(blank(t)))
+    assert fired == expected
+    trigger.close()
+
+
+@pytest.mark.parametrize("kind, pull_up, active_state, broken, intact", [
+    ("beam", True, "low", "drive_low", "drive_high"),
+    ("beam", True, "high", "drive_high", "drive_low"),  # pulled up, but the receiver drives high when broken
+    ("beam", False, "high", "drive_high", "drive_low"),
+    ("beam", False, "low", "drive_low", "drive_high"),
+    ("button", False, "high", "drive_high", "drive_low"),
+])
+def test_gpio_either_polarity(factory, kind, pull_up, active_state, broken, intact) -> None:
     clock = FakeClock(5.0)
-    trigger = GpioTrigger.from_pin(
-        "button", 22, pin_factory=factory, pull_up=None, active_state=True, settle_seconds=0.0, clock=clock
-    )
+    trigger = gpio_trigger(factory, settle_seconds=0.0, clock=clock, kind=kind, pin=22,
+                           pull_up=pull_up, active_state=active_state)
     pin = factory.pin(22)
-    pin.drive_low()
-    assert not trigger.update(blank(5.0))
-    pin.drive_high()
-    assert trigger.update(blank(5.0))
+    assert pin.pull == ("up" if pull_up else "down")
+    getattr(pin, intact)()
+    assert not trigger.update(blank(5.0)), "the beam restored is no item"
+    getattr(pin, broken)()
+    assert trigger.update(blank(5.0)), "the beam broken is an item"
+    getattr(pin, intact)()
+    assert not trigger.update(blank(5.1))
     trigger.close()
 
 
@@ -406,8 +513,70 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return False
 
 
+def drive_in_thread(steps: list[tuple[str, float]], pin) -> threading.Thread:
+    """Drive ``pin`` from another thread, as a sensor would: each step is a
+    method name (``"drive_low"``/``"drive_high"``) and how long to hold it."""
+
+    def play() -> None:
+        for method, hold in steps:
+            getattr(pin, method)()
+            time.sleep(hold)
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    return thread
+
+
+def frames_until_done(trigger: Trigger, thread: threading.Thread, after: float) -> list[float]:
+    """Feed frames stamped with the monotonic clock, every ~5 ms like a busy
+    main loop, until ``thread`` ended ``after`` seconds ago; the times that fired."""
+    fired = []
+    ended_at: float | None = None
+    k = 0
+    while True:
+        now = time.monotonic()
+        if trigger.update(blank(now, k)):
+            fired.append(now)
+        k += 1
+        if ended_at is None and not thread.is_alive():
+            ended_at = now
+        if ended_at is not None and now - ended_at > after:
+            return fired
+        time.sleep(0.005)
+
+
+def test_gpio_beam_sees_a_single_20ms_interruption_once(factory) -> None:
+    """A small item falling through the beam breaks it for about 20 ms."""
+    trigger = gpio_trigger(factory, settle_seconds=0.05, kind="beam", pin=17)
+    pin = factory.pin(17)
+    pin.clear_states()
+    thread = drive_in_thread([("drive_high", 0.05), ("drive_low", 0.02), ("drive_high", 0.2)], pin)
+    fired = frames_until_done(trigger, thread, after=0.3)
+    thread.join()
+    assert len(fired) == 1, fired
+    low = [s for s in pin.states if s.state is False]
+    assert len(low) == 1, "the sensor broke the beam once"
+    trigger.close()
+
+
+def test_gpio_beam_chattering_edges_are_one_item(factory) -> None:
+    """The receiver's output chatters for a few milliseconds as the item's
+    edge enters and leaves the beam: still one item, with no debounce."""
+    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="beam", pin=17)
+    pin = factory.pin(17)
+    entering = [("drive_low", 0.001), ("drive_high", 0.002), ("drive_low", 0.001),
+                ("drive_high", 0.003), ("drive_low", 0.025)]
+    leaving = [("drive_high", 0.002), ("drive_low", 0.001), ("drive_high", 0.003),
+               ("drive_low", 0.002), ("drive_high", 0.2)]
+    thread = drive_in_thread(entering + leaving, pin)
+    fired = frames_until_done(trigger, thread, after=0.2)
+    thread.join()
+    assert len(fired) == 1, fired
+    trigger.close()
+
+
 def test_gpio_pir(factory) -> None:
-    trigger = GpioTrigger.from_pin("pir", 4, pin_factory=factory, settle_seconds=0.2)
+    trigger = gpio_trigger(factory, settle_seconds=0.2, kind="pir", pin=4)
     try:
         # gpiozero's sampling thread takes the first reading as the initial
         # state without firing: let it, or the activation below is missed.
@@ -422,18 +591,23 @@ def test_gpio_pir(factory) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
-def test_gpio_distance_sensor(factory) -> None:
+def test_gpio_distance_sensor_tuned_for_a_falling_item(factory) -> None:
     from gpiozero.pins.mock import MockTriggerPin
 
     echo = factory.pin(17)
     # Echo 0.02 s: 3.4 m, out of range (max_distance 1 m).
     sonar = factory.pin(18, pin_class=MockTriggerPin, echo_pin=echo, echo_time=0.02)
-    trigger = GpioTrigger.from_pin(
-        "distance", 17, trigger_pin=18, pin_factory=factory, threshold_distance=0.5, settle_seconds=0.0
-    )
+    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17,
+                           threshold_distance=0.5)
+    section = GpioTriggerSection()
     try:
-        assert trigger.device.threshold_distance == pytest.approx(0.5)
-        assert trigger.device.wait_for_out_of_range(timeout=5)
+        sensor = trigger.device
+        assert sensor.threshold_distance == pytest.approx(0.5)
+        assert sensor.max_distance == pytest.approx(section.max_distance)
+        assert sensor.queue_len == section.queue_len < 9, "few readings, not gpiozero's 9"
+        assert sensor.partial
+        assert sensor._queue.sample_wait == pytest.approx(section.sample_wait_seconds)
+        assert sensor.wait_for_out_of_range(timeout=5)
         assert trigger.state == "idle"
         sonar.echo_time = 0.0  # something right in front of the sensor
         assert wait_for(lambda: trigger.state == "waiting")
@@ -442,11 +616,51 @@ def test_gpio_distance_sensor(factory) -> None:
         trigger.close()
 
 
-def test_gpio_bad_kind_and_missing_trigger_pin(factory) -> None:
+@pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
+@pytest.mark.filterwarnings("ignore::gpiozero.DistanceSensorNoEcho")
+def test_gpio_distance_sensor_sees_an_item_falling_past_it(factory) -> None:
+    """An item in front of the sensor for 0.2 s (falling past it) is seen with
+    the configured few quick readings; gpiozero's own 9 readings 60 ms apart
+    cannot reach a median of "near" in that time (at most 4 near readings)."""
+    import gpiozero
+    from gpiozero.pins.mock import MockTriggerPin
+
+    far, near = 0.03, 0.0  # echo times: 5 m (beyond max_distance), right in front
+    echo = factory.pin(17)
+    sonar = factory.pin(18, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
+    # A wide threshold: a loaded machine's late echo thread must not make "near" look far.
+    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17,
+                           max_distance=4.0, threshold_distance=3.5)
+    try:
+        assert wait_for(lambda: len(trigger.device._queue.queue) >= 1)
+        assert trigger.state == "idle"
+        sonar.echo_time = near
+        time.sleep(0.2)
+        sonar.echo_time = far
+        assert wait_for(lambda: trigger.state == "waiting", timeout=2.0), "the tuned sensor missed it"
+        assert trigger.update(blank(time.monotonic()))
+    finally:
+        trigger.close()
+
+    echo = factory.pin(22)
+    sonar = factory.pin(23, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
+    stock = gpiozero.DistanceSensor(echo=22, trigger=23, max_distance=4.0, threshold_distance=3.5,
+                                    pin_factory=factory)
+    seen = threading.Event()
+    stock.when_in_range = seen.set
+    try:
+        assert stock.wait_for_out_of_range(timeout=5)
+        sonar.echo_time = near
+        time.sleep(0.2)
+        sonar.echo_time = far
+        assert not seen.wait(1.0), "gpiozero's defaults saw it: this test no longer shows the tuning"
+    finally:
+        stock.close()
+
+
+def test_gpio_unknown_kind(factory) -> None:
     with pytest.raises(ValueError):
-        GpioTrigger.from_pin("laser", 17, pin_factory=factory)
-    with pytest.raises(ValueError):
-        GpioTrigger.from_pin("distance", 17, pin_factory=factory)
+        gpio_trigger(factory, kind="laser")
 
 
 # ---------------------------------------------------------------------------
@@ -456,8 +670,7 @@ def test_gpio_bad_kind_and_missing_trigger_pin(factory) -> None:
 
 @pytest.mark.parametrize("mode", ["motion", "gpio", "manual"])
 def test_request_fires_once_in_every_mode(mode: str, factory) -> None:
-    kwargs = {"kind": "beam", "pin": 17, "pin_factory": factory} if mode == "gpio" else {}
-    trigger = build_trigger(mode, **kwargs)
+    trigger = build_trigger(TriggerSection(mode=mode), pin_factory=factory)
     assert isinstance(trigger, Trigger)
     frames = [blank(k / 10, k) for k in range(20)]
     before = [trigger.update(f) for f in frames[:10]]
@@ -471,16 +684,25 @@ def test_request_fires_once_in_every_mode(mode: str, factory) -> None:
     after = [trigger.update(f) for f in frames[10:]]
     assert before == [False] * 10
     assert after == [True] + [False] * 9
+    assert trigger.item_box is None, "an empty view: no item box, the drop zone is classified"
     trigger.close()
 
 
-def test_build_trigger_rejects_unknown() -> None:
+def test_build_trigger_picks_the_mode_with_the_configs_defaults(factory) -> None:
+    """One path from [trigger] to a trigger: each class gets the config's
+    defaults, never a second set of its own."""
+    section = TriggerSection()
+    motion = build_trigger(dataclasses.replace(section, mode="motion"))
+    assert isinstance(motion, MotionTrigger)
+    for name in ("pixel_threshold", "min_area", "max_motion", "rearm_seconds", "background_seconds",
+                 "absorb_seconds"):
+        assert getattr(motion, name) == getattr(section.motion, name), name
+    assert motion.settle_seconds == section.settle_seconds
+    gpio = build_trigger(dataclasses.replace(section, mode="gpio"), pin_factory=factory)
+    assert isinstance(gpio, GpioTrigger)
+    assert gpio.settle_seconds == section.settle_seconds
+    assert gpio.cooldown_seconds == section.gpio.cooldown_seconds
+    gpio.close()
+    assert isinstance(build_trigger(dataclasses.replace(section, mode="manual")), ManualTrigger)
     with pytest.raises(ValueError):
-        build_trigger("telepathy")
-    with pytest.raises(ValueError):
-        build_trigger("manual", settle_seconds=1.0)
-    with pytest.raises(ValueError):
-        build_trigger("gpio", pin=17)
-    with pytest.raises(TypeError):
-        build_trigger("motion", nonsense=1)
-    assert isinstance(build_trigger("manual"), ManualTrigger)
+        build_trigger(dataclasses.replace(section, mode="telepathy"))

@@ -1,126 +1,17 @@
-"""Triggers: decide on which frame there is a new item to classify.
-
-The main loop calls :meth:`Trigger.update` for **every** frame; it returns
-``True`` exactly once per new item, on the frame that should be classified.
-:meth:`Trigger.request` (thread-safe) forces the next ``update`` to return
-``True`` whatever the mode, for ``cmd/classify`` over MQTT or the CLI.
-
-Three implementations:
-
-* :class:`MotionTrigger` watches the camera's low-resolution stream against a
-  slowly adapting model of the empty bin.
-* :class:`GpioTrigger` wraps a gpiozero input (break-beam, button, PIR,
-  ultrasonic distance sensor) and fires a settle time after it activates.
-* :class:`ManualTrigger` fires only on request.
-
-:func:`build_trigger` constructs one from a mode name and keyword arguments
-(the config's ``[trigger]`` table). Hardware libraries are imported only where
-a GPIO device is actually built, so this module imports on any machine.
-"""
+"""The motion trigger: the camera sees an item arrive in the drop zone and lie still."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from .sources.base import Frame
+from ..geometry import FULL_FRAME, NormBox, box_problem
+from ..sources.base import Frame
+from .base import Request
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "Trigger",
-    "MotionTrigger",
-    "GpioTrigger",
-    "ManualTrigger",
-    "build_trigger",
-    "TRIGGER_MODES",
-]
-
-
-@runtime_checkable
-class Trigger(Protocol):
-    """When is there a new item to classify?
-
-    ``update`` is called by the main loop for every frame, in order, from one
-    thread. ``request`` may be called from any thread. ``state`` is a short
-    lower-case word for status reports.
-    """
-
-    @property
-    def state(self) -> str: ...
-
-    def update(self, frame: Frame) -> bool:
-        """Return ``True`` if ``frame`` is the one to classify (once per item)."""
-        ...
-
-    def request(self) -> None:
-        """Make the next :meth:`update` return ``True`` (thread-safe)."""
-        ...
-
-    def close(self) -> None:
-        """Release whatever the trigger holds (GPIO pins, callbacks)."""
-        ...
-
-
-class _Request:
-    """A thread-safe one-shot flag: set by ``request``, consumed by ``take``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending = False
-
-    def set(self) -> None:
-        with self._lock:
-            self._pending = True
-
-    def take(self) -> bool:
-        """Return whether a request was pending, and clear it."""
-        with self._lock:
-            pending, self._pending = self._pending, False
-            return pending
-
-    @property
-    def pending(self) -> bool:
-        return self._pending
-
-
-# --------------------------------------------------------------------------
-# Manual
-# --------------------------------------------------------------------------
-
-
-class ManualTrigger:
-    """Fires only when asked: :meth:`update` returns ``True`` on the first frame
-    after each :meth:`request` (several requests between two frames count once).
-
-    ``state`` is ``"requested"`` while a request waits for a frame, else ``"idle"``.
-    """
-
-    def __init__(self) -> None:
-        self._request = _Request()
-
-    @property
-    def state(self) -> str:
-        return "requested" if self._request.pending else "idle"
-
-    def update(self, frame: Frame) -> bool:
-        return self._request.take()
-
-    def request(self) -> None:
-        self._request.set()
-
-    def close(self) -> None:
-        pass
-
-
-# --------------------------------------------------------------------------
-# Motion
-# --------------------------------------------------------------------------
 
 
 TIME_TOLERANCE_SECONDS = 1e-6
@@ -152,12 +43,42 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return sums.astype(np.float32) * np.float32(1.0 / (factor * factor))
 
 
+def _open3x3(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening with a 3x3 square: drops changed pixels that are
+    not part of a 3x3 changed block (noise), keeps the shape of larger ones."""
+    h, w = mask.shape
+    if h < 3 or w < 3:
+        return mask
+    core = np.ones((h - 2, w - 2), dtype=bool)
+    for dy in range(3):
+        for dx in range(3):
+            core &= mask[dy : dy + h - 2, dx : dx + w - 2]
+    opened = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            opened[dy : dy + h - 2, dx : dx + w - 2] |= core
+    return opened
+
+
+def _zone_slices(zone: NormBox, lores_shape: tuple[int, ...], factor: int) -> tuple[slice, slice]:
+    """Rows and columns of the block-averaged image (``factor`` x ``factor``
+    blocks of a ``lores_shape`` frame) that cover the zone, at least one each."""
+    rows, cols = lores_shape[0] // factor, lores_shape[1] // factor
+    height, width = lores_shape[0], lores_shape[1]
+    top = min(int(zone[1] * height / factor), rows - 1)
+    left = min(int(zone[0] * width / factor), cols - 1)
+    bottom = max(min(-int(-zone[3] * height // factor), rows), top + 1)
+    right = max(min(-int(-zone[2] * width // factor), cols), left + 1)
+    return slice(top, bottom), slice(left, right)
+
+
 class MotionTrigger:
     """Fires once per item dropped into view, from the low-res grayscale stream.
 
     Each ``frame.lores`` (``(h, w)`` ``uint8``, e.g. 320x240) is block-averaged
-    down to at most ``max_width`` columns and compared with a background model
-    of the **empty** bin. Per frame it computes:
+    down to at most ``max_width`` columns, cut to the ``drop_zone`` (only what
+    happens inside it counts; "the view" below means the zone) and compared
+    with a background model of the **empty** bin. Per frame it computes:
 
     * *gain*: the median of ``frame / background`` over pixels, i.e. the global
       brightness change (auto-exposure steps, a lid letting light in, slow
@@ -214,25 +135,34 @@ class MotionTrigger:
       synthetic sequences behave exactly like live ones. Non-increasing
       timestamps are tolerated (treated as no time passing).
     * A change of ``lores`` size re-initialises the background.
+    * When it fires, :attr:`item_box` is the bounding box of the changed
+      pixels (the item and its shadow) in that frame, as fractions of the
+      full frame; stray changed pixels are removed first (a 3x3 opening of
+      the mask), so sensor noise does not stretch the box.
+
+    The settings that the config holds (``[trigger]`` and ``[trigger.motion]``,
+    where their defaults and meaning are documented) have no default here:
+    build the trigger with :meth:`from_config`.
 
     :param pixel_threshold: grey levels (0-255) by which a block-averaged,
-        gain-compensated pixel must differ to count as changed. Default 20.
+        gain-compensated pixel must differ to count as changed.
     :param min_area: fraction (0-1) of the view that must be changed for an
-        item to be present. Default 0.02 (2 %: a 45x45 px item in 320x240).
-    :param clear_area: fraction below which the scene counts as empty again
-        (hysteresis). Default ``min_area / 2``.
+        item to be present (2 %: a 45x45 px item in 320x240).
     :param max_motion: fraction of the view that may change against the
         reference frame while the scene still counts as "not moving". Must be
-        below ``min_area``. Default 0.01.
+        below ``min_area``.
     :param settle_seconds: seconds (frame time) the changed scene must stay
-        still before firing. Default 1.0.
+        still before firing.
     :param rearm_seconds: seconds the scene must look empty before the trigger
-        re-arms after firing. Default 0.5.
+        re-arms after firing.
     :param background_seconds: time constant, in seconds, of the background's
-        adaptation while empty; longer absorbs less. Default 30.
+        adaptation while empty; longer absorbs less.
     :param absorb_seconds: seconds a fired, still scene may persist before it
         is absorbed into the background (see above), or ``None`` for never.
-        Default 300.
+    :param drop_zone: the part of the frame watched, as fractions
+        ``(x0, y0, x1, y1)`` of the full frame. Default: the whole frame.
+    :param clear_area: fraction below which the scene counts as empty again
+        (hysteresis). Default ``min_area / 2``.
     :param init_frames: frames averaged into the initial background. Default 5.
     :param max_width: frames are block-averaged down to at most this many
         columns (by an integer factor). Default 80, which for 320x240 means
@@ -244,14 +174,15 @@ class MotionTrigger:
     def __init__(
         self,
         *,
-        pixel_threshold: float = 20.0,
-        min_area: float = 0.02,
+        pixel_threshold: float,
+        min_area: float,
+        max_motion: float,
+        settle_seconds: float,
+        rearm_seconds: float,
+        background_seconds: float,
+        absorb_seconds: float | None,
+        drop_zone: NormBox = FULL_FRAME,
         clear_area: float | None = None,
-        max_motion: float = 0.01,
-        settle_seconds: float = 1.0,
-        rearm_seconds: float = 0.5,
-        background_seconds: float = 30.0,
-        absorb_seconds: float | None = 300.0,
         init_frames: int = 5,
         max_width: int = 80,
         compensate_gain: bool = True,
@@ -280,6 +211,9 @@ class MotionTrigger:
             raise ValueError(f"init_frames must be >= 1, got {init_frames}")
         if max_width < 8:
             raise ValueError(f"max_width must be >= 8, got {max_width}")
+        problem = box_problem(drop_zone)
+        if problem is not None:
+            raise ValueError(f"drop_zone: {problem}")
 
         self.pixel_threshold = float(pixel_threshold)
         self.min_area = float(min_area)
@@ -292,14 +226,39 @@ class MotionTrigger:
         self.init_frames = int(init_frames)
         self.max_width = int(max_width)
         self.compensate_gain = bool(compensate_gain)
+        self.drop_zone = drop_zone
 
-        self._request = _Request()
+        self._request = Request()
         self._reset()
+
+    @classmethod
+    def from_config(cls, section: Any, drop_zone: NormBox = FULL_FRAME, **tuning: Any) -> MotionTrigger:
+        """The trigger of a ``[trigger]`` section (``config.TriggerSection``):
+        its ``settle_seconds`` and its ``motion`` table. ``tuning`` passes the
+        settings the config does not hold (``clear_area``, ``init_frames``,
+        ``max_width``, ``compensate_gain``), for tests and benchmarks."""
+        motion = section.motion
+        return cls(
+            pixel_threshold=motion.pixel_threshold,
+            min_area=motion.min_area,
+            max_motion=motion.max_motion,
+            settle_seconds=section.settle_seconds,
+            rearm_seconds=motion.rearm_seconds,
+            background_seconds=motion.background_seconds,
+            absorb_seconds=motion.absorb_seconds or None,  # 0 in the config: never
+            drop_zone=drop_zone,
+            **tuning,
+        )
 
     def _reset(self) -> None:
         self._state = "initialising"
         self._shape: tuple[int, ...] | None = None
         self._factor = 1
+        # The drop zone in rows and columns of the block-averaged image.
+        self._rows = slice(0, 0)
+        self._cols = slice(0, 0)
+        self._changed_mask: np.ndarray | None = None
+        self._item_box: NormBox | None = None
         self._init_sum: np.ndarray | None = None
         self._init_count = 0
         self._background: np.ndarray | None = None
@@ -322,6 +281,13 @@ class MotionTrigger:
         return self._state
 
     @property
+    def item_box(self) -> NormBox | None:
+        """Where the item lies in the frame that last fired, as fractions
+        ``(x0, y0, x1, y1)`` of the full frame, or ``None`` when that frame
+        showed nothing changed (a request with an empty zone)."""
+        return self._item_box
+
+    @property
     def stats(self) -> dict[str, float]:
         """Last frame's measurements, for tuning and status reports:
         ``changed`` and ``motion`` fractions (0-1) and the global ``gain``."""
@@ -342,6 +308,10 @@ class MotionTrigger:
         if self._request.take():
             if self._state == "settling":
                 self._fire(frame.timestamp)
+            elif self._state != "occupied":
+                self._item_box = None
+            else:
+                self._item_box = self._box_of_changes()
             return True
         return fired
 
@@ -351,11 +321,32 @@ class MotionTrigger:
         self._state = "occupied"
         self._occupied_since = t
         self._empty_since = None
+        self._item_box = self._box_of_changes()
+
+    def _box_of_changes(self) -> NormBox | None:
+        """The bounding box of the last frame's changed pixels, as fractions
+        of the full frame (see :attr:`item_box`)."""
+        mask = self._changed_mask
+        if mask is None or not mask.any():
+            return None
+        opened = _open3x3(mask)
+        if opened.any():  # else only thin or tiny changes: keep them all
+            mask = opened
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        assert self._shape is not None
+        height, width = self._shape[0], self._shape[1]
+        f = self._factor
+        top, left = self._rows.start + rows[0], self._cols.start + cols[0]
+        bottom, right = self._rows.start + rows[-1] + 1, self._cols.start + cols[-1] + 1
+        return (left * f / width, top * f / height, min(right * f / width, 1.0),
+                min(bottom * f / height, 1.0))
 
     def _changed_fraction(
         self, small: np.ndarray, background: np.ndarray
-    ) -> tuple[float, np.ndarray, float]:
-        """Return (changed fraction, gain-compensated frame, gain) against ``background``."""
+    ) -> tuple[float, np.ndarray, float, np.ndarray]:
+        """Return (changed fraction, gain-compensated frame, gain, changed
+        mask) against ``background``."""
         gain = 1.0
         if self.compensate_gain:
             # Median of ratios: robust to an item covering < half the view.
@@ -365,8 +356,8 @@ class MotionTrigger:
                 gain = float(np.median(small[valid] / background[valid]))
                 gain = min(max(gain, 0.25), 4.0)
         comp = small / np.float32(gain) if gain != 1.0 else small
-        changed = float(np.count_nonzero(np.abs(comp - background) > self.pixel_threshold))
-        return changed / small.size, comp, gain
+        mask = np.abs(comp - background) > self.pixel_threshold
+        return float(np.count_nonzero(mask)) / small.size, comp, gain, mask
 
     def _track(self, frame: Frame) -> bool:
         lores = np.asarray(frame.lores)
@@ -383,7 +374,8 @@ class MotionTrigger:
             self._reset()
             self._shape = lores.shape
             self._factor = max(1, -(-lores.shape[1] // self.max_width))
-        small = _block_mean(lores, self._factor)
+            self._rows, self._cols = _zone_slices(self.drop_zone, lores.shape, self._factor)
+        small = _block_mean(lores, self._factor)[self._rows, self._cols]
 
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
@@ -399,7 +391,7 @@ class MotionTrigger:
 
         background = self._background
         assert background is not None
-        self._changed, comp, self._gain = self._changed_fraction(small, background)
+        self._changed, comp, self._gain, self._changed_mask = self._changed_fraction(small, background)
 
         # Stillness: compare against the frame at which the scene last stopped.
         if self._reference is None:
@@ -467,7 +459,7 @@ class MotionTrigger:
         """If the scene matches the empty bin saved before an absorb, restore
         that background, go to ``"empty"`` and return ``True``."""
         assert self._empty_background is not None
-        changed, _, _ = self._changed_fraction(small, self._empty_background)
+        changed, _, _, _ = self._changed_fraction(small, self._empty_background)
         if changed >= self.clear_area:
             return False
         log.info("absorbed item gone: restoring the empty-bin background")
@@ -476,210 +468,3 @@ class MotionTrigger:
         self._state = "empty"
         self._empty_since = None
         return True
-
-
-# --------------------------------------------------------------------------
-# GPIO
-# --------------------------------------------------------------------------
-
-GPIO_KINDS = ("beam", "button", "pir", "distance")
-
-
-class GpioTrigger:
-    """Fires ``settle_seconds`` after a gpiozero input device activates.
-
-    The device's ``event`` callback (run in gpiozero's thread) records
-    the activation time with ``clock`` (``time.monotonic``, the clock frames
-    are stamped with). :meth:`update` returns ``True`` on the first frame whose
-    ``timestamp`` is at least activation + ``settle_seconds``, giving the item
-    time to land. Activations while one is already waiting are ignored, so an
-    item that breaks a beam several times, or a contact that bounces longer
-    than ``bounce_time``, still gives one event. Activations after the event
-    has fired count as a new item.
-
-    ``state`` is ``"idle"``, ``"waiting"`` (activated, settle time running) or
-    ``"requested"``.
-
-    :param device: a gpiozero input device.
-    :param event: the device's callback attribute that means "an item is
-        coming": ``"when_activated"`` (default) for most devices,
-        ``"when_in_range"`` for :class:`gpiozero.DistanceSensor`, whose
-        *active* state is, confusingly, "out of range".
-    :param settle_seconds: seconds from activation to the frame to classify.
-        Default 0.5.
-    :param owns_device: close ``device`` in :meth:`close`. Default ``True``.
-    :param clock: monotonic clock in seconds; must match ``Frame.timestamp``.
-    """
-
-    def __init__(
-        self,
-        device: Any,
-        *,
-        event: str = "when_activated",
-        settle_seconds: float = 0.5,
-        owns_device: bool = True,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if settle_seconds < 0:
-            raise ValueError(f"settle_seconds must be >= 0, got {settle_seconds}")
-        self.device = device
-        self.event = event
-        self.settle_seconds = float(settle_seconds)
-        self._owns_device = owns_device
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._activated_at: float | None = None
-        self._request = _Request()
-        setattr(device, event, self._on_activated)
-
-    @classmethod
-    def from_pin(
-        cls,
-        kind: str,
-        pin: int | str,
-        *,
-        pin_factory: Any = None,
-        settle_seconds: float = 0.5,
-        bounce_seconds: float | None = 0.05,
-        pull_up: bool | None = None,
-        active_state: bool | None = None,
-        trigger_pin: int | str | None = None,
-        threshold_distance: float = 0.3,
-        max_distance: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> GpioTrigger:
-        """Build the gpiozero device for ``kind`` on ``pin`` and wrap it.
-
-        :param kind: ``"beam"`` (IR break-beam receiver:
-            :class:`gpiozero.DigitalInputDevice`, active = beam broken),
-            ``"button"`` (:class:`gpiozero.Button`, e.g. a lid switch),
-            ``"pir"`` (:class:`gpiozero.MotionSensor`) or ``"distance"``
-            (:class:`gpiozero.DistanceSensor`; fires when something comes
-            nearer than ``threshold_distance``).
-            A device already active when built does not fire (gpiozero takes
-            the first reading as the initial state).
-        :param pin: the input pin in any form gpiozero accepts (``17``,
-            ``"GPIO17"``, ``"BOARD11"``); for ``"distance"`` the echo pin.
-        :param pin_factory: a gpiozero pin factory, e.g. ``MockFactory()`` in
-            tests; ``None`` uses gpiozero's default (lgpio on Bookworm).
-        :param settle_seconds: seconds from activation to the frame to
-            classify. Default 0.5.
-        :param bounce_seconds: debounce time in seconds passed to gpiozero as
-            ``bounce_time`` (``"beam"`` and ``"button"`` only; PIR and distance
-            sensors smooth their readings instead). ``None`` disables. Default
-            0.05.
-        :param pull_up: ``True`` pull-up, ``False`` pull-down, ``None``
-            floating (then ``active_state`` is required). Default: ``True``
-            for ``"beam"`` and ``"button"`` (open-collector receivers and
-            switches to ground read low when active), ``False`` for ``"pir"``.
-            Ignored for ``"distance"``.
-        :param active_state: with ``pull_up=None``, whether a high pin means
-            active. Default ``None``.
-        :param trigger_pin: ``"distance"`` only: the sensor's trigger pin.
-        :param threshold_distance: ``"distance"`` only: metres under which
-            the sensor is active. Default 0.3.
-        :param max_distance: ``"distance"`` only: metres the sensor reports
-            at most. Default 1.0.
-        :param clock: monotonic clock; must match ``Frame.timestamp``.
-        :raises ValueError: unknown ``kind`` or missing ``trigger_pin``.
-        """
-        import gpiozero  # hardware lib: only where a device is really built
-
-        common: dict[str, Any] = {"pin_factory": pin_factory}
-        device: Any
-        event = "when_activated"
-        if kind in ("beam", "button"):
-            if pull_up is None and active_state is None:
-                pull_up = True
-            inputs = dict(pull_up=pull_up, active_state=active_state, bounce_time=bounce_seconds)
-            cls_ = gpiozero.DigitalInputDevice if kind == "beam" else gpiozero.Button
-            device = cls_(pin, **inputs, **common)
-        elif kind == "pir":
-            if pull_up is None and active_state is None:
-                pull_up = False
-            device = gpiozero.MotionSensor(pin, pull_up=pull_up, active_state=active_state, **common)
-        elif kind == "distance":
-            if trigger_pin is None:
-                raise ValueError("kind 'distance' needs trigger_pin")
-            device = gpiozero.DistanceSensor(
-                echo=pin,
-                trigger=trigger_pin,
-                max_distance=max_distance,
-                threshold_distance=threshold_distance,
-                **common,
-            )
-            event = "when_in_range"
-        else:
-            raise ValueError(f"unknown GPIO trigger kind {kind!r}; expected one of {GPIO_KINDS}")
-        return cls(device, event=event, settle_seconds=settle_seconds, owns_device=True, clock=clock)
-
-    @property
-    def state(self) -> str:
-        if self._request.pending:
-            return "requested"
-        return "waiting" if self._activated_at is not None else "idle"
-
-    def _on_activated(self) -> None:
-        t = self._clock()
-        with self._lock:
-            if self._activated_at is None:
-                self._activated_at = t
-
-    def request(self) -> None:
-        self._request.set()
-
-    def update(self, frame: Frame) -> bool:
-        """``True`` on the first frame at least ``settle_seconds`` after an
-        activation, or on the first frame after a :meth:`request`."""
-        fired = False
-        with self._lock:
-            if (
-                self._activated_at is not None
-                and frame.timestamp >= self._activated_at + self.settle_seconds
-            ):
-                self._activated_at = None
-                fired = True
-        return self._request.take() or fired
-
-    def close(self) -> None:
-        """Detach the callback and, if owned, close the device (frees the pin)."""
-        try:
-            setattr(self.device, self.event, None)
-        except Exception:  # a closed device refuses attribute changes
-            pass
-        if self._owns_device:
-            self.device.close()
-
-
-# --------------------------------------------------------------------------
-# Factory
-# --------------------------------------------------------------------------
-
-TRIGGER_MODES = ("motion", "gpio", "manual")
-
-
-def build_trigger(mode: str, **kwargs: Any) -> Trigger:
-    """Construct the trigger for ``mode``.
-
-    ``"motion"`` → :class:`MotionTrigger` (``kwargs`` are its arguments),
-    ``"gpio"`` → :meth:`GpioTrigger.from_pin` (``kind``, ``pin`` and its
-    keyword arguments), ``"manual"`` → :class:`ManualTrigger` (no arguments).
-
-    :raises ValueError: unknown ``mode``, or arguments for ``"manual"``.
-    :raises TypeError: an argument the chosen trigger does not take.
-    """
-    if mode == "motion":
-        return MotionTrigger(**kwargs)
-    if mode == "gpio":
-        kwargs = dict(kwargs)
-        try:
-            kind = kwargs.pop("kind")
-            pin = kwargs.pop("pin")
-        except KeyError as exc:
-            raise ValueError(f"gpio trigger needs {exc.args[0]!r}") from None
-        return GpioTrigger.from_pin(kind, pin, **kwargs)
-    if mode == "manual":
-        if kwargs:
-            raise ValueError(f"manual trigger takes no arguments, got {sorted(kwargs)}")
-        return ManualTrigger()
-    raise ValueError(f"unknown trigger mode {mode!r}; expected one of {TRIGGER_MODES}")

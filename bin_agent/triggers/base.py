@@ -1,0 +1,62 @@
+"""The trigger seam: what every trigger offers the main loop."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol, runtime_checkable
+
+from ..geometry import NormBox
+from ..sources.base import Frame
+
+
+@runtime_checkable
+class Trigger(Protocol):
+    """When is there a new item to classify?
+
+    ``update`` is called by the main loop for every frame, in order, from one
+    thread. ``request`` may be called from any thread. ``state`` is a short
+    lower-case word for status reports. ``item_box`` is where the item lies in
+    the frame that fired, as ``(x0, y0, x1, y1)`` fractions of the full frame,
+    or ``None`` when the trigger cannot see it (GPIO sensors, manual requests):
+    the agent then classifies the drop zone.
+    """
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def item_box(self) -> NormBox | None: ...
+
+    def update(self, frame: Frame) -> bool:
+        """Return ``True`` if ``frame`` is the one to classify (once per item)."""
+        ...
+
+    def request(self) -> None:
+        """Make the next :meth:`update` return ``True`` (thread-safe)."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the trigger holds (GPIO pins, callbacks)."""
+        ...
+
+
+class Request:
+    """A thread-safe one-shot flag: set by ``request``, consumed by ``take``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def set(self) -> None:
+        with self._lock:
+            self._pending = True
+
+    def take(self) -> bool:
+        """Return whether a request was pending, and clear it."""
+        with self._lock:
+            pending, self._pending = self._pending, False
+            return pending
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
