@@ -13,7 +13,8 @@ from bin_agent.config import ConfigError, config_from_dict
 from bin_agent.sources.base import Frame
 from bin_agent.sources.replay import ReplaySource
 from bin_agent.store import Store
-from bin_agent.trigger import MotionTrigger
+from bin_agent.config import TriggerSection
+from bin_agent.triggers import MotionTrigger
 
 from .helpers import base_config, write_toml
 from .test_replay import write_photo
@@ -31,7 +32,8 @@ def scene_frames() -> list[np.ndarray]:
 
 
 def fired_frames(clock_start: float, settle_seconds: float) -> list[int]:
-    trigger = MotionTrigger(settle_seconds=settle_seconds, max_width=8)
+    section = TriggerSection(mode="motion", settle_seconds=settle_seconds)
+    trigger = MotionTrigger.from_config(section, max_width=8)
     fired = []
     for index, lores in enumerate(scene_frames()):
         frame = Frame(image=lores, lores=lores, timestamp=clock_start + index / FPS, index=index)
