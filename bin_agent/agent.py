@@ -18,6 +18,7 @@ factory through the same function.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -32,6 +33,7 @@ from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .config import Config
 from .events import SortedItem, utc_now_iso
+from .fill import FillMonitor
 from .mqtt import MqttLink, Topics, read_password
 from .notify import Notifier
 from .router import Router
@@ -41,7 +43,7 @@ from .trigger import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("classify", "reset_counts", "ping")
+COMMANDS = ("classify", "reset_counts", "ping", "emptied", "trigger_mode")
 MAX_COMMAND_BYTES = 4096
 
 
@@ -68,12 +70,16 @@ class Agent:
     mqtt: MqttLink | None
     notifier: Notifier
     pin_factory: Any = None
+    fill: FillMonitor | None = None
     out: TextIO | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
     status: str = "starting"
     started_at: float = field(default_factory=time.monotonic)
+    trigger_mode: str = ""
+    _pending_trigger_mode: str | None = None
+    _next_history_prune: float = 0.0
 
     # ------------------------------------------------------------------ the loop
 
@@ -94,6 +100,9 @@ class Agent:
         self.notifier.ready(f"sorting; model {self.classifier.version}")
         try:
             while not self.stop_event.is_set():
+                self._switch_trigger_if_asked()
+                if self.fill is not None and self.fill.sensors_changed():
+                    self._publish_state()
                 try:
                     frame = self.source.read()
                 except SourceError as exc:
@@ -156,6 +165,7 @@ class Agent:
             fallback=route.fallback,
         )
         latency["record"] = (time.perf_counter() - t_record) * 1000.0
+        self._prune_history_if_due()
         latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
         if self.mqtt is not None:
@@ -180,7 +190,8 @@ class Agent:
         if self.status == "running":
             self.status = "stopping"
         for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                             ("trigger", self.trigger.close), ("source", self.source.close)):
+                             ("trigger", self.trigger.close), ("source", self.source.close),
+                             ("fill sensors", self.fill.close if self.fill else lambda: None)):
             try:
                 closer()
             except Exception:
@@ -224,8 +235,63 @@ class Agent:
         elif name == "ping":
             reply["pong"] = utc_now_iso()
             reply["status"] = self.status
+        elif name == "emptied":
+            return self._command_emptied(args, reply)
+        elif name == "trigger_mode":
+            return self._command_trigger_mode(args, reply)
         reply["ok"] = True
         return reply
+
+    def _command_emptied(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        compartment = args.get("compartment")
+        if self.fill is None:
+            reply["reason"] = "fill levels are off (fill.enabled = false)"
+        elif not isinstance(compartment, str) or compartment not in self.fill.compartments:
+            reply["reason"] = f"'compartment' must be one of {', '.join(self.fill.compartments)}"
+        else:
+            reply["emptied"] = self.fill.emptied(compartment)
+            reply["ok"] = True
+            self._publish_state()
+        return reply
+
+    def _command_trigger_mode(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        modes = switchable_trigger_modes(self.config)
+        mode = args.get("mode")
+        if mode not in modes:
+            reply["reason"] = f"'mode' must be one of {', '.join(modes)}"
+            return reply
+        # The main loop swaps the trigger between two frames: update() runs in its thread only.
+        self._pending_trigger_mode = mode
+        reply["ok"] = True
+        return reply
+
+    def _switch_trigger_if_asked(self) -> None:
+        mode, self._pending_trigger_mode = self._pending_trigger_mode, None
+        if mode is None or mode == self.trigger_mode:
+            return
+        settings = dataclasses.replace(self.config, trigger=dataclasses.replace(self.config.trigger, mode=mode))
+        self.trigger.close()  # frees a GPIO sensor's pins before the new trigger claims them
+        try:
+            self.trigger = make_trigger(settings, self.pin_factory)
+        except Exception as exc:
+            log.error("cannot switch the trigger to %s (%s: %s); back to %s", mode, type(exc).__name__, exc,
+                      self.trigger_mode)
+            settings = dataclasses.replace(self.config, trigger=dataclasses.replace(self.config.trigger,
+                                                                                    mode=self.trigger_mode))
+            self.trigger = make_trigger(settings, self.pin_factory)
+        else:
+            log.info("trigger mode %s -> %s (until the next start)", self.trigger_mode, mode)
+            self.trigger_mode = mode
+        self._publish_state()
+
+    def _prune_history_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_history_prune:
+            return
+        self._next_history_prune = now + 3600.0
+        removed = self.store.prune_history(time.time() - self.config.history.retention_days * 86400.0)
+        if removed:
+            log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
 
     # ------------------------------------------------------------------ state
 
@@ -243,11 +309,45 @@ class Agent:
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),
+            **self._dashboard_state(last),
         }
+
+    def _dashboard_state(self, last: dict[str, Any] | None) -> dict[str, Any]:
+        """The keys dashboards read (Home Assistant's value templates, ``bin-agent monitor``)."""
+        counts = self.store.counts()
+        extra: dict[str, Any] = {
+            "trigger_mode": self.trigger_mode,
+            "fallback_share": round(100.0 * counts.fallback / counts.total, 1) if counts.total else None,
+            "inference_ms": (last or {}).get("latency_ms", {}).get("inference"),
+        }
+        if self.fill is not None:
+            extra.update(self.fill.state())
+        return extra
 
     def _publish_state(self) -> None:
         if self.mqtt is not None:
             self.mqtt.publish_state()
+            self._publish_full_alert()
+
+    def _publish_full_alert(self) -> None:
+        """The retained ``full`` topic, whenever the set of full compartments changes."""
+        if self.fill is None or self.mqtt is None or not self.mqtt.connected:
+            return
+        alert = self.fill.full_alert(self.fill.state()["full"])
+        if alert is not None:
+            alert["time"] = utc_now_iso()
+            self.mqtt.publish_retained(f"{self._topics().base}/full", alert)
+
+    def on_mqtt_connected(self) -> None:
+        """Called by the MQTT link on every (re)connect, before the state goes out."""
+        if self.config.homeassistant.enabled and self.mqtt is not None:
+            from .discovery import discovery_messages
+
+            for topic, payload in discovery_messages(self.config, self.classifier.labels).items():
+                self.mqtt.publish_retained(topic, payload)
+        if self.fill is not None:
+            self.fill.forget_published()
+            self._publish_full_alert()
 
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
@@ -342,6 +442,13 @@ def build_agent(
             store = Store(Path(config.agent.state_dir) / "bin-agent.db")
         except StoreError as exc:
             raise StartupError(str(exc), 73) from None
+        undo.callback(store.close)
+        fill = None
+        if config.fill.enabled:
+            try:
+                fill = FillMonitor.from_config(config.fill, config.compartments, store, pin_factory)
+            except Exception as exc:
+                raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", 78) from None
         undo.pop_all()
     agent = Agent(
         config=config,
@@ -356,10 +463,13 @@ def build_agent(
         mqtt=None,
         notifier=notifier if notifier is not None else Notifier(),
         pin_factory=pin_factory,
+        fill=fill,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
+        trigger_mode=config.trigger.mode,
     )
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
+        agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)
         agent.mqtt.start()
     return agent
 
@@ -379,6 +489,13 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
         client_id=settings.client_id or f"bin-agent-{config.agent.bin_id}",
         password=password,
     )
+
+
+def switchable_trigger_modes(config: Config) -> list[str]:
+    """The trigger modes ``cmd/trigger_mode`` may switch to at run time: motion and manual
+    (the camera is always there), and gpio only where the config's own mode is gpio (only
+    then is a sensor known to be fitted on its pins)."""
+    return ["motion", "gpio", "manual"] if config.trigger.mode == "gpio" else ["motion", "manual"]
 
 
 def make_trigger(config: Config, pin_factory: Any) -> Trigger:

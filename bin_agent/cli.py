@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 
+    from .dashboard_commands import register as register_dashboards
+
+    register_dashboards(sub)
     try:
         from .training.commands import register
     except ImportError:

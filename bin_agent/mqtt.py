@@ -112,6 +112,8 @@ class MqttLink:
         self._last_handed = 0
         self._pump_thread: threading.Thread | None = None
         self.delivered = 0
+        # Called (in paho's thread) on every connect, after ``online`` and before the state.
+        self.connect_hooks: list[Callable[[], None]] = []
 
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -197,6 +199,11 @@ class MqttLink:
             return
         self.client.publish(self.topics.state, payload, qos=1, retain=True)
 
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str) -> None:
+        """Publish a retained QoS 1 message (JSON for a dict; ``""`` clears the topic)."""
+        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        self.client.publish(topic, text, qos=1, retain=True)
+
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
         self.client.publish(self.topics.command_result, payload, qos=1, retain=False)
@@ -254,6 +261,11 @@ class MqttLink:
         self._subscribed.clear()
         client.subscribe(self.topics.commands, qos=1)
         self._connected.set()
+        for hook in self.connect_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a connect hook failed")
         self.publish_state()
         self._wake.set()
 
