@@ -243,3 +243,17 @@ def test_ha_remove_without_a_broker_is_one_line(tmp_path, capsys):
     assert main(["ha-remove", "--config", str(config_file), "--timeout", "2"]) == 69
     err = capsys.readouterr().err
     assert err.startswith("bin-agent: cannot reach the broker") and err.count("\n") == 1
+
+
+def test_example_dashboard_names_only_entities_the_bin_announces(tmp_path):
+    """examples/home-assistant-dashboard.yaml is written for bin_id "bin-01": every entity id in it
+    is one Home Assistant derives from the device name and an entity name (lower case, runs of
+    other characters as "_")."""
+    config = make_config(tmp_path, agent={"bin_id": "bin-01"})
+    announced = set()
+    for topic, payload in discovery_messages(config, list(CLASSES)).items():
+        name = f"{payload['device']['name']} {payload['name']}"
+        announced.add(f"{topic.split('/')[1]}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}")
+    text = (REPO / "examples" / "home-assistant-dashboard.yaml").read_text()
+    used = set(re.findall(r"\b(?:sensor|binary_sensor|button|select)\.[a-z0-9_]+", text)) - {"button.press"}
+    assert used and used <= announced, sorted(used - announced)
