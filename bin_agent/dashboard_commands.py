@@ -53,6 +53,48 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
+    from .store import Store, StoreError
+
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    db = args.db or Path(config.agent.state_dir) / "bin-agent.db"
+    if not db.is_file():
+        return _fail(f"{db}: no state database (has the bin run? --db names another)", 66)  # EX_NOINPUT
+    now = datetime.now(timezone.utc)
+    try:
+        since = parse_since(args.since, now)
+        store = Store(db)
+    except (ReportError, StoreError) as exc:
+        return _fail(str(exc), 64 if isinstance(exc, ReportError) else 74)
+    try:
+        report = report_from_store(store, config.agent.bin_id, since, now, sorted(config.router.compartments),
+                                   config.compartments)
+    finally:
+        store.close()
+    print(format_table(report, args.unsure))
+    try:
+        if args.csv:
+            rows = write_csv(report, args.csv)
+            print(f"\nwrote {args.csv} ({rows} rows)")
+        if args.png:
+            write_png(report, args.png)
+            print(f"wrote {args.png}")
+    except ReportError as exc:
+        return _fail(str(exc), 69)
+    except OSError as exc:
+        return _fail(f"cannot write: {exc}", 73)  # EX_CANTCREAT
+    return 0
+
+
 # ---------------------------------------------------------------------- registration
 
 
@@ -62,3 +104,13 @@ def register(sub: Any) -> None:
     remove.add_argument("--config", "-c", type=Path, required=True, help="the bin's TOML config file")
     remove.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
     remove.set_defaults(func=cmd_ha_remove)
+
+    report = sub.add_parser("report", help="composition report: items per day, class and compartment")
+    report.add_argument("--config", "-c", type=Path, required=True, help="the bin's TOML config file")
+    report.add_argument("--since", default="7d", help="7d, 12h, 2w or a date like 2026-11-01 (UTC); default 7d")
+    report.add_argument("--db", type=Path, default=None,
+                        help="state database (default: agent.state_dir/bin-agent.db of the config)")
+    report.add_argument("--csv", type=Path, default=None, help="also write one row per day, class and compartment")
+    report.add_argument("--png", type=Path, default=None, help="also draw items per day (needs matplotlib)")
+    report.add_argument("--unsure", type=int, default=20, metavar="N", help="list at most N unsure items")
+    report.set_defaults(func=cmd_report)

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS items (
     payload     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_created ON items(created);
+CREATE INDEX IF NOT EXISTS items_time ON items(time);
 -- Items per class in each compartment since it was last emptied (fill estimate).
 CREATE TABLE IF NOT EXISTS fill_counts (
     compartment TEXT NOT NULL,
@@ -240,13 +241,14 @@ class Store:
             (compartment, label),
         )
 
-    def history(self, since: float, until: float | None = None) -> list[HistoryItem]:
-        """Sorted items recorded at or after ``since`` (epoch seconds), oldest first."""
+    def history(self, since: str, until: str | None = None) -> list[HistoryItem]:
+        """Sorted items whose event time (ISO-8601 UTC, as in the events) is at or after ``since``
+        and before ``until``, oldest first."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
-                "WHERE created >= ? AND created < ? ORDER BY seq",
-                (since, until if until is not None else float("inf")),
+                "WHERE time >= ? AND time < ? ORDER BY seq",
+                (since, until if until is not None else "\uffff"),
             ).fetchall()
         return [HistoryItem(time=r[0], created=r[1], label=r[2], confidence=r[3], compartment=r[4],
                             fallback=bool(r[5]), payload=json.loads(r[6])) for r in rows]
