@@ -53,6 +53,56 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- monitor
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import json
+    import threading
+
+    from .broker import BrokerError, CliClient
+    from .monitor import Fleet, live, render_table
+    from .mqtt import read_password
+
+    host, port, prefix, username, password = "localhost", 1883, "smartbin", "", None
+    if args.config is not None:
+        try:
+            config = load_config(args.config, check_model=False)
+        except ConfigError as exc:
+            return _fail(exc.describe(), EX_CONFIG)
+        settings = config.mqtt
+        host, port, prefix, username = settings.host, settings.port, settings.topic_prefix, settings.username
+        if settings.password_file:
+            password = read_password(config.resolve(settings.password_file))
+    host, port, prefix = args.host or host, args.port or port, args.prefix or prefix
+    username = args.username or username
+    if args.password_file is not None:
+        try:
+            password = read_password(args.password_file)
+        except OSError as exc:
+            return _fail(f"--password-file: {exc}", 66)
+    fleet = Fleet(prefix, args.bins)
+    try:
+        with CliClient(host, port, username=username, password=password, purpose="monitor") as client:
+            client.subscribe(fleet.filters, fleet.handle, args.timeout)
+            if not client.sync(args.timeout):
+                return _fail(f"the broker {host}:{port} did not answer in {args.timeout:g} s", 69)
+            if args.json:
+                print(json.dumps(fleet.as_json(), indent=1, sort_keys=True))
+                return 0
+            if args.once or not sys.stdout.isatty():
+                print(render_table(fleet))
+                return 0
+            stop = threading.Event()
+            try:
+                live(fleet, sys.stdout, stop, args.refresh)
+            except KeyboardInterrupt:
+                stop.set()
+            return 0
+    except BrokerError as exc:
+        return _fail(str(exc), 69)
+
+
 # ---------------------------------------------------------------------- report
 
 
@@ -104,6 +154,20 @@ def register(sub: Any) -> None:
     remove.add_argument("--config", "-c", type=Path, required=True, help="the bin's TOML config file")
     remove.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
     remove.set_defaults(func=cmd_ha_remove)
+
+    monitor = sub.add_parser("monitor", help="live view of one or many bins (counts, fill, last item, status)")
+    monitor.add_argument("bins", nargs="*", metavar="BIN_ID", help="bins to watch (default: every bin)")
+    monitor.add_argument("--config", "-c", type=Path, default=None, help="take broker and topic prefix from it")
+    monitor.add_argument("--host", default=None, help="broker (default: the config's, else localhost)")
+    monitor.add_argument("--port", type=int, default=None, help="broker port (default: the config's, else 1883)")
+    monitor.add_argument("--prefix", default=None, help="topic prefix (default: the config's, else smartbin)")
+    monitor.add_argument("--username", default=None, help="broker user")
+    monitor.add_argument("--password-file", type=Path, default=None, help="file holding the broker password")
+    monitor.add_argument("--json", action="store_true", help="print every bin's status and state as JSON, then exit")
+    monitor.add_argument("--once", action="store_true", help="print the table once, then exit")
+    monitor.add_argument("--refresh", type=float, default=1.0, help="seconds between redraws (default 1)")
+    monitor.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    monitor.set_defaults(func=cmd_monitor)
 
     report = sub.add_parser("report", help="composition report: items per day, class and compartment")
     report.add_argument("--config", "-c", type=Path, required=True, help="the bin's TOML config file")
