@@ -93,6 +93,11 @@ def _angular_servo(pin: int, settings: Any, initial_angle: float | None, pin_fac
     )
 
 
+def angular_servo(settings: Any, pin_factory: Any, initial_angle: float | None = None) -> Any:
+    """The gpiozero ``AngularServo`` of an ``[actuator.servo]`` section (``bin-agent calibrate``)."""
+    return _angular_servo(settings.pin, settings, initial_angle, pin_factory)
+
+
 class ChuteSorter:
     """One servo turns a chute (or tilts a tray) towards the compartment.
 

@@ -145,6 +145,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- calibrate
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .actuators import ActuatorError, make_pin_factory
+    from .calibrate import CalibrationError, calibrate, parse_assignments, terminal_keys
+
+    try:
+        config = load_config(args.config, check_model=False)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    try:
+        assignments = parse_assignments(args.set) if args.set else None
+        pin_factory = make_pin_factory(config.actuator.pin_factory)
+        calibrate(config, pin_factory, assignments=assignments,
+                  keys=None if assignments is not None else terminal_keys(sys.stdin), step=args.step)
+    except (CalibrationError, ActuatorError) as exc:
+        return _fail(str(exc), EX_CONFIG)
+    return 0
+
+
 # ---------------------------------------------------------------------- registration
 
 
@@ -178,3 +199,11 @@ def register(sub: Any) -> None:
     report.add_argument("--png", type=Path, default=None, help="also draw items per day (needs matplotlib)")
     report.add_argument("--unsure", type=int, default=20, metavar="N", help="list at most N unsure items")
     report.set_defaults(func=cmd_report)
+
+    calibrate = sub.add_parser("calibrate", help="move the servo step by step; save home and compartment angles")
+    calibrate.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file to update")
+    calibrate.add_argument("--set", action="append", default=[], metavar="NAME=ANGLE",
+                           help="move to ANGLE and save it as home or a compartment's angle (repeatable); "
+                                "without --set: keys (a/d move, h home, 1-9 compartment, w write, q quit)")
+    calibrate.add_argument("--step", type=float, default=5.0, help="degrees per key press (default 5)")
+    calibrate.set_defaults(func=cmd_calibrate)
