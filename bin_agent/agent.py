@@ -31,7 +31,7 @@ from typing import Any, Callable, TextIO
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
-from .config import Config
+from .config import Config, TriggerMode
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .mqtt import MqttLink, Topics, read_password
@@ -77,8 +77,8 @@ class Agent:
     frames_seen: int = 0
     status: str = "starting"
     started_at: float = field(default_factory=time.monotonic)
-    trigger_mode: str = ""
-    _pending_trigger_mode: str | None = None
+    trigger_mode: TriggerMode = "motion"
+    _pending_trigger_mode: TriggerMode | None = None
     _next_history_prune: float = 0.0
 
     # ------------------------------------------------------------------ the loop
@@ -260,6 +260,7 @@ class Agent:
         if mode not in modes:
             reply["reason"] = f"'mode' must be one of {', '.join(modes)}"
             return reply
+        assert mode in ("motion", "gpio", "manual")  # for mypy: modes holds only TriggerMode values
         # The main loop swaps the trigger between two frames: update() runs in its thread only.
         self._pending_trigger_mode = mode
         reply["ok"] = True
@@ -491,7 +492,7 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
     )
 
 
-def switchable_trigger_modes(config: Config) -> list[str]:
+def switchable_trigger_modes(config: Config) -> list[TriggerMode]:
     """The trigger modes ``cmd/trigger_mode`` may switch to at run time: motion and manual
     (the camera is always there), and gpio only where the config's own mode is gpio (only
     then is a sensor known to be fitted on its pins)."""

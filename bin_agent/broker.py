@@ -13,7 +13,6 @@ been delivered.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -92,6 +91,8 @@ class CliClient:
         """Subscribe (QoS 1) and wait for the broker's SUBACK."""
         self._on_message = on_message
         result, mid = self.client.subscribe([(f, 1) for f in filters] + [(self._marker_topic, 1)])
+        if mid is None:
+            raise BrokerError(f"cannot subscribe at the broker {self.host}:{self.port} (rc={result})")
         done = self._subacks.setdefault(mid, threading.Event())
         if not done.wait(timeout):
             raise BrokerError(f"the broker {self.host}:{self.port} did not confirm the subscription")
@@ -140,12 +141,3 @@ class CliClient:
         if callback is not None:
             with self._lock:
                 callback(Message(message.topic, bytes(message.payload), bool(message.retain)))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

@@ -148,9 +148,12 @@ class GpioTriggerSection:
     )
 
 
+TriggerMode = Literal["motion", "gpio", "manual"]
+
+
 @dataclass
 class TriggerSection:
-    mode: Literal["motion", "gpio", "manual"] = _opt(
+    mode: TriggerMode = _opt(
         "motion", "motion: camera change; gpio: a sensor; manual: only cmd/classify."
     )
     settle_seconds: float = _opt(

@@ -52,7 +52,8 @@ def test_report_table_csv_and_png(bin_with_history, tmp_path, capsys):
                  "--png", str(out_png)]) == 0
     text = capsys.readouterr().out
     assert "7 items, 1 unsure (14.3 %)" in text
-    lines = {line.split()[0]: line.split() for line in text.splitlines() if line[:4].isdigit() or line.startswith("total")}
+    lines = {line.split()[0]: line.split() for line in text.splitlines()
+             if line[:4].isdigit() or line.startswith("total")}
     # columns: 6 classes | 4 compartments | items unsure
     assert lines[days["two"]][1:7] == ["0", "3", "0", "1", "0", "0"]
     assert lines[days["two"]][8:12] == ["1", "3", "0", "0"] and lines[days["two"]][-2:] == ["4", "0"]
