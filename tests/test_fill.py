@@ -181,3 +181,39 @@ def test_full_alert_and_emptied_over_mqtt_survive_a_restart(tmp_path, mosquitto,
     finally:
         agent.stop()
         runner.join(30)
+
+
+@pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
+def test_agent_republishes_a_measured_level_without_items(tmp_path, mosquitto, subscriber_factory):
+    from gpiozero.pins.mock import MockFactory, MockPWMPin, MockTriggerPin
+
+    image = tmp_path / "item.png"
+    Image.new("RGB", (64, 48), (120, 120, 30)).save(image)
+    data = base_config(tmp_path, image, port=mosquitto.port)
+    data["trigger"]["mode"] = "manual"
+    data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
+    data["fill"] = {"sensor_interval_seconds": 1.0,
+                    "sensors": {"glass": {"trigger_pin": 23, "echo_pin": 24, "empty_distance": 2.0,
+                                          "full_distance": 0.4}}}
+    config = config_from_dict(data, base_dir=tmp_path)
+
+    class SonarPin(MockTriggerPin, MockPWMPin):
+        """gpiozero's sonar mock on a factory of PWM mock pins (the servo needs PWM; MockFactory
+        refuses to mix PWM and non-PWM pin classes)."""
+
+    factory = MockFactory(pin_class=MockPWMPin)
+    sonar = factory.pin(23, pin_class=SonarPin, echo_pin=factory.pin(24), echo_time=2 * 1.9 / SPEED_OF_SOUND)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    agent = build_agent(config, pin_factory=factory)
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    try:
+        assert agent.mqtt.wait_connected(15)
+        sonar.echo_time = 2 * 0.3 / SPEED_OF_SOUND  # someone filled the glass compartment by hand
+        assert sub.wait_for(lambda: sub.json_on("/full") and sub.json_on("/full")[-1]["full"] == ["glass"], 20)
+        state = sub.json_on("test-bin/state")[-1]
+        assert state["fill"]["glass"] == 100.0 and state["fill_detail"]["glass"]["estimated"] == 0.0
+        assert state["counts"]["total"] == 0, "no item was sorted"
+    finally:
+        agent.stop()
+        runner.join(30)
