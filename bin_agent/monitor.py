@@ -116,8 +116,16 @@ def _row(view: BinView, now: float) -> list[str]:
         " ".join(f"{_abbrev(k)} {v:.0f}{'!' if k in full else ''}" for k, v in fill.items()) or "-",
         f"{last['class']} {last.get('confidence', 0):.2f} {str(last.get('time', ''))[11:19]}" if last else "-",
         str(state.get("outbox_pending", "-")),
-        _age(now - view.received),
+        _age(now - _epoch(state.get("updated"), view.received)),
     ]
+
+
+def _epoch(stamp: Any, default: float) -> float:
+    """The state's own ``updated`` time (when the bin published it), else when it arrived."""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return default
 
 
 def _age(seconds: float) -> str:
@@ -128,7 +136,7 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
-HEADER = ["bin", "status", "items", "by class", "unsure", "fill % (! full)", "last item (UTC)", "outbox", "seen"]
+HEADER = ["bin", "status", "items", "by class", "unsure", "fill % (! full)", "last item (UTC)", "outbox", "updated"]
 
 
 def render_table(fleet: Fleet, now: float | None = None) -> str:

@@ -224,15 +224,21 @@ class MqttLink:
         self._apply_acks()
 
     def _apply_acks(self) -> None:
+        acknowledged = 0
         while True:
             try:
                 mid = self._acks.get_nowait()
             except queue.Empty:
-                return
+                break
             seq = self._inflight.pop(mid, None)
             if seq is not None:
                 self.store.acknowledge(seq)
                 self.delivered += 1
+                acknowledged += 1
+        # The state went out with the new event still queued: say when the backlog is gone,
+        # so dashboards do not show a backlog of 1 after every item.
+        if acknowledged and self.store.pending_count() == 0:
+            self.publish_state()
 
     def _hand_over(self) -> None:
         if not self.connected:
