@@ -140,6 +140,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"wrote {args.png}")
     except ReportError as exc:
         return _fail(str(exc), 69)
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         return _fail(f"cannot write: {exc}", 73)  # EX_CANTCREAT
     return 0

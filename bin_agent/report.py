@@ -106,7 +106,7 @@ def format_table(report: Report, max_unsure: int = 20) -> str:
     lines = [f"Bin {report.bin_id}: {iso(report.since)[:16]}Z to {iso(report.until)[:16]}Z: "
              f"{total} items, {unsure} unsure ({_share(unsure, total)}) sent to the fallback compartment", ""]
     columns = report.classes + ["|"] + report.compartments + ["|", "items", "unsure"]
-    widths = [max(len(c), 5) for c in columns]
+    widths = [1 if c == "|" else max(len(c), 5) for c in columns]
     lines.append("day         " + " ".join(c.rjust(w) for c, w in zip(columns, widths)))
 
     def row(label: str, classes: dict[str, int], compartments: dict[str, int], items: int, unsure_n: int) -> str:
