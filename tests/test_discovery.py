@@ -257,3 +257,16 @@ def test_example_dashboard_names_only_entities_the_bin_announces(tmp_path):
     text = (REPO / "examples" / "home-assistant-dashboard.yaml").read_text()
     used = set(re.findall(r"\b(?:sensor|binary_sensor|button|select)\.[a-z0-9_]+", text)) - {"button.press"}
     assert used and used <= announced, sorted(used - announced)
+
+
+def test_disabled_discovery_publishes_no_config(tmp_path, mosquitto, subscriber_factory):
+    config = make_config(tmp_path, port=mosquitto.port, homeassistant={"enabled": False})
+    sub = subscriber_factory(mosquitto.port, "#")
+    agent = build_agent(config)
+    try:
+        assert agent.mqtt.wait_connected(15)
+        # Configs would go out before the state, on the same connection: once the state is here, none came.
+        assert sub.wait_for(lambda: sub.on("test-bin/state"), 10)
+        assert not [m.topic for m in sub.messages if m.topic.startswith("homeassistant/")]
+    finally:
+        agent.close()
