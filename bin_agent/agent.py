@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
@@ -165,7 +165,6 @@ class Agent:
             fallback=route.fallback,
         )
         latency["record"] = (time.perf_counter() - t_record) * 1000.0
-        self._prune_history_if_due()
         latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
         if self.mqtt is not None:
@@ -173,6 +172,7 @@ class Agent:
         self._publish_state()
         self.indicators.sorted_item()
         self.indicators.ready()
+        self._prune_history_if_due()  # after the item, outside its latency
         # With print_events the line below already says it: keep the log quiet.
         log.log(logging.DEBUG if self.out is not None else logging.INFO, "item %d: %s %.2f -> %s%s", self.items_sorted, classification.label,
                  classification.confidence, route.compartment, " (fallback)" if route.fallback else "")
@@ -260,9 +260,8 @@ class Agent:
         if mode not in modes:
             reply["reason"] = f"'mode' must be one of {', '.join(modes)}"
             return reply
-        assert mode in ("motion", "gpio", "manual")  # for mypy: modes holds only TriggerMode values
         # The main loop swaps the trigger between two frames: update() runs in its thread only.
-        self._pending_trigger_mode = mode
+        self._pending_trigger_mode = cast(TriggerMode, mode)
         reply["ok"] = True
         return reply
 
