@@ -19,6 +19,7 @@ factory through the same function.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import ssl
 import sys
@@ -26,14 +27,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .commands import CommandGate, CommandRejected
-from .config import CameraSection, Config, ConfigError, broker_password, broker_tls_context
+from .config import CameraSection, Config, ConfigError, TriggerMode, broker_password, broker_tls_context
 from .events import SortedItem, utc_now_iso
+from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .mqtt import MqttLink, Topics
 from .notify import Notifier
@@ -68,6 +70,7 @@ class Agent:
     mqtt: MqttLink | None
     notifier: Notifier
     pin_factory: Any = None
+    fill: FillMonitor | None = None
     out: TextIO | None = None
     commands: CommandGate = field(default_factory=CommandGate)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -75,6 +78,9 @@ class Agent:
     frames_seen: int = 0
     status: str = "starting"
     started_at: float = field(default_factory=time.monotonic)
+    trigger_mode: TriggerMode = "motion"
+    _pending_trigger_mode: TriggerMode | None = None
+    _next_history_prune: float = 0.0
 
     # ------------------------------------------------------------------ the loop
 
@@ -95,6 +101,9 @@ class Agent:
         self.notifier.ready(f"sorting; model {self.classifier.version}")
         try:
             while not self.stop_event.is_set():
+                self._switch_trigger_if_asked()
+                if self.fill is not None and self.fill.sensors_changed():
+                    self._publish_state()
                 try:
                     frame = self.source.read()
                 except SourceError as exc:
@@ -181,6 +190,7 @@ class Agent:
         self._publish_state()
         self.indicators.sorted_item()
         self.indicators.ready()
+        self._prune_history_if_due()  # after the item, outside its latency
         # With print_events the line below already says it: keep the log quiet.
         log.log(logging.DEBUG if self.out is not None else logging.INFO, "item %d: %s %.2f -> %s%s", self.items_sorted, classification.label,
                  classification.confidence, route.compartment, " (fallback)" if route.fallback else "")
@@ -198,7 +208,8 @@ class Agent:
         if self.status == "running":
             self.status = "stopping"
         for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                             ("trigger", self.trigger.close), ("source", self.source.close)):
+                             ("trigger", self.trigger.close), ("source", self.source.close),
+                             ("fill sensors", self.fill.close if self.fill else lambda: None)):
             try:
                 closer()
             except Exception:
@@ -236,8 +247,64 @@ class Agent:
         elif command.name == "ping":
             reply["pong"] = utc_now_iso()
             reply["status"] = self.status
+        elif command.name == "emptied":
+            return self._command_emptied(command.args, reply)
+        elif command.name == "trigger_mode":
+            return self._command_trigger_mode(command.args, reply)
         reply["ok"] = True
         return reply
+
+    def _command_emptied(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        compartment = args.get("compartment")
+        if self.fill is None:
+            reply["reason"] = "fill levels are off (fill.enabled = false)"
+        elif not isinstance(compartment, str) or compartment not in self.fill.compartments:
+            reply["reason"] = f"'compartment' must be one of {', '.join(self.fill.compartments)}"
+        else:
+            reply["emptied"] = self.fill.emptied(compartment)
+            reply["ok"] = True
+            self._publish_state()
+        return reply
+
+    def _command_trigger_mode(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        modes = switchable_trigger_modes(self.config)
+        mode = args.get("mode")
+        if mode not in modes:
+            reply["reason"] = f"'mode' must be one of {', '.join(modes)}"
+            return reply
+        # The main loop swaps the trigger between two frames: update() runs in its thread only.
+        self._pending_trigger_mode = cast(TriggerMode, mode)
+        reply["ok"] = True
+        return reply
+
+    def _trigger_in_mode(self, mode: TriggerMode) -> Trigger:
+        section = dataclasses.replace(self.config.trigger, mode=mode)
+        return build_trigger(section, drop_zone=self.config.camera.zone, pin_factory=self.pin_factory)
+
+    def _switch_trigger_if_asked(self) -> None:
+        mode, self._pending_trigger_mode = self._pending_trigger_mode, None
+        if mode is None or mode == self.trigger_mode:
+            return
+        self.trigger.close()  # frees a GPIO sensor's pins before the new trigger claims them
+        try:
+            self.trigger = self._trigger_in_mode(mode)
+        except Exception as exc:
+            log.error("cannot switch the trigger to %s (%s: %s); back to %s", mode, type(exc).__name__, exc,
+                      self.trigger_mode)
+            self.trigger = self._trigger_in_mode(self.trigger_mode)
+        else:
+            log.info("trigger mode %s -> %s (until the next start)", self.trigger_mode, mode)
+            self.trigger_mode = mode
+        self._publish_state()
+
+    def _prune_history_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_history_prune:
+            return
+        self._next_history_prune = now + 3600.0
+        removed = self.store.prune_history(time.time() - self.config.history.retention_days * 86400.0)
+        if removed:
+            log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
 
     # ------------------------------------------------------------------ state
 
@@ -256,11 +323,45 @@ class Agent:
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),
+            **self._dashboard_state(last),
         }
+
+    def _dashboard_state(self, last: dict[str, Any] | None) -> dict[str, Any]:
+        """The keys dashboards read (Home Assistant's value templates, ``bin-agent monitor``)."""
+        counts = self.store.counts()
+        extra: dict[str, Any] = {
+            "trigger_mode": self.trigger_mode,
+            "fallback_share": round(100.0 * counts.fallback / counts.total, 1) if counts.total else None,
+            "inference_ms": (last or {}).get("latency_ms", {}).get("inference"),
+        }
+        if self.fill is not None:
+            extra.update(self.fill.state())
+        return extra
 
     def _publish_state(self) -> None:
         if self.mqtt is not None:
             self.mqtt.publish_state()
+            self._publish_full_alert()
+
+    def _publish_full_alert(self) -> None:
+        """The retained ``full`` topic, whenever the set of full compartments changes."""
+        if self.fill is None or self.mqtt is None or not self.mqtt.connected:
+            return
+        alert = self.fill.full_alert(self.fill.state()["full"])
+        if alert is not None:
+            alert["time"] = utc_now_iso()
+            self.mqtt.publish_retained(f"{self._topics().base}/full", alert)
+
+    def on_mqtt_connected(self) -> None:
+        """Called by the MQTT link on every (re)connect, before the state goes out."""
+        if self.config.homeassistant.enabled and self.mqtt is not None:
+            from .discovery import discovery_messages
+
+            for topic, payload in discovery_messages(self.config, self.classifier.labels).items():
+                self.mqtt.publish_retained(topic, payload)
+        if self.fill is not None:
+            self.fill.forget_published()
+            self._publish_full_alert()
 
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
@@ -371,6 +472,13 @@ def build_agent(
             store = Store(Path(config.agent.state_dir) / "bin-agent.db")
         except StoreError as exc:
             raise StartupError(str(exc), 73) from None
+        undo.callback(store.close)
+        fill = None
+        if config.fill.enabled:
+            try:
+                fill = FillMonitor.from_config(config.fill, config.compartments, store, pin_factory)
+            except Exception as exc:
+                raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", 78) from None
         undo.pop_all()
     agent = Agent(
         config=config,
@@ -386,11 +494,14 @@ def build_agent(
         notifier=notifier if notifier is not None else Notifier(),
         pin_factory=pin_factory,
         commands=CommandGate.from_config(config.mqtt.commands),
+        fill=fill,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
+        trigger_mode=config.trigger.mode,
     )
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state,
                                password=password, tls=tls)
+        agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)
         agent.mqtt.start()
     return agent
 
@@ -427,3 +538,11 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
         password=password,
         tls=tls,
     )
+
+
+def switchable_trigger_modes(config: Config) -> list[TriggerMode]:
+    """The trigger modes ``cmd/trigger_mode`` may switch to at run time: motion and manual
+    (the camera is always there), and gpio only where the config's own mode is gpio (only
+    then is a sensor known to be fitted on its pins)."""
+    return ["motion", "gpio", "manual"] if config.trigger.mode == "gpio" else ["motion", "manual"]
+

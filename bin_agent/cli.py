@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "fires on is saved, else the last one (default: %(default)s)")
     snapshot.set_defaults(func=cmd_snapshot)
 
+    from .dashboard_commands import register as register_dashboards
+
+    register_dashboards(sub)
     try:
         from .training.commands import register
     except ImportError:

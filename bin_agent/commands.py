@@ -39,6 +39,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "classify": dict(ID_FIELD),  # take a picture and sort what lies there now
     "reset_counts": dict(ID_FIELD),  # zero the counts (destructive)
     "ping": dict(ID_FIELD),  # reply with the time and the agent's status
+    "emptied": {**ID_FIELD, "compartment": (str,)},  # a compartment was emptied: its fill level to 0
+    "trigger_mode": {**ID_FIELD, "mode": (str,)},  # switch the trigger until the next start
 }
 """Command name → allowed keys and the types of their values."""
 

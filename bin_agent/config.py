@@ -213,9 +213,12 @@ class GpioTriggerSection:
     )
 
 
+TriggerMode = Literal["motion", "gpio", "manual"]
+
+
 @dataclass
 class TriggerSection:
-    mode: Literal["motion", "gpio", "manual"] = _opt(
+    mode: TriggerMode = _opt(
         "motion", "motion: camera change; gpio: a sensor; manual: only cmd/classify."
     )
     settle_seconds: float = _opt(
@@ -386,6 +389,54 @@ class MqttSection:
 
 
 @dataclass
+class FillSensorSection:
+    trigger_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's trigger.", min=0, max=27)
+    echo_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's echo.", min=0, max=27)
+    empty_distance: float = _opt(
+        0.6, "Metres from the sensor to the floor of the empty compartment.", min=0.02, max=4
+    )
+    full_distance: float = _opt(
+        0.1, "Metres from the sensor to the waste when the compartment counts as full.", min=0.02, max=4
+    )
+
+
+@dataclass
+class FillSection:
+    enabled: bool = _opt(True, "Estimate (and, with sensors, measure) how full each compartment is.")
+    full_threshold: float = _opt(
+        90.0, "Percent at which a compartment counts as full (retained 'full' alert).", min=1, max=100
+    )
+    item_litres: dict[str, float] = _opt(
+        {"cardboard": 1.5, "glass": 0.6, "metal": 0.4, "paper": 0.3, "plastic": 0.5, "trash": 0.8},
+        "Class → litres one item takes up in its compartment (the estimate).",
+    )
+    capacity_litres: dict[str, float] = _opt(
+        {"paper": 60.0, "glass": 40.0, "packaging": 60.0, "residual": 60.0},
+        "Compartment → litres it holds.",
+    )
+    sensor_interval_seconds: float = _opt(
+        30.0, "With sensors: how often the measured levels are republished when they change.",
+        min=1, max=3600,
+    )
+    sensors: dict[str, FillSensorSection] = _opt(
+        {}, "Compartment → ultrasonic sensor (gpiozero DistanceSensor) measuring its level."
+    )
+
+
+@dataclass
+class HistorySection:
+    retention_days: int = _opt(
+        365, "How many days of sorted items the store keeps for 'bin-agent report'.", min=1, max=3650
+    )
+
+
+@dataclass
+class HomeAssistantSection:
+    enabled: bool = _opt(True, "Publish retained Home Assistant MQTT discovery configs on connect.")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant's discovery prefix.")
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -396,6 +447,9 @@ class Config:
     router: RouterSection = _sub(RouterSection, "Class → compartment.")
     actuator: ActuatorSection = _sub(ActuatorSection, "Servos, LEDs, buzzer.")
     mqtt: MqttSection = _sub(MqttSection, "Broker and topics.")
+    fill: FillSection = _sub(FillSection, "Fill level per compartment.")
+    history: HistorySection = _sub(HistorySection, "History of sorted items (reports).")
+    homeassistant: HomeAssistantSection = _sub(HomeAssistantSection, "Home Assistant MQTT discovery.")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
@@ -580,6 +634,8 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
     _check_actuator(config, problems)
     _check_pins(config, problems)
     _check_mqtt(config, problems)
+    _check_fill(config, labels, problems)
+    _check_homeassistant(config, problems)
     if config.camera.source == "replay" and not config.camera.replay.path.exists():
         problems.append(
             f"camera.replay.path: {config.camera.replay.path} does not exist; "
@@ -763,6 +819,10 @@ def pins_in_use(config: Config) -> dict[str, int]:
         pins["trigger.gpio.pin"] = config.trigger.gpio.pin
         if config.trigger.gpio.kind == "distance":
             pins["trigger.gpio.echo_pin"] = config.trigger.gpio.echo_pin
+    if config.fill.enabled:
+        for compartment, sensor in config.fill.sensors.items():
+            pins[f"fill.sensors.{compartment}.trigger_pin"] = sensor.trigger_pin
+            pins[f"fill.sensors.{compartment}.echo_pin"] = sensor.echo_pin
     return pins
 
 
@@ -852,6 +912,40 @@ def broker_tls_context(config: Config) -> Any:
         return tls_context(paths["ca_file"], paths["cert_file"], paths["key_file"], insecure=tls.insecure)
     except TlsSetupError as exc:
         raise ConfigError([f"mqtt.tls.{exc.key}: {exc}"]) from None
+
+
+def _check_fill(config: Config, labels: list[str], problems: list[str]) -> None:
+    fill = config.fill
+    if not fill.enabled:
+        return
+    for label in labels:
+        if label not in fill.item_litres:
+            problems.append(f"fill.item_litres: class '{label}' has none; add {label} = <litres>")
+    for label, litres in fill.item_litres.items():
+        if label not in labels:
+            problems.append(f"fill.item_litres.{label}: the model has no class '{label}'")
+        elif litres < 0:
+            problems.append(f"fill.item_litres.{label}: {litres} must not be negative")
+    _need_each(config.compartments, fill.capacity_litres, "fill.capacity_litres", "<litres>", problems)
+    for compartment, litres in fill.capacity_litres.items():
+        if litres <= 0:
+            problems.append(f"fill.capacity_litres.{compartment}: {litres} must be above 0")
+    for compartment, sensor in fill.sensors.items():
+        if compartment not in config.compartments:
+            problems.append(f"fill.sensors.{compartment}: no class is routed to '{compartment}' "
+                            f"(compartments: {', '.join(config.compartments)})")
+        if sensor.full_distance >= sensor.empty_distance:
+            problems.append(f"fill.sensors.{compartment}.full_distance: {sensor.full_distance} must be "
+                            f"below empty_distance ({sensor.empty_distance})")
+
+
+def _check_homeassistant(config: Config, problems: list[str]) -> None:
+    prefix = config.homeassistant.discovery_prefix
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        problems.append(
+            f"homeassistant.discovery_prefix: {prefix!r} must be non-empty, without '+' or '#', "
+            "and not start or end with '/'"
+        )
 
 
 # --------------------------------------------------------------------------- documentation

@@ -151,6 +151,8 @@ class MqttLink:
         # Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. the ACL).
         self.refused = 0
         self.tls = tls
+        # Called (in paho's thread) on every connect, after ``online`` and before the state.
+        self.connect_hooks: list[Callable[[], None]] = []
 
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -263,6 +265,11 @@ class MqttLink:
             return None
         return self._publish_other(self.topics.state, payload, retain=True)
 
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str) -> None:
+        """Publish a retained QoS 1 message (JSON for a dict; ``""`` clears the topic)."""
+        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        self.client.publish(topic, text, qos=1, retain=True)
+
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
         self._publish_other(self.topics.command_result, payload, retain=False)
@@ -292,11 +299,12 @@ class MqttLink:
         self._apply_acks()
 
     def _apply_acks(self) -> None:
+        acknowledged = 0
         while True:
             try:
                 mid, refusal = self._acks.get_nowait()
             except queue.Empty:
-                return
+                break
             seq = self._inflight.pop(mid, None)
             if seq is None:
                 with self._other_lock:
@@ -307,11 +315,16 @@ class MqttLink:
             elif refusal is None:
                 self.store.acknowledge(seq)
                 self.delivered += 1
+                acknowledged += 1
             else:
                 # Kept in the outbox; tried again (oldest first) after a pause.
                 self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
                 self.refused += 1
                 self._log_refusal(self.topics.event, refusal)
+        # The state went out with the new event still queued: say when the backlog is gone,
+        # so dashboards do not show a backlog of 1 after every item.
+        if acknowledged and self.store.pending_count() == 0:
+            self.publish_state()
 
     def _log_refusal(self, topic: str, reason: str) -> None:
         user = self.settings.username or "(anonymous)"
@@ -368,6 +381,11 @@ class MqttLink:
         # noLocal: our own replies on cmd/result do not come back to us.
         client.subscribe(self.topics.commands, options=SubscribeOptions(qos=1, noLocal=True))
         self._connected.set()
+        for hook in self.connect_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a connect hook failed")
         self.publish_state()
         self._wake.set()
 

@@ -40,6 +40,31 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Every sorted item (for reports), kept for history.retention_days.
+CREATE TABLE IF NOT EXISTS items (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    created     REAL NOT NULL,
+    class       TEXT NOT NULL,
+    confidence  REAL NOT NULL,
+    compartment TEXT NOT NULL,
+    fallback    INTEGER NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_created ON items(created);
+CREATE INDEX IF NOT EXISTS items_time ON items(time);
+-- Items per class in each compartment since it was last emptied (fill estimate).
+CREATE TABLE IF NOT EXISTS fill_counts (
+    compartment TEXT NOT NULL,
+    class       TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (compartment, class)
+);
+CREATE TABLE IF NOT EXISTS emptied (
+    compartment TEXT PRIMARY KEY,
+    time        TEXT NOT NULL
+);
 """
 
 
@@ -73,6 +98,19 @@ class Counts:
             "fallback": self.fallback,
             "since": self.since,
         }
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One sorted item from the history table."""
+
+    time: str
+    created: float
+    label: str
+    confidence: float
+    compartment: str
+    fallback: bool
+    payload: dict[str, Any]
 
 
 class Store:
@@ -139,6 +177,7 @@ class Store:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,)
                 )
+                self._record_history(event_id, payload, text, label, compartment, fallback)
             if finalize is None:
                 return
             final = json.dumps(finalize(time.perf_counter() - started), separators=(",", ":"),
@@ -204,6 +243,64 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # ------------------------------------------------------------------ history and fill
+
+    def _record_history(self, event_id: str, payload: dict[str, Any], text: str, label: str,
+                        compartment: str, fallback: bool) -> None:
+        # Inside record_event's transaction: history and fill agree with the counts.
+        self._db.execute(
+            "INSERT INTO items(event_id, time, created, class, confidence, compartment, fallback, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event_id, str(payload.get("time") or _now_iso()), time.time(), label,
+             float(payload.get("confidence") or 0.0), compartment, int(fallback), text),
+        )
+        self._db.execute(
+            "INSERT INTO fill_counts(compartment, class, n) VALUES (?, ?, 1) "
+            "ON CONFLICT(compartment, class) DO UPDATE SET n = n + 1",
+            (compartment, label),
+        )
+
+    def history(self, since: str, until: str | None = None) -> list[HistoryItem]:
+        """Sorted items whose event time (ISO-8601 UTC, as in the events) is at or after ``since``
+        and before ``until``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
+                "WHERE time >= ? AND time < ? ORDER BY seq",
+                (since, until if until is not None else "\uffff"),
+            ).fetchall()
+        return [HistoryItem(time=r[0], created=r[1], label=r[2], confidence=r[3], compartment=r[4],
+                            fallback=bool(r[5]), payload=json.loads(r[6])) for r in rows]
+
+    def prune_history(self, older_than: float) -> int:
+        """Drop history items recorded before ``older_than`` (epoch seconds); returns how many."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM items WHERE created < ?", (older_than,))
+        return cursor.rowcount
+
+    def fill_counts(self) -> dict[str, dict[str, int]]:
+        """Compartment → class → items since the compartment was last emptied."""
+        with self._lock:
+            rows = self._db.execute("SELECT compartment, class, n FROM fill_counts").fetchall()
+        result: dict[str, dict[str, int]] = {}
+        for compartment, label, n in rows:
+            result.setdefault(compartment, {})[label] = n
+        return result
+
+    def mark_emptied(self, compartment: str) -> str:
+        """The compartment was emptied: its fill count starts again. Returns the time."""
+        now = _now_iso()
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM fill_counts WHERE compartment = ?", (compartment,))
+            self._db.execute("INSERT OR REPLACE INTO emptied(compartment, time) VALUES (?, ?)",
+                             (compartment, now))
+        return now
+
+    def emptied_times(self) -> dict[str, str]:
+        """Compartment → when it was last emptied (ISO-8601 UTC)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT compartment, time FROM emptied").fetchall())
 
     # ------------------------------------------------------------------ helpers
 

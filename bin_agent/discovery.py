@@ -1,0 +1,170 @@
+"""Home Assistant MQTT discovery: each bin appears as one device, with no YAML.
+
+On every connect the agent publishes one retained config per entity under
+``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (``node_id``
+is the bin id made safe for a topic level). Every config carries the same
+``device`` block, so Home Assistant groups the entities into one device, and
+points at the bin's own topics: the retained ``state`` (sensors read it with
+``value_template``), ``status`` for availability (``online``, and ``offline``
+from a clean stop or the Last Will) and ``cmd/<name>`` for buttons and the
+select. ``unique_id`` is ``<node_id>_<object_id>``: stable across restarts,
+config edits and Home Assistant restarts.
+
+``bin-agent ha-remove --config FILE`` publishes empty retained configs, which
+Home Assistant takes as "remove this entity"; with the last entity the device
+goes too.
+
+The payloads use full key names (no abbreviations) and only keys documented
+for the MQTT ``sensor``, ``binary_sensor``, ``button`` and ``select``
+integrations; ``tests/test_discovery.py`` checks them against those keys and,
+where Home Assistant is installed, against its own discovery schemas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from . import __version__
+from .config import Config
+from .mqtt import Topics
+
+COMPONENTS = ("sensor", "binary_sensor", "button", "select")
+MODEL = "bin-agent camera sorting bin"
+
+
+def node_id(bin_id: str) -> str:
+    """The bin id as a discovery topic level (``[a-zA-Z0-9_-]+``).
+
+    Other characters become ``_``; then a short hash of the real id keeps
+    ``bin.1`` and ``bin_1`` apart.
+    """
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "_", bin_id)
+    if safe != bin_id:
+        safe += "_" + hashlib.sha1(bin_id.encode()).hexdigest()[:6]
+    return safe
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
+
+
+def _key(name: str) -> str:
+    """A dict key inside a Jinja template (quoted: any class or compartment name works)."""
+    return json.dumps(name)
+
+
+def _title(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def device_block(bin_id: str) -> dict[str, Any]:
+    return {
+        "identifiers": [f"bin-agent_{node_id(bin_id)}"],
+        "name": f"Smart bin {bin_id}",
+        "manufacturer": "bin-agent",
+        "model": MODEL,
+        "sw_version": __version__,
+    }
+
+
+def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Discovery topic → retained config payload, for every entity of this bin."""
+    bin_id = config.agent.bin_id
+    node = node_id(bin_id)
+    topics = Topics.for_bin(config.mqtt.topic_prefix, bin_id)
+    prefix = config.homeassistant.discovery_prefix
+    common = {
+        "device": device_block(bin_id),
+        "origin": {"name": "bin-agent", "sw_version": __version__},
+        "availability_topic": topics.status,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+    }
+    messages: dict[str, dict[str, Any]] = {}
+
+    def add(component: str, object_id: str, **payload: Any) -> None:
+        messages[f"{prefix}/{component}/{node}/{object_id}/config"] = {
+            "unique_id": f"{node}_{object_id}", **payload, **common}
+
+    def sensor(object_id: str, name: str, template: str, **extra: Any) -> None:
+        add("sensor", object_id, name=name, state_topic=topics.state, value_template=template, **extra)
+
+    counter = {"state_class": "total_increasing", "unit_of_measurement": "items", "icon": "mdi:counter"}
+    for label in labels:
+        sensor(f"count_{_slug(label)}", f"{_title(label)} items",
+               f"{{{{ value_json.counts.classes.get({_key(label)}, 0) }}}}", **counter)
+    for compartment in config.compartments:
+        sensor(f"compartment_{_slug(compartment)}_count", f"{_title(compartment)} compartment items",
+               f"{{{{ value_json.counts.compartments.get({_key(compartment)}, 0) }}}}", **counter)
+    sensor("total", "Items sorted", "{{ value_json.counts.total }}", **counter)
+    # The last item's class is the state; its whole event (confidence, time, top-3,
+    # compartment, latencies) the attributes.
+    sensor("last_item", "Last item",
+           "{{ value_json.last_item['class'] if value_json.last_item else 'none' }}",
+           json_attributes_topic=topics.state,
+           json_attributes_template="{{ (value_json.last_item or {}) | tojson }}",
+           icon="mdi:recycle")
+    # "None" is Home Assistant's word for "no value yet" (state unknown).
+    sensor("last_item_time", "Last item time",
+           "{{ value_json.last_item.time if value_json.last_item else None }}",
+           device_class="timestamp")
+    sensor("fallback_share", "Unsure items share", "{{ value_json.fallback_share }}",
+           unit_of_measurement="%", state_class="measurement", icon="mdi:help-circle-outline")
+    sensor("inference_latency", "Inference latency", "{{ value_json.inference_ms }}",
+           unit_of_measurement="ms", device_class="duration", state_class="measurement",
+           entity_category="diagnostic")
+    sensor("outbox_pending", "Outbox backlog", "{{ value_json.outbox_pending }}",
+           unit_of_measurement="events", state_class="measurement", icon="mdi:tray-full",
+           entity_category="diagnostic")
+    if config.fill.enabled:
+        for compartment in config.compartments:
+            slug = _slug(compartment)
+            sensor(f"fill_{slug}", f"{_title(compartment)} fill level",
+                   f"{{{{ value_json.fill[{_key(compartment)}] }}}}",
+                   unit_of_measurement="%", state_class="measurement", icon="mdi:delete-variant",
+                   json_attributes_topic=topics.state,
+                   json_attributes_template=f"{{{{ value_json.fill_detail[{_key(compartment)}] | tojson }}}}")
+            add("binary_sensor", f"full_{slug}", name=f"{_title(compartment)} full", state_topic=topics.state,
+                value_template=f"{{{{ 'ON' if {_key(compartment)} in value_json.full else 'OFF' }}}}",
+                device_class="problem")
+            add("button", f"emptied_{slug}", name=f"{_title(compartment)} emptied",
+                command_topic=f"{topics.base}/cmd/emptied", payload_press=json.dumps({"compartment": compartment}),
+                icon="mdi:delete-empty")
+    add("button", "classify", name="Classify now", command_topic=f"{topics.base}/cmd/classify",
+        payload_press="{}", icon="mdi:camera")
+    add("button", "reset_counts", name="Reset counts", command_topic=f"{topics.base}/cmd/reset_counts",
+        payload_press="{}", entity_category="config", icon="mdi:counter")
+    from .agent import switchable_trigger_modes
+
+    add("select", "trigger_mode", name="Trigger mode", command_topic=f"{topics.base}/cmd/trigger_mode",
+        command_template='{"mode": "{{ value }}"}', state_topic=topics.state,
+        value_template="{{ value_json.trigger_mode }}", options=switchable_trigger_modes(config),
+        entity_category="config", icon="mdi:gesture-tap")
+    return messages
+
+
+# ---------------------------------------------------------------------- ha-remove
+
+
+def remove_from_home_assistant(config: Config, labels: list[str], timeout: float = 10.0) -> list[str]:
+    """Clear every retained discovery config of this bin; returns the topics cleared.
+
+    Clears the configs this config would publish and any other retained config
+    under this bin's node id (entities of an older config), found by
+    subscribing to ``<prefix>/+/<node_id>/+/config``.
+    """
+    from .broker import CliClient
+
+    prefix = config.homeassistant.discovery_prefix
+    node = node_id(config.agent.bin_id)
+    with CliClient.from_config(config, "ha-remove") as client:
+        retained = client.collect_retained([f"{prefix}/+/{node}/+/config"], timeout)
+        topics = sorted(set(discovery_messages(config, labels)) | {m.topic for m in retained if m.payload})
+        for topic in topics:
+            client.publish(topic, b"", retain=True)
+        client.flush(timeout)
+    return topics

@@ -1,0 +1,180 @@
+"""How full each compartment is: estimated from what was sorted into it, measured where a sensor is fitted.
+
+The estimate adds up ``fill.item_litres[class]`` for every item sorted into a
+compartment since it was last emptied (the counts live in the SQLite store, so
+they survive restarts) and divides by ``fill.capacity_litres[compartment]``.
+A compartment with an ultrasonic sensor (:class:`gpiozero.DistanceSensor`
+looking down from the lid) also gets a measured level: the distance to the
+waste between ``empty_distance`` (0 %) and ``full_distance`` (100 %). Where both
+exist the measurement is the level reported; the estimate stays in the details.
+
+``cmd/emptied {"compartment": "paper"}`` (or the Home Assistant button) starts
+a compartment's estimate again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FillLevel:
+    """One compartment's level in percent (0-100)."""
+
+    compartment: str
+    percent: float
+    estimated: float
+    measured: float | None
+    full: bool
+    emptied: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"percent": self.percent, "estimated": self.estimated, "measured": self.measured,
+                "full": self.full, "emptied": self.emptied}
+
+
+def estimated_percent(counts: Mapping[str, int], item_litres: Mapping[str, float], capacity: float) -> float:
+    """Percent of ``capacity`` litres taken by ``counts`` (class → items), capped at 100."""
+    litres = sum(n * item_litres.get(label, 0.0) for label, n in counts.items())
+    return round(min(100.0, 100.0 * litres / capacity), 1)
+
+
+def measured_percent(distance: float, empty_distance: float, full_distance: float) -> float:
+    """Percent full from the sensor's distance to the waste, clamped to 0-100."""
+    share = (empty_distance - distance) / (empty_distance - full_distance)
+    return round(100.0 * min(1.0, max(0.0, share)), 1)
+
+
+class LevelSensor:
+    """An HC-SR04-style ultrasonic sensor above one compartment (gpiozero ``DistanceSensor``)."""
+
+    def __init__(self, settings: Any, pin_factory: Any = None) -> None:
+        from gpiozero import DistanceSensor  # hardware lib: only where a sensor is really built
+
+        self.settings = settings
+        # Readings are clamped to max_distance: leave room beyond the empty floor.
+        self.device = DistanceSensor(echo=settings.echo_pin, trigger=settings.trigger_pin,
+                                     max_distance=settings.empty_distance * 1.5, pin_factory=pin_factory)
+
+    def percent(self) -> float:
+        return measured_percent(self.device.distance, self.settings.empty_distance, self.settings.full_distance)
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class FillMonitor:
+    """Fill levels of every compartment, from the store's counts and the level sensors.
+
+    :param section: the ``[fill]`` config section.
+    :param compartments: every compartment the router names.
+    :param store: the agent's :class:`~bin_agent.store.Store` (fill counts, emptied times).
+    :param sensors: compartment → :class:`LevelSensor`.
+    """
+
+    def __init__(self, section: Any, compartments: list[str], store: Any,
+                 sensors: Mapping[str, LevelSensor] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.section = section
+        self.compartments = list(compartments)
+        self.store = store
+        self.sensors = dict(sensors or {})
+        self._clock = clock
+        self._last_poll = clock()
+        self._last_measured: dict[str, float] = {}
+        self._published_full: list[str] | None = None
+
+    @classmethod
+    def from_config(cls, section: Any, compartments: list[str], store: Any, pin_factory: Any = None) -> "FillMonitor":
+        sensors: dict[str, LevelSensor] = {}
+        try:
+            for compartment, settings in section.sensors.items():
+                sensors[compartment] = LevelSensor(settings, pin_factory)
+        except Exception:
+            for sensor in sensors.values():
+                sensor.close()
+            raise
+        return cls(section, compartments, store, sensors)
+
+    # ------------------------------------------------------------------ levels
+
+    def levels(self) -> dict[str, FillLevel]:
+        counts = self.store.fill_counts()
+        emptied = self.store.emptied_times()
+        result = {}
+        for compartment in self.compartments:
+            estimated = estimated_percent(counts.get(compartment, {}), self.section.item_litres,
+                                          self.section.capacity_litres[compartment])
+            measured = self._measure(compartment)
+            percent = measured if measured is not None else estimated
+            result[compartment] = FillLevel(compartment, percent, estimated, measured,
+                                            percent >= self.section.full_threshold, emptied.get(compartment))
+        return result
+
+    def _measure(self, compartment: str) -> float | None:
+        sensor = self.sensors.get(compartment)
+        if sensor is None:
+            return None
+        try:
+            value = sensor.percent()
+        except Exception as exc:  # a broken sensor must not stop sorting
+            log.warning("fill sensor of %s: %s", compartment, exc)
+            return None
+        self._last_measured[compartment] = value
+        return value
+
+    def state(self) -> dict[str, Any]:
+        """The ``fill``, ``fill_detail`` and ``full`` keys of the retained ``state``."""
+        levels = self.levels()
+        return {
+            "fill": {name: level.percent for name, level in levels.items()},
+            "fill_detail": {name: level.as_dict() for name, level in levels.items()},
+            "full": [name for name, level in levels.items() if level.full],
+        }
+
+    def full_alert(self, full: list[str]) -> dict[str, Any] | None:
+        """The retained ``full`` payload when the set of full compartments changed, else ``None``."""
+        if full == self._published_full:
+            return None
+        self._published_full = list(full)
+        return {"full": list(full), "threshold_percent": self.section.full_threshold}
+
+    def forget_published(self) -> None:
+        """After a reconnect the ``full`` topic is published again."""
+        self._published_full = None
+
+    def sensors_changed(self) -> bool:
+        """Every ``sensor_interval_seconds``: whether a measured level moved by 1 % or more."""
+        if not self.sensors:
+            return False
+        now = self._clock()
+        if now - self._last_poll < self.section.sensor_interval_seconds:
+            return False
+        self._last_poll = now
+        before = dict(self._last_measured)
+        changed = False
+        for compartment in self.sensors:
+            value = self._measure(compartment)
+            if value is not None and abs(value - before.get(compartment, -100.0)) >= 1.0:
+                changed = True
+        return changed
+
+    # ------------------------------------------------------------------ commands
+
+    def emptied(self, compartment: str) -> str:
+        """Start the compartment's estimate again; raises ``KeyError`` for an unknown one."""
+        if compartment not in self.compartments:
+            raise KeyError(compartment)
+        return self.store.mark_emptied(compartment)
+
+    def close(self) -> None:
+        for sensor in self.sensors.values():
+            try:
+                sensor.close()
+            except Exception:
+                log.exception("closing a fill sensor failed")

@@ -1,0 +1,96 @@
+"""``bin-agent calibrate`` on gpiozero's MockFactory: the servo moves, the config keeps its comments."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from bin_agent.calibrate import CalibrationError, calibrate
+from bin_agent.cli import main
+from bin_agent.config import load_config
+
+from .helpers import REPO, TINY_MODELS
+from .test_actuators import duty_for
+
+
+@pytest.fixture
+def shipped_copy(tmp_path):
+    """config/bin-agent.toml with mock pins and a model path that exists: every comment of the real file."""
+    text = (REPO / "config" / "bin-agent.toml").read_text()
+    text = text.replace('pin_factory = "lgpio"', 'pin_factory = "mock"')
+    text = text.replace('path = "../models/trashnet_mobilenetv2_int8.tflite"',
+                        f'path = "{TINY_MODELS / "tiny_uint8.tflite"}"')
+    path = tmp_path / "bin-agent.toml"
+    path.write_text(text)
+    return path
+
+
+def comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.lstrip().startswith("#")]
+
+
+def test_keys_move_the_servo_and_save_home_and_compartments(shipped_copy):
+    before = shipped_copy.read_text()
+    config = load_config(shipped_copy, check_model=False)
+    factory = MockFactory(pin_class=MockPWMPin)
+    pin = factory.pin(config.actuator.servo.pin)
+    out = io.StringIO()
+    # d d d: +15 → paper(1); ] a a: step 10, -5 → home; [ [ a: step 2.5, -7.5 → residual(4); w
+    chosen = calibrate(config, factory, keys=list("ddd1]aah[[a4w"), out=out)
+    assert chosen == {"paper": 15.0, "home": -5.0, "residual": -7.5}
+    duties = [round(s.state, 5) for s in pin.states if s.state]
+    for angle in (5.0, 10.0, 15.0, 5.0, -5.0, -7.5):
+        assert round(duty_for(angle), 5) in duties
+    assert pin.frequency is None, "servo left attached"
+
+    after = shipped_copy.read_text()
+    assert comments(after) == comments(before), "a comment was lost"
+    reloaded = load_config(shipped_copy, check_model=False)
+    assert reloaded.actuator.servo.home_angle == -5.0
+    assert reloaded.actuator.servo.angles == {"paper": 15.0, "glass": -20.0, "packaging": 20.0, "residual": -7.5}
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert changed == [("home_angle = 0.0", "home_angle = -5.0"), ("paper = -60.0", "paper = 15.0"),
+                       ("residual = 60.0", "residual = -7.5")]
+
+
+def test_quit_writes_nothing(shipped_copy):
+    before = shipped_copy.read_text()
+    config = load_config(shipped_copy, check_model=False)
+    assert calibrate(config, MockFactory(pin_class=MockPWMPin), keys=list("dd1q"), out=io.StringIO()) == {}
+    assert shipped_copy.read_text() == before
+
+
+def test_set_arguments_through_the_command(shipped_copy, capsys):
+    assert main(["calibrate", "--config", str(shipped_copy), "--set", "home=2.5", "--set", "glass=-25"]) == 0
+    assert "wrote home = 2.5, glass = -25" in capsys.readouterr().out
+    config = load_config(shipped_copy, check_model=False)
+    assert config.actuator.servo.home_angle == 2.5 and config.actuator.servo.angles["glass"] == -25.0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("paper=120", "paper=120 is outside the servo's range [-90, 90]"),
+    ("kitchen=3", "'kitchen' is neither 'home' nor a compartment"),
+    ("paper", "--set 'paper': expected NAME=ANGLE"),
+])
+def test_wrong_settings_are_one_line_and_change_nothing(shipped_copy, capsys, setting, message):
+    before = shipped_copy.read_text()
+    assert main(["calibrate", "--config", str(shipped_copy), "--set", setting]) == 78
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert shipped_copy.read_text() == before
+
+
+def test_keys_from_standard_input(shipped_copy, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("aa2w"))
+    assert main(["calibrate", "--config", str(shipped_copy), "--step", "4"]) == 0
+    assert load_config(shipped_copy, check_model=False).actuator.servo.angles["glass"] == -8.0
+
+
+def test_only_a_servo_is_calibrated(shipped_copy):
+    config = load_config(shipped_copy, check_model=False)
+    config.actuator.kind = "leds"
+    with pytest.raises(CalibrationError, match="actuator.kind"):
+        calibrate(config, MockFactory(pin_class=MockPWMPin), keys=[], out=io.StringIO())

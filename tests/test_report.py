@@ -1,0 +1,107 @@
+"""The composition report from the store's history: table, CSV, PNG, --since, retention."""
+
+from __future__ import annotations
+
+import csv
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from PIL import Image
+
+from bin_agent.cli import main
+from bin_agent.report import ReportError, iso, parse_since
+from bin_agent.store import Store
+
+from .helpers import base_config, write_toml
+
+NOW = datetime.now(timezone.utc)
+
+
+def add(store: Store, when: datetime, label: str, compartment: str, confidence: float = 0.9,
+        fallback: bool = False) -> None:
+    payload = {"time": iso(when), "class": label, "confidence": confidence,
+               "top3": [{"class": label, "confidence": confidence}, {"class": "trash", "confidence": 0.05},
+                        {"class": "metal", "confidence": 0.01}]}
+    store.record_event(event_id=f"e{time.monotonic_ns()}", topic="t", payload=payload, label=label,
+                       compartment=compartment, fallback=fallback)
+
+
+@pytest.fixture
+def bin_with_history(tmp_path):
+    data = base_config(tmp_path)
+    config_file = write_toml(tmp_path / "bin.toml", data)
+    store = Store(tmp_path / "state" / "bin-agent.db")
+    two_days_ago, yesterday = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    add(store, NOW - timedelta(days=10), "glass", "glass")  # outside --since 7d
+    for _ in range(3):
+        add(store, two_days_ago, "glass", "glass")
+    add(store, two_days_ago, "paper", "paper")
+    add(store, yesterday, "plastic", "packaging")
+    add(store, yesterday, "metal", "residual", confidence=0.41, fallback=True)
+    add(store, NOW - timedelta(minutes=1), "cardboard", "paper")
+    store.close()
+    return config_file, {"two": two_days_ago.date().isoformat(), "one": yesterday.date().isoformat(),
+                         "today": NOW.date().isoformat()}
+
+
+def test_report_table_csv_and_png(bin_with_history, tmp_path, capsys):
+    config_file, days = bin_with_history
+    out_csv, out_png = tmp_path / "r.csv", tmp_path / "r.png"
+    assert main(["report", "--config", str(config_file), "--since", "7d", "--csv", str(out_csv),
+                 "--png", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    assert "7 items, 1 unsure (14.3 %)" in text
+    lines = {line.split()[0]: line.split() for line in text.splitlines()
+             if line[:4].isdigit() or line.startswith("total")}
+    # columns: 6 classes | 4 compartments | items unsure
+    assert lines[days["two"]][1:7] == ["0", "3", "0", "1", "0", "0"]
+    assert lines[days["two"]][8:12] == ["1", "3", "0", "0"] and lines[days["two"]][-2:] == ["4", "0"]
+    assert lines[days["one"]][-2:] == ["2", "1"]
+    assert lines["total"][-2:] == ["7", "1"]
+    assert "metal     0.41 -> residual" in text and "top3: metal 0.41, trash 0.05" in text
+
+    rows = list(csv.DictReader(out_csv.open()))
+    assert {(r["day"], r["class"], r["compartment"], r["items"], r["unsure"]) for r in rows} == {
+        (days["two"], "glass", "glass", "3", "0"), (days["two"], "paper", "paper", "1", "0"),
+        (days["one"], "plastic", "packaging", "1", "0"), (days["one"], "metal", "residual", "1", "1"),
+        (days["today"], "cardboard", "paper", "1", "0")}
+    with Image.open(out_png) as image:
+        assert image.format == "PNG" and image.size[0] >= 600
+
+
+def test_since_a_date_and_a_short_span(bin_with_history, capsys):
+    config_file, days = bin_with_history
+    assert main(["report", "--config", str(config_file), "--since", "2h"]) == 0
+    assert "1 items, 0 unsure" in capsys.readouterr().out
+    assert main(["report", "--config", str(config_file), "--since", days["one"]]) == 0
+    assert "3 items, 1 unsure" in capsys.readouterr().out
+
+
+def test_bad_since_and_missing_database_are_one_line(tmp_path, capsys):
+    config_file = write_toml(tmp_path / "bin.toml", base_config(tmp_path))
+    assert main(["report", "--config", str(config_file)]) == 66
+    assert capsys.readouterr().err.startswith("bin-agent: ")
+    Store(tmp_path / "state" / "bin-agent.db").close()
+    assert main(["report", "--config", str(config_file), "--since", "last week"]) == 64
+    assert "--since: 'last week' is neither" in capsys.readouterr().err
+
+
+def test_parse_since():
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("7d", now) == datetime(2026, 11, 17, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("2w", now) == datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    with pytest.raises(ReportError):
+        parse_since("7x", now)
+
+
+def test_history_is_kept_beside_the_outbox_and_pruned_by_age(tmp_path):
+    store = Store(tmp_path / "s.db")
+    add(store, NOW, "glass", "glass")
+    store.acknowledge(store.pending()[0].seq)  # delivered: gone from the outbox ...
+    assert store.pending_count() == 0
+    assert len(store.history(iso(NOW - timedelta(hours=1)))) == 1  # ... but kept in the history
+    assert store.prune_history(time.time() - 3600) == 0
+    assert store.prune_history(time.time() + 1) == 1
+    assert store.history(iso(NOW - timedelta(days=1))) == []
