@@ -43,6 +43,8 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
         return _fail(exc.describe(), EX_CONFIG)
     try:
         topics = remove_from_home_assistant(config, _labels(config), timeout=args.timeout)
+    except ConfigError as exc:  # the password or certificate files of [mqtt]
+        return _fail(exc.describe(), EX_CONFIG)
     except BrokerError as exc:
         return _fail(str(exc), 69)  # EX_UNAVAILABLE
     for topic in topics:
