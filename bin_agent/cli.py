@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import DEFAULT_MODEL, __version__
 from .config import EX_CONFIG, ConfigError, load_config
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "trashnet_mobilenetv2_int8.tflite"
 
 
 def _setup_logging(level: str) -> None:
@@ -154,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="classify photos and print class, confidence, top-3")
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     classify.add_argument("--model", type=Path, default=None,
-                          help=f"model .tflite (default: the config's, else {DEFAULT_MODEL.name})")
+                          help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})")
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
