@@ -3,6 +3,7 @@
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
+``bin-agent doctor [--config PATH]``   check this machine: camera, model, pins, broker ...
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
@@ -22,6 +23,10 @@ from typing import Sequence
 
 from . import DEFAULT_MODEL, __version__
 from .config import EX_CONFIG, ConfigError, load_config
+from .doctor import ONLY_64BIT, python_is_64bit
+
+DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
+"""Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
 
 
 def _setup_logging(level: str) -> None:
@@ -130,6 +135,22 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------------- doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(args.config)
+    if args.json:
+        print(json.dumps({"ok": all(c.status != "fail" for c in checks),
+                          "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        for check in checks:
+            print(check.line(), flush=True)
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -158,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 
+    doctor = sub.add_parser("doctor", help="check this machine: Python, camera, model, pins, "
+                            "state dir, broker (exit 1 on a fail)")
+    doctor.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                        help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=cmd_doctor)
+
     try:
         from .training.commands import register
     except ImportError:
@@ -170,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # doctor reports it among its checks; everything else stops here, before a
+    # confusing failure deep in numpy or LiteRT.
+    if args.command != "doctor" and not python_is_64bit():
+        return _fail(ONLY_64BIT, EX_CONFIG)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
