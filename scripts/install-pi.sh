@@ -144,6 +144,7 @@ if wanted unit; then
         sed -e "s#/opt/bin-agent/venv/bin/bin-agent #$VENV/bin/bin-agent #" \
             -e "s# --config /etc/bin-agent/bin-agent.toml# --config $CONFIG#" \
             "$SRC/systemd/bin-agent.service" >"$unit"
+        echo "   $(grep '^ExecStart=' "$unit")"
     fi
     run install -m 0644 "$unit" "$UNIT_DIR/bin-agent.service"
     # Growing restart delays need systemd 254 (RestartSteps=); Bookworm has 252,
