@@ -107,7 +107,16 @@ fi
 
 if wanted pip; then
     step pip "bin-agent from $SRC (not editable: the model ships inside the package)"
-    requirements=("$SRC")
+    # Built from a clean copy: pip builds in the source tree, where a stale
+    # build/ would go into the wheel and a root-owned one would block the
+    # checkout owner's next `pip install -e .`.
+    copy="$(mktemp -d)"
+    trap 'rm -rf "$copy"' EXIT
+    run tar -C "$SRC" --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude=./dist \
+        --exclude='*.egg-info' --exclude=__pycache__ -cf "$copy/source.tar" .
+    run mkdir "$copy/bin-agent"
+    run tar -C "$copy/bin-agent" -xf "$copy/source.tar"
+    requirements=("$copy/bin-agent")
     # The OS's picamera2 (simplejpeg, av) is built against the OS's numpy: 1.24
     # on Bookworm (Python 3.11). LiteRT's newest dependencies would pull numpy 2,
     # and then `import picamera2` fails with "numpy.dtype size changed"
@@ -140,7 +149,7 @@ if wanted unit; then
     if [ "$VENV" != /opt/bin-agent/venv ] || [ "$CONFIG" != /etc/bin-agent/bin-agent.toml ]; then
         # The unit names the default paths; point its ExecStart at these.
         unit="$(mktemp)"
-        trap 'rm -f "$unit"' EXIT
+        trap 'rm -f "$unit"; [ -z "${copy:-}" ] || rm -rf "$copy"' EXIT
         sed -e "s#/opt/bin-agent/venv/bin/bin-agent #$VENV/bin/bin-agent #" \
             -e "s# --config /etc/bin-agent/bin-agent.toml# --config $CONFIG#" \
             "$SRC/systemd/bin-agent.service" >"$unit"

@@ -42,7 +42,11 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
     assert "--no-install-recommends" in apt.split()
     assert f"/usr/bin/python3 -m venv --system-site-packages {venv}" in cmds
     pip = next(c for c in cmds if " -m pip install " in c)
-    assert pip.startswith(f"{venv}/bin/python -m pip install ") and str(REPO) in pip.split()
+    assert pip.startswith(f"{venv}/bin/python -m pip install ")
+    # ... of a clean copy of this checkout (no stale build/, nothing written into it)
+    source = next(c for c in cmds if c.startswith(f"tar -C {REPO} "))
+    assert "--exclude=./build" in source.split()
+    assert pip.split()[-2 if "'numpy<2'" in pip else -1].endswith("/bin-agent")
     assert " -e " not in pip and "--editable" not in pip  # the model ships only in a real install
     bookworm_python = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info < (3, 12))"],
                                      capture_output=True, text=True).stdout.strip() == "True"
