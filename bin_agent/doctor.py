@@ -156,26 +156,40 @@ def _pip() -> str:
     return str(Path(sys.executable).with_name("pip"))
 
 
-def check_picamera2(config: Config | None) -> Check:
-    needed = config is None or config.camera.source == "picamera2"
+def picamera2_import_problem() -> str | None:
+    """Why ``import picamera2`` fails in this Python, and the fix; ``None`` if it imports.
+
+    Not only ImportError: the OS's picamera2 under numpy 2 raises ValueError
+    ("numpy.dtype size changed", picamera2 issues #1088, #1211).
+    """
     if importlib.util.find_spec("picamera2") is None:
-        if not needed:
-            return Check("picamera2", "ok", "not installed; not needed (camera.source = \"replay\")")
         from .sources.picamera import INSTALL_HINT
 
-        return Check("picamera2", "fail", INSTALL_HINT)
+        return INSTALL_HINT
     try:
-        import picamera2
+        import picamera2  # noqa: F401
     except Exception as exc:
         cause = f"import picamera2 fails ({type(exc).__name__}: {exc})"
         if "numpy.dtype size changed" in str(exc) or "numpy.core.multiarray failed" in str(exc):
             fix = f"the OS's picamera2 needs numpy 1.x: {_pip()} install 'numpy<2'"
-        elif isinstance(exc, ImportError):
-            fix = "sudo apt install --reinstall python3-picamera2 python3-libcamera"
         else:
             fix = "sudo apt install --reinstall python3-picamera2 python3-libcamera python3-simplejpeg"
-        return Check("picamera2", "fail" if needed else "warn", f"{cause}. Fix: {fix}")
+        return f"{cause}. Fix: {fix}"
+    return None
+
+
+def check_picamera2(config: Config | None) -> Check:
+    needed = config is None or config.camera.source == "picamera2"
+    problem = picamera2_import_problem()
+    if problem is not None:
+        if needed:
+            return Check("picamera2", "fail", problem)
+        if importlib.util.find_spec("picamera2") is None:
+            return Check("picamera2", "ok", "not installed; not needed (camera.source = \"replay\")")
+        return Check("picamera2", "warn", f"not needed now (camera.source = \"replay\"), but: {problem}")
     from importlib import metadata
+
+    import picamera2
 
     try:
         version = metadata.version("picamera2")

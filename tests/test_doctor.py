@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,40 @@ def test_32bit_python_is_refused_in_one_line(monkeypatch, tmp_path, photo_dir, c
     # doctor still runs and says it among its checks
     code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, 1, mqtt={"enabled": False}))
     assert line_of(lines, "python").startswith("fail  python") and code == 1
+
+
+# --------------------------------------------------------------------------- picamera2 that fails to import
+
+
+NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
+             "Expected 96 from C header, got 88 from PyObject")
+
+
+@pytest.fixture
+def picamera2_built_for_numpy1(tmp_path: Path) -> Path:
+    """A ``picamera2`` whose import fails as apt's does under numpy 2 (picamera2
+    issues #1088, #1211: simplejpeg's ValueError). Only its import is imitated,
+    on a path given to a child Python; picamera2 itself cannot run here."""
+    package = tmp_path / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    return package.parent
+
+
+def test_a_picamera2_that_fails_to_import_stops_run_with_78_and_the_fix(
+        tmp_path, photo_dir, picamera2_built_for_numpy1):
+    config = doctor_config(tmp_path, photo_dir, 1, camera={"source": "picamera2"}, mqtt={"enabled": False})
+    env = {**os.environ, "PYTHONPATH": str(picamera2_built_for_numpy1)}
+    run = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 78, run.stderr
+    ours = [line for line in run.stderr.splitlines() if not line.startswith("INFO: ")]
+    assert len(ours) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "ValueError: numpy.dtype size changed" in ours[0] and "install 'numpy<2'" in ours[0]
+
+    doctor_run = subprocess.run([sys.executable, "-m", "bin_agent", "doctor", "--config", str(config)],
+                                capture_output=True, text=True, timeout=120, env=env)
+    assert doctor_run.returncode == 1
+    line = line_of(doctor_run.stdout.splitlines(), "picamera2")
+    assert line.startswith("fail  picamera2     import picamera2 fails (ValueError: numpy.dtype size changed")
+    assert line.endswith("install 'numpy<2'")
