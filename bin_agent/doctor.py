@@ -152,6 +152,15 @@ def check_numpy() -> Check:
     return Check("numpy", "ok", detail)
 
 
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # e.g. an apt package without metadata
+        return "(version unknown)"
+
+
 def _pip() -> str:
     return str(Path(sys.executable).with_name("pip"))
 
@@ -187,31 +196,19 @@ def check_picamera2(config: Config | None) -> Check:
         if importlib.util.find_spec("picamera2") is None:
             return Check("picamera2", "ok", "not installed; not needed (camera.source = \"replay\")")
         return Check("picamera2", "warn", f"not needed now (camera.source = \"replay\"), but: {problem}")
-    from importlib import metadata
-
     import picamera2
 
-    try:
-        version = metadata.version("picamera2")
-    except metadata.PackageNotFoundError:
-        version = "(version unknown)"
-    return Check("picamera2", "ok", f"picamera2 {version} imports ({Path(picamera2.__file__).parent})")
+    return Check("picamera2", "ok", f"picamera2 {_version('picamera2')} imports ({Path(picamera2.__file__).parent})")
 
 
 def check_litert() -> Check:
-    from importlib import metadata
-
     from .runtime import RuntimeUnavailable, interpreter_class
 
     try:
         name, _ = interpreter_class()
     except RuntimeUnavailable as exc:
         return Check("litert", "fail", str(exc))
-    try:
-        version = metadata.version(name.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        version = "?"
-    return Check("litert", "ok", f"{name} {version}")
+    return Check("litert", "ok", f"{name} {_version(name.replace('_', '-'))}")
 
 
 # ---------------------------------------------------------------------- camera and model
@@ -294,9 +291,12 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
         return Check("pin-factory", "fail", (
             f"actuator.pin_factory = \"default\": gpiozero finds no pin factory "
             f"({type(exc).__name__}: {exc})")), None
+    import gpiozero
+
     chosen = factory_name(factory)
     shown = chosen if configured == chosen else f"{configured} -> {chosen}"
-    return Check("pin-factory", "ok", f"{shown} ({type(factory).__name__})"), factory
+    return Check("pin-factory", "ok", f"{shown} ({type(factory).__name__}; gpiozero {_version('gpiozero')} "
+                                      f"in {Path(gpiozero.__file__).parent.parent})"), factory
 
 
 def check_pins(config: Config, factory: Any) -> Iterator[Check]:
