@@ -93,9 +93,11 @@ def _checks(config_path: Path) -> Iterator[Check]:
         config = load_config(config_path)
         config_check = Check("config", "ok", f"{config_path}: valid")
     except ConfigError as exc:
-        config = None
-        problems = "; ".join(exc.problems)
-        config_check = Check("config", "fail", f"{config_path}: {problems}")
+        config_check = Check("config", "fail", f"{config_path}: {'; '.join(exc.problems)}")
+        try:  # if only the model is wrong, the other parts can still be checked
+            config = load_config(config_path, check_model=False)
+        except ConfigError:
+            config = None
     yield check_picamera2(config)
     yield check_litert()
     yield config_check

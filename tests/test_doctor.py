@@ -236,3 +236,13 @@ def test_a_picamera2_that_fails_to_import_stops_run_with_78_and_the_fix(
     line = line_of(doctor_run.stdout.splitlines(), "picamera2")
     assert line.startswith("fail  picamera2     import picamera2 fails (ValueError: numpy.dtype size changed")
     assert line.endswith("install 'numpy<2'")
+
+
+def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsys):
+    config = doctor_config(tmp_path, photo_dir, 1, model={"path": str(tmp_path / "gone.tflite")},
+                           mqtt={"enabled": False})
+    code, lines = run_doctor(capsys, config)
+    assert code == 1
+    assert line_of(lines, "config").startswith("fail") and "gone.tflite" in line_of(lines, "config")
+    assert line_of(lines, "model").startswith("fail  model")
+    assert line_of(lines, "camera").startswith("ok") and line_of(lines, "state-dir").startswith("ok")
