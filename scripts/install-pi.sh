@@ -22,6 +22,8 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# What root installs (venv, package, unit) must be readable by the bin-agent user.
+umask 022
 ALL_STEPS="apt venv pip user config unit"
 APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio mosquitto-clients)
 VENV=/opt/bin-agent/venv
@@ -72,6 +74,10 @@ if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
     for step in apt user config unit; do
         wanted "$step" && die "the $step step changes the system: run it as root (sudo)"
     done
+fi
+
+if [ "$DRY_RUN" = 0 ] && wanted pip && ! wanted venv && [ ! -x "$VENV/bin/python" ]; then
+    die "no venv at $VENV: run the venv step first (or pass --venv)"
 fi
 
 # The Python the agent will run on: the venv's if it exists, else the one that makes it.

@@ -96,6 +96,7 @@ def test_a_custom_venv_gets_a_unit_that_runs_it() -> None:
     (["--only", "nope"], "unknown step 'nope'"),
     (["--frobnicate"], "unknown option --frobnicate"),
     (["--venv"], "--venv needs a directory"),
+    (["--only", "pip", "--venv", "/nonexistent/v"], "no venv at /nonexistent/v: run the venv step first"),
 ])
 def test_bad_arguments_are_one_line(args, message) -> None:
     result = install(*args)
