@@ -246,3 +246,18 @@ def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsy
     assert line_of(lines, "config").startswith("fail") and "gone.tflite" in line_of(lines, "config")
     assert line_of(lines, "model").startswith("fail  model")
     assert line_of(lines, "camera").startswith("ok") and line_of(lines, "state-dir").startswith("ok")
+
+
+def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir, monkeypatch):
+    """The unit sets LG_WD; by hand, lgpio would put its FIFO in the working
+    directory (gpiozero #1106), so the doctor gives it one it can write."""
+    from bin_agent.config import load_config
+
+    monkeypatch.delenv("LG_WD", raising=False)
+    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "lgpio"}))
+    doctor.open_pin_factory(config)  # lgpio is not installed here: only the workdir matters
+    workdir = Path(os.environ["LG_WD"])
+    assert workdir.is_dir() and os.access(workdir, os.W_OK)
+    monkeypatch.setenv("LG_WD", "/run/bin-agent")  # the unit's: kept
+    doctor.open_pin_factory(config)
+    assert os.environ["LG_WD"] == "/run/bin-agent"
