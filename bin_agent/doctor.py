@@ -17,6 +17,7 @@ holds the camera and the pins.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import importlib.util
 import os
@@ -280,6 +281,8 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
     from .actuators import ActuatorError, make_pin_factory
 
     configured = config.actuator.pin_factory
+    if configured in ("lgpio", "default"):
+        _lgpio_workdir()
     try:
         factory = make_pin_factory(configured)
         if factory is None:  # "default": the factory gpiozero itself picks
@@ -299,6 +302,18 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
     shown = chosen if configured == chosen else f"{configured} -> {chosen}"
     return Check("pin-factory", "ok", f"{shown} ({type(factory).__name__}; gpiozero {_version('gpiozero')} "
                                       f"in {Path(gpiozero.__file__).parent.parent})"), factory
+
+
+def _lgpio_workdir() -> None:
+    """lgpio creates its notification FIFO on import, in ``$LG_WD`` or else the
+    working directory, and fails where it cannot write (gpiozero #1106, lg #22).
+    The unit sets LG_WD; a doctor started by hand (``sudo -u bin-agent`` from
+    someone's home directory) gets a temporary one, or its pin check would fail
+    where the service's would not."""
+    if "LG_WD" not in os.environ:
+        workdir = tempfile.mkdtemp(prefix="bin-agent-doctor-lgpio-")
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        os.environ["LG_WD"] = workdir
 
 
 def check_pins(config: Config, factory: Any) -> Iterator[Check]:
