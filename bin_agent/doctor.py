@@ -399,6 +399,21 @@ def check_state_dir(path: Path) -> Check:
     return Check("state-dir", "ok", detail)
 
 
+def broker_secrets(config: Config) -> tuple[str | None, Any]:
+    """``(password, TLS context)`` for the broker, read as the agent reads them
+    (this config has no TLS settings: the context is ``None``)."""
+    from .mqtt import read_password
+
+    settings = config.mqtt
+    if not settings.password_file:
+        return None, None
+    path = config.resolve(settings.password_file)
+    try:
+        return read_password(path), None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"mqtt.password_file: cannot read {path} ({type(exc).__name__}: {exc})") from None
+
+
 def check_broker(config: Config, timeout: float = BROKER_TIMEOUT_SECONDS) -> Check:
     """A real CONNECT with the configured credentials, answered by a CONNACK.
 
@@ -410,17 +425,17 @@ def check_broker(config: Config, timeout: float = BROKER_TIMEOUT_SECONDS) -> Che
         return Check("broker", "ok", "mqtt.enabled = false: nothing to check")
     import paho.mqtt.client as paho
 
-    from .mqtt import read_password
-
     where = f"{settings.host}:{settings.port}"
+    try:
+        password, tls = broker_secrets(config)
+    except ValueError as exc:  # a password or TLS file that cannot be read, named by the message
+        return Check("broker", "fail", str(exc))
     client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                          client_id=f"bin-agent-doctor-{config.agent.bin_id}-{os.getpid()}",
                          protocol=paho.MQTTv311, clean_session=True)
+    if tls is not None:
+        client.tls_set_context(tls)
     if settings.username:
-        try:
-            password = read_password(config.resolve(settings.password_file)) if settings.password_file else None
-        except Exception as exc:
-            return Check("broker", "fail", f"mqtt.password_file: {exc}")
         client.username_pw_set(settings.username, password)
     answered = threading.Event()
     reply: dict[str, Any] = {}

@@ -261,3 +261,14 @@ def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir,
     monkeypatch.setenv("LG_WD", "/run/bin-agent")  # the unit's: kept
     doctor.open_pin_factory(config)
     assert os.environ["LG_WD"] == "/run/bin-agent"
+
+
+def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, capsys):
+    secret = tmp_path / "mqtt-password"
+    secret.write_bytes(b"\xff\xfe not utf-8\n")
+    config = doctor_config(tmp_path, photo_dir, mosquitto.port,
+                           mqtt={"username": "bin", "password_file": str(secret)})
+    code, lines = run_doctor(capsys, config)
+    broker = line_of(lines, "broker")
+    assert broker.startswith("fail  broker") and f"mqtt.password_file: cannot read {secret}" in broker, broker
+    assert code == 1
