@@ -278,14 +278,12 @@ def build_source(config: Config) -> FrameSource:
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
             hflip=camera.hflip, vflip=camera.vflip,
         )
-    from .doctor import picamera2_import_problem
-    from .sources.picamera import PiCameraSource
+    import importlib.util
 
-    # Any failure, not only a missing module: apt's picamera2 under numpy 2
-    # raises ValueError, which a restart will not fix (exit 78, no restart).
-    problem = picamera2_import_problem()
-    if problem is not None:
-        raise StartupError(f"camera.source: {problem}", 78)
+    from .sources.picamera import INSTALL_HINT, PiCameraSource
+
+    if importlib.util.find_spec("picamera2") is None:
+        raise StartupError(f"camera.source: {INSTALL_HINT}", 78)
     return PiCameraSource(
         main_size=(camera.main_size[0], camera.main_size[1]),
         lores_size=(camera.lores_size[0], camera.lores_size[1]),
