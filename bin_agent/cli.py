@@ -2,8 +2,8 @@
 
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
-``bin-agent classify IMAGE...``        classify photos, print class + top-3
 ``bin-agent doctor [--config PATH]``   check this machine: camera, model, pins, broker ...
+``bin-agent classify IMAGE...``        classify photos, print class + top-3
 ``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
 
 Errors a user can fix are printed as one line (or one line per problem) on
@@ -95,6 +95,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(args.config)
+    if args.json:
+        print(json.dumps({"ok": all(c.status != "fail" for c in checks),
+                          "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        for check in checks:
+            print(check.line(), flush=True)
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 # ---------------------------------------------------------------------- classify
 
 
@@ -135,22 +151,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-# ---------------------------------------------------------------------- doctor
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_checks
-
-    checks = run_checks(args.config)
-    if args.json:
-        print(json.dumps({"ok": all(c.status != "fail" for c in checks),
-                          "checks": [c.as_dict() for c in checks]}, indent=2))
-    else:
-        for check in checks:
-            print(check.line(), flush=True)
-    return 1 if any(c.status == "fail" for c in checks) else 0
-
-
 # ---------------------------------------------------------------------- parser
 
 
@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 
+    doctor = sub.add_parser("doctor", help="check this machine: Python, camera, model, pins, "
+                            "state dir, broker (exit 1 on a fail)")
+    doctor.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                        help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=cmd_doctor)
+
     classify = sub.add_parser("classify", help="classify photos and print class, confidence, top-3")
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     classify.add_argument("--model", type=Path, default=None,
@@ -178,13 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
-
-    doctor = sub.add_parser("doctor", help="check this machine: Python, camera, model, pins, "
-                            "state dir, broker (exit 1 on a fail)")
-    doctor.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
-                        help=f"TOML config file (default: {DEFAULT_CONFIG})")
-    doctor.add_argument("--json", action="store_true", help="print JSON")
-    doctor.set_defaults(func=cmd_doctor)
 
     try:
         from .training.commands import register
