@@ -230,3 +230,40 @@ def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(
     line = line_of(run.stdout.splitlines(), "picamera2")
     assert line.startswith("fail  picamera2"), line
     assert "ValueError: numpy.dtype size changed" in line and "numpy<2" in line, line
+
+
+def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsys):
+    config = doctor_config(tmp_path, photo_dir, 1, model={"path": str(tmp_path / "gone.tflite")},
+                           mqtt={"enabled": False})
+    code, lines = run_doctor(capsys, config)
+    assert code == 1
+    assert line_of(lines, "config").startswith("fail") and "gone.tflite" in line_of(lines, "config")
+    assert line_of(lines, "model").startswith("fail  model")
+    assert line_of(lines, "camera").startswith("ok") and line_of(lines, "state-dir").startswith("ok")
+
+
+def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir, monkeypatch):
+    """The unit sets LG_WD; by hand, lgpio would put its FIFO in the working
+    directory (gpiozero #1106), so the doctor gives it one it can write."""
+    from bin_agent.config import load_config
+
+    monkeypatch.delenv("LG_WD", raising=False)
+    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "lgpio"}))
+    doctor.open_pin_factory(config)  # lgpio is not installed here: only the workdir matters
+    workdir = Path(os.environ["LG_WD"])
+    assert workdir.is_dir() and os.access(workdir, os.W_OK)
+    monkeypatch.setenv("LG_WD", "/run/bin-agent")  # the unit's: kept
+    doctor.open_pin_factory(config)
+    assert os.environ["LG_WD"] == "/run/bin-agent"
+
+
+def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, capsys):
+    secret = tmp_path / "mqtt-password"
+    secret.write_bytes(b"\xff\xfe not utf-8\n")
+    config = doctor_config(tmp_path, photo_dir, mosquitto.port,
+                           mqtt={"username": "bin", "password_file": str(secret)})
+    code, lines = run_doctor(capsys, config)
+    # A fail line (the broker's, or the config's where the schema reads the file) names key and file.
+    named = [ln for ln in lines if ln.startswith("fail") and "mqtt.password_file" in ln and str(secret) in ln]
+    assert named, lines
+    assert code == 1
