@@ -211,12 +211,15 @@ NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
 @pytest.fixture
 def picamera2_built_for_numpy1(tmp_path: Path) -> Path:
     """A ``picamera2`` whose import fails as apt's does under numpy 2 (picamera2
-    issues #1088, #1211: simplejpeg's ValueError). Only its import is imitated,
-    on a path given to a child Python; picamera2 itself cannot run here."""
-    package = tmp_path / "site" / "picamera2"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
-    return package.parent
+    issues #1088, #1211: simplejpeg's ValueError), beside a ``libcamera`` that
+    imports (its binding does not use numpy). Only the imports are imitated, on
+    a path given to a child Python; neither can run here."""
+    site = tmp_path / "site"
+    (site / "picamera2").mkdir(parents=True)
+    (site / "picamera2" / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    (site / "libcamera").mkdir()
+    (site / "libcamera" / "__init__.py").write_text("Transform = controls = None\n")
+    return site
 
 
 def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(
