@@ -20,8 +20,13 @@ from .helpers import REPO
 SCRIPT = REPO / "scripts" / "install-pi.sh"
 
 
+# The venv's Python must see the venv, not a checkout that PYTHONPATH may name.
+CLEAN_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
 def install(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=CLEAN_ENV)
 
 
 def commands(stdout: str) -> list[str]:
@@ -137,28 +142,28 @@ def test_pip_step_keeps_numpy_1_and_classifies_with_no_model_path(tmp_path, tras
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "numpy==1.24.2"], check=True, timeout=300)
+    subprocess.run([*pip, "numpy==1.24.2"], check=True, timeout=300, env=CLEAN_ENV)
 
     for _ in range(2):  # the second run shows the step is idempotent
         result = install("--only", "pip", "--no-apt", "--venv", str(venv), timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
 
     numpy_version = subprocess.run([str(python), "-c", "import numpy; print(numpy.__version__)"],
-                                   capture_output=True, text=True, check=True).stdout.strip()
+                                   capture_output=True, text=True, check=True, env=CLEAN_ENV).stdout.strip()
     assert numpy_version.startswith("1."), numpy_version
     # Not editable: the package, and the model in it, are inside the venv (out
     # of /home, readable under the unit's ProtectHome=yes).
     where = subprocess.run([str(python), "-c", "import bin_agent; print(bin_agent.DEFAULT_MODEL.resolve())"],
-                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+                           capture_output=True, text=True, check=True, cwd=tmp_path, env=CLEAN_ENV).stdout.strip()
     assert Path(where).is_relative_to(venv.resolve()) and Path(where).is_file(), where
 
     photo = trashnet_dir / "glass" / "glass1.jpg"
     result = subprocess.run([str(venv / "bin" / "bin-agent"), "classify", str(photo)],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=CLEAN_ENV)
     assert result.returncode == 0, result.stderr
     label = result.stdout.split(": ", 1)[1].split()[0]
     assert label in {"cardboard", "glass", "metal", "paper", "plastic", "trash"}, result.stdout
     # The shipped config needs no model path either.
     check = subprocess.run([str(venv / "bin" / "bin-agent"), "check-config", str(REPO / "config" / "bin-agent.toml")],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=CLEAN_ENV)
     assert check.returncode == 0 and ": OK" in check.stdout, check.stderr
