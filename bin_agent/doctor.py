@@ -316,9 +316,27 @@ def _lgpio_workdir() -> None:
         os.environ["LG_WD"] = workdir
 
 
+KERNEL_DRIVEN = ("kernel_pwm", "pca9685")
+"""Servo drives whose pins belong to a kernel driver (the SoC's PWM; the I2C
+controller): claiming them as GPIO inputs would take them from it until reboot."""
+
+
+def _kernel_driver_of(config: Config, key: str) -> str | None:
+    """The kernel driver that owns the pin named by ``key``, if any."""
+    driver = _servo_driver(config)
+    servo_pin = key == "actuator.servo.pin" or (key.startswith("actuator.flaps.") and key.endswith(".pin"))
+    if driver in KERNEL_DRIVEN and servo_pin:
+        return driver
+    return next((name for name in KERNEL_DRIVEN if name in key), None)
+
+
 def check_pins(config: Config, factory: Any) -> Iterator[Check]:
     """Claim and release each configured pin (as an input: nothing moves)."""
     for key, number in pins_in_use(config).items():
+        owner = _kernel_driver_of(config, key)
+        if owner is not None:
+            yield Check(f"gpio{number}", "ok", f"{key}: GPIO{number} belongs to {owner}: not claimed")
+            continue
         try:
             pin = factory.pin(number)
             function = pin.function
