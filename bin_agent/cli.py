@@ -2,6 +2,7 @@
 
 ``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
 ``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
+``bin-agent doctor [--config PATH]``   check this machine: camera, model, pins, broker ...
 ``bin-agent classify IMAGE...``        classify photos, print class + top-3
 ``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
 ``bin-agent snapshot OUT.jpg``         a frame with the drop zone and the detection drawn
@@ -22,10 +23,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import DEFAULT_MODEL, __version__
 from .config import EX_CONFIG, ConfigError, load_config
+from .doctor import ONLY_64BIT, python_is_64bit
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "trashnet_mobilenetv2_int8.tflite"
+DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
+"""Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
 
 
 def _setup_logging(level: str) -> None:
@@ -101,6 +104,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
           f"compartments: {', '.join(config.compartments)})")
     return 0
+
+
+# ---------------------------------------------------------------------- doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(args.config)
+    if args.json:
+        print(json.dumps({"ok": all(c.status != "fail" for c in checks),
+                          "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        for check in checks:
+            print(check.line(), flush=True)
+    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 # ---------------------------------------------------------------------- classify
@@ -221,10 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 
+    doctor = sub.add_parser("doctor", help="check this machine: Python, camera, model, pins, "
+                            "state dir, broker (exit 1 on a fail)")
+    doctor.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                        help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=cmd_doctor)
+
     classify = sub.add_parser("classify", help="classify photos and print class, confidence, top-3")
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     classify.add_argument("--model", type=Path, default=None,
-                          help=f"model .tflite (default: the config's, else {DEFAULT_MODEL.name})")
+                          help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})")
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
     classify.add_argument("--json", action="store_true", help="print JSON")
@@ -264,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # doctor reports it among its checks; everything else stops here, before a
+    # confusing failure deep in numpy or LiteRT.
+    if args.command != "doctor" and not python_is_64bit():
+        return _fail(ONLY_64BIT, EX_CONFIG)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import CLASSES
+from . import CLASSES, DEFAULT_MODEL
 
 EX_CONFIG = 78
 """Exit status for configuration errors (sysexits.h); systemd does not restart on it."""
@@ -232,8 +232,9 @@ class TriggerSection:
 @dataclass
 class ModelSection:
     path: Path = _opt(
-        Path("../models/trashnet_mobilenetv2_int8.tflite"),
-        "The .tflite model; its labels (.labels.txt) and metadata (.json) lie beside it.",
+        DEFAULT_MODEL,
+        "The .tflite model; its labels (.labels.txt) and metadata (.json) lie beside it. "
+        "Default: the model shipped inside the package.",
     )
     num_threads: int = _opt(2, "Interpreter threads (Pi 4/5: 2-4).", min=1, max=16)
     views: Literal[0, 1, 2, 4] = _opt(

@@ -6,9 +6,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from bin_agent import DEFAULT_MODEL_NAME
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODELS = REPO / "tests" / "data" / "models"
-SHIPPED_MODEL = REPO / "models" / "trashnet_mobilenetv2_int8.tflite"
+SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL_NAME
 
 
 def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 1883,

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, DEFAULT_MODEL_NAME
 from bin_agent.classifier import Classifier
 from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image
 from bin_agent.training import dataset as ds
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "data" / "models"
-SHIPPED = REPO / "models" / "trashnet_mobilenetv2_int8.tflite"
+SHIPPED = REPO / "models" / DEFAULT_MODEL_NAME
 
 
 def photos(trashnet_dir: Path) -> list[Path]:

@@ -66,7 +66,7 @@ REQUIRED = {
     "RestartPreventExitStatus": "78",
     "User": "bin-agent",
     "Group": "bin-agent",
-    "SupplementaryGroups": "video gpio",
+    "SupplementaryGroups": "video gpio i2c",
     "StateDirectory": "bin-agent",
     "ConfigurationDirectory": "bin-agent",
     "KillSignal": "SIGTERM",
@@ -163,3 +163,84 @@ def test_report_security_exposure(tmp_path: Path, record_property) -> None:
     report = summary[0].strip() if summary else f"(no score: rc={result.returncode} {result.stderr.strip()})"
     record_property("systemd_security", report)
     print(f"\nsystemd-analyze security: {report}")
+
+
+# --------------------------------------------------------------------------- ordering and restarts
+
+
+@pytest.fixture(scope="module")
+def unit_section() -> list[tuple[str, str]]:
+    return parse_unit(UNIT.read_text())["Unit"]
+
+
+def _seconds(value: str) -> float:
+    """A systemd time span such as ``10s``, ``15min`` or ``1min 30s``."""
+    units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    total = 0.0
+    for part in value.split():
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        total += float(number) * units[part[len(number):] or "s"]
+    return total
+
+
+def test_starts_after_the_network_and_a_local_broker(unit_section) -> None:
+    after = " ".join(values(unit_section, "After")).split()
+    assert "network-online.target" in after and "mosquitto.service" in after
+    assert values(unit_section, "Wants") == ["network-online.target"]
+    # Ordering only: the bin must start (and sort) without a broker or a network.
+    assert values(unit_section, "Requires") == [] and values(unit_section, "BindsTo") == []
+    assert "mosquitto.service" not in " ".join(values(unit_section, "Wants"))
+
+
+def test_a_crash_loop_stops_instead_of_restarting_forever(unit_section, service) -> None:
+    """A camera that is gone (exit 1 at every start) must hit the start limit:
+    the limit's burst of starts, each RestartSec apart, fits in its interval."""
+    interval = _seconds(values(unit_section, "StartLimitIntervalSec")[0])
+    burst = int(values(unit_section, "StartLimitBurst")[0])
+    restart_sec = _seconds(values(service, "RestartSec")[0])
+    assert interval > 0, "StartLimitIntervalSec=0 never stops restarting"
+    assert restart_sec >= 5
+    assert burst * restart_sec < interval
+    # The start limit belongs in [Unit]; in [Service] systemd ignores it.
+    assert values(service, "StartLimitIntervalSec") == [] and values(service, "StartLimitBurst") == []
+
+
+def test_the_service_reads_nothing_under_home(service) -> None:
+    """ProtectHome=yes hides /home: the venv (and the model inside its package) is in /opt."""
+    executable = values(service, "ExecStart")[0].split()[0]
+    assert executable.startswith("/opt/") and "/home" not in values(service, "ExecStart")[0]
+
+
+BACKOFF = UNIT.with_name("bin-agent-restart-backoff.conf")
+
+
+def _systemd_version() -> int:
+    result = subprocess.run([ANALYZE, "--version"], capture_output=True, text=True, timeout=30)
+    return int(result.stdout.split()[1])
+
+
+def test_backoff_dropin_keeps_retrying_with_growing_delays() -> None:
+    sections = parse_unit(BACKOFF.read_text())
+    assert values(sections["Unit"], "StartLimitIntervalSec") == ["0"]
+    assert int(values(sections["Service"], "RestartSteps")[0]) >= 1
+    assert _seconds(values(sections["Service"], "RestartMaxDelaySec")[0]) >= 60
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
+def test_backoff_dropin_verifies_where_systemd_knows_it(tmp_path: Path) -> None:
+    """RestartSteps= came with systemd 254: on an older one (Bookworm: 252) the
+    drop-in's two keys are the only complaint, which is why they live in a
+    drop-in that scripts/install-pi.sh installs only on systemd >= 254."""
+    copy = _test_copy(tmp_path)
+    dropins = tmp_path / "bin-agent.service.d"
+    dropins.mkdir()
+    (dropins / "restart-backoff.conf").write_text(BACKOFF.read_text())
+    result = subprocess.run([ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    complaints = result.stderr.strip().splitlines()
+    if _systemd_version() >= 254:
+        assert complaints == []
+    else:
+        assert len(complaints) == 2, complaints
+        assert all("Unknown key 'Restart" in line for line in complaints), complaints

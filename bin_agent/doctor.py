@@ -1,0 +1,468 @@
+"""``bin-agent doctor``: is this machine ready to run the bin?
+
+Each check tries the real thing on the machine it runs on, through the same
+code the agent uses: the configured frame source delivers a frame, the model
+loads and classifies it, the pin factory claims each configured pin, the state
+directory takes a write, the broker answers a CONNECT with the configured
+credentials. One :class:`Check` per line::
+
+    ok    camera       replay: first frame 512x384 after 0.02 s
+    warn  servo-pwm    lgpio times servo pulses in software: the servo may jitter; ...
+    fail  broker       127.0.0.1:1883: cannot connect (ConnectionRefusedError: ...)
+
+``warn`` is something that works but should be fixed; ``fail`` is something
+the agent cannot run with. Run it with the service stopped: a running agent
+holds the camera and the pins.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import importlib.util
+import os
+import platform
+import shutil
+import struct
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from .config import Config, ConfigError, load_config, pins_in_use
+
+Status = Literal["ok", "warn", "fail"]
+
+ONLY_64BIT = (
+    "this is a 32-bit Python (a 32-bit OS): bin-agent needs a 64-bit OS "
+    "(Raspberry Pi OS 64-bit); LiteRT has no 32-bit ARM build"
+)
+
+SOFTWARE_PWM = ("lgpio", "rpigpio")
+"""Pin factories that time servo pulses in software (the servo fidgets)."""
+HARDWARE_PWM = ("pigpio", "kernel_pwm", "pca9685")
+"""Servo drivers with hardware-timed pulses: pigpio (DMA, Pi 4), the kernel's
+PWM (dtoverlay=pwm-2chan) and a PCA9685 board over I2C."""
+NO_PWM = ("native",)
+"""gpiozero's native factory has no PWM at all: a servo cannot move."""
+FACTORY_NAMES = {
+    "LGPIOFactory": "lgpio", "RPiGPIOFactory": "rpigpio", "PiGPIOFactory": "pigpio",
+    "NativeFactory": "native", "MockFactory": "mock",
+}
+
+MIN_FREE_BYTES = 20 * 1024 * 1024
+"""Below this the state directory fails the check: the outbox needs room to grow."""
+LOW_FREE_BYTES = 200 * 1024 * 1024
+"""Below this it warns."""
+BROKER_TIMEOUT_SECONDS = 10.0
+
+
+def python_is_64bit() -> bool:
+    """A 64-bit interpreter. Not ``platform.machine()``: a 32-bit OS with a
+    64-bit kernel (the default on older Pi images) says ``aarch64`` there."""
+    return struct.calcsize("P") == 8
+
+
+@dataclass(frozen=True)
+class Check:
+    """The result of one check."""
+
+    name: str
+    status: Status
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.name:<12}  {self.detail}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail}
+
+
+def run_checks(config_path: Path) -> list[Check]:
+    """Every check, in the order the agent meets the parts."""
+    return list(_checks(config_path))
+
+
+def _checks(config_path: Path) -> Iterator[Check]:
+    yield check_python()
+    yield check_numpy()
+    config: Config | None
+    try:
+        config = load_config(config_path)
+        config_check = Check("config", "ok", f"{config_path}: valid")
+    except ConfigError as exc:
+        config_check = Check("config", "fail", f"{config_path}: {'; '.join(exc.problems)}")
+        try:  # if only the model is wrong, the other parts can still be checked
+            config = load_config(config_path, check_model=False)
+        except ConfigError:
+            config = None
+    yield check_picamera2(config)
+    yield check_litert()
+    yield config_check
+    if config is None:
+        return
+    camera, frame = check_camera(config)
+    yield camera
+    yield check_model(config, frame)
+    factory_check, factory = open_pin_factory(config)
+    yield factory_check
+    chosen = None
+    if factory is not None:
+        chosen = factory_name(factory)
+        try:
+            yield from check_pins(config, factory)
+        finally:
+            factory.close()
+    yield check_servo_pwm(config, chosen)
+    yield check_state_dir(Path(config.agent.state_dir))
+    yield check_broker(config)
+
+
+# ---------------------------------------------------------------------- the Python side
+
+
+def check_python() -> Check:
+    where = f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}"
+    if not python_is_64bit():
+        return Check("python", "fail", f"{ONLY_64BIT} ({where})")
+    return Check("python", "ok", f"64-bit {where}")
+
+
+def _apt_picamera2() -> Path | None:
+    """Where picamera2 lies if it is the OS's (apt's) package, built against the OS's numpy."""
+    spec = importlib.util.find_spec("picamera2")
+    if spec is None or spec.origin is None:
+        return None
+    origin = Path(spec.origin)
+    return origin if "dist-packages" in origin.parts else None
+
+
+def check_numpy() -> Check:
+    try:
+        import numpy
+    except Exception as exc:  # a broken install raises more than ImportError
+        return Check("numpy", "fail", f"cannot import numpy ({type(exc).__name__}: {exc})")
+    where = Path(numpy.__file__).parent.parent
+    detail = f"numpy {numpy.__version__} ({where})"
+    apt = _apt_picamera2()
+    if int(numpy.__version__.split(".")[0]) >= 2 and apt is not None:
+        return Check("numpy", "warn", (
+            f"{detail} with the OS's picamera2 ({apt.parent}), whose simplejpeg/av are built "
+            f"against numpy 1.x: importing it fails. Fix: {_pip()} install 'numpy<2'"))
+    return Check("numpy", "ok", detail)
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # e.g. an apt package without metadata
+        return "(version unknown)"
+
+
+def _pip() -> str:
+    return str(Path(sys.executable).with_name("pip"))
+
+
+def picamera2_import_problem() -> str | None:
+    """Why ``import picamera2`` fails in this Python, and the fix; ``None`` if it imports
+    (the agent's own check: ``sources.picamera.import_picamera2``, which catches more than
+    ImportError: the OS's picamera2 under numpy 2 raises ValueError)."""
+    from .sources import SourceError
+    from .sources.picamera import import_picamera2
+
+    try:
+        import_picamera2()
+    except SourceError as exc:
+        return str(exc)
+    return None
+
+
+def check_picamera2(config: Config | None) -> Check:
+    needed = config is None or config.camera.source == "picamera2"
+    problem = picamera2_import_problem()
+    if problem is not None:
+        if needed:
+            return Check("picamera2", "fail", problem)
+        if importlib.util.find_spec("picamera2") is None:
+            return Check("picamera2", "ok", "not installed; not needed (camera.source = \"replay\")")
+        return Check("picamera2", "warn", f"not needed now (camera.source = \"replay\"), but: {problem}")
+    import picamera2
+
+    return Check("picamera2", "ok", f"picamera2 {_version('picamera2')} imports ({Path(picamera2.__file__).parent})")
+
+
+def check_litert() -> Check:
+    from .runtime import RuntimeUnavailable, interpreter_class
+
+    try:
+        name, _ = interpreter_class()
+    except RuntimeUnavailable as exc:
+        return Check("litert", "fail", str(exc))
+    return Check("litert", "ok", f"{name} {_version(name.replace('_', '-'))}")
+
+
+# ---------------------------------------------------------------------- camera and model
+
+
+def check_camera(config: Config) -> tuple[Check, Any]:
+    """Open the configured frame source, read one frame, close it. Returns the frame too."""
+    from .agent import StartupError, build_source
+
+    source_name = config.camera.source
+    try:
+        source = build_source(config)
+    except StartupError as exc:
+        return Check("camera", "fail", f"{source_name}: {exc}"), None
+    started = time.monotonic()
+    try:
+        source.start()
+        frame = source.read()
+    except Exception as exc:  # SourceError, and whatever a camera library raises
+        return Check("camera", "fail", f"{source_name}: {type(exc).__name__}: {exc}"), None
+    finally:
+        try:
+            source.close()
+        except Exception:
+            pass
+    seconds = time.monotonic() - started
+    if frame is None:
+        return Check("camera", "fail", f"{source_name}: started but delivered no frame"), None
+    height, width = frame.image.shape[:2]
+    return Check("camera", "ok", f"{source_name}: first frame {width}x{height} after {seconds:.2f} s"), frame
+
+
+def check_model(config: Config, frame: Any) -> Check:
+    """Load the configured model and classify the camera's frame (or a grey image)."""
+    import numpy as np
+
+    from .agent import build_classifier
+    from .classifier import ModelFilesError
+    from .runtime import RuntimeUnavailable
+
+    try:
+        classifier = build_classifier(config)
+    except (ModelFilesError, RuntimeUnavailable) as exc:
+        return Check("model", "fail", f"{config.model.path}: {exc}")
+    image = frame.image if frame is not None else np.full((240, 320, 3), 128, np.uint8)
+    what = "the camera frame" if frame is not None else "a grey test image"
+    try:
+        result = classifier.classify(image)
+    except Exception as exc:
+        return Check("model", "fail", f"{config.model.path.name}: classifying {what} fails "
+                                      f"({type(exc).__name__}: {exc})")
+    return Check("model", "ok", (
+        f"{config.model.path.name} ({classifier.version}): {what} is {result.label} "
+        f"{result.confidence:.2f} in {result.preprocess_ms + result.inference_ms:.0f} ms "
+        f"({result.views} view(s))"))
+
+
+# ---------------------------------------------------------------------- pins
+
+
+def factory_name(factory: Any) -> str:
+    return FACTORY_NAMES.get(type(factory).__name__, type(factory).__name__)
+
+
+def open_pin_factory(config: Config) -> tuple[Check, Any]:
+    """The configured pin factory (for ``default``: the one gpiozero picks), or ``None``."""
+    from .actuators import ActuatorError, make_pin_factory
+
+    configured = config.actuator.pin_factory
+    if configured in ("lgpio", "default"):
+        _lgpio_workdir()
+    try:
+        factory = make_pin_factory(configured)
+        if factory is None:  # "default": the factory gpiozero itself picks
+            from gpiozero import Device
+
+            Device.ensure_pin_factory()
+            factory, Device.pin_factory = Device.pin_factory, None
+    except ActuatorError as exc:
+        return Check("pin-factory", "fail", f"actuator.pin_factory: {exc}"), None
+    except Exception as exc:  # gpiozero's BadPinFactory and what the libraries raise
+        return Check("pin-factory", "fail", (
+            f"actuator.pin_factory = \"default\": gpiozero finds no pin factory "
+            f"({type(exc).__name__}: {exc})")), None
+    import gpiozero
+
+    chosen = factory_name(factory)
+    shown = chosen if configured == chosen else f"{configured} -> {chosen}"
+    return Check("pin-factory", "ok", f"{shown} ({type(factory).__name__}; gpiozero {_version('gpiozero')} "
+                                      f"in {Path(gpiozero.__file__).parent.parent})"), factory
+
+
+def _lgpio_workdir() -> None:
+    """lgpio creates its notification FIFO on import, in ``$LG_WD`` or else the
+    working directory, and fails where it cannot write (gpiozero #1106, lg #22).
+    The unit sets LG_WD; a doctor started by hand (``sudo -u bin-agent`` from
+    someone's home directory) gets a temporary one, or its pin check would fail
+    where the service's would not."""
+    if "LG_WD" not in os.environ:
+        workdir = tempfile.mkdtemp(prefix="bin-agent-doctor-lgpio-")
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        os.environ["LG_WD"] = workdir
+
+
+KERNEL_DRIVEN = ("kernel_pwm", "pca9685")
+"""Servo drives whose pins belong to a kernel driver (the SoC's PWM; the I2C
+controller): claiming them as GPIO inputs would take them from it until reboot."""
+
+
+def _kernel_driver_of(config: Config, key: str) -> str | None:
+    """The kernel driver that owns the pin named by ``key``, if any."""
+    driver = _servo_driver(config)
+    servo_pin = key == "actuator.servo.pin" or (key.startswith("actuator.flaps.") and key.endswith(".pin"))
+    if driver in KERNEL_DRIVEN and servo_pin:
+        return driver
+    return next((name for name in KERNEL_DRIVEN if name in key), None)
+
+
+def check_pins(config: Config, factory: Any) -> Iterator[Check]:
+    """Claim and release each configured pin (as an input: nothing moves)."""
+    for key, number in pins_in_use(config).items():
+        owner = _kernel_driver_of(config, key)
+        if owner is not None:
+            yield Check(f"gpio{number}", "ok", f"{key}: GPIO{number} belongs to {owner}: not claimed")
+            continue
+        try:
+            pin = factory.pin(number)
+            function = pin.function
+            pin.close()
+        except Exception as exc:
+            yield Check(f"gpio{number}", "fail", f"{key}: GPIO{number} cannot be claimed "
+                                                 f"({type(exc).__name__}: {exc})")
+        else:
+            yield Check(f"gpio{number}", "ok", f"{key}: GPIO{number} claimed ({function}) and released")
+
+
+def _servo_driver(config: Config) -> str:
+    """What times the servo pulses: a hardware PWM driver named anywhere in
+    ``[actuator]`` (the option that selects one is the servo-drive's own),
+    else the pin factory."""
+    def strings(section: Any) -> Iterator[str]:
+        for spec in dataclasses.fields(section):
+            value = getattr(section, spec.name)
+            if dataclasses.is_dataclass(value):
+                yield from strings(value)
+            elif isinstance(value, str):
+                yield value
+
+    named = [value for value in strings(config.actuator) if value in HARDWARE_PWM]
+    return named[0] if named else config.actuator.pin_factory
+
+
+def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
+    """How the servo pulses are timed; ``chosen_factory``: the factory that
+    loaded (``None``: none did)."""
+    kind = config.actuator.kind
+    if kind not in ("servo", "flaps"):
+        return Check("servo-pwm", "ok", f"no servo (actuator.kind = \"{kind}\")")
+    driver = _servo_driver(config)
+    if driver == "default":
+        if chosen_factory is None:
+            return Check("servo-pwm", "warn", "cannot tell: gpiozero found no pin factory")
+        driver = chosen_factory
+    if driver in NO_PWM:
+        return Check("servo-pwm", "fail", f"{driver} has no PWM: the servo cannot move. Fix: set "
+                                          "actuator.pin_factory to a factory with PWM (pigpio on a Pi 4)")
+    if driver in SOFTWARE_PWM:
+        return Check("servo-pwm", "warn", (
+            f"{driver} times servo pulses in software: the servo may jitter. Hardware-timed: "
+            "pigpio (Pi 4), kernel_pwm or pca9685 (Pi 5)"))
+    if driver in HARDWARE_PWM:
+        return Check("servo-pwm", "ok", f"{driver}: hardware-timed pulses")
+    if driver == "mock":
+        return Check("servo-pwm", "ok", "mock pins: no real servo")
+    return Check("servo-pwm", "warn", f"{driver}: unknown PWM timing")
+
+
+# ---------------------------------------------------------------------- state and broker
+
+
+def check_state_dir(path: Path) -> Check:
+    """The directory takes a durable write, and has room to grow."""
+    if not path.is_dir():
+        parent = next((p for p in path.parents if p.exists()), Path("/"))
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return Check("state-dir", "ok", f"{path} does not exist yet; the agent creates it")
+        return Check("state-dir", "fail", (
+            f"{path} does not exist and {parent} is not writable. Fix: "
+            f"sudo install -d -o bin-agent -g bin-agent -m 0750 {path}"))
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as probe:
+            probe.write(b"bin-agent doctor\n")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return Check("state-dir", "fail", f"{path} is not writable ({type(exc).__name__}: {exc})")
+    free = shutil.disk_usage(path).free
+    detail = f"{path} writable, {free / 1e6:,.0f} MB free"
+    if free < MIN_FREE_BYTES:
+        return Check("state-dir", "fail", f"{detail}: the outbox needs room")
+    if free < LOW_FREE_BYTES:
+        return Check("state-dir", "warn", f"{detail}: low")
+    return Check("state-dir", "ok", detail)
+
+
+def broker_secrets(config: Config) -> tuple[str | None, Any]:
+    """``(password, TLS context)`` for the broker, read as the agent reads them."""
+    from .config import broker_password, broker_tls_context
+
+    try:
+        return broker_password(config), broker_tls_context(config)
+    except ConfigError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
+
+
+def check_broker(config: Config, timeout: float = BROKER_TIMEOUT_SECONDS) -> Check:
+    """A real CONNECT with the configured credentials, answered by a CONNACK.
+
+    Its own client id, so a running agent's session is not taken over; no
+    Last Will and nothing published.
+    """
+    settings = config.mqtt
+    if not settings.enabled:
+        return Check("broker", "ok", "mqtt.enabled = false: nothing to check")
+    import paho.mqtt.client as paho
+
+    where = f"{settings.host}:{settings.port}"
+    try:
+        password, tls = broker_secrets(config)
+    except ValueError as exc:  # a password or TLS file that cannot be read, named by the message
+        return Check("broker", "fail", str(exc))
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                         client_id=f"bin-agent-doctor-{config.agent.bin_id}-{os.getpid()}",
+                         protocol=paho.MQTTv5)  # as the agent: a broker without MQTT 5 fails here too
+    if tls is not None:
+        client.tls_set_context(tls)
+    if settings.username:
+        client.username_pw_set(settings.username, password)
+    answered = threading.Event()
+    reply: dict[str, Any] = {}
+
+    def on_connect(_client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        reply["reason"] = reason_code
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive, clean_start=True)
+    except Exception as exc:  # refused, unknown host, unreachable
+        return Check("broker", "fail", f"{where}: cannot connect ({type(exc).__name__}: {exc})")
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            return Check("broker", "fail", f"{where}: no CONNACK within {timeout:.0f} s")
+        reason = reply["reason"]
+        who = f"as {settings.username!r}" if settings.username else "anonymously"
+        if reason.is_failure:
+            return Check("broker", "fail", f"{where}: connecting {who} refused: {reason}")
+        return Check("broker", "ok", f"{where}: connected {who} (CONNACK: {reason})")
+    finally:
+        client.disconnect()
+        client.loop_stop()

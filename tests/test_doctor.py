@@ -1,0 +1,272 @@
+"""``bin-agent doctor``: one line per check, ok/warn/fail, exit 1 on a fail.
+
+Real parts throughout: gpiozero's MockFactory (``pin_factory = "mock"``), the
+replay source reading a JPEG, the LiteRT interpreter, a real mosquitto (with
+and without a password file), and a read-only tmpfs for the state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bin_agent import cli, doctor
+
+from .helpers import write_toml
+
+CHECKS = ["python", "numpy", "picamera2", "litert", "config", "camera", "model", "pin-factory",
+          "gpio18", "servo-pwm", "state-dir", "broker"]
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / "item.jpg")
+    return folder
+
+
+def doctor_config(tmp_path: Path, photo_dir: Path, port: int, **patch) -> Path:
+    from .helpers import base_config
+
+    data = base_config(tmp_path, photo_dir, port=port)
+    for section, values in patch.items():
+        for key, value in values.items():
+            target = data.setdefault(section, {})
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = value
+    return write_toml(tmp_path / "bin-agent.toml", data)
+
+
+def run_doctor(capsys, config: Path, *extra: str) -> tuple[int, list[str]]:
+    code = cli.main(["doctor", "--config", str(config), *extra])
+    out = capsys.readouterr().out
+    return code, out.splitlines()
+
+
+def line_of(lines: list[str], check: str) -> str:
+    found = [line for line in lines if line.split()[1:2] == [check]]
+    assert len(found) == 1, (check, lines)
+    return found[0]
+
+
+def test_all_ok_on_mock_pins_replay_and_a_real_broker(tmp_path, photo_dir, mosquitto, capsys):
+    code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, mosquitto.port))
+    assert [line.split()[1] for line in lines] == CHECKS, lines
+    assert all(line.startswith("ok    ") for line in lines), "\n".join(lines)
+    assert code == 0
+    assert "replay: first frame 160x120" in line_of(lines, "camera")
+    assert "connected anonymously (CONNACK: Success)" in line_of(lines, "broker")
+
+
+def test_broker_down_is_a_fail_line_and_exit_1(tmp_path, photo_dir, mosquitto_stopped, capsys):
+    code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, mosquitto_stopped.port))
+    assert code == 1
+    assert line_of(lines, "broker").startswith("fail  broker")
+    assert "cannot connect (ConnectionRefusedError" in line_of(lines, "broker")
+    # Everything else is still checked and fine.
+    assert [ln for ln in lines if not ln.startswith("ok")] == [line_of(lines, "broker")]
+
+
+@pytest.fixture
+def password_broker(mosquitto_stopped, tmp_path: Path):
+    """The real mosquitto, anonymous clients refused, one user ``bin`` with password ``s3cret``."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "bin", "s3cret"], check=True,
+                   capture_output=True)
+    # Started as root, mosquitto drops to its own user, who cannot read pytest's tmp dir.
+    stay = "user root\n" if os.geteuid() == 0 else ""
+    mosquitto_stopped.conf.write_text(
+        f"listener {mosquitto_stopped.port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {passwords}\npersistence false\n{stay}")
+    mosquitto_stopped.start()
+    return mosquitto_stopped
+
+
+@pytest.mark.parametrize(("password", "status"), [("s3cret", "ok"), ("wrong", "fail")])
+def test_broker_checks_the_configured_credentials(tmp_path, photo_dir, password_broker, capsys,
+                                                  password, status):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(password + "\n")
+    config = doctor_config(tmp_path, photo_dir, password_broker.port,
+                           mqtt={"username": "bin", "password_file": str(secret)})
+    code, lines = run_doctor(capsys, config)
+    broker = line_of(lines, "broker")
+    assert broker.startswith(f"{status:<4}  broker"), broker
+    if status == "ok":
+        assert "connected as 'bin'" in broker and code == 0
+    else:
+        assert "refused: Not authorized" in broker and code == 1
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A directory nobody can write to: a read-only tmpfs as root (root ignores
+    permission bits; also what a Pi's SD card does after errors), else mode 0500."""
+    path = tmp_path / "ro-state"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        yield path
+        path.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_unwritable_state_dir_fails(tmp_path, photo_dir, read_only_dir, capsys):
+    config = doctor_config(tmp_path, photo_dir, 1, agent={"state_dir": str(read_only_dir)},
+                           mqtt={"enabled": False})
+    code, lines = run_doctor(capsys, config)
+    state = line_of(lines, "state-dir")
+    assert state.startswith("fail  state-dir") and "is not writable" in state, state
+    assert code == 1
+
+
+def test_writable_state_dir_reports_free_space(tmp_path):
+    check = doctor.check_state_dir(tmp_path)
+    assert check.status == "ok" and "MB free" in check.detail
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone again
+
+
+def test_native_factory_with_a_servo_fails_the_pwm_check(tmp_path, photo_dir, capsys):
+    config = doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "native"},
+                           mqtt={"enabled": False})
+    code, lines = run_doctor(capsys, config)
+    pwm = line_of(lines, "servo-pwm")
+    assert pwm.startswith("fail  servo-pwm") and "native has no PWM" in pwm, pwm
+    assert code == 1
+
+
+@pytest.mark.parametrize(("factory", "status"), [("lgpio", "warn"), ("rpigpio", "warn"),
+                                                 ("pigpio", "ok"), ("mock", "ok")])
+def test_pwm_quality_of_each_factory(tmp_path, photo_dir, factory, status):
+    from bin_agent.config import load_config
+
+    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": factory}))
+    assert doctor.check_servo_pwm(config, chosen_factory=None).status == status
+
+
+def test_leds_need_no_pwm(tmp_path, photo_dir):
+    from bin_agent.config import load_config
+
+    config = load_config(doctor_config(
+        tmp_path, photo_dir, 1,
+        actuator={"kind": "leds", "pin_factory": "native",
+                  "leds": {"paper": 5, "glass": 6, "packaging": 13, "residual": 19}}))
+    assert doctor.check_servo_pwm(config, chosen_factory=None).status == "ok"
+
+
+def test_json_output(tmp_path, photo_dir, mosquitto_stopped, capsys):
+    code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, mosquitto_stopped.port), "--json")
+    report = json.loads("\n".join(lines))
+    assert code == 1 and report["ok"] is False
+    assert [c["check"] for c in report["checks"]] == CHECKS
+    assert {c["check"]: c["status"] for c in report["checks"]}["broker"] == "fail"
+
+
+def test_bad_config_is_one_fail_line(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('[camera]\nfsp = 3\n')
+    code, lines = run_doctor(capsys, config)
+    assert code == 1
+    assert "camera.fsp: unknown key" in line_of(lines, "config")
+    assert line_of(lines, "config").startswith("fail")
+
+
+def test_32bit_python_is_refused_in_one_line(monkeypatch, tmp_path, photo_dir, capsys):
+    monkeypatch.setattr(doctor, "python_is_64bit", lambda: False)
+    monkeypatch.setattr(cli, "python_is_64bit", lambda: False)
+    assert cli.main(["check-config", str(tmp_path / "any.toml")]) == 78
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "32-bit" in err[0] and "64-bit OS" in err[0], err
+    # doctor still runs and says it among its checks
+    code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, 1, mqtt={"enabled": False}))
+    assert line_of(lines, "python").startswith("fail  python") and code == 1
+
+
+# --------------------------------------------------------------------------- picamera2 that fails to import
+
+
+NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
+             "Expected 96 from C header, got 88 from PyObject")
+
+
+@pytest.fixture
+def picamera2_built_for_numpy1(tmp_path: Path) -> Path:
+    """A ``picamera2`` whose import fails as apt's does under numpy 2 (picamera2
+    issues #1088, #1211: simplejpeg's ValueError), beside a ``libcamera`` that
+    imports (its binding does not use numpy). Only the imports are imitated, on
+    a path given to a child Python; neither can run here."""
+    site = tmp_path / "site"
+    (site / "picamera2").mkdir(parents=True)
+    (site / "picamera2" / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    (site / "libcamera").mkdir()
+    (site / "libcamera" / "__init__.py").write_text("Transform = controls = None\n")
+    return site
+
+
+def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(
+        tmp_path, photo_dir, picamera2_built_for_numpy1):
+    config = doctor_config(tmp_path, photo_dir, 1, camera={"source": "picamera2"}, mqtt={"enabled": False})
+    env = {**os.environ, "PYTHONPATH": str(picamera2_built_for_numpy1)}
+    run = subprocess.run([sys.executable, "-m", "bin_agent", "doctor", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr, run.stderr
+    line = line_of(run.stdout.splitlines(), "picamera2")
+    assert line.startswith("fail  picamera2"), line
+    assert "ValueError: numpy.dtype size changed" in line and "numpy<2" in line, line
+
+
+def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsys):
+    config = doctor_config(tmp_path, photo_dir, 1, model={"path": str(tmp_path / "gone.tflite")},
+                           mqtt={"enabled": False})
+    code, lines = run_doctor(capsys, config)
+    assert code == 1
+    assert line_of(lines, "config").startswith("fail") and "gone.tflite" in line_of(lines, "config")
+    assert line_of(lines, "model").startswith("fail  model")
+    assert line_of(lines, "camera").startswith("ok") and line_of(lines, "state-dir").startswith("ok")
+
+
+def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir, monkeypatch):
+    """The unit sets LG_WD; by hand, lgpio would put its FIFO in the working
+    directory (gpiozero #1106), so the doctor gives it one it can write."""
+    from bin_agent.config import load_config
+
+    monkeypatch.delenv("LG_WD", raising=False)
+    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "lgpio"}))
+    doctor.open_pin_factory(config)  # lgpio is not installed here: only the workdir matters
+    workdir = Path(os.environ["LG_WD"])
+    assert workdir.is_dir() and os.access(workdir, os.W_OK)
+    monkeypatch.setenv("LG_WD", "/run/bin-agent")  # the unit's: kept
+    doctor.open_pin_factory(config)
+    assert os.environ["LG_WD"] == "/run/bin-agent"
+
+
+def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, capsys):
+    secret = tmp_path / "mqtt-password"
+    secret.write_bytes(b"\xff\xfe not utf-8\n")
+    config = doctor_config(tmp_path, photo_dir, mosquitto.port,
+                           mqtt={"username": "bin", "password_file": str(secret)})
+    code, lines = run_doctor(capsys, config)
+    # A fail line (the broker's, or the config's where the schema reads the file) names key and file.
+    named = [ln for ln in lines if ln.startswith("fail") and "mqtt.password_file" in ln and str(secret) in ln]
+    assert named, lines
+    assert code == 1
