@@ -10,7 +10,7 @@ from PIL import Image
 
 from bin_agent.agent import build_agent, switchable_trigger_modes
 from bin_agent.config import config_from_dict
-from bin_agent.trigger import GpioTrigger, ManualTrigger, MotionTrigger
+from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger
 
 from .helpers import base_config
 

@@ -106,6 +106,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_defaults() -> dict[str, object]:
+    """``TrainConfig``'s defaults (the shipped recipe), so the CLI has no second copy of them."""
+    import dataclasses
+
+    from .train import TrainConfig  # no TensorFlow at import
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``split``, ``train`` and ``evaluate`` to the bin-agent CLI."""
     p = subparsers.add_parser("split", help="make the fixed train/val/test split file of dataset folders")
@@ -116,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
     p.set_defaults(func=cmd_split)
 
+    DEFAULTS = _train_defaults()
     p = subparsers.add_parser("train", help="fine-tune MobileNetV2 and export float + int8 TFLite models")
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
                    help="one or more folder-per-class photo folders, merged (e.g. TrashNet + the bin's own photos)")
@@ -123,30 +133,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (models, report, checkpoint)")
     p.add_argument("--weights", default="imagenet",
                    help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')")
-    p.add_argument("--input-size", type=int, default=160)
-    p.add_argument("--copies", type=int, default=4,
+    p.add_argument("--input-size", type=int, default=DEFAULTS["input_size"])
+    p.add_argument("--copies", type=int, default=DEFAULTS["copies"],
                    help="augmented views per training photo, cached (the head; phase 2 too with --cached)")
-    p.add_argument("--cut-layer", default="block_5_add", help="frozen below, fine-tuned above")
-    p.add_argument("--head-epochs", type=int, default=6)
-    p.add_argument("--fine-epochs", type=int, default=24)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--fine-lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--calibration", type=int, default=800, help="training photos used to calibrate int8")
+    p.add_argument("--cut-layer", default=DEFAULTS["cut_layer"], help="frozen below, fine-tuned above")
+    p.add_argument("--head-epochs", type=int, default=DEFAULTS["head_epochs"])
+    p.add_argument("--fine-epochs", type=int, default=DEFAULTS["fine_epochs"])
+    p.add_argument("--head-lr", type=float, default=DEFAULTS["head_lr"])
+    p.add_argument("--fine-lr", type=float, default=DEFAULTS["fine_lr"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"])
+    p.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--calibration", type=int, default=DEFAULTS["calibration"],
+                   help="training photos used to calibrate int8")
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
-    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=True,
-                   help="phase 2 trains on fresh augmented views every epoch (default); --no-online "
-                        "trains it on the cached views (faster per epoch, over-fits sooner)")
-    p.add_argument("--views", type=int, choices=[1, 2, 4], default=4,
+    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=DEFAULTS["online"],
+                   help="--online: phase 2 trains on fresh augmented views every epoch (slower per epoch); "
+                        "--no-online (default): on the cached views")
+    p.add_argument("--views", type=int, choices=[1, 2, 4], default=DEFAULTS["views"],
                    help="views per item the agent averages, written to the metadata (default 4: the "
                         "photo, its mirror image, both turned half around)")
-    p.add_argument("--qat-epochs", type=int, default=3,
+    p.add_argument("--qat-epochs", type=int, default=DEFAULTS["qat_epochs"],
                    help="phase 3: epochs of quantization-aware fine-tuning through the simulated int8 "
-                        "model (default 3; 0 = post-training quantization only)")
-    p.add_argument("--qat-lr", type=float, default=2e-5, help="phase 3 learning rate (cosine decay)")
+                        "model (default %(default)s; 0 = post-training quantization only)")
+    p.add_argument("--qat-lr", type=float, default=DEFAULTS["qat_lr"], help="phase 3 learning rate (cosine decay)")
     p.add_argument("--init-weights", type=Path,
                    help="start from a run's best.weights.h5, e.g. "
                         "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run")
@@ -157,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {ds.Augmentation.background_p}; 0 turns background replacement off)")
     p.add_argument("--include-val", action="store_true",
                    help="final model: train on train + val with the epoch counts found before, keep the last epoch")
-    p.add_argument("--name", default="trashnet_mobilenetv2_int8", help="file name of the int8 model")
+    p.add_argument("--name", default=DEFAULTS["name"], help="file name of the int8 model")
     p.add_argument("--version", help="version string written in the metadata")
     p.set_defaults(func=cmd_train)
 

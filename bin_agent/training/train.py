@@ -71,12 +71,12 @@ class TrainConfig:
     split: Path | None = None
     weights: str = "imagenet"
     input_size: int = 160
-    copies: int = 4
-    cut_layer: str = "block_5_add"
+    copies: int = 6
+    cut_layer: str = "block_12_add"
     head_epochs: int = 6
     head_lr: float = 1e-3
-    fine_epochs: int = 24
-    fine_lr: float = 2e-4
+    fine_epochs: int = 12
+    fine_lr: float = 1e-4
     batch_size: int = 32
     label_smoothing: float = 0.1
     dropout: float = 0.3
@@ -84,13 +84,13 @@ class TrainConfig:
     calibration: int = 800
     max_per_class: int | None = None  # for smoke tests: a few photos per class
     include_val: bool = False  # final model: train on train + val, keep the last epoch
-    online: bool = True  # phase 2 draws fresh augmented views every epoch (no cache)
-    views: int = 1  # views per item the agent averages (metadata "views"; see classifier.py)
-    qat_epochs: int = 3  # phase 3: quantization-aware fine-tuning epochs (see qat.py)
+    online: bool = False  # phase 2 on the cached views; True: fresh augmented views every epoch
+    views: int = 4  # views per item the agent averages (metadata "views"; see classifier.py)
+    qat_epochs: int = 2  # phase 3: quantization-aware fine-tuning epochs (see qat.py)
     qat_lr: float = 2e-5
     init_weights: Path | None = None  # start from a run's best.weights.h5
     class_factors: dict[str, float] = field(default_factory=dict)  # e.g. {"trash": 2.0} on top of balanced
-    name: str = "trashnet_mobilenetv2_int8"
+    name: str = "waste_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
     augmentation: ds.Augmentation = field(default_factory=ds.Augmentation)
