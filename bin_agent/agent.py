@@ -30,19 +30,23 @@ from typing import Any, Callable, TextIO
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
-from .config import Config
+from .config import Config, actuation_seconds
 from .events import SortedItem, utc_now_iso
 from .mqtt import MqttLink, Topics, read_password
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
-from .store import Store
+from .store import Store, StoreError, StoreLockedError
 from .trigger import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("classify", "reset_counts", "ping")
+DATABASE_NAME = "bin-agent.db"
 MAX_COMMAND_BYTES = 4096
+ACTUATION_MARGIN_SECONDS = 5.0
+"""How much longer than configured a sort may take before the watchdog is no
+longer fed for it (a servo that hangs must still get the service restarted)."""
 
 
 class StartupError(RuntimeError):
@@ -74,6 +78,7 @@ class Agent:
     frames_seen: int = 0
     status: str = "starting"
     started_at: float = field(default_factory=time.monotonic)
+    storage_degraded: bool = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -91,7 +96,7 @@ class Agent:
         self.status = "running"
         self.indicators.ready()
         self._publish_state()
-        self.notifier.ready(f"sorting; model {self.classifier.version}")
+        self.notifier.ready(self._status_line())
         try:
             while not self.stop_event.is_set():
                 try:
@@ -112,6 +117,8 @@ class Agent:
                 # The watchdog is fed only here, i.e. only while frames flow: a
                 # stalled camera lets systemd restart the service.
                 self.notifier.watchdog_if_due()
+                self.store.retry_if_due()  # while the disk is full: is there room again?
+                self._watch_storage()
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
@@ -128,7 +135,10 @@ class Agent:
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
         t_actuate = time.perf_counter()
-        self.sorter.sort(route.compartment)
+        # A sort blocks the loop for travel + dwell + travel: keep the watchdog
+        # fed for that long (plus a margin), not for a sort that never ends.
+        with self.notifier.keepalive(actuation_seconds(self.config.actuator) + ACTUATION_MARGIN_SECONDS):
+            self.sorter.sort(route.compartment)
         t_record = time.perf_counter()
         latency = {
             "trigger": trigger_ms,
@@ -156,6 +166,7 @@ class Agent:
             fallback=route.fallback,
         )
         latency["record"] = (time.perf_counter() - t_record) * 1000.0
+        self._watch_storage()
         latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
         if self.mqtt is not None:
@@ -238,12 +249,30 @@ class Agent:
             "counts": self.store.counts().as_dict(),
             "last_item": last,
             "outbox_pending": self.store.pending_count(),
+            "outbox_dropped": self.store.outbox_dropped,
+            "storage": self.store.health(),
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),
         }
+
+    def _status_line(self) -> str:
+        """The one line ``systemctl status`` shows."""
+        line = f"sorting; model {self.classifier.version}"
+        if self.store.degraded:
+            line += "; STORAGE FULL OR FAILING: events held in memory, see the log"
+        elif self.store.incident is not None:
+            line += f"; state database {self.store.incident['kind']} at start, see the log"
+        return line
+
+    def _watch_storage(self) -> None:
+        """Say it when the database stops (or starts again) taking writes."""
+        if self.store.degraded != self.storage_degraded:
+            self.storage_degraded = self.store.degraded
+            self.notifier.status(self._status_line())
+            self._publish_state()
 
     def _publish_state(self) -> None:
         if self.mqtt is not None:
@@ -310,15 +339,23 @@ def build_agent(
     """
     from .actuators import ActuatorError
     from .classifier import ModelFilesError
-    from .store import StoreError
 
-    if pin_factory is None:
-        try:
-            pin_factory = make_pin_factory(config.actuator.pin_factory)
-        except ActuatorError as exc:
-            raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
+    # The database first: its lock keeps a second agent from touching the pins,
+    # the camera or the broker session of the first.
+    try:
+        store = Store.from_config(config.store, Path(config.agent.state_dir) / DATABASE_NAME)
+    except StoreLockedError as exc:
+        raise StartupError(str(exc), 1) from None  # systemd retries: the other one may stop
+    except StoreError as exc:
+        raise StartupError(str(exc), 73) from None
     # Whatever was set up is released again if a later part cannot start.
     with contextlib.ExitStack() as undo:
+        undo.callback(store.close)
+        if pin_factory is None:
+            try:
+                pin_factory = make_pin_factory(config.actuator.pin_factory)
+            except ActuatorError as exc:
+                raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
         try:
             sorter = build_sorter(config.actuator, pin_factory)
             undo.callback(sorter.close)
@@ -338,10 +375,6 @@ def build_agent(
             classifier = build_classifier(config)
         except ModelFilesError as exc:
             raise StartupError(f"model: {exc}", 78) from None
-        try:
-            store = Store(Path(config.agent.state_dir) / "bin-agent.db")
-        except StoreError as exc:
-            raise StartupError(str(exc), 73) from None
         undo.pop_all()
     agent = Agent(
         config=config,
