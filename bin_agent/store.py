@@ -589,8 +589,8 @@ class Store:
             if self._unsaved:
                 self._flush()
                 if self._unsaved:
-                    log.error("storage still failing at shutdown: %d held event(s) and their counts are lost",
-                              len(self._unsaved.events))
+                    log.error("storage still failing at shutdown: %d held event(s) and the counts of the "
+                              "items sorted since are lost", len(self._unsaved.events))
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
@@ -658,6 +658,11 @@ class Store:
             if self._db is None:
                 return
         unsaved = self._unsaved
+        if self.degraded:
+            # Copying the WAL into the database and truncating it can free
+            # enough room by itself (on a small disk the WAL is most of it).
+            with contextlib.suppress(sqlite3.Error):
+                self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if not unsaved:
             self._storage_recovered()
             return
@@ -728,7 +733,8 @@ class Store:
         self._write_marker()
 
     def _storage_failed(self, exc: BaseException) -> None:
-        full = _is_full(exc)
+        # A full disk shows as SQLITE_FULL, or as an I/O error creating the -shm file.
+        full = _is_full(exc) or _no_room(self.path.parent)
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
@@ -750,7 +756,7 @@ class Store:
     def _storage_recovered(self, saved: int = 0) -> None:
         if self._failing_since is None:
             return
-        log.warning("storage writable again after %.0f s: %d held event(s) written to %s",
+        log.warning("storage writable again after %.0f s: %d held event(s) saved to %s",
                     self._clock() - self._failing_since, saved, self.path)
         self._failing_since = None
         self._failure = ""
@@ -823,6 +829,14 @@ def _is_full(exc: BaseException) -> bool:
 def _is_storage_failure(exc: BaseException) -> bool:
     """Errors of the disk rather than of the file: full, I/O, cannot open, read-only."""
     return _error_code(exc) in (8, 10, 13, 14)  # READONLY, IOERR, FULL, CANTOPEN
+
+
+def _no_room(directory: Path) -> bool:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 64 * 1024
 
 
 def _fsync_directory(directory: Path) -> None:
