@@ -46,9 +46,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class _HeldEvent:
 class _Unsaved:
     """Changes the database has not taken yet (storage full or failing)."""
 
-    events: "collections.OrderedDict[int, _HeldEvent]" = field(default_factory=collections.OrderedDict)
+    events: collections.OrderedDict[int, _HeldEvent] = field(default_factory=collections.OrderedDict)
     count_deltas: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     reset_since: str | None = None
     last_item: str | None = None
@@ -209,7 +210,7 @@ class Store:
             raise
 
     @classmethod
-    def from_config(cls, section: Any, path: str | Path) -> "Store":
+    def from_config(cls, section: Any, path: str | Path) -> Store:
         """The store of the ``[store]`` config section, its database at ``path``."""
         return cls(path, max_outbox_events=section.max_outbox_events,
                    max_outbox_age_days=section.max_outbox_age_days,
@@ -262,7 +263,7 @@ class Store:
             self._compare_with_marker(marker)
         if self.incident is not None:
             self._save_incident()
-        self._write_marker()
+        self._write_marker(sync_directory=True)
 
     def _start_in_memory(self, exc: BaseException, marker: dict[str, Any] | None) -> None:
         # The database's highest event number is unknown: number the held
@@ -398,8 +399,13 @@ class Store:
             return None
         return data if isinstance(data, dict) else None
 
-    def _write_marker(self) -> None:
-        """Atomically record the database's id and highest event number (after a commit)."""
+    def _write_marker(self, *, sync_directory: bool = False) -> None:
+        """Atomically record the database's id and highest event number (after a commit).
+
+        The file is fsynced before the rename; the directory only when asked
+        (start, close): after a power cut without it the previous marker may
+        come back, which is harmless — an older marker only asks for less.
+        """
         if self._db is None:
             return
         data = {"database_id": self._database_id, "last_seq": self._db_sequence(), "updated": _now_iso()}
@@ -410,7 +416,8 @@ class Store:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.marker_path)
-            _fsync_directory(self.path.parent)
+            if sync_directory:
+                _fsync_directory(self.path.parent)
         except OSError as exc:
             # Not fatal: a stale marker only weakens the next start's check.
             level = logging.DEBUG if self._marker_warned else logging.WARNING
@@ -592,6 +599,7 @@ class Store:
                     log.error("storage still failing at shutdown: %d held event(s) and the counts of the "
                               "items sorted since are lost", len(self._unsaved.events))
             if self._db is not None:
+                self._write_marker(sync_directory=True)
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
@@ -789,7 +797,7 @@ class _Corrupt(Exception):
 def _lock_exclusively(path: Path) -> Any:
     """Open ``path`` and take an exclusive ``flock`` without waiting; write our pid into it."""
     try:
-        handle = open(path, "a+", encoding="utf-8")
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open: the lock lives with it
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the lock file ({exc})") from None
     try:

@@ -4,6 +4,7 @@ agents on one database (real processes, real SIGKILL)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -45,7 +46,7 @@ def few_photos(tmp_path: Path, trashnet_dir: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
     for label in ("glass", "paper", "metal"):
-        first = sorted((trashnet_dir / label).iterdir())[0]
+        first = min((trashnet_dir / label).iterdir())
         (folder / first.name).symlink_to(first)
     return folder
 
@@ -56,7 +57,7 @@ def tiny_disk(tmp_path: Path):
     mount = tmp_path / "disk"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -181,7 +182,7 @@ def test_agent_keeps_sorting_and_publishing_on_a_full_disk_and_recovers(
     # Said once per episode (then rate-limited), and said when it is over.
     said = [m for m in (r.getMessage() for r in caplog.records) if m.startswith(("storage full", "storage writable"))]
     assert said[0].startswith("storage full") and said[1].startswith("storage writable"), said
-    assert all(a[:12] != b[:12] for a, b in zip(said, said[1:])), said
+    assert all(a[:12] != b[:12] for a, b in itertools.pairwise(said)), said
     assert not any(r.exc_info for r in caplog.records), "no tracebacks"
 
 
@@ -205,15 +206,27 @@ def damage_page(path: Path) -> None:
         out.write(os.urandom(page))
 
 
+def misdirect_page(path: Path) -> None:
+    """Write a copy of one page over its neighbour (a misdirected write): the
+    file reads, but quick_check finds rows out of order."""
+    page = 4096
+    middle = (path.stat().st_size // page // 2) * page
+    with open(path, "r+b") as out:
+        out.seek(middle)
+        copy = out.read(page)
+        out.write(copy)
+
+
 def damage_header(path: Path) -> None:
     with open(path, "r+b") as out:
         out.write(os.urandom(100))
 
 
-@pytest.mark.parametrize("damage", [damage_page, damage_header], ids=["page", "header"])
+@pytest.mark.parametrize("damage", [damage_page, misdirect_page, damage_header],
+                         ids=["page", "misdirected", "header"])
 def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path, damage, caplog):
     path = tmp_path / "bin-agent.db"
-    make_database(path, 2000)
+    make_database(path, 500)
     damage(path)
     with caplog.at_level(logging.ERROR, logger="bin_agent.store"):
         store = Store(path)
@@ -234,7 +247,7 @@ def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path, damag
 
 def run_agent(config: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 @pytest.mark.parametrize("damage", [damage_page, damage_header], ids=["page", "header"])
@@ -242,7 +255,7 @@ def test_agent_on_a_corrupt_database_starts_and_sorts(tmp_path, few_photos, dama
     data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
     state = tmp_path / "state"
     state.mkdir()
-    make_database(state / "bin-agent.db", 2000)
+    make_database(state / "bin-agent.db", 500)
     damage(state / "bin-agent.db")
     result = run_agent(write_toml(tmp_path / "agent.toml", data))
     assert result.returncode == 0, result.stderr
