@@ -192,7 +192,8 @@ class Store:
         self._failing_since: float | None = None
         self._failure = ""
         self._failure_kind = ""
-        self._last_reminder = 0.0
+        self._last_reminder: float | None = None  # monotonic time of the last storage error line
+        self._episode_logged = False
         self._last_retry = 0.0
         self._marker_warned = False
         self.incident: dict[str, str] | None = None  # what this start's checks found
@@ -596,8 +597,9 @@ class Store:
             if self._unsaved:
                 self._flush()
                 if self._unsaved:
-                    log.error("storage still failing at shutdown: %d held event(s) and the counts of the "
-                              "items sorted since are lost", len(self._unsaved.events))
+                    log.error("storage still failing at shutdown: %d held event(s) and the counts of %d "
+                              "item(s) are lost", len(self._unsaved.events),
+                              self._unsaved.count_deltas[("total", "")])
             if self._db is not None:
                 self._write_marker(sync_directory=True)
                 with contextlib.suppress(sqlite3.Error):
@@ -743,20 +745,24 @@ class Store:
     def _storage_failed(self, exc: BaseException) -> None:
         # A full disk shows as SQLITE_FULL, or as an I/O error creating the -shm file.
         full = _is_full(exc) or _no_room(self.path.parent)
-        now = self._clock()
-        if self._failing_since is None:
-            self._failing_since = now
-            self._failure = str(exc)
-            self._failure_kind = "full" if full else "failing"
-            self._last_reminder = time.monotonic()
-            log.error(
-                "storage %s: cannot write %s (%s); sorting goes on, events are kept in memory "
-                "(up to %d) and published directly until it can be written again",
-                "full" if full else "failing", self.path, exc, self.max_memory_events)
-            return
+        now = time.monotonic()
         self._failure = str(exc)
-        if time.monotonic() - self._last_reminder >= REMINDER_SECONDS:
-            self._last_reminder = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            self._failure_kind = "full" if full else "failing"
+            # A disk at the edge flaps between full and not: one line per
+            # REMINDER_SECONDS for all of it, not one per flap.
+            self._episode_logged = self._last_reminder is None or now - self._last_reminder >= REMINDER_SECONDS
+            if self._episode_logged:
+                self._last_reminder = now
+                log.error(
+                    "storage %s: cannot write %s (%s); sorting goes on, events are kept in memory "
+                    "(up to %d) and published directly until it can be written again",
+                    self._failure_kind, self.path, exc, self.max_memory_events)
+            return
+        if self._last_reminder is None or now - self._last_reminder >= REMINDER_SECONDS:
+            self._last_reminder = now
+            self._episode_logged = True
             log.error("storage still %s since %s (%s): %d event(s) held in memory, %d dropped",
                       self._failure_kind, _iso(self._failing_since), exc, len(self._unsaved.events),
                       self._unsaved.dropped)
@@ -764,8 +770,9 @@ class Store:
     def _storage_recovered(self, saved: int = 0) -> None:
         if self._failing_since is None:
             return
-        log.warning("storage writable again after %.0f s: %d held event(s) saved to %s",
-                    self._clock() - self._failing_since, saved, self.path)
+        log.log(logging.WARNING if self._episode_logged else logging.DEBUG,
+                "storage writable again after %.0f s: %d held event(s) saved to %s",
+                self._clock() - self._failing_since, saved, self.path)
         self._failing_since = None
         self._failure = ""
         self._failure_kind = ""

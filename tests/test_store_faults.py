@@ -107,14 +107,24 @@ def test_disk_full_store_holds_events_in_memory_and_writes_them_when_room_return
         assert store.retry_if_due()
     assert not store.degraded and store.health()["status"] == "ok"
     assert any("writable again" in r.getMessage() for r in caplog.records)
+    # A disk at the edge that fills again at once: no second error line (rate-limited).
+    filler = fill(tiny_disk, 0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bin_agent.store"):
+        for n in range(120, 130):
+            record(store, n)
+    assert store.degraded and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    filler.unlink()
+    store._last_retry -= store_module.RETRY_SECONDS
+    assert store.retry_if_due()
     dropped, pending = store.outbox_dropped, store.pending_count()
     store.close()
 
     again = Store(tiny_disk / "bin-agent.db")
     assert again.incident is None
-    assert again.counts().total == 120
+    assert again.counts().total == 130
     assert again.pending_count() == pending and again.outbox_dropped == dropped
-    assert [e.event_id for e in again.pending(0, 1000)][-1] == "id-118"
+    assert [e.event_id for e in again.pending(0, 1000)][-1] == "id-129"
     again.close()
 
 
