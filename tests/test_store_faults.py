@@ -293,17 +293,33 @@ def test_database_deleted_while_stopped_is_detected_and_evidence_kept(tmp_path, 
     assert Store(path).incident is None  # the fresh database is now the known one
 
 
-def test_database_truncated_while_stopped_is_moved_aside(tmp_path):
+@pytest.mark.parametrize("keep, kind", [(0.0, "truncated"), (0.5, "corrupt")], ids=["to-zero", "to-half"])
+def test_database_truncated_while_stopped_is_moved_aside(tmp_path, keep, kind):
     path = tmp_path / "bin-agent.db"
-    make_database(path, 5)
+    make_database(path, 200)
+    size = path.stat().st_size
     with open(path, "r+b") as out:
-        out.truncate(0)
+        out.truncate(int(size * keep) // 4096 * 4096)
     store = Store(path)
-    assert store.incident is not None and store.incident["kind"] == "truncated"
-    remains = list(tmp_path.glob("bin-agent.db.truncated-*"))
-    assert any(p.name.endswith(tuple("0123456789Z")) and p.stat().st_size == 0 for p in remains), remains
+    assert store.incident is not None and store.incident["kind"] == kind
+    remains = [p for p in tmp_path.glob(f"bin-agent.db.{kind}-*") if p.name.endswith("Z")]
+    assert len(remains) == 1 and remains[0].stat().st_size == int(size * keep) // 4096 * 4096, remains
     assert store.pending_count() == 0
     store.close()
+
+
+def test_agent_state_reports_the_start_up_incident(tmp_path, few_photos):
+    state_dir = tmp_path / "state"
+    make_database(state_dir / "bin-agent.db", 5)
+    (state_dir / "bin-agent.db").unlink()
+    data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
+    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    try:
+        incident = agent.state()["storage"]["incident"]
+        assert incident["kind"] == "missing" and "deleted while the agent was stopped" in incident["detail"]
+        assert "state database missing at start" in agent._status_line()
+    finally:
+        agent.close()
 
 
 def test_database_rolled_back_while_stopped_is_detected(tmp_path):
