@@ -452,3 +452,64 @@ def test_second_agent_on_one_database_refuses_to_start_until_the_first_dies(tmp_
             if proc is not None and proc.poll() is None:
                 proc.kill()
         listener.close()
+
+
+def test_events_of_a_database_opened_late_are_delivered_too(tiny_disk, tmp_path, mosquitto, subscriber_factory):
+    """Full disk at start: the pump sends the held events first; when the database
+    opens later, the events already in it go out as well (not only after a restart)."""
+    from bin_agent.mqtt import MqttLink, Topics
+
+    from .test_mqtt import settings
+
+    make_database(tmp_path / "bin-agent.db", 3)
+    for name in ("bin-agent.db", "bin-agent.db.marker"):
+        shutil.copy(tmp_path / name, tiny_disk / name)
+    filler = fill(tiny_disk, 0)
+    store = Store(tiny_disk / "bin-agent.db")
+    assert store.degraded
+    sub = subscriber_factory(mosquitto.port, "t/#")
+    link = MqttLink(settings(mosquitto.port), Topics.for_bin("smartbin", "b1"), store,
+                    lambda name, payload: {"command": name, "ok": True}, state=lambda: {},
+                    client_id="late-db")
+    link.start()
+    try:
+        record(store, 3)
+        link.wake()
+        assert sub.wait_for(lambda: [m["n"] for m in sub.json_on("/event")] == [3], 15)
+        filler.unlink()
+        store._last_retry = 0.0
+        assert store.retry_if_due() and store.reopened == 1
+        link.wake()
+        assert sub.wait_for(lambda: sorted(m["n"] for m in sub.json_on("/event")) == [0, 1, 2, 3], 15)
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+    finally:
+        link.stop()
+        store.close()
+
+
+def test_agent_state_counts_outbox_drops_during_an_outage(tmp_path, few_photos):
+    """A broker that never answers and a full outbox: the oldest events go, the state counts them."""
+    state_dir = tmp_path / "state"
+    store = Store(state_dir / "bin-agent.db")
+    for n in range(100):
+        record(store, n)
+    store.close()
+    data = base_config(tmp_path, few_photos, model=TINY, port=free_port_closed())
+    data["store"] = {"max_outbox_events": 100}
+    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    assert agent.run() == 0  # the three photos, then the replay ends
+    state = agent.state()
+    assert state["outbox_dropped"] == 3 and state["outbox_pending"] == 100
+    again = Store(state_dir / "bin-agent.db")
+    try:
+        assert again.outbox_dropped == 3 and again.pending_count() == 100
+        assert again.pending(0, 1)[0].event_id == "id-3", "the oldest were dropped"
+        assert again.counts().total == 103
+    finally:
+        again.close()
+
+
+def free_port_closed() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
