@@ -194,7 +194,7 @@ class Store:
         self._failure_kind = ""
         self._last_reminder: float | None = None  # monotonic time of the last storage error line
         self._episode_logged = False
-        self._last_retry = 0.0
+        self._last_retry = float("-inf")
         self._marker_warned = False
         self.incident: dict[str, str] | None = None  # what this start's checks found
         self._saved_incident: dict[str, str] | None = None  # the last one, from the database
@@ -740,9 +740,14 @@ class Store:
             self._storage_failed(exc)
             return
         self.reopened += 1
-        self._write_marker()
+        if self.incident is not None:
+            self._save_incident()
+        self._write_marker(sync_directory=True)
 
     def _storage_failed(self, exc: BaseException) -> None:
+        if _is_corruption(exc) and self._db is not None:
+            self._set_aside_while_running(exc)
+            return
         # A full disk shows as SQLITE_FULL, or as an I/O error creating the -shm file.
         full = _is_full(exc) or _no_room(self.path.parent)
         now = time.monotonic()
@@ -766,6 +771,31 @@ class Store:
             log.error("storage still %s since %s (%s): %d event(s) held in memory, %d dropped",
                       self._failure_kind, _iso(self._failing_since), exc, len(self._unsaved.events),
                       self._unsaved.dropped)
+
+    def _set_aside_while_running(self, exc: BaseException) -> None:
+        """The database turned out corrupt after the start-up check: move it
+        aside now; the next write starts a fresh one with the counts (and the
+        held events) from memory. Its undelivered events stay in the moved file."""
+        db, self._db = self._db, None
+        assert db is not None
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+        undelivered = max(0, self._db_pending - len(self._unsaved.acknowledged))
+        self._unsaved.acknowledged.clear()
+        self._db_pending = 0
+        self._unsaved.reset_since = self._counts_since
+        self._unsaved.count_deltas = collections.Counter(self._counts)
+        self._unsaved.last_item = self._last_item
+        try:
+            self._set_aside("corrupt", f"the database turned out corrupt while running ({exc}); "
+                                       f"its {undelivered} undelivered event(s) stay in the moved file")
+        except StoreError as error:
+            log.error("%s", error)
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            self._failure_kind = "failing"
+        self._failure = str(exc)
+        self._last_retry = float("-inf")  # start the fresh database at the next chance
 
     def _storage_recovered(self, saved: int = 0) -> None:
         if self._failing_since is None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -255,6 +256,32 @@ def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path, damag
     again.close()
 
 
+def test_database_found_corrupt_while_running_is_moved_aside_and_counts_kept(tmp_path, caplog):
+    path = tmp_path / "bin-agent.db"
+    make_database(path, 500)
+    store = Store(path)  # passes the start-up check
+    damage_page(path)
+    # Another writer moves the WAL on, so SQLite drops its cached pages and reads the damage.
+    other = sqlite3.connect(path)
+    other.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('touched', '1')")
+    other.commit()
+    other.close()
+    with caplog.at_level(logging.ERROR, logger="bin_agent.store"):
+        store.pending(0, 1000)  # no exception, no traceback
+        record(store, 500)
+    assert [r for r in caplog.records if "turned out corrupt while running" in r.getMessage()]
+    assert not any(r.exc_info for r in caplog.records)
+    assert store.incident is not None and store.incident["kind"] == "corrupt"
+    assert list(tmp_path.glob("bin-agent.db.corrupt-*Z")), "the damaged file is kept"
+    assert not store.degraded, "a fresh database took the new event at once"
+    assert [e.event_id for e in store.pending(0, 1000)] == ["id-500"]
+    assert store.counts().total == 501, "the counts come over from memory"
+    store.close()
+    again = Store(path)
+    assert again.counts().total == 501 and again.incident is None
+    again.close()
+
+
 def run_agent(config: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -469,7 +496,7 @@ def test_events_of_a_database_opened_late_are_delivered_too(tiny_disk, tmp_path,
     assert store.degraded
     sub = subscriber_factory(mosquitto.port, "t/#")
     link = MqttLink(settings(mosquitto.port), Topics.for_bin("smartbin", "b1"), store,
-                    lambda name, payload: {"command": name, "ok": True}, state=lambda: {},
+                    lambda name, payload: {"command": name, "ok": True}, state=dict,
                     client_id="late-db")
     link.start()
     try:
