@@ -786,6 +786,8 @@ class Store:
         self._unsaved.reset_since = self._counts_since
         self._unsaved.count_deltas = collections.Counter(self._counts)
         self._unsaved.last_item = self._last_item
+        self._unsaved.dropped += self._dropped_saved
+        self._dropped_saved = 0
         try:
             self._set_aside("corrupt", f"the database turned out corrupt while running ({exc}); "
                                        f"its {undelivered} undelivered event(s) stay in the moved file")
