@@ -33,7 +33,7 @@ from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .commands import CommandGate, CommandRejected
-from .config import CameraSection, Config, ConfigError, TriggerMode, broker_password, broker_tls_context
+from .config import CameraSection, Config, ConfigError, TriggerMode, actuation_seconds, broker_password, broker_tls_context
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
@@ -41,10 +41,15 @@ from .mqtt import MqttLink, Topics
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
-from .store import Store
+from .store import Store, StoreError, StoreLockedError
 from .triggers import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
+
+DATABASE_NAME = "bin-agent.db"
+ACTUATION_MARGIN_SECONDS = 5.0
+"""How much longer than configured a sort may take before the watchdog is no
+longer fed for it (a servo that hangs must still get the service restarted)."""
 
 
 class StartupError(RuntimeError):
@@ -81,6 +86,7 @@ class Agent:
     trigger_mode: TriggerMode = "motion"
     _pending_trigger_mode: TriggerMode | None = None
     _next_history_prune: float = 0.0
+    storage_degraded: bool = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -98,7 +104,7 @@ class Agent:
         self.status = "running"
         self.indicators.ready()
         self._publish_state()
-        self.notifier.ready(f"sorting; model {self.classifier.version}")
+        self.notifier.ready(self._status_line())
         try:
             while not self.stop_event.is_set():
                 self._switch_trigger_if_asked()
@@ -122,6 +128,8 @@ class Agent:
                 # The watchdog is fed only here, i.e. only while frames flow: a
                 # stalled camera lets systemd restart the service.
                 self.notifier.watchdog_if_due()
+                self.store.retry_if_due()  # while the disk is full: is there room again?
+                self._watch_storage()
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
@@ -148,7 +156,10 @@ class Agent:
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
         t_actuate = time.perf_counter()
-        self.sorter.sort(route.compartment)
+        # A sort blocks the loop for travel + dwell + travel: keep the watchdog
+        # fed for that long (plus a margin), not for a sort that never ends.
+        with self.notifier.keepalive(actuation_seconds(self.config.actuator) + ACTUATION_MARGIN_SECONDS):
+            self.sorter.sort(route.compartment)
         t_record = time.perf_counter()
         latency = {
             "trigger": trigger_ms,
@@ -184,6 +195,7 @@ class Agent:
             fallback=route.fallback,
             finalize=with_record_and_total,
         )
+        self._watch_storage()
         self.items_sorted += 1
         if self.mqtt is not None:
             self.mqtt.wake()
@@ -318,6 +330,8 @@ class Agent:
             "last_item": last,
             "outbox_pending": self.store.pending_count(),
             "commands_rejected": self.commands.rejected,
+            "outbox_dropped": self.store.outbox_dropped,
+            "storage": self.store.health(),
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
@@ -337,6 +351,22 @@ class Agent:
         if self.fill is not None:
             extra.update(self.fill.state())
         return extra
+
+    def _status_line(self) -> str:
+        """The one line ``systemctl status`` shows."""
+        line = f"sorting; model {self.classifier.version}"
+        if self.store.degraded:
+            line += "; STORAGE FULL OR FAILING: events held in memory, see the log"
+        elif self.store.incident is not None:
+            line += f"; state database {self.store.incident['kind']} at start, see the log"
+        return line
+
+    def _watch_storage(self) -> None:
+        """Say it when the database stops (or starts again) taking writes."""
+        if self.store.degraded != self.storage_degraded:
+            self.storage_degraded = self.store.degraded
+            self.notifier.status(self._status_line())
+            self._publish_state()
 
     def _publish_state(self) -> None:
         if self.mqtt is not None:
@@ -437,17 +467,25 @@ def build_agent(
     """
     from .actuators import ActuatorError
     from .classifier import ModelFilesError
-    from .store import StoreError
 
     # Read before anything is set up: a missing secret leaves nothing to undo.
     password, tls = mqtt_credentials(config) if config.mqtt.enabled else (None, None)
-    if pin_factory is None:
-        try:
-            pin_factory = make_pin_factory(config.actuator.pin_factory)
-        except ActuatorError as exc:
-            raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
+    # The database first: its lock keeps a second agent from touching the pins,
+    # the camera or the broker session of the first.
+    try:
+        store = Store.from_config(config.store, Path(config.agent.state_dir) / DATABASE_NAME)
+    except StoreLockedError as exc:
+        raise StartupError(str(exc), 1) from None  # systemd retries: the other one may stop
+    except StoreError as exc:
+        raise StartupError(str(exc), 73) from None
     # Whatever was set up is released again if a later part cannot start.
     with contextlib.ExitStack() as undo:
+        undo.callback(store.close)
+        if pin_factory is None:
+            try:
+                pin_factory = make_pin_factory(config.actuator.pin_factory)
+            except ActuatorError as exc:
+                raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
         try:
             sorter = build_sorter(config.actuator, pin_factory)
             undo.callback(sorter.close)
@@ -468,11 +506,6 @@ def build_agent(
             classifier = build_classifier(config)
         except ModelFilesError as exc:
             raise StartupError(f"model: {exc}", 78) from None
-        try:
-            store = Store(Path(config.agent.state_dir) / "bin-agent.db")
-        except StoreError as exc:
-            raise StartupError(str(exc), 73) from None
-        undo.callback(store.close)
         fill = None
         if config.fill.enabled:
             try:

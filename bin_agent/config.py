@@ -438,6 +438,22 @@ class HomeAssistantSection:
 
 
 @dataclass
+class StoreSection:
+    max_outbox_events: int = _opt(
+        50_000, "Most undelivered events kept (about 0.6 KB each on disk); beyond it the oldest "
+        "are dropped and counted in state.outbox_dropped.", min=100, max=10_000_000,
+    )
+    max_outbox_age_days: float = _opt(
+        0.0, "Undelivered events older than this many days are dropped (0: no age limit).",
+        min=0, max=3650,
+    )
+    max_memory_events: int = _opt(
+        1000, "While the disk is full, most events held in memory (and published from there).",
+        min=10, max=100_000,
+    )
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -451,6 +467,7 @@ class Config:
     fill: FillSection = _sub(FillSection, "Fill level per compartment.")
     history: HistorySection = _sub(HistorySection, "History of sorted items (reports).")
     homeassistant: HomeAssistantSection = _sub(HomeAssistantSection, "Home Assistant MQTT discovery.")
+    store: StoreSection = _sub(StoreSection, "The event outbox's bounds.")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
@@ -734,9 +751,30 @@ def _check_router(config: Config, labels: list[str], problems: list[str]) -> Non
             problems.append(f"router.compartments.{label}: compartment name is empty")
 
 
+MAX_ACTUATION_SECONDS = 15.0
+"""Longest one sort may take (move, dwell, return): systemd's TimeoutStopSec=20s
+must still cover a sort in progress at SIGTERM."""
+
+
+def actuation_seconds(actuator: ActuatorSection) -> float:
+    """How long one sort blocks the loop: travel out, dwell, travel home."""
+    if actuator.kind in ("servo", "flaps"):
+        return 2 * actuator.servo.travel_seconds + actuator.dwell_seconds
+    if actuator.kind == "leds":
+        return actuator.dwell_seconds
+    return 0.0
+
+
 def _check_actuator(config: Config, problems: list[str]) -> None:
     actuator = config.actuator
     needed = config.compartments
+    cycle = actuation_seconds(actuator)
+    if cycle > MAX_ACTUATION_SECONDS:
+        travel = "2 x servo.travel_seconds + " if actuator.kind in ("servo", "flaps") else ""
+        problems.append(
+            f"actuator.dwell_seconds: one sort ({travel}dwell_seconds) takes {cycle:g} s, more than "
+            f"{MAX_ACTUATION_SECONDS:g} s (systemd stops the agent within 20 s); shorten the dwell or travel time"
+        )
     if actuator.kind == "servo":
         servo = actuator.servo
         if servo.min_angle >= servo.max_angle:

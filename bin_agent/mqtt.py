@@ -143,6 +143,7 @@ class MqttLink:
         self._other_topics: dict[int, str] = {}
         self._other_lock = threading.Lock()
         self._throttle = LogThrottle(log, LOG_INTERVAL_SECONDS)
+        self._store_reopened = 0
         self._pump_thread: threading.Thread | None = None
         # Connection attempts that failed since the last success (logged at most once a minute).
         self.failed_attempts = 0
@@ -343,11 +344,19 @@ class MqttLink:
             if self._inflight or time.monotonic() < self._refused_until:
                 return
             self._refused_until = None
+        if self.store.reopened != self._store_reopened:
+            # A database that a full disk kept closed at start has opened:
+            # its older events come after the ones held in memory.
+            self._store_reopened = self.store.reopened
             self._last_handed = 0
         room = self.settings.max_inflight - len(self._inflight)
         if room <= 0:
             return
+        handed = set(self._inflight.values())
         for entry in self.store.pending(self._last_handed, room):
+            if entry.seq in handed:
+                self._last_handed = entry.seq
+                continue
             info = self.client.publish(entry.topic, entry.payload, qos=1, retain=False)
             if info.rc not in (self._paho.MQTT_ERR_SUCCESS, self._paho.MQTT_ERR_NO_CONN):
                 log.warning("publish of event %s refused (rc=%s); will retry", entry.event_id, info.rc)

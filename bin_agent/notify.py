@@ -20,17 +20,20 @@ Typical main loop::
         frame = source.read()
         notifier.watchdog_if_due()   # only while frames flow
         ...
+        with notifier.keepalive(expected_seconds + margin):
+            sorter.sort(compartment)   # blocks longer than the watchdog allows
     notifier.stopping()
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,39 @@ class Notifier:
         if last is not None and self._clock() - last < self._watchdog_interval / 2:
             return False
         return self.watchdog()
+
+    @contextlib.contextmanager
+    def keepalive(self, seconds: float) -> Iterator[None]:
+        """Keep the watchdog fed while the caller blocks for at most ``seconds``.
+
+        For a step that is healthy but keeps the main loop from pinging (a
+        sort holding the chute for its dwell time): a helper thread pings when
+        due, but only until ``seconds`` have passed, so a step that hangs
+        still stops the pings and systemd restarts the service. A no-op when
+        systemd does not watch this process.
+        """
+        interval = self._watchdog_interval
+        if interval is None or seconds <= 0:
+            yield
+            return
+        deadline = self._clock() + seconds
+        done = threading.Event()
+
+        def feed() -> None:
+            # A quarter of the interval: a due ping (at half) is never late by more.
+            while not done.wait(interval / 4):
+                if self._clock() >= deadline:
+                    return
+                self.watchdog_if_due()
+
+        self.watchdog_if_due()
+        feeder = threading.Thread(target=feed, name="watchdog-keepalive", daemon=True)
+        feeder.start()
+        try:
+            yield
+        finally:
+            done.set()
+            feeder.join()
 
     def extend_timeout(self, seconds: float) -> bool:
         """``EXTEND_TIMEOUT_USEC``: ask for ``seconds`` more from now before
