@@ -501,7 +501,7 @@ def load_config(path: str | Path, *, check_model: bool = True) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([f"no such file; create one from config/bin-agent.toml"], path) from None
+        raise ConfigError(["no such file; create one from config/bin-agent.toml"], path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the file ({exc})"], path) from None
     except tomllib.TOMLDecodeError as exc:

@@ -758,22 +758,6 @@ class Store:
 
     # ------------------------------------------------------------------ helpers
 
-    def _increment(self, kind: str, key: str) -> None:
-        self._db.execute(
-            "INSERT INTO counts(kind, key, n) VALUES (?, ?, 1) "
-            "ON CONFLICT(kind, key) DO UPDATE SET n = n + 1",
-            (kind, key),
-        )
-
-    def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
-
-    # ------------------------------------------------------------------ helpers
-
     def _db_execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         assert self._db is not None
         return self._db.execute(sql, params)
