@@ -11,6 +11,7 @@ from bin_agent import CLASSES, DEFAULT_MODEL_NAME
 from bin_agent.classifier import Classifier
 from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image
 from bin_agent.training import dataset as ds
+from bin_agent.training.backgrounds import CameraEffects
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "data" / "models"
@@ -45,7 +46,9 @@ def test_augmented_view_is_a_crop_resize_of_the_photo(trashnet_dir: Path) -> Non
     image = load_image(photos(trashnet_dir)[0])
     spec = PreprocessSpec(input_size=(96, 96))
     no_jitter = ds.Augmentation(min_area=1.0, max_aspect_change=0.0, small_rotation_p=0.0, brightness=0.0,
-                                contrast=0.0, saturation=0.0, channel_gain=0.0, blur_p=0.0)
+                                contrast=0.0, saturation=0.0, channel_gain=0.0, blur_p=0.0, background_p=0.0,
+                                camera=CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0,
+                                                     noise_p=0.0, jpeg_p=0.0))
     views = {ds.augment(image, spec, np.random.default_rng(s), no_jitter).tobytes() for s in range(40)}
     # without jitter the only freedom left is the 8 rotations/mirrors of exactly
     # what the agent feeds the model: the view is turned after the squash, so

@@ -79,7 +79,7 @@ def test_snapshot_draws_the_drop_zone_and_the_item_seen(tmp_path):
 
 
 def test_snapshot_without_an_item_draws_the_last_sorted_one(tmp_path):
-    path = config_file(tmp_path, mode="gpio")  # a sensor trigger: no box of its own
+    path = config_file(tmp_path, mode="manual")  # a trigger that sees no box of its own
     config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
     store = Store(Path(config.agent.state_dir) / "bin-agent.db")
     store.record_event(event_id="e1", topic="t", label="glass", compartment="glass", fallback=False,
