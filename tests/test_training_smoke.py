@@ -49,7 +49,7 @@ def test_train_tiny_subset_and_export_int8(
 
     assert any("head epoch 1" in m for m in messages) and any("fine epoch 1" in m for m in messages)
     assert any("qat epoch 1" in m for m in messages) == online
-    int8 = tmp_path / "run" / "trashnet_mobilenetv2_int8.tflite"
+    int8 = tmp_path / "run" / "waste_mobilenetv2_int8.tflite"
     clf = Classifier.from_model_path(int8)
     assert clf.input_dtype == np.uint8
     assert clf.views == 2, "the agent averages the views the model was trained to be run with"
@@ -69,6 +69,9 @@ def test_train_tiny_subset_and_export_int8(
     assert saved["phase2_finetune"]["history"] and saved["validation"]["int8"]["accuracy"] >= 0.0
     assert report["data"]["datasets"][str(trashnet_dir)]["train"] == 3 * len(CLASSES)
     assert len(saved["phase3_quantization_aware"]["history"]) == (2 if online else 0)  # epoch 0 = PTQ alone
+    # temperature scaling fitted on the validation photos and folded into the exported head
+    assert saved["temperature"]["T"] > 0 and meta["temperature"]["T"] == saved["temperature"]["T"]
+    assert saved["temperature"]["val_nll_after"] <= saved["temperature"]["val_nll_before"] + 1e-9
 
     if not online:
         # phase 3 alone, added to the finished run
@@ -81,7 +84,7 @@ def test_train_tiny_subset_and_export_int8(
         train(again, progress=messages.append)
         assert any("starting from" in m for m in messages) and any("qat epoch 1" in m for m in messages)
         assert not any("cache" in m or "head epoch" in m or "fine epoch" in m for m in messages)
-        Classifier.from_model_path(tmp_path / "qat" / "trashnet_mobilenetv2_int8.tflite")
+        Classifier.from_model_path(tmp_path / "qat" / "waste_mobilenetv2_int8.tflite")
 
 
 def test_unusable_init_weights_are_one_clear_error(tmp_path: Path) -> None:
