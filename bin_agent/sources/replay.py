@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..preprocess import ImageError, load_image
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from .base import Frame, SourceError
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class ReplaySource:
     :param lores_size: ``(width, height)`` of :attr:`Frame.lores`.
     :param loop: start again after the last photo.
     :param shuffle: seeded random order; ``limit`` keeps the first N.
+    :param max_pixels: larger photos are decoded reduced (JPEG) or skipped
+        with a warning (see :func:`~bin_agent.preprocess.load_image`).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class ReplaySource:
         limit: int = 0,
         hflip: bool = False,
         vflip: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -97,6 +100,7 @@ class ReplaySource:
         self.seed = seed
         self.limit = limit
         self.hflip, self.vflip = hflip, vflip
+        self.max_pixels = max_pixels
         self._clock, self._sleep = clock, sleep
         self.images: list[Path] = []
         self.skipped: list[str] = []
@@ -168,7 +172,7 @@ class ReplaySource:
         if self.empty_frame_path is not None:
             if self._empty_photo is None:
                 try:
-                    self._empty_photo = self._orient(load_image(self.empty_frame_path))
+                    self._empty_photo = self._orient(load_image(self.empty_frame_path, self.max_pixels))
                 except ImageError as exc:
                     raise SourceError(f"replay: empty frame {exc}") from None
             return self._empty_photo
@@ -180,7 +184,7 @@ class ReplaySource:
             played = 0
             for path in self.images:
                 try:
-                    photo = self._orient(load_image(path))
+                    photo = self._orient(load_image(path, self.max_pixels))
                 except ImageError as exc:
                     log.warning("replay: skipping %s", exc)
                     self.skipped.append(str(path))
