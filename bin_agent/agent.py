@@ -32,7 +32,7 @@ from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .config import Config
 from .events import SortedItem, utc_now_iso
-from .mqtt import MqttLink, Topics, read_password
+from .mqtt import MqttLink, PasswordFileError, Topics, read_password
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
@@ -276,7 +276,7 @@ def build_source(config: Config) -> FrameSource:
             empty_seconds=replay.empty_seconds, empty_frame=empty,
             lores_size=(camera.lores_size[0], camera.lores_size[1]), loop=replay.loop,
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
-            hflip=camera.hflip, vflip=camera.vflip,
+            hflip=camera.hflip, vflip=camera.vflip, max_pixels=replay.max_pixels,
         )
     import importlib.util
 
@@ -337,7 +337,7 @@ def build_agent(
         try:
             classifier = build_classifier(config)
         except ModelFilesError as exc:
-            raise StartupError(f"model: {exc}", 78) from None
+            raise StartupError(f"model.path: {exc}", 78) from None
         try:
             store = Store(Path(config.agent.state_dir) / "bin-agent.db")
         except StoreError as exc:
@@ -359,7 +359,11 @@ def build_agent(
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
     )
     if config.mqtt.enabled:
-        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
+        try:
+            agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
+        except PasswordFileError as exc:  # changed since the config was checked
+            agent.close()
+            raise StartupError(f"mqtt.password_file: {exc}", 78) from None
         agent.mqtt.start()
     return agent
 
