@@ -22,6 +22,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import EX_CONFIG, ConfigError, load_config
+from .preprocess import DEFAULT_MAX_PIXELS
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "trashnet_mobilenetv2_int8.tflite"
 
@@ -100,11 +101,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .preprocess import ImageError, load_image
 
     model = args.model
-    if model is None and args.config is not None:
+    max_pixels = args.max_pixels
+    if args.config is not None and (model is None or max_pixels is None):
         try:
-            model = load_config(args.config, check_model=False).model.path
+            config = load_config(args.config, check_model=False)
         except ConfigError as exc:
             return _fail(exc.describe(), EX_CONFIG)
+        model = model if model is not None else config.model.path
+        max_pixels = max_pixels if max_pixels is not None else config.camera.replay.max_pixels
+    if max_pixels is None:
+        max_pixels = DEFAULT_MAX_PIXELS
     model = Path(model) if model is not None else DEFAULT_MODEL
     try:
         classifier = Classifier(ModelFiles.beside(model), num_threads=args.threads)
@@ -114,7 +120,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     results = []
     for path in args.images:
         try:
-            result = classifier.classify(load_image(path))
+            result = classifier.classify(load_image(path, max_pixels))
         except ImageError as exc:
             failures += 1
             print(f"bin-agent: {exc}", file=sys.stderr)
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"model .tflite (default: the config's, else {DEFAULT_MODEL.name})")
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    classify.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                          help="largest image decoded (larger JPEGs are decoded reduced, others refused; "
+                               f"default: the config's camera.replay.max_pixels, else {DEFAULT_MAX_PIXELS:,})")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 
