@@ -55,17 +55,32 @@ def test_events_reach_the_broker_in_order_and_leave_the_outbox(tmp_path, mosquit
 
 
 def test_broker_down_at_start_then_up_delivers_everything(tmp_path, mosquitto_stopped, subscriber_factory):
+    broker = mosquitto_stopped
+    # A dashboard with a persistent session on a broker that keeps sessions across a
+    # restart: whatever the agent sends once the broker is back is queued for it,
+    # however late the dashboard itself reconnects.
+    # (`user root`: a broker started as root would otherwise drop to the mosquitto user,
+    # which cannot write in tmp_path; as any other user the line has no effect.)
+    broker.conf.write_text(broker.conf.read_text().replace(
+        "persistence false", f"persistence true\npersistence_location {tmp_path}/\nuser root"))
+    broker.start()
+    subscriber_factory(broker.port, TOPICS.event, client_id="dashboard", clean_session=False).close()
+    broker.stop()
+
     store = Store(tmp_path / "s.db")
-    link = make_link(store, mosquitto_stopped.port)
+    link = make_link(store, broker.port)
     link.start()
     ids = add_events(store, 0, 12)
     link.wake()
     time.sleep(0.5)
     assert store.pending_count() == 12
-    mosquitto_stopped.start()
-    sub = subscriber_factory(mosquitto_stopped.port, "smartbin/#")
-    # The subscriber joined after the events may have been sent: count what the outbox lost.
-    assert sub.wait_for(lambda: store.pending_count() == 0, 20), "outbox never drained"
+    broker.start()
+    assert link.wait_connected(15)
+    sub = subscriber_factory(broker.port, TOPICS.event, client_id="dashboard", clean_session=False)
+    assert sub.wait_for(lambda: len(received_ids(sub)) >= 12, 20), received_ids(sub)
+    assert received_ids(sub) == ids
+    assert all(m.qos == 1 for m in sub.on("/event")), "events must be published at QoS 1"
+    assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
     link.stop()
 
 
