@@ -10,7 +10,8 @@ What runs, all real:
 * one SIGKILL of the agent per ``--kill-every`` items, restarted on the same
   database (and at the end a clean SIGTERM, then a run without new items that
   drains the outbox);
-* a dashboard (paho, QoS 1) that reconnects within 50 ms and records every event id.
+* a dashboard (paho, QoS 1) with a persistent session the broker reloads after
+  each restart, so it misses nothing the broker acknowledged to the agent.
 
 Then it reports sorted (the counts in the database), delivered (distinct event
 ids the dashboard got), lost (sorted - delivered: must be 0), duplicates
@@ -120,7 +121,11 @@ class Broker:
         self.binary = binary
         self.port = port
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Persistence holds the dashboard's session (see Dashboard); it is saved once by
+        # a clean stop and reloaded after every SIGKILL. `user root`: a broker started
+        # as root would drop to the mosquitto user, which cannot write here.
+        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence true\npersistence_location {workdir}/\nuser root\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
@@ -138,6 +143,13 @@ class Broker:
                     raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}") from None
                 time.sleep(0.02)
         raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM): the broker saves its sessions."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -167,18 +179,28 @@ class Flapper(threading.Thread):
 
 
 class Dashboard:
-    """A QoS 1 subscriber to the bin's events that reconnects within 50 ms, so it is
-    subscribed again before the agent (backoff from 0.5 s) publishes to a new broker."""
+    """A QoS 1 subscriber to the bin's events with a persistent session.
+
+    The broker has the session (and its subscription) from its persistence file
+    after each restart, so events the agent publishes before the dashboard has
+    reconnected are queued for it, not dropped: what the dashboard misses is
+    then what the agent lost, not a race between two clients reconnecting.
+    """
 
     def __init__(self, port: int) -> None:
         self.ids: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard")
+        self._subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard",
+                                  clean_session=False)
         self.client.reconnect_delay_set(0.05, 0.05)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"smartbin/{BIN_ID}/event", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, 10)
         self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("the dashboard could not subscribe")
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         event_id = json.loads(message.payload)["id"]
@@ -265,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(workdir, port)
     broker.start()
     dashboard = Dashboard(port)
+    broker.stop()  # saves the dashboard's session for every restart to come
+    broker.start()
     flapper = Flapper(broker, rng)
     if not args.no_flap:
         flapper.start()
