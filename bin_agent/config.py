@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
@@ -370,7 +371,7 @@ def load_config(path: str | Path, *, check_model: bool = True) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([f"no such file; create one from config/bin-agent.toml"], path) from None
+        raise ConfigError(["no such file; create one from config/bin-agent.toml"], path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the file ({exc})"], path) from None
     except tomllib.TOMLDecodeError as exc:
@@ -456,7 +457,7 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected a number, got {_kind(value)}")
             return _INVALID
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             problems.append(f"{where}: expected a finite number, got {value}")
             return _INVALID
         return float(value)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import signal
@@ -193,7 +192,7 @@ class Dashboard:
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard",
                                   clean_session=False)
-        self.client.reconnect_delay_set(0.05, 0.05)
+        self.client.reconnect_delay_set(0.05, 0.05)  # type: ignore[arg-type]  # seconds; floats work
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"smartbin/{BIN_ID}/event", qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
