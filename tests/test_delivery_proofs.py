@@ -250,6 +250,9 @@ def test_counts_are_per_class_per_compartment_and_count_the_fallback(tmp_path, m
     result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The broker acknowledged every event before the agent exited; the subscriber may lag a moment.
+    sub.wait_for(lambda: len(sub.on("/event")) >= len(COLOURS), 10)
+    sub.wait_for(lambda: json.loads(sub.on("/state")[-1].payload)["counts"]["total"] == len(COLOURS), 10)
     events = sub.json_on("/event")
     assert len(events) == len(COLOURS), events
     fallbacks = [e for e in events if e["fallback"]]
@@ -302,14 +305,15 @@ def test_watchdog_is_fed_only_while_frames_flow(tmp_path, agents):
         while agent.sorted_items() == 0 and time.monotonic() < deadline:
             receive_for(0.2)
         assert agent.sorted_items() == 1, agent.stderr()[-2000:]
-        # After the item: 0.7 s of it and 1 s of empty frames at 20 fps, then nothing.
-        receive_for(4.0)
+        # After the item: 0.7 s of it and 1 s of empty frames at 20 fps, then nothing
+        # (waited for generously: a loaded machine may deliver them late).
+        receive_for(6.0)
         silent_from = time.monotonic()
         receive_for(3.0)
     finally:
         listener.close()
     pings = [t for t, m in messages if m == "WATCHDOG=1"]
-    assert len([t for t in pings if t < silent_from - 3.0]) >= 2, "no pings while frames flowed"
+    assert len([t for t in pings if t < silent_from - 5.0]) >= 2, "no pings while frames flowed"
     late = [round(t - silent_from, 2) for t in pings if t >= silent_from]
     assert late == [], f"watchdog pinged {len(late)} time(s) with no frames for seconds"
     assert agent.proc.poll() is None, "the agent must stay up (and let systemd's watchdog act)"
