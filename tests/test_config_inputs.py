@@ -145,6 +145,10 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("password-file-huge", {"mqtt.username": "u", "mqtt.password_file": "@huge_text"}, "mqtt.password_file"),
     ("password-file-nul", {"mqtt.username": "u", "mqtt.password_file": "@nul_password"}, "mqtt.password_file"),
     ("password-file-without-username", {"mqtt.password_file": "@password"}, "mqtt.username"),
+    # /proc/self/mem exists but cannot be read from its start (EIO), even by root.
+    ("password-file-unreadable", {"mqtt.username": "u", "mqtt.password_file": "/proc/self/mem"},
+     "mqtt.password_file"),
+    ("empty-frame-unreadable", {"camera.replay.empty_frame": "/proc/self/mem"}, "camera.replay.empty_frame"),
 ]
 
 
