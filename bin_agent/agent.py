@@ -32,7 +32,7 @@ from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .classifier import Classifier, ModelFiles, describe
 from .config import Config
 from .events import SortedItem, utc_now_iso
-from .mqtt import MqttLink, PasswordFileError, Topics, read_password
+from .mqtt import MqttLink, Topics, read_password
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
@@ -359,11 +359,7 @@ def build_agent(
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
     )
     if config.mqtt.enabled:
-        try:
-            agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
-        except PasswordFileError as exc:  # changed since the config was checked
-            agent.close()
-            raise StartupError(f"mqtt.password_file: {exc}", 78) from None
+        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state)
         agent.mqtt.start()
     return agent
 

@@ -732,12 +732,9 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
     if mqtt.reconnect_min_seconds > mqtt.reconnect_max_seconds:
         problems.append("mqtt.reconnect_min_seconds: must not exceed reconnect_max_seconds")
     if mqtt.password_file:
-        from .mqtt import PasswordFileError, read_password
-
-        try:
-            read_password(config.resolve(mqtt.password_file))
-        except PasswordFileError as exc:
-            problems.append(f"mqtt.password_file: {exc}")
+        problem = _password_file_problem(config.resolve(mqtt.password_file))
+        if problem:
+            problems.append(f"mqtt.password_file: {problem}")
     if not mqtt.client_id and len(f"bin-agent-{config.agent.bin_id}".encode()) > MQTT_MAX_CLIENT_ID_BYTES:
         problems.append(
             f"mqtt.client_id: the default bin-agent-<bin_id> is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
@@ -745,6 +742,26 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
         )
     if mqtt.password_file and not mqtt.username:
         problems.append("mqtt.username: required when mqtt.password_file is set")
+
+
+def _password_file_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as the password file (its first line, UTF-8), or None."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MQTT_MAX_STRING_BYTES + 2)
+    except FileNotFoundError:
+        return f"{path} not found"
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror or exc})"
+    try:
+        first_line = data.decode("utf-8").splitlines()[0] if data else ""
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text (a binary file?)"
+    if len(first_line.encode()) > MQTT_MAX_STRING_BYTES:
+        return f"the first line of {path} is longer than MQTT's {MQTT_MAX_STRING_BYTES} bytes"
+    if not first_line.isprintable():
+        return f"the first line of {path} has control characters (a binary file?)"
+    return None
 
 
 # --------------------------------------------------------------------------- documentation

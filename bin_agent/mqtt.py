@@ -283,35 +283,6 @@ class MqttLink:
         self.publish_result(reply)
 
 
-class PasswordFileError(ValueError):
-    """The password file cannot be read or does not hold a password."""
-
-
-MAX_PASSWORD_FILE_BYTES = 65536
-"""MQTT passwords are at most 65535 bytes; a larger file is the wrong file."""
-
-
 def read_password(path: str | Path) -> str:
-    """The broker password from its file (first line, without the newline).
-
-    :raises PasswordFileError: missing, unreadable, not UTF-8 text, or the
-        first line holds a control character.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_PASSWORD_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise PasswordFileError(f"{path} not found") from None
-    except OSError as exc:
-        raise PasswordFileError(f"cannot read {path} ({exc.strerror or exc})") from None
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise PasswordFileError(f"{path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes; not a password file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PasswordFileError(f"{path} is not UTF-8 text (a binary file?)") from None
-    password = text.splitlines()[0] if text else ""
-    if not password.isprintable():
-        raise PasswordFileError(f"{path}: the password holds a control character (a binary file?)")
-    return password
+    """The broker password from its file (first line, without the newline)."""
+    return Path(path).read_text(encoding="utf-8").splitlines()[0] if Path(path).stat().st_size else ""
