@@ -203,10 +203,10 @@ def test_last_will_is_retained_for_a_late_subscriber(tmp_path, mosquitto, subscr
 
 
 def test_command_size_limit_is_enforced(tmp_path, mosquitto, subscriber_factory, agents):
-    """Catches: the command size limit not enforced. A JSON object one byte over
-    the limit is refused with the reason; one of exactly the limit is accepted."""
-    from bin_agent.agent import MAX_COMMAND_BYTES
-
+    """Catches: the command size limit not enforced. A ping one byte over the
+    limit is refused with the reason; one of exactly the limit is accepted (both
+    valid JSON objects, padded with whitespace)."""
+    limit = command_size_limit()
     sub = subscriber_factory(mosquitto.port, f"{BIN}/cmd/result")
     agents(looping_config(tmp_path, mosquitto.port, trigger={"mode": "manual"}))
     # Commands reach the agent once it has subscribed: ping until one is answered.
@@ -217,13 +217,11 @@ def test_command_size_limit_is_enforced(tmp_path, mosquitto, subscriber_factory,
     assert sub.on("/cmd/result"), "the agent never answered a ping"
 
     def ping(request_id: str, size: int) -> bytes:
-        head = json.dumps({"id": request_id, "pad": ""})
-        payload = json.dumps({"id": request_id, "pad": "x" * (size - len(head))}).encode()
-        assert len(payload) == size
-        return payload
+        payload = json.dumps({"id": request_id}).encode()
+        return payload + b" " * (size - len(payload))
 
-    sub.publish(f"{BIN}/cmd/ping", ping("at-limit", MAX_COMMAND_BYTES))
-    sub.publish(f"{BIN}/cmd/ping", ping("over-limit", MAX_COMMAND_BYTES + 1))
+    sub.publish(f"{BIN}/cmd/ping", ping("at-limit", limit))
+    sub.publish(f"{BIN}/cmd/ping", ping("over-limit", limit + 1))
     def results() -> list[dict[str, Any]]:
         return [r for r in sub.json_on("/cmd/result") if r.get("id") != "sync"]
 
@@ -231,6 +229,19 @@ def test_command_size_limit_is_enforced(tmp_path, mosquitto, subscriber_factory,
     assert [r["ok"] for r in results() if r.get("id") == "at-limit"] == [True]
     over = [r for r in results() if r.get("id") != "at-limit"]
     assert len(over) == 1 and over[0]["ok"] is False and "bytes" in over[0]["reason"], over
+
+
+def command_size_limit() -> int:
+    """The largest command payload: ``[mqtt.commands] max_bytes`` where the config
+    has that option, else the agent's constant."""
+    from bin_agent.config import describe_options
+
+    defaults = {key: default for key, default, _ in describe_options()}
+    if "mqtt.commands.max_bytes" in defaults:
+        return int(defaults["mqtt.commands.max_bytes"])
+    from bin_agent import agent
+
+    return int(agent.MAX_COMMAND_BYTES)
 
 
 # ---------------------------------------------------------------------- counts
