@@ -545,7 +545,7 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
     _check_mqtt(config, problems)
     _check_state_dir(config, problems)
     if config.camera.source == "replay":
-        _check_replay(config, problems)
+        _check_replay_files(config, problems)
 
 
 def _check_state_dir(config: Config, problems: list[str]) -> None:
@@ -555,7 +555,7 @@ def _check_state_dir(config: Config, problems: list[str]) -> None:
         problems.append(f"agent.state_dir: {existing} is not a directory")
 
 
-def _check_replay(config: Config, problems: list[str]) -> None:
+def _check_replay_files(config: Config, problems: list[str]) -> None:
     from .preprocess import ImageError, load_image
     from .sources.replay import IMAGE_SUFFIXES, find_images
 

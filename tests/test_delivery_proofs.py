@@ -249,37 +249,51 @@ def command_size_limit() -> int:
 
 def test_counts_are_per_class_per_compartment_and_count_the_fallback(tmp_path, mosquitto, subscriber_factory):
     """Catches: counts recorded per class instead of per compartment, and the
-    fallback never counted. Compartment names differ from class names here, and
-    two of the five items fall below the confidence threshold."""
+    fallback never counted. Compartment names differ from class names here. A
+    first replay (threshold 0) shows how sure the model is of each item; the
+    second, on a fresh database, puts the threshold in the middle of those
+    confidences, so some items go to the fallback and some do not (the virtual
+    clock makes both replays give the same frames)."""
     compartments = {"cardboard": "fibre", "paper": "fibre", "glass": "bottle-bank", "metal": "cans",
                     "plastic": "cans", "trash": "rest"}
-    data = base_config(tmp_path, write_photos(tmp_path / "photos"), port=mosquitto.port, model=TINY)
-    data["router"] = {"confidence_threshold": 0.6, "fallback": "rest", "compartments": compartments}
-    data["actuator"]["servo"]["angles"] = {"fibre": -60.0, "bottle-bank": -20.0, "cans": 20.0, "rest": 60.0}
-    config = write_toml(tmp_path / "agent.toml", data)
-    sub = subscriber_factory(mosquitto.port, f"{BIN}/#")
-    result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # The broker acknowledged every event before the agent exited; the subscriber may lag a moment.
-    sub.wait_for(lambda: len(sub.on("/event")) >= len(COLOURS), 10)
-    sub.wait_for(lambda: json.loads(sub.on("/state")[-1].payload)["counts"]["total"] == len(COLOURS), 10)
-    events = sub.json_on("/event")
-    assert len(events) == len(COLOURS), events
+    photos = write_photos(tmp_path / "photos")
+
+    def replay(threshold: float, name: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        data = base_config(tmp_path / name, photos, port=mosquitto.port, model=TINY)
+        data["agent"]["bin_id"] = name
+        data["router"] = {"confidence_threshold": threshold, "fallback": "rest", "compartments": compartments}
+        data["actuator"]["servo"]["angles"] = {"fibre": -60.0, "bottle-bank": -20.0, "cans": 20.0, "rest": 60.0}
+        config = write_toml(tmp_path / f"{name}.toml", data)
+        sub = subscriber_factory(mosquitto.port, f"smartbin/{name}/#")
+        result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        # The broker acknowledged every event before the agent exited; the subscriber may lag a moment.
+        sub.wait_for(lambda: len(sub.on("/event")) >= len(COLOURS), 10)
+        sub.wait_for(lambda: json.loads(sub.on("/state")[-1].payload)["counts"]["total"] == len(COLOURS), 10)
+        events = sub.json_on("/event")
+        assert len(events) == len(COLOURS), events
+        state = json.loads(sub.on("/state")[-1].payload)["counts"]
+        return events, state, read_counts(tmp_path / name / "state" / "bin-agent.db")
+
+    survey, _, _ = replay(0.0, "survey")
+    confidences = sorted({e["confidence"] for e in survey})
+    assert len(confidences) >= 2, "the photos must not all be equally sure"
+    middle = len(confidences) // 2
+    threshold = (confidences[middle - 1] + confidences[middle]) / 2
+
+    events, state, stored = replay(threshold, "sorted")
     fallbacks = [e for e in events if e["fallback"]]
-    assert 0 < len(fallbacks) < len(events), "the photos must give both sure and unsure items"
+    assert 0 < len(fallbacks) < len(events), (threshold, [e["confidence"] for e in events])
     assert all(e["compartment"] == "rest" for e in fallbacks)
     assert all(e["compartment"] == compartments[e["class"]] for e in events if not e["fallback"])
-
     expected = {
         "classes": dict(collections.Counter(e["class"] for e in events)),
         "compartments": dict(collections.Counter(e["compartment"] for e in events)),
         "total": len(events),
         "fallback": len(fallbacks),
     }
-    state = json.loads(sub.on("/state")[-1].payload)
-    assert {k: state["counts"][k] for k in expected} == expected
-    stored = read_counts(tmp_path / "state" / "bin-agent.db")
+    assert {k: state[k] for k in expected} == expected
     assert {k: stored[k] for k in expected} == expected
 
 
