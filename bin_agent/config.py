@@ -657,6 +657,8 @@ def _check_router(config: Config, labels: list[str], problems: list[str]) -> Non
     for label, compartment in mapping.items():
         if not compartment:
             problems.append(f"router.compartments.{label}: compartment name is empty")
+    if not config.router.fallback:
+        problems.append("router.fallback: compartment name is empty")
 
 
 def _check_actuator(config: Config, problems: list[str]) -> None:
@@ -687,7 +689,7 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
 def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str,
                problems: list[str]) -> None:
     for compartment in needed:
-        if compartment not in table:
+        if compartment and compartment not in table:  # an empty name is the router's problem
             problems.append(f"{key}: compartment '{compartment}' has none; add {compartment} = {example}")
     for compartment in table:
         if compartment not in needed:

@@ -100,6 +100,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("state-dir-empty", {"agent.state_dir": ""}, "agent.state_dir"),
     ("state-dir-nul", {"agent.state_dir": "/tmp/a\x00b"}, "agent.state_dir"),
     ("fallback-tab", {"router.fallback": "resi\tdual"}, "router.fallback"),
+    ("fallback-empty", {"router.fallback": ""}, "router.fallback"),
+    ("compartment-empty", {"router.compartments": {**COMPARTMENTS, "cardboard": ""}}, "router.compartments.cardboard"),
     ("compartment-name-escape", {"router.compartments": {**COMPARTMENTS, "glass": "gl\x1bass"}}, "router.compartments.glass"),
     ("username-newline", {"mqtt.username": "u\nv"}, "mqtt.username"),
     ("model-path-empty", {"model.path": ""}, "model.path"),
