@@ -431,7 +431,7 @@ def build_source(config: Config) -> FrameSource:
             item_seconds=replay.item_seconds, empty_seconds=replay.empty_seconds, empty_frame=empty,
             lores_size=(camera.lores_size[0], camera.lores_size[1]), loop=replay.loop,
             shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
-            hflip=camera.hflip, vflip=camera.vflip,
+            hflip=camera.hflip, vflip=camera.vflip, max_pixels=replay.max_pixels,
         )
     from .sources.picamera import PiCameraSource, import_picamera2
 
@@ -505,7 +505,7 @@ def build_agent(
         try:
             classifier = build_classifier(config)
         except ModelFilesError as exc:
-            raise StartupError(f"model: {exc}", 78) from None
+            raise StartupError(f"model.path: {exc}", 78) from None
         fill = None
         if config.fill.enabled:
             try:

@@ -26,6 +26,7 @@ from typing import Sequence
 from . import DEFAULT_MODEL, __version__
 from .config import EX_CONFIG, ConfigError, load_config
 from .doctor import ONLY_64BIT, python_is_64bit
+from .preprocess import DEFAULT_MAX_PIXELS
 
 DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
 """Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
@@ -130,11 +131,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .preprocess import ImageError, load_image
 
     model = args.model
-    if model is None and args.config is not None:
+    max_pixels = args.max_pixels
+    if args.config is not None and (model is None or max_pixels is None):
         try:
-            model = load_config(args.config, check_model=False).model.path
+            config = load_config(args.config, check_model=False)
         except ConfigError as exc:
             return _fail(exc.describe(), EX_CONFIG)
+        model = model if model is not None else config.model.path
+        max_pixels = max_pixels if max_pixels is not None else config.camera.replay.max_pixels
+    if max_pixels is None:
+        max_pixels = DEFAULT_MAX_PIXELS
     model = Path(model) if model is not None else DEFAULT_MODEL
     try:
         classifier = Classifier(ModelFiles.beside(model), num_threads=args.threads)
@@ -144,7 +150,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     results = []
     for path in args.images:
         try:
-            result = classifier.classify(load_image(path))
+            result = classifier.classify(load_image(path, max_pixels))
         except ImageError as exc:
             failures += 1
             print(f"bin-agent: {exc}", file=sys.stderr)
@@ -253,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})")
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    classify.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                          help="largest image decoded (larger JPEGs are decoded reduced, others refused; "
+                               f"default: the config's camera.replay.max_pixels, else {DEFAULT_MAX_PIXELS:,})")
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 

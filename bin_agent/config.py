@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
+import json
+import math
 import os
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from . import CLASSES, DEFAULT_MODEL
+from .preprocess import DEFAULT_MAX_PIXELS
 
 EX_CONFIG = 78
 """Exit status for configuration errors (sysexits.h); systemd does not restart on it."""
@@ -47,9 +53,14 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
-    """A config field with documentation and an optional inclusive range."""
-    meta = {"help": help, "min": min, "max": max}
+Check = Callable[[Any], "str | None"]
+"""A rule for one value: returns what is wrong with it (without the key), or None."""
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         check: Check | None = None) -> Any:
+    """A config field with documentation, an optional inclusive range and an optional rule."""
+    meta = {"help": help, "min": min, "max": max, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -57,6 +68,62 @@ def _opt(default: Any, help: str, *, min: float | None = None, max: float | None
 
 def _sub(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help, "min": None, "max": None})
+
+
+# --------------------------------------------------------------------------- value rules
+
+MQTT_MAX_STRING_BYTES = 65535
+"""MQTT encodes topics, client ids, user names and passwords with a 16-bit length."""
+
+MQTT_MAX_CLIENT_ID_BYTES = 128
+"""Our bound for client ids. MQTT 3.1.1 only obliges brokers to take 1-23
+alphanumerics (strict brokers refuse more); mosquitto, EMQX and HiveMQ take up
+to 65535 bytes, AWS IoT Core 128."""
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _hostname(value: str) -> str | None:
+    """RFC 1123 host name (letters, digits, '-', dot-separated labels of 1-63) or an IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return (f"{_show(value)} is not a host name (RFC 1123: dot-separated labels of 1-63 letters, "
+                "digits or '-', 253 characters at most) nor an IP address")
+    return None
+
+
+def _client_id(value: str) -> str | None:
+    if len(value.encode()) > MQTT_MAX_CLIENT_ID_BYTES:
+        return (f"{len(value.encode())} bytes is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
+                "(strict MQTT 3.1.1 brokers accept only 23 letters and digits)")
+    if any(c in value for c in "+#/"):
+        return f"{_show(value)} must not contain '/', '+' or '#'"
+    return None
+
+
+def _mqtt_string(value: str) -> str | None:
+    if len(value.encode()) > MQTT_MAX_STRING_BYTES:
+        return f"longer than MQTT's {MQTT_MAX_STRING_BYTES} bytes"
+    return None
+
+
+def _control_characters(value: str) -> str | None:
+    """Every string option is text on one line: no NUL, newline or other control character."""
+    bad = sorted({c for c in value if not c.isprintable()})
+    if bad:
+        shown = ", ".join(json.dumps(c) for c in bad[:3])
+        return f"contains a control or non-printable character ({shown})"
+    return None
+
+
+def _show(value: str, limit: int = 60) -> str:
+    """A value quoted for a one-line message, shortened when long."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 # --------------------------------------------------------------------------- sections
@@ -101,6 +168,12 @@ class ReplaySection:
     shuffle: bool = _opt(False, "items: play the images in a seeded random order.")
     seed: int = _opt(0, "Seed for shuffle.")
     limit: int = _opt(0, "Play at most this many images (0: all).", min=0)
+    max_pixels: int = _opt(
+        DEFAULT_MAX_PIXELS,
+        "Largest photo decoded (width x height); a larger JPEG is decoded at 1/2, 1/4 or 1/8 "
+        "scale, any other larger image is skipped with a warning (bounded memory).",
+        min=10_000, max=100_000_000,
+    )
 
 
 @dataclass
@@ -372,12 +445,15 @@ class MqttCommandsSection:
 @dataclass
 class MqttSection:
     enabled: bool = _opt(True, "Publish events and state, accept commands.")
-    host: str = _opt("localhost", "Broker host name or address.")
+    host: str = _opt("localhost", "Broker host name or address.", check=_hostname)
     port: int = _opt(1883, "Broker port.", min=1, max=65535)
-    client_id: str = _opt("", "MQTT client id; empty: bin-agent-<bin_id>.")
+    client_id: str = _opt(
+        "", f"MQTT client id, at most {MQTT_MAX_CLIENT_ID_BYTES} bytes; empty: bin-agent-<bin_id>.",
+        check=_client_id,
+    )
     topic_prefix: str = _opt("smartbin", "Topics are <topic_prefix>/<bin_id>/…")
     keepalive: int = _opt(30, "Seconds between keepalive pings; a dead link is noticed in 1.5x.", min=5, max=3600)
-    username: str = _opt("", "Broker user name (empty: anonymous).")
+    username: str = _opt("", "Broker user name (empty: anonymous).", check=_mqtt_string)
     password_file: str = _opt("", "File holding the broker password (never the password itself).")
     password_env: str = _opt(
         "", "Name of an environment variable holding the broker password (instead of password_file)."
@@ -536,7 +612,7 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        key_path = f"{where}.{key}" if where else key
+        key_path = _key_path(where, key)
         if key_path in _REFUSED_KEYS:
             problems.append(f"{key_path}: {_REFUSED_KEYS[key_path]}")
             continue
@@ -546,10 +622,18 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
             problems.append(f"{key_path}: unknown key{hint}")
             continue
         converted = _convert(hints[key], value, key_path, problems, base_dir)
-        if converted is not _INVALID:
-            _check_range(fields[key], converted, key_path, problems)
+        if converted is not _INVALID and _check_value(fields[key], converted, key_path, problems):
             values[key] = converted
     return cls(**values)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key_path(where: str, key: str) -> str:
+    """``where.key``, the key quoted as TOML would (one line) unless it is a bare key."""
+    shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{where}.{shown}" if where else shown
 
 
 _INVALID = object()
@@ -564,14 +648,15 @@ _REFUSED_KEYS = {
 
 def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: Path) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where, problems, base_dir)
     if origin is Literal:
         choices = typing.get_args(hint)
-        if value not in choices:
-            problems.append(
-                f"{where}: {value!r} is not one of {', '.join(repr(c) for c in choices)}"
-            )
+        # Compared with their type: true == 1 in Python, but `views = true` is a mistake.
+        if not any(type(value) is type(choice) and value == choice for choice in choices):
+            shown = _show(value) if isinstance(value, str) else (
+                repr(value) if type(value) in (int, float) else _kind(value))
+            problems.append(f"{where}: {shown} is not one of {', '.join(repr(c) for c in choices)}")
             return _INVALID
         return value
     if hint is bool:
@@ -588,7 +673,7 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected a number, got {_kind(value)}")
             return _INVALID
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             problems.append(f"{where}: expected a finite number, got {value}")
             return _INVALID
         return float(value)
@@ -596,10 +681,12 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
         if not isinstance(value, str):
             problems.append(f"{where}: expected a string, got {_kind(value)}")
             return _INVALID
-        return value
+        return _text(value, where, problems)
     if hint is Path:
         if not isinstance(value, str) or not value:
             problems.append(f"{where}: expected a path string, got {_kind(value)}")
+            return _INVALID
+        if _text(value, where, problems) is _INVALID:
             return _INVALID
         path = Path(value).expanduser()
         # normpath, not resolve(): tidy "config/../x" for messages, keep symlinks as given.
@@ -609,28 +696,49 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
         if not isinstance(value, list):
             problems.append(f"{where}: expected a list, got {_kind(value)}")
             return _INVALID
-        items = [_convert(item_hint, v, f"{where}[{i}]", problems, base_dir) for i, v in enumerate(value)]
-        return _INVALID if any(i is _INVALID for i in items) else items
+        elements = [_convert(item_hint, v, f"{where}[{i}]", problems, base_dir) for i, v in enumerate(value)]
+        return _INVALID if any(e is _INVALID for e in elements) else elements
     if origin is dict:
         _, item_hint = typing.get_args(hint)
         if not isinstance(value, dict):
             problems.append(f"{where}: expected a table, got {_kind(value)}")
             return _INVALID
-        items = {k: _convert(item_hint, v, f"{where}.{k}", problems, base_dir) for k, v in value.items()}
-        return _INVALID if any(v is _INVALID for v in items.values()) else items
+        entries = {}
+        for name, item in value.items():
+            name_path = _key_path(where, name)
+            entries[name] = _convert(item_hint, item, name_path, problems, base_dir)
+            if _text(name, name_path, problems) is _INVALID:
+                entries[name] = _INVALID
+        return _INVALID if any(v is _INVALID for v in entries.values()) else entries
     if origin in (types.UnionType, typing.Union):  # pragma: no cover - not used by the schema yet
         raise TypeError(f"unsupported union in schema at {where}")
     raise TypeError(f"unsupported type {hint!r} in schema at {where}")
 
 
-def _check_range(spec: dataclasses.Field, value: Any, where: str, problems: list[str]) -> None:
+def _text(value: str, where: str, problems: list[str]) -> Any:
+    problem = _control_characters(value)
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return _INVALID
+    return value
+
+
+def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list[str]) -> bool:
+    """The field's range and rule; False (and a problem named ``where``) if one fails."""
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    if low is not None and value < low:
-        problems.append(f"{where}: {value} is below the minimum {low}")
-    elif high is not None and value > high:
-        problems.append(f"{where}: {value} is above the maximum {high}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if low is not None and value < low:
+            problems.append(f"{where}: {value} is below the minimum {low}")
+            return False
+        if high is not None and value > high:
+            problems.append(f"{where}: {value} is above the maximum {high}")
+            return False
+    check: Check | None = spec.metadata.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:
@@ -654,11 +762,47 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
     _check_mqtt(config, problems)
     _check_fill(config, labels, problems)
     _check_homeassistant(config, problems)
-    if config.camera.source == "replay" and not config.camera.replay.path.exists():
+    _check_state_dir(config, problems)
+    if config.camera.source == "replay":
+        _check_replay_files(config, problems)
+
+
+def _check_state_dir(config: Config, problems: list[str]) -> None:
+    state_dir = config.agent.state_dir
+    existing = next((p for p in (state_dir, *state_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        problems.append(f"agent.state_dir: {existing} is not a directory")
+
+
+def _check_replay_files(config: Config, problems: list[str]) -> None:
+    from .preprocess import ImageError, load_image
+    from .sources.replay import IMAGE_SUFFIXES, find_images
+
+    replay = config.camera.replay
+    if not replay.path.exists():
         problems.append(
-            f"camera.replay.path: {config.camera.replay.path} does not exist; "
-            "point it at an image or a folder of images"
+            f"camera.replay.path: {replay.path} does not exist; point it at an image or a folder of images"
         )
+    elif replay.path.is_file() and replay.path.suffix.lower() not in IMAGE_SUFFIXES:
+        problems.append(
+            f"camera.replay.path: {replay.path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    elif replay.path.is_dir():
+        try:
+            images = find_images(replay.path)
+        except OSError as exc:
+            problems.append(f"camera.replay.path: cannot list {replay.path} ({exc})")
+        else:
+            if not images:
+                problems.append(
+                    f"camera.replay.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {replay.path}"
+                )
+    if replay.empty_frame:
+        # Decoded now (it is small and used for every item): a bad one fails here, not mid-run.
+        try:
+            load_image(config.resolve(replay.empty_frame), replay.max_pixels)
+        except ImageError as exc:
+            problems.append(f"camera.replay.empty_frame: {exc}")
 
 
 def _check_replay(config: Config, problems: list[str]) -> None:
@@ -709,10 +853,17 @@ def _check_bin_id(config: Config, problems: list[str]) -> None:
             f"agent.bin_id: {bin_id!r} must be 1-64 printable characters without '/', '+' or '#'"
         )
     prefix = config.mqtt.topic_prefix
-    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+    if (not prefix or any(c in prefix for c in "+#") or prefix.startswith(("/", "$"))
+            or prefix.endswith("/")):
         problems.append(
-            f"mqtt.topic_prefix: {prefix!r} must be non-empty, without '+' or '#', "
-            "and not start or end with '/'"
+            f"mqtt.topic_prefix: {_show(prefix)} must be non-empty, without '+' or '#', "
+            "and not start with '/' or '$' (broker topics) or end with '/'"
+        )
+    longest_topic = f"{prefix}/{bin_id}/cmd/result"
+    if len(longest_topic.encode()) > MQTT_MAX_STRING_BYTES:
+        problems.append(
+            f"mqtt.topic_prefix: topics such as <topic_prefix>/<bin_id>/cmd/result would be longer "
+            f"than MQTT's {MQTT_MAX_STRING_BYTES} bytes"
         )
 
 
@@ -723,8 +874,7 @@ def _check_model(config: Config, problems: list[str]) -> list[str]:
     for name, path in (("model", files.model), ("labels", files.labels), ("metadata", files.metadata)):
         if not path.is_file():
             problems.append(f"model.path: {name} file {path} not found")
-    if problems:
-        return list(CLASSES)
+            return list(CLASSES)  # the first missing file says it: no list of its siblings
     try:
         labels = read_labels(files.labels)
         read_metadata(files.metadata)
@@ -749,6 +899,8 @@ def _check_router(config: Config, labels: list[str], problems: list[str]) -> Non
     for label, compartment in mapping.items():
         if not compartment:
             problems.append(f"router.compartments.{label}: compartment name is empty")
+    if not config.router.fallback:
+        problems.append("router.fallback: compartment name is empty")
 
 
 MAX_ACTUATION_SECONDS = 15.0
@@ -827,7 +979,7 @@ def _check_servo_drive(actuator: ActuatorSection, problems: list[str]) -> None:
 def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str,
                problems: list[str]) -> None:
     for compartment in needed:
-        if compartment not in table:
+        if compartment and compartment not in table:  # an empty name is the router's problem
             problems.append(f"{key}: compartment '{compartment}' has none; add {compartment} = {example}")
     for compartment in table:
         if compartment not in needed:
@@ -878,6 +1030,11 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
     mqtt = config.mqtt
     if mqtt.reconnect_min_seconds > mqtt.reconnect_max_seconds:
         problems.append("mqtt.reconnect_min_seconds: must not exceed reconnect_max_seconds")
+    if not mqtt.client_id and len(f"bin-agent-{config.agent.bin_id}".encode()) > MQTT_MAX_CLIENT_ID_BYTES:
+        problems.append(
+            f"mqtt.client_id: the default bin-agent-<bin_id> is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
+            "bytes; set a shorter client_id or bin_id"
+        )
     if (mqtt.password_file or mqtt.password_env) and not mqtt.username:
         key = "password_file" if mqtt.password_file else "password_env"
         problems.append(f"mqtt.username: required when mqtt.{key} is set")
@@ -912,18 +1069,22 @@ def broker_password(config: Config) -> str | None:
         return None
     path = config.resolve(mqtt.password_file)
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as file:
+            head = file.read(MQTT_MAX_STRING_BYTES + 2)  # the first line is all that counts
+        lines = [line.decode("utf-8") for line in head.splitlines()[:1]]
     except FileNotFoundError:
         raise ConfigError([f"mqtt.password_file: {path} not found"]) from None
     except UnicodeDecodeError:
-        raise ConfigError([f"mqtt.password_file: {path} is not UTF-8 text"]) from None
+        raise ConfigError([f"mqtt.password_file: {path} is not UTF-8 text (a binary file?)"]) from None
     except OSError as exc:
         raise ConfigError([f"mqtt.password_file: cannot read {path} ({exc.strerror or exc})"]) from None
-    lines = text.splitlines()
     if not lines or not lines[0]:
         raise ConfigError([f"mqtt.password_file: {path} is empty; its first line is the password"])
     if not lines[0].isprintable():
         raise ConfigError([f"mqtt.password_file: the first line of {path} has control characters"])
+    if len(lines[0].encode()) > MQTT_MAX_STRING_BYTES:
+        raise ConfigError([f"mqtt.password_file: the first line of {path} is longer than "
+                           f"{MQTT_MAX_STRING_BYTES} bytes (MQTT's limit for a password)"])
     return lines[0]
 
 

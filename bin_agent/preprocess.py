@@ -20,6 +20,7 @@ Training-time augmentation picks its own (random) crop box and calls
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -111,26 +112,64 @@ def _triple(value: float | list[float] | tuple[float, ...]) -> tuple[float, floa
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a photo as an ``(H, W, 3)`` RGB ``uint8`` array.
+DEFAULT_MAX_PIXELS = 16_000_000
+"""Largest image (width x height, after JPEG draft scaling) that is decoded: a
+12 MP camera or phone photo fits; a 15,000 x 15,000 PNG does not."""
 
-    EXIF orientation is applied (phone photos in a retraining set are often
-    stored rotated). Raises :class:`ImageError` with the path and the reason
-    instead of Pillow's own exceptions.
+JPEG_DRAFT_SCALES = (1, 2, 4, 8)
+"""The scales libjpeg can decode at directly (``Image.draft``)."""
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a photo as an ``(H, W, 3)`` RGB ``uint8`` array, in bounded memory.
+
+    The size in the file's header is checked before anything is decoded: a
+    JPEG larger than ``max_pixels`` is decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's draft mode, the smallest reduction that fits); any other image
+    larger than ``max_pixels`` is refused. A small file can declare a huge
+    picture (a 15,000 x 15,000 PNG compresses to 250 KB), so the file size
+    says nothing. EXIF orientation is applied (phone photos in a retraining
+    set are often stored rotated). Raises :class:`ImageError` with the path
+    and the reason instead of Pillow's own exceptions.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():
+            # The limit below is ours; Pillow's own (89 MP) warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _fit_decode_size(img, max_pixels, path)
+                oriented = ImageOps.exif_transpose(img)
+                return np.asarray(oriented.convert("RGB"))
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: too large to decode ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def _fit_decode_size(img: Image.Image, max_pixels: int, path: Path) -> None:
+    """Make ``img`` decode at most ``max_pixels`` (JPEG draft) or raise :class:`ImageError`."""
+    width, height = img.size
+    if width * height <= max_pixels:
+        return
+    if img.format == "JPEG":
+        for scale in JPEG_DRAFT_SCALES[1:]:
+            if -(-width // scale) * -(-height // scale) <= max_pixels:
+                img.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+                break
+    if img.size[0] * img.size[1] > max_pixels:
+        raise ImageError(
+            f"{path}: {width}x{height} pixels is more than the limit of {max_pixels:,}; "
+            "scale the image down"
+        )
 
 
 def center_box(image_shape: tuple[int, ...], spec: PreprocessSpec) -> Box:
@@ -183,6 +222,7 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "Box",
     "ImageError",
     "PreprocessSpec",

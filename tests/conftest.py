@@ -90,6 +90,13 @@ class Mosquitto:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
+    def stop(self) -> None:
+        """A clean stop (SIGTERM): with ``persistence true`` the broker saves its sessions."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -118,6 +125,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 0
 
 
 @dataclass
@@ -126,6 +134,8 @@ class Subscriber:
 
     port: int
     topic: str = "#"
+    client_id: str | None = None
+    clean_session: bool = True
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -133,7 +143,8 @@ class Subscriber:
 
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{id(self)}")
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"test-sub-{id(self)}",
+                                  clean_session=self.clean_session)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", self.port, 30)
@@ -147,7 +158,7 @@ class Subscriber:
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
-            self.messages.append(Received(message.topic, message.payload, bool(message.retain)))
+            self.messages.append(Received(message.topic, message.payload, bool(message.retain), message.qos))
 
     def on(self, suffix: str) -> list[Received]:
         with self._lock:
@@ -178,8 +189,8 @@ class Subscriber:
 def subscriber_factory():
     made: list[Subscriber] = []
 
-    def make(port: int, topic: str = "#") -> Subscriber:
-        sub = Subscriber(port, topic)
+    def make(port: int, topic: str = "#", **options) -> Subscriber:
+        sub = Subscriber(port, topic, **options)
         made.append(sub)
         return sub
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,21 @@ SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL_NAME
 
 def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 1883,
                 model: Path = TINY_MODELS / "tiny_uint8.tflite", mqtt: bool = True) -> dict[str, Any]:
-    """A valid config dict: replay source, mock pins, fast virtual-clock replay."""
+    """A valid config dict: replay source, mock pins, fast virtual-clock replay.
+
+    Without ``replay_path`` the replay plays one small photo made in ``tmp_path/replay``
+    (a replay folder without images is a config error)."""
+    if replay_path is None:
+        from PIL import Image
+
+        replay_path = tmp_path / "replay"
+        replay_path.mkdir(exist_ok=True)
+        Image.new("RGB", (64, 48), (30, 120, 200)).save(replay_path / "item.png")
     return copy.deepcopy({
         "agent": {"bin_id": "test-bin", "state_dir": str(tmp_path / "state"), "drain_seconds": 5.0},
         "camera": {
             "source": "replay",
-            "replay": {"path": str(replay_path or tmp_path), "realtime": False, "fps": 10.0,
+            "replay": {"path": str(replay_path), "realtime": False, "fps": 10.0,
                        "item_seconds": 1.5, "empty_seconds": 1.0},
         },
         "trigger": {"mode": "motion", "settle_seconds": 0.5},
@@ -32,6 +44,15 @@ def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 
     })
 
 
+def toml_string(text: str) -> str:
+    """A TOML basic string; control characters (NUL included) as \\u escapes."""
+    return json.dumps(text).replace("\x7f", "\\u007f")
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_string(key)
+
+
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
     """Minimal TOML writer for test configs (tables, strings, numbers, bools, lists)."""
     lines: list[str] = []
@@ -39,10 +60,12 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
         if isinstance(v, (int, float)):
             return repr(v)
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return toml_string(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
         raise TypeError(v)
@@ -52,9 +75,9 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
         tables = {k: v for k, v in d.items() if isinstance(v, dict)}
         if prefix:
             lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        lines.extend(f"{toml_key(k)} = {value(v)}" for k, v in scalars.items())
         for k, v in tables.items():
-            table(f"{prefix}.{k}" if prefix else k, v)
+            table(f"{prefix}.{toml_key(k)}" if prefix else toml_key(k), v)
 
     table("", data)
     path.write_text("\n".join(lines) + "\n")

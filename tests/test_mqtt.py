@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from bin_agent.config import MqttSection
 from bin_agent.mqtt import MqttLink, Topics
 from bin_agent.store import Store
+
+from .conftest import Subscriber
 
 TOPICS = Topics.for_bin("smartbin", "b1")
 
@@ -54,39 +55,67 @@ def test_events_reach_the_broker_in_order_and_leave_the_outbox(tmp_path, mosquit
     assert sub.wait_for(lambda: sub.on("/status")[-1].payload == b"offline", 5)
 
 
+def with_dashboard_session(broker, tmp_path) -> None:
+    """Make ``broker`` keep sessions across restarts (a persistence file saved once,
+    by a clean stop, and loaded by every later start, even after a SIGKILL) and
+    give it the session of a "dashboard" subscribed to the events. Whatever the
+    agent sends while the dashboard is away is then queued for it, however late
+    it reconnects: what the dashboard misses, the agent lost.
+
+    (`user root`: a broker started as root would otherwise drop to the mosquitto
+    user, which cannot write in tmp_path; as any other user the line has no effect.)"""
+    broker.conf.write_text(broker.conf.read_text().replace(
+        "persistence false", f"persistence true\npersistence_location {tmp_path}/\nuser root"))
+    broker.start()
+    Subscriber(broker.port, TOPICS.event, client_id="dashboard", clean_session=False).close()
+    broker.stop()
+
+
+def dashboard(subscriber_factory, broker):
+    return subscriber_factory(broker.port, TOPICS.event, client_id="dashboard", clean_session=False)
+
+
 def test_broker_down_at_start_then_up_delivers_everything(tmp_path, mosquitto_stopped, subscriber_factory):
+    broker = mosquitto_stopped
+    with_dashboard_session(broker, tmp_path)
     store = Store(tmp_path / "s.db")
-    link = make_link(store, mosquitto_stopped.port)
+    link = make_link(store, broker.port)
     link.start()
     ids = add_events(store, 0, 12)
     link.wake()
     time.sleep(0.5)
     assert store.pending_count() == 12
-    mosquitto_stopped.start()
-    sub = subscriber_factory(mosquitto_stopped.port, "smartbin/#")
-    # The subscriber joined after the events may have been sent: count what the outbox lost.
-    assert sub.wait_for(lambda: store.pending_count() == 0, 20), "outbox never drained"
+    broker.start()
+    assert link.wait_connected(15)
+    sub = dashboard(subscriber_factory, broker)
+    assert sub.wait_for(lambda: len(received_ids(sub)) >= 12, 20), received_ids(sub)
+    assert received_ids(sub) == ids
+    assert all(m.qos == 1 for m in sub.on("/event")), "events must be published at QoS 1"
+    assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
     link.stop()
 
 
-def test_broker_killed_and_restarted_loses_nothing(tmp_path, mosquitto, subscriber_factory):
+def test_broker_killed_and_restarted_loses_nothing(tmp_path, mosquitto_stopped, subscriber_factory):
+    broker = mosquitto_stopped
+    with_dashboard_session(broker, tmp_path)
+    broker.start()
     store = Store(tmp_path / "s.db")
-    link = make_link(store, mosquitto.port)
+    link = make_link(store, broker.port)
     link.start()
     assert link.wait_connected(10)
-    first = add_events(store, 0, 10)
+    add_events(store, 0, 10)
     link.wake()
     assert link.drain(10)
-    mosquitto.kill()
+    broker.kill()
     assert_eventually(lambda: not link.connected, 10)
     second = add_events(store, 10, 10)
     link.wake()
     time.sleep(0.3)
     assert store.pending_count() == 10
-    mosquitto.start()
-    sub = subscriber_factory(mosquitto.port, TOPICS.event)
+    broker.start()  # from the saved file: the dashboard's session, nothing of what the killed one held
     assert link.wait_connected(15)
-    assert sub.wait_for(lambda: set(second) <= set(received_ids(sub)), 20)
+    sub = dashboard(subscriber_factory, broker)
+    assert sub.wait_for(lambda: set(second) <= set(received_ids(sub)), 20), received_ids(sub)
     assert sub.wait_for(lambda: store.pending_count() == 0, 10)
     ordered = [i for i in received_ids(sub) if i in second]
     assert ordered == sorted(ordered)

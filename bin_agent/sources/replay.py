@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 from PIL import Image
 
-from ..preprocess import ImageError, load_image
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from .base import Frame, SourceError
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class ReplaySource:
     :param lores_size: ``(width, height)`` of :attr:`Frame.lores`.
     :param loop: start again after the last photo.
     :param shuffle: seeded random order; ``limit`` keeps the first N.
+    :param max_pixels: larger photos are decoded reduced (JPEG) or skipped
+        with a warning (see :func:`~bin_agent.preprocess.load_image`).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class ReplaySource:
         limit: int = 0,
         hflip: bool = False,
         vflip: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -108,6 +111,7 @@ class ReplaySource:
         self.seed = seed
         self.limit = limit
         self.hflip, self.vflip = hflip, vflip
+        self.max_pixels = max_pixels
         self._clock, self._sleep = clock, sleep
         self.images: list[Path] = []
         self.skipped: list[str] = []
@@ -181,7 +185,7 @@ class ReplaySource:
         if self.empty_frame_path is not None:
             if self._empty_photo is None:
                 try:
-                    self._empty_photo = self._orient(load_image(self.empty_frame_path))
+                    self._empty_photo = self._orient(load_image(self.empty_frame_path, self.max_pixels))
                 except ImageError as exc:
                     raise SourceError(f"replay: empty frame {exc}") from None
             return self._empty_photo
@@ -191,7 +195,7 @@ class ReplaySource:
         """Each readable image once, oriented; unreadable ones are skipped with a warning."""
         for path in self.images:
             try:
-                yield self._orient(load_image(path)), str(path)
+                yield self._orient(load_image(path, self.max_pixels)), str(path)
             except ImageError as exc:
                 log.warning("replay: skipping %s", exc)
                 if str(path) not in self.skipped:
