@@ -29,6 +29,7 @@ from typing import Any, Callable, TextIO
 
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
+from .capture import Capture
 from .classifier import Classifier, ModelFiles, describe
 from .config import Config
 from .events import SortedItem, utc_now_iso
@@ -69,6 +70,7 @@ class Agent:
     notifier: Notifier
     pin_factory: Any = None
     out: TextIO | None = None
+    capture: Capture | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -158,6 +160,8 @@ class Agent:
         latency["record"] = (time.perf_counter() - t_record) * 1000.0
         latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
         self.items_sorted += 1
+        if self.capture is not None:  # queued for the writer thread: never waits
+            self.capture.offer(image, item)
         if self.mqtt is not None:
             self.mqtt.wake()
         self._publish_state()
@@ -179,8 +183,11 @@ class Agent:
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
-        for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                             ("trigger", self.trigger.close), ("source", self.source.close)):
+        closers = [("sorter", self.sorter.close), ("indicators", self.indicators.close),
+                   ("trigger", self.trigger.close), ("source", self.source.close)]
+        if self.capture is not None:
+            closers.append(("capture", self.capture.close))
+        for name, closer in closers:
             try:
                 closer()
             except Exception:
@@ -238,6 +245,7 @@ class Agent:
             "counts": self.store.counts().as_dict(),
             "last_item": last,
             "outbox_pending": self.store.pending_count(),
+            "capture_dropped": self.capture.dropped if self.capture is not None else 0,
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
@@ -342,6 +350,8 @@ def build_agent(
             store = Store(Path(config.agent.state_dir) / "bin-agent.db")
         except StoreError as exc:
             raise StartupError(str(exc), 73) from None
+        undo.callback(store.close)
+        capture = make_capture(config)
         undo.pop_all()
     agent = Agent(
         config=config,
@@ -356,6 +366,7 @@ def build_agent(
         mqtt=None,
         notifier=notifier if notifier is not None else Notifier(),
         pin_factory=pin_factory,
+        capture=capture,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
     )
     if config.mqtt.enabled:
@@ -379,6 +390,18 @@ def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], d
         client_id=settings.client_id or f"bin-agent-{config.agent.bin_id}",
         password=password,
     )
+
+
+def make_capture(config: Config) -> Capture | None:
+    """The ``[capture]`` writer, started; None when capture is off."""
+    if not config.capture.enabled:
+        return None
+    capture = Capture.from_config(config.capture, config.agent.state_dir)
+    try:
+        capture.start()
+    except OSError as exc:
+        raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", 73) from None
+    return capture
 
 
 def make_trigger(config: Config, pin_factory: Any) -> Trigger:

@@ -252,6 +252,25 @@ class MqttSection:
 
 
 @dataclass
+class CaptureSection:
+    enabled: bool = _opt(False, "Save the photo of sorted items with what the bin decided (to relabel and retrain).")
+    mode: Literal["all", "unsure", "sample"] = _opt(
+        "all", "all: every item; unsure: items sent to the fallback compartment; "
+        "sample: one item in sample_every."
+    )
+    sample_every: int = _opt(10, "mode = 'sample': keep one item in this many.", min=1, max=100000)
+    folder: str = _opt("capture", "Folder of the photos, relative to agent.state_dir (or absolute).")
+    max_mb: float = _opt(
+        500.0, "Size cap of the folder in MB; the oldest photos are deleted first.", min=0.01
+    )
+    queue_size: int = _opt(
+        8, "Photos that may wait for the writer; beyond, an item is not captured "
+        "(counted as capture_dropped in state).", min=1, max=1000,
+    )
+    jpeg_quality: int = _opt(90, "JPEG quality of the saved photos.", min=50, max=100)
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -262,6 +281,7 @@ class Config:
     router: RouterSection = _sub(RouterSection, "Class → compartment.")
     actuator: ActuatorSection = _sub(ActuatorSection, "Servos, LEDs, buzzer.")
     mqtt: MqttSection = _sub(MqttSection, "Broker and topics.")
+    capture: CaptureSection = _sub(CaptureSection, "Photos of sorted items for retraining.")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
