@@ -42,7 +42,7 @@ from .trigger import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("classify", "reset_counts", "ping")
+COMMANDS = ("classify", "reset_counts", "ping", "reload_model")
 MAX_COMMAND_BYTES = 4096
 
 
@@ -76,6 +76,9 @@ class Agent:
     frames_seen: int = 0
     status: str = "starting"
     started_at: float = field(default_factory=time.monotonic)
+    # A classifier built by reload_model, taken by the loop between two items.
+    staged_classifier: Classifier | None = None
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ the loop
 
@@ -111,6 +114,8 @@ class Agent:
                     self.stop_event.wait(0.5)
                     continue
                 self.frames_seen += 1
+                if self.staged_classifier is not None:
+                    self._switch_model()
                 # The watchdog is fed only here, i.e. only while frames flow: a
                 # stalled camera lets systemd restart the service.
                 self.notifier.watchdog_if_due()
@@ -231,8 +236,51 @@ class Agent:
         elif name == "ping":
             reply["pong"] = utc_now_iso()
             reply["status"] = self.status
+        elif name == "reload_model":
+            return reply | self.reload_model()
         reply["ok"] = True
         return reply
+
+    # ------------------------------------------------------------------ model reload
+
+    def reload_model(self) -> dict[str, Any]:
+        """Build the classifier of the deployed model (``bin-agent deploy``) beside the
+        running one; the loop switches to it before the next item. On failure the
+        running model stays. Called from the MQTT thread or a SIGHUP thread."""
+        from .classifier import ModelFilesError
+        from .deploy import DeployError, check_classes
+
+        with self.reload_lock:
+            try:
+                candidate = build_classifier(self.config)
+                check_classes(candidate, self.config)
+            except (ModelFilesError, DeployError) as exc:
+                log.error("model reload refused, keeping %s: %s", self.classifier.version, exc)
+                return {"ok": False, "reason": f"keeping model {self.classifier.version}: {exc}"[:300]}
+            self.staged_classifier = candidate
+        log.info("model %s loaded; switching from %s before the next item", candidate.version,
+                 self.classifier.version)
+        return {"ok": True, "model": candidate.files.model.name, "model_version": candidate.version}
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a thread (a signal handler must not load a model); the
+        outcome goes to ``cmd/result`` like the MQTT command's."""
+        def work() -> None:
+            reply = {"command": "reload_model", "trigger": "SIGHUP"} | self.reload_model()
+            if self.mqtt is not None:
+                self.mqtt.publish_result(reply)
+
+        threading.Thread(target=work, name="model-reload", daemon=True).start()
+
+    def _switch_model(self) -> None:
+        with self.reload_lock:
+            staged, self.staged_classifier = self.staged_classifier, None
+        if staged is None:
+            return
+        previous, self.classifier = self.classifier, staged
+        log.info("switched model %s -> %s", previous.version, staged.version)
+        self.notifier.status(f"sorting; model {staged.version}")
+        self._publish_state()
 
     # ------------------------------------------------------------------ state
 
@@ -267,8 +315,10 @@ class Agent:
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
     """The classifier of ``config.model`` (``num_threads`` overrides the config's);
     raises :class:`~bin_agent.classifier.ModelFilesError`."""
+    from .deploy import active_model_path
+
     model = config.model
-    return Classifier(ModelFiles.beside(model.path), num_threads=num_threads or model.num_threads,
+    return Classifier(ModelFiles.beside(active_model_path(config)), num_threads=num_threads or model.num_threads,
                       views=model.views or None)  # views 0: the model metadata's
 
 

@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP (systemctl reload): switch to the deployed model before the next item.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
     code = agent.run()
     logging.getLogger(__name__).info("stopped after %d item(s), %d frame(s)", agent.items_sorted,
                                      agent.frames_seen)
@@ -160,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 
+    from .loop_commands import register as register_loop
+
+    register_loop(sub)
     try:
         from .training.commands import register
     except ImportError:
