@@ -42,7 +42,7 @@ from .trigger import Trigger, build_trigger
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("classify", "reset_counts", "ping", "reload_model")
+COMMANDS = ("classify", "reset_counts", "ping", "reload_model", "correct")
 MAX_COMMAND_BYTES = 4096
 
 
@@ -238,8 +238,27 @@ class Agent:
             reply["status"] = self.status
         elif name == "reload_model":
             return reply | self.reload_model()
+        elif name == "correct":
+            return reply | self.correct(args)
         reply["ok"] = True
         return reply
+
+    def correct(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
+        and move it in the counts."""
+        from .capture import capture_folder
+        from .labels import LabelError, correct_event
+
+        try:
+            result = correct_event(
+                args, folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
+                store=self.store, compartments=self.config.router.compartments,
+                classes=list(self.classifier.labels))
+        except LabelError as exc:
+            return {"ok": False, "reason": str(exc)}
+        if result["counts_changed"]:
+            self._publish_state()
+        return result
 
     # ------------------------------------------------------------------ model reload
 

@@ -85,16 +85,24 @@ def captured_items(folder: str | Path) -> Iterator[CapturedItem]:
     if not folder.is_dir():
         return
     for path in sorted(folder.glob(f"*{SIDECAR_SUFFIX}")):
-        image = path.with_suffix(IMAGE_SUFFIX)
-        if not image.is_file():
-            continue
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("%s: unreadable capture sidecar; skipped", path)
-            continue
-        if isinstance(info, dict) and "event_id" in info and "class" in info:
-            yield CapturedItem(image, info)
+        item = read_captured(path)
+        if item is not None:
+            yield item
+
+
+def read_captured(sidecar_path: Path) -> CapturedItem | None:
+    """The captured item of a sidecar, or None if it or its image is missing or unreadable."""
+    image = sidecar_path.with_suffix(IMAGE_SUFFIX)
+    if not image.is_file():
+        return None
+    try:
+        info = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("%s: unreadable capture sidecar; skipped", sidecar_path)
+        return None
+    if isinstance(info, dict) and "event_id" in info and "class" in info:
+        return CapturedItem(image, info)
+    return None
 
 
 class Capture:

@@ -64,6 +64,83 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- label
+
+
+def _capture_folder(args: argparse.Namespace) -> Path:
+    if args.folder is not None:
+        return Path(args.folder)
+    from .capture import capture_folder
+
+    config = _config(args.config)
+    return capture_folder(config.agent.state_dir, config.capture.folder)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from . import CLASSES
+    from .capture import captured_items
+    from .labels import LabelStore, describe_item, export, review_order
+
+    try:
+        folder = _capture_folder(args)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    if not folder.is_dir():
+        return _fail(f"{folder}: no capture folder (enable [capture], or give --folder)")
+    store = LabelStore(folder)
+    labels = store.all()
+    items = list(captured_items(folder))
+    if args.export is not None:
+        counts = export(folder, args.export, CLASSES)
+        if not counts:
+            return _fail(f"{folder}: no labelled items to export; label some first (bin-agent label)")
+        total = sum(counts.values())
+        print(f"exported {total} labelled photo(s) to {args.export}: "
+              + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+        return 0
+    if args.list:
+        for item in items:
+            entry = labels.get(item.event_id)
+            status = "-" if entry is None else ("confirmed" if entry["confirmed"] else f"-> {entry['label']}")
+            print(f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
+                  f"{float(item.info.get('confidence', 0)):.2f}  {status}")
+        print(f"{len(items)} captured, {sum(1 for i in items if i.event_id in labels)} labelled")
+        return 0
+    todo = review_order(items, labels, include_labelled=args.all)
+    if not todo:
+        print(f"nothing to label in {folder} ({len(items)} captured, all labelled)")
+        return 0
+    keys = {str(n): name for n, name in enumerate(CLASSES, start=1)}
+    legend = "  ".join(f"{k} {name}" for k, name in keys.items())
+    done = 0
+    for n, item in enumerate(todo, start=1):
+        print(f"\n[{n}/{len(todo)}] {describe_item(item)}")
+        if args.show:
+            from PIL import Image
+
+            Image.open(item.image).show()
+        predicted = str(item.info["class"])
+        print(f"  {legend}   Enter: confirm {predicted}   s: skip   q: quit")
+        while True:
+            try:
+                answer = input("> ").strip().lower()
+            except EOFError:
+                answer = "q"
+            if answer in ("", "y") or answer in keys or answer in ("s", "q"):
+                break
+            print(f"  ? type a number 1-{len(keys)}, Enter, s or q")
+        if answer == "q":
+            break
+        if answer == "s":
+            continue
+        label = predicted if answer in ("", "y") else keys[answer]
+        store.add(item.event_id, label, predicted, by="terminal")
+        done += 1
+        print(f"  {'confirmed' if label == predicted else 'corrected to'} {label}")
+    print(f"{done} label(s) saved in {store.path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -80,3 +157,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rollback", action="store_true", help="return to the model before the last deploy")
     p.add_argument("--list", action="store_true", help="list the installed models and the one in use")
     p.set_defaults(func=cmd_deploy)
+
+    p = subparsers.add_parser(
+        "label", help="label captured photos in a terminal (most unsure first); --list, --export DIR")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                       help=f"take the capture folder from this config (default {DEFAULT_CONFIG})")
+    where.add_argument("--folder", type=Path, help="a capture folder (e.g. copied off the bin)")
+    p.add_argument("--list", action="store_true", help="list every captured item and its label")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="copy the labelled photos to DIR/<class>/ (for bin-agent train / evaluate)")
+    p.add_argument("--all", action="store_true", help="also review items already labelled")
+    p.add_argument("--show", action="store_true", help="open each photo in the image viewer")
+    p.set_defaults(func=cmd_label)

@@ -129,6 +129,18 @@ class Store:
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,)
             )
 
+    def adjust_counts(self, changes: dict[tuple[str, str], int]) -> None:
+        """Add ``delta`` to each ``(kind, key)`` count in one transaction, never below 0
+        (a corrected item moves from one class/compartment to another)."""
+        with self._lock, self._transaction():
+            for (kind, key), delta in changes.items():
+                self._db.execute(
+                    "INSERT INTO counts(kind, key, n) VALUES (?, ?, MAX(?, 0)) "
+                    "ON CONFLICT(kind, key) DO UPDATE SET n = MAX(n + ?, 0)",
+                    (kind, key, delta, delta),
+                )
+                self._db.execute("DELETE FROM counts WHERE kind = ? AND key = ? AND n = 0", (kind, key))
+
     def acknowledge(self, seq: int) -> None:
         """The broker has the event: drop it from the outbox."""
         with self._lock:
