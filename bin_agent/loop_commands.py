@@ -141,6 +141,41 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .classifier import ModelFilesError
+    from .compare import compare, format_comparison, items_of
+    from .config import RouterSection
+    from .training import dataset as ds
+
+    if len(args.model) != 2:
+        return _fail("compare: give exactly two models: --model A --model B")
+    threshold = args.threshold
+    if threshold is None and args.config is not None:
+        try:
+            threshold = _config(args.config).router.confidence_threshold
+        except ConfigError as exc:
+            return _fail(exc.describe(), EX_CONFIG)
+    if threshold is None:
+        threshold = RouterSection().confidence_threshold
+    try:
+        items = items_of(args.datasets, args.split, args.subset)
+        for model in args.model:
+            if not Path(model).is_file():
+                raise ModelFilesError(f"{model}: no such model file")
+        result = compare(args.model[0], args.model[1], items, threshold, threads=args.threads)
+    except (ds.DatasetError, ModelFilesError) as exc:
+        return _fail(str(exc))
+    print(format_comparison(result))
+    if args.out is not None:
+        import json
+
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0 if result["b_better"] else 1
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -170,3 +205,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="also review items already labelled")
     p.add_argument("--show", action="store_true", help="open each photo in the image viewer")
     p.set_defaults(func=cmd_label)
+
+    p = subparsers.add_parser(
+        "compare", help="two models side by side on labelled photos, with a verdict (exit 0: B is better)")
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
+                   help="folder-per-class photo folders, e.g. the bin's held-out labelled photos")
+    p.add_argument("--model", action="append", type=Path, default=[], required=True,
+                   help="the current model (A), then the candidate (B)")
+    p.add_argument("--config", "-c", type=Path, help="take the confidence threshold from this config")
+    p.add_argument("--threshold", type=float, help="confidence threshold of the fallback compartment "
+                   "(default: the config's router.confidence_threshold)")
+    p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
+    p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--threads", type=int, help="interpreter threads")
+    p.add_argument("--out", type=Path, help="write the figures as JSON")
+    p.set_defaults(func=cmd_compare)
