@@ -23,9 +23,10 @@ import os
 import queue
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class Capture:
         self._bytes = 0
 
     @classmethod
-    def from_config(cls, section: Any, state_dir: str | Path) -> "Capture":
+    def from_config(cls, section: Any, state_dir: str | Path) -> Capture:
         """From the ``[capture]`` config section."""
         return cls(capture_folder(state_dir, section.folder), mode=section.mode,
                    sample_every=section.sample_every, max_bytes=int(section.max_mb * 1024 * 1024),

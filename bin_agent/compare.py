@@ -14,8 +14,9 @@ is not yet evidence, and the line says so.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .training import dataset as ds
 from .training.evaluate import evaluate_items

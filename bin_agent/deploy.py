@@ -33,9 +33,10 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,8 +132,8 @@ def validate(candidate: str | Path, config: Config, references: Sequence[Path] =
     except ModelFilesError as exc:
         raise DeployError(str(exc)) from None
     height, width = classifier.spec.input_size
-    checks = [f"loads in the interpreter: input [1, {height}, {width}, 3] {classifier.input_dtype}, "
-              f"{len(classifier.labels)} classes, {classifier.views} view(s)"]
+    checks = [(f"loads in the interpreter: input [1, {height}, {width}, 3] {classifier.input_dtype}, "
+               f"{len(classifier.labels)} classes, {classifier.views} view(s)")]
     expected = classifier.metadata.get("sha256")
     if expected is not None and expected != digest:
         raise DeployError(f"{files.model}: sha256 {digest[:12]}… differs from its metadata's "

@@ -18,9 +18,10 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .capture import SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured
 from .events import utc_now_iso
@@ -89,7 +90,7 @@ def find_captured(folder: str | Path, event_id: str) -> CapturedItem | None:
 
 def _parse_time(text: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text)  # Python 3.11 reads the "Z"
     except (AttributeError, ValueError):
         return None
 

@@ -19,7 +19,6 @@ from bin_agent.router import Route
 
 from .helpers import SHIPPED_MODEL, base_config
 
-
 _clock = iter(range(10**6))
 
 

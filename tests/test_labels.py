@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 from bin_agent import CLASSES
 from bin_agent.agent import build_agent
