@@ -455,6 +455,8 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
     _check_actuator(config, problems)
     _check_pins(config, problems)
     _check_mqtt(config, problems)
+    if not config.capture.folder.strip():
+        problems.append('capture.folder: must name a folder (default "capture", under agent.state_dir)')
     if config.camera.source == "replay" and not config.camera.replay.path.exists():
         problems.append(
             f"camera.replay.path: {config.camera.replay.path} does not exist; "

@@ -137,6 +137,9 @@ def test_capture_options_are_checked(tmp_path):
         config_from_dict(data, base_dir=tmp_path)
     text = str(err.value)
     assert "capture.mode" in text and "capture.max_mb" in text and "capture.sample_every" in text
+    data["capture"] = {"folder": " "}
+    with pytest.raises(ConfigError, match="capture.folder"):
+        config_from_dict(data, base_dir=tmp_path)
 
 
 def _outbox(db: Path):
