@@ -42,6 +42,8 @@ def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(tmp_path, 
     try:
         assert sub.wait_for(lambda: len(sub.on("/event")) == 3, 60)
         assert sub.wait_for(lambda: agent.capture.saved == 3, 15)
+        # The state after the third item (it follows the event): the counts to correct.
+        assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["total"] == 3, 15)
         events = sub.json_on("/event")
         first, second = events[0], events[1]
         routes = config.router.compartments
