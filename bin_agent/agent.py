@@ -31,6 +31,7 @@ from typing import Any, Callable, TextIO, cast
 
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
+from .capture import Capture
 from .classifier import Classifier, ModelFiles, describe
 from .commands import CommandGate, CommandRejected
 from .config import CameraSection, Config, ConfigError, TriggerMode, actuation_seconds, broker_password, broker_tls_context
@@ -78,6 +79,7 @@ class Agent:
     fill: FillMonitor | None = None
     out: TextIO | None = None
     commands: CommandGate = field(default_factory=CommandGate)
+    capture: Capture | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -87,6 +89,9 @@ class Agent:
     _pending_trigger_mode: TriggerMode | None = None
     _next_history_prune: float = 0.0
     storage_degraded: bool = False
+    # A classifier built by reload_model, taken by the loop between two items.
+    staged_classifier: Classifier | None = None
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ the loop
 
@@ -125,6 +130,8 @@ class Agent:
                     self.stop_event.wait(0.5)
                     continue
                 self.frames_seen += 1
+                if self.staged_classifier is not None:
+                    self._switch_model()
                 # The watchdog is fed only here, i.e. only while frames flow: a
                 # stalled camera lets systemd restart the service.
                 self.notifier.watchdog_if_due()
@@ -152,7 +159,8 @@ class Agent:
         self.indicators.busy()
         height, width = image.shape[:2]
         left, top, right, bottom = region if region is not None else (0, 0, width, height)
-        classification = self.classifier.classify(image[top:bottom, left:right])
+        classified = image[top:bottom, left:right]  # what the model sees, and what capture keeps
+        classification = self.classifier.classify(classified)
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
         t_actuate = time.perf_counter()
@@ -197,6 +205,8 @@ class Agent:
         )
         self._watch_storage()
         self.items_sorted += 1
+        if self.capture is not None:  # queued for the writer thread: never waits
+            self.capture.offer(classified, item)
         if self.mqtt is not None:
             self.mqtt.wake()
         self._publish_state()
@@ -219,9 +229,13 @@ class Agent:
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
-        for name, closer in (("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                             ("trigger", self.trigger.close), ("source", self.source.close),
-                             ("fill sensors", self.fill.close if self.fill else lambda: None)):
+        closers = [("sorter", self.sorter.close), ("indicators", self.indicators.close),
+                   ("trigger", self.trigger.close), ("source", self.source.close)]
+        if self.fill is not None:
+            closers.append(("fill sensors", self.fill.close))
+        if self.capture is not None:
+            closers.append(("capture", self.capture.close))
+        for name, closer in closers:
             try:
                 closer()
             except Exception:
@@ -263,6 +277,10 @@ class Agent:
             return self._command_emptied(command.args, reply)
         elif command.name == "trigger_mode":
             return self._command_trigger_mode(command.args, reply)
+        elif command.name == "reload_model":
+            return reply | self.reload_model()
+        elif command.name == "correct":
+            return reply | self.correct(command.args)
         reply["ok"] = True
         return reply
 
@@ -318,6 +336,65 @@ class Agent:
         if removed:
             log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
 
+
+    def correct(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
+        and move it in the counts."""
+        from .capture import capture_folder
+        from .labels import LabelError, correct_event
+
+        try:
+            result = correct_event(
+                args, folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
+                store=self.store, compartments=self.config.router.compartments,
+                classes=list(self.classifier.labels))
+        except LabelError as exc:
+            return {"ok": False, "reason": str(exc)}
+        if result["counts_changed"]:
+            self._publish_state()
+        return result
+
+    # ------------------------------------------------------------------ model reload
+
+    def reload_model(self) -> dict[str, Any]:
+        """Build the classifier of the deployed model (``bin-agent deploy``) beside the
+        running one; the loop switches to it before the next item. On failure the
+        running model stays. Called from the MQTT thread or a SIGHUP thread."""
+        from .classifier import ModelFilesError
+        from .deploy import DeployError, check_classes
+
+        with self.reload_lock:
+            try:
+                candidate = build_classifier(self.config)
+                check_classes(candidate, self.config)
+            except (ModelFilesError, DeployError) as exc:
+                log.error("model reload refused, keeping %s: %s", self.classifier.version, exc)
+                return {"ok": False, "reason": f"keeping model {self.classifier.version}: {exc}"[:300]}
+            self.staged_classifier = candidate
+        log.info("model %s loaded; switching from %s before the next item", candidate.version,
+                 self.classifier.version)
+        return {"ok": True, "model": candidate.files.model.name, "model_version": candidate.version}
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a thread (a signal handler must not load a model); the
+        outcome goes to ``cmd/result`` like the MQTT command's."""
+        def work() -> None:
+            reply = {"command": "reload_model", "trigger": "SIGHUP"} | self.reload_model()
+            if self.mqtt is not None:
+                self.mqtt.publish_result(reply)
+
+        threading.Thread(target=work, name="model-reload", daemon=True).start()
+
+    def _switch_model(self) -> None:
+        with self.reload_lock:
+            staged, self.staged_classifier = self.staged_classifier, None
+        if staged is None:
+            return
+        previous, self.classifier = self.classifier, staged
+        log.info("switched model %s -> %s", previous.version, staged.version)
+        self.notifier.status(f"sorting; model {staged.version}")
+        self._publish_state()
+
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
@@ -332,6 +409,7 @@ class Agent:
             "commands_rejected": self.commands.rejected,
             "outbox_dropped": self.store.outbox_dropped,
             "storage": self.store.health(),
+            "capture_dropped": self.capture.dropped if self.capture is not None else 0,
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
@@ -414,8 +492,10 @@ def region_to_classify(camera: CameraSection, input_size: tuple[int, int], image
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
     """The classifier of ``config.model`` (``num_threads`` overrides the config's);
     raises :class:`~bin_agent.classifier.ModelFilesError`."""
+    from .deploy import active_model_path
+
     model = config.model
-    return Classifier(ModelFiles.beside(model.path), num_threads=num_threads or model.num_threads,
+    return Classifier(ModelFiles.beside(active_model_path(config)), num_threads=num_threads or model.num_threads,
                       views=model.views or None)  # views 0: the model metadata's
 
 
@@ -512,6 +592,9 @@ def build_agent(
                 fill = FillMonitor.from_config(config.fill, config.compartments, store, pin_factory)
             except Exception as exc:
                 raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", 78) from None
+        capture = make_capture(config)
+        if capture is not None:
+            undo.callback(capture.close)
         undo.pop_all()
     agent = Agent(
         config=config,
@@ -528,6 +611,7 @@ def build_agent(
         pin_factory=pin_factory,
         commands=CommandGate.from_config(config.mqtt.commands),
         fill=fill,
+        capture=capture,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
         trigger_mode=config.trigger.mode,
     )
@@ -578,4 +662,15 @@ def switchable_trigger_modes(config: Config) -> list[TriggerMode]:
     (the camera is always there), and gpio only where the config's own mode is gpio (only
     then is a sensor known to be fitted on its pins)."""
     return ["motion", "gpio", "manual"] if config.trigger.mode == "gpio" else ["motion", "manual"]
+
+def make_capture(config: Config) -> Capture | None:
+    """The ``[capture]`` writer, started; None when capture is off."""
+    if not config.capture.enabled:
+        return None
+    capture = Capture.from_config(config.capture, config.agent.state_dir)
+    try:
+        capture.start()
+    except OSError as exc:
+        raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", 73) from None
+    return capture
 

@@ -70,6 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP (systemctl reload): switch to the deployed model before the next item.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
     code = agent.run()
     logging.getLogger(__name__).info("stopped after %d item(s), %d frame(s)", agent.items_sorted,
                                      agent.frames_seen)
@@ -287,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .dashboard_commands import register as register_dashboards
 
     register_dashboards(sub)
+
+    from .loop_commands import register as register_loop
+
+    register_loop(sub)
     try:
         from .training.commands import register
     except ImportError:

@@ -41,6 +41,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": dict(ID_FIELD),  # reply with the time and the agent's status
     "emptied": {**ID_FIELD, "compartment": (str,)},  # a compartment was emptied: its fill level to 0
     "trigger_mode": {**ID_FIELD, "mode": (str,)},  # switch the trigger until the next start
+    "reload_model": dict(ID_FIELD),  # switch to the deployed model before the next item
+    "correct": {**ID_FIELD, "event_id": (str,), "label": (str,)},  # a captured item really is `label`
 }
 """Command name → allowed keys and the types of their values."""
 

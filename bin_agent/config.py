@@ -530,6 +530,25 @@ class StoreSection:
 
 
 @dataclass
+class CaptureSection:
+    enabled: bool = _opt(False, "Save the photo of sorted items with what the bin decided (to relabel and retrain).")
+    mode: Literal["all", "unsure", "sample"] = _opt(
+        "all", "all: every item; unsure: items sent to the fallback compartment; "
+        "sample: one item in sample_every."
+    )
+    sample_every: int = _opt(10, "mode = 'sample': keep one item in this many.", min=1, max=100000)
+    folder: str = _opt("capture", "Folder of the photos, relative to agent.state_dir (or absolute).")
+    max_mb: float = _opt(
+        500.0, "Size cap of the folder in MB; the oldest photos are deleted first.", min=0.01
+    )
+    queue_size: int = _opt(
+        8, "Photos that may wait for the writer; beyond, an item is not captured "
+        "(counted as capture_dropped in state).", min=1, max=1000,
+    )
+    jpeg_quality: int = _opt(90, "JPEG quality of the saved photos.", min=50, max=100)
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -544,6 +563,7 @@ class Config:
     history: HistorySection = _sub(HistorySection, "History of sorted items (reports).")
     homeassistant: HomeAssistantSection = _sub(HomeAssistantSection, "Home Assistant MQTT discovery.")
     store: StoreSection = _sub(StoreSection, "The event outbox's bounds.")
+    capture: CaptureSection = _sub(CaptureSection, "Photos of sorted items for retraining.")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
@@ -763,6 +783,8 @@ def _cross_check(config: Config, problems: list[str], check_model: bool) -> None
     _check_fill(config, labels, problems)
     _check_homeassistant(config, problems)
     _check_state_dir(config, problems)
+    if not config.capture.folder.strip():
+        problems.append('capture.folder: must name a folder (default "capture", under agent.state_dir)')
     if config.camera.source == "replay":
         _check_replay_files(config, problems)
 

@@ -548,6 +548,30 @@ class Store:
         except sqlite3.Error as exc:  # the first payload (without its record time) stays
             log.debug("cannot complete event %s (%s)", event.event_id, exc)
 
+    def adjust_counts(self, changes: dict[tuple[str, str], int]) -> None:
+        """Add ``delta`` to each ``(kind, key)`` count in one transaction, never below 0
+        (a corrected item moves from one class/compartment to another). Held in
+        memory, like an item's counts, while the database takes no writes."""
+        with self._lock:
+            deltas: collections.Counter[tuple[str, str]] = collections.Counter()
+            for count_key, delta in changes.items():
+                current = self._counts.get(count_key, 0)
+                deltas[count_key] = max(current + delta, 0) - current
+            if self._db is not None and not self._unsaved:
+                try:
+                    with self._transaction():
+                        self._insert_deltas(deltas)
+                        self._db_execute("DELETE FROM counts WHERE n <= 0")
+                except sqlite3.Error as exc:
+                    self._storage_failed(exc)
+                    self._unsaved.count_deltas.update(deltas)
+            else:
+                self._unsaved.count_deltas.update(deltas)
+                self._flush()
+            self._counts.update(deltas)
+            for count_key in [k for k, n in self._counts.items() if n <= 0]:
+                del self._counts[count_key]
+
     def acknowledge(self, seq: int) -> None:
         """The broker has the event: drop it from the outbox."""
         with self._lock:

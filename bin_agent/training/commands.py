@@ -28,7 +28,11 @@ def _fail(message: str) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     try:
-        document = ds.split_document(args.datasets, seed=args.seed, test=args.test, val=args.val)
+        if args.base is not None:
+            document = ds.extend_split(ds.read_split(args.base), args.datasets, seed=args.seed,
+                                       test=args.test, val=args.val)
+        else:
+            document = ds.split_document(args.datasets, seed=args.seed, test=args.test, val=args.val)
     except ds.DatasetError as exc:
         return _fail(str(exc))
     ds.write_split(document, args.out)
@@ -123,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--test", type=float, default=0.15, help="test share per class (default 0.15)")
     p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
+    p.add_argument("--base", type=Path,
+                   help="keep this split file's subsets and add the folders (or their new photos) to it, "
+                        "e.g. the bin's exported photos to the current model's split")
     p.set_defaults(func=cmd_split)
 
     DEFAULTS = _train_defaults()

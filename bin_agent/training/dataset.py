@@ -124,6 +124,30 @@ def split_document(
     }
 
 
+def extend_split(
+    base: dict[str, Any], roots: Sequence[Path], seed: int = 20261123, test: float = 0.15, val: float = 0.15
+) -> dict[str, Any]:
+    """``base`` (a split document) with ``roots`` added: a folder it already has keeps
+    its keys and only its new photos are split; a new folder is split whole. No photo
+    ever changes subset, so a model's test photos stay unseen across retrains."""
+    document = json.loads(json.dumps(base))
+    for root in roots:
+        name = dataset_name(root)
+        items = list_dataset(root)
+        entry = document["datasets"].get(name)
+        if entry is None:
+            entry = make_split(items, seed=seed, test=test, val=val)
+        else:
+            added = make_split(unsplit(items, entry), seed=seed, test=test, val=val) if unsplit(items, entry) else {}
+            entry = {s: sorted(set(entry[s]) | set(added.get(s, []))) for s in SUBSETS}
+        counts = {subset: {c: sum(k.split("/")[0] == c for k in entry[subset]) for c in CLASSES}
+                  for subset in SUBSETS}
+        for subset in SUBSETS:
+            counts[subset]["total"] = len(entry[subset])
+        document["datasets"][name] = {"counts": counts, **{s: entry[s] for s in SUBSETS}}
+    return document
+
+
 def write_split(document: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

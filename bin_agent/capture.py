@@ -1,0 +1,252 @@
+"""Keep photos of sorted items, for relabelling and retraining (``[capture]``).
+
+Each captured item is two files in the capture folder (under the state dir):
+``<time>_<event id>.jpg``, the image the classifier saw, and a JSON sidecar
+``<time>_<event id>.json`` with what the bin decided (event id, time, predicted
+class, confidence, top-3, model version, compartment, fallback). The names
+start with the UTC time, so sorting by name is sorting by age.
+
+Capture never delays sorting: :meth:`Capture.offer` only puts the image on a
+bounded queue; a writer thread encodes the JPEG and writes both files. When
+the queue is full the item is not captured and :attr:`Capture.dropped` counts
+it (``capture_dropped`` in the ``state`` message). After each write the
+folder is brought back under ``max_mb`` by deleting the oldest items first,
+so the SD card never fills. Other files in the folder (the label store) are
+counted but never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .events import SortedItem
+
+log = logging.getLogger(__name__)
+
+SIDECAR_SUFFIX = ".json"
+IMAGE_SUFFIX = ".jpg"
+
+
+def capture_folder(state_dir: str | Path, folder: str | Path) -> Path:
+    """The capture folder: ``folder`` relative to the state dir (or absolute)."""
+    path = Path(folder).expanduser()
+    return path if path.is_absolute() else Path(state_dir) / path
+
+
+def item_stem(item: SortedItem) -> str:
+    """``20261123T100405123Z_<event id>``: sortable by time, unique by event."""
+    compact = item.time.replace("-", "").replace(":", "").replace(".", "")
+    return f"{compact}_{item.event_id}"
+
+
+def sidecar(item: SortedItem, image_name: str) -> dict[str, Any]:
+    """What the bin decided about a captured item."""
+    c = item.classification
+    return {
+        "event_id": item.event_id,
+        "time": item.time,
+        "bin_id": item.bin_id,
+        "class": c.label,
+        "confidence": round(c.confidence, 4),
+        "top3": [{"class": label, "confidence": round(p, 4)} for label, p in c.top[:3]],
+        "model_version": item.model_version,
+        "compartment": item.route.compartment,
+        "fallback": item.route.fallback,
+        "image": image_name,
+        "source": item.source,
+    }
+
+
+@dataclass(frozen=True)
+class CapturedItem:
+    """One captured item as found on disk."""
+
+    image: Path
+    info: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.info["event_id"])
+
+
+def captured_items(folder: str | Path) -> Iterator[CapturedItem]:
+    """Every complete captured item in ``folder`` (a sidecar and its image), oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob(f"*{SIDECAR_SUFFIX}")):
+        item = read_captured(path)
+        if item is not None:
+            yield item
+
+
+def read_captured(sidecar_path: Path) -> CapturedItem | None:
+    """The captured item of a sidecar, or None if it or its image is missing or unreadable."""
+    image = sidecar_path.with_suffix(IMAGE_SUFFIX)
+    if not image.is_file():
+        return None
+    try:
+        info = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("%s: unreadable capture sidecar; skipped", sidecar_path)
+        return None
+    if isinstance(info, dict) and "event_id" in info and "class" in info:
+        return CapturedItem(image, info)
+    return None
+
+
+class Capture:
+    """The capture queue and its writer thread.
+
+    :param folder: where the photos go (created if missing).
+    :param mode: ``all``, ``unsure`` (items sent to the fallback compartment)
+        or ``sample`` (one item in ``sample_every``).
+    :param max_bytes: size cap of the folder.
+    :param queue_size: items that may wait for the writer.
+    """
+
+    def __init__(self, folder: str | Path, *, mode: str = "all", sample_every: int = 10,
+                 max_bytes: int = 500 * 1024 * 1024, queue_size: int = 8, jpeg_quality: int = 90) -> None:
+        if mode not in ("all", "unsure", "sample"):
+            raise ValueError(f"capture mode {mode!r}")
+        self.folder = Path(folder)
+        self.mode = mode
+        self.sample_every = max(1, int(sample_every))
+        self.max_bytes = int(max_bytes)
+        self.jpeg_quality = int(jpeg_quality)
+        self.saved = 0
+        self.dropped = 0
+        self.deleted = 0
+        self.failed = 0
+        self._seen = 0
+        self._queue: queue.Queue[tuple[np.ndarray, SortedItem] | None] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        # (stem, bytes of image + sidecar), oldest first; touched only by the writer.
+        self._items: deque[tuple[str, int]] = deque()
+        self._bytes = 0
+
+    @classmethod
+    def from_config(cls, section: Any, state_dir: str | Path) -> Capture:
+        """From the ``[capture]`` config section."""
+        return cls(capture_folder(state_dir, section.folder), mode=section.mode,
+                   sample_every=section.sample_every, max_bytes=int(section.max_mb * 1024 * 1024),
+                   queue_size=section.queue_size, jpeg_quality=section.jpeg_quality)
+
+    # ------------------------------------------------------------------ the sorting side
+
+    def wanted(self, item: SortedItem) -> bool:
+        """Whether the mode keeps this item."""
+        if self.mode == "unsure":
+            return item.route.fallback
+        if self.mode == "sample":
+            self._seen += 1
+            return (self._seen - 1) % self.sample_every == 0
+        return True
+
+    def offer(self, image: np.ndarray, item: SortedItem) -> bool:
+        """Queue the image of a sorted item; never blocks. False when not queued
+        (not wanted by the mode, or dropped because the writer is behind)."""
+        if not self.wanted(item):
+            return False
+        try:
+            # A copy: a camera may reuse the frame's buffer for the next frame.
+            self._queue.put_nowait((np.array(image, dtype=np.uint8, copy=True), item))
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"saved": self.saved, "dropped": self.dropped, "deleted": self.deleted,
+                "folder_mb": round(self._bytes / (1024 * 1024), 2)}
+
+    # ------------------------------------------------------------------ the writer
+
+    def start(self) -> None:
+        """Create the folder, measure what is in it, start the writer thread."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._scan()
+        self._enforce_cap()
+        self._thread = threading.Thread(target=self._write_loop, name="capture-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (up to ``timeout`` seconds), then stop the writer."""
+        if self._thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("capture writer is stuck; %d photo(s) not written", self._queue.qsize())
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _write_loop(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is None:
+                return
+            image, item = entry
+            try:
+                self._write(image, item)
+                self._enforce_cap()
+            except Exception:
+                # A full or read-only card must never stop the bin; count and go on.
+                self.failed += 1
+                log.exception("cannot write the capture of event %s", item.event_id)
+
+    def _write(self, image: np.ndarray, item: SortedItem) -> None:
+        from PIL import Image
+
+        stem = item_stem(item)
+        image_path = self.folder / f"{stem}{IMAGE_SUFFIX}"
+        info_path = self.folder / f"{stem}{SIDECAR_SUFFIX}"
+        # Written under a temporary name and renamed: a reader (or a crash)
+        # never sees half a file; the sidecar comes last and marks it complete.
+        tmp = image_path.with_name(f".{image_path.name}.tmp")
+        Image.fromarray(image).save(tmp, format="JPEG", quality=self.jpeg_quality)
+        os.replace(tmp, image_path)
+        tmp = info_path.with_name(f".{info_path.name}.tmp")
+        tmp.write_text(json.dumps(sidecar(item, image_path.name), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, info_path)
+        size = image_path.stat().st_size + info_path.stat().st_size
+        self._items.append((stem, size))
+        self._bytes += size
+        self.saved += 1
+
+    def _scan(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+        for path in sorted(self.folder.glob(f"*{SIDECAR_SUFFIX}")):
+            image = path.with_suffix(IMAGE_SUFFIX)
+            size = path.stat().st_size + (image.stat().st_size if image.exists() else 0)
+            self._items.append((path.stem, size))
+            self._bytes += size
+
+    def _other_bytes(self) -> int:
+        """Files that are not captured items (label store, stray files): counted, never deleted."""
+        total = 0
+        for path in self.folder.iterdir():
+            if path.is_file() and path.suffix not in (IMAGE_SUFFIX, SIDECAR_SUFFIX):
+                total += path.stat().st_size
+        return total
+
+    def _enforce_cap(self) -> None:
+        other = self._other_bytes()
+        while self._items and self._bytes + other > self.max_bytes:
+            stem, size = self._items.popleft()
+            for suffix in (SIDECAR_SUFFIX, IMAGE_SUFFIX):  # sidecar first: no half-item is listed
+                (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
+            self._bytes -= size
+            self.deleted += 1

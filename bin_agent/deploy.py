@@ -1,0 +1,250 @@
+"""Install a new model on the bin, switch the running agent to it, go back.
+
+Layout under ``<state_dir>/models/``::
+
+    <version>-<sha256[:8]>/<name>.tflite   one folder per installed model, with
+                          <name>.labels.txt its labels and metadata beside it
+                          <name>.json
+    current  -> <version>-<sha8>           the model the agent uses
+    previous -> <version>-<sha8>           the one before the last deploy
+
+``current`` and ``previous`` are symbolic links, each replaced in one
+``rename()``: after a power cut the agent finds either the old or the new
+model, never half of one. While ``current`` exists the agent uses it instead
+of ``model.path`` (the model that came with the installation); without it
+(never deployed, or rolled back past the first deploy) ``model.path`` is used.
+
+:func:`validate` refuses a candidate that the agent could not run: files
+missing or corrupt (its metadata's ``sha256``), not loadable by LiteRT,
+labels and metadata that disagree, an input other than ``[1, H, W, 3]``
+uint8/int8/float32, classes that the ``[router]`` does not map (or maps but
+the model lacks), or output that is not a probability distribution on a
+reference photo.
+
+The running agent switches on MQTT ``cmd/reload_model`` or ``SIGHUP``
+(``systemctl reload bin-agent``): it builds the new classifier first, beside
+the old one, and swaps them between two items (see ``Agent.reload_model``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import Classifier, ModelFiles, ModelFilesError
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+MODELS_FOLDER = "models"
+CURRENT = "current"
+PREVIOUS = "previous"
+INPUT_DTYPES = ("uint8", "int8", "float32")
+
+
+class DeployError(Exception):
+    """A candidate model is refused, or nothing can be rolled back; one line."""
+
+
+def models_dir(config: Config) -> Path:
+    """``<state_dir>/models``: where deployed models are installed."""
+    return Path(config.agent.state_dir) / MODELS_FOLDER
+
+
+def installed_model(folder: Path) -> Path:
+    """The ``.tflite`` of an installed model folder."""
+    models = sorted(folder.glob("*.tflite"))
+    if len(models) != 1:
+        raise DeployError(f"{folder}: expected one .tflite model, found {len(models)}")
+    return models[0]
+
+
+def deployed_model(config: Config) -> Path | None:
+    """The deployed model (``models/current``), or None when none is deployed."""
+    current = models_dir(config) / CURRENT
+    if not current.exists():
+        return None
+    return installed_model(current.resolve())
+
+
+def active_model_path(config: Config) -> Path:
+    """The model the agent runs: the deployed one, else ``model.path``."""
+    try:
+        deployed = deployed_model(config)
+    except DeployError as exc:
+        raise ModelFilesError(str(exc)) from None
+    return deployed if deployed is not None else config.model.path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def check_classes(classifier: Classifier, config: Config) -> None:
+    """The model's classes must be exactly those the ``[router]`` maps."""
+    mapped = set(config.router.compartments)
+    labels = list(classifier.labels)
+    unmapped = [c for c in labels if c not in mapped]
+    missing = sorted(mapped - set(labels))
+    if unmapped:
+        raise DeployError(f"class(es) {', '.join(unmapped)} have no compartment in [router.compartments]")
+    if missing:
+        raise DeployError(f"the model lacks the class(es) {', '.join(missing)} that [router.compartments] maps")
+
+
+@dataclass
+class Validation:
+    """What :func:`validate` found out about a candidate."""
+
+    classifier: Classifier
+    sha256: str
+    checks: list[str] = field(default_factory=list)
+
+
+def validate(candidate: str | Path, config: Config, references: Sequence[Path] = ()) -> Validation:
+    """Check that the agent can run ``candidate`` with this config; raise :class:`DeployError`."""
+    from .preprocess import ImageError, load_image
+
+    files = ModelFiles.beside(candidate)
+    for name, path in (("model", files.model), ("labels", files.labels), ("metadata", files.metadata)):
+        if not path.is_file():
+            raise DeployError(f"{candidate}: the {name} file {path.name} is missing beside it")
+    digest = sha256(files.model)
+    try:
+        classifier = Classifier(files, num_threads=1,
+                                views=config.model.views or None)  # views 0: the metadata's
+    except ModelFilesError as exc:
+        raise DeployError(str(exc)) from None
+    height, width = classifier.spec.input_size
+    checks = [(f"loads in the interpreter: input [1, {height}, {width}, 3] {classifier.input_dtype}, "
+               f"{len(classifier.labels)} classes, {classifier.views} view(s)")]
+    expected = classifier.metadata.get("sha256")
+    if expected is not None and expected != digest:
+        raise DeployError(f"{files.model}: sha256 {digest[:12]}… differs from its metadata's "
+                          f"{str(expected)[:12]}… (corrupt or partly copied)")
+    if expected is not None:
+        checks.append("sha256 matches the metadata")
+    if str(classifier.input_dtype) not in INPUT_DTYPES:
+        raise DeployError(f"{files.model}: input type {classifier.input_dtype} is not one of {', '.join(INPUT_DTYPES)}")
+    check_classes(classifier, config)
+    checks.append(f"classes match [router.compartments]: {', '.join(classifier.labels)}")
+    images: list[tuple[str, np.ndarray]] = []
+    for path in references:
+        try:
+            images.append((str(path), load_image(path)))
+        except ImageError as exc:
+            raise DeployError(str(exc)) from None
+    if not images:
+        # No photo to hand: a plain grey frame still runs the whole path.
+        images.append(("a grey frame", np.full((480, 640, 3), 128, np.uint8)))
+    for name, image in images:
+        result = classifier.classify(image)
+        total = float(sum(result.probabilities))
+        if not np.all(np.isfinite(result.probabilities)) or abs(total - 1.0) > 0.05:
+            raise DeployError(f"{files.model}: output on {name} is not a probability distribution "
+                              f"(sums to {total:.3f})")
+        checks.append(f"classifies {name}: {result.label} {result.confidence:.2f} "
+                      f"in {result.preprocess_ms + result.inference_ms:.0f} ms")
+    return Validation(classifier, digest, checks)
+
+
+# --------------------------------------------------------------------------- installing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _point(models: Path, name: str, target: str | None) -> None:
+    """Make ``models/<name>`` point at ``target`` (a folder name) in one rename; None removes it."""
+    link = models / name
+    if target is None:
+        link.unlink(missing_ok=True)
+    else:
+        tmp = models / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)  # relative: the state dir may move
+        os.replace(tmp, link)
+    _fsync_dir(models)
+
+
+def _target(models: Path, name: str) -> str | None:
+    link = models / name
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def install(candidate: str | Path, config: Config, validation: Validation) -> Path:
+    """Copy a validated candidate into ``models/<version>-<sha8>/`` (fsynced), then point
+    ``current`` at it and ``previous`` at what was current. Returns the installed .tflite."""
+    files = ModelFiles.beside(candidate)
+    models = models_dir(config)
+    models.mkdir(parents=True, exist_ok=True)
+    version = re.sub(r"[^A-Za-z0-9._-]+", "_", validation.classifier.version)[:80] or "unknown"
+    name = f"{version}-{validation.sha256[:8]}"
+    folder = models / name
+    if not folder.is_dir():
+        staging = models / f".{name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for path in (files.model, files.labels, files.metadata):
+            shutil.copyfile(path, staging / path.name)
+            with (staging / path.name).open("rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(staging)
+        os.replace(staging, folder)
+        _fsync_dir(models)
+    before = _target(models, CURRENT)
+    if before != name:
+        # previous first: a crash in between leaves previous == current, both whole.
+        _point(models, PREVIOUS, before)
+        _point(models, CURRENT, name)
+    return folder / files.model.name
+
+
+def rollback(config: Config) -> tuple[Path, Path]:
+    """Return to the model before the last deploy (``previous``; with none, the
+    configured ``model.path``). Rolling back twice goes forward again.
+    Returns (model in use before, model in use now)."""
+    models = models_dir(config)
+    current, previous = _target(models, CURRENT), _target(models, PREVIOUS)
+    if current is None and previous is None:
+        raise DeployError(f"nothing to roll back: no model was deployed in {models} "
+                          f"(the agent uses model.path {config.model.path})")
+    before = active_model_path(config)
+    _point(models, PREVIOUS, current)
+    _point(models, CURRENT, previous)
+    return before, active_model_path(config)
+
+
+def installed(config: Config) -> list[dict[str, Any]]:
+    """Every installed model folder, with which one is current / previous."""
+    models = models_dir(config)
+    if not models.is_dir():
+        return []
+    current, previous = _target(models, CURRENT), _target(models, PREVIOUS)
+    rows = []
+    for folder in sorted(p for p in models.iterdir() if p.is_dir() and not p.is_symlink()
+                         and not p.name.startswith(".")):
+        role = "current" if folder.name == current else "previous" if folder.name == previous else ""
+        rows.append({"folder": folder.name, "role": role, "modified": folder.stat().st_mtime})
+    return rows

@@ -1,0 +1,222 @@
+"""The commands of the learning loop: ``deploy``, ``label``, ``compare``.
+
+``bin_agent.cli`` calls :func:`register`. Each command prints one line per
+problem on stderr and exits 2 for a refused input (a broken model, an unknown
+label), 78 for a bad config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import EX_CONFIG, Config, ConfigError, load_config
+
+DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bin-agent: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _config(path: Path) -> Config:
+    return load_config(path, check_model=False)
+
+
+# ---------------------------------------------------------------------- deploy
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    try:
+        config = _config(args.config)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    reload_hint = ("the running agent switches before its next item after `systemctl reload bin-agent` "
+                   "(SIGHUP) or MQTT cmd/reload_model")
+    try:
+        if args.list:
+            rows = deploy.installed(config)
+            for row in rows:
+                print(f"{row['folder']}  {row['role']}")
+            print(f"in use: {deploy.active_model_path(config)}")
+            return 0
+        if args.rollback:
+            before, now = deploy.rollback(config)
+            print(f"rolled back: {before} -> {now}")
+            print(reload_hint)
+            return 0
+        if args.model is None:
+            return _fail("deploy: give a MODEL .tflite, or --rollback, or --list")
+        validation = deploy.validate(args.model, config, args.reference)
+        for line in validation.checks:
+            print(f"  ok: {line}")
+        installed = deploy.install(args.model, config, validation)
+    except deploy.DeployError as exc:
+        return _fail(f"deploy refused: {exc}")
+    except OSError as exc:
+        return _fail(f"deploy: cannot write {deploy.models_dir(config)} ({exc}); run it as the agent's user")
+    print(f"deployed {validation.classifier.version}: {installed}")
+    print(reload_hint)
+    return 0
+
+
+# ---------------------------------------------------------------------- label
+
+
+def _capture_folder(args: argparse.Namespace) -> Path:
+    if args.folder is not None:
+        return Path(args.folder)
+    from .capture import capture_folder
+
+    config = _config(args.config)
+    return capture_folder(config.agent.state_dir, config.capture.folder)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from . import CLASSES
+    from .capture import captured_items
+    from .labels import LabelStore, describe_item, export, review_order
+
+    try:
+        folder = _capture_folder(args)
+    except ConfigError as exc:
+        return _fail(exc.describe(), EX_CONFIG)
+    if not folder.is_dir():
+        return _fail(f"{folder}: no capture folder (enable [capture], or give --folder)")
+    store = LabelStore(folder)
+    labels = store.all()
+    items = list(captured_items(folder))
+    if args.export is not None:
+        counts = export(folder, args.export, CLASSES)
+        if not counts:
+            return _fail(f"{folder}: no labelled items to export; label some first (bin-agent label)")
+        total = sum(counts.values())
+        print(f"exported {total} labelled photo(s) to {args.export}: "
+              + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+        return 0
+    if args.list:
+        for item in items:
+            entry = labels.get(item.event_id)
+            status = "-" if entry is None else ("confirmed" if entry["confirmed"] else f"-> {entry['label']}")
+            print(f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
+                  f"{float(item.info.get('confidence', 0)):.2f}  {status}")
+        print(f"{len(items)} captured, {sum(1 for i in items if i.event_id in labels)} labelled")
+        return 0
+    todo = review_order(items, labels, include_labelled=args.all)
+    if not todo:
+        print(f"nothing to label in {folder} ({len(items)} captured, all labelled)")
+        return 0
+    keys = {str(n): name for n, name in enumerate(CLASSES, start=1)}
+    legend = "  ".join(f"{k} {name}" for k, name in keys.items())
+    done = 0
+    for n, item in enumerate(todo, start=1):
+        print(f"\n[{n}/{len(todo)}] {describe_item(item)}")
+        if args.show:
+            from PIL import Image
+
+            Image.open(item.image).show()
+        predicted = str(item.info["class"])
+        print(f"  {legend}   Enter: confirm {predicted}   s: skip   q: quit")
+        while True:
+            try:
+                answer = input("> ").strip().lower()
+            except EOFError:
+                answer = "q"
+            if answer in ("", "y") or answer in keys or answer in ("s", "q"):
+                break
+            print(f"  ? type a number 1-{len(keys)}, Enter, s or q")
+        if answer == "q":
+            break
+        if answer == "s":
+            continue
+        label = predicted if answer in ("", "y") else keys[answer]
+        store.add(item.event_id, label, predicted, by="terminal")
+        done += 1
+        print(f"  {'confirmed' if label == predicted else 'corrected to'} {label}")
+    print(f"{done} label(s) saved in {store.path}")
+    return 0
+
+
+# ---------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .classifier import ModelFilesError
+    from .compare import compare, format_comparison, items_of
+    from .config import RouterSection
+    from .training import dataset as ds
+
+    if len(args.model) != 2:
+        return _fail("compare: give exactly two models: --model A --model B")
+    threshold = args.threshold
+    if threshold is None and args.config is not None:
+        try:
+            threshold = _config(args.config).router.confidence_threshold
+        except ConfigError as exc:
+            return _fail(exc.describe(), EX_CONFIG)
+    if threshold is None:
+        threshold = RouterSection().confidence_threshold
+    try:
+        items = items_of(args.datasets, args.split, args.subset)
+        for model in args.model:
+            if not Path(model).is_file():
+                raise ModelFilesError(f"{model}: no such model file")
+        result = compare(args.model[0], args.model[1], items, threshold, threads=args.threads)
+    except (ds.DatasetError, ModelFilesError) as exc:
+        return _fail(str(exc))
+    print(format_comparison(result))
+    if args.out is not None:
+        import json
+
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0 if result["b_better"] else 1
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the learning-loop commands to the bin-agent CLI."""
+    p = subparsers.add_parser(
+        "deploy", help="validate a model and install it for the agent (atomic; --rollback goes back)")
+    p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
+                   help="candidate .tflite with its .labels.txt and .json beside it")
+    p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                   help=f"the agent's config (its state_dir and router; default {DEFAULT_CONFIG})")
+    p.add_argument("--reference", action="append", type=Path, default=[], metavar="PHOTO",
+                   help="photo the candidate must classify (repeatable; default: a grey frame)")
+    p.add_argument("--rollback", action="store_true", help="return to the model before the last deploy")
+    p.add_argument("--list", action="store_true", help="list the installed models and the one in use")
+    p.set_defaults(func=cmd_deploy)
+
+    p = subparsers.add_parser(
+        "label", help="label captured photos in a terminal (most unsure first); --list, --export DIR")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
+                       help=f"take the capture folder from this config (default {DEFAULT_CONFIG})")
+    where.add_argument("--folder", type=Path, help="a capture folder (e.g. copied off the bin)")
+    p.add_argument("--list", action="store_true", help="list every captured item and its label")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="copy the labelled photos to DIR/<class>/ (for bin-agent train / evaluate)")
+    p.add_argument("--all", action="store_true", help="also review items already labelled")
+    p.add_argument("--show", action="store_true", help="open each photo in the image viewer")
+    p.set_defaults(func=cmd_label)
+
+    p = subparsers.add_parser(
+        "compare", help="two models side by side on labelled photos, with a verdict (exit 0: B is better)")
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
+                   help="folder-per-class photo folders, e.g. the bin's held-out labelled photos")
+    p.add_argument("--model", action="append", type=Path, default=[], required=True,
+                   help="the current model (A), then the candidate (B)")
+    p.add_argument("--config", "-c", type=Path, help="take the confidence threshold from this config")
+    p.add_argument("--threshold", type=float, help="confidence threshold of the fallback compartment "
+                   "(default: the config's router.confidence_threshold)")
+    p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
+    p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--threads", type=int, help="interpreter threads")
+    p.add_argument("--out", type=Path, help="write the figures as JSON")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,84 @@
+"""Make "one particular bin" out of plain-board photos, to measure the learning loop.
+
+Every photo (the board with its item) is laid on the same kind of scene: a
+dark, ribbed plastic bin floor under a warm LED spot, seen by a cheap camera
+(640x480, colour cast, under-exposure, sensor noise, JPEG 75), the board 55-75 %
+of the frame high at a random place. The look is fixed, like one real bin; the
+training augmentation's random backgrounds and camera effects only roughly
+cover it.
+
+    python scripts/synthetic_bin.py ../shared/data/trashnet --split models/trashnet_split.json \
+        --subset test --out /tmp/exp/binsrc
+
+Writes folder-per-class JPEGs (never commit them: they are TrashNet photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bin_agent.preprocess import load_image
+from bin_agent.training import dataset as ds
+
+WIDTH, HEIGHT = 640, 480
+
+
+def bin_floor(rng: np.random.Generator) -> np.ndarray:
+    """The bin's floor: dark blue-grey plastic with ribs, a warm light spot, a vignette."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    ribs = 0.5 + 0.5 * np.sin(x / 9.0 + rng.uniform(0, 6.28))
+    base = np.array([52, 58, 66], np.float32) + 10 * ribs[..., None]
+    cx, cy = WIDTH * rng.uniform(0.4, 0.6), HEIGHT * rng.uniform(0.35, 0.55)
+    spot = np.exp(-(((x - cx) / 260) ** 2 + ((y - cy) / 200) ** 2))[..., None]
+    floor = base * (0.55 + 0.8 * spot) + rng.normal(0, 3, (HEIGHT, WIDTH, 1))
+    return floor
+
+
+def bin_photo(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The photo as the bin's camera sees it: the board with its item lies on the bin's
+    floor, 55-75 % of the frame high, under the warm LED, through a cheap camera."""
+    factor = rng.uniform(0.55, 0.75) * HEIGHT / photo.shape[0]
+    size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
+    tray = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR), np.float32)
+    out = bin_floor(rng)
+    x = int(rng.uniform(0, WIDTH - size[0]))
+    y = int(rng.uniform(0, HEIGHT - size[1]))
+    # The light falls on the tray too: warm cast, under-exposed, brighter under the spot.
+    light = out[y:y + size[1], x:x + size[0]].mean(axis=-1, keepdims=True) / 70.0
+    out[y:y + size[1], x:x + size[0]] = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    out += rng.normal(0, 4.0, out.shape)
+    pixels = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--split", type=Path)
+    parser.add_argument("--subset", default="test")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    items = ds.list_dataset(args.dataset)
+    if args.split:
+        items = ds.select(items, ds.split_for(ds.read_split(args.split), args.dataset, args.split), args.subset)
+    rng = np.random.default_rng(args.seed)
+    written = 0
+    for item in items:
+        made = bin_photo(load_image(item.path), rng)
+        target = args.out / item.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(made).save(target.with_suffix(".jpg"), quality=95)
+        written += 1
+    print(f"wrote {written} photos to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""[capture]: photos of sorted items with a sidecar, a size cap, a bounded queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bin_agent import CLASSES
+from bin_agent.agent import build_agent
+from bin_agent.capture import Capture, captured_items
+from bin_agent.classifier import Classification
+from bin_agent.config import ConfigError, config_from_dict
+from bin_agent.events import SortedItem
+from bin_agent.router import Route
+
+from .helpers import SHIPPED_MODEL, base_config
+
+_clock = iter(range(10**6))
+
+
+def make_item(label: str = "glass", confidence: float = 0.9, fallback: bool = False) -> SortedItem:
+    """An item one second after the previous one (capture names sort by time)."""
+    seconds = next(_clock)
+    others = [c for c in CLASSES if c != label]
+    top = ((label, confidence), (others[0], (1 - confidence) / 2), (others[1], (1 - confidence) / 2))
+    classification = Classification(label=label, confidence=confidence, top=top,
+                                    probabilities=tuple(0.0 for _ in CLASSES), preprocess_ms=1.0,
+                                    inference_ms=2.0)
+    return SortedItem(bin_id="b", classification=classification,
+                      route=Route("residual" if fallback else "glass", fallback), model_version="v-test",
+                      latency_ms={}, time=f"2026-11-24T{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:"
+                                          f"{seconds % 60:02d}.000Z")
+
+
+def noise(seed: int, size: int = 96) -> np.ndarray:
+    # Noise compresses badly: every photo is a few KB, like real ones relative to a tiny cap.
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path, trashnet_dir: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, label in enumerate(("glass", "paper", "metal", "cardboard")):
+        photo = sorted((trashnet_dir / label).glob("*.jpg"))[0]
+        (folder / f"{n:02d}_{photo.name}").symlink_to(photo)
+    return folder
+
+
+def test_capture_during_a_replay_saves_each_item_with_its_sidecar(tmp_path, photo_dir):
+    data = base_config(tmp_path, photo_dir, mqtt=False, model=SHIPPED_MODEL)
+    data["capture"] = {"enabled": True, "mode": "all"}
+    config = config_from_dict(data, base_dir=tmp_path)
+    agent = build_agent(config)
+    assert agent.state()["capture_dropped"] == 0
+    assert agent.run() == 0
+
+    events = {json.loads(e.payload)["id"]: json.loads(e.payload)
+              for e in _outbox(Path(config.agent.state_dir) / "bin-agent.db")}
+    assert len(events) == 4
+    folder = Path(config.agent.state_dir) / "capture"
+    captured = list(captured_items(folder))
+    assert len(captured) == 4, "one photo per sorted item"
+    for item in captured:
+        event = events[item.event_id]
+        for key in ("time", "class", "confidence", "top3", "model_version", "compartment", "fallback"):
+            assert item.info[key] == event[key], key
+        assert item.info["model_version"] == agent.classifier.version
+        with Image.open(item.image) as saved:
+            assert saved.format == "JPEG"
+            pixels = np.asarray(saved.convert("RGB"), dtype=np.int16)
+        # The image the classifier saw: the replayed photo, re-encoded as JPEG.
+        shown = [p for p in photo_dir.iterdir() if p.name in item.info["source"]]
+        assert len(shown) == 1, item.info["source"]
+        original = np.asarray(Image.open(shown[0]).convert("RGB"), dtype=np.int16)
+        assert pixels.shape == original.shape
+        assert np.abs(pixels - original).mean() < 4.0
+    assert agent.capture is not None and agent.capture.saved == 4 and agent.capture.dropped == 0
+
+
+def test_unsure_mode_keeps_only_fallback_items_and_sample_one_in_n(tmp_path):
+    unsure = Capture(tmp_path / "u", mode="unsure")
+    assert not unsure.offer(noise(0), make_item(fallback=False))
+    assert unsure.offer(noise(1), make_item(confidence=0.4, fallback=True))
+    sample = Capture(tmp_path / "s", mode="sample", sample_every=3, queue_size=100)
+    kept = [sample.offer(noise(i), make_item()) for i in range(7)]
+    assert kept == [True, False, False, True, False, False, True]
+
+
+def test_a_tiny_cap_keeps_the_folder_under_it_oldest_deleted_first(tmp_path):
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    labels = folder / "labels.jsonl"
+    labels.write_text('{"event_id": "x", "label": "glass"}\n')
+    cap = 120 * 1024
+    capture = Capture(folder, max_bytes=cap, queue_size=100)
+    capture.start()
+    items = [make_item() for _ in range(30)]
+    for seed, item in enumerate(items):
+        capture.offer(noise(seed), item)
+    capture.close()
+
+    total = sum(p.stat().st_size for p in folder.iterdir())
+    assert total <= cap
+    assert capture.saved == 30 and capture.deleted > 0 and capture.dropped == 0
+    kept = [c.event_id for c in captured_items(folder)]
+    assert kept == [i.event_id for i in items[-len(kept):]], "the newest are kept, the oldest deleted"
+    assert labels.exists(), "the label store is never deleted"
+    assert not [p for p in folder.iterdir() if p.suffix == ".jpg" and not p.with_suffix(".json").exists()]
+
+    # A restart measures what is there and keeps the cap with a smaller one.
+    again = Capture(folder, max_bytes=cap // 2)
+    again.start()
+    again.close()
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= cap // 2
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
+    capture = Capture(tmp_path / "capture", queue_size=2)
+    # The writer is not started yet: nothing leaves the queue.
+    results = [capture.offer(noise(i), make_item()) for i in range(5)]
+    assert results == [True, True, False, False, False]
+    assert capture.dropped == 3
+    capture.start()
+    capture.close()
+    assert capture.saved == 2 and len(list(captured_items(tmp_path / "capture"))) == 2
+
+
+def test_capture_options_are_checked(tmp_path):
+    data = base_config(tmp_path, mqtt=False)
+    data["capture"] = {"mode": "sometimes", "max_mb": 0, "sample_every": 0}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data, base_dir=tmp_path)
+    text = str(err.value)
+    assert "capture.mode" in text and "capture.max_mb" in text and "capture.sample_every" in text
+    data["capture"] = {"folder": " "}
+    with pytest.raises(ConfigError, match="capture.folder"):
+        config_from_dict(data, base_dir=tmp_path)
+
+
+def _outbox(db: Path):
+    from bin_agent.store import Store
+
+    store = Store(db)
+    try:
+        return store.pending(0, 1000)
+    finally:
+        store.close()
