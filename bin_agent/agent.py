@@ -262,6 +262,8 @@ class Agent:
             if not exc.reply:
                 return None
             reply["reason"] = exc.reason
+            if exc.request_id is not None:
+                reply["id"] = exc.request_id
             return reply
         if command.request_id is not None:
             reply["id"] = command.request_id

@@ -65,10 +65,11 @@ class Command:
 class CommandRejected(Exception):
     """Why a command is not run; ``reply`` is False when none must be sent (rate limit)."""
 
-    def __init__(self, reason: str, *, reply: bool = True) -> None:
+    def __init__(self, reason: str, *, reply: bool = True, request_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reply = reply
+        self.request_id = request_id  # the command's own "id", when it could be read
 
 
 class CommandGate:
@@ -133,7 +134,16 @@ class CommandGate:
             raise CommandRejected("payload must be empty or a JSON object") from None
         if not isinstance(args, dict):
             raise CommandRejected("payload must be empty or a JSON object")
-        return Command(name, _check_args(name, schema, args))
+        try:
+            return Command(name, _check_args(name, schema, args))
+        except CommandRejected as exc:
+            # The reply carries the request's id back where it is a usable one, so a
+            # client waiting for its answer gets the reason instead of a time-out.
+            request_id = args.get("id")
+            if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) \
+                    and len(str(request_id)) <= MAX_ID_CHARS:
+                exc.request_id = str(request_id)
+            raise
 
 
 def _check_args(name: str, schema: dict[str, tuple[type, ...]], args: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bin_agent.geometry import to_pixels
 from bin_agent import CLASSES
 from bin_agent.agent import build_agent
 from bin_agent.capture import Capture, captured_items
@@ -73,12 +74,15 @@ def test_capture_during_a_replay_saves_each_item_with_its_sidecar(tmp_path, phot
         with Image.open(item.image) as saved:
             assert saved.format == "JPEG"
             pixels = np.asarray(saved.convert("RGB"), dtype=np.int16)
-        # The image the classifier saw: the replayed photo, re-encoded as JPEG.
+        # The image the classifier saw: the region of the replayed photo it classified
+        # (the event's box: the item's box from the motion mask), re-encoded as JPEG.
         shown = [p for p in photo_dir.iterdir() if p.name in item.info["source"]]
         assert len(shown) == 1, item.info["source"]
         original = np.asarray(Image.open(shown[0]).convert("RGB"), dtype=np.int16)
-        assert pixels.shape == original.shape
-        assert np.abs(pixels - original).mean() < 4.0
+        left, top, right, bottom = to_pixels(tuple(event["box"]), (original.shape[1], original.shape[0]))
+        region = original[top:bottom, left:right]
+        assert pixels.shape == region.shape
+        assert np.abs(pixels - region).mean() < 4.0
     assert agent.capture is not None and agent.capture.saved == 4 and agent.capture.dropped == 0
 
 

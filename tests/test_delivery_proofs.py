@@ -267,6 +267,7 @@ def test_counts_are_per_class_per_compartment_and_count_the_fallback(tmp_path, m
         data["agent"]["bin_id"] = name
         data["router"] = {"confidence_threshold": threshold, "fallback": "rest", "compartments": compartments}
         data["actuator"]["servo"]["angles"] = {"fibre": -60.0, "bottle-bank": -20.0, "cans": 20.0, "rest": 60.0}
+        data["fill"] = {"capacity_litres": {"fibre": 60.0, "bottle-bank": 40.0, "cans": 60.0, "rest": 60.0}}
         config = write_toml(tmp_path / f"{name}.toml", data)
         sub = subscriber_factory(mosquitto.port, f"smartbin/{name}/#")
         result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
