@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 CLASSES: tuple[str, ...] = ("cardboard", "glass", "metal", "paper", "plastic", "trash")
 """The six waste classes, in the order the shipped model emits them."""
 
-DEFAULT_MODEL_NAME = "trashnet_mobilenetv2_int8.tflite"
+DEFAULT_MODEL_NAME = "waste_mobilenetv2_int8.tflite"
 """File name of the shipped model in the repository's ``models/`` (labels and
 metadata lie beside it, see ``classifier.ModelFiles.beside``): the one place
 that names it."""

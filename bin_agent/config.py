@@ -320,7 +320,9 @@ class ModelSection:
 @dataclass
 class RouterSection:
     confidence_threshold: float = _opt(
-        0.6, "Below this confidence the item goes to the fallback compartment.", min=0, max=1
+        0.8, "Below this confidence the item goes to the fallback compartment (0.8: the shipped "
+        "model's calibrated confidence at which 97 % of sorted items were right on validation).",
+        min=0, max=1,
     )
     fallback: str = _opt("residual", "Compartment for unsure items.")
     compartments: dict[str, str] = _opt(

@@ -7,7 +7,7 @@ of the frame high at a random place. The look is fixed, like one real bin; the
 training augmentation's random backgrounds and camera effects only roughly
 cover it.
 
-    python scripts/synthetic_bin.py ../shared/data/trashnet --split models/trashnet_split.json \
+    python scripts/synthetic_bin.py ../shared/data/trashnet --split models/waste_split.json \
         --subset test --out /tmp/exp/binsrc
 
 Writes folder-per-class JPEGs (never commit them: they are TrashNet photos).

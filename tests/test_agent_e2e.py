@@ -26,7 +26,7 @@ MODEL = Path(os.environ.get("E2E_MODEL", SHIPPED_MODEL))
 @pytest.fixture
 def photo_dir(tmp_path: Path, trashnet_dir: Path) -> Path:
     """Links to a few TrashNet test photos (never copied into the repo)."""
-    split = json.loads((SHIPPED_MODEL.parent / "trashnet_split.json").read_text())
+    split = json.loads((SHIPPED_MODEL.parent / "waste_split.json").read_text())
     test_files = split["datasets"]["trashnet"]["test"]
     folder = tmp_path / "photos"
     folder.mkdir()

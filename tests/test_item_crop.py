@@ -48,7 +48,7 @@ def scenes(tmp_path: Path, trashnet_dir: Path) -> tuple[Path, Path, list[tuple[P
     background = bin_floor(rng)
     empty = tmp_path / "empty_bin.png"
     Image.fromarray(background).save(empty)
-    split = json.loads((SHIPPED_MODEL.parent / "trashnet_split.json").read_text())
+    split = json.loads((SHIPPED_MODEL.parent / "waste_split.json").read_text())
     test_files = sorted(split["datasets"]["trashnet"]["test"])
     folder = tmp_path / "frames"
     folder.mkdir()

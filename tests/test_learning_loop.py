@@ -50,7 +50,7 @@ def true_class(source: str) -> str:
 def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, subscriber_factory):
     _needs_tensorflow()
     # Photos of the bin: TrashNet test photos the shipped model never trained on.
-    split = json.loads((SHIPPED_MODEL.parent / "trashnet_split.json").read_text())["datasets"]["trashnet"]
+    split = json.loads((SHIPPED_MODEL.parent / "waste_split.json").read_text())["datasets"]["trashnet"]
     photos = tmp_path / "photos"
     photos.mkdir()
     n = 0
@@ -102,7 +102,7 @@ def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, sub
 
     # 3. A split that keeps the shipped model's subsets and adds the bin's photos; a tiny run.
     bin_split = tmp_path / "bin_split.json"
-    made = cli("split", str(mybin), "--base", str(SHIPPED_MODEL.parent / "trashnet_split.json"),
+    made = cli("split", str(mybin), "--base", str(SHIPPED_MODEL.parent / "waste_split.json"),
                "--test", "0.5", "--val", "0.01", "--out", str(bin_split))
     assert made.returncode == 0, made.stderr
     document = ds.read_split(bin_split)

@@ -123,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``split``, ``train`` and ``evaluate`` to the bin-agent CLI."""
     p = subparsers.add_parser("split", help="make the fixed train/val/test split file of dataset folders")
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR", help="folder-per-class photo folders")
-    p.add_argument("--out", required=True, type=Path, help="split JSON to write, e.g. models/trashnet_split.json")
+    p.add_argument("--out", required=True, type=Path, help="split JSON to write, e.g. models/waste_split.json")
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--test", type=float, default=0.15, help="test share per class (default 0.15)")
     p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
