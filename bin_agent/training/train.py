@@ -4,7 +4,7 @@ With ``qat.py`` (which it imports only for phase 3), the only module of
 bin-agent that imports TensorFlow, inside the functions, so that even
 importing it stays cheap.
 
-The method, chosen for a 2-core CPU (models/README.md has the experiments):
+The method, chosen on validation and on a leave-one-source-out run (models/README.md):
 
 1. MobileNetV2 (alpha 1.0, ImageNet weights) is cut at ``cut_layer``
    (default ``block_5_add``). Every BatchNormalization layer is frozen
@@ -12,24 +12,26 @@ The method, chosen for a 2-core CPU (models/README.md has the experiments):
    convolutions, and batch-statistics training would destroy the features.
    The lower part (stem .. the cut) stays frozen throughout.
 2. The frozen lower part runs once per cached view: ``copies`` random views of
-   each training photo (:func:`bin_agent.training.dataset.augment`, whose crop
-   goes through ``preprocess.crop_resize``) and one view of each validation
+   each training photo (:func:`bin_agent.training.dataset.augment`: a
+   plain-background photo's item pasted on a new background, else a random
+   crop through ``preprocess.crop_resize``; then the camera effects of
+   :mod:`bin_agent.training.backgrounds`) and one view of each validation
    photo (``preprocess.fit_to_input``, as the agent does).
 3. Phase 1 trains the new 6-class head (dropout + dense softmax) on the pooled
    features of those cached views. Phase 2 unfreezes the blocks above the cut
-   (BN still frozen) and fine-tunes them with the head: by default
-   (``online``) on fresh augmented views every epoch, drawn while TensorFlow
-   trains, so the blocks cannot memorise a fixed set of views; otherwise on the
-   cached activations (faster per epoch, over-fits sooner). Both phases use
-   balanced class weights and label smoothing, and keep the weights of the
-   best validation epoch, or the last epoch with ``include_val`` (the final
-   model, trained on train + val with an epoch count chosen before).
+   (BN still frozen) and fine-tunes them with the head at a low rate, by
+   default on the cached activations (``online``: on fresh augmented views
+   every epoch instead, slower per epoch). Both phases use balanced class
+   weights and label smoothing, and keep the weights of the best validation
+   epoch, or the last epoch with ``include_val``.
 4. Phase 3 (``qat_epochs``) fine-tunes the same blocks through a simulation
    of the int8 model (:mod:`bin_agent.training.qat`: weights and activations
    rounded as the converter will round them), on fresh views, so that the
-   weights learn to work with the int8 rounding; validation accuracy is then
-   that of the simulated int8 model.
-5. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
+   weights learn to work with the int8 rounding.
+5. A temperature fitted on the validation photos (all ``views`` of each,
+   averaged as the agent does) is folded into the head, so the exported
+   probabilities are calibrated (:func:`calibrate_temperature`).
+6. The full model (raw 0..255 RGB in, MobileNetV2's ``x / 127.5 - 1`` as a
    ``Rescaling`` layer inside, probabilities out) is exported as float32 and as
    full-integer int8 TFLite with uint8 input/output, calibrated on training
    photos prepared by ``fit_to_input``; the uint8 input then takes camera
@@ -72,7 +74,7 @@ class TrainConfig:
     weights: str = "imagenet"
     input_size: int = 160
     copies: int = 6
-    cut_layer: str = "block_12_add"
+    cut_layer: str = "block_5_add"
     head_epochs: int = 6
     head_lr: float = 1e-3
     fine_epochs: int = 12
