@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from .drives import SOFTWARE_TIMED_FACTORIES, ServoDrive
 from .drives.kernel_pwm import KernelPwmError
@@ -35,7 +36,11 @@ log = logging.getLogger(__name__)
 
 PIN_FACTORIES: dict[str, tuple[str, str, str]] = {
     "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory", "sudo apt install python3-lgpio (or pip install lgpio)"),
-    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "sudo apt install pigpio python3-pigpio && sudo systemctl enable --now pigpiod"),
+    "pigpio": (
+        "gpiozero.pins.pigpio",
+        "PiGPIOFactory",
+        "sudo apt install pigpio python3-pigpio && sudo systemctl enable --now pigpiod",
+    ),
     "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "sudo apt install python3-rpi.gpio"),
     "native": ("gpiozero.pins.native", "NativeFactory", "run on a Raspberry Pi"),
 }
@@ -50,8 +55,10 @@ def warn_if_software_timed(actuator: Any) -> None:
     if actuator.servo_drive == "gpiozero" and actuator.pin_factory in SOFTWARE_TIMED_FACTORIES:
         log.warning(
             "servo pulses from pin factory %r are timed by software: the servo may twitch. "
-            "Hardware-timed: pin_factory = \"pigpio\" (Pi 4), servo_drive = \"kernel_pwm\" or "
-            "\"pca9685\" (Pi 4 and 5)", actuator.pin_factory)
+            'Hardware-timed: pin_factory = "pigpio" (Pi 4), servo_drive = "kernel_pwm" or '
+            '"pca9685" (Pi 4 and 5)',
+            actuator.pin_factory,
+        )
 
 
 def make_pin_factory(name: str) -> Any:
@@ -80,7 +87,7 @@ def make_pin_factory(name: str) -> Any:
     except Exception as exc:  # gpiozero raises many kinds (ImportError, OSError, PinFactoryFallback…)
         raise ActuatorError(
             f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). "
-            f"Fix: {fix}; or set actuator.pin_factory = \"mock\" to run without GPIO"
+            f'Fix: {fix}; or set actuator.pin_factory = "mock" to run without GPIO'
         ) from None
 
 
@@ -124,7 +131,7 @@ class ChuteSorter:
         self.home()
 
     @classmethod
-    def from_config(cls, settings: Any, dwell_seconds: float, drive: ServoDrive) -> "ChuteSorter":
+    def from_config(cls, settings: Any, dwell_seconds: float, drive: ServoDrive) -> ChuteSorter:
         servo = drive.servo(settings.pin, settings.channel, settings, settings.home_angle)
         return cls(servo, settings.angles, settings.home_angle, settings.travel_seconds, dwell_seconds)
 
@@ -173,11 +180,14 @@ class FlapSorter:
                 self._close_flap(compartment)
 
     @classmethod
-    def from_config(cls, actuator: Any, drive: ServoDrive) -> "FlapSorter":
+    def from_config(cls, actuator: Any, drive: ServoDrive) -> FlapSorter:
         servo_settings = actuator.servo
         flaps = {
-            name: (drive.servo(flap.pin, flap.channel, servo_settings, flap.closed_angle),
-                   flap.open_angle, flap.closed_angle)
+            name: (
+                drive.servo(flap.pin, flap.channel, servo_settings, flap.closed_angle),
+                flap.open_angle,
+                flap.closed_angle,
+            )
             for name, flap in actuator.flaps.items()
         }
         return cls(flaps, servo_settings.travel_seconds, actuator.dwell_seconds)
@@ -222,7 +232,7 @@ class GuidanceSorter:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> "GuidanceSorter":
+    def from_config(cls, actuator: Any, pin_factory: Any) -> GuidanceSorter:
         from gpiozero import LED
 
         leds = {name: LED(pin, pin_factory=pin_factory) for name, pin in actuator.leds.items()}
@@ -265,7 +275,7 @@ class Indicators:
         self.buzzer = buzzer
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> "Indicators":
+    def from_config(cls, actuator: Any, pin_factory: Any) -> Indicators:
         status_led = buzzer = None
         if actuator.status_led_pin >= 0:
             from gpiozero import LED

@@ -25,16 +25,25 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO, cast
+from typing import Any, TextIO, cast
 
 from . import __version__
 from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
 from .capture import Capture
 from .classifier import Classifier, ModelFiles, describe
 from .commands import CommandGate, CommandRejected
-from .config import CameraSection, Config, ConfigError, TriggerMode, actuation_seconds, broker_password, broker_tls_context
+from .config import (
+    CameraSection,
+    Config,
+    ConfigError,
+    TriggerMode,
+    actuation_seconds,
+    broker_password,
+    broker_tls_context,
+)
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
@@ -148,11 +157,13 @@ class Agent:
 
     def region_to_classify(self, image: Any) -> PixelBox:
         """The region of ``image`` to classify for the item the trigger saw."""
-        return region_to_classify(self.config.camera, self.classifier.spec.input_size, image.shape,
-                                  self.trigger.item_box)
+        return region_to_classify(
+            self.config.camera, self.classifier.spec.input_size, image.shape, self.trigger.item_box
+        )
 
-    def handle_item(self, image: Any, source_name: str = "", trigger_ms: float = 0.0,
-                    region: PixelBox | None = None) -> SortedItem:
+    def handle_item(
+        self, image: Any, source_name: str = "", trigger_ms: float = 0.0, region: PixelBox | None = None
+    ) -> SortedItem:
         """Classify the ``region`` of ``image`` (default: all of it), route,
         actuate, record and publish one item."""
         started = time.perf_counter()
@@ -214,8 +225,15 @@ class Agent:
         self.indicators.ready()
         self._prune_history_if_due()  # after the item, outside its latency
         # With print_events the line below already says it: keep the log quiet.
-        log.log(logging.DEBUG if self.out is not None else logging.INFO, "item %d: %s %.2f -> %s%s", self.items_sorted, classification.label,
-                 classification.confidence, route.compartment, " (fallback)" if route.fallback else "")
+        log.log(
+            logging.DEBUG if self.out is not None else logging.INFO,
+            "item %d: %s %.2f -> %s%s",
+            self.items_sorted,
+            classification.label,
+            classification.confidence,
+            route.compartment,
+            " (fallback)" if route.fallback else "",
+        )
         if self.out is not None:
             print(item.line(self.items_sorted), file=self.out, flush=True)
         return item
@@ -229,8 +247,12 @@ class Agent:
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
-        closers = [("sorter", self.sorter.close), ("indicators", self.indicators.close),
-                   ("trigger", self.trigger.close), ("source", self.source.close)]
+        closers = [
+            ("sorter", self.sorter.close),
+            ("indicators", self.indicators.close),
+            ("trigger", self.trigger.close),
+            ("source", self.source.close),
+        ]
         if self.fill is not None:
             closers.append(("fill sensors", self.fill.close))
         if self.capture is not None:
@@ -321,8 +343,9 @@ class Agent:
         try:
             self.trigger = self._trigger_in_mode(mode)
         except Exception as exc:
-            log.error("cannot switch the trigger to %s (%s: %s); back to %s", mode, type(exc).__name__, exc,
-                      self.trigger_mode)
+            log.error(
+                "cannot switch the trigger to %s (%s: %s); back to %s", mode, type(exc).__name__, exc, self.trigger_mode
+            )
             self.trigger = self._trigger_in_mode(self.trigger_mode)
         else:
             log.info("trigger mode %s -> %s (until the next start)", self.trigger_mode, mode)
@@ -338,7 +361,6 @@ class Agent:
         if removed:
             log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
 
-
     def correct(self, args: dict[str, Any]) -> dict[str, Any]:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
         and move it in the counts."""
@@ -347,9 +369,12 @@ class Agent:
 
         try:
             result = correct_event(
-                args, folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
-                store=self.store, compartments=self.config.router.compartments,
-                classes=list(self.classifier.labels))
+                args,
+                folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
+                store=self.store,
+                compartments=self.config.router.compartments,
+                classes=list(self.classifier.labels),
+            )
         except LabelError as exc:
             return {"ok": False, "reason": str(exc)}
         if result["counts_changed"]:
@@ -373,13 +398,13 @@ class Agent:
                 log.error("model reload refused, keeping %s: %s", self.classifier.version, exc)
                 return {"ok": False, "reason": f"keeping model {self.classifier.version}: {exc}"[:300]}
             self.staged_classifier = candidate
-        log.info("model %s loaded; switching from %s before the next item", candidate.version,
-                 self.classifier.version)
+        log.info("model %s loaded; switching from %s before the next item", candidate.version, self.classifier.version)
         return {"ok": True, "model": candidate.files.model.name, "model_version": candidate.version}
 
     def request_reload(self) -> None:
         """SIGHUP: reload in a thread (a signal handler must not load a model); the
         outcome goes to ``cmd/result`` like the MQTT command's."""
+
         def work() -> None:
             reply = {"command": "reload_model", "trigger": "SIGHUP"} | self.reload_model()
             if self.mqtt is not None:
@@ -477,8 +502,9 @@ class Agent:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
 
 
-def region_to_classify(camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...],
-                       item_box: NormBox | None) -> PixelBox:
+def region_to_classify(
+    camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...], item_box: NormBox | None
+) -> PixelBox:
     """The item's box (if the trigger knows it) grown by ``camera.crop_margin``,
     made the shape of the model input (``(height, width)``) and kept inside
     ``camera.drop_zone``; the drop zone if the box is unknown. Pixels of a
@@ -497,8 +523,11 @@ def build_classifier(config: Config, num_threads: int | None = None) -> Classifi
     from .deploy import active_model_path
 
     model = config.model
-    return Classifier(ModelFiles.beside(active_model_path(config)), num_threads=num_threads or model.num_threads,
-                      views=model.views or None)  # views 0: the model metadata's
+    return Classifier(
+        ModelFiles.beside(active_model_path(config)),
+        num_threads=num_threads or model.num_threads,
+        views=model.views or None,
+    )  # views 0: the model metadata's
 
 
 def build_source(config: Config) -> FrameSource:
@@ -509,11 +538,21 @@ def build_source(config: Config) -> FrameSource:
         replay = camera.replay
         empty = config.resolve(replay.empty_frame) if replay.empty_frame else None
         return ReplaySource(
-            replay.path, mode=replay.mode, fps=replay.fps, realtime=replay.realtime,
-            item_seconds=replay.item_seconds, empty_seconds=replay.empty_seconds, empty_frame=empty,
-            lores_size=(camera.lores_size[0], camera.lores_size[1]), loop=replay.loop,
-            shuffle=replay.shuffle, seed=replay.seed, limit=replay.limit,
-            hflip=camera.hflip, vflip=camera.vflip, max_pixels=replay.max_pixels,
+            replay.path,
+            mode=replay.mode,
+            fps=replay.fps,
+            realtime=replay.realtime,
+            item_seconds=replay.item_seconds,
+            empty_seconds=replay.empty_seconds,
+            empty_frame=empty,
+            lores_size=(camera.lores_size[0], camera.lores_size[1]),
+            loop=replay.loop,
+            shuffle=replay.shuffle,
+            seed=replay.seed,
+            limit=replay.limit,
+            hflip=camera.hflip,
+            vflip=camera.vflip,
+            max_pixels=replay.max_pixels,
         )
     from .sources.picamera import PiCameraSource, import_picamera2
 
@@ -524,10 +563,15 @@ def build_source(config: Config) -> FrameSource:
     return PiCameraSource(
         main_size=(camera.main_size[0], camera.main_size[1]),
         lores_size=(camera.lores_size[0], camera.lores_size[1]),
-        fps=camera.fps, hflip=camera.hflip, vflip=camera.vflip,
+        fps=camera.fps,
+        hflip=camera.hflip,
+        vflip=camera.vflip,
         timeout_seconds=camera.frame_timeout_seconds,
-        af_mode=camera.af_mode, lens_position=camera.lens_position, exposure=camera.exposure,
-        white_balance=camera.white_balance, warmup_seconds=camera.warmup_seconds,
+        af_mode=camera.af_mode,
+        lens_position=camera.lens_position,
+        exposure=camera.exposure,
+        white_balance=camera.white_balance,
+        warmup_seconds=camera.warmup_seconds,
     )
 
 
@@ -578,8 +622,7 @@ def build_agent(
         except Exception as exc:
             raise StartupError(f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", 78) from None
         try:
-            trigger = build_trigger(config.trigger, drop_zone=config.camera.zone,
-                                    pin_factory=pin_factory)
+            trigger = build_trigger(config.trigger, drop_zone=config.camera.zone, pin_factory=pin_factory)
         except Exception as exc:
             raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", 78) from None
         undo.callback(trigger.close)
@@ -603,8 +646,7 @@ def build_agent(
         source=frame_source,
         trigger=trigger,
         classifier=classifier,
-        router=Router(config.router.compartments, config.router.fallback,
-                      config.router.confidence_threshold),
+        router=Router(config.router.compartments, config.router.fallback, config.router.confidence_threshold),
         sorter=sorter,
         indicators=indicators,
         store=store,
@@ -618,8 +660,7 @@ def build_agent(
         trigger_mode=config.trigger.mode,
     )
     if config.mqtt.enabled:
-        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state,
-                               password=password, tls=tls)
+        agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state, password=password, tls=tls)
         agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)
         agent.mqtt.start()
     return agent
@@ -638,14 +679,19 @@ def mqtt_credentials(config: Config) -> tuple[str | None, ssl.SSLContext | None]
     secrets = {"mqtt.password_file": config.mqtt.password_file, "mqtt.tls.key_file": config.mqtt.tls.key_file}
     for key, value in secrets.items():
         if value and config.resolve(value).stat().st_mode & 0o004:
-            log.warning("%s: %s is readable by every user on this machine; chmod 600 it",
-                        key, config.resolve(value))
+            log.warning("%s: %s is readable by every user on this machine; chmod 600 it", key, config.resolve(value))
     return password, tls
 
 
-def make_mqtt(config: Config, store: Store, on_command: Callable[[str, bytes], dict[str, Any] | None],
-              state: Callable[[], dict[str, Any]], *, password: str | None = None,
-              tls: ssl.SSLContext | None = None) -> MqttLink:
+def make_mqtt(
+    config: Config,
+    store: Store,
+    on_command: Callable[[str, bytes], dict[str, Any] | None],
+    state: Callable[[], dict[str, Any]],
+    *,
+    password: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> MqttLink:
     settings = config.mqtt
     return MqttLink(
         settings,
@@ -665,6 +711,7 @@ def switchable_trigger_modes(config: Config) -> list[TriggerMode]:
     then is a sensor known to be fitted on its pins)."""
     return ["motion", "gpio", "manual"] if config.trigger.mode == "gpio" else ["motion", "manual"]
 
+
 def make_capture(config: Config) -> Capture | None:
     """The ``[capture]`` writer, started; None when capture is off."""
     if not config.capture.enabled:
@@ -675,4 +722,3 @@ def make_capture(config: Config) -> Capture | None:
     except OSError as exc:
         raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", 73) from None
     return capture
-

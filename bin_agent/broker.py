@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
-
+from typing import Any
 
 
 class BrokerError(RuntimeError):
@@ -33,8 +33,17 @@ class Message:
 class CliClient:
     """A connected paho client (use as a context manager)."""
 
-    def __init__(self, host: str, port: int, *, username: str = "", password: str | None = None,
-                 tls: Any = None, purpose: str = "cli", connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str = "",
+        password: str | None = None,
+        tls: Any = None,
+        purpose: str = "cli",
+        connect_timeout: float = 10.0,
+    ) -> None:
         import paho.mqtt.client as paho
 
         self.host, self.port = host, port
@@ -46,8 +55,9 @@ class CliClient:
         self._marker_topic = f"bin-agent/_sync/{uuid.uuid4().hex}"
         self._marker_seen = threading.Event()
         self._on_message: Callable[[Message], None] | None = None
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                  client_id=f"bin-agent-{purpose}-{uuid.uuid4().hex[:8]}")
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"bin-agent-{purpose}-{uuid.uuid4().hex[:8]}"
+        )
         if username:
             self.client.username_pw_set(username, password)
         if tls is not None:  # an ssl.SSLContext, as the agent's (config.broker_tls_context)
@@ -57,7 +67,7 @@ class CliClient:
         self.client.on_message = self._handle_message
 
     @classmethod
-    def from_config(cls, config: Any, purpose: str) -> "CliClient":
+    def from_config(cls, config: Any, purpose: str) -> CliClient:
         """The broker, credentials and TLS of a config's ``[mqtt]`` section.
 
         :raises ConfigError: naming the key of a missing password or certificate file.
@@ -65,12 +75,18 @@ class CliClient:
         from .config import broker_password, broker_tls_context
 
         settings = config.mqtt
-        return cls(settings.host, settings.port, username=settings.username, password=broker_password(config),
-                   tls=broker_tls_context(config), purpose=purpose)
+        return cls(
+            settings.host,
+            settings.port,
+            username=settings.username,
+            password=broker_password(config),
+            tls=broker_tls_context(config),
+            purpose=purpose,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "CliClient":
+    def __enter__(self) -> CliClient:
         self.connect()
         return self
 

@@ -22,15 +22,17 @@ import os
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, TextIO
 
 from .config import ConfigError, config_from_dict
 
 HOME = "home"
-KEYS_HELP = ("keys: a/d or -/+ or arrows move, [ ] step, h = home, 1-9 = compartment, 0 = go home, "
-             "w = write and quit, q = quit")
+KEYS_HELP = (
+    "keys: a/d or -/+ or arrows move, [ ] step, h = home, 1-9 = compartment, 0 = go home, w = write and quit, q = quit"
+)
 
 
 class CalibrationError(ValueError):
@@ -111,8 +113,12 @@ def run_keys(calibrator: Calibrator, keys: Iterable[str], out: TextIO) -> bool:
         else:
             continue
         chosen = ", ".join(f"{k} {v:g}" for k, v in calibrator.chosen.items()) or "none"
-        print(f"\rangle {calibrator.angle:7.2f}  step {calibrator.step:g}  chosen: {chosen}\x1b[K",
-              end="", file=out, flush=True)
+        print(
+            f"\rangle {calibrator.angle:7.2f}  step {calibrator.step:g}  chosen: {chosen}\x1b[K",
+            end="",
+            file=out,
+            flush=True,
+        )
     return False
 
 
@@ -186,21 +192,29 @@ def parse_assignments(values: list[str]) -> list[tuple[str, float]]:
     return result
 
 
-def calibrate(config: Any, pin_factory: Any, *, assignments: list[tuple[str, float]] | None = None,
-              keys: Iterable[str] | None = None, step: float = 5.0, out: TextIO | None = None) -> dict[str, float]:
+def calibrate(
+    config: Any,
+    pin_factory: Any,
+    *,
+    assignments: list[tuple[str, float]] | None = None,
+    keys: Iterable[str] | None = None,
+    step: float = 5.0,
+    out: TextIO | None = None,
+) -> dict[str, float]:
     """Move the servo by ``assignments`` or ``keys``, save what was chosen; returns it."""
     from .drives import ServoDrive
 
     out = out if out is not None else sys.stdout
 
     if config.actuator.kind != "servo":
-        raise CalibrationError(f"calibrate moves the one servo of actuator.kind = \"servo\" "
-                               f"(this config has {config.actuator.kind!r})")
+        raise CalibrationError(
+            f'calibrate moves the one servo of actuator.kind = "servo" (this config has {config.actuator.kind!r})'
+        )
     settings = config.actuator.servo
     servo = ServoDrive.from_config(config.actuator, pin_factory).servo(
-        settings.pin, settings.channel, settings, settings.home_angle)  # the drive the agent uses
-    calibrator = Calibrator(servo, settings,
-                            config.compartments, step=step)
+        settings.pin, settings.channel, settings, settings.home_angle
+    )  # the drive the agent uses
+    calibrator = Calibrator(servo, settings, config.compartments, step=step)
     try:
         if assignments is not None:
             for name, angle in assignments:
@@ -218,6 +232,5 @@ def calibrate(config: Any, pin_factory: Any, *, assignments: list[tuple[str, flo
     if config.source_path is None:
         raise CalibrationError("the config has no file to write to")
     save_angles(config.source_path, calibrator.chosen)
-    print(f"wrote {', '.join(f'{k} = {v:g}' for k, v in calibrator.chosen.items())} to {config.source_path}",
-          file=out)
+    print(f"wrote {', '.join(f'{k} = {v:g}' for k, v in calibrator.chosen.items())} to {config.source_path}", file=out)
     return dict(calibrator.chosen)

@@ -116,8 +116,16 @@ class Capture:
     :param queue_size: items that may wait for the writer.
     """
 
-    def __init__(self, folder: str | Path, *, mode: str = "all", sample_every: int = 10,
-                 max_bytes: int = 500 * 1024 * 1024, queue_size: int = 8, jpeg_quality: int = 90) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        mode: str = "all",
+        sample_every: int = 10,
+        max_bytes: int = 500 * 1024 * 1024,
+        queue_size: int = 8,
+        jpeg_quality: int = 90,
+    ) -> None:
         if mode not in ("all", "unsure", "sample"):
             raise ValueError(f"capture mode {mode!r}")
         self.folder = Path(folder)
@@ -139,9 +147,14 @@ class Capture:
     @classmethod
     def from_config(cls, section: Any, state_dir: str | Path) -> Capture:
         """From the ``[capture]`` config section."""
-        return cls(capture_folder(state_dir, section.folder), mode=section.mode,
-                   sample_every=section.sample_every, max_bytes=int(section.max_mb * 1024 * 1024),
-                   queue_size=section.queue_size, jpeg_quality=section.jpeg_quality)
+        return cls(
+            capture_folder(state_dir, section.folder),
+            mode=section.mode,
+            sample_every=section.sample_every,
+            max_bytes=int(section.max_mb * 1024 * 1024),
+            queue_size=section.queue_size,
+            jpeg_quality=section.jpeg_quality,
+        )
 
     # ------------------------------------------------------------------ the sorting side
 
@@ -168,8 +181,12 @@ class Capture:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return {"saved": self.saved, "dropped": self.dropped, "deleted": self.deleted,
-                "folder_mb": round(self._bytes / (1024 * 1024), 2)}
+        return {
+            "saved": self.saved,
+            "dropped": self.dropped,
+            "deleted": self.deleted,
+            "folder_mb": round(self._bytes / (1024 * 1024), 2),
+        }
 
     # ------------------------------------------------------------------ the writer
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class ModelFiles:
     metadata: Path
 
     @classmethod
-    def beside(cls, model: str | Path) -> "ModelFiles":
+    def beside(cls, model: str | Path) -> ModelFiles:
         """The conventional layout: ``x.tflite``, ``x.labels.txt``, ``x.json``."""
         model = Path(model)
         return cls(model, model.with_suffix(".labels.txt"), model.with_suffix(".json"))
@@ -133,9 +134,7 @@ class Classifier:
             raise ModelFilesError(f"{files.metadata}: bad preprocessing ({exc})") from None
         meta_classes = self.metadata.get("classes")
         if meta_classes is not None and list(meta_classes) != self.labels:
-            raise ModelFilesError(
-                f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}"
-            )
+            raise ModelFilesError(f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}")
         try:
             self._interpreter = load_interpreter(files.model, num_threads)
         except ModelLoadError as exc:
@@ -162,18 +161,14 @@ class Classifier:
         self._outputs_probabilities = bool(self.metadata.get("output_is_probability", True))
 
     @classmethod
-    def from_model_path(
-        cls, model: str | Path, num_threads: int | None = None, views: int | None = None
-    ) -> "Classifier":
+    def from_model_path(cls, model: str | Path, num_threads: int | None = None, views: int | None = None) -> Classifier:
         return cls(ModelFiles.beside(model), num_threads=num_threads, views=views)
 
     def _views(self, views: int | None) -> int:
         if views is None:
             views = self.metadata.get("views", 1)
             if views not in VIEWS or isinstance(views, bool):
-                raise ModelFilesError(
-                    f"{self.files.metadata}: 'views' is {views!r}, expected one of {list(VIEWS)}"
-                )
+                raise ModelFilesError(f"{self.files.metadata}: 'views' is {views!r}, expected one of {list(VIEWS)}")
         elif views not in VIEWS:
             raise ValueError(f"views must be one of {list(VIEWS)}, got {views!r}")
         return int(views)
@@ -197,8 +192,7 @@ class Classifier:
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.labels):
             raise ModelFilesError(
-                f"{self.files.model} has {n_out} outputs but {self.files.labels} "
-                f"lists {len(self.labels)} classes"
+                f"{self.files.model} has {n_out} outputs but {self.files.labels} lists {len(self.labels)} classes"
             )
 
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
@@ -207,9 +201,8 @@ class Classifier:
             return pixels[np.newaxis]
         values = pixels.astype(np.float32)
         if not self.spec.is_identity_normalization:
-            values = (values - np.asarray(self.spec.mean, np.float32)) / np.asarray(
-                self.spec.std, np.float32
-            )
+            mean, std = np.asarray(self.spec.mean, np.float32), np.asarray(self.spec.std, np.float32)
+            values = ((values - mean) / std).astype(np.float32)
         if self._in_dtype == np.float32:
             return values[np.newaxis]
         info = np.iinfo(self._in_dtype)
@@ -269,4 +262,3 @@ def describe(classifier: Classifier) -> Mapping[str, Any]:
         "views": classifier.views,
         "classes": list(classifier.labels),
     }
-

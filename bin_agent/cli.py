@@ -20,8 +20,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import DEFAULT_MODEL, __version__
 from .config import EX_CONFIG, ConfigError, load_config
@@ -73,8 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # SIGHUP (systemctl reload): switch to the deployed model before the next item.
     signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
     code = agent.run()
-    logging.getLogger(__name__).info("stopped after %d item(s), %d frame(s)", agent.items_sorted,
-                                     agent.frames_seen)
+    logging.getLogger(__name__).info("stopped after %d item(s), %d frame(s)", agent.items_sorted, agent.frames_seen)
     return code
 
 
@@ -102,10 +101,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             import_picamera2()
         except SourceError as exc:
             return _fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
-    print(f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
-          f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
-          f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
-          f"compartments: {', '.join(config.compartments)})")
+    print(
+        f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
+        f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
+        f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
+        f"compartments: {', '.join(config.compartments)})"
+    )
     return 0
 
 
@@ -117,8 +118,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     checks = run_checks(args.config)
     if args.json:
-        print(json.dumps({"ok": all(c.status != "fail" for c in checks),
-                          "checks": [c.as_dict() for c in checks]}, indent=2))
+        print(
+            json.dumps(
+                {"ok": all(c.status != "fail" for c in checks), "checks": [c.as_dict() for c in checks]}, indent=2
+            )
+        )
     else:
         for check in checks:
             print(check.line(), flush=True)
@@ -163,8 +167,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             results.append({"image": str(path), **result.as_dict()})
         else:
             top = ", ".join(f"{label} {p:.3f}" for label, p in result.top[:3])
-            print(f"{path}: {result.label} {result.confidence:.3f}  (top-3: {top})  "
-                  f"{result.preprocess_ms + result.inference_ms:.1f} ms")
+            print(
+                f"{path}: {result.label} {result.confidence:.3f}  (top-3: {top})  "
+                f"{result.preprocess_ms + result.inference_ms:.1f} ms"
+            )
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0
@@ -191,8 +197,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         return _fail(str(exc), exc.exit_code)
     except SourceError as exc:
         return _fail(str(exc), getattr(exc, "exit_code", 1))
-    print(f"{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = \"sequence\", "
-          f"path = \"{args.folder}\", fps = {config.camera.fps:g}")
+    print(
+        f'{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = "sequence", '
+        f'path = "{args.folder}", fps = {config.camera.fps:g}'
+    )
     return 0
 
 
@@ -248,22 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 
-    doctor = sub.add_parser("doctor", help="check this machine: Python, camera, model, pins, "
-                            "state dir, broker (exit 1 on a fail)")
-    doctor.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
-                        help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    doctor = sub.add_parser(
+        "doctor", help="check this machine: Python, camera, model, pins, state dir, broker (exit 1 on a fail)"
+    )
+    doctor.add_argument(
+        "--config", "-c", type=Path, default=DEFAULT_CONFIG, help=f"TOML config file (default: {DEFAULT_CONFIG})"
+    )
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=cmd_doctor)
 
     classify = sub.add_parser("classify", help="classify photos and print class, confidence, top-3")
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    classify.add_argument("--model", type=Path, default=None,
-                          help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})")
+    classify.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})",
+    )
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
     classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
-    classify.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                          help="largest image decoded (larger JPEGs are decoded reduced, others refused; "
-                               f"default: the config's camera.replay.max_pixels, else {DEFAULT_MAX_PIXELS:,})")
+    classify.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image decoded (larger JPEGs are decoded reduced, others refused; "
+        f"default: the config's camera.replay.max_pixels, else {DEFAULT_MAX_PIXELS:,})",
+    )
     classify.add_argument("--json", action="store_true", help="print JSON")
     classify.set_defaults(func=cmd_classify)
 
@@ -271,19 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("folder", type=Path, metavar="DIR", help="an empty or new folder")
     rec.add_argument("--seconds", type=float, required=True, help="how long to record (frame time)")
     rec.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
-    rec.add_argument("--format", choices=["png", "jpg"], default="png",
-                     help="png (lossless, default) or jpg (smaller)")
+    rec.add_argument("--format", choices=["png", "jpg"], default="png", help="png (lossless, default) or jpg (smaller)")
     rec.set_defaults(func=cmd_record)
 
     snapshot = sub.add_parser(
-        "snapshot", help="save a frame with the drop zone and the detection drawn (camera set-up; "
-                         "stop the service first)")
+        "snapshot",
+        help="save a frame with the drop zone and the detection drawn (camera set-up; stop the service first)",
+    )
     snapshot.add_argument("out", type=Path, metavar="OUT.jpg", help="image to write (.jpg or .png)")
-    snapshot.add_argument("--config", "-c", type=Path, default=Path("/etc/bin-agent/bin-agent.toml"),
-                          help="TOML config file (default: %(default)s)")
-    snapshot.add_argument("--frames", type=int, default=30,
-                          help="frames to read; the motion trigger watches them and the frame it "
-                               "fires on is saved, else the last one (default: %(default)s)")
+    snapshot.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=Path("/etc/bin-agent/bin-agent.toml"),
+        help="TOML config file (default: %(default)s)",
+    )
+    snapshot.add_argument(
+        "--frames",
+        type=int,
+        default=30,
+        help="frames to read; the motion trigger watches them and the frame it "
+        "fires on is saved, else the last one (default: %(default)s)",
+    )
     snapshot.set_defaults(func=cmd_snapshot)
 
     from .dashboard_commands import register as register_dashboards

@@ -81,8 +81,9 @@ class CommandGate:
     :param burst: commands accepted in a row before the rate applies.
     """
 
-    def __init__(self, *, allow_reset: bool = True, max_bytes: int = 4096,
-                 rate_per_minute: float = 60.0, burst: int = 10) -> None:
+    def __init__(
+        self, *, allow_reset: bool = True, max_bytes: int = 4096, rate_per_minute: float = 60.0, burst: int = 10
+    ) -> None:
         self.allow_reset = allow_reset
         self.max_bytes = max_bytes
         self._bucket = TokenBucket(rate_per_minute / 60.0, burst)
@@ -93,8 +94,12 @@ class CommandGate:
     @classmethod
     def from_config(cls, section: Any) -> CommandGate:
         """From the ``[mqtt.commands]`` section."""
-        return cls(allow_reset=section.allow_reset, max_bytes=section.max_bytes,
-                   rate_per_minute=section.rate_per_minute, burst=section.burst)
+        return cls(
+            allow_reset=section.allow_reset,
+            max_bytes=section.max_bytes,
+            rate_per_minute=section.rate_per_minute,
+            burst=section.burst,
+        )
 
     def check(self, name: str, payload: bytes) -> Command:
         """The validated command.
@@ -106,8 +111,7 @@ class CommandGate:
         except CommandRejected as exc:
             with self._lock:
                 self.rejected += 1
-            self._throttle.log(logging.WARNING, "rejected", "rejected MQTT command %r: %s",
-                               name[:64], exc.reason)
+            self._throttle.log(logging.WARNING, "rejected", "rejected MQTT command %r: %s", name[:64], exc.reason)
             raise
 
     def _check(self, name: str, payload: bytes) -> Command:
@@ -140,8 +144,11 @@ class CommandGate:
             # The reply carries the request's id back where it is a usable one, so a
             # client waiting for its answer gets the reason instead of a time-out.
             request_id = args.get("id")
-            if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) \
-                    and len(str(request_id)) <= MAX_ID_CHARS:
+            if (
+                isinstance(request_id, (str, int))
+                and not isinstance(request_id, bool)
+                and len(str(request_id)) <= MAX_ID_CHARS
+            ):
                 exc.request_id = str(request_id)
             raise
 

@@ -41,7 +41,7 @@ def sign_test(fixes: int, breaks: int) -> float:
     if n == 0:
         return 1.0
     low = min(fixes, breaks)
-    tail = sum(math.comb(n, k) for k in range(low + 1)) / 2 ** n
+    tail = sum(math.comb(n, k) for k in range(low + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -53,8 +53,9 @@ def summary(result: dict[str, Any], threshold: float) -> dict[str, Any]:
         "n": len(rows),
         "right": sum(right),
         "accuracy": result["accuracy"],
-        "recall": {name: (row["recall"], row["support"]) for name, row in result["per_class"].items()
-                   if row["support"]},
+        "recall": {
+            name: (row["recall"], row["support"]) for name, row in result["per_class"].items() if row["support"]
+        },
         "fallback": len(rows) - len(sorted_rows),
         "sorted_right": sum(sorted_rows),
         "sorted": len(sorted_rows),
@@ -63,8 +64,14 @@ def summary(result: dict[str, Any], threshold: float) -> dict[str, Any]:
     }
 
 
-def compare(model_a: Path, model_b: Path, items: Sequence[ds.Item], threshold: float,
-            threads: int | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def compare(
+    model_a: Path,
+    model_b: Path,
+    items: Sequence[ds.Item],
+    threshold: float,
+    threads: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Evaluate both models on ``items``; the figures and the verdict."""
     results = []
     for tag, model in (("A", model_a), ("B", model_b)):
@@ -78,15 +85,24 @@ def compare(model_a: Path, model_b: Path, items: Sequence[ds.Item], threshold: f
     fixes = sum(a["true"] != a["pred"] and b["true"] == b["pred"] for a, b in zip(a_rows, b_rows))
     breaks = sum(a["true"] == a["pred"] and b["true"] != b["pred"] for a, b in zip(a_rows, b_rows))
     a, b = summary(results[0], threshold), summary(results[1], threshold)
-    return {"a": a, "b": b, "models": [str(model_a), str(model_b)], "threshold": threshold,
-            "fixes": fixes, "breaks": breaks, "p_value": sign_test(fixes, breaks),
-            "b_better": b["right"] > a["right"]}
+    return {
+        "a": a,
+        "b": b,
+        "models": [str(model_a), str(model_b)],
+        "threshold": threshold,
+        "fixes": fixes,
+        "breaks": breaks,
+        "p_value": sign_test(fixes, breaks),
+        "b_better": b["right"] > a["right"],
+    }
 
 
 def verdict(c: dict[str, Any]) -> str:
     a, b = c["a"], c["b"]
-    counts = (f"B right on {b['right']} of {b['n']} photos, A on {a['right']} "
-              f"(B fixes {c['fixes']}, breaks {c['breaks']}; sign test p = {c['p_value']:.3g})")
+    counts = (
+        f"B right on {b['right']} of {b['n']} photos, A on {a['right']} "
+        f"(B fixes {c['fixes']}, breaks {c['breaks']}; sign test p = {c['p_value']:.3g})"
+    )
     if not c["b_better"]:
         return f"verdict: B is NOT better than A: {counts}"
     caution = "" if c["p_value"] < 0.05 else "; not yet conclusive: label more photos to be sure"
@@ -100,19 +116,34 @@ def format_comparison(c: dict[str, Any]) -> str:
     def row(name: str, left: str, right: str) -> str:
         return f"{name:<28}{left:>{width}}{right:>{width}}"
 
-    lines = [f"A: {c['models'][0]}", f"B: {c['models'][1]}", "",
-             row("", "A", "B"), row("photos", str(a["n"]), str(b["n"])),
-             row("accuracy", f"{a['accuracy']:.3f} ({a['right']}/{a['n']})",
-                 f"{b['accuracy']:.3f} ({b['right']}/{b['n']})")]
+    lines = [
+        f"A: {c['models'][0]}",
+        f"B: {c['models'][1]}",
+        "",
+        row("", "A", "B"),
+        row("photos", str(a["n"]), str(b["n"])),
+        row("accuracy", f"{a['accuracy']:.3f} ({a['right']}/{a['n']})", f"{b['accuracy']:.3f} ({b['right']}/{b['n']})"),
+    ]
     for name in a["recall"]:
         (ra, na), (rb, nb) = a["recall"][name], b["recall"].get(name, (0.0, 0))
         lines.append(row(f"recall {name}", f"{ra:.3f} of {na}", f"{rb:.3f} of {nb}"))
     t = c["threshold"]
-    lines.append(row(f"to fallback (< {t:.2f})", f"{a['fallback'] / a['n']:.3f} ({a['fallback']})",
-                     f"{b['fallback'] / b['n']:.3f} ({b['fallback']})"))
-    lines.append(row(f"sorted right (>= {t:.2f})", f"{a['sorted_right']}/{a['sorted']}",
-                     f"{b['sorted_right']}/{b['sorted']}"))
-    lines.append(row("latency mean / p95 ms", f"{a['latency_mean']:.1f} / {a['latency_p95']:.1f}",
-                     f"{b['latency_mean']:.1f} / {b['latency_p95']:.1f}"))
+    lines.append(
+        row(
+            f"to fallback (< {t:.2f})",
+            f"{a['fallback'] / a['n']:.3f} ({a['fallback']})",
+            f"{b['fallback'] / b['n']:.3f} ({b['fallback']})",
+        )
+    )
+    lines.append(
+        row(f"sorted right (>= {t:.2f})", f"{a['sorted_right']}/{a['sorted']}", f"{b['sorted_right']}/{b['sorted']}")
+    )
+    lines.append(
+        row(
+            "latency mean / p95 ms",
+            f"{a['latency_mean']:.1f} / {a['latency_p95']:.1f}",
+            f"{b['latency_mean']:.1f} / {b['latency_p95']:.1f}",
+        )
+    )
     lines += ["", verdict(c)]
     return "\n".join(lines)

@@ -57,8 +57,9 @@ Check = Callable[[Any], "str | None"]
 """A rule for one value: returns what is wrong with it (without the key), or None."""
 
 
-def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-         check: Check | None = None) -> Any:
+def _opt(
+    default: Any, help: str, *, min: float | None = None, max: float | None = None, check: Check | None = None
+) -> Any:
     """A config field with documentation, an optional inclusive range and an optional rule."""
     meta = {"help": help, "min": min, "max": max, "check": check}
     if isinstance(default, (list, dict)):
@@ -92,15 +93,19 @@ def _hostname(value: str) -> str | None:
         pass
     name = value.removesuffix(".")
     if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
-        return (f"{_show(value)} is not a host name (RFC 1123: dot-separated labels of 1-63 letters, "
-                "digits or '-', 253 characters at most) nor an IP address")
+        return (
+            f"{_show(value)} is not a host name (RFC 1123: dot-separated labels of 1-63 letters, "
+            "digits or '-', 253 characters at most) nor an IP address"
+        )
     return None
 
 
 def _client_id(value: str) -> str | None:
     if len(value.encode()) > MQTT_MAX_CLIENT_ID_BYTES:
-        return (f"{len(value.encode())} bytes is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
-                "(strict MQTT 3.1.1 brokers accept only 23 letters and digits)")
+        return (
+            f"{len(value.encode())} bytes is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
+            "(strict MQTT 3.1.1 brokers accept only 23 letters and digits)"
+        )
     if any(c in value for c in "+#/"):
         return f"{_show(value)} must not contain '/', '+' or '#'"
     return None
@@ -135,9 +140,7 @@ class AgentSection:
     state_dir: Path = _opt(Path("/var/lib/bin-agent"), "Where the event outbox and counts persist.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt("INFO", "Log verbosity.")
     print_events: bool = _opt(False, "Print one line per sorted item on standard output.")
-    exit_when_source_ends: bool = _opt(
-        True, "Stop (exit 0) when a finite replay has no more frames."
-    )
+    exit_when_source_ends: bool = _opt(True, "Stop (exit 0) when a finite replay has no more frames.")
     drain_seconds: float = _opt(
         5.0, "On shutdown, how long to wait for the outbox to reach the broker.", min=0, max=120
     )
@@ -162,8 +165,7 @@ class ReplaySection:
     item_seconds: float = _opt(2.0, "items: how long each photo stays in view.", min=0.1, max=600)
     empty_seconds: float = _opt(1.5, "items: empty-bin frames before each photo.", min=0, max=600)
     empty_frame: str = _opt(
-        "", "items: photo of the empty bin; empty: a plain background of the first photo's "
-        "border colour."
+        "", "items: photo of the empty bin; empty: a plain background of the first photo's border colour."
     )
     shuffle: bool = _opt(False, "items: play the images in a seeded random order.")
     seed: int = _opt(0, "Seed for shuffle.")
@@ -172,7 +174,8 @@ class ReplaySection:
         DEFAULT_MAX_PIXELS,
         "Largest photo decoded (width x height); a larger JPEG is decoded at 1/2, 1/4 or 1/8 "
         "scale, any other larger image is skipped with a warning (bounded memory).",
-        min=10_000, max=100_000_000,
+        min=10_000,
+        max=100_000_000,
     )
 
 
@@ -188,25 +191,32 @@ class CameraSection:
         5.0, "A camera that delivers no frame for this long is an error.", min=0.5, max=120
     )
     warmup_seconds: float = _opt(
-        2.0, "Frames of this long after start are not handed on: exposure, white balance and "
-        "focus settle before the motion trigger learns the empty bin.", min=0, max=60,
+        2.0,
+        "Frames of this long after start are not handed on: exposure, white balance and "
+        "focus settle before the motion trigger learns the empty bin.",
+        min=0,
+        max=60,
     )
     af_mode: Literal["manual", "auto", "continuous"] = _opt(
-        "auto", "Autofocus (cameras that have it, e.g. Camera Module 3): manual holds the lens at "
+        "auto",
+        "Autofocus (cameras that have it, e.g. Camera Module 3): manual holds the lens at "
         "lens_position; auto focuses once during the warm-up, then holds; continuous keeps "
         "refocusing.",
     )
     lens_position: float = _opt(
-        5.0, "af_mode = manual: focus distance in dioptres, 1 / distance in metres "
-        "(5.0: 20 cm; 0: infinity).", min=0, max=32,
+        5.0,
+        "af_mode = manual: focus distance in dioptres, 1 / distance in metres (5.0: 20 cm; 0: infinity).",
+        min=0,
+        max=32,
     )
     exposure: Literal["auto", "locked"] = _opt(
-        "auto", "auto: auto-exposure throughout; locked: fixed at what it settled on during "
+        "auto",
+        "auto: auto-exposure throughout; locked: fixed at what it settled on during "
         "the warm-up (a bin with its own steady light).",
     )
     white_balance: Literal["auto", "locked"] = _opt(
-        "auto", "auto: auto white balance throughout; locked: fixed at what it settled on during "
-        "the warm-up.",
+        "auto",
+        "auto: auto white balance throughout; locked: fixed at what it settled on during the warm-up.",
     )
     drop_zone: list[float] = _opt(
         [0.0, 0.0, 1.0, 1.0],
@@ -214,8 +224,10 @@ class CameraSection:
         "the motion trigger watches only it, and what is classified never leaves it.",
     )
     crop_margin: float = _opt(
-        0.15, "The item's box is grown by this share of its size on each side before it is "
-        "classified.", min=0, max=2,
+        0.15,
+        "The item's box is grown by this share of its size on each side before it is classified.",
+        min=0,
+        max=2,
     )
     replay: ReplaySection = _sub(ReplaySection, "Settings of the replay source.")
 
@@ -229,24 +241,31 @@ class CameraSection:
 @dataclass
 class MotionSection:
     pixel_threshold: float = _opt(
-        20.0, "Grey levels by which a pixel must differ from the empty bin to count as changed.",
-        min=1, max=254,
+        20.0,
+        "Grey levels by which a pixel must differ from the empty bin to count as changed.",
+        min=1,
+        max=254,
     )
     min_area: float = _opt(0.02, "Share of the view that must change to see an item.", min=0.0001, max=1)
     max_motion: float = _opt(
-        0.01, "Share of the view that may still move while the item counts as lying still "
-        "(must be below min_area).", min=0, max=1,
+        0.01,
+        "Share of the view that may still move while the item counts as lying still (must be below min_area).",
+        min=0,
+        max=1,
     )
     rearm_seconds: float = _opt(
         0.5, "How long the view must look empty again before the next item can fire.", min=0, max=60
     )
     background_seconds: float = _opt(
-        30.0, "Time constant of the empty-bin background's adaptation to light changes.",
-        min=0.1, max=86400,
+        30.0,
+        "Time constant of the empty-bin background's adaptation to light changes.",
+        min=0.1,
+        max=86400,
     )
     absorb_seconds: float = _opt(
-        300.0, "An item that never leaves is absorbed into the background after this long "
-        "(0: never).", min=0,
+        300.0,
+        "An item that never leaves is absorbed into the background after this long (0: never).",
+        min=0,
     )
 
 
@@ -256,34 +275,38 @@ class GpioTriggerSection:
         "beam", "Sensor: button, IR break-beam (beam), PIR motion (pir), ultrasonic (distance)."
     )
     pin: int = _opt(17, "BCM pin of the sensor (trigger pin for distance).", min=0, max=27)
-    echo_pin: int = _opt(27, "Echo pin (distance sensor only), through a 5 V -> 3.3 V divider.",
-                         min=0, max=27)
+    echo_pin: int = _opt(27, "Echo pin (distance sensor only), through a 5 V -> 3.3 V divider.", min=0, max=27)
     pull_up: bool = _opt(True, "beam, button: use the internal pull-up (else the pull-down).")
     active_state: Literal["low", "high"] = _opt(
         "low", "beam, button: the pin's level while the beam is broken or the button pressed."
     )
     bounce_seconds: float = _opt(
-        0.0, "beam, button: debounce time; 0: none (lgpio drops any pulse shorter than it, "
-        "and a falling item breaks a beam for only some tens of milliseconds).", min=0, max=5,
+        0.0,
+        "beam, button: debounce time; 0: none (lgpio drops any pulse shorter than it, "
+        "and a falling item breaks a beam for only some tens of milliseconds).",
+        min=0,
+        max=5,
     )
     cooldown_seconds: float = _opt(
-        0.5, "After an item fired, sensor reports for this long are the same item "
-        "(chatter, bounces).", min=0, max=30,
+        0.5,
+        "After an item fired, sensor reports for this long are the same item (chatter, bounces).",
+        min=0,
+        max=30,
     )
-    threshold_distance: float = _opt(
-        0.2, "distance: an item closer than this (metres) fires.", min=0.01, max=4
-    )
+    threshold_distance: float = _opt(0.2, "distance: an item closer than this (metres) fires.", min=0.01, max=4)
     max_distance: float = _opt(
-        1.0, "distance: the farthest the sensor measures (metres); above threshold_distance.",
-        min=0.02, max=4,
+        1.0,
+        "distance: the farthest the sensor measures (metres); above threshold_distance.",
+        min=0.02,
+        max=4,
     )
     queue_len: int = _opt(
-        3, "distance: readings whose median is compared with the threshold "
-        "(gpiozero's 9 smooths a falling item away).", min=1, max=30,
+        3,
+        "distance: readings whose median is compared with the threshold (gpiozero's 9 smooths a falling item away).",
+        min=1,
+        max=30,
     )
-    sample_wait_seconds: float = _opt(
-        0.02, "distance: pause between readings (gpiozero's is 0.06).", min=0.005, max=1
-    )
+    sample_wait_seconds: float = _opt(0.02, "distance: pause between readings (gpiozero's is 0.06).", min=0.005, max=1)
 
 
 TriggerMode = Literal["motion", "gpio", "manual"]
@@ -291,12 +314,12 @@ TriggerMode = Literal["motion", "gpio", "manual"]
 
 @dataclass
 class TriggerSection:
-    mode: TriggerMode = _opt(
-        "motion", "motion: camera change; gpio: a sensor; manual: only cmd/classify."
-    )
+    mode: TriggerMode = _opt("motion", "motion: camera change; gpio: a sensor; manual: only cmd/classify.")
     settle_seconds: float = _opt(
-        0.6, "Time the item must lie still (or, gpio: wait after the sensor) before capture.",
-        min=0, max=30,
+        0.6,
+        "Time the item must lie still (or, gpio: wait after the sensor) before capture.",
+        min=0,
+        max=30,
     )
     motion: MotionSection = _sub(MotionSection, "Motion trigger tuning.")
     gpio: GpioTriggerSection = _sub(GpioTriggerSection, "GPIO sensor trigger.")
@@ -311,7 +334,8 @@ class ModelSection:
     )
     num_threads: int = _opt(2, "Interpreter threads (Pi 4/5: 2-4).", min=1, max=16)
     views: Literal[0, 1, 2, 4] = _opt(
-        0, "Views of each item the classifier averages: 1 the frame, 2 also its mirror image, "
+        0,
+        "Views of each item the classifier averages: 1 the frame, 2 also its mirror image, "
         "4 also both turned half around; 0 takes the number the model was measured with "
         "(its metadata's 'views').",
     )
@@ -320,9 +344,11 @@ class ModelSection:
 @dataclass
 class RouterSection:
     confidence_threshold: float = _opt(
-        0.8, "Below this confidence the item goes to the fallback compartment (0.8: the shipped "
+        0.8,
+        "Below this confidence the item goes to the fallback compartment (0.8: the shipped "
         "model's calibrated confidence at which 97 % of sorted items were right on validation).",
-        min=0, max=1,
+        min=0,
+        max=1,
     )
     fallback: str = _opt("residual", "Compartment for unsure items.")
     compartments: dict[str, str] = _opt(
@@ -341,11 +367,13 @@ class RouterSection:
 @dataclass
 class ServoSection:
     pin: int = _opt(
-        18, "BCM pin of the servo signal (servo_drive gpiozero or kernel_pwm; kernel_pwm: "
-        "12, 13, 18 or 19, as the overlay routes them).", min=0, max=27,
+        18,
+        "BCM pin of the servo signal (servo_drive gpiozero or kernel_pwm; kernel_pwm: "
+        "12, 13, 18 or 19, as the overlay routes them).",
+        min=0,
+        max=27,
     )
-    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) the servo is on.",
-                        min=0, max=15)
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) the servo is on.", min=0, max=15)
     min_angle: float = _opt(-90.0, "Angle at min_pulse_width.", min=-360, max=360)
     max_angle: float = _opt(90.0, "Angle at max_pulse_width.", min=-360, max=360)
     min_pulse_width_ms: float = _opt(0.5, "Pulse width at min_angle (ms).", min=0.1, max=3)
@@ -360,10 +388,8 @@ class ServoSection:
 
 @dataclass
 class FlapSection:
-    pin: int = _opt(0, "BCM pin of this flap's servo (servo_drive gpiozero or kernel_pwm).",
-                    min=0, max=27)
-    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) of this flap's servo.",
-                        min=0, max=15)
+    pin: int = _opt(0, "BCM pin of this flap's servo (servo_drive gpiozero or kernel_pwm).", min=0, max=27)
+    channel: int = _opt(0, "servo_drive = pca9685: the board output (0-15) of this flap's servo.", min=0, max=15)
     open_angle: float = _opt(90.0, "Angle with the flap open.", min=-360, max=360)
     closed_angle: float = _opt(0.0, "Angle with the flap closed.", min=-360, max=360)
 
@@ -371,19 +397,22 @@ class FlapSection:
 @dataclass
 class KernelPwmSection:
     chip: int = _opt(
-        0, "The /sys/class/pwm/pwmchipN of dtoverlay=pwm-2chan (0 on current kernels; a Pi 5 "
-        "before kernel 6.12: 2).", min=0, max=63,
+        0,
+        "The /sys/class/pwm/pwmchipN of dtoverlay=pwm-2chan (0 on current kernels; a Pi 5 before kernel 6.12: 2).",
+        min=0,
+        max=63,
     )
 
 
 @dataclass
 class Pca9685Section:
     i2c_bus: int = _opt(1, "I2C bus of the board (/dev/i2c-N; GPIO2/3 are bus 1).", min=0, max=31)
-    address: int = _opt(64, "7-bit I2C address of the board (64 = 0x40, the default).",
-                        min=3, max=119)
+    address: int = _opt(64, "7-bit I2C address of the board (64 = 0x40, the default).", min=3, max=119)
     oscillator_hz: float = _opt(
-        25_000_000.0, "The board's clock; set it from a measured pulse if angles are off.",
-        min=20_000_000, max=30_000_000,
+        25_000_000.0,
+        "The board's clock; set it from a measured pulse if angles are off.",
+        min=20_000_000,
+        max=30_000_000,
     )
 
 
@@ -424,7 +453,8 @@ class MqttTlsSection:
     cert_file: str = _opt("", "Client certificate (PEM), when the broker asks for one; needs key_file.")
     key_file: str = _opt("", "Private key (PEM, unencrypted) of cert_file; readable only by the agent.")
     insecure: bool = _opt(
-        False, "LABS ONLY: do not check that the broker's certificate names mqtt.host (it must "
+        False,
+        "LABS ONLY: do not check that the broker's certificate names mqtt.host (it must "
         "still be signed by ca_file). Logged as a warning at every start.",
     )
 
@@ -433,13 +463,18 @@ class MqttTlsSection:
 class MqttCommandsSection:
     allow_reset: bool = _opt(True, "Accept cmd/reset_counts (zeroes the counts); false rejects it.")
     max_bytes: int = _opt(
-        4096, "Largest command payload. The broker is told (MQTT 5 Maximum Packet Size) never to "
+        4096,
+        "Largest command payload. The broker is told (MQTT 5 Maximum Packet Size) never to "
         "send this client a bigger packet, so a huge command is never received at all.",
-        min=64, max=65536,
+        min=64,
+        max=65536,
     )
     rate_per_minute: float = _opt(
-        60.0, "Commands accepted per minute on average; more are dropped (no reply) and counted "
-        "in state's commands_rejected.", min=1, max=60000,
+        60.0,
+        "Commands accepted per minute on average; more are dropped (no reply) and counted "
+        "in state's commands_rejected.",
+        min=1,
+        max=60000,
     )
     burst: int = _opt(10, "Commands accepted in a row before the rate limit applies.", min=1, max=1000)
 
@@ -450,7 +485,8 @@ class MqttSection:
     host: str = _opt("localhost", "Broker host name or address.", check=_hostname)
     port: int = _opt(1883, "Broker port.", min=1, max=65535)
     client_id: str = _opt(
-        "", f"MQTT client id, at most {MQTT_MAX_CLIENT_ID_BYTES} bytes; empty: bin-agent-<bin_id>.",
+        "",
+        f"MQTT client id, at most {MQTT_MAX_CLIENT_ID_BYTES} bytes; empty: bin-agent-<bin_id>.",
         check=_client_id,
     )
     topic_prefix: str = _opt("smartbin", "Topics are <topic_prefix>/<bin_id>/…")
@@ -471,9 +507,7 @@ class MqttSection:
 class FillSensorSection:
     trigger_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's trigger.", min=0, max=27)
     echo_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's echo.", min=0, max=27)
-    empty_distance: float = _opt(
-        0.6, "Metres from the sensor to the floor of the empty compartment.", min=0.02, max=4
-    )
+    empty_distance: float = _opt(0.6, "Metres from the sensor to the floor of the empty compartment.", min=0.02, max=4)
     full_distance: float = _opt(
         0.1, "Metres from the sensor to the waste when the compartment counts as full.", min=0.02, max=4
     )
@@ -494,8 +528,10 @@ class FillSection:
         "Compartment → litres it holds.",
     )
     sensor_interval_seconds: float = _opt(
-        30.0, "With sensors: how often the measured levels are republished when they change.",
-        min=1, max=3600,
+        30.0,
+        "With sensors: how often the measured levels are republished when they change.",
+        min=1,
+        max=3600,
     )
     sensors: dict[str, FillSensorSection] = _opt(
         {}, "Compartment → ultrasonic sensor (gpiozero DistanceSensor) measuring its level."
@@ -518,16 +554,23 @@ class HomeAssistantSection:
 @dataclass
 class StoreSection:
     max_outbox_events: int = _opt(
-        50_000, "Most undelivered events kept (about 0.6 KB each on disk); beyond it the oldest "
-        "are dropped and counted in state.outbox_dropped.", min=100, max=10_000_000,
+        50_000,
+        "Most undelivered events kept (about 0.6 KB each on disk); beyond it the oldest "
+        "are dropped and counted in state.outbox_dropped.",
+        min=100,
+        max=10_000_000,
     )
     max_outbox_age_days: float = _opt(
-        0.0, "Undelivered events older than this many days are dropped (0: no age limit).",
-        min=0, max=3650,
+        0.0,
+        "Undelivered events older than this many days are dropped (0: no age limit).",
+        min=0,
+        max=3650,
     )
     max_memory_events: int = _opt(
-        1000, "While the disk is full, most events held in memory (and published from there).",
-        min=10, max=100_000,
+        1000,
+        "While the disk is full, most events held in memory (and published from there).",
+        min=10,
+        max=100_000,
     )
 
 
@@ -535,17 +578,16 @@ class StoreSection:
 class CaptureSection:
     enabled: bool = _opt(False, "Save the photo of sorted items with what the bin decided (to relabel and retrain).")
     mode: Literal["all", "unsure", "sample"] = _opt(
-        "all", "all: every item; unsure: items sent to the fallback compartment; "
-        "sample: one item in sample_every."
+        "all", "all: every item; unsure: items sent to the fallback compartment; sample: one item in sample_every."
     )
     sample_every: int = _opt(10, "mode = 'sample': keep one item in this many.", min=1, max=100000)
     folder: str = _opt("capture", "Folder of the photos, relative to agent.state_dir (or absolute).")
-    max_mb: float = _opt(
-        500.0, "Size cap of the folder in MB; the oldest photos are deleted first.", min=0.01
-    )
+    max_mb: float = _opt(500.0, "Size cap of the folder in MB; the oldest photos are deleted first.", min=0.01)
     queue_size: int = _opt(
-        8, "Photos that may wait for the writer; beyond, an item is not captured "
-        "(counted as capture_dropped in state).", min=1, max=1000,
+        8,
+        "Photos that may wait for the writer; beyond, an item is not captured (counted as capture_dropped in state).",
+        min=1,
+        max=1000,
     )
     jpeg_quality: int = _opt(90, "JPEG quality of the saved photos.", min=50, max=100)
 
@@ -676,8 +718,11 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
         choices = typing.get_args(hint)
         # Compared with their type: true == 1 in Python, but `views = true` is a mistake.
         if not any(type(value) is type(choice) and value == choice for choice in choices):
-            shown = _show(value) if isinstance(value, str) else (
-                repr(value) if type(value) in (int, float) else _kind(value))
+            shown = (
+                _show(value)
+                if isinstance(value, str)
+                else (repr(value) if type(value) in (int, float) else _kind(value))
+            )
             problems.append(f"{where}: {shown} is not one of {', '.join(repr(c) for c in choices)}")
             return _INVALID
         return value
@@ -764,8 +809,14 @@ def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "a whole number", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}
+    names = {
+        bool: "a boolean",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
     return f"{names.get(type(value), type(value).__name__)} ({value!r})"[:80]
 
 
@@ -804,13 +855,9 @@ def _check_replay_files(config: Config, problems: list[str]) -> None:
 
     replay = config.camera.replay
     if not replay.path.exists():
-        problems.append(
-            f"camera.replay.path: {replay.path} does not exist; point it at an image or a folder of images"
-        )
+        problems.append(f"camera.replay.path: {replay.path} does not exist; point it at an image or a folder of images")
     elif replay.path.is_file() and replay.path.suffix.lower() not in IMAGE_SUFFIXES:
-        problems.append(
-            f"camera.replay.path: {replay.path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+        problems.append(f"camera.replay.path: {replay.path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
     elif replay.path.is_dir():
         try:
             images = find_images(replay.path)
@@ -818,9 +865,7 @@ def _check_replay_files(config: Config, problems: list[str]) -> None:
             problems.append(f"camera.replay.path: cannot list {replay.path} ({exc})")
         else:
             if not images:
-                problems.append(
-                    f"camera.replay.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {replay.path}"
-                )
+                problems.append(f"camera.replay.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {replay.path}")
     if replay.empty_frame:
         # Decoded now (it is small and used for every item): a bad one fails here, not mid-run.
         try:
@@ -837,16 +882,15 @@ def _check_replay(config: Config, problems: list[str]) -> None:
             "virtual replay clock does not; set realtime = true"
         )
     if replay.mode == "sequence" and replay.shuffle:
-        problems.append("camera.replay.shuffle: a recorded sequence plays in order; "
-                        "shuffle applies to mode = \"items\" only")
+        problems.append(
+            'camera.replay.shuffle: a recorded sequence plays in order; shuffle applies to mode = "items" only'
+        )
 
 
 def _check_trigger(config: Config, problems: list[str]) -> None:
     motion = config.trigger.motion
     if motion.max_motion >= motion.min_area:
-        problems.append(
-            f"trigger.motion.max_motion: {motion.max_motion} must be below min_area ({motion.min_area})"
-        )
+        problems.append(f"trigger.motion.max_motion: {motion.max_motion} must be below min_area ({motion.min_area})")
     gpio = config.trigger.gpio
     if gpio.threshold_distance >= gpio.max_distance:
         problems.append(
@@ -873,12 +917,9 @@ def _check_sizes(config: Config, problems: list[str]) -> None:
 def _check_bin_id(config: Config, problems: list[str]) -> None:
     bin_id = config.agent.bin_id
     if not bin_id or any(c in bin_id for c in "/+#") or not bin_id.isprintable() or len(bin_id) > 64:
-        problems.append(
-            f"agent.bin_id: {bin_id!r} must be 1-64 printable characters without '/', '+' or '#'"
-        )
+        problems.append(f"agent.bin_id: {bin_id!r} must be 1-64 printable characters without '/', '+' or '#'")
     prefix = config.mqtt.topic_prefix
-    if (not prefix or any(c in prefix for c in "+#") or prefix.startswith(("/", "$"))
-            or prefix.endswith("/")):
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith(("/", "$")) or prefix.endswith("/"):
         problems.append(
             f"mqtt.topic_prefix: {_show(prefix)} must be non-empty, without '+' or '#', "
             "and not start with '/' or '$' (broker topics) or end with '/'"
@@ -912,9 +953,7 @@ def _check_router(config: Config, labels: list[str], problems: list[str]) -> Non
     mapping = config.router.compartments
     for label in labels:
         if label not in mapping:
-            problems.append(
-                f"router.compartments: class '{label}' has no compartment; add {label} = \"<compartment>\""
-            )
+            problems.append(f"router.compartments: class '{label}' has no compartment; add {label} = \"<compartment>\"")
     for label in mapping:
         if label not in labels:
             problems.append(
@@ -960,9 +999,7 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
         angles = {"home_angle": servo.home_angle, **{f"angles.{k}": v for k, v in servo.angles.items()}}
         for key, angle in angles.items():
             if not servo.min_angle <= angle <= servo.max_angle:
-                problems.append(
-                    f"actuator.servo.{key}: {angle} is outside [{servo.min_angle}, {servo.max_angle}]"
-                )
+                problems.append(f"actuator.servo.{key}: {angle} is outside [{servo.min_angle}, {servo.max_angle}]")
         _need_each(needed, servo.angles, "actuator.servo.angles", "<angle>", problems)
     elif actuator.kind == "flaps":
         _need_each(needed, actuator.flaps, "actuator.flaps", "{ pin = <BCM pin> }", problems)
@@ -989,27 +1026,27 @@ def _check_servo_drive(actuator: ActuatorSection, problems: list[str]) -> None:
             if servo.pin not in KERNEL_PWM_PINS:
                 problems.append(
                     f"{key}.pin: GPIO{servo.pin} has no hardware PWM; with servo_drive = "
-                    "\"kernel_pwm\" use 18 or 19 (dtoverlay=pwm-2chan), or 12 or 13"
+                    '"kernel_pwm" use 18 or 19 (dtoverlay=pwm-2chan), or 12 or 13'
                 )
     elif actuator.servo_drive == "pca9685":
         seen: dict[int, str] = {}
         for key, servo in servos.items():
             if servo.channel in seen:
-                problems.append(f"{key}.channel: PCA9685 output {servo.channel} is already used by "
-                                f"{seen[servo.channel]}.channel; give each servo its own output")
+                problems.append(
+                    f"{key}.channel: PCA9685 output {servo.channel} is already used by "
+                    f"{seen[servo.channel]}.channel; give each servo its own output"
+                )
             seen.setdefault(servo.channel, key)
 
 
-def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str,
-               problems: list[str]) -> None:
+def _need_each(needed: list[str], table: dict[str, Any], key: str, example: str, problems: list[str]) -> None:
     for compartment in needed:
         if compartment and compartment not in table:  # an empty name is the router's problem
             problems.append(f"{key}: compartment '{compartment}' has none; add {compartment} = {example}")
     for compartment in table:
         if compartment not in needed:
             problems.append(
-                f"{key}.{compartment}: no class is routed to '{compartment}' "
-                f"(compartments: {', '.join(needed)})"
+                f"{key}.{compartment}: no class is routed to '{compartment}' (compartments: {', '.join(needed)})"
             )
 
 
@@ -1083,8 +1120,12 @@ def broker_password(config: Config) -> str | None:
     if mqtt.password_env:
         name = mqtt.password_env
         if not name.replace("_", "a").isalnum() or not name.isascii() or name[0].isdigit():
-            raise ConfigError([f"mqtt.password_env: {name!r} is not an environment variable name "
-                               "(letters, digits and '_', e.g. BIN_AGENT_MQTT_PASSWORD)"])
+            raise ConfigError(
+                [
+                    f"mqtt.password_env: {name!r} is not an environment variable name "
+                    "(letters, digits and '_', e.g. BIN_AGENT_MQTT_PASSWORD)"
+                ]
+            )
         value = os.environ.get(name, "")
         if not value:
             raise ConfigError([f"mqtt.password_env: the environment variable {name} is not set or empty"])
@@ -1107,8 +1148,12 @@ def broker_password(config: Config) -> str | None:
     if not lines[0].isprintable():
         raise ConfigError([f"mqtt.password_file: the first line of {path} has control characters"])
     if len(lines[0].encode()) > MQTT_MAX_STRING_BYTES:
-        raise ConfigError([f"mqtt.password_file: the first line of {path} is longer than "
-                           f"{MQTT_MAX_STRING_BYTES} bytes (MQTT's limit for a password)"])
+        raise ConfigError(
+            [
+                f"mqtt.password_file: the first line of {path} is longer than "
+                f"{MQTT_MAX_STRING_BYTES} bytes (MQTT's limit for a password)"
+            ]
+        )
     return lines[0]
 
 
@@ -1124,13 +1169,18 @@ def broker_tls_context(config: Config) -> Any:
     if not tls.enabled:
         stray = [key for key, value in files.items() if value] + (["insecure"] if tls.insecure else [])
         if stray:
-            raise ConfigError([f"mqtt.tls.{key}: set while mqtt.tls.enabled is false; "
-                               "set enabled = true to use TLS, or remove it" for key in stray])
+            raise ConfigError(
+                [
+                    f"mqtt.tls.{key}: set while mqtt.tls.enabled is false; set enabled = true to use TLS, or remove it"
+                    for key in stray
+                ]
+            )
         return None
     if bool(tls.cert_file) != bool(tls.key_file):
         missing, given = ("key_file", "cert_file") if tls.cert_file else ("cert_file", "key_file")
-        raise ConfigError([f"mqtt.tls.{missing}: required when mqtt.tls.{given} is set "
-                           "(a client certificate needs its private key)"])
+        raise ConfigError(
+            [f"mqtt.tls.{missing}: required when mqtt.tls.{given} is set (a client certificate needs its private key)"]
+        )
     paths = {key: config.resolve(value) if value else None for key, value in files.items()}
     try:
         return tls_context(paths["ca_file"], paths["cert_file"], paths["key_file"], insecure=tls.insecure)
@@ -1156,11 +1206,15 @@ def _check_fill(config: Config, labels: list[str], problems: list[str]) -> None:
             problems.append(f"fill.capacity_litres.{compartment}: {litres} must be above 0")
     for compartment, sensor in fill.sensors.items():
         if compartment not in config.compartments:
-            problems.append(f"fill.sensors.{compartment}: no class is routed to '{compartment}' "
-                            f"(compartments: {', '.join(config.compartments)})")
+            problems.append(
+                f"fill.sensors.{compartment}: no class is routed to '{compartment}' "
+                f"(compartments: {', '.join(config.compartments)})"
+            )
         if sensor.full_distance >= sensor.empty_distance:
-            problems.append(f"fill.sensors.{compartment}.full_distance: {sensor.full_distance} must be "
-                            f"below empty_distance ({sensor.empty_distance})")
+            problems.append(
+                f"fill.sensors.{compartment}.full_distance: {sensor.full_distance} must be "
+                f"below empty_distance ({sensor.empty_distance})"
+            )
 
 
 def _check_homeassistant(config: Config, problems: list[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,11 @@ def cmd_ha_remove(args: argparse.Namespace) -> int:
         return _fail(str(exc), 69)  # EX_UNAVAILABLE
     for topic in topics:
         print(f"cleared {topic}")
-    print(f"bin {config.agent.bin_id}: {len(topics)} discovery config(s) cleared; "
-          "Home Assistant removes the device (it comes back on the agent's next connect "
-          "unless homeassistant.enabled = false)")
+    print(
+        f"bin {config.agent.bin_id}: {len(topics)} discovery config(s) cleared; "
+        "Home Assistant removes the device (it comes back on the agent's next connect "
+        "unless homeassistant.enabled = false)"
+    )
     return 0
 
 
@@ -63,8 +66,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import threading
 
     from .broker import BrokerError, CliClient
-    from .monitor import Fleet, live, render_table
     from .config import broker_password, broker_tls_context
+    from .monitor import Fleet, live, render_table
 
     host, port, prefix, username, password, tls = "localhost", 1883, "smartbin", "", None, None
     if args.config is not None:
@@ -108,7 +111,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from .report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
     from .store import Store, StoreError
@@ -120,15 +123,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = args.db or Path(config.agent.state_dir) / "bin-agent.db"
     if not db.is_file():
         return _fail(f"{db}: no state database (has the bin run? --db names another)", 66)  # EX_NOINPUT
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         since = parse_since(args.since, now)
         store = Store(db)
     except (ReportError, StoreError) as exc:
         return _fail(str(exc), 64 if isinstance(exc, ReportError) else 74)
     try:
-        report = report_from_store(store, config.agent.bin_id, since, now, sorted(config.router.compartments),
-                                   config.compartments)
+        report = report_from_store(
+            store, config.agent.bin_id, since, now, sorted(config.router.compartments), config.compartments
+        )
     finally:
         store.close()
     print(format_table(report, args.unsure))
@@ -162,8 +166,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         assignments = parse_assignments(args.set) if args.set else None
         pin_factory = make_pin_factory(config.actuator.pin_factory)
-        calibrate(config, pin_factory, assignments=assignments,
-                  keys=None if assignments is not None else terminal_keys(sys.stdin), step=args.step)
+        calibrate(
+            config,
+            pin_factory,
+            assignments=assignments,
+            keys=None if assignments is not None else terminal_keys(sys.stdin),
+            step=args.step,
+        )
     except (CalibrationError, ActuatorError) as exc:
         return _fail(str(exc), EX_CONFIG)
     return 0
@@ -196,8 +205,9 @@ def register(sub: Any) -> None:
     report = sub.add_parser("report", help="composition report: items per day, class and compartment")
     report.add_argument("--config", "-c", type=Path, required=True, help="the bin's TOML config file")
     report.add_argument("--since", default="7d", help="7d, 12h, 2w or a date like 2026-11-01 (UTC); default 7d")
-    report.add_argument("--db", type=Path, default=None,
-                        help="state database (default: agent.state_dir/bin-agent.db of the config)")
+    report.add_argument(
+        "--db", type=Path, default=None, help="state database (default: agent.state_dir/bin-agent.db of the config)"
+    )
     report.add_argument("--csv", type=Path, default=None, help="also write one row per day, class and compartment")
     report.add_argument("--png", type=Path, default=None, help="also draw items per day (needs matplotlib)")
     report.add_argument("--unsure", type=int, default=20, metavar="N", help="list at most N unsure items")
@@ -205,8 +215,13 @@ def register(sub: Any) -> None:
 
     calibrate = sub.add_parser("calibrate", help="move the servo step by step; save home and compartment angles")
     calibrate.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file to update")
-    calibrate.add_argument("--set", action="append", default=[], metavar="NAME=ANGLE",
-                           help="move to ANGLE and save it as home or a compartment's angle (repeatable); "
-                                "without --set: keys (a/d move, h home, 1-9 compartment, w write, q quit)")
+    calibrate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=ANGLE",
+        help="move to ANGLE and save it as home or a compartment's angle (repeatable); "
+        "without --set: keys (a/d move, h home, 1-9 compartment, w write, q quit)",
+    )
     calibrate.add_argument("--step", type=float, default=5.0, help="degrees per key press (default 5)")
     calibrate.set_defaults(func=cmd_calibrate)

@@ -127,17 +127,22 @@ def validate(candidate: str | Path, config: Config, references: Sequence[Path] =
             raise DeployError(f"{candidate}: the {name} file {path.name} is missing beside it")
     digest = sha256(files.model)
     try:
-        classifier = Classifier(files, num_threads=1,
-                                views=config.model.views or None)  # views 0: the metadata's
+        classifier = Classifier(files, num_threads=1, views=config.model.views or None)  # views 0: the metadata's
     except ModelFilesError as exc:
         raise DeployError(str(exc)) from None
     height, width = classifier.spec.input_size
-    checks = [(f"loads in the interpreter: input [1, {height}, {width}, 3] {classifier.input_dtype}, "
-               f"{len(classifier.labels)} classes, {classifier.views} view(s)")]
+    checks = [
+        (
+            f"loads in the interpreter: input [1, {height}, {width}, 3] {classifier.input_dtype}, "
+            f"{len(classifier.labels)} classes, {classifier.views} view(s)"
+        )
+    ]
     expected = classifier.metadata.get("sha256")
     if expected is not None and expected != digest:
-        raise DeployError(f"{files.model}: sha256 {digest[:12]}… differs from its metadata's "
-                          f"{str(expected)[:12]}… (corrupt or partly copied)")
+        raise DeployError(
+            f"{files.model}: sha256 {digest[:12]}… differs from its metadata's "
+            f"{str(expected)[:12]}… (corrupt or partly copied)"
+        )
     if expected is not None:
         checks.append("sha256 matches the metadata")
     if str(classifier.input_dtype) not in INPUT_DTYPES:
@@ -157,10 +162,13 @@ def validate(candidate: str | Path, config: Config, references: Sequence[Path] =
         result = classifier.classify(image)
         total = float(sum(result.probabilities))
         if not np.all(np.isfinite(result.probabilities)) or abs(total - 1.0) > 0.05:
-            raise DeployError(f"{files.model}: output on {name} is not a probability distribution "
-                              f"(sums to {total:.3f})")
-        checks.append(f"classifies {name}: {result.label} {result.confidence:.2f} "
-                      f"in {result.preprocess_ms + result.inference_ms:.0f} ms")
+            raise DeployError(
+                f"{files.model}: output on {name} is not a probability distribution (sums to {total:.3f})"
+            )
+        checks.append(
+            f"classifies {name}: {result.label} {result.confidence:.2f} "
+            f"in {result.preprocess_ms + result.inference_ms:.0f} ms"
+        )
     return Validation(classifier, digest, checks)
 
 
@@ -228,8 +236,9 @@ def rollback(config: Config) -> tuple[Path, Path]:
     models = models_dir(config)
     current, previous = _target(models, CURRENT), _target(models, PREVIOUS)
     if current is None and previous is None:
-        raise DeployError(f"nothing to roll back: no model was deployed in {models} "
-                          f"(the agent uses model.path {config.model.path})")
+        raise DeployError(
+            f"nothing to roll back: no model was deployed in {models} (the agent uses model.path {config.model.path})"
+        )
     before = active_model_path(config)
     _point(models, PREVIOUS, current)
     _point(models, CURRENT, previous)
@@ -243,8 +252,9 @@ def installed(config: Config) -> list[dict[str, Any]]:
         return []
     current, previous = _target(models, CURRENT), _target(models, PREVIOUS)
     rows = []
-    for folder in sorted(p for p in models.iterdir() if p.is_dir() and not p.is_symlink()
-                         and not p.name.startswith(".")):
+    for folder in sorted(
+        p for p in models.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ):
         role = "current" if folder.name == current else "previous" if folder.name == previous else ""
         rows.append({"folder": folder.name, "role": role, "modified": folder.stat().st_mtime})
     return rows

@@ -88,62 +88,133 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
 
     def add(component: str, object_id: str, **payload: Any) -> None:
         messages[f"{prefix}/{component}/{node}/{object_id}/config"] = {
-            "unique_id": f"{node}_{object_id}", **payload, **common}
+            "unique_id": f"{node}_{object_id}",
+            **payload,
+            **common,
+        }
 
     def sensor(object_id: str, name: str, template: str, **extra: Any) -> None:
         add("sensor", object_id, name=name, state_topic=topics.state, value_template=template, **extra)
 
     counter = {"state_class": "total_increasing", "unit_of_measurement": "items", "icon": "mdi:counter"}
     for label in labels:
-        sensor(f"count_{_slug(label)}", f"{_title(label)} items",
-               f"{{{{ value_json.counts.classes.get({_key(label)}, 0) }}}}", **counter)
+        sensor(
+            f"count_{_slug(label)}",
+            f"{_title(label)} items",
+            f"{{{{ value_json.counts.classes.get({_key(label)}, 0) }}}}",
+            **counter,
+        )
     for compartment in config.compartments:
-        sensor(f"compartment_{_slug(compartment)}_count", f"{_title(compartment)} compartment items",
-               f"{{{{ value_json.counts.compartments.get({_key(compartment)}, 0) }}}}", **counter)
+        sensor(
+            f"compartment_{_slug(compartment)}_count",
+            f"{_title(compartment)} compartment items",
+            f"{{{{ value_json.counts.compartments.get({_key(compartment)}, 0) }}}}",
+            **counter,
+        )
     sensor("total", "Items sorted", "{{ value_json.counts.total }}", **counter)
     # The last item's class is the state; its whole event (confidence, time, top-3,
     # compartment, latencies) the attributes.
-    sensor("last_item", "Last item",
-           "{{ value_json.last_item['class'] if value_json.last_item else 'none' }}",
-           json_attributes_topic=topics.state,
-           json_attributes_template="{{ (value_json.last_item or {}) | tojson }}",
-           icon="mdi:recycle")
+    sensor(
+        "last_item",
+        "Last item",
+        "{{ value_json.last_item['class'] if value_json.last_item else 'none' }}",
+        json_attributes_topic=topics.state,
+        json_attributes_template="{{ (value_json.last_item or {}) | tojson }}",
+        icon="mdi:recycle",
+    )
     # "None" is Home Assistant's word for "no value yet" (state unknown).
-    sensor("last_item_time", "Last item time",
-           "{{ value_json.last_item.time if value_json.last_item else None }}",
-           device_class="timestamp")
-    sensor("fallback_share", "Unsure items share", "{{ value_json.fallback_share }}",
-           unit_of_measurement="%", state_class="measurement", icon="mdi:help-circle-outline")
-    sensor("inference_latency", "Inference latency", "{{ value_json.inference_ms }}",
-           unit_of_measurement="ms", device_class="duration", state_class="measurement",
-           entity_category="diagnostic")
-    sensor("outbox_pending", "Outbox backlog", "{{ value_json.outbox_pending }}",
-           unit_of_measurement="events", state_class="measurement", icon="mdi:tray-full",
-           entity_category="diagnostic")
+    sensor(
+        "last_item_time",
+        "Last item time",
+        "{{ value_json.last_item.time if value_json.last_item else None }}",
+        device_class="timestamp",
+    )
+    sensor(
+        "fallback_share",
+        "Unsure items share",
+        "{{ value_json.fallback_share }}",
+        unit_of_measurement="%",
+        state_class="measurement",
+        icon="mdi:help-circle-outline",
+    )
+    sensor(
+        "inference_latency",
+        "Inference latency",
+        "{{ value_json.inference_ms }}",
+        unit_of_measurement="ms",
+        device_class="duration",
+        state_class="measurement",
+        entity_category="diagnostic",
+    )
+    sensor(
+        "outbox_pending",
+        "Outbox backlog",
+        "{{ value_json.outbox_pending }}",
+        unit_of_measurement="events",
+        state_class="measurement",
+        icon="mdi:tray-full",
+        entity_category="diagnostic",
+    )
     if config.fill.enabled:
         for compartment in config.compartments:
             slug = _slug(compartment)
-            sensor(f"fill_{slug}", f"{_title(compartment)} fill level",
-                   f"{{{{ value_json.fill[{_key(compartment)}] }}}}",
-                   unit_of_measurement="%", state_class="measurement", icon="mdi:delete-variant",
-                   json_attributes_topic=topics.state,
-                   json_attributes_template=f"{{{{ value_json.fill_detail[{_key(compartment)}] | tojson }}}}")
-            add("binary_sensor", f"full_{slug}", name=f"{_title(compartment)} full", state_topic=topics.state,
+            sensor(
+                f"fill_{slug}",
+                f"{_title(compartment)} fill level",
+                f"{{{{ value_json.fill[{_key(compartment)}] }}}}",
+                unit_of_measurement="%",
+                state_class="measurement",
+                icon="mdi:delete-variant",
+                json_attributes_topic=topics.state,
+                json_attributes_template=f"{{{{ value_json.fill_detail[{_key(compartment)}] | tojson }}}}",
+            )
+            add(
+                "binary_sensor",
+                f"full_{slug}",
+                name=f"{_title(compartment)} full",
+                state_topic=topics.state,
                 value_template=f"{{{{ 'ON' if {_key(compartment)} in value_json.full else 'OFF' }}}}",
-                device_class="problem")
-            add("button", f"emptied_{slug}", name=f"{_title(compartment)} emptied",
-                command_topic=f"{topics.base}/cmd/emptied", payload_press=json.dumps({"compartment": compartment}),
-                icon="mdi:delete-empty")
-    add("button", "classify", name="Classify now", command_topic=f"{topics.base}/cmd/classify",
-        payload_press="{}", icon="mdi:camera")
-    add("button", "reset_counts", name="Reset counts", command_topic=f"{topics.base}/cmd/reset_counts",
-        payload_press="{}", entity_category="config", icon="mdi:counter")
+                device_class="problem",
+            )
+            add(
+                "button",
+                f"emptied_{slug}",
+                name=f"{_title(compartment)} emptied",
+                command_topic=f"{topics.base}/cmd/emptied",
+                payload_press=json.dumps({"compartment": compartment}),
+                icon="mdi:delete-empty",
+            )
+    add(
+        "button",
+        "classify",
+        name="Classify now",
+        command_topic=f"{topics.base}/cmd/classify",
+        payload_press="{}",
+        icon="mdi:camera",
+    )
+    add(
+        "button",
+        "reset_counts",
+        name="Reset counts",
+        command_topic=f"{topics.base}/cmd/reset_counts",
+        payload_press="{}",
+        entity_category="config",
+        icon="mdi:counter",
+    )
     from .agent import switchable_trigger_modes
 
-    add("select", "trigger_mode", name="Trigger mode", command_topic=f"{topics.base}/cmd/trigger_mode",
-        command_template='{"mode": "{{ value }}"}', state_topic=topics.state,
-        value_template="{{ value_json.trigger_mode }}", options=switchable_trigger_modes(config),
-        entity_category="config", icon="mdi:gesture-tap")
+    add(
+        "select",
+        "trigger_mode",
+        name="Trigger mode",
+        command_topic=f"{topics.base}/cmd/trigger_mode",
+        command_template='{"mode": "{{ value }}"}',
+        state_topic=topics.state,
+        value_template="{{ value_json.trigger_mode }}",
+        options=switchable_trigger_modes(config),
+        entity_category="config",
+        icon="mdi:gesture-tap",
+    )
     return messages
 
 

@@ -28,9 +28,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from .config import Config, ConfigError, load_config, pins_in_use
 
@@ -49,8 +50,11 @@ PWM (dtoverlay=pwm-2chan) and a PCA9685 board over I2C."""
 NO_PWM = ("native",)
 """gpiozero's native factory has no PWM at all: a servo cannot move."""
 FACTORY_NAMES = {
-    "LGPIOFactory": "lgpio", "RPiGPIOFactory": "rpigpio", "PiGPIOFactory": "pigpio",
-    "NativeFactory": "native", "MockFactory": "mock",
+    "LGPIOFactory": "lgpio",
+    "RPiGPIOFactory": "rpigpio",
+    "PiGPIOFactory": "pigpio",
+    "NativeFactory": "native",
+    "MockFactory": "mock",
 }
 
 MIN_FREE_BYTES = 20 * 1024 * 1024
@@ -149,9 +153,14 @@ def check_numpy() -> Check:
     detail = f"numpy {numpy.__version__} ({where})"
     apt = _apt_picamera2()
     if int(numpy.__version__.split(".")[0]) >= 2 and apt is not None:
-        return Check("numpy", "warn", (
-            f"{detail} with the OS's picamera2 ({apt.parent}), whose simplejpeg/av are built "
-            f"against numpy 1.x: importing it fails. Fix: {_pip()} install 'numpy<2'"))
+        return Check(
+            "numpy",
+            "warn",
+            (
+                f"{detail} with the OS's picamera2 ({apt.parent}), whose simplejpeg/av are built "
+                f"against numpy 1.x: importing it fails. Fix: {_pip()} install 'numpy<2'"
+            ),
+        )
     return Check("numpy", "ok", detail)
 
 
@@ -189,8 +198,8 @@ def check_picamera2(config: Config | None) -> Check:
         if needed:
             return Check("picamera2", "fail", problem)
         if importlib.util.find_spec("picamera2") is None:
-            return Check("picamera2", "ok", "not installed; not needed (camera.source = \"replay\")")
-        return Check("picamera2", "warn", f"not needed now (camera.source = \"replay\"), but: {problem}")
+            return Check("picamera2", "ok", 'not installed; not needed (camera.source = "replay")')
+        return Check("picamera2", "warn", f'not needed now (camera.source = "replay"), but: {problem}')
     import picamera2
 
     return Check("picamera2", "ok", f"picamera2 {_version('picamera2')} imports ({Path(picamera2.__file__).parent})")
@@ -253,12 +262,18 @@ def check_model(config: Config, frame: Any) -> Check:
     try:
         result = classifier.classify(image)
     except Exception as exc:
-        return Check("model", "fail", f"{config.model.path.name}: classifying {what} fails "
-                                      f"({type(exc).__name__}: {exc})")
-    return Check("model", "ok", (
-        f"{config.model.path.name} ({classifier.version}): {what} is {result.label} "
-        f"{result.confidence:.2f} in {result.preprocess_ms + result.inference_ms:.0f} ms "
-        f"({result.views} view(s))"))
+        return Check(
+            "model", "fail", f"{config.model.path.name}: classifying {what} fails ({type(exc).__name__}: {exc})"
+        )
+    return Check(
+        "model",
+        "ok",
+        (
+            f"{config.model.path.name} ({classifier.version}): {what} is {result.label} "
+            f"{result.confidence:.2f} in {result.preprocess_ms + result.inference_ms:.0f} ms "
+            f"({result.views} view(s))"
+        ),
+    )
 
 
 # ---------------------------------------------------------------------- pins
@@ -285,15 +300,21 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
     except ActuatorError as exc:
         return Check("pin-factory", "fail", f"actuator.pin_factory: {exc}"), None
     except Exception as exc:  # gpiozero's BadPinFactory and what the libraries raise
-        return Check("pin-factory", "fail", (
-            f"actuator.pin_factory = \"default\": gpiozero finds no pin factory "
-            f"({type(exc).__name__}: {exc})")), None
+        return Check(
+            "pin-factory",
+            "fail",
+            (f'actuator.pin_factory = "default": gpiozero finds no pin factory ({type(exc).__name__}: {exc})'),
+        ), None
     import gpiozero
 
     chosen = factory_name(factory)
     shown = chosen if configured == chosen else f"{configured} -> {chosen}"
-    return Check("pin-factory", "ok", f"{shown} ({type(factory).__name__}; gpiozero {_version('gpiozero')} "
-                                      f"in {Path(gpiozero.__file__).parent.parent})"), factory
+    return Check(
+        "pin-factory",
+        "ok",
+        f"{shown} ({type(factory).__name__}; gpiozero {_version('gpiozero')} "
+        f"in {Path(gpiozero.__file__).parent.parent})",
+    ), factory
 
 
 def _lgpio_workdir() -> None:
@@ -334,8 +355,7 @@ def check_pins(config: Config, factory: Any) -> Iterator[Check]:
             function = pin.function
             pin.close()
         except Exception as exc:
-            yield Check(f"gpio{number}", "fail", f"{key}: GPIO{number} cannot be claimed "
-                                                 f"({type(exc).__name__}: {exc})")
+            yield Check(f"gpio{number}", "fail", f"{key}: GPIO{number} cannot be claimed ({type(exc).__name__}: {exc})")
         else:
             yield Check(f"gpio{number}", "ok", f"{key}: GPIO{number} claimed ({function}) and released")
 
@@ -344,6 +364,7 @@ def _servo_driver(config: Config) -> str:
     """What times the servo pulses: a hardware PWM driver named anywhere in
     ``[actuator]`` (the option that selects one is the servo-drive's own),
     else the pin factory."""
+
     def strings(section: Any) -> Iterator[str]:
         for spec in dataclasses.fields(section):
             value = getattr(section, spec.name)
@@ -361,19 +382,28 @@ def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
     loaded (``None``: none did)."""
     kind = config.actuator.kind
     if kind not in ("servo", "flaps"):
-        return Check("servo-pwm", "ok", f"no servo (actuator.kind = \"{kind}\")")
+        return Check("servo-pwm", "ok", f'no servo (actuator.kind = "{kind}")')
     driver = _servo_driver(config)
     if driver == "default":
         if chosen_factory is None:
             return Check("servo-pwm", "warn", "cannot tell: gpiozero found no pin factory")
         driver = chosen_factory
     if driver in NO_PWM:
-        return Check("servo-pwm", "fail", f"{driver} has no PWM: the servo cannot move. Fix: set "
-                                          "actuator.pin_factory to a factory with PWM (pigpio on a Pi 4)")
+        return Check(
+            "servo-pwm",
+            "fail",
+            f"{driver} has no PWM: the servo cannot move. Fix: set "
+            "actuator.pin_factory to a factory with PWM (pigpio on a Pi 4)",
+        )
     if driver in SOFTWARE_PWM:
-        return Check("servo-pwm", "warn", (
-            f"{driver} times servo pulses in software: the servo may jitter. Hardware-timed: "
-            "pigpio (Pi 4), kernel_pwm or pca9685 (Pi 5)"))
+        return Check(
+            "servo-pwm",
+            "warn",
+            (
+                f"{driver} times servo pulses in software: the servo may jitter. Hardware-timed: "
+                "pigpio (Pi 4), kernel_pwm or pca9685 (Pi 5)"
+            ),
+        )
     if driver in HARDWARE_PWM:
         return Check("servo-pwm", "ok", f"{driver}: hardware-timed pulses")
     if driver == "mock":
@@ -390,9 +420,14 @@ def check_state_dir(path: Path) -> Check:
         parent = next((p for p in path.parents if p.exists()), Path("/"))
         if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
             return Check("state-dir", "ok", f"{path} does not exist yet; the agent creates it")
-        return Check("state-dir", "fail", (
-            f"{path} does not exist and {parent} is not writable. Fix: "
-            f"sudo install -d -o bin-agent -g bin-agent -m 0750 {path}"))
+        return Check(
+            "state-dir",
+            "fail",
+            (
+                f"{path} does not exist and {parent} is not writable. Fix: "
+                f"sudo install -d -o bin-agent -g bin-agent -m 0750 {path}"
+            ),
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as probe:
             probe.write(b"bin-agent doctor\n")
@@ -435,9 +470,11 @@ def check_broker(config: Config, timeout: float = BROKER_TIMEOUT_SECONDS) -> Che
         password, tls = broker_secrets(config)
     except ValueError as exc:  # a password or TLS file that cannot be read, named by the message
         return Check("broker", "fail", str(exc))
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                         client_id=f"bin-agent-doctor-{config.agent.bin_id}-{os.getpid()}",
-                         protocol=paho.MQTTv5)  # as the agent: a broker without MQTT 5 fails here too
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=f"bin-agent-doctor-{config.agent.bin_id}-{os.getpid()}",
+        protocol=paho.MQTTv5,
+    )  # as the agent: a broker without MQTT 5 fails here too
     if tls is not None:
         client.tls_set_context(tls)
     if settings.username:

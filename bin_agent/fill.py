@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,13 @@ class FillLevel:
     emptied: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"percent": self.percent, "estimated": self.estimated, "measured": self.measured,
-                "full": self.full, "emptied": self.emptied}
+        return {
+            "percent": self.percent,
+            "estimated": self.estimated,
+            "measured": self.measured,
+            "full": self.full,
+            "emptied": self.emptied,
+        }
 
 
 def estimated_percent(counts: Mapping[str, int], item_litres: Mapping[str, float], capacity: float) -> float:
@@ -58,8 +64,12 @@ class LevelSensor:
 
         self.settings = settings
         # Readings are clamped to max_distance: leave room beyond the empty floor.
-        self.device = DistanceSensor(echo=settings.echo_pin, trigger=settings.trigger_pin,
-                                     max_distance=settings.empty_distance * 1.5, pin_factory=pin_factory)
+        self.device = DistanceSensor(
+            echo=settings.echo_pin,
+            trigger=settings.trigger_pin,
+            max_distance=settings.empty_distance * 1.5,
+            pin_factory=pin_factory,
+        )
 
     def percent(self) -> float:
         return measured_percent(self.device.distance, self.settings.empty_distance, self.settings.full_distance)
@@ -77,9 +87,14 @@ class FillMonitor:
     :param sensors: compartment → :class:`LevelSensor`.
     """
 
-    def __init__(self, section: Any, compartments: list[str], store: Any,
-                 sensors: Mapping[str, LevelSensor] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        section: Any,
+        compartments: list[str],
+        store: Any,
+        sensors: Mapping[str, LevelSensor] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.section = section
         self.compartments = list(compartments)
         self.store = store
@@ -90,7 +105,7 @@ class FillMonitor:
         self._published_full: list[str] | None = None
 
     @classmethod
-    def from_config(cls, section: Any, compartments: list[str], store: Any, pin_factory: Any = None) -> "FillMonitor":
+    def from_config(cls, section: Any, compartments: list[str], store: Any, pin_factory: Any = None) -> FillMonitor:
         sensors: dict[str, LevelSensor] = {}
         try:
             for compartment, settings in section.sensors.items():
@@ -108,12 +123,19 @@ class FillMonitor:
         emptied = self.store.emptied_times()
         result = {}
         for compartment in self.compartments:
-            estimated = estimated_percent(counts.get(compartment, {}), self.section.item_litres,
-                                          self.section.capacity_litres[compartment])
+            estimated = estimated_percent(
+                counts.get(compartment, {}), self.section.item_litres, self.section.capacity_litres[compartment]
+            )
             measured = self._measure(compartment)
             percent = measured if measured is not None else estimated
-            result[compartment] = FillLevel(compartment, percent, estimated, measured,
-                                            percent >= self.section.full_threshold, emptied.get(compartment))
+            result[compartment] = FillLevel(
+                compartment,
+                percent,
+                estimated,
+                measured,
+                percent >= self.section.full_threshold,
+                emptied.get(compartment),
+            )
         return result
 
     def _measure(self, compartment: str) -> float | None:

@@ -36,8 +36,10 @@ def box_problem(values: Sequence[float]) -> str | None:
     if not all(0.0 <= v <= 1.0 for v in values):
         return "every value is a fraction of the frame, between 0 and 1"
     if x1 - x0 < MIN_ZONE_SIDE or y1 - y0 < MIN_ZONE_SIDE:
-        return (f"x1 must exceed x0 and y1 must exceed y0 by at least {MIN_ZONE_SIDE} "
-                f"(x0, y0 is the top-left corner), got {list(values)}")
+        return (
+            f"x1 must exceed x0 and y1 must exceed y0 by at least {MIN_ZONE_SIDE} "
+            f"(x0, y0 is the top-left corner), got {list(values)}"
+        )
     return None
 
 

@@ -63,8 +63,14 @@ class LabelStore:
         return self.all().get(event_id)
 
     def add(self, event_id: str, label: str, predicted: str, by: str) -> dict[str, Any]:
-        entry = {"event_id": event_id, "label": label, "predicted": predicted,
-                 "confirmed": label == predicted, "by": by, "time": utc_now_iso()}
+        entry = {
+            "event_id": event_id,
+            "label": label,
+            "predicted": predicted,
+            "confirmed": label == predicted,
+            "by": by,
+            "time": utc_now_iso(),
+        }
         data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -95,8 +101,15 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def correct_event(args: dict[str, Any], *, folder: Path, store: Any, compartments: dict[str, str],
-                  classes: Sequence[str], by: str = "mqtt") -> dict[str, Any]:
+def correct_event(
+    args: dict[str, Any],
+    *,
+    folder: Path,
+    store: Any,
+    compartments: dict[str, str],
+    classes: Sequence[str],
+    by: str = "mqtt",
+) -> dict[str, Any]:
     """``cmd/correct {"event_id": …, "label": …}``: record the label and move the
     item in the counts (its class, and its compartment if the class maps
     elsewhere) when it was counted since the last reset. Raises :class:`LabelError`."""
@@ -124,8 +137,14 @@ def correct_event(args: dict[str, Any], *, folder: Path, store: Any, compartment
             changes[("compartment", was_compartment)] = -1
             changes[("compartment", new_compartment)] = 1
         store.adjust_counts(changes)
-    return {"ok": True, "event_id": event_id, "label": label, "was": was,
-            "confirmed": entry["confirmed"], "counts_changed": bool(changes)}
+    return {
+        "ok": True,
+        "event_id": event_id,
+        "label": label,
+        "was": was,
+        "confirmed": entry["confirmed"],
+        "counts_changed": bool(changes),
+    }
 
 
 def _counted_since_reset(event_time: str, since: str) -> bool:
@@ -136,8 +155,9 @@ def _counted_since_reset(event_time: str, since: str) -> bool:
 # --------------------------------------------------------------------------- terminal and export
 
 
-def review_order(items: Sequence[CapturedItem], labels: dict[str, dict[str, Any]],
-                 include_labelled: bool = False) -> list[CapturedItem]:
+def review_order(
+    items: Sequence[CapturedItem], labels: dict[str, dict[str, Any]], include_labelled: bool = False
+) -> list[CapturedItem]:
     """Items to review, most unsure first (lowest confidence)."""
     todo = [i for i in items if include_labelled or i.event_id not in labels]
     return sorted(todo, key=lambda i: float(i.info.get("confidence", 0.0)))
@@ -146,9 +166,11 @@ def review_order(items: Sequence[CapturedItem], labels: dict[str, dict[str, Any]
 def describe_item(item: CapturedItem) -> str:
     info = item.info
     top = ", ".join(f"{t['class']} {float(t['confidence']):.2f}" for t in info.get("top3", []))
-    return (f"{item.image}\n  predicted: {info['class']} {float(info.get('confidence', 0)):.2f}   "
-            f"top-3: {top}\n  {info.get('time', '')}  model {info.get('model_version', '?')}  "
-            f"-> {info.get('compartment', '?')}{' (fallback)' if info.get('fallback') else ''}")
+    return (
+        f"{item.image}\n  predicted: {info['class']} {float(info.get('confidence', 0)):.2f}   "
+        f"top-3: {top}\n  {info.get('time', '')}  model {info.get('model_version', '?')}  "
+        f"-> {info.get('compartment', '?')}{' (fallback)' if info.get('fallback') else ''}"
+    )
 
 
 def export(folder: Path, out: Path, classes: Sequence[str]) -> dict[str, int]:

@@ -35,8 +35,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         config = _config(args.config)
     except ConfigError as exc:
         return _fail(exc.describe(), EX_CONFIG)
-    reload_hint = ("the running agent switches before its next item after `systemctl reload bin-agent` "
-                   "(SIGHUP) or MQTT cmd/reload_model")
+    reload_hint = (
+        "the running agent switches before its next item after `systemctl reload bin-agent` "
+        "(SIGHUP) or MQTT cmd/reload_model"
+    )
     try:
         if args.list:
             rows = deploy.installed(config)
@@ -95,15 +97,19 @@ def cmd_label(args: argparse.Namespace) -> int:
         if not counts:
             return _fail(f"{folder}: no labelled items to export; label some first (bin-agent label)")
         total = sum(counts.values())
-        print(f"exported {total} labelled photo(s) to {args.export}: "
-              + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+        print(
+            f"exported {total} labelled photo(s) to {args.export}: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
+        )
         return 0
     if args.list:
         for item in items:
             entry = labels.get(item.event_id)
             status = "-" if entry is None else ("confirmed" if entry["confirmed"] else f"-> {entry['label']}")
-            print(f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
-                  f"{float(item.info.get('confidence', 0)):.2f}  {status}")
+            print(
+                f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
+                f"{float(item.info.get('confidence', 0)):.2f}  {status}"
+            )
         print(f"{len(items)} captured, {sum(1 for i in items if i.event_id in labels)} labelled")
         return 0
     todo = review_order(items, labels, include_labelled=args.all)
@@ -182,39 +188,81 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the learning-loop commands to the bin-agent CLI."""
     p = subparsers.add_parser(
-        "deploy", help="validate a model and install it for the agent (atomic; --rollback goes back)")
-    p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
-                   help="candidate .tflite with its .labels.txt and .json beside it")
-    p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
-                   help=f"the agent's config (its state_dir and router; default {DEFAULT_CONFIG})")
-    p.add_argument("--reference", action="append", type=Path, default=[], metavar="PHOTO",
-                   help="photo the candidate must classify (repeatable; default: a grey frame)")
+        "deploy", help="validate a model and install it for the agent (atomic; --rollback goes back)"
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        type=Path,
+        metavar="MODEL",
+        help="candidate .tflite with its .labels.txt and .json beside it",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"the agent's config (its state_dir and router; default {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "--reference",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PHOTO",
+        help="photo the candidate must classify (repeatable; default: a grey frame)",
+    )
     p.add_argument("--rollback", action="store_true", help="return to the model before the last deploy")
     p.add_argument("--list", action="store_true", help="list the installed models and the one in use")
     p.set_defaults(func=cmd_deploy)
 
     p = subparsers.add_parser(
-        "label", help="label captured photos in a terminal (most unsure first); --list, --export DIR")
+        "label", help="label captured photos in a terminal (most unsure first); --list, --export DIR"
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG,
-                       help=f"take the capture folder from this config (default {DEFAULT_CONFIG})")
+    where.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"take the capture folder from this config (default {DEFAULT_CONFIG})",
+    )
     where.add_argument("--folder", type=Path, help="a capture folder (e.g. copied off the bin)")
     p.add_argument("--list", action="store_true", help="list every captured item and its label")
-    p.add_argument("--export", type=Path, metavar="DIR",
-                   help="copy the labelled photos to DIR/<class>/ (for bin-agent train / evaluate)")
+    p.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="copy the labelled photos to DIR/<class>/ (for bin-agent train / evaluate)",
+    )
     p.add_argument("--all", action="store_true", help="also review items already labelled")
     p.add_argument("--show", action="store_true", help="open each photo in the image viewer")
     p.set_defaults(func=cmd_label)
 
     p = subparsers.add_parser(
-        "compare", help="two models side by side on labelled photos, with a verdict (exit 0: B is better)")
-    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
-                   help="folder-per-class photo folders, e.g. the bin's held-out labelled photos")
-    p.add_argument("--model", action="append", type=Path, default=[], required=True,
-                   help="the current model (A), then the candidate (B)")
+        "compare", help="two models side by side on labelled photos, with a verdict (exit 0: B is better)"
+    )
+    p.add_argument(
+        "datasets",
+        nargs="+",
+        type=Path,
+        metavar="DATASET_DIR",
+        help="folder-per-class photo folders, e.g. the bin's held-out labelled photos",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        type=Path,
+        default=[],
+        required=True,
+        help="the current model (A), then the candidate (B)",
+    )
     p.add_argument("--config", "-c", type=Path, help="take the confidence threshold from this config")
-    p.add_argument("--threshold", type=float, help="confidence threshold of the fallback compartment "
-                   "(default: the config's router.confidence_threshold)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="confidence threshold of the fallback compartment (default: the config's router.confidence_threshold)",
+    )
     p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
     p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--threads", type=int, help="interpreter threads")

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .broker import Message
@@ -57,7 +57,7 @@ class Fleet:
         return [f"{self.prefix}/{name}/{kind}" for name in names for kind in ("state", "status")]
 
     def handle(self, message: Message) -> None:
-        rest = message.topic[len(self.prefix) + 1:] if message.topic.startswith(self.prefix + "/") else ""
+        rest = message.topic[len(self.prefix) + 1 :] if message.topic.startswith(self.prefix + "/") else ""
         bin_id, _, kind = rest.rpartition("/")
         if not bin_id or kind not in ("state", "status"):
             return
@@ -146,9 +146,12 @@ def render_table(fleet: Fleet, now: float | None = None) -> str:
     rows = [HEADER] + [_row(view, now) for view in bins.values()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     s = summary(bins)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    lines = [f"{s['bins']} bins: {s['online']} online, {s['offline']} offline; {s['items']} items; "
-             f"outbox {s['outbox_pending']}; full: {', '.join(s['full']) or 'none'}   ({stamp} UTC)", ""]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [
+        f"{s['bins']} bins: {s['online']} online, {s['offline']} offline; {s['items']} items; "
+        f"outbox {s['outbox_pending']}; full: {', '.join(s['full']) or 'none'}   ({stamp} UTC)",
+        "",
+    ]
     lines += ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
 

@@ -91,7 +91,7 @@ class Topics:
 
     def command_name(self, topic: str) -> str | None:
         prefix = f"{self.base}/cmd/"
-        return topic[len(prefix):] if topic.startswith(prefix) else None
+        return topic[len(prefix) :] if topic.startswith(prefix) else None
 
 
 class MqttLink:
@@ -198,14 +198,25 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; a missing broker is retried with backoff."""
         if self.tls is not None and not self.tls.check_hostname:
-            log.warning("mqtt.tls.insecure = true: the broker's certificate is NOT checked against "
-                        "the host name %s; whoever can redirect that name can read and command this "
-                        "bin. For a lab only.", self.settings.host)
+            log.warning(
+                "mqtt.tls.insecure = true: the broker's certificate is NOT checked against "
+                "the host name %s; whoever can redirect that name can read and command this "
+                "bin. For a lab only.",
+                self.settings.host,
+            )
         if self.tls is None and self.settings.host not in ("localhost", "127.0.0.1", "::1"):
-            log.warning("MQTT to %s:%s without TLS: the password and all messages cross the network "
-                        "in clear; see [mqtt.tls]", self.settings.host, self.settings.port)
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive,
-                                  clean_start=True, properties=self._connect_properties)
+            log.warning(
+                "MQTT to %s:%s without TLS: the password and all messages cross the network in clear; see [mqtt.tls]",
+                self.settings.host,
+                self.settings.port,
+            )
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            self.settings.keepalive,
+            clean_start=True,
+            properties=self._connect_properties,
+        )
         self.client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump, name="mqtt-outbox", daemon=True)
         self._pump_thread.start()
@@ -240,8 +251,7 @@ class MqttLink:
             self._pump_thread.join(timeout=5)
         if self.connected:
             # The pump has applied its last acks: the state says what stays in the outbox.
-            sent = [self.publish_state(),
-                    self.client.publish(self.topics.status, "offline", qos=1, retain=True)]
+            sent = [self.publish_state(), self.client.publish(self.topics.status, "offline", qos=1, retain=True)]
             for info in sent:
                 if info is None:
                     continue
@@ -330,10 +340,14 @@ class MqttLink:
     def _log_refusal(self, topic: str, reason: str) -> None:
         user = self.settings.username or "(anonymous)"
         self._throttle.log(
-            logging.ERROR, "refused",
+            logging.ERROR,
+            "refused",
             "the broker refused the publish on %s: %s; its ACL must let user %s write %s/# "
             "(events stay in the outbox and are retried)",
-            topic, reason, user, self.topics.base,
+            topic,
+            reason,
+            user,
+            self.topics.base,
         )
 
     def _hand_over(self) -> None:
@@ -375,12 +389,22 @@ class MqttLink:
             self._login_refused = True
             self.failed_attempts += 1
             hint = AUTH_HINT if reason_code.value in (0x86, 0x87, 0x8C) else ""
-            self._throttle.log(logging.ERROR, "connect",
-                               "broker %s refused the connection: %s%s; retrying (attempt %d)",
-                               self._where(), reason_code, hint, self.failed_attempts)
+            self._throttle.log(
+                logging.ERROR,
+                "connect",
+                "broker %s refused the connection: %s%s; retrying (attempt %d)",
+                self._where(),
+                reason_code,
+                hint,
+                self.failed_attempts,
+            )
             return
-        log.info("connected to %s%s%s", self._where(), " (TLS)" if self.tls is not None else "",
-                 f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "")
+        log.info(
+            "connected to %s%s%s",
+            self._where(),
+            " (TLS)" if self.tls is not None else "",
+            f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "",
+        )
         self.failed_attempts = 0
         self._throttle.clear("connect")
         self._publish_other(self.topics.status, "online", retain=True)
@@ -402,10 +426,14 @@ class MqttLink:
         # paho calls this inside its `except OSError:` around the connection attempt,
         # so the exception being handled is the reason.
         self.failed_attempts += 1
-        self._throttle.log(logging.WARNING, "connect", "%s; retrying every %g s at most, "
-                           "sorting goes on and events stay in the outbox (attempt %d)",
-                           describe_connect_error(sys.exc_info()[1], self._where()),
-                           self.settings.reconnect_max_seconds, self.failed_attempts)
+        self._throttle.log(
+            logging.WARNING,
+            "connect",
+            "%s; retrying every %g s at most, sorting goes on and events stay in the outbox (attempt %d)",
+            describe_connect_error(sys.exc_info()[1], self._where()),
+            self.settings.reconnect_max_seconds,
+            self.failed_attempts,
+        )
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self._stopping.is_set():
@@ -419,21 +447,34 @@ class MqttLink:
             # TLS client that sent no (or an unknown) certificate right after the handshake.
             self.failed_attempts += 1
             if self.tls is not None:
-                hint = ("; a broker that requires client certificates does this when it gets none "
-                        "or one its CA did not sign (mqtt.tls.cert_file, key_file)")
+                hint = (
+                    "; a broker that requires client certificates does this when it gets none "
+                    "or one its CA did not sign (mqtt.tls.cert_file, key_file)"
+                )
             else:
                 hint = "; if this port expects TLS, set [mqtt.tls] enabled = true"
-            self._throttle.log(logging.WARNING, "connect",
-                               "the broker %s closed the connection before accepting the login (%s)%s; "
-                               "retrying (attempt %d)", self._where(), reason_code, hint, self.failed_attempts)
+            self._throttle.log(
+                logging.WARNING,
+                "connect",
+                "the broker %s closed the connection before accepting the login (%s)%s; retrying (attempt %d)",
+                self._where(),
+                reason_code,
+                hint,
+                self.failed_attempts,
+            )
         self._connected.clear()
         self._subscribed.clear()
 
     def _handle_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         refused = [code for code in reason_codes if code.is_failure]
         if refused:
-            self._throttle.log(logging.ERROR, "subscribe", "the broker refused the subscription to %s: %s; "
-                               "commands will not reach this bin", self.topics.commands, refused[0])
+            self._throttle.log(
+                logging.ERROR,
+                "subscribe",
+                "the broker refused the subscription to %s: %s; commands will not reach this bin",
+                self.topics.commands,
+                refused[0],
+            )
         self._subscribed.set()
 
     def _handle_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
@@ -464,8 +505,10 @@ AUTH_HINT = " (check mqtt.username and the password in mqtt.password_file / mqtt
 def describe_connect_error(exc: BaseException | None, where: str) -> str:
     """One line saying why a connection attempt to ``where`` failed."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the certificate of {where} was rejected ({exc.verify_message}); "
-                "check mqtt.tls.ca_file and that mqtt.host is a name the certificate carries")
+        return (
+            f"TLS: the certificate of {where} was rejected ({exc.verify_message}); "
+            "check mqtt.tls.ca_file and that mqtt.host is a name the certificate carries"
+        )
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with {where} failed ({exc.reason or exc}); check [mqtt.tls] and the broker's listener"
     if isinstance(exc, OSError):
@@ -482,8 +525,9 @@ class TlsSetupError(ValueError):
         self.key = key
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
-                *, insecure: bool = False) -> ssl.SSLContext:
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None, *, insecure: bool = False
+) -> ssl.SSLContext:
     """A client TLS context: TLS 1.2 or later, the broker's certificate checked against
     ``ca_file`` (None: the system's CA store) and, unless ``insecure``, its host name.
 
@@ -501,16 +545,22 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
     if cert_file is not None and key_file is not None:
         _readable("cert_file", cert_file)
         if b"ENCRYPTED" in _readable("key_file", key_file):
-            raise TlsSetupError("key_file", f"{key_file} is encrypted and the agent cannot ask for its "
-                                "passphrase; store it unencrypted, mode 0600 (openssl pkey -in KEY -out KEY2)")
+            raise TlsSetupError(
+                "key_file",
+                f"{key_file} is encrypted and the agent cannot ask for its "
+                "passphrase; store it unencrypted, mode 0600 (openssl pkey -in KEY -out KEY2)",
+            )
         try:
             # A password callback, so OpenSSL never prompts on a terminal.
             context.load_cert_chain(str(cert_file), str(key_file), password=lambda: b"")
         except ssl.SSLError as exc:
             if exc.reason == "KEY_VALUES_MISMATCH":
                 raise TlsSetupError("key_file", f"{key_file} is not the key of {cert_file}") from None
-            raise TlsSetupError("cert_file", f"{cert_file} and {key_file} must be a PEM certificate "
-                                f"and its PEM private key ({exc.reason or 'not PEM'})") from None
+            raise TlsSetupError(
+                "cert_file",
+                f"{cert_file} and {key_file} must be a PEM certificate "
+                f"and its PEM private key ({exc.reason or 'not PEM'})",
+            ) from None
     # Only the host name check is switched off: the certificate must still be signed by the CA.
     context.check_hostname = not insecure
     context.verify_mode = ssl.CERT_REQUIRED

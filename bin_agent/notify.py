@@ -68,9 +68,7 @@ class Notifier:
         env = os.environ if environ is None else environ
         self._address = _socket_address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog_interval = (
-            _watchdog_interval(env, os.getpid() if pid is None else pid)
-            if self._address is not None
-            else None
+            _watchdog_interval(env, os.getpid() if pid is None else pid) if self._address is not None else None
         )
         self._clock = clock
         self._lock = threading.Lock()

@@ -21,9 +21,10 @@ Training-time augmentation picks its own (random) crop box and calls
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,7 +68,7 @@ class PreprocessSpec:
             raise ValueError("std must not contain 0")
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> "PreprocessSpec":
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> PreprocessSpec:
         """Build the spec from a model metadata dict (see ``models/README.md``).
 
         Reads ``input_size`` and the optional ``preprocessing`` table:
@@ -167,8 +168,7 @@ def _fit_decode_size(img: Image.Image, max_pixels: int, path: Path) -> None:
                 break
     if img.size[0] * img.size[1] > max_pixels:
         raise ImageError(
-            f"{path}: {width}x{height} pixels is more than the limit of {max_pixels:,}; "
-            "scale the image down"
+            f"{path}: {width}x{height} pixels is more than the limit of {max_pixels:,}; scale the image down"
         )
 
 

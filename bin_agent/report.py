@@ -13,7 +13,7 @@ import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,12 @@ def parse_since(text: str, now: datetime) -> datetime:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ReportError(f"--since: {text!r} is neither a span like 7d, 12h, 2w nor a date like 2026-11-01") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def iso(when: datetime) -> str:
     """The store's time format (ISO-8601 UTC with milliseconds and Z): comparable as text."""
-    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -79,8 +79,9 @@ class Report:
         return sum(sum(self.unsure_by_day.get(d, Counter()).values()) for d in days)
 
 
-def build_report(items: list[HistoryItem], bin_id: str, since: datetime, until: datetime,
-                 classes: list[str], compartments: list[str]) -> Report:
+def build_report(
+    items: list[HistoryItem], bin_id: str, since: datetime, until: datetime, classes: list[str], compartments: list[str]
+) -> Report:
     report = Report(bin_id, since, until, list(classes), list(compartments))
     for item in items:
         day = item.time[:10]
@@ -103,15 +104,22 @@ def _share(part: int, whole: int) -> str:
 def format_table(report: Report, max_unsure: int = 20) -> str:
     """The report as text: a row per day, classes | compartments | items, unsure; then the unsure items."""
     total, unsure = report.total, report.unsure_count()
-    lines = [f"Bin {report.bin_id}: {iso(report.since)[:16]}Z to {iso(report.until)[:16]}Z: "
-             f"{total} items, {unsure} unsure ({_share(unsure, total)}) sent to the fallback compartment", ""]
+    lines = [
+        f"Bin {report.bin_id}: {iso(report.since)[:16]}Z to {iso(report.until)[:16]}Z: "
+        f"{total} items, {unsure} unsure ({_share(unsure, total)}) sent to the fallback compartment",
+        "",
+    ]
     columns = report.classes + ["|"] + report.compartments + ["|", "items", "unsure"]
     widths = [1 if c == "|" else max(len(c), 5) for c in columns]
     lines.append("day         " + " ".join(c.rjust(w) for c, w in zip(columns, widths)))
 
     def row(label: str, classes: dict[str, int], compartments: dict[str, int], items: int, unsure_n: int) -> str:
-        values = ([str(classes[c]) for c in report.classes] + ["|"]
-                  + [str(compartments[c]) for c in report.compartments] + ["|", str(items), str(unsure_n)])
+        values = (
+            [str(classes[c]) for c in report.classes]
+            + ["|"]
+            + [str(compartments[c]) for c in report.compartments]
+            + ["|", str(items), str(unsure_n)]
+        )
         return f"{label:<12}" + " ".join(v.rjust(w) for v, w in zip(values, widths))
 
     sums_class: Counter[str] = Counter()
@@ -121,15 +129,21 @@ def format_table(report: Report, max_unsure: int = 20) -> str:
         sums_class.update(classes)
         sums_compartment.update(compartments)
         lines.append(row(day, classes, compartments, sum(classes.values()), report.unsure_count(day)))
-    lines.append(row("total", {c: sums_class[c] for c in report.classes},
-                     {c: sums_compartment[c] for c in report.compartments}, total, unsure))
+    lines.append(
+        row(
+            "total",
+            {c: sums_class[c] for c in report.classes},
+            {c: sums_compartment[c] for c in report.compartments},
+            total,
+            unsure,
+        )
+    )
     if report.unsure:
         shown = report.unsure[-max_unsure:]
         lines += ["", f"Unsure items ({len(report.unsure)}; the last {len(shown)}):"]
         for item in shown:
             top = ", ".join(f"{t['class']} {t['confidence']:.2f}" for t in item.payload.get("top3", []))
-            lines.append(f"  {item.time}  {item.label:<9} {item.confidence:.2f} -> {item.compartment:<10}"
-                         f"  top3: {top}")
+            lines.append(f"  {item.time}  {item.label:<9} {item.confidence:.2f} -> {item.compartment:<10}  top3: {top}")
     return "\n".join(lines)
 
 
@@ -179,6 +193,7 @@ def write_png(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
-def report_from_store(store: Any, bin_id: str, since: datetime, until: datetime, classes: list[str],
-                      compartments: list[str]) -> Report:
+def report_from_store(
+    store: Any, bin_id: str, since: datetime, until: datetime, classes: list[str], compartments: list[str]
+) -> Report:
     return build_report(store.history(iso(since), iso(until)), bin_id, since, until, classes, compartments)

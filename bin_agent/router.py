@@ -7,8 +7,8 @@ the residual waste, where a wrong guess does the least harm to recycling).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True)

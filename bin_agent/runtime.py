@@ -9,8 +9,9 @@ interpreter instead.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RUNTIMES: tuple[tuple[str, str], ...] = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -38,9 +39,7 @@ def interpreter_class() -> tuple[str, Callable[..., Any]]:
             continue
         return name, module.Interpreter
     raise RuntimeUnavailable(
-        "no TensorFlow Lite runtime found ("
-        + "; ".join(reasons)
-        + "). Fix: pip install ai-edge-litert"
+        "no TensorFlow Lite runtime found (" + "; ".join(reasons) + "). Fix: pip install ai-edge-litert"
     )
 
 

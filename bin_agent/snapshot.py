@@ -67,8 +67,13 @@ def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
         last = frame
         if trigger is not None and trigger.update(frame) and trigger.item_box is not None:
             # The frame the agent would classify: show that one.
-            return Snapshot(frame.image, frame.index, config.camera.zone, item_box=trigger.item_box,
-                            classified_box=_classified(config, frame.image, trigger.item_box))
+            return Snapshot(
+                frame.image,
+                frame.index,
+                config.camera.zone,
+                item_box=trigger.item_box,
+                classified_box=_classified(config, frame.image, trigger.item_box),
+            )
     if last is None:
         raise SourceError("the frame source delivered no frame")
     return Snapshot(last.image, last.index, config.camera.zone, last_item=last_sorted_item(config))
@@ -149,9 +154,7 @@ def describe(snapshot: Snapshot, out: Path) -> str:
         if snapshot.classified_box is not None:
             parts.append(f"classified region {fmt(snapshot.classified_box)}")
     elif snapshot.last_item is not None:
-        parts.append(f"last sorted item ({snapshot.last_item.get('class')}) at "
-                     f"{fmt(tuple(snapshot.last_item['box']))}")  # type: ignore[arg-type]
+        parts.append(f"last sorted item ({snapshot.last_item.get('class')}) at {fmt(tuple(snapshot.last_item['box']))}")
     else:
         parts.append("no item seen")
     return "; ".join(parts)
-

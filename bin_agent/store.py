@@ -185,8 +185,9 @@ class _Unsaved:
     acknowledged: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.count_deltas or self.reset_since or self.last_item
-                    or self.dropped or self.acknowledged)
+        return bool(
+            self.events or self.count_deltas or self.reset_since or self.last_item or self.dropped or self.acknowledged
+        )
 
 
 class Store:
@@ -251,9 +252,12 @@ class Store:
     @classmethod
     def from_config(cls, section: Any, path: str | Path) -> Store:
         """The store of the ``[store]`` config section, its database at ``path``."""
-        return cls(path, max_outbox_events=section.max_outbox_events,
-                   max_outbox_age_days=section.max_outbox_age_days,
-                   max_memory_events=section.max_memory_events)
+        return cls(
+            path,
+            max_outbox_events=section.max_outbox_events,
+            max_outbox_age_days=section.max_outbox_age_days,
+            max_memory_events=section.max_memory_events,
+        )
 
     @property
     def lock_path(self) -> Path:
@@ -272,8 +276,11 @@ class Store:
             problem = self._missing_or_truncated()
             if problem is not None:
                 kind, detail = problem
-                self._set_aside(kind, f"{detail}; the agent last wrote event #{marker.get('last_seq', '?')} "
-                                      f"to database {marker.get('database_id', '?')}")
+                self._set_aside(
+                    kind,
+                    f"{detail}; the agent last wrote event #{marker.get('last_seq', '?')} "
+                    f"to database {marker.get('database_id', '?')}",
+                )
         try:
             db = self._connect_checked()
         except _Corrupt as exc:
@@ -340,8 +347,7 @@ class Store:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since', ?)", (_now_iso(),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
         except BaseException:
@@ -386,14 +392,16 @@ class Store:
             self._report_incident(
                 "replaced",
                 f"{self.path} is not the database this agent last wrote (id {self._database_id or 'none'}, "
-                f"expected {expected_id}); using it")
+                f"expected {expected_id}); using it",
+            )
         elif isinstance(last_seq, int) and self._db_sequence() < last_seq:
             lost = last_seq - self._db_sequence()
             self._report_incident(
                 "rolled_back",
                 f"{self.path} lost its last {lost} event(s) while the agent was stopped (it ends at "
                 f"#{self._db_sequence()}, the agent had written #{last_seq}: its -wal file deleted or an "
-                "older copy restored?)")
+                "older copy restored?)",
+            )
 
     def _set_aside(self, kind: str, detail: str) -> None:
         """Move the database, its -wal and -shm (and the marker) aside; log and remember it."""
@@ -504,8 +512,7 @@ class Store:
                     with self._transaction():
                         self._insert(event)
                         self._insert_deltas(deltas)
-                        self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)",
-                                         (text,))
+                        self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,))
                         self._record_history(event_id, payload, text, label, compartment, fallback)
                         dropped = self._apply_bounds(self._db_pending + 1)
                 except sqlite3.IntegrityError:
@@ -527,8 +534,7 @@ class Store:
             self._flush()
             self._finalize(event, finalize, started)
 
-    def _finalize(self, event: _HeldEvent, finalize: Callable[[float], dict[str, Any]] | None,
-                  started: float) -> None:
+    def _finalize(self, event: _HeldEvent, finalize: Callable[[float], dict[str, Any]] | None, started: float) -> None:
         """Replace the payload of a just-recorded event by ``finalize``'s (under the lock)."""
         if finalize is None:
             return
@@ -693,9 +699,11 @@ class Store:
             if self._unsaved:
                 self._flush()
                 if self._unsaved:
-                    log.error("storage still failing at shutdown: %d held event(s) and the counts of %d "
-                              "item(s) are lost", len(self._unsaved.events),
-                              self._unsaved.count_deltas[("total", "")])
+                    log.error(
+                        "storage still failing at shutdown: %d held event(s) and the counts of %d item(s) are lost",
+                        len(self._unsaved.events),
+                        self._unsaved.count_deltas[("total", "")],
+                    )
             if self._db is not None:
                 self._write_marker(sync_directory=True)
                 with contextlib.suppress(sqlite3.Error):
@@ -705,14 +713,23 @@ class Store:
 
     # ------------------------------------------------------------------ history and fill
 
-    def _record_history(self, event_id: str, payload: dict[str, Any], text: str, label: str,
-                        compartment: str, fallback: bool) -> None:
+    def _record_history(
+        self, event_id: str, payload: dict[str, Any], text: str, label: str, compartment: str, fallback: bool
+    ) -> None:
         # Inside record_event's transaction: history and fill agree with the counts.
         self._db_execute(
             "INSERT INTO items(event_id, time, created, class, confidence, compartment, fallback, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, str(payload.get("time") or _now_iso()), time.time(), label,
-             float(payload.get("confidence") or 0.0), compartment, int(fallback), text),
+            (
+                event_id,
+                str(payload.get("time") or _now_iso()),
+                time.time(),
+                label,
+                float(payload.get("confidence") or 0.0),
+                compartment,
+                int(fallback),
+                text,
+            ),
         )
         self._db_execute(
             "INSERT INTO fill_counts(compartment, class, n) VALUES (?, ?, 1) "
@@ -731,8 +748,18 @@ class Store:
                 "WHERE time >= ? AND time < ? ORDER BY seq",
                 (since, until if until is not None else "\uffff"),
             ).fetchall()
-        return [HistoryItem(time=r[0], created=r[1], label=r[2], confidence=r[3], compartment=r[4],
-                            fallback=bool(r[5]), payload=json.loads(r[6])) for r in rows]
+        return [
+            HistoryItem(
+                time=r[0],
+                created=r[1],
+                label=r[2],
+                confidence=r[3],
+                compartment=r[4],
+                fallback=bool(r[5]),
+                payload=json.loads(r[6]),
+            )
+            for r in rows
+        ]
 
     def prune_history(self, older_than: float) -> int:
         """Drop history items recorded before ``older_than`` (epoch seconds); returns how many."""
@@ -767,8 +794,9 @@ class Store:
             try:
                 with self._transaction():
                     self._db.execute("DELETE FROM fill_counts WHERE compartment = ?", (compartment,))
-                    self._db.execute("INSERT OR REPLACE INTO emptied(compartment, time) VALUES (?, ?)",
-                                     (compartment, now))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO emptied(compartment, time) VALUES (?, ?)", (compartment, now)
+                    )
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot record the emptying ({exc})") from None
         return now
@@ -820,8 +848,11 @@ class Store:
         """After the commit that dropped them."""
         if dropped:
             self._dropped_saved += dropped
-            log.warning("outbox bound reached: dropped the %d oldest undelivered event(s) (%d in all)",
-                        dropped, self._dropped_saved + self._unsaved.dropped)
+            log.warning(
+                "outbox bound reached: dropped the %d oldest undelivered event(s) (%d in all)",
+                dropped,
+                self._dropped_saved + self._unsaved.dropped,
+            )
 
     def _hold(self, event: _HeldEvent, deltas: collections.Counter[tuple[str, str]], text: str) -> None:
         unsaved = self._unsaved
@@ -853,8 +884,9 @@ class Store:
             with self._transaction():
                 if unsaved.reset_since is not None:
                     self._db_execute("DELETE FROM counts")
-                    self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)",
-                                     (unsaved.reset_since,))
+                    self._db_execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
+                    )
                 deleted = 0
                 for seq in unsaved.acknowledged:
                     deleted += self._db_execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
@@ -862,8 +894,9 @@ class Store:
                     self._insert(event)
                 self._insert_deltas(unsaved.count_deltas)
                 if unsaved.last_item is not None:
-                    self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)",
-                                     (unsaved.last_item,))
+                    self._db_execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
+                    )
                 if unsaved.dropped:
                     self._db_execute(
                         "INSERT INTO meta(key, value) VALUES ('outbox_dropped', ?) "
@@ -936,14 +969,23 @@ class Store:
                 log.error(
                     "storage %s: cannot write %s (%s); sorting goes on, events are kept in memory "
                     "(up to %d) and published directly until it can be written again",
-                    self._failure_kind, self.path, exc, self.max_memory_events)
+                    self._failure_kind,
+                    self.path,
+                    exc,
+                    self.max_memory_events,
+                )
             return
         if self._last_reminder is None or now - self._last_reminder >= REMINDER_SECONDS:
             self._last_reminder = now
             self._episode_logged = True
-            log.error("storage still %s since %s (%s): %d event(s) held in memory, %d dropped",
-                      self._failure_kind, _iso(self._failing_since), exc, len(self._unsaved.events),
-                      self._unsaved.dropped)
+            log.error(
+                "storage still %s since %s (%s): %d event(s) held in memory, %d dropped",
+                self._failure_kind,
+                _iso(self._failing_since),
+                exc,
+                len(self._unsaved.events),
+                self._unsaved.dropped,
+            )
 
     def _set_aside_while_running(self, exc: BaseException) -> None:
         """The database turned out corrupt after the start-up check: move it
@@ -962,8 +1004,11 @@ class Store:
         self._unsaved.dropped += self._dropped_saved
         self._dropped_saved = 0
         try:
-            self._set_aside("corrupt", f"the database turned out corrupt while running ({exc}); "
-                                       f"its {undelivered} undelivered event(s) stay in the moved file")
+            self._set_aside(
+                "corrupt",
+                f"the database turned out corrupt while running ({exc}); "
+                f"its {undelivered} undelivered event(s) stay in the moved file",
+            )
         except StoreError as error:
             log.error("%s", error)
         if self._failing_since is None:
@@ -975,9 +1020,13 @@ class Store:
     def _storage_recovered(self, saved: int = 0) -> None:
         if self._failing_since is None:
             return
-        log.log(logging.WARNING if self._episode_logged else logging.DEBUG,
-                "storage writable again after %.0f s: %d held event(s) saved to %s",
-                self._clock() - self._failing_since, saved, self.path)
+        log.log(
+            logging.WARNING if self._episode_logged else logging.DEBUG,
+            "storage writable again after %.0f s: %d held event(s) saved to %s",
+            self._clock() - self._failing_since,
+            saved,
+            self.path,
+        )
         self._failing_since = None
         self._failure = ""
         self._failure_kind = ""

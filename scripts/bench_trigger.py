@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from bin_agent.sources.base import Frame
 from bin_agent.config import TriggerSection
+from bin_agent.sources.base import Frame
 from bin_agent.triggers import MotionTrigger
 
 
@@ -59,9 +59,9 @@ def main() -> None:
     bench(trigger, empty[:20])  # initialise the background, warm caches
     us_empty = bench(trigger, empty)
     # Same trigger: the item appears, settles, fires; then it stays.
-    us_occupied = bench(trigger, [
-        Frame(f.image, f.lores, f.timestamp + empty[-1].timestamp + 0.1, f.index) for f in occupied
-    ])
+    us_occupied = bench(
+        trigger, [Frame(f.image, f.lores, f.timestamp + empty[-1].timestamp + 0.1, f.index) for f in occupied]
+    )
     print(f"MotionTrigger.update on {args.width}x{args.height} uint8, {args.frames} frames each:")
     print(f"  empty scene:    {us_empty:8.1f} us/frame")
     print(f"  occupied scene: {us_occupied:8.1f} us/frame  (state now {trigger.state!r})")

@@ -68,8 +68,14 @@ def main() -> int:
                 return {"command": name, "ok": True}
 
             store = Store(Path(tmp) / "agent.db")
-            link = MqttLink(MqttSection(host="127.0.0.1", port=port), Topics.for_bin("smartbin", "big"), store,
-                            handler, lambda: {}, client_id="big-command-agent")
+            link = MqttLink(
+                MqttSection(host="127.0.0.1", port=port),
+                Topics.for_bin("smartbin", "big"),
+                store,
+                handler,
+                lambda: {},
+                client_id="big-command-agent",
+            )
             if args.no_guard:
                 del link._connect_properties.MaximumPacketSize  # the experiment's point
             link.start()
@@ -87,8 +93,10 @@ def main() -> int:
                 time.sleep(0.05)
             print(f"guard: {'off' if args.no_guard else f'Maximum Packet Size {link.max_packet_size} bytes'}")
             print(f"command payload sizes that reached the handler: {[size for _, size in calls]}")
-            print(f"connected: {link.connected}; RSS before {before} KiB, after {kib('VmRSS')} KiB, "
-                  f"peak {kib('VmHWM')} KiB")
+            print(
+                f"connected: {link.connected}; RSS before {before} KiB, after {kib('VmRSS')} KiB, "
+                f"peak {kib('VmHWM')} KiB"
+            )
             link.stop()
         finally:
             proc.kill()

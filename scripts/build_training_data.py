@@ -77,7 +77,9 @@ def git_listing(git_dir: Path, rev: str, folder: str) -> list[tuple[str, str]]:
     """(object id, path) of every file under ``folder`` at ``rev``."""
     out = subprocess.run(
         ["git", "--git-dir", str(git_dir), "ls-tree", "-r", rev, "--", folder],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rows = []
     for line in out.splitlines():
@@ -92,7 +94,8 @@ def git_blobs(git_dir: Path, oids: list[str]):
     """Yield (oid, bytes or None) for each object; None where the clone lacks it."""
     proc = subprocess.Popen(
         ["git", "--git-dir", str(git_dir), "cat-file", "--batch"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert proc.stdin and proc.stdout
     try:
@@ -120,8 +123,9 @@ def source_files(source: Path, spec: SourceSpec, rev: str):
     elif (source / ".git").exists():
         git_dir = source / ".git"
     if git_dir is not None:
-        rows = [(oid, path) for oid, path in git_listing(git_dir, rev, spec.folder)
-                if path.lower().endswith(IMAGE_SUFFIXES)]
+        rows = [
+            (oid, path) for oid, path in git_listing(git_dir, rev, spec.folder) if path.lower().endswith(IMAGE_SUFFIXES)
+        ]
         paths = dict(rows)
         for oid, data in git_blobs(git_dir, [oid for oid, _ in rows]):
             yield os.path.relpath(paths[oid], spec.folder), data
@@ -139,7 +143,9 @@ def source_commit(source: Path, rev: str) -> str | None:
         try:
             return subprocess.run(
                 ["git", "--git-dir", str(git_dir), "rev-parse", rev],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout.strip()
         except (subprocess.CalledProcessError, FileNotFoundError):
             continue
@@ -161,8 +167,12 @@ def remove_near_copies(target: Path, guard: Path) -> dict[str, int]:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    known = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(line), np.uint8)).astype(bool)
-                      for line in guard.with_name("trashnet-dhash.txt").read_text().split()])
+    known = np.array(
+        [
+            np.unpackbits(np.frombuffer(bytes.fromhex(line), np.uint8)).astype(bool)
+            for line in guard.with_name("trashnet-dhash.txt").read_text().split()
+        ]
+    )
     removed: dict[str, int] = {}
     for path in sorted(target.rglob("*.jpg")):
         if (known != module.dhash(path)).sum(1).min() <= GUARD_MARGIN_BITS:
@@ -210,18 +220,21 @@ def build(name: str, source: Path, out: Path, rev: str, max_side: int) -> dict:
     guard = SHARED / "tools" / "trashnet_guard.py"
     if not guard.is_file():
         sys.exit(f"error: {guard} not found: set BIN_AGENT_SHARED to the shared folder")
-    result = subprocess.run([sys.executable, str(guard), str(target), "--remove"],
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(guard), str(target), "--remove"], check=True, capture_output=True, text=True
+    )
     removed: dict[str, int] = {}
     for line in result.stdout.splitlines()[:-1]:
         label = Path(line).parent.name
         removed[label] = removed.get(label, 0) + 1
     print(f"  {name}: guard: {result.stdout.splitlines()[-1]}", flush=True)
     near = remove_near_copies(target, guard)
-    print(f"  {name}: {sum(near.values())} more photos removed as possible cropped TrashNet copies "
-          f"(hash distance {GUARD_MARGIN_BITS} bits or less)", flush=True)
-    kept = {folder.name: sum(1 for _ in folder.glob("*.jpg")) for folder in sorted(target.iterdir())
-            if folder.is_dir()}
+    print(
+        f"  {name}: {sum(near.values())} more photos removed as possible cropped TrashNet copies "
+        f"(hash distance {GUARD_MARGIN_BITS} bits or less)",
+        flush=True,
+    )
+    kept = {folder.name: sum(1 for _ in folder.glob("*.jpg")) for folder in sorted(target.iterdir()) if folder.is_dir()}
     manifest = {
         "source": name,
         "origin": spec.origin,
@@ -255,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         if not source.exists():
             parser.error(f"{entry!r}: {source} does not exist")
         manifest = build(name, source, args.out, args.rev, args.max_side)
-        print(f"{name}: {manifest['kept_total']} photos kept {manifest['kept']}; "
-              f"removed as TrashNet {manifest['removed_as_trashnet']}; skipped {manifest['skipped']}")
+        print(
+            f"{name}: {manifest['kept_total']} photos kept {manifest['kept']}; "
+            f"removed as TrashNet {manifest['removed_as_trashnet']}; skipped {manifest['skipped']}"
+        )
     return 0
 
 

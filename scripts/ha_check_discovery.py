@@ -146,8 +146,10 @@ def main() -> int:
     for problem in problems:
         print(problem)
     n_states = sum(len(v) for v in capture["messages"].values())
-    print(f"Home Assistant {HA_VERSION}: {len(capture['configs'])} discovery configs, "
-          f"{n_states} messages, {len(problems)} problem(s)")
+    print(
+        f"Home Assistant {HA_VERSION}: {len(capture['configs'])} discovery configs, "
+        f"{n_states} messages, {len(problems)} problem(s)"
+    )
     return 1 if problems else 0
 
 

@@ -64,7 +64,7 @@ def make_photos(folder: Path, count: int, seed: int) -> Path:
     for index in range(count):
         image = np.full((72, 96, 3), 225, np.uint8)
         top, left = rng.integers(8, 28), rng.integers(8, 44)
-        image[top:top + 36, left:left + 44] = rng.integers(0, 160, size=3)
+        image[top : top + 36, left : left + 44] = rng.integers(0, 160, size=3)
         Image.fromarray(image).save(folder / f"item{index:03d}.png")
     return folder
 
@@ -123,8 +123,10 @@ class Broker:
         # Persistence holds the dashboard's session (see Dashboard); it is saved once by
         # a clean stop and reloaded after every SIGKILL. `user root`: a broker started
         # as root would drop to the mosquitto user, which cannot write here.
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence true\npersistence_location {workdir}/\nuser root\n")
+        self.conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\nuser root\n"
+        )
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
@@ -190,8 +192,7 @@ class Dashboard:
         self.ids: dict[str, int] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard",
-                                  clean_session=False)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard", clean_session=False)
         self.client.reconnect_delay_set(0.05, 0.05)  # type: ignore[arg-type]  # seconds; floats work
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"smartbin/{BIN_ID}/event", qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
@@ -221,8 +222,12 @@ class Agent:
 
     def __init__(self, config: Path, log: Path) -> None:
         with log.open("a") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                                         stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=REPO,
+            )
         self.rss_start_mb: float | None = None
 
     def rss_mb(self) -> float | None:
@@ -265,8 +270,9 @@ def database_state(db: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=10_000, help="items to sort (default 10000)")
-    parser.add_argument("--kill-every", type=int, default=1000,
-                        help="SIGKILL the agent after this many items of each life (0: never)")
+    parser.add_argument(
+        "--kill-every", type=int, default=1000, help="SIGKILL the agent after this many items of each life (0: never)"
+    )
     parser.add_argument("--no-flap", action="store_true", help="keep the broker up")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards (default: a temp dir, removed)")
@@ -292,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_flap:
         flapper.start()
 
-    print(f"soak: {args.items} items, agent SIGKILL every {args.kill_every or 'never'}, "
-          f"broker {'steady' if args.no_flap else 'SIGKILLed every 2-4 s for 0.5-1.5 s'}; work dir {workdir}",
-          flush=True)
+    print(
+        f"soak: {args.items} items, agent SIGKILL every {args.kill_every or 'never'}, "
+        f"broker {'steady' if args.no_flap else 'SIGKILLed every 2-4 s for 0.5-1.5 s'}; work dir {workdir}",
+        flush=True,
+    )
     started = time.monotonic()
     lives: list[dict[str, Any]] = []
     agent = Agent(sorting, agent_log)
@@ -319,22 +327,37 @@ def main(argv: list[str] | None = None) -> int:
                 last_progress = now
                 delivered, duplicates = dashboard.tally()
                 rss = agent.rss_mb()
-                print(f"  {now - started:6.0f} s  sorted {total:6d}  delivered {delivered:6d}  "
-                      f"duplicates {duplicates:4d}  outbox {pending:5d} (peak {peak_outbox})  "
-                      f"broker {'up  ' if broker.up else 'DOWN'} kills {broker.kills:3d}  "
-                      f"agent kills {len(lives):2d}  rss {rss or 0:5.1f} MB", flush=True)
+                print(
+                    f"  {now - started:6.0f} s  sorted {total:6d}  delivered {delivered:6d}  "
+                    f"duplicates {duplicates:4d}  outbox {pending:5d} (peak {peak_outbox})  "
+                    f"broker {'up  ' if broker.up else 'DOWN'} kills {broker.kills:3d}  "
+                    f"agent kills {len(lives):2d}  rss {rss or 0:5.1f} MB",
+                    flush=True,
+                )
             if total >= args.items:
                 break
             if next_kill is not None and total >= next_kill:
-                lives.append({"items": total - life_first_item, "rss_start": agent.rss_start_mb,
-                              "rss_end": agent.rss_mb(), "end": "SIGKILL"})
+                lives.append(
+                    {
+                        "items": total - life_first_item,
+                        "rss_start": agent.rss_start_mb,
+                        "rss_end": agent.rss_mb(),
+                        "end": "SIGKILL",
+                    }
+                )
                 agent.kill()
                 agent = Agent(sorting, agent_log)
                 life_first_item, next_kill = total, total + args.kill_every
         rss_end = agent.rss_mb()
         code = agent.terminate()
-        lives.append({"items": total - life_first_item, "rss_start": agent.rss_start_mb, "rss_end": rss_end,
-                      "end": f"SIGTERM, exit {code}"})
+        lives.append(
+            {
+                "items": total - life_first_item,
+                "rss_start": agent.rss_start_mb,
+                "rss_end": rss_end,
+                "end": f"SIGTERM, exit {code}",
+            }
+        )
         flapper.halt.set()
         if flapper.is_alive():
             flapper.join()
@@ -361,12 +384,14 @@ def main(argv: list[str] | None = None) -> int:
 
     elapsed = time.monotonic() - started
     tracebacks = agent_log.read_text().count("Traceback")
-    growths = [life["rss_end"] - life["rss_start"] for life in lives
-               if life["rss_start"] is not None and life["rss_end"] is not None]
+    growths = [
+        life["rss_end"] - life["rss_start"]
+        for life in lives
+        if life["rss_start"] is not None and life["rss_end"] is not None
+    ]
     lost = recorded - delivered
     print(f"\nsoak done in {elapsed:.0f} s ({recorded / elapsed:.0f} items/s)")
-    print(f"  sorted      {recorded}  (counted in the database; {len(lives)} agent lives, "
-          f"{len(lives) - 1} SIGKILL)")
+    print(f"  sorted      {recorded}  (counted in the database; {len(lives)} agent lives, {len(lives) - 1} SIGKILL)")
     print(f"  delivered   {delivered}  distinct event ids at the dashboard")
     print(f"  lost        {lost}")
     print(f"  duplicates  {duplicates}  (at-least-once: re-sent after a kill)")
@@ -377,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         end = f"{life['rss_end']:.1f}" if life["rss_end"] is not None else "-"
         print(f"  life {index:2d}    {life['items']:5d} items, RSS {start} -> {end} MB, {life['end']}")
     if growths:
-        print(f"  RSS         start {lives[0]['rss_start']:.1f} MB, end {lives[-1]['rss_end']:.1f} MB, "
-              f"largest growth in one life {max(growths):+.1f} MB")
+        print(
+            f"  RSS         start {lives[0]['rss_start']:.1f} MB, end {lives[-1]['rss_end']:.1f} MB, "
+            f"largest growth in one life {max(growths):+.1f} MB"
+        )
     print(f"  agent log   {tracebacks} traceback(s) in {agent_log}")
     ok = lost == 0 and pending == 0 and (not growths or max(growths) < RSS_GROWTH_LIMIT_MB)
     print("PASS" if ok else "FAIL")

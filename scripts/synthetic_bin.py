@@ -49,8 +49,8 @@ def bin_photo(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = int(rng.uniform(0, WIDTH - size[0]))
     y = int(rng.uniform(0, HEIGHT - size[1]))
     # The light falls on the tray too: warm cast, under-exposed, brighter under the spot.
-    light = out[y:y + size[1], x:x + size[0]].mean(axis=-1, keepdims=True) / 70.0
-    out[y:y + size[1], x:x + size[0]] = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    light = out[y : y + size[1], x : x + size[0]].mean(axis=-1, keepdims=True) / 70.0
+    out[y : y + size[1], x : x + size[0]] = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
     out += rng.normal(0, 4.0, out.shape)
     pixels = np.clip(np.round(out), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()

@@ -27,5 +27,10 @@ echo "== installing bin-agent with its test and training extras (TensorFlow: a f
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,train]'
 
+echo "== code health: ruff (lint and format) and mypy"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+
 echo "== running the tests"
 exec .venv/bin/python -m pytest "$@"

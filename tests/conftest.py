@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -41,14 +47,6 @@ def imagenet_weights() -> Path:
 # --------------------------------------------------------------------------- MQTT
 
 
-import shutil
-import socket
-import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,16 +66,15 @@ class Mosquitto:
         self.binary = binary
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        )
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.conf)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -86,7 +83,7 @@ class Mosquitto:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
@@ -143,8 +140,11 @@ class Subscriber:
 
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"test-sub-{id(self)}",
-                                  clean_session=self.clean_session)
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id or f"test-sub-{id(self)}",
+            clean_session=self.clean_session,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", self.port, 30)

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-Y_LEVEL = 90          # the Y plane's value
-PADDING_LEVEL = 255   # the bytes past the width in each row, and the U/V planes
-ROW_PADDING = 64      # libcamera may pad each row beyond the width
+Y_LEVEL = 90  # the Y plane's value
+PADDING_LEVEL = 255  # the bytes past the width in each row, and the U/V planes
+ROW_PADDING = 64  # libcamera may pad each row beyond the width
 
 
 class AfModeEnum(enum.IntEnum):
@@ -52,12 +52,13 @@ def libcamera_module() -> types.ModuleType:
     module = types.ModuleType("libcamera")
     module.Transform = Transform  # type: ignore[attr-defined]
     module.controls = types.SimpleNamespace(  # type: ignore[attr-defined]
-        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum)
+        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum
+    )
     return module
 
 
 class Request:
-    def __init__(self, camera: "FakePicamera2", seq: int) -> None:
+    def __init__(self, camera: FakePicamera2, seq: int) -> None:
         self.camera, self.seq, self.released = camera, seq, False
 
     def make_array(self, name: str) -> np.ndarray:
@@ -81,10 +82,10 @@ class Request:
 class FakePicamera2:
     """One camera; ``instances`` keeps every one made, for the test to inspect."""
 
-    instances: ClassVar[list["FakePicamera2"]] = []
+    instances: ClassVar[list[FakePicamera2]] = []
     has_autofocus = True
-    settle_frames = 5          # auto-exposure/white balance settle after this many frames
-    scan_frames = 3            # a focus scan (AfTrigger Start) ends after this many frames
+    settle_frames = 5  # auto-exposure/white balance settle after this many frames
+    scan_frames = 3  # a focus scan (AfTrigger Start) ends after this many frames
     scan_result = AfStateEnum.Focused
     frame_seconds = 0.01
 
@@ -100,20 +101,38 @@ class FakePicamera2:
 
     @property
     def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
-        controls = {"ExposureTime": (100, 1_000_000, 20_000), "AnalogueGain": (1.0, 16.0, 1.0),
-                    "ColourGains": (0.0, 32.0, None), "AeEnable": (False, True, True),
-                    "AwbEnable": (False, True, True), "FrameRate": (1.0, 120.0, 30.0)}
+        controls = {
+            "ExposureTime": (100, 1_000_000, 20_000),
+            "AnalogueGain": (1.0, 16.0, 1.0),
+            "ColourGains": (0.0, 32.0, None),
+            "AeEnable": (False, True, True),
+            "AwbEnable": (False, True, True),
+            "FrameRate": (1.0, 120.0, 30.0),
+        }
         if self.has_autofocus:
             controls.update(AfMode=(0, 2, 0), LensPosition=(0.0, 15.0, 1.0), AfTrigger=(0, 1, 0))
         return controls
 
-    def create_video_configuration(self, main: dict, lores: dict | None = None, transform: Any = None,
-                                   controls: dict | None = None, buffer_count: int = 6,
-                                   queue: bool = True, **_: Any) -> dict[str, Any]:
+    def create_video_configuration(
+        self,
+        main: dict,
+        lores: dict | None = None,
+        transform: Any = None,
+        controls: dict | None = None,
+        buffer_count: int = 6,
+        queue: bool = True,
+        **_: Any,
+    ) -> dict[str, Any]:
         self.calls.append(("create_video_configuration", {"controls": dict(controls or {})}))
-        return {"main": {"format": "XBGR8888", **main}, "lores": None if lores is None else dict(lores),
-                "raw": None, "transform": transform, "controls": dict(controls or {}),
-                "buffer_count": buffer_count, "queue": queue}
+        return {
+            "main": {"format": "XBGR8888", **main},
+            "lores": None if lores is None else dict(lores),
+            "raw": None,
+            "transform": transform,
+            "controls": dict(controls or {}),
+            "buffer_count": buffer_count,
+            "queue": queue,
+        }
 
     @staticmethod
     def align_stream(stream: dict, optimal: bool = True) -> None:

@@ -16,8 +16,14 @@ TINY_MODELS = REPO / "tests" / "data" / "models"
 SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL_NAME
 
 
-def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 1883,
-                model: Path = TINY_MODELS / "tiny_uint8.tflite", mqtt: bool = True) -> dict[str, Any]:
+def base_config(
+    tmp_path: Path,
+    replay_path: Path | None = None,
+    *,
+    port: int = 1883,
+    model: Path = TINY_MODELS / "tiny_uint8.tflite",
+    mqtt: bool = True,
+) -> dict[str, Any]:
     """A valid config dict: replay source, mock pins, fast virtual-clock replay.
 
     Without ``replay_path`` the replay plays one small photo made in ``tmp_path/replay``
@@ -28,20 +34,36 @@ def base_config(tmp_path: Path, replay_path: Path | None = None, *, port: int = 
         replay_path = tmp_path / "replay"
         replay_path.mkdir(exist_ok=True)
         Image.new("RGB", (64, 48), (30, 120, 200)).save(replay_path / "item.png")
-    return copy.deepcopy({
-        "agent": {"bin_id": "test-bin", "state_dir": str(tmp_path / "state"), "drain_seconds": 5.0},
-        "camera": {
-            "source": "replay",
-            "replay": {"path": str(replay_path), "realtime": False, "fps": 10.0,
-                       "item_seconds": 1.5, "empty_seconds": 1.0},
-        },
-        "trigger": {"mode": "motion", "settle_seconds": 0.5},
-        "model": {"path": str(model), "num_threads": 1},
-        "actuator": {"kind": "servo", "pin_factory": "mock", "dwell_seconds": 0.0,
-                     "servo": {"travel_seconds": 0.0}},
-        "mqtt": {"enabled": mqtt, "host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.2,
-                 "reconnect_max_seconds": 1.0},
-    })
+    return copy.deepcopy(
+        {
+            "agent": {"bin_id": "test-bin", "state_dir": str(tmp_path / "state"), "drain_seconds": 5.0},
+            "camera": {
+                "source": "replay",
+                "replay": {
+                    "path": str(replay_path),
+                    "realtime": False,
+                    "fps": 10.0,
+                    "item_seconds": 1.5,
+                    "empty_seconds": 1.0,
+                },
+            },
+            "trigger": {"mode": "motion", "settle_seconds": 0.5},
+            "model": {"path": str(model), "num_threads": 1},
+            "actuator": {
+                "kind": "servo",
+                "pin_factory": "mock",
+                "dwell_seconds": 0.0,
+                "servo": {"travel_seconds": 0.0},
+            },
+            "mqtt": {
+                "enabled": mqtt,
+                "host": "127.0.0.1",
+                "port": port,
+                "reconnect_min_seconds": 0.2,
+                "reconnect_max_seconds": 1.0,
+            },
+        }
+    )
 
 
 def toml_string(text: str) -> str:

@@ -6,11 +6,15 @@ import threading
 import time
 
 import pytest
-from gpiozero import AngularServo, LED
+from gpiozero import LED, AngularServo
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from bin_agent.actuators import (
-    ActuatorError, ChuteSorter, FlapSorter, GuidanceSorter, make_pin_factory,
+    ActuatorError,
+    ChuteSorter,
+    FlapSorter,
+    GuidanceSorter,
+    make_pin_factory,
 )
 
 ANGLES = {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 60.0}
@@ -28,8 +32,15 @@ def factory():
 
 
 def servo(factory, pin=18):
-    return AngularServo(pin, initial_angle=None, min_angle=-90, max_angle=90,
-                        min_pulse_width=0.0005, max_pulse_width=0.0025, pin_factory=factory)
+    return AngularServo(
+        pin,
+        initial_angle=None,
+        min_angle=-90,
+        max_angle=90,
+        min_pulse_width=0.0005,
+        max_pulse_width=0.0025,
+        pin_factory=factory,
+    )
 
 
 def nonzero_duties(pin):
@@ -54,8 +65,9 @@ def test_chute_moves_to_the_compartment_returns_home_and_detaches(factory):
 
 def test_chute_holds_for_travel_and_dwell(factory):
     slept = []
-    sorter = ChuteSorter(servo(factory), ANGLES, home_angle=0.0, travel_seconds=0.3,
-                         dwell_seconds=1.0, sleep=slept.append)
+    sorter = ChuteSorter(
+        servo(factory), ANGLES, home_angle=0.0, travel_seconds=0.3, dwell_seconds=1.0, sleep=slept.append
+    )
     slept.clear()
     sorter.sort("glass")
     assert slept == [1.3, 0.3]
@@ -72,8 +84,9 @@ def test_only_one_actuation_at_a_time(factory):
         time.sleep(0.02)
         active.pop()
 
-    sorter = ChuteSorter(servo(factory), ANGLES, home_angle=0.0, travel_seconds=0.01,
-                         dwell_seconds=0.01, sleep=slow_sleep)
+    sorter = ChuteSorter(
+        servo(factory), ANGLES, home_angle=0.0, travel_seconds=0.01, dwell_seconds=0.01, sleep=slow_sleep
+    )
     threads = [threading.Thread(target=sorter.sort, args=(c,)) for c in ("glass", "paper", "residual")]
     for t in threads:
         t.start()
@@ -97,8 +110,9 @@ def test_flaps_open_only_the_right_flap(factory):
 def test_guidance_lights_the_compartment_led_for_the_dwell(factory):
     leds = {"paper": LED(5, pin_factory=factory), "glass": LED(6, pin_factory=factory)}
     seen = {}
-    sorter = GuidanceSorter(leds, dwell_seconds=0.5,
-                            sleep=lambda s: seen.update({n: led.is_lit for n, led in leds.items()}))
+    sorter = GuidanceSorter(
+        leds, dwell_seconds=0.5, sleep=lambda s: seen.update({n: led.is_lit for n, led in leds.items()})
+    )
     sorter.sort("glass")
     assert seen == {"paper": False, "glass": True}
     assert not leds["glass"].is_lit

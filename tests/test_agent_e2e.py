@@ -5,6 +5,7 @@ MockFactory → SQLite outbox → a real mosquitto → a real paho subscriber.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from .helpers import SHIPPED_MODEL, base_config
 from .test_actuators import duty_for
 
 PHOTOS_PER_CLASS = 2
-import os
+
 MODEL = Path(os.environ.get("E2E_MODEL", SHIPPED_MODEL))
 
 
@@ -40,8 +41,7 @@ def photo_dir(tmp_path: Path, trashnet_dir: Path) -> Path:
     return folder
 
 
-def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_dir, mosquitto,
-                                                              subscriber_factory):
+def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_dir, mosquitto, subscriber_factory):
     n_photos = len(list(photo_dir.iterdir()))
     sub = subscriber_factory(mosquitto.port, "smartbin/#")
     data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
@@ -65,8 +65,7 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
         assert event["bin_id"] == "test-bin" and event["time"].endswith("Z")
         assert set(event["latency_ms"]) >= {"trigger", "preprocess", "inference", "actuate", "route"}
         assert len(event["top3"]) == 3
-    truth = [re.match(r"\d+_([a-z]+)\d+\.jpg$", name).group(1)
-             for name in sorted(p.name for p in photo_dir.iterdir())]
+    truth = [re.match(r"\d+_([a-z]+)\d+\.jpg$", name).group(1) for name in sorted(p.name for p in photo_dir.iterdir())]
     right = sum(e["class"] == t for e, t in zip(events, truth))
     assert right >= n_photos - 2, f"only {right}/{n_photos} photos classified right"
 
@@ -92,8 +91,7 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     assert sub.wait_for(lambda: sub.on("/status") and sub.on("/status")[-1].payload == b"offline", 5)
 
 
-def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, photo_dir, mosquitto,
-                                                                  subscriber_factory):
+def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, photo_dir, mosquitto, subscriber_factory):
     import threading
 
     data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
@@ -114,8 +112,12 @@ def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, phot
         assert sub.wait_for(lambda: any(r.get("id") == "c1" and r["ok"] for r in sub.json_on("/cmd/result")), 5)
         assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["total"] == 1, 5)
 
-        for topic, payload in [(f"{base}/classify", b"[1, 2]"), (f"{base}/classify", b"\xff\xfe"),
-                               (f"{base}/classify", b"x" * 5000), (f"{base}/format_disk", b"{}")]:
+        for topic, payload in [
+            (f"{base}/classify", b"[1, 2]"),
+            (f"{base}/classify", b"\xff\xfe"),
+            (f"{base}/classify", b"x" * 5000),
+            (f"{base}/format_disk", b"{}"),
+        ]:
             sub.publish(topic, payload)
         # The 5,000-byte one is over the agent's MQTT 5 Maximum Packet Size: the broker
         # never delivers it, so only three get a reply.

@@ -21,7 +21,7 @@ def studio_photo(rng: np.random.Generator, item=ITEM, box=(150, 120, 330, 240), 
     photo[:] = BOARD
     left, top, right, bottom = box
     if shadow:  # darker board, same hue: must stay background
-        photo[bottom:bottom + 25, left + 20:right + 20] *= 0.8
+        photo[bottom : bottom + 25, left + 20 : right + 20] *= 0.8
     photo[top:bottom, left:right] = item
     photo += rng.normal(0, 3, photo.shape)
     return np.clip(photo, 0, 255).astype(np.uint8)
@@ -52,8 +52,8 @@ def test_no_mask_for_a_busy_photo_or_scattered_fragments():
     assert bg.item_mask(busy) is None
     fragments = studio_photo(rng, shadow=False, item=BOARD)  # a white item on the white board...
     for x in (60, 200, 340, 460):  # ...of which only some print stands out
-        fragments[60:70, x:x + 8] = (20, 20, 20)
-        fragments[300:310, x:x + 8] = (20, 20, 20)
+        fragments[60:70, x : x + 8] = (20, 20, 20)
+        fragments[300:310, x : x + 8] = (20, 20, 20)
     assert bg.item_mask(fragments) is None
 
 
@@ -90,8 +90,11 @@ def test_augment_replaces_a_plain_background_and_keeps_other_photos_whole():
     always = ds.Augmentation(background_p=1.0)
     never = ds.Augmentation(background_p=0.0)
     replaced = kept = 0
+
+    def corners(view: np.ndarray) -> np.ndarray:
+        return np.concatenate([view[:6, :6], view[:6, -6:], view[-6:, :6], view[-6:, -6:]]).reshape(-1, 3)
+
     for seed in range(10):
-        corners = lambda v: np.concatenate([v[:6, :6], v[:6, -6:], v[-6:, :6], v[-6:, -6:]]).reshape(-1, 3)
         with_bg = ds.augment(photo, spec, np.random.default_rng(seed), always)
         without = ds.augment(photo, spec, np.random.default_rng(seed), never)
         # exposure and colour jitter move the board's colour, but not by this much, and not in every corner

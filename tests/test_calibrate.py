@@ -21,8 +21,9 @@ def shipped_copy(tmp_path):
     """config/bin-agent.toml with mock pins and a model path that exists: every comment of the real file."""
     text = (REPO / "config" / "bin-agent.toml").read_text()
     text = text.replace('pin_factory = "lgpio"', 'pin_factory = "mock"')
-    text = text.replace('path = "../models/trashnet_mobilenetv2_int8.tflite"',
-                        f'path = "{TINY_MODELS / "tiny_uint8.tflite"}"')
+    text = text.replace(
+        'path = "../models/trashnet_mobilenetv2_int8.tflite"', f'path = "{TINY_MODELS / "tiny_uint8.tflite"}"'
+    )
     path = tmp_path / "bin-agent.toml"
     path.write_text(text)
     return path
@@ -52,8 +53,11 @@ def test_keys_move_the_servo_and_save_home_and_compartments(shipped_copy):
     assert reloaded.actuator.servo.home_angle == -5.0
     assert reloaded.actuator.servo.angles == {"paper": 15.0, "glass": -20.0, "packaging": 20.0, "residual": -7.5}
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
-    assert changed == [("home_angle = 0.0", "home_angle = -5.0"), ("paper = -60.0", "paper = 15.0"),
-                       ("residual = 60.0", "residual = -7.5")]
+    assert changed == [
+        ("home_angle = 0.0", "home_angle = -5.0"),
+        ("paper = -60.0", "paper = 15.0"),
+        ("residual = 60.0", "residual = -7.5"),
+    ]
 
 
 def test_quit_writes_nothing(shipped_copy):
@@ -70,11 +74,14 @@ def test_set_arguments_through_the_command(shipped_copy, capsys):
     assert config.actuator.servo.home_angle == 2.5 and config.actuator.servo.angles["glass"] == -25.0
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("paper=120", "paper=120 is outside the servo's range [-90, 90]"),
-    ("kitchen=3", "'kitchen' is neither 'home' nor a compartment"),
-    ("paper", "--set 'paper': expected NAME=ANGLE"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("paper=120", "paper=120 is outside the servo's range [-90, 90]"),
+        ("kitchen=3", "'kitchen' is neither 'home' nor a compartment"),
+        ("paper", "--set 'paper': expected NAME=ANGLE"),
+    ],
+)
 def test_wrong_settings_are_one_line_and_change_nothing(shipped_copy, capsys, setting, message):
     before = shipped_copy.read_text()
     assert main(["calibrate", "--config", str(shipped_copy), "--set", setting]) == 78

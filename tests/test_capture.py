@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent.geometry import to_pixels
 from bin_agent import CLASSES
 from bin_agent.agent import build_agent
 from bin_agent.capture import Capture, captured_items
 from bin_agent.classifier import Classification
 from bin_agent.config import ConfigError, config_from_dict
 from bin_agent.events import SortedItem
+from bin_agent.geometry import to_pixels
 from bin_agent.router import Route
 
 from .helpers import SHIPPED_MODEL, base_config
@@ -28,13 +28,22 @@ def make_item(label: str = "glass", confidence: float = 0.9, fallback: bool = Fa
     seconds = next(_clock)
     others = [c for c in CLASSES if c != label]
     top = ((label, confidence), (others[0], (1 - confidence) / 2), (others[1], (1 - confidence) / 2))
-    classification = Classification(label=label, confidence=confidence, top=top,
-                                    probabilities=tuple(0.0 for _ in CLASSES), preprocess_ms=1.0,
-                                    inference_ms=2.0)
-    return SortedItem(bin_id="b", classification=classification,
-                      route=Route("residual" if fallback else "glass", fallback), model_version="v-test",
-                      latency_ms={}, time=f"2026-11-24T{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:"
-                                          f"{seconds % 60:02d}.000Z")
+    classification = Classification(
+        label=label,
+        confidence=confidence,
+        top=top,
+        probabilities=tuple(0.0 for _ in CLASSES),
+        preprocess_ms=1.0,
+        inference_ms=2.0,
+    )
+    return SortedItem(
+        bin_id="b",
+        classification=classification,
+        route=Route("residual" if fallback else "glass", fallback),
+        model_version="v-test",
+        latency_ms={},
+        time=f"2026-11-24T{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000Z",
+    )
 
 
 def noise(seed: int, size: int = 96) -> np.ndarray:
@@ -60,8 +69,10 @@ def test_capture_during_a_replay_saves_each_item_with_its_sidecar(tmp_path, phot
     assert agent.state()["capture_dropped"] == 0
     assert agent.run() == 0
 
-    events = {json.loads(e.payload)["id"]: json.loads(e.payload)
-              for e in _outbox(Path(config.agent.state_dir) / "bin-agent.db")}
+    events = {
+        json.loads(e.payload)["id"]: json.loads(e.payload)
+        for e in _outbox(Path(config.agent.state_dir) / "bin-agent.db")
+    }
     assert len(events) == 4
     folder = Path(config.agent.state_dir) / "capture"
     captured = list(captured_items(folder))
@@ -112,7 +123,7 @@ def test_a_tiny_cap_keeps_the_folder_under_it_oldest_deleted_first(tmp_path):
     assert total <= cap
     assert capture.saved == 30 and capture.deleted > 0 and capture.dropped == 0
     kept = [c.event_id for c in captured_items(folder)]
-    assert kept == [i.event_id for i in items[-len(kept):]], "the newest are kept, the oldest deleted"
+    assert kept == [i.event_id for i in items[-len(kept) :]], "the newest are kept, the oldest deleted"
     assert labels.exists(), "the label store is never deleted"
     assert not [p for p in folder.iterdir() if p.suffix == ".jpg" and not p.with_suffix(".json").exists()]
 

@@ -162,8 +162,9 @@ def test_views_average_the_mirrored_and_turned_frame(name: str, views: int) -> N
     pixels = np.random.default_rng(8).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     tensors = several.view_tensors(pixels)
     expected = [pixels, pixels[:, ::-1], pixels[::-1, ::-1], pixels[::-1, :]][:views]
-    assert [t[0].tobytes() for t in tensors] == [single.model_input(np.ascontiguousarray(v))[0].tobytes()
-                                                 for v in expected]
+    assert [t[0].tobytes() for t in tensors] == [
+        single.model_input(np.ascontiguousarray(v))[0].tobytes() for v in expected
+    ]
     from bin_agent.preprocess import fit_to_input
 
     mean = np.mean([single.run(t) for t in several.view_tensors(fit_to_input(frame, several.spec))], axis=0)

@@ -24,19 +24,26 @@ def test_valid_commands_pass_with_their_id():
     assert gate.rejected == 0
 
 
-@pytest.mark.parametrize("name, payload, expected", [
-    ("format_disk", b"{}", "unknown command; known: classify, reset_counts, ping, emptied, trigger_mode, reload_model, correct"),
-    ("ping", b'{"id": 1, "force": true}', "unknown key 'force' for ping; allowed: id"),
-    ("ping", b'{"id": true}', "id must be a string or a whole number"),
-    ("ping", b'{"id": 1.5}', "id must be a string or a whole number"),
-    ("ping", b'{"id": {"a": 1}}', "id must be a string or a whole number"),
-    ("ping", b'{"id": "' + b"x" * 65 + b'"}', "id longer than 64 characters"),
-    ("ping", b"[1, 2]", "payload must be empty or a JSON object"),
-    ("ping", b'{"id": NaN}', "payload must be empty or a JSON object"),
-    ("ping", b"\xff\xfe", "payload must be empty or a JSON object (UTF-8)"),
-    ("ping", b"[" * 5, "JSON nested deeper than 4 levels"),
-    ("ping", b"x" * 5000, "payload larger than 4096 bytes"),
-])
+@pytest.mark.parametrize(
+    "name, payload, expected",
+    [
+        (
+            "format_disk",
+            b"{}",
+            "unknown command; known: classify, reset_counts, ping, emptied, trigger_mode, reload_model, correct",
+        ),
+        ("ping", b'{"id": 1, "force": true}', "unknown key 'force' for ping; allowed: id"),
+        ("ping", b'{"id": true}', "id must be a string or a whole number"),
+        ("ping", b'{"id": 1.5}', "id must be a string or a whole number"),
+        ("ping", b'{"id": {"a": 1}}', "id must be a string or a whole number"),
+        ("ping", b'{"id": "' + b"x" * 65 + b'"}', "id longer than 64 characters"),
+        ("ping", b"[1, 2]", "payload must be empty or a JSON object"),
+        ("ping", b'{"id": NaN}', "payload must be empty or a JSON object"),
+        ("ping", b"\xff\xfe", "payload must be empty or a JSON object (UTF-8)"),
+        ("ping", b"[" * 5, "JSON nested deeper than 4 levels"),
+        ("ping", b"x" * 5000, "payload larger than 4096 bytes"),
+    ],
+)
 def test_invalid_commands_are_rejected_with_a_reason(name, payload, expected):
     gate = CommandGate()
     assert reason(gate, name, payload) == expected
@@ -63,7 +70,8 @@ def test_nesting_depth_skips_brackets_inside_strings():
 def test_reset_counts_can_be_disabled():
     gate = CommandGate(allow_reset=False)
     assert reason(gate, "reset_counts", b"") == (
-        "reset_counts is disabled on this bin (mqtt.commands.allow_reset = false)")
+        "reset_counts is disabled on this bin (mqtt.commands.allow_reset = false)"
+    )
     assert gate.check("ping", b"").name == "ping"
 
 
@@ -106,4 +114,7 @@ def test_log_throttle_says_how_many_were_held_back(caplog):
         throttle.clear("down")
         assert throttle.log(logging.WARNING, "down", "broker %s down", "b")
     assert [r.getMessage() for r in caplog.records] == [
-        "broker b down", "broker b down (59 more like this in the last 60 s)", "broker b down"]
+        "broker b down",
+        "broker b down (59 more like this in the last 60 s)",
+        "broker b down",
+    ]

@@ -34,9 +34,26 @@ def labelled(tmp_path: Path, trashnet_dir: Path) -> Path:
 def test_compare_prints_both_models_and_a_verdict(labelled, better):
     tiny = TINY_MODELS / "tiny_uint8.tflite"
     a, b = (tiny, SHIPPED_MODEL) if better else (SHIPPED_MODEL, tiny)
-    run = subprocess.run([sys.executable, "-m", "bin_agent", "compare", "--model", str(a), "--model", str(b),
-                          str(labelled), "--threshold", "0.6", "--threads", "1"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bin_agent",
+            "compare",
+            "--model",
+            str(a),
+            "--model",
+            str(b),
+            str(labelled),
+            "--threshold",
+            "0.6",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == (0 if better else 1), run.stderr
     lines = run.stdout.splitlines()
     for name in ("accuracy", "recall glass", "to fallback (< 0.60)", "sorted right", "latency"):
@@ -52,6 +69,10 @@ def test_compare_prints_both_models_and_a_verdict(labelled, better):
 
 
 def test_compare_needs_two_models(labelled):
-    run = subprocess.run([sys.executable, "-m", "bin_agent", "compare", "--model", str(SHIPPED_MODEL),
-                          str(labelled)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "compare", "--model", str(SHIPPED_MODEL), str(labelled)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and "exactly two models" in run.stderr

@@ -40,7 +40,11 @@ def test_shipped_config_documents_every_option():
         # Tables too (router.compartments, actuator.servo.angles): a default changed in
         # the code alone would leave the file documenting something else.
         assert node[name] == (str(default) if hasattr(default, "parts") else default) or key in {
-            "agent.state_dir", "model.path", "camera.replay.path", "actuator.pin_factory"}, key
+            "agent.state_dir",
+            "model.path",
+            "camera.replay.path",
+            "actuator.pin_factory",
+        }, key
 
 
 def test_shipped_configs_validate():
@@ -48,8 +52,11 @@ def test_shipped_configs_validate():
     assert config.camera.source == "picamera2"
     # The default, the model inside the package: in a checkout, the link to models/.
     assert config.model.path.resolve() == (REPO / "models" / DEFAULT_MODEL_NAME).resolve()
-    demo = load_config(REPO / "config" / "demo.toml", check_model=True) if (
-        REPO.parent / "shared" / "data" / "trashnet").is_dir() else None
+    demo = (
+        load_config(REPO / "config" / "demo.toml", check_model=True)
+        if (REPO.parent / "shared" / "data" / "trashnet").is_dir()
+        else None
+    )
     if demo is not None:
         assert demo.actuator.pin_factory == "mock"
 
@@ -73,17 +80,42 @@ def test_valid_dict_builds(tmp_path):
         ({"agent": {"bin_id": "a/b"}}, "agent.bin_id: 'a/b' must be"),
         ({"actuator": {"buzzer_pin": 18}}, "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin"),
         ({"router": {"compartments": {"glass": "glass"}}}, "router.compartments: class 'paper' has no compartment"),
-        ({"router": {"compartments": {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "packaging",
-                                      "plastic": "packaging", "trash": "residual", "wood": "residual"}}},
-         "router.compartments.wood: the model has no class 'wood'"),
-        ({"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0}}}},
-         "actuator.servo.angles: compartment 'residual' has none"),
-        ({"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 120.0}}}},
-         "actuator.servo.angles.residual: 120.0 is outside [-90.0, 90.0]"),
-        ({"actuator": {"kind": "leds", "leds": {"paper": 5, "glass": 5, "packaging": 6, "residual": 7}}},
-         "actuator.leds.glass: GPIO5 is already used by actuator.leds.paper"),
-        ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path: model file /nonexistent/model.tflite not found"),
-        ({"camera": {"replay": {"path": "/nonexistent/photos"}}}, "camera.replay.path: /nonexistent/photos does not exist"),
+        (
+            {
+                "router": {
+                    "compartments": {
+                        "cardboard": "paper",
+                        "paper": "paper",
+                        "glass": "glass",
+                        "metal": "packaging",
+                        "plastic": "packaging",
+                        "trash": "residual",
+                        "wood": "residual",
+                    }
+                }
+            },
+            "router.compartments.wood: the model has no class 'wood'",
+        ),
+        (
+            {"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0}}}},
+            "actuator.servo.angles: compartment 'residual' has none",
+        ),
+        (
+            {"actuator": {"servo": {"angles": {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 120.0}}}},
+            "actuator.servo.angles.residual: 120.0 is outside [-90.0, 90.0]",
+        ),
+        (
+            {"actuator": {"kind": "leds", "leds": {"paper": 5, "glass": 5, "packaging": 6, "residual": 7}}},
+            "actuator.leds.glass: GPIO5 is already used by actuator.leds.paper",
+        ),
+        (
+            {"model": {"path": "/nonexistent/model.tflite"}},
+            "model.path: model file /nonexistent/model.tflite not found",
+        ),
+        (
+            {"camera": {"replay": {"path": "/nonexistent/photos"}}},
+            "camera.replay.path: /nonexistent/photos does not exist",
+        ),
         ({"camera": {"main_size": [640]}}, "camera.main_size: expected [width, height]"),
         ({"camera": {"drop_zone": [0.5, 0.0, 0.4, 1.0]}}, "camera.drop_zone: x1 must exceed x0"),
         ({"camera": {"drop_zone": [0, 0, 1]}}, "camera.drop_zone: expected [x0, y0, x1, y1]"),
@@ -91,8 +123,10 @@ def test_valid_dict_builds(tmp_path):
         ({"camera": {"drop_zone": "all"}}, "camera.drop_zone: expected a list"),
         ({"camera": {"crop_margin": -0.1}}, "camera.crop_margin: -0.1 is below the minimum 0"),
         ({"trigger": {"gpio": {"active_state": "up"}}}, "trigger.gpio.active_state: 'up' is not one of"),
-        ({"trigger": {"gpio": {"threshold_distance": 1.5}}},
-         "trigger.gpio.threshold_distance: 1.5 must be below max_distance (1.0)"),
+        (
+            {"trigger": {"gpio": {"threshold_distance": 1.5}}},
+            "trigger.gpio.threshold_distance: 1.5 must be below max_distance (1.0)",
+        ),
     ],
 )
 def test_each_mistake_is_named_with_its_key(tmp_path, patch, expected):
@@ -100,7 +134,11 @@ def test_each_mistake_is_named_with_its_key(tmp_path, patch, expected):
     for section, values in patch.items():
         node = data.setdefault(section, {})
         for key, value in values.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict) and key not in ("compartments", "angles", "leds"):
+            if (
+                isinstance(value, dict)
+                and isinstance(node.get(key), dict)
+                and key not in ("compartments", "angles", "leds")
+            ):
                 node[key].update(value)
             else:
                 node[key] = value

@@ -23,8 +23,14 @@ from .helpers import TINY_MODELS, base_config, write_toml
 
 LONG = "x" * 70_000
 ANGLES = {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 60.0}
-COMPARTMENTS = {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "packaging",
-                "plastic": "packaging", "trash": "residual"}
+COMPARTMENTS = {
+    "cardboard": "paper",
+    "paper": "paper",
+    "glass": "glass",
+    "metal": "packaging",
+    "plastic": "packaging",
+    "trash": "residual",
+}
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     # ---- the faults of issue 15
@@ -81,8 +87,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("port-70000", {"mqtt.port": 70000}, "mqtt.port"),
     ("keepalive-zero", {"mqtt.keepalive": 0}, "mqtt.keepalive"),
     ("max-inflight-zero", {"mqtt.max_inflight": 0}, "mqtt.max_inflight"),
-    ("reconnect-min-above-max", {"mqtt.reconnect_min_seconds": 5.0, "mqtt.reconnect_max_seconds": 2.0},
-     "mqtt.reconnect_min_seconds"),
+    (
+        "reconnect-min-above-max",
+        {"mqtt.reconnect_min_seconds": 5.0, "mqtt.reconnect_max_seconds": 2.0},
+        "mqtt.reconnect_min_seconds",
+    ),
     # ---- unknown names
     ("unknown-key", {"agent.bin_idd": "b"}, "agent.bin_idd"),
     ("unknown-section", {"camra.fps": 10}, "camra"),
@@ -91,7 +100,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown-literal", {"actuator.pin_factory": "wiringpi"}, "actuator.pin_factory"),
     ("literal-trailing-space", {"actuator.kind": "servo "}, "actuator.kind"),
     ("unknown-class", {"router.compartments": {**COMPARTMENTS, "wood": "residual"}}, "router.compartments.wood"),
-    ("class-name-with-nul", {"router.compartments": {**COMPARTMENTS, "gla\x00ss": "glass"}}, 'router.compartments."gla\\u0000ss"'),
+    (
+        "class-name-with-nul",
+        {"router.compartments": {**COMPARTMENTS, "gla\x00ss": "glass"}},
+        'router.compartments."gla\\u0000ss"',
+    ),
     # ---- empty strings, control characters
     ("bin-id-empty", {"agent.bin_id": ""}, "agent.bin_id"),
     ("bin-id-newline", {"agent.bin_id": "bin\n01"}, "agent.bin_id"),
@@ -102,7 +115,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("fallback-tab", {"router.fallback": "resi\tdual"}, "router.fallback"),
     ("fallback-empty", {"router.fallback": ""}, "router.fallback"),
     ("compartment-empty", {"router.compartments": {**COMPARTMENTS, "cardboard": ""}}, "router.compartments.cardboard"),
-    ("compartment-name-escape", {"router.compartments": {**COMPARTMENTS, "glass": "gl\x1bass"}}, "router.compartments.glass"),
+    (
+        "compartment-name-escape",
+        {"router.compartments": {**COMPARTMENTS, "glass": "gl\x1bass"}},
+        "router.compartments.glass",
+    ),
     ("username-newline", {"mqtt.username": "u\nv"}, "mqtt.username"),
     ("model-path-empty", {"model.path": ""}, "model.path"),
     ("model-path-del", {"model.path": "model\x7f.tflite"}, "model.path"),
@@ -148,8 +165,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("password-file-nul", {"mqtt.username": "u", "mqtt.password_file": "@nul_password"}, "mqtt.password_file"),
     ("password-file-without-username", {"mqtt.password_file": "@password"}, "mqtt.username"),
     # /proc/self/mem exists but cannot be read from its start (EIO), even by root.
-    ("password-file-unreadable", {"mqtt.username": "u", "mqtt.password_file": "/proc/self/mem"},
-     "mqtt.password_file"),
+    ("password-file-unreadable", {"mqtt.username": "u", "mqtt.password_file": "/proc/self/mem"}, "mqtt.password_file"),
     ("empty-frame-unreadable", {"camera.replay.empty_frame": "/proc/self/mem"}, "camera.replay.empty_frame"),
 ]
 
@@ -177,8 +193,11 @@ def env(tmp_path_factory) -> dict[str, Path]:
     files["nul_password"].write_bytes(b"pass\x00word\n")
     files["password"] = root / "password.txt"
     files["password"].write_text("s3cret\n")
-    for name, change in (("model_binary_labels", ".labels.txt"), ("model_bad_metadata", ".json"),
-                         ("model_garbage", ".tflite")):
+    for name, change in (
+        ("model_binary_labels", ".labels.txt"),
+        ("model_bad_metadata", ".json"),
+        ("model_garbage", ".tflite"),
+    ):
         folder = root / name
         folder.mkdir()
         for suffix in (".tflite", ".labels.txt", ".json"):
@@ -219,8 +238,9 @@ def broken_config(tmp_path: Path, env: dict[str, Path], changes: dict[str, Any])
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 # The interpreter's own banner (C++, on stderr) when check-config loads a model.
@@ -241,12 +261,15 @@ def test_broken_config_exits_78_with_one_line_naming_the_key(tmp_path, env, chan
     assert len(lines[0]) < 400, "the line quotes too much of the value"
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"\x00\x01\x02binary", "not valid TOML"),
-    (b"\xff\xfe[agent]\n", "cannot read the file"),
-    (b"[agent]\nbin_id = 'a'\n[agent]\n", "not valid TOML"),
-    (b'[mqtt]\nhost = "a\x00b"\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"\x00\x01\x02binary", "not valid TOML"),
+        (b"\xff\xfe[agent]\n", "cannot read the file"),
+        (b"[agent]\nbin_id = 'a'\n[agent]\n", "not valid TOML"),
+        (b'[mqtt]\nhost = "a\x00b"\n', "not valid TOML"),
+    ],
+)
 def test_unreadable_config_files_give_one_line(tmp_path, content, expected):
     path = tmp_path / "broken.toml"
     path.write_bytes(content)
@@ -269,8 +292,14 @@ def test_accepted_edge_values(tmp_path, env):
     a trailing dot, a 128-byte client id, a password file of one line."""
     from bin_agent.config import load_config
 
-    for changes in ({"mqtt.host": "::1"}, {"mqtt.host": "192.168.1.20"}, {"mqtt.host": "broker.local."},
-                    {"mqtt.host": "b" * 63 + ".example"}, {"mqtt.client_id": "c" * 128},
-                    {"mqtt.username": "bin-01", "mqtt.password_file": "@password"},
-                    {"mqtt.topic_prefix": "site/hall-2/bins"}, {"agent.bin_id": "küche-1"}):
+    for changes in (
+        {"mqtt.host": "::1"},
+        {"mqtt.host": "192.168.1.20"},
+        {"mqtt.host": "broker.local."},
+        {"mqtt.host": "b" * 63 + ".example"},
+        {"mqtt.client_id": "c" * 128},
+        {"mqtt.username": "bin-01", "mqtt.password_file": "@password"},
+        {"mqtt.topic_prefix": "site/hall-2/bins"},
+        {"agent.bin_id": "küche-1"},
+    ):
         load_config(broken_config(tmp_path, env, changes))

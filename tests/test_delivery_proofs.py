@@ -57,7 +57,10 @@ class AgentProcess:
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bin_agent", "run", "--config", str(config), "--print-events"],
-                stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                stdout=out,
+                stderr=err,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
 
     def sorted_items(self) -> int:
         return sum(line.startswith("#") for line in self.out.read_text().splitlines())
@@ -103,8 +106,9 @@ def looping_config(tmp_path: Path, port: int, **sections: dict[str, Any]) -> Pat
     """A live agent: replay on the wall clock, looping, an item about every 1.4 s
     (empty_seconds above the motion trigger's rearm_seconds, 0.5)."""
     data = base_config(tmp_path, write_photos(tmp_path / "photos"), port=port, model=TINY)
-    data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "loop": True, "item_seconds": 0.8,
-                                     "empty_seconds": 0.6})
+    data["camera"]["replay"].update(
+        {"realtime": True, "fps": 20.0, "loop": True, "item_seconds": 0.8, "empty_seconds": 0.6}
+    )
     data["trigger"]["settle_seconds"] = 0.3
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -154,9 +158,11 @@ def test_events_handed_to_a_frozen_broker_survive_an_agent_kill(tmp_path, mosqui
     events = [json.loads(m.payload) for sub in (early, late) for m in sub.on("/event")]
     delivered = collections.Counter(e["id"] for e in events)
     after_restart = collections.Counter(json.loads(m.payload)["id"] for m in late.on("/event"))
-    print(f"recorded {counts['total']}, delivered {len(delivered)} distinct, "
-          f"{sum(after_restart.values()) - len(after_restart)} duplicate(s) after the restart, "
-          f"pending {counts['pending']}")
+    print(
+        f"recorded {counts['total']}, delivered {len(delivered)} distinct, "
+        f"{sum(after_restart.values()) - len(after_restart)} duplicate(s) after the restart, "
+        f"pending {counts['pending']}"
+    )
     assert counts["pending"] == 0
     assert len(delivered) == counts["total"], "an event recorded in the outbox never reached the broker"
     assert all(m.qos == 1 for sub in (early, late) for m in sub.on("/event")), "events must go at QoS 1"
@@ -168,18 +174,22 @@ def test_event_and_counts_commit_together_when_the_counts_write_fails(tmp_path):
     not stay in the outbox either, or counts and events disagree after a crash."""
     db = tmp_path / "s.db"
     store = Store(db)
-    store.record_event(event_id="e1", topic="t", payload={"id": "e1"}, label="glass", compartment="glass",
-                       fallback=False)
+    store.record_event(
+        event_id="e1", topic="t", payload={"id": "e1"}, label="glass", compartment="glass", fallback=False
+    )
     raw = sqlite3.connect(db)
-    raw.execute("CREATE TRIGGER fail_counts BEFORE INSERT ON counts WHEN NEW.kind = 'compartment' "
-                "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END")
+    raw.execute(
+        "CREATE TRIGGER fail_counts BEFORE INSERT ON counts WHEN NEW.kind = 'compartment' "
+        "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END"
+    )
     raw.commit()
     raw.close()
     # The store may raise or hold the item in memory for a later write: either way
     # the database must not hold the event without its counts.
     with contextlib.suppress(sqlite3.Error):
-        store.record_event(event_id="e2", topic="t", payload={"id": "e2"}, label="paper", compartment="paper",
-                           fallback=False)
+        store.record_event(
+            event_id="e2", topic="t", payload={"id": "e2"}, label="paper", compartment="paper", fallback=False
+        )
     with contextlib.suppress(sqlite3.Error):
         store.close()
     raw = sqlite3.connect(db)
@@ -226,6 +236,7 @@ def test_command_size_limit_is_enforced(tmp_path, mosquitto, subscriber_factory,
 
     sub.publish(f"{BIN}/cmd/ping", ping("at-limit", limit))
     sub.publish(f"{BIN}/cmd/ping", ping("over-limit", limit + 1))
+
     def results() -> list[dict[str, Any]]:
         return [r for r in sub.json_on("/cmd/result") if r.get("id") != "sync"]
 
@@ -258,8 +269,14 @@ def test_counts_are_per_class_per_compartment_and_count_the_fallback(tmp_path, m
     second, on a fresh database, puts the threshold in the middle of those
     confidences, so some items go to the fallback and some do not (the virtual
     clock makes both replays give the same frames)."""
-    compartments = {"cardboard": "fibre", "paper": "fibre", "glass": "bottle-bank", "metal": "cans",
-                    "plastic": "cans", "trash": "rest"}
+    compartments = {
+        "cardboard": "fibre",
+        "paper": "fibre",
+        "glass": "bottle-bank",
+        "metal": "cans",
+        "plastic": "cans",
+        "trash": "rest",
+    }
     photos = write_photos(tmp_path / "photos")
 
     def replay(threshold: float, name: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -270,8 +287,13 @@ def test_counts_are_per_class_per_compartment_and_count_the_fallback(tmp_path, m
         data["fill"] = {"capacity_litres": {"fibre": 60.0, "bottle-bank": 40.0, "cans": 60.0, "rest": 60.0}}
         config = write_toml(tmp_path / f"{name}.toml", data)
         sub = subscriber_factory(mosquitto.port, f"smartbin/{name}/#")
-        result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                                capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         # The broker acknowledged every event before the agent exited; the subscriber may lag a moment.
         sub.wait_for(lambda: len(sub.on("/event")) >= len(COLOURS), 10)
@@ -318,8 +340,9 @@ def test_watchdog_is_fed_only_while_frames_flow(tmp_path, agents):
     data["agent"]["exit_when_source_ends"] = False
     data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "item_seconds": 1.0, "empty_seconds": 1.0})
     data["trigger"]["settle_seconds"] = 0.3
-    agent = agents(write_toml(tmp_path / "agent.toml", data), "watchdog",
-                   env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+    agent = agents(
+        write_toml(tmp_path / "agent.toml", data), "watchdog", env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+    )
     messages: list[tuple[float, str]] = []
 
     def receive_for(seconds: float) -> None:
@@ -363,8 +386,9 @@ def test_default_servo_angles_are_the_documented_ones():
 
     documented = tomllib.loads((REPO / "config" / "bin-agent.toml").read_text())["actuator"]["servo"]
     defaults = ServoSection()
-    section = ActuatorSection(kind="servo", dwell_seconds=0.0,
-                              servo=ServoSection(travel_seconds=0.0))  # every angle default kept
+    section = ActuatorSection(
+        kind="servo", dwell_seconds=0.0, servo=ServoSection(travel_seconds=0.0)
+    )  # every angle default kept
     factory = MockFactory(pin_class=MockPWMPin)
     sorter = build_sorter(section, factory)
     pin = factory.pin(documented["pin"])
@@ -372,7 +396,8 @@ def test_default_servo_angles_are_the_documented_ones():
     def duty(angle: float) -> float:
         span = (angle - documented["min_angle"]) / (documented["max_angle"] - documented["min_angle"])
         pulse_ms = documented["min_pulse_width_ms"] + span * (
-            documented["max_pulse_width_ms"] - documented["min_pulse_width_ms"])
+            documented["max_pulse_width_ms"] - documented["min_pulse_width_ms"]
+        )
         return round(pulse_ms / 20.0, 5)
 
     try:

@@ -36,8 +36,7 @@ def copy_model(source: Path, folder: Path, version: str, name: str = "candidate"
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -87,7 +86,6 @@ def test_deploy_installs_atomically_and_rollback_goes_back(tmp_path, config_file
     assert build_classifier(config).version == "bin-01-retrained-2", "a second rollback goes forward again"
 
 
-
 @pytest.mark.parametrize("damage", ["truncated", "labels", "no-metadata", "router"])
 def test_a_broken_candidate_is_refused_with_one_line(tmp_path, config_file, damage):
     candidate = copy_model(SHIPPED_MODEL, tmp_path / "cand", "broken")
@@ -114,8 +112,7 @@ def test_a_broken_candidate_is_refused_with_one_line(tmp_path, config_file, dama
     assert not (tmp_path / "state" / "models" / "current").exists(), "nothing was installed"
 
 
-def test_reload_over_mqtt_while_the_agent_runs_loses_no_item(tmp_path, trashnet_dir, mosquitto,
-                                                            subscriber_factory):
+def test_reload_over_mqtt_while_the_agent_runs_loses_no_item(tmp_path, trashnet_dir, mosquitto, subscriber_factory):
     photos = tmp_path / "photos"
     photos.mkdir()
     for n, label in enumerate(["glass", "paper", "metal", "cardboard", "plastic", "glass", "paper", "metal"]):
@@ -163,12 +160,17 @@ def test_reload_over_mqtt_while_the_agent_runs_loses_no_item(tmp_path, trashnet_
 def test_sighup_switches_the_running_agent(tmp_path, trashnet_dir, mosquitto, subscriber_factory):
     photo = sorted((trashnet_dir / "glass").glob("*.jpg"))[0]
     data = base_config(tmp_path, photo, port=mosquitto.port, model=SHIPPED_MODEL)
-    data["camera"]["replay"].update({"realtime": True, "loop": True, "fps": 20.0, "item_seconds": 0.8,
-                                     "empty_seconds": 0.6})
+    data["camera"]["replay"].update(
+        {"realtime": True, "loop": True, "fps": 20.0, "item_seconds": 0.8, "empty_seconds": 0.6}
+    )
     config_file = write_toml(tmp_path / "bin.toml", data)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
-    proc = subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert sub.wait_for(lambda: len(sub.on("/event")) >= 1, 60), "the agent did not start sorting"
         candidate = copy_model(SHIPPED_MODEL, tmp_path / "cand", "hup-1")

@@ -30,23 +30,73 @@ from bin_agent.discovery import discovery_messages, node_id
 
 from .helpers import REPO, base_config, write_toml
 
-COMMON = {"availability", "availability_mode", "availability_template", "availability_topic", "device",
-          "enabled_by_default", "encoding", "entity_category", "icon", "json_attributes_template",
-          "json_attributes_topic", "name", "object_id", "origin", "payload_available", "payload_not_available",
-          "qos", "unique_id"}
-KNOWN_KEYS = {
-    "sensor": COMMON | {"device_class", "expire_after", "force_update", "last_reset_value_template", "state_class",
-                        "state_topic", "suggested_display_precision", "unit_of_measurement", "value_template"},
-    "binary_sensor": COMMON | {"device_class", "expire_after", "force_update", "off_delay", "payload_off",
-                               "payload_on", "state_topic", "value_template"},
-    "button": COMMON | {"command_template", "command_topic", "device_class", "payload_press", "retain"},
-    "select": COMMON | {"command_template", "command_topic", "optimistic", "options", "retain", "state_topic",
-                        "value_template"},
+COMMON = {
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "device",
+    "enabled_by_default",
+    "encoding",
+    "entity_category",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "name",
+    "object_id",
+    "origin",
+    "payload_available",
+    "payload_not_available",
+    "qos",
+    "unique_id",
 }
-REQUIRED_KEYS = {"sensor": {"state_topic"}, "binary_sensor": {"state_topic"}, "button": {"command_topic"},
-                 "select": {"command_topic", "options"}}
-DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "name",
-               "serial_number", "suggested_area", "sw_version", "via_device"}
+KNOWN_KEYS = {
+    "sensor": COMMON
+    | {
+        "device_class",
+        "expire_after",
+        "force_update",
+        "last_reset_value_template",
+        "state_class",
+        "state_topic",
+        "suggested_display_precision",
+        "unit_of_measurement",
+        "value_template",
+    },
+    "binary_sensor": COMMON
+    | {
+        "device_class",
+        "expire_after",
+        "force_update",
+        "off_delay",
+        "payload_off",
+        "payload_on",
+        "state_topic",
+        "value_template",
+    },
+    "button": COMMON | {"command_template", "command_topic", "device_class", "payload_press", "retain"},
+    "select": COMMON
+    | {"command_template", "command_topic", "optimistic", "options", "retain", "state_topic", "value_template"},
+}
+REQUIRED_KEYS = {
+    "sensor": {"state_topic"},
+    "binary_sensor": {"state_topic"},
+    "button": {"command_topic"},
+    "select": {"command_topic", "options"},
+}
+DEVICE_KEYS = {
+    "configuration_url",
+    "connections",
+    "hw_version",
+    "identifiers",
+    "manufacturer",
+    "model",
+    "name",
+    "serial_number",
+    "suggested_area",
+    "sw_version",
+    "via_device",
+}
 TOPIC = re.compile(r"^homeassistant/(sensor|binary_sensor|button|select)/[a-zA-Z0-9_-]+/[a-zA-Z0-9_-]+/config$")
 COMPARTMENTS = ["paper", "glass", "packaging", "residual"]
 JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -93,11 +143,24 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     unique_ids = [p["unique_id"] for p in messages.values()]
     assert len(set(unique_ids)) == len(unique_ids)
     assert all(u == f"test-bin_{t.split('/')[3]}" for t, u in zip(messages, unique_ids))
-    expected = ({f"count_{c}" for c in CLASSES} | {f"compartment_{c}_count" for c in COMPARTMENTS}
-                | {f"fill_{c}" for c in COMPARTMENTS} | {f"full_{c}" for c in COMPARTMENTS}
-                | {f"emptied_{c}" for c in COMPARTMENTS}
-                | {"total", "last_item", "last_item_time", "fallback_share", "inference_latency", "outbox_pending",
-                   "classify", "reset_counts", "trigger_mode"})
+    expected = (
+        {f"count_{c}" for c in CLASSES}
+        | {f"compartment_{c}_count" for c in COMPARTMENTS}
+        | {f"fill_{c}" for c in COMPARTMENTS}
+        | {f"full_{c}" for c in COMPARTMENTS}
+        | {f"emptied_{c}" for c in COMPARTMENTS}
+        | {
+            "total",
+            "last_item",
+            "last_item_time",
+            "fallback_share",
+            "inference_latency",
+            "outbox_pending",
+            "classify",
+            "reset_counts",
+            "trigger_mode",
+        }
+    )
     assert object_ids == expected
     counters = [p for t, p in messages.items() if "count" in t.split("/")[3] or t.split("/")[3] == "total"]
     assert counters and all(p["state_class"] == "total_increasing" for p in counters if "state_topic" in p)
@@ -146,8 +209,11 @@ def run_bin_and_capture(tmp_path: Path, mosquitto, subscriber_factory) -> dict[s
         def press(object_id: str, component: str = "button", value: str = "") -> dict:
             payload = expected[f"homeassistant/{component}/test-bin/{object_id}/config"]
             # HA renders a command_template with the chosen option as ``value``.
-            body = (payload["payload_press"] if component == "button"
-                    else JINJA.from_string(payload["command_template"]).render(value=value))
+            body = (
+                payload["payload_press"]
+                if component == "button"
+                else JINJA.from_string(payload["command_template"]).render(value=value)
+            )
             before = len(sub.json_on("/cmd/result"))
             sub.publish(payload["command_topic"], body)
             assert sub.wait_for(lambda: len(sub.json_on("/cmd/result")) > before, 10)
@@ -210,8 +276,12 @@ def test_home_assistants_own_schemas_accept_the_payloads(tmp_path, mosquitto, su
         pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see README)")
     capture_file = tmp_path / "capture.json"
     capture_file.write_text(json.dumps(run_bin_and_capture(tmp_path, mosquitto, subscriber_factory)))
-    result = subprocess.run([python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 problem(s)" in result.stdout
 

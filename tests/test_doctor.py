@@ -21,8 +21,20 @@ from bin_agent import cli, doctor
 
 from .helpers import write_toml
 
-CHECKS = ["python", "numpy", "picamera2", "litert", "config", "camera", "model", "pin-factory",
-          "gpio18", "servo-pwm", "state-dir", "broker"]
+CHECKS = [
+    "python",
+    "numpy",
+    "picamera2",
+    "litert",
+    "config",
+    "camera",
+    "model",
+    "pin-factory",
+    "gpio18",
+    "servo-pwm",
+    "state-dir",
+    "broker",
+]
 
 
 @pytest.fixture
@@ -82,24 +94,24 @@ def test_broker_down_is_a_fail_line_and_exit_1(tmp_path, photo_dir, mosquitto_st
 def password_broker(mosquitto_stopped, tmp_path: Path):
     """The real mosquitto, anonymous clients refused, one user ``bin`` with password ``s3cret``."""
     passwords = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "bin", "s3cret"], check=True,
-                   capture_output=True)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "bin", "s3cret"], check=True, capture_output=True)
     # Started as root, mosquitto drops to its own user, who cannot read pytest's tmp dir.
     stay = "user root\n" if os.geteuid() == 0 else ""
     mosquitto_stopped.conf.write_text(
         f"listener {mosquitto_stopped.port} 127.0.0.1\nallow_anonymous false\n"
-        f"password_file {passwords}\npersistence false\n{stay}")
+        f"password_file {passwords}\npersistence false\n{stay}"
+    )
     mosquitto_stopped.start()
     return mosquitto_stopped
 
 
 @pytest.mark.parametrize(("password", "status"), [("s3cret", "ok"), ("wrong", "fail")])
-def test_broker_checks_the_configured_credentials(tmp_path, photo_dir, password_broker, capsys,
-                                                  password, status):
+def test_broker_checks_the_configured_credentials(tmp_path, photo_dir, password_broker, capsys, password, status):
     secret = tmp_path / "mqtt-password"
     secret.write_text(password + "\n")
-    config = doctor_config(tmp_path, photo_dir, password_broker.port,
-                           mqtt={"username": "bin", "password_file": str(secret)})
+    config = doctor_config(
+        tmp_path, photo_dir, password_broker.port, mqtt={"username": "bin", "password_file": str(secret)}
+    )
     code, lines = run_doctor(capsys, config)
     broker = line_of(lines, "broker")
     assert broker.startswith(f"{status:<4}  broker"), broker
@@ -120,8 +132,9 @@ def read_only_dir(tmp_path: Path):
         yield path
         path.chmod(0o700)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
     try:
@@ -131,8 +144,7 @@ def read_only_dir(tmp_path: Path):
 
 
 def test_unwritable_state_dir_fails(tmp_path, photo_dir, read_only_dir, capsys):
-    config = doctor_config(tmp_path, photo_dir, 1, agent={"state_dir": str(read_only_dir)},
-                           mqtt={"enabled": False})
+    config = doctor_config(tmp_path, photo_dir, 1, agent={"state_dir": str(read_only_dir)}, mqtt={"enabled": False})
     code, lines = run_doctor(capsys, config)
     state = line_of(lines, "state-dir")
     assert state.startswith("fail  state-dir") and "is not writable" in state, state
@@ -146,16 +158,16 @@ def test_writable_state_dir_reports_free_space(tmp_path):
 
 
 def test_native_factory_with_a_servo_fails_the_pwm_check(tmp_path, photo_dir, capsys):
-    config = doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "native"},
-                           mqtt={"enabled": False})
+    config = doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "native"}, mqtt={"enabled": False})
     code, lines = run_doctor(capsys, config)
     pwm = line_of(lines, "servo-pwm")
     assert pwm.startswith("fail  servo-pwm") and "native has no PWM" in pwm, pwm
     assert code == 1
 
 
-@pytest.mark.parametrize(("factory", "status"), [("lgpio", "warn"), ("rpigpio", "warn"),
-                                                 ("pigpio", "ok"), ("mock", "ok")])
+@pytest.mark.parametrize(
+    ("factory", "status"), [("lgpio", "warn"), ("rpigpio", "warn"), ("pigpio", "ok"), ("mock", "ok")]
+)
 def test_pwm_quality_of_each_factory(tmp_path, photo_dir, factory, status):
     from bin_agent.config import load_config
 
@@ -166,10 +178,18 @@ def test_pwm_quality_of_each_factory(tmp_path, photo_dir, factory, status):
 def test_leds_need_no_pwm(tmp_path, photo_dir):
     from bin_agent.config import load_config
 
-    config = load_config(doctor_config(
-        tmp_path, photo_dir, 1,
-        actuator={"kind": "leds", "pin_factory": "native",
-                  "leds": {"paper": 5, "glass": 6, "packaging": 13, "residual": 19}}))
+    config = load_config(
+        doctor_config(
+            tmp_path,
+            photo_dir,
+            1,
+            actuator={
+                "kind": "leds",
+                "pin_factory": "native",
+                "leds": {"paper": 5, "glass": 6, "packaging": 13, "residual": 19},
+            },
+        )
+    )
     assert doctor.check_servo_pwm(config, chosen_factory=None).status == "ok"
 
 
@@ -183,7 +203,7 @@ def test_json_output(tmp_path, photo_dir, mosquitto_stopped, capsys):
 
 def test_bad_config_is_one_fail_line(tmp_path, capsys):
     config = tmp_path / "bad.toml"
-    config.write_text('[camera]\nfsp = 3\n')
+    config.write_text("[camera]\nfsp = 3\n")
     code, lines = run_doctor(capsys, config)
     assert code == 1
     assert "camera.fsp: unknown key" in line_of(lines, "config")
@@ -204,8 +224,9 @@ def test_32bit_python_is_refused_in_one_line(monkeypatch, tmp_path, photo_dir, c
 # --------------------------------------------------------------------------- picamera2 that fails to import
 
 
-NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
-             "Expected 96 from C header, got 88 from PyObject")
+NUMPY_ABI = (
+    "numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, got 88 from PyObject"
+)
 
 
 @pytest.fixture
@@ -222,12 +243,16 @@ def picamera2_built_for_numpy1(tmp_path: Path) -> Path:
     return site
 
 
-def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(
-        tmp_path, photo_dir, picamera2_built_for_numpy1):
+def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(tmp_path, photo_dir, picamera2_built_for_numpy1):
     config = doctor_config(tmp_path, photo_dir, 1, camera={"source": "picamera2"}, mqtt={"enabled": False})
     env = {**os.environ, "PYTHONPATH": str(picamera2_built_for_numpy1)}
-    run = subprocess.run([sys.executable, "-m", "bin_agent", "doctor", "--config", str(config)],
-                         capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert run.returncode == 1
     assert "Traceback" not in run.stderr, run.stderr
     line = line_of(run.stdout.splitlines(), "picamera2")
@@ -236,8 +261,9 @@ def test_a_picamera2_that_fails_to_import_is_a_fail_line_with_the_fix(
 
 
 def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsys):
-    config = doctor_config(tmp_path, photo_dir, 1, model={"path": str(tmp_path / "gone.tflite")},
-                           mqtt={"enabled": False})
+    config = doctor_config(
+        tmp_path, photo_dir, 1, model={"path": str(tmp_path / "gone.tflite")}, mqtt={"enabled": False}
+    )
     code, lines = run_doctor(capsys, config)
     assert code == 1
     assert line_of(lines, "config").startswith("fail") and "gone.tflite" in line_of(lines, "config")
@@ -263,8 +289,7 @@ def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir,
 def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, capsys):
     secret = tmp_path / "mqtt-password"
     secret.write_bytes(b"\xff\xfe not utf-8\n")
-    config = doctor_config(tmp_path, photo_dir, mosquitto.port,
-                           mqtt={"username": "bin", "password_file": str(secret)})
+    config = doctor_config(tmp_path, photo_dir, mosquitto.port, mqtt={"username": "bin", "password_file": str(secret)})
     code, lines = run_doctor(capsys, config)
     # A fail line (the broker's, or the config's where the schema reads the file) names key and file.
     named = [ln for ln in lines if ln.startswith("fail") and "mqtt.password_file" in ln and str(secret) in ln]

@@ -23,8 +23,14 @@ SPEED_OF_SOUND = 343.26  # m/s, what gpiozero's DistanceSensor assumes
 
 def record(store: Store, label: str, compartment: str, n: int = 1) -> None:
     for _ in range(n):
-        store.record_event(event_id=f"{time.monotonic_ns()}", topic="t", payload={"class": label},
-                           label=label, compartment=compartment, fallback=False)
+        store.record_event(
+            event_id=f"{time.monotonic_ns()}",
+            topic="t",
+            payload={"class": label},
+            label=label,
+            compartment=compartment,
+            fallback=False,
+        )
 
 
 def test_estimate_adds_item_volumes_against_capacity():
@@ -42,8 +48,11 @@ def test_measured_level_between_empty_and_full_distance():
 
 
 def test_fill_per_compartment_persists_and_emptied_resets_one(tmp_path):
-    section = FillSection(item_litres={"glass": 2.0, "paper": 1.0, "cardboard": 3.0},
-                          capacity_litres={"paper": 10.0, "glass": 10.0}, full_threshold=80.0)
+    section = FillSection(
+        item_litres={"glass": 2.0, "paper": 1.0, "cardboard": 3.0},
+        capacity_litres={"paper": 10.0, "glass": 10.0},
+        full_threshold=80.0,
+    )
     store = Store(tmp_path / "s.db")
     record(store, "glass", "glass", 4)
     record(store, "paper", "paper", 2)
@@ -88,8 +97,12 @@ def test_ultrasonic_sensor_measures_the_level(tmp_path):
     settings = FillSensorSection(trigger_pin=23, echo_pin=24, empty_distance=2.0, full_distance=0.4)
     store = Store(tmp_path / "s.db")
     record(store, "glass", "paper", 1)
-    monitor = FillMonitor(FillSection(sensor_interval_seconds=1), ["paper", "glass"], store,
-                          sensors={"paper": LevelSensor(settings, factory)})
+    monitor = FillMonitor(
+        FillSection(sensor_interval_seconds=1),
+        ["paper", "glass"],
+        store,
+        sensors={"paper": LevelSensor(settings, factory)},
+    )
     try:
         assert wait_for(lambda: abs(monitor.levels()["paper"].percent - 50.0) < 5.0)
         paper = monitor.levels()["paper"]
@@ -110,17 +123,26 @@ def wait_for(predicate, timeout: float = 15.0) -> bool:
     return predicate()
 
 
-@pytest.mark.parametrize("patch, expected", [
-    ({"capacity_litres": {"paper": 60.0, "glass": 40.0, "packaging": 60.0}},
-     "fill.capacity_litres: compartment 'residual' has none"),
-    ({"item_litres": {"glass": 1.0}}, "fill.item_litres: class 'paper' has none"),
-    ({"sensors": {"kitchen": {"trigger_pin": 5, "echo_pin": 6}}}, "fill.sensors.kitchen: no class is routed"),
-    ({"sensors": {"paper": {"trigger_pin": 5, "echo_pin": 6, "empty_distance": 0.1, "full_distance": 0.3}}},
-     "fill.sensors.paper.full_distance: 0.3 must be below empty_distance"),
-    ({"sensors": {"paper": {"trigger_pin": 18, "echo_pin": 6}}},
-     "fill.sensors.paper.trigger_pin: GPIO18 is already used by actuator.servo.pin"),
-    ({"full_threshold": 120}, "fill.full_threshold: 120.0 is above the maximum 100"),
-])
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        (
+            {"capacity_litres": {"paper": 60.0, "glass": 40.0, "packaging": 60.0}},
+            "fill.capacity_litres: compartment 'residual' has none",
+        ),
+        ({"item_litres": {"glass": 1.0}}, "fill.item_litres: class 'paper' has none"),
+        ({"sensors": {"kitchen": {"trigger_pin": 5, "echo_pin": 6}}}, "fill.sensors.kitchen: no class is routed"),
+        (
+            {"sensors": {"paper": {"trigger_pin": 5, "echo_pin": 6, "empty_distance": 0.1, "full_distance": 0.3}}},
+            "fill.sensors.paper.full_distance: 0.3 must be below empty_distance",
+        ),
+        (
+            {"sensors": {"paper": {"trigger_pin": 18, "echo_pin": 6}}},
+            "fill.sensors.paper.trigger_pin: GPIO18 is already used by actuator.servo.pin",
+        ),
+        ({"full_threshold": 120}, "fill.full_threshold: 120.0 is above the maximum 100"),
+    ],
+)
 def test_fill_config_mistakes_are_named(tmp_path, patch, expected):
     data = base_config(tmp_path)
     data["fill"] = patch
@@ -136,8 +158,10 @@ def test_full_alert_and_emptied_over_mqtt_survive_a_restart(tmp_path, mosquitto,
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
     # One item of any class fills any compartment.
-    data["fill"] = {"item_litres": {c: 10.0 for c in ("cardboard", "glass", "metal", "paper", "plastic", "trash")},
-                    "capacity_litres": {c: 10.0 for c in ("paper", "glass", "packaging", "residual")}}
+    data["fill"] = {
+        "item_litres": {c: 10.0 for c in ("cardboard", "glass", "metal", "paper", "plastic", "trash")},
+        "capacity_litres": {c: 10.0 for c in ("paper", "glass", "packaging", "residual")},
+    }
     config = config_from_dict(data, base_dir=tmp_path)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
 
@@ -192,9 +216,10 @@ def test_agent_republishes_a_measured_level_without_items(tmp_path, mosquitto, s
     data = base_config(tmp_path, image, port=mosquitto.port)
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
-    data["fill"] = {"sensor_interval_seconds": 1.0,
-                    "sensors": {"glass": {"trigger_pin": 23, "echo_pin": 24, "empty_distance": 2.0,
-                                          "full_distance": 0.4}}}
+    data["fill"] = {
+        "sensor_interval_seconds": 1.0,
+        "sensors": {"glass": {"trigger_pin": 23, "echo_pin": 24, "empty_distance": 2.0, "full_distance": 0.4}},
+    }
     config = config_from_dict(data, base_dir=tmp_path)
 
     class SonarPin(MockTriggerPin, MockPWMPin):

@@ -50,7 +50,12 @@ def test_a_box_at_the_edge_is_moved_inside_not_cut() -> None:
 
 def test_a_box_larger_than_the_zone_is_cut_to_it() -> None:
     zone = (0.3, 0.0, 0.7, 1.0)  # tall and narrow
-    assert crop_box(FRAME, (0.3, 0.3, 0.7, 0.7), 0.15, zone) == (192, 74, 448, 406)  # 256 x 192 px +15 % -> 333 px square, cut to 256 wide
+    assert crop_box(FRAME, (0.3, 0.3, 0.7, 0.7), 0.15, zone) == (
+        192,
+        74,
+        448,
+        406,
+    )  # 256 x 192 px +15 % -> 333 px square, cut to 256 wide
     assert crop_box(FRAME, (0.0, 0.0, 1.0, 1.0), 0.5, zone) == (192, 0, 448, 480)
 
 
@@ -95,14 +100,17 @@ def test_pixels_and_fractions_round_trip() -> None:
     assert to_pixels((0.5, 0.5, 0.5, 0.5), FRAME) == (320, 240, 321, 241)  # never empty
 
 
-@pytest.mark.parametrize("values, problem", [
-    ([0.0, 0.0, 1.0, 1.0], None),
-    ([0.1, 0.2, 0.9, 0.8], None),
-    ([0.0, 0.0, 1.0], "expected [x0, y0, x1, y1]"),
-    ([0.0, -0.1, 1.0, 1.0], "every value is a fraction"),
-    ([0.6, 0.0, 0.4, 1.0], "x1 must exceed x0"),
-    ([0.0, 0.0, 1.0, 0.01], "x1 must exceed x0 and y1 must exceed y0 by at least 0.05"),
-])
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ([0.0, 0.0, 1.0, 1.0], None),
+        ([0.1, 0.2, 0.9, 0.8], None),
+        ([0.0, 0.0, 1.0], "expected [x0, y0, x1, y1]"),
+        ([0.0, -0.1, 1.0, 1.0], "every value is a fraction"),
+        ([0.6, 0.0, 0.4, 1.0], "x1 must exceed x0"),
+        ([0.0, 0.0, 1.0, 0.01], "x1 must exceed x0 and y1 must exceed y0 by at least 0.05"),
+    ],
+)
 def test_box_problem(values, problem) -> None:
     found = box_problem(values)
     assert found == problem if problem is None else found.startswith(problem)

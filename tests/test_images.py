@@ -31,13 +31,19 @@ RSS_BOUND_MB = 400
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hostile")
-    files = {"bomb": root / "bomb.png", "big_jpeg": root / "big.jpg", "truncated": root / "truncated.jpg",
-             "good": root / "good.jpg"}
+    files = {
+        "bomb": root / "bomb.png",
+        "big_jpeg": root / "big.jpg",
+        "truncated": root / "truncated.jpg",
+        "good": root / "good.jpg",
+    }
     write_blank_png(files["bomb"], 15_000, 15_000)
     # Made in a child process: the 400 MB canvas never lives in the test process.
-    script = ("import sys; from PIL import Image, ImageDraw; im = Image.new('RGB', (10000, 10000), (90, 100, 110)); "
-              "ImageDraw.Draw(im).ellipse((2000, 2000, 8000, 8000), fill=(240, 240, 60)); "
-              "im.save(sys.argv[1], quality=80)")
+    script = (
+        "import sys; from PIL import Image, ImageDraw; im = Image.new('RGB', (10000, 10000), (90, 100, 110)); "
+        "ImageDraw.Draw(im).ellipse((2000, 2000, 8000, 8000), fill=(240, 240, 60)); "
+        "im.save(sys.argv[1], quality=80)"
+    )
     subprocess.run([sys.executable, "-c", script, str(files["big_jpeg"])], check=True, timeout=300)
     photo = np.full((480, 640, 3), 220, np.uint8)
     photo[120:360, 200:440] = (40, 160, 60)
@@ -65,9 +71,14 @@ runpy.run_module('bin_agent', run_name='__main__', alter_sys=True)
 def run_measured(args: list[str], tmp_path: Path) -> tuple[int, str, str, float]:
     """Run ``bin-agent ARGS``; return (exit code, stdout, stderr, its peak RSS in MB)."""
     peak_file = tmp_path / "peak_rss_kb.txt"
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *args], capture_output=True, text=True,
-                            timeout=300, check=False,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PEAK_RSS_FILE": str(peak_file)})
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PEAK_RSS_FILE": str(peak_file)},
+    )
     return result.returncode, result.stdout, result.stderr, int(peak_file.read_text()) / 1024
 
 
@@ -109,21 +120,31 @@ def test_replay_skips_them_with_a_warning_in_bounded_memory(tmp_path, hostile):
     data = base_config(tmp_path, folder, model=TINY, mqtt=False)
     data["trigger"] = {"mode": "motion", "settle_seconds": 0.3}
     config = write_toml(tmp_path / "agent.toml", data)
-    code, stdout, stderr, peak_mb = run_measured(
-        ["run", "--config", str(config), "--print-events"], tmp_path)
+    code, stdout, stderr, peak_mb = run_measured(["run", "--config", str(config), "--print-events"], tmp_path)
     print(f"replay of bomb.png, big.jpg (10000x10000), truncated.jpg, good.jpg: peak RSS {peak_mb:.0f} MB")
     assert code == 0, stderr[-3000:]
     assert "Traceback" not in stderr
     skipped = [line for line in stderr.splitlines() if "replay: skipping" in line]
     assert len(skipped) == 2 and any("bomb.png" in s for s in skipped) and any("truncated.jpg" in s for s in skipped)
     sorted_lines = [line for line in stdout.splitlines() if line.startswith("#")]
-    assert len(sorted_lines) == 2 and any("big.jpg" in s for s in sorted_lines) and any("good.jpg" in s for s in sorted_lines)
+    assert (
+        len(sorted_lines) == 2
+        and any("big.jpg" in s for s in sorted_lines)
+        and any("good.jpg" in s for s in sorted_lines)
+    )
     assert peak_mb < RSS_BOUND_MB
 
 
 def test_classify_reports_each_bad_file_and_goes_on(tmp_path, hostile):
-    args = ["classify", "--model", str(TINY),
-            str(hostile["good"]), str(hostile["bomb"]), str(hostile["truncated"]), str(hostile["big_jpeg"])]
+    args = [
+        "classify",
+        "--model",
+        str(TINY),
+        str(hostile["good"]),
+        str(hostile["bomb"]),
+        str(hostile["truncated"]),
+        str(hostile["big_jpeg"]),
+    ]
     code, stdout, stderr, peak_mb = run_measured(args, tmp_path)
     print(f"classify of good.jpg, bomb.png, truncated.jpg, big.jpg: peak RSS {peak_mb:.0f} MB")
     assert code == 1
@@ -137,7 +158,9 @@ def test_classify_reports_each_bad_file_and_goes_on(tmp_path, hostile):
 def test_training_loader_skips_them(hostile):
     from bin_agent.training.dataset import Item, load_items
 
-    items = [Item(hostile[name], 0, f"glass/{hostile[name].name}") for name in ("good", "bomb", "truncated", "big_jpeg")]
+    items = [
+        Item(hostile[name], 0, f"glass/{hostile[name].name}") for name in ("good", "bomb", "truncated", "big_jpeg")
+    ]
     reported: list[str] = []
     images, kept, errors = load_items(items, reported.append)
     assert [item.path.name for item in kept] == ["good.jpg", "big.jpg"]

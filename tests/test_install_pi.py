@@ -27,8 +27,7 @@ CLEAN_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPA
 
 
 def install(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=CLEAN_ENV)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV)
 
 
 def commands(stdout: str) -> list[str]:
@@ -55,8 +54,12 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
     assert "--exclude=./build" in source.split()
     assert pip.split()[-2 if "'numpy<2'" in pip else -1].endswith("/bin-agent")
     assert " -e " not in pip and "--editable" not in pip  # the model ships only in a real install
-    bookworm_python = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info < (3, 12))"],
-                                     capture_output=True, text=True).stdout.strip() == "True"
+    bookworm_python = (
+        subprocess.run(
+            ["/usr/bin/python3", "-c", "import sys; print(sys.version_info < (3, 12))"], capture_output=True, text=True
+        ).stdout.strip()
+        == "True"
+    )
     assert ("'numpy<2'" in pip.split()) == bookworm_python
     assert "systemd-sysusers /usr/lib/sysusers.d/bin-agent.conf" in cmds
     assert "install -d -o bin-agent -g bin-agent -m 0750 /var/lib/bin-agent" in cmds
@@ -99,12 +102,15 @@ def test_a_custom_venv_gets_a_unit_that_runs_it() -> None:
     assert "   ExecStart=/srv/ba/venv/bin/bin-agent run --config /srv/ba/b.toml\n" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--only", "nope"], "unknown step 'nope'"),
-    (["--frobnicate"], "unknown option --frobnicate"),
-    (["--venv"], "--venv needs a directory"),
-    (["--only", "pip", "--venv", "/nonexistent/v"], "no venv at /nonexistent/v: run the venv step first"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "nope"], "unknown step 'nope'"),
+        (["--frobnicate"], "unknown option --frobnicate"),
+        (["--venv"], "--venv needs a directory"),
+        (["--only", "pip", "--venv", "/nonexistent/v"], "no venv at /nonexistent/v: run the venv step first"),
+    ],
+)
 def test_bad_arguments_are_one_line(args, message) -> None:
     result = install(*args)
     assert result.returncode != 0
@@ -121,7 +127,8 @@ def test_a_32bit_python_is_refused_in_one_line(tmp_path) -> None:
     result = install("--dry-run", "--python", str(python), "--venv", str(tmp_path / "none"))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        f"install-pi.sh: {python} is a 32-bit Python: bin-agent needs a 64-bit OS (Raspberry Pi OS 64-bit)"]
+        f"install-pi.sh: {python} is a 32-bit Python: bin-agent needs a 64-bit OS (Raspberry Pi OS 64-bit)"
+    ]
     assert "+ " not in result.stdout
 
 
@@ -150,24 +157,47 @@ def test_pip_step_keeps_numpy_1_and_classifies_with_no_model_path(tmp_path, tras
         result = install("--only", "pip", "--no-apt", "--venv", str(venv), timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
 
-    numpy_version = subprocess.run([str(python), "-c", "import numpy; print(numpy.__version__)"],
-                                   capture_output=True, text=True, check=True, env=CLEAN_ENV).stdout.strip()
+    numpy_version = subprocess.run(
+        [str(python), "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=CLEAN_ENV,
+    ).stdout.strip()
     assert numpy_version.startswith("1."), numpy_version
     # Not editable: the package, and the model in it, are inside the venv (out
     # of /home, readable under the unit's ProtectHome=yes).
-    where = subprocess.run([str(python), "-c", "import bin_agent; print(bin_agent.DEFAULT_MODEL.resolve())"],
-                           capture_output=True, text=True, check=True, cwd=tmp_path, env=CLEAN_ENV).stdout.strip()
+    where = subprocess.run(
+        [str(python), "-c", "import bin_agent; print(bin_agent.DEFAULT_MODEL.resolve())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+    ).stdout.strip()
     assert Path(where).is_relative_to(venv.resolve()) and Path(where).is_file(), where
 
     photo = trashnet_dir / "glass" / "glass1.jpg"
-    result = subprocess.run([str(venv / "bin" / "bin-agent"), "classify", str(photo)],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=CLEAN_ENV)
+    result = subprocess.run(
+        [str(venv / "bin" / "bin-agent"), "classify", str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+    )
     assert result.returncode == 0, result.stderr
     label = result.stdout.split(": ", 1)[1].split()[0]
     assert label in {"cardboard", "glass", "metal", "paper", "plastic", "trash"}, result.stdout
     # A config without model.path (as the shipped one leaves it) finds the model too.
     config = tmp_path / "bin-agent.toml"
     config.write_text(f'[camera]\nsource = "replay"\n\n[camera.replay]\npath = "{photo}"\n')
-    check = subprocess.run([str(venv / "bin" / "bin-agent"), "check-config", str(config)],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=CLEAN_ENV)
+    check = subprocess.run(
+        [str(venv / "bin" / "bin-agent"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+    )
     assert check.returncode == 0 and f"model {DEFAULT_MODEL_NAME}" in check.stdout, check.stdout + check.stderr

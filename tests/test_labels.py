@@ -18,8 +18,9 @@ from .helpers import SHIPPED_MODEL, base_config
 from .test_capture import make_item, noise
 
 
-def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(tmp_path, trashnet_dir, mosquitto,
-                                                                      subscriber_factory):
+def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(
+    tmp_path, trashnet_dir, mosquitto, subscriber_factory
+):
     photos = tmp_path / "photos"
     photos.mkdir()
     for n, label in enumerate(("glass", "paper", "metal")):
@@ -66,8 +67,10 @@ def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(tmp_path, 
         third = next(c for c in CLASSES if c not in (wrong, first["class"]))
         sub.publish(f"{base}/correct", json.dumps({"id": "k2", "event_id": first["id"], "label": third}))
         assert result("k2")["was"] == wrong
-        assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["classes"].get(third, 0)
-                            == before["classes"].get(third, 0) + 1, 10)
+        assert sub.wait_for(
+            lambda: sub.json_on("/state")[-1]["counts"]["classes"].get(third, 0) == before["classes"].get(third, 0) + 1,
+            10,
+        )
         assert sub.json_on("/state")[-1]["counts"]["classes"].get(wrong, 0) == before["classes"].get(wrong, 0)
 
         # Confirming the second item changes no count.
@@ -75,9 +78,14 @@ def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(tmp_path, 
         confirm = result("k3")
         assert confirm["ok"] and confirm["confirmed"] and not confirm["counts_changed"]
 
-        for n, payload in enumerate([{"event_id": first["id"], "label": "banana"},
-                                     {"event_id": "no-such-event", "label": "glass"},
-                                     {"event_id": 42, "label": "glass"}, {"label": "glass"}]):
+        for n, payload in enumerate(
+            [
+                {"event_id": first["id"], "label": "banana"},
+                {"event_id": "no-such-event", "label": "glass"},
+                {"event_id": 42, "label": "glass"},
+                {"label": "glass"},
+            ]
+        ):
             sub.publish(f"{base}/correct", json.dumps({"id": f"bad{n}", **payload}))
             bad = result(f"bad{n}")
             assert not bad["ok"] and bad["reason"]
@@ -100,8 +108,13 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
 
     # Most unsure first: paper 0.35 -> corrected to cardboard (key 1); metal 0.6 -> confirmed
     # (Enter); glass 0.9 -> skipped; then the input ends.
-    run = subprocess.run([sys.executable, "-m", "bin_agent", "label", "--folder", str(folder)],
-                         input="1\n\ns\n", capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "label", "--folder", str(folder)],
+        input="1\n\ns\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     order = [line for line in run.stdout.splitlines() if "predicted:" in line]
     assert [line.split()[1] for line in order] == ["paper", "metal", "glass"]
@@ -111,13 +124,21 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
     assert labels[items[2].event_id]["label"] == "metal" and labels[items[2].event_id]["confirmed"]
     assert items[0].event_id not in labels
 
-    listing = subprocess.run([sys.executable, "-m", "bin_agent", "label", "--folder", str(folder), "--list"],
-                             capture_output=True, text=True, timeout=60).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "label", "--folder", str(folder), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "-> cardboard" in listing and "confirmed" in listing and "3 captured, 2 labelled" in listing
 
     out = tmp_path / "mybin"
-    exported = subprocess.run([sys.executable, "-m", "bin_agent", "label", "--folder", str(folder),
-                               "--export", str(out)], capture_output=True, text=True, timeout=60)
+    exported = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "label", "--folder", str(folder), "--export", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert exported.returncode == 0, exported.stderr
     assert "exported 2 labelled photo(s)" in exported.stdout
     found = {(CLASSES[i.label], i.path.name) for i in ds.list_dataset(out)}

@@ -30,8 +30,9 @@ PER_CLASS = 2
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bin_agent", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bin_agent", *args], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _needs_tensorflow() -> None:
@@ -78,10 +79,14 @@ def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, sub
             wanted = true_class(event["source"])
             if wanted == event["class"]:  # the model was right: "correct" it to another class
                 wanted = next(c for c in CLASSES if c != event["class"])
-            sub.publish("smartbin/test-bin/cmd/correct",
-                        json.dumps({"id": f"fix{number}", "event_id": event["id"], "label": wanted}))
-        assert sub.wait_for(lambda: sum(r.get("ok", False) for r in sub.json_on("/cmd/result")
-                                        if r.get("command") == "correct") == 2, 20)
+            sub.publish(
+                "smartbin/test-bin/cmd/correct",
+                json.dumps({"id": f"fix{number}", "event_id": event["id"], "label": wanted}),
+            )
+        assert sub.wait_for(
+            lambda: sum(r.get("ok", False) for r in sub.json_on("/cmd/result") if r.get("command") == "correct") == 2,
+            20,
+        )
         assert sub.wait_for(lambda: sub.json_on("/state")[-1]["counts"]["total"] == n, 10)
     finally:
         agent.stop()
@@ -102,35 +107,87 @@ def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, sub
 
     # 3. A split that keeps the shipped model's subsets and adds the bin's photos; a tiny run.
     bin_split = tmp_path / "bin_split.json"
-    made = cli("split", str(mybin), "--base", str(SHIPPED_MODEL.parent / "waste_split.json"),
-               "--test", "0.5", "--val", "0.01", "--out", str(bin_split))
+    made = cli(
+        "split",
+        str(mybin),
+        "--base",
+        str(SHIPPED_MODEL.parent / "waste_split.json"),
+        "--test",
+        "0.5",
+        "--val",
+        "0.01",
+        "--out",
+        str(bin_split),
+    )
     assert made.returncode == 0, made.stderr
     document = ds.read_split(bin_split)
     assert document["datasets"]["trashnet"]["test"] == split["test"], "the shipped test photos stay held out"
     assert document["datasets"]["mybin"]["counts"]["test"]["total"] == n // 2
     run = tmp_path / "run"
-    trained = cli("train", str(trashnet_dir), str(mybin), "--split", str(bin_split), "--out", str(run),
-                  "--weights", str(imagenet_weights), "--input-size", "96", "--copies", "1",
-                  "--head-epochs", "1", "--fine-epochs", "1", "--max-per-class", "2", "--calibration", "8",
-                  "--cut-layer", "block_12_add", "--views", "1", "--qat-epochs", "0",
-                  "--name", "mybin_model", "--version", "mybin-1")
+    trained = cli(
+        "train",
+        str(trashnet_dir),
+        str(mybin),
+        "--split",
+        str(bin_split),
+        "--out",
+        str(run),
+        "--weights",
+        str(imagenet_weights),
+        "--input-size",
+        "96",
+        "--copies",
+        "1",
+        "--head-epochs",
+        "1",
+        "--fine-epochs",
+        "1",
+        "--max-per-class",
+        "2",
+        "--calibration",
+        "8",
+        "--cut-layer",
+        "block_12_add",
+        "--views",
+        "1",
+        "--qat-epochs",
+        "0",
+        "--name",
+        "mybin_model",
+        "--version",
+        "mybin-1",
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     candidate = run / "mybin_model.tflite"
     assert candidate.is_file()
 
     # 4. Compare on the bin's held-out photos: both models, one verdict line.
-    compared = cli("compare", "--model", str(SHIPPED_MODEL), "--model", str(candidate), str(mybin),
-                   "--split", str(bin_split), "--subset", "test", "--config", str(config_file))
+    compared = cli(
+        "compare",
+        "--model",
+        str(SHIPPED_MODEL),
+        "--model",
+        str(candidate),
+        str(mybin),
+        "--split",
+        str(bin_split),
+        "--subset",
+        "test",
+        "--config",
+        str(config_file),
+    )
     assert compared.returncode in (0, 1), compared.stderr
     verdict = compared.stdout.strip().splitlines()[-1]
     assert re.match(rf"verdict: B is (NOT )?better than A: B right on \d+ of {n // 2} photos, A on \d+", verdict)
 
     # 5. Deploy, reload while the agent runs, roll back.
-    deployed = cli("deploy", str(candidate), "--config", str(config_file),
-                   "--reference", str(next(mybin.glob("*/*.jpg"))))
+    deployed = cli(
+        "deploy", str(candidate), "--config", str(config_file), "--reference", str(next(mybin.glob("*/*.jpg")))
+    )
     assert deployed.returncode == 0, deployed.stderr
-    data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.8,
-                                     "empty_seconds": 0.6})
+    data["camera"]["replay"].update(
+        {"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.8, "empty_seconds": 0.6}
+    )
     config = load_config(write_toml(config_file, data))
     agent = build_agent(config)
     assert agent.classifier.version == "mybin-1", "a restarted agent runs the deployed model"
@@ -172,7 +229,8 @@ def test_split_base_keeps_every_subset_and_splits_only_new_photos(tmp_path):
     add_photos(mybin, 10, 10)  # the next round's photos
     second = ds.extend_split(first, [mybin])
     for subset in ds.SUBSETS:
-        assert set(first["datasets"]["mybin"][subset]) <= set(second["datasets"]["mybin"][subset]), \
+        assert set(first["datasets"]["mybin"][subset]) <= set(second["datasets"]["mybin"][subset]), (
             "a photo never changes subset"
+        )
     assert sum(len(second["datasets"]["mybin"][s]) for s in ds.SUBSETS) == 120
     assert second["datasets"]["mybin"]["counts"]["test"]["total"] == len(second["datasets"]["mybin"]["test"])

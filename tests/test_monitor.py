@@ -24,12 +24,20 @@ N_BINS = 100
 def bin_state(n: int) -> dict:
     """A state shaped like the agent's (see Agent.state)."""
     return {
-        "bin_id": f"bin-{n:03d}", "status": "running",
-        "counts": {"classes": {"glass": n, "paper": 2 * n}, "compartments": {"glass": n, "paper": 2 * n},
-                   "total": 3 * n, "fallback": n % 4, "since": "2026-11-24T00:00:00Z"},
-        "fill": {"paper": float(n % 101), "glass": 5.0}, "full": ["paper"] if n % 101 >= 90 else [],
+        "bin_id": f"bin-{n:03d}",
+        "status": "running",
+        "counts": {
+            "classes": {"glass": n, "paper": 2 * n},
+            "compartments": {"glass": n, "paper": 2 * n},
+            "total": 3 * n,
+            "fallback": n % 4,
+            "since": "2026-11-24T00:00:00Z",
+        },
+        "fill": {"paper": float(n % 101), "glass": 5.0},
+        "full": ["paper"] if n % 101 >= 90 else [],
         "last_item": {"class": "glass", "confidence": 0.93, "time": "2026-11-24T10:00:00.000Z"} if n else None,
-        "outbox_pending": n % 3, "fallback_share": round(100 * (n % 4) / (3 * n), 1) if n else None,
+        "outbox_pending": n % 3,
+        "fallback_share": round(100 * (n % 4) / (3 * n), 1) if n else None,
     }
 
 
@@ -63,8 +71,9 @@ def test_hundred_bins_as_json_and_table(mosquitto, capsys):
         assert "bin-090/paper" in seen["summary"]["full"]
 
         # Only the bins asked for.
-        assert main(["monitor", "bin-007", "bin-050", "--host", "127.0.0.1", "--port", str(mosquitto.port),
-                     "--json"]) == 0
+        assert (
+            main(["monitor", "bin-007", "bin-050", "--host", "127.0.0.1", "--port", str(mosquitto.port), "--json"]) == 0
+        )
         assert sorted(json.loads(capsys.readouterr().out)["bins"]) == ["bin-007", "bin-050"]
 
         assert main(["monitor", "--host", "127.0.0.1", "--port", str(mosquitto.port), "--once"]) == 0
@@ -94,8 +103,10 @@ def test_live_view_redraws_in_place_on_news(mosquitto):
                 news = dict(bin_state(7), counts={"classes": {"glass": 99}, "compartments": {}, "total": 99})
                 simulator.publish("smartbin/bin-007/state", json.dumps(news), qos=1, retain=True).wait_for_publish(10)
                 simulator.publish("smartbin/bin-007/status", "offline", qos=1, retain=True).wait_for_publish(10)
-                deadline_ok = _wait(lambda: "offline" in out.getvalue().split(CLEAR)[-1]
-                                    and " 99 " in out.getvalue().split(CLEAR)[-1], 15)
+                deadline_ok = _wait(
+                    lambda: "offline" in out.getvalue().split(CLEAR)[-1] and " 99 " in out.getvalue().split(CLEAR)[-1],
+                    15,
+                )
                 assert deadline_ok, out.getvalue()[-500:]
             finally:
                 stop.set()
@@ -125,8 +136,14 @@ def test_a_real_agent_shows_up_with_its_backlog_gone(tmp_path, mosquitto, subscr
         # The state published with the item still counts it in the outbox; once the broker has
         # it, the bin says so (a dashboard must not show a backlog of 1 after every item).
         sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/state")
-        assert sub.wait_for(lambda: sub.json_on("/state") and sub.json_on("/state")[-1]["outbox_pending"] == 0
-                            and sub.json_on("/state")[-1]["counts"]["total"] == 1, 15)
+        assert sub.wait_for(
+            lambda: (
+                sub.json_on("/state")
+                and sub.json_on("/state")[-1]["outbox_pending"] == 0
+                and sub.json_on("/state")[-1]["counts"]["total"] == 1
+            ),
+            15,
+        )
         assert main(["monitor", "test-bin", "--port", str(mosquitto.port), "--host", "127.0.0.1", "--json"]) == 0
         view = json.loads(capsys.readouterr().out)["bins"]["test-bin"]
         assert view["status"] == "online" and view["state"]["counts"]["total"] == 1

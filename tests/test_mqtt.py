@@ -14,16 +14,23 @@ TOPICS = Topics.for_bin("smartbin", "b1")
 
 
 def settings(port: int) -> MqttSection:
-    return MqttSection(host="127.0.0.1", port=port, keepalive=5, reconnect_min_seconds=0.1,
-                       reconnect_max_seconds=0.5, max_inflight=5)
+    return MqttSection(
+        host="127.0.0.1", port=port, keepalive=5, reconnect_min_seconds=0.1, reconnect_max_seconds=0.5, max_inflight=5
+    )
 
 
 def add_events(store: Store, first: int, count: int) -> list[str]:
     ids = []
     for n in range(first, first + count):
         event_id = f"ev-{n:04d}"
-        store.record_event(event_id=event_id, topic=TOPICS.event, payload={"id": event_id, "n": n},
-                           label="glass", compartment="glass", fallback=False)
+        store.record_event(
+            event_id=event_id,
+            topic=TOPICS.event,
+            payload={"id": event_id, "n": n},
+            label="glass",
+            compartment="glass",
+            fallback=False,
+        )
         ids.append(event_id)
     return ids
 
@@ -32,8 +39,14 @@ def make_link(store: Store, port: int, on_command=None) -> MqttLink:
     def default_handler(name, payload):
         return {"command": name, "ok": True}
 
-    return MqttLink(settings(port), TOPICS, store, on_command or default_handler,
-                    state=lambda: {"counts": store.counts().as_dict()}, client_id="agent-under-test")
+    return MqttLink(
+        settings(port),
+        TOPICS,
+        store,
+        on_command or default_handler,
+        state=lambda: {"counts": store.counts().as_dict()},
+        client_id="agent-under-test",
+    )
 
 
 def received_ids(sub) -> list[str]:
@@ -64,8 +77,11 @@ def with_dashboard_session(broker, tmp_path) -> None:
 
     (`user root`: a broker started as root would otherwise drop to the mosquitto
     user, which cannot write in tmp_path; as any other user the line has no effect.)"""
-    broker.conf.write_text(broker.conf.read_text().replace(
-        "persistence false", f"persistence true\npersistence_location {tmp_path}/\nuser root"))
+    broker.conf.write_text(
+        broker.conf.read_text().replace(
+            "persistence false", f"persistence true\npersistence_location {tmp_path}/\nuser root"
+        )
+    )
     broker.start()
     Subscriber(broker.port, TOPICS.event, client_id="dashboard", clean_session=False).close()
     broker.stop()

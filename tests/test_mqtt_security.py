@@ -48,8 +48,12 @@ def need(tool: str) -> str:
 
 def make_certs(*args: str) -> None:
     need("openssl")
-    subprocess.run(["bash", str(SHIPPED / "make-certs.sh"), *map(str, args)], check=True,
-                   env={**os.environ, "DAYS": "2"}, capture_output=True)
+    subprocess.run(
+        ["bash", str(SHIPPED / "make-certs.sh"), *map(str, args)],
+        check=True,
+        env={**os.environ, "DAYS": "2"},
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +86,17 @@ class SecureBroker(Mosquitto):
         passwd = etc / "passwd"
         passwd.touch(mode=0o600)
         for user, password in ((BIN, PASSWORD), ("dashboard", "dash-pw")):
-            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True,
-                           capture_output=True)
+            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
         shutil.copy(SHIPPED / "acl", etc / "acl")
         certs = broker_certs or pki
         text = (SHIPPED / "bin-agent.conf").read_text()
         assert "listener 8883\n" in text and "/etc/mosquitto/certs/" in text
-        text = (text.replace("listener 8883\n", f"listener {self.port} 127.0.0.1\n")
-                .replace("/etc/mosquitto/certs/ca.crt", str(pki / "ca.crt"))
-                .replace("/etc/mosquitto/certs/", f"{certs}/")
-                .replace("/etc/mosquitto/", f"{etc}/"))
+        text = (
+            text.replace("listener 8883\n", f"listener {self.port} 127.0.0.1\n")
+            .replace("/etc/mosquitto/certs/ca.crt", str(pki / "ca.crt"))
+            .replace("/etc/mosquitto/certs/", f"{certs}/")
+            .replace("/etc/mosquitto/", f"{etc}/")
+        )
         text += "\npersistence false\n"
         if os.geteuid() == 0:
             text += "user root\n"  # started as root, mosquitto would become 'mosquitto' and lose the files
@@ -115,11 +120,11 @@ class Dashboard:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dashboard",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dashboard", protocol=paho.MQTTv5)
         self.client.username_pw_set("dashboard", "dash-pw")
-        self.client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "dashboard.crt"),
-                            keyfile=str(pki / "dashboard.key"))
+        self.client.tls_set(
+            ca_certs=str(pki / "ca.crt"), certfile=str(pki / "dashboard.crt"), keyfile=str(pki / "dashboard.key")
+        )
 
         def on_connect(client, userdata, flags, reason_code, properties):
             client.subscribe(topic, qos=1)
@@ -160,19 +165,38 @@ def dashboard_factory(pki):
         dashboard.close()
 
 
-def agent_config(tmp_path: Path, pki: Path, port: int, *, bin_id: str = BIN, password: str = PASSWORD,
-                 ca: Path | None = None, host: str = "localhost", **tls):
+def agent_config(
+    tmp_path: Path,
+    pki: Path,
+    port: int,
+    *,
+    bin_id: str = BIN,
+    password: str = PASSWORD,
+    ca: Path | None = None,
+    host: str = "localhost",
+    **tls,
+):
     secret = tmp_path / "mqtt-password"
     secret.write_text(password + "\n")
     secret.chmod(0o600)
     data = base_config(tmp_path, port=port)
     data["agent"]["bin_id"] = bin_id
-    data["mqtt"].update({
-        "host": host, "username": BIN, "password_file": str(secret),
-        "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1.0,
-        "tls": {"enabled": True, "ca_file": str(ca or pki / "ca.crt"), "cert_file": str(pki / f"{BIN}.crt"),
-                "key_file": str(pki / f"{BIN}.key"), **tls},
-    })
+    data["mqtt"].update(
+        {
+            "host": host,
+            "username": BIN,
+            "password_file": str(secret),
+            "reconnect_min_seconds": 0.1,
+            "reconnect_max_seconds": 1.0,
+            "tls": {
+                "enabled": True,
+                "ca_file": str(ca or pki / "ca.crt"),
+                "cert_file": str(pki / f"{BIN}.crt"),
+                "key_file": str(pki / f"{BIN}.key"),
+                **tls,
+            },
+        }
+    )
     return config_from_dict(data, base_dir=tmp_path)
 
 
@@ -183,8 +207,7 @@ def start_link(config, store: Store, commands: list | None = None) -> MqttLink:
         return {"command": name, "ok": True}
 
     password, tls = mqtt_credentials(config)
-    link = make_mqtt(config, store, handler, lambda: {"counts": store.counts().as_dict()},
-                     password=password, tls=tls)
+    link = make_mqtt(config, store, handler, lambda: {"counts": store.counts().as_dict()}, password=password, tls=tls)
     link.start()
     return link
 
@@ -192,8 +215,14 @@ def start_link(config, store: Store, commands: list | None = None) -> MqttLink:
 def add_events(store: Store, bin_id: str, count: int) -> list[str]:
     ids = [f"ev-{n:03d}" for n in range(count)]
     for event_id in ids:
-        store.record_event(event_id=event_id, topic=f"smartbin/{bin_id}/event", payload={"id": event_id},
-                           label="glass", compartment="glass", fallback=False)
+        store.record_event(
+            event_id=event_id,
+            topic=f"smartbin/{bin_id}/event",
+            payload={"id": event_id},
+            label="glass",
+            compartment="glass",
+            fallback=False,
+        )
     return ids
 
 
@@ -225,8 +254,7 @@ def assert_one_clear_line(caplog, link: MqttLink, pattern: str, attempts: int = 
 # --------------------------------------------------------------------------- tests
 
 
-def test_right_credentials_connect_over_tls_and_deliver(tmp_path, pki, secure_broker, dashboard_factory,
-                                                        caplog):
+def test_right_credentials_connect_over_tls_and_deliver(tmp_path, pki, secure_broker, dashboard_factory, caplog):
     caplog.set_level(logging.INFO)
     dashboard = dashboard_factory(secure_broker.port)
     store = Store(tmp_path / "s.db")
@@ -254,8 +282,12 @@ def test_wrong_ca_is_refused_with_one_line(tmp_path, pki, secure_broker, caplog)
     store = Store(tmp_path / "s.db")
     link = start_link(agent_config(tmp_path, pki, secure_broker.port, ca=pki / "other" / "ca.crt"), store)
     try:
-        message = assert_one_clear_line(caplog, link, r"TLS: the certificate of localhost:\d+ was rejected "
-                                                      r"\(.*\); check mqtt.tls.ca_file")
+        message = assert_one_clear_line(
+            caplog,
+            link,
+            r"TLS: the certificate of localhost:\d+ was rejected "
+            r"\(.*\); check mqtt.tls.ca_file",
+        )
     finally:
         link.stop()
     print("\nlogged once:", message)
@@ -265,9 +297,13 @@ def test_wrong_password_is_refused_with_one_line(tmp_path, pki, secure_broker, c
     store = Store(tmp_path / "s.db")
     link = start_link(agent_config(tmp_path, pki, secure_broker.port, password="guessed"), store)
     try:
-        message = assert_one_clear_line(caplog, link, r"broker localhost:\d+ refused the connection: "
-                                                      r"(Bad user name or password|Not authorized) "
-                                                      r"\(check mqtt.username and the password")
+        message = assert_one_clear_line(
+            caplog,
+            link,
+            r"broker localhost:\d+ refused the connection: "
+            r"(Bad user name or password|Not authorized) "
+            r"\(check mqtt.username and the password",
+        )
     finally:
         link.stop()
     print("\nlogged once:", message)
@@ -281,8 +317,12 @@ def test_missing_client_certificate_is_named_in_one_line(tmp_path, pki, secure_b
     config.mqtt.tls.cert_file = config.mqtt.tls.key_file = ""
     link = start_link(config, store)
     try:
-        message = assert_one_clear_line(caplog, link, r"the broker localhost:\d+ closed the connection before "
-                                                      r"accepting the login .*mqtt.tls.cert_file, key_file")
+        message = assert_one_clear_line(
+            caplog,
+            link,
+            r"the broker localhost:\d+ closed the connection before "
+            r"accepting the login .*mqtt.tls.cert_file, key_file",
+        )
     finally:
         link.stop()
     print("\nlogged once:", message)
@@ -294,8 +334,12 @@ def test_plain_mqtt_to_the_tls_port_is_named_in_one_line(tmp_path, pki, secure_b
     config.mqtt.tls = type(config.mqtt.tls)()  # TLS off, no files
     link = start_link(config, store)
     try:
-        message = assert_one_clear_line(caplog, link, r"closed the connection before accepting the login .*"
-                                                      r"if this port expects TLS, set \[mqtt.tls\] enabled = true")
+        message = assert_one_clear_line(
+            caplog,
+            link,
+            r"closed the connection before accepting the login .*"
+            r"if this port expects TLS, set \[mqtt.tls\] enabled = true",
+        )
     finally:
         link.stop()
     print("\nlogged once:", message)
@@ -325,8 +369,9 @@ def test_host_name_is_verified_and_insecure_is_loud(tmp_path, pki, dashboard_fac
         broker.kill()
 
 
-def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(tmp_path, pki, secure_broker,
-                                                                    dashboard_factory, caplog):
+def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(
+    tmp_path, pki, secure_broker, dashboard_factory, caplog
+):
     """User bin-01 configured as bin-02: mosquitto accepts the login but refuses every
     publish under smartbin/bin-02/ (MQTT 5 PUBACK 0x87). The events stay in the outbox."""
     dashboard = dashboard_factory(secure_broker.port)
@@ -341,8 +386,11 @@ def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(tmp_path, pki
         lines = agent_lines(caplog)
         assert len(lines) == 1, [r.getMessage() for r in lines]
         assert not lines[0].exc_info
-        assert re.search(r"the broker refused the publish on smartbin/bin-02/\w+: Not authorized; "
-                         r"its ACL must let user bin-01 write smartbin/bin-02/#", lines[0].getMessage())
+        assert re.search(
+            r"the broker refused the publish on smartbin/bin-02/\w+: Not authorized; "
+            r"its ACL must let user bin-01 write smartbin/bin-02/#",
+            lines[0].getMessage(),
+        )
         assert store.pending_count() == 3, "a refused event must stay in the outbox"
         assert dashboard.on("bin-02/event") == []
         assert link.connected
@@ -361,16 +409,21 @@ def test_broker_unreachable_from_the_start_warns_once_then_delivers(tmp_path, mo
     try:
         ids = add_events(store, "b1", 3)
         link.wake()
-        message = assert_one_clear_line(caplog, link, r"cannot reach the broker 127.0.0.1:\d+ "
-                                                      r"\(Connection refused\); retrying .* \(attempt 1\)")
+        message = assert_one_clear_line(
+            caplog,
+            link,
+            r"cannot reach the broker 127.0.0.1:\d+ "
+            r"\(Connection refused\); retrying .* \(attempt 1\)",
+        )
         mosquitto_stopped.start()
         assert link.wait_connected(20)
         assert wait_until(lambda: store.pending_count() == 0, 20), ids
     finally:
         link.stop()
     assert len(agent_lines(caplog)) == 1
-    assert any(re.search(r"connected to 127.0.0.1:\d+ after \d+ failed attempt", r.getMessage())
-               for r in caplog.records)
+    assert any(
+        re.search(r"connected to 127.0.0.1:\d+ after \d+ failed attempt", r.getMessage()) for r in caplog.records
+    )
     print("\nlogged once:", message)
 
 
@@ -396,18 +449,24 @@ def test_oversized_command_never_reaches_the_agent(tmp_path, mosquitto):
         big = tmp_path / "big"
         big.write_bytes(b"x" * 1_000_000)
         topic = "smartbin/b1/cmd/ping"
-        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-V", "mqttv5", "-t", topic,
-                        "-f", str(big)], check=True, timeout=30)
-        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", topic, "-m", "{}"],
-                       check=True, timeout=30)
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-V", "mqttv5", "-t", topic, "-f", str(big)],
+            check=True,
+            timeout=30,
+        )
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t", topic, "-m", "{}"], check=True, timeout=30
+        )
         assert wait_until(lambda: calls, 10), "the small ping never arrived"
         assert calls == [("ping", 2)], "the 1 MB command reached the agent"
         assert link.connected
         rss_after = rss_kib()
     finally:
         link.stop()
-    print(f"\nagent process RSS before the 1 MB command {rss_before} KiB, after {rss_after} KiB "
-          f"(max packet size told to the broker: {link.max_packet_size} bytes)")
+    print(
+        f"\nagent process RSS before the 1 MB command {rss_before} KiB, after {rss_after} KiB "
+        f"(max packet size told to the broker: {link.max_packet_size} bytes)"
+    )
 
 
 def rss_kib() -> int:

@@ -104,9 +104,7 @@ def test_default_reads_os_environ(monkeypatch: pytest.MonkeyPatch, listener) -> 
     assert received(sock) == b"READY=1"
 
 
-def test_send_failure_never_raises_and_warns_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_send_failure_never_raises_and_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     with caplog.at_level(logging.DEBUG, logger="bin_agent.notify"):
         results = [notifier.ready(), notifier.status("x"), notifier.stopping()]

@@ -66,8 +66,13 @@ def test_warm_up_passes_before_the_first_frame_is_handed_on(camera_modules):
 def test_locked_exposure_and_white_balance_take_the_settled_values(camera_modules):
     source, camera = started(exposure="locked", white_balance="locked")
     lock = calls(camera, "set_controls")[-1]
-    assert lock == {"AeEnable": False, "ExposureTime": 12_345, "AnalogueGain": 2.5,
-                    "AwbEnable": False, "ColourGains": (1.9, 1.6)}
+    assert lock == {
+        "AeEnable": False,
+        "ExposureTime": 12_345,
+        "AnalogueGain": 2.5,
+        "AwbEnable": False,
+        "ColourGains": (1.9, 1.6),
+    }
     assert source.locked_controls == lock
     # Locked before any frame was handed on.
     assert camera.calls[-1][0] == "set_controls"
@@ -80,11 +85,14 @@ def test_auto_exposure_and_white_balance_lock_nothing(camera_modules):
     assert source.locked_controls == {}
 
 
-@pytest.mark.parametrize("af_mode, configured, after_start", [
-    ("manual", {"AfMode": fake.AfModeEnum.Manual, "LensPosition": 2.5}, []),
-    ("continuous", {"AfMode": fake.AfModeEnum.Continuous}, []),
-    ("auto", {}, [{"AfMode": fake.AfModeEnum.Auto, "AfTrigger": fake.AfTriggerEnum.Start}]),
-])
+@pytest.mark.parametrize(
+    "af_mode, configured, after_start",
+    [
+        ("manual", {"AfMode": fake.AfModeEnum.Manual, "LensPosition": 2.5}, []),
+        ("continuous", {"AfMode": fake.AfModeEnum.Continuous}, []),
+        ("auto", {}, [{"AfMode": fake.AfModeEnum.Auto, "AfTrigger": fake.AfTriggerEnum.Start}]),
+    ],
+)
 def test_autofocus_modes(camera_modules, af_mode, configured, after_start):
     _, camera = started(af_mode=af_mode, lens_position=2.5)
     controls = calls(camera, "create_video_configuration")[0]["controls"]
@@ -105,7 +113,7 @@ def test_auto_focus_warm_up_lasts_until_the_scan_ends(camera_modules, monkeypatc
 def test_auto_focus_that_fails_is_reported_and_does_not_hang(camera_modules, monkeypatch, caplog):
     monkeypatch.setattr(fake.FakePicamera2, "scan_result", fake.AfStateEnum.Failed)
     source, _ = started(af_mode="auto", warmup_seconds=0.1)
-    assert "autofocus found no focus" in caplog.text and 'af_mode = \"manual\"' in caplog.text
+    assert "autofocus found no focus" in caplog.text and 'af_mode = "manual"' in caplog.text
     source.read()
 
 
@@ -130,8 +138,9 @@ def test_import_error_is_exit_78_with_the_install_fix(monkeypatch):
     assert "apt install -y python3-picamera2" in str(info.value)
 
 
-NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
-             "Expected 96 from C header, got 88 from PyObject")
+NUMPY_ABI = (
+    "numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, got 88 from PyObject"
+)
 
 
 @pytest.fixture
@@ -161,9 +170,14 @@ def test_agent_with_a_broken_picamera2_exits_78_with_one_line(tmp_path, broken_p
     data = base_config(tmp_path, model=TINY_MODELS / "tiny_uint8.tflite", mqtt=False)
     data["camera"]["source"] = "picamera2"
     config = write_toml(tmp_path / "agent.toml", data)
-    result = subprocess.run([sys.executable, "-m", "bin_agent", *command, str(config)],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, "PYTHONPATH": str(broken_picamera2)})
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", *command, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(broken_picamera2)},
+    )
     assert result.returncode == 78, result.stderr
     ours = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]
     assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr

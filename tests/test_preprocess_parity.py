@@ -22,14 +22,17 @@ def photos(trashnet_dir: Path) -> list[Path]:
     return [sorted((trashnet_dir / c).glob("*.jpg"))[3] for c in CLASSES]
 
 
-@pytest.mark.parametrize("model", [TINY / "tiny_float.tflite", TINY / "tiny_uint8.tflite", SHIPPED],
-                         ids=["tiny_float", "tiny_uint8", "shipped_int8"])
+@pytest.mark.parametrize(
+    "model",
+    [TINY / "tiny_float.tflite", TINY / "tiny_uint8.tflite", SHIPPED],
+    ids=["tiny_float", "tiny_uint8", "shipped_int8"],
+)
 def test_training_tensor_equals_agent_tensor(trashnet_dir: Path, model: Path) -> None:
     clf = Classifier.from_model_path(model)
     for path in photos(trashnet_dir):
         agent = clf.model_input(fit_to_input(load_image(path), clf.spec))
-        pipeline_pixels = ds.eval_pixels(path, clf.spec)          # val / test / calibration views
-        pipeline_tensor = ds.keras_batch([pipeline_pixels])       # what Keras and the calibrator get
+        pipeline_pixels = ds.eval_pixels(path, clf.spec)  # val / test / calibration views
+        pipeline_tensor = ds.keras_batch([pipeline_pixels])  # what Keras and the calibrator get
         if clf.input_dtype == np.float32:
             assert agent.dtype == pipeline_tensor.dtype == np.float32
             assert agent.tobytes() == pipeline_tensor.tobytes()
@@ -45,10 +48,18 @@ def test_training_tensor_equals_agent_tensor(trashnet_dir: Path, model: Path) ->
 def test_augmented_view_is_a_crop_resize_of_the_photo(trashnet_dir: Path) -> None:
     image = load_image(photos(trashnet_dir)[0])
     spec = PreprocessSpec(input_size=(96, 96))
-    no_jitter = ds.Augmentation(min_area=1.0, max_aspect_change=0.0, small_rotation_p=0.0, brightness=0.0,
-                                contrast=0.0, saturation=0.0, channel_gain=0.0, blur_p=0.0, background_p=0.0,
-                                camera=CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0,
-                                                     noise_p=0.0, jpeg_p=0.0))
+    no_jitter = ds.Augmentation(
+        min_area=1.0,
+        max_aspect_change=0.0,
+        small_rotation_p=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        channel_gain=0.0,
+        blur_p=0.0,
+        background_p=0.0,
+        camera=CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0),
+    )
     views = {ds.augment(image, spec, np.random.default_rng(s), no_jitter).tobytes() for s in range(40)}
     # without jitter the only freedom left is the 8 rotations/mirrors of exactly
     # what the agent feeds the model: the view is turned after the squash, so

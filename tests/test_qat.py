@@ -74,8 +74,7 @@ def converted(trashnet_dir: Path, imagenet_weights: Path, tmp_path_factory):
 
     from bin_agent.training.train import TrainConfig, build_models, convert_int8
 
-    config = TrainConfig(datasets=[], out=tmp_path_factory.mktemp("qat"), weights=str(imagenet_weights),
-                         input_size=96)
+    config = TrainConfig(datasets=[], out=tmp_path_factory.mktemp("qat"), weights=str(imagenet_weights), input_size=96)
     keras.utils.set_random_seed(5)
     full = build_models(config)[0]
     dense = full.get_layer("probabilities")
@@ -128,8 +127,11 @@ def test_simulation_predicts_the_converted_int8_model(converted) -> None:
     assert ranges["mobilenet_scaling_fq"] == pytest.approx((-1.0, 1.0), abs=0.01)
     assert all(low <= 0.0 <= high for low, high in ranges.values())
     interpreter = load_interpreter(path)
-    sums = {d["name"].split("/")[-2].removesuffix("_1"): d["quantization"][0]
-            for d in interpreter.get_tensor_details() if d["name"].endswith("_add_1/Add")}
+    sums = {
+        d["name"].split("/")[-2].removesuffix("_1"): d["quantization"][0]
+        for d in interpreter.get_tensor_details()
+        if d["name"].endswith("_add_1/Add")
+    }
     assert len(sums) == 10
     for name, scale in sums.items():
         low, high = ranges[f"{name}_fq"]

@@ -31,8 +31,9 @@ def test_folder_plays_scenes_of_empty_then_photo_and_ends(tmp_path):
     write_photo(tmp_path / "a.png", (200, 0, 0))
     write_photo(tmp_path / "b.jpg", (0, 0, 200))
     (tmp_path / "notes.txt").write_text("not an image")
-    out = frames(ReplaySource(tmp_path, fps=10, realtime=False, item_seconds=0.5, empty_seconds=0.3,
-                              lores_size=(32, 24)))
+    out = frames(
+        ReplaySource(tmp_path, fps=10, realtime=False, item_seconds=0.5, empty_seconds=0.3, lores_size=(32, 24))
+    )
     names = [f.name.rsplit("/", 1)[-1] for f in out]
     assert names == ["empty"] * 3 + ["a.png"] * 5 + ["empty"] * 3 + ["b.jpg"] * 5 + ["empty"] * 3
     assert out[0].lores.shape == (24, 32) and out[0].lores.dtype == np.uint8
@@ -76,8 +77,9 @@ def test_realtime_paces_frames_with_the_injected_clock(tmp_path):
         slept.append(round(seconds, 3))
         now[0] += seconds
 
-    source = ReplaySource(tmp_path, fps=4, realtime=True, item_seconds=0.5, empty_seconds=0.5,
-                          clock=lambda: now[0], sleep=sleep)
+    source = ReplaySource(
+        tmp_path, fps=4, realtime=True, item_seconds=0.5, empty_seconds=0.5, clock=lambda: now[0], sleep=sleep
+    )
     source.start()
     for _ in range(4):
         source.read()

@@ -9,11 +9,10 @@ import pytest
 
 from bin_agent.agent import build_agent, build_source
 from bin_agent.cli import main
-from bin_agent.config import ConfigError, config_from_dict
+from bin_agent.config import ConfigError, TriggerSection, config_from_dict
 from bin_agent.sources.base import Frame
 from bin_agent.sources.replay import ReplaySource
 from bin_agent.store import Store
-from bin_agent.config import TriggerSection
 from bin_agent.triggers import MotionTrigger
 
 from .helpers import base_config, write_toml
@@ -55,7 +54,6 @@ def test_settle_fires_on_the_same_frame_wherever_the_clock_starts(clock_start, s
 # --------------------------------------------------------------------------- replay end to end
 
 
-
 def photo_folder(tmp_path, n=6):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -78,8 +76,7 @@ def trigger_events(config, source=None) -> list[tuple[int, str]]:
 
 
 def test_virtual_clock_starts_at_zero_in_whole_frame_ticks(tmp_path):
-    source = ReplaySource(photo_folder(tmp_path, 2), fps=30.0, realtime=False, item_seconds=0.5,
-                          empty_seconds=0.5)
+    source = ReplaySource(photo_folder(tmp_path, 2), fps=30.0, realtime=False, item_seconds=0.5, empty_seconds=0.5)
     source.start()
     stamps = [source.read().timestamp for _ in range(40)]
     assert stamps == [n / 30.0 for n in range(40)]
@@ -94,8 +91,9 @@ def test_two_replays_of_the_same_files_give_the_same_events(tmp_path):
     assert len(first) == 30 and first == second
     # Whatever the process's monotonic clock says when the replay starts.
     for clock_start in (0.0, 987.6543, 123456.789):
-        source = ReplaySource(photos, fps=10.0, realtime=False, item_seconds=1.5, empty_seconds=1.0,
-                              clock=lambda start=clock_start: start)
+        source = ReplaySource(
+            photos, fps=10.0, realtime=False, item_seconds=1.5, empty_seconds=1.0, clock=lambda start=clock_start: start
+        )
         assert trigger_events(config, source) == first
     # The same through the whole agent: the outbox holds the same items in the same order.
     runs = []
@@ -141,11 +139,14 @@ def test_record_stops_after_the_given_frame_time_and_refuses_a_used_folder(tmp_p
     assert "already holds images" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("replay, trigger, expected", [
-    ({"realtime": False}, {"mode": "gpio"}, "camera.replay.realtime: a gpio trigger"),
-    ({"mode": "sequence", "shuffle": True}, {}, "camera.replay.shuffle: a recorded sequence"),
-    ({"mode": "film"}, {}, "camera.replay.mode: 'film' is not one of"),
-])
+@pytest.mark.parametrize(
+    "replay, trigger, expected",
+    [
+        ({"realtime": False}, {"mode": "gpio"}, "camera.replay.realtime: a gpio trigger"),
+        ({"mode": "sequence", "shuffle": True}, {}, "camera.replay.shuffle: a recorded sequence"),
+        ({"mode": "film"}, {}, "camera.replay.mode: 'film' is not one of"),
+    ],
+)
 def test_replay_settings_that_cannot_work_are_config_errors(tmp_path, replay, trigger, expected):
     data = base_config(tmp_path, mqtt=False)
     data["camera"]["replay"].update(replay)

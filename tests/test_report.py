@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -15,16 +15,30 @@ from bin_agent.store import Store
 
 from .helpers import base_config, write_toml
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
-def add(store: Store, when: datetime, label: str, compartment: str, confidence: float = 0.9,
-        fallback: bool = False) -> None:
-    payload = {"time": iso(when), "class": label, "confidence": confidence,
-               "top3": [{"class": label, "confidence": confidence}, {"class": "trash", "confidence": 0.05},
-                        {"class": "metal", "confidence": 0.01}]}
-    store.record_event(event_id=f"e{time.monotonic_ns()}", topic="t", payload=payload, label=label,
-                       compartment=compartment, fallback=fallback)
+def add(
+    store: Store, when: datetime, label: str, compartment: str, confidence: float = 0.9, fallback: bool = False
+) -> None:
+    payload = {
+        "time": iso(when),
+        "class": label,
+        "confidence": confidence,
+        "top3": [
+            {"class": label, "confidence": confidence},
+            {"class": "trash", "confidence": 0.05},
+            {"class": "metal", "confidence": 0.01},
+        ],
+    }
+    store.record_event(
+        event_id=f"e{time.monotonic_ns()}",
+        topic="t",
+        payload=payload,
+        label=label,
+        compartment=compartment,
+        fallback=fallback,
+    )
 
 
 @pytest.fixture
@@ -41,19 +55,25 @@ def bin_with_history(tmp_path):
     add(store, yesterday, "metal", "residual", confidence=0.41, fallback=True)
     add(store, NOW - timedelta(minutes=1), "cardboard", "paper")
     store.close()
-    return config_file, {"two": two_days_ago.date().isoformat(), "one": yesterday.date().isoformat(),
-                         "today": NOW.date().isoformat()}
+    return config_file, {
+        "two": two_days_ago.date().isoformat(),
+        "one": yesterday.date().isoformat(),
+        "today": NOW.date().isoformat(),
+    }
 
 
 def test_report_table_csv_and_png(bin_with_history, tmp_path, capsys):
     config_file, days = bin_with_history
     out_csv, out_png = tmp_path / "r.csv", tmp_path / "r.png"
-    assert main(["report", "--config", str(config_file), "--since", "7d", "--csv", str(out_csv),
-                 "--png", str(out_png)]) == 0
+    assert (
+        main(["report", "--config", str(config_file), "--since", "7d", "--csv", str(out_csv), "--png", str(out_png)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "7 items, 1 unsure (14.3 %)" in text
-    lines = {line.split()[0]: line.split() for line in text.splitlines()
-             if line[:4].isdigit() or line.startswith("total")}
+    lines = {
+        line.split()[0]: line.split() for line in text.splitlines() if line[:4].isdigit() or line.startswith("total")
+    }
     # columns: 6 classes | 4 compartments | items unsure
     assert lines[days["two"]][1:7] == ["0", "3", "0", "1", "0", "0"]
     assert lines[days["two"]][8:12] == ["1", "3", "0", "0"] and lines[days["two"]][-2:] == ["4", "0"]
@@ -63,9 +83,12 @@ def test_report_table_csv_and_png(bin_with_history, tmp_path, capsys):
 
     rows = list(csv.DictReader(out_csv.open()))
     assert {(r["day"], r["class"], r["compartment"], r["items"], r["unsure"]) for r in rows} == {
-        (days["two"], "glass", "glass", "3", "0"), (days["two"], "paper", "paper", "1", "0"),
-        (days["one"], "plastic", "packaging", "1", "0"), (days["one"], "metal", "residual", "1", "1"),
-        (days["today"], "cardboard", "paper", "1", "0")}
+        (days["two"], "glass", "glass", "3", "0"),
+        (days["two"], "paper", "paper", "1", "0"),
+        (days["one"], "plastic", "packaging", "1", "0"),
+        (days["one"], "metal", "residual", "1", "1"),
+        (days["today"], "cardboard", "paper", "1", "0"),
+    }
     with Image.open(out_png) as image:
         assert image.format == "PNG" and image.size[0] >= 600
 
@@ -88,10 +111,10 @@ def test_bad_since_and_missing_database_are_one_line(tmp_path, capsys):
 
 
 def test_parse_since():
-    now = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
-    assert parse_since("7d", now) == datetime(2026, 11, 17, 12, 0, tzinfo=timezone.utc)
-    assert parse_since("2w", now) == datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)
-    assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert parse_since("7d", now) == datetime(2026, 11, 17, 12, 0, tzinfo=UTC)
+    assert parse_since("2w", now) == datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(ReportError):
         parse_since("7x", now)
 

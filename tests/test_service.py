@@ -31,16 +31,21 @@ def few_photos(tmp_path: Path, trashnet_dir: Path) -> Path:
 
 def start_agent(tmp_path: Path, photos: Path, port: int, **replay) -> subprocess.Popen[str]:
     data = base_config(tmp_path, photos, port=port, model=TINY)
-    data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "loop": True, "item_seconds": 0.6,
-                                     "empty_seconds": 0.4, **replay})
+    data["camera"]["replay"].update(
+        {"realtime": True, "fps": 20.0, "loop": True, "item_seconds": 0.6, "empty_seconds": 0.4, **replay}
+    )
     config = write_toml(tmp_path / "agent.toml", data)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
-def test_sigterm_stops_cleanly_offline_published_outbox_intact(tmp_path, few_photos, mosquitto,
-                                                               subscriber_factory):
+def test_sigterm_stops_cleanly_offline_published_outbox_intact(tmp_path, few_photos, mosquitto, subscriber_factory):
     sub = subscriber_factory(mosquitto.port, "smartbin/#")
     agent = start_agent(tmp_path, few_photos, mosquitto.port)
     try:
@@ -79,7 +84,9 @@ def test_classify_command_prints_class_and_top3(trashnet_dir, tmp_path):
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     result = subprocess.run(
         [sys.executable, "-m", "bin_agent", "classify", "--model", str(TINY), "--json", str(photo), str(broken)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1  # one image failed
     assert "Traceback" not in result.stderr
@@ -87,8 +94,12 @@ def test_classify_command_prints_class_and_top3(trashnet_dir, tmp_path):
     rows = json.loads(result.stdout)
     assert rows[0]["class"] in {"cardboard", "glass", "metal", "paper", "plastic", "trash"}
     assert len(rows[0]["top3"]) == 3 and rows[1]["error"]
-    plain = subprocess.run([sys.executable, "-m", "bin_agent", "classify", "--model", str(TINY), str(photo)],
-                           capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "classify", "--model", str(TINY), str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plain.returncode == 0 and "top-3:" in plain.stdout
 
 
@@ -99,8 +110,9 @@ def test_bad_model_file_refuses_to_start(tmp_path, few_photos):
         (tmp_path / f"m{suffix}").write_bytes((TINY.parent / f"tiny_uint8{suffix}").read_bytes())
     data = base_config(tmp_path, few_photos, model=model, mqtt=False)
     config = write_toml(tmp_path / "agent.toml", data)
-    result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 78
     assert "m.tflite" in result.stderr and "Traceback" not in result.stderr
 
@@ -118,8 +130,13 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path, few_photos):
     config = write_toml(tmp_path / "agent.toml", data)
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
     env.pop("WATCHDOG_PID", None)
-    agent = subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     messages: list[str] = []
     try:
         deadline = time.monotonic() + 30
@@ -160,8 +177,9 @@ def test_missing_hardware_libraries_fail_fast_with_the_fix(tmp_path, few_photos,
     for section, values in patch.items():
         data[section].update(values)
     config = write_toml(tmp_path / "agent.toml", data)
-    result = subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 78
     assert message in result.stderr and "Fix:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -121,12 +121,16 @@ def test_kernel_pwm_exports_sets_50_hz_and_sends_pulses_in_nanoseconds(pwm_root,
     servo.close()
     writes = sysfs_writes(caplog)
     assert writes == [
-        ("export", 2), ("period", 20_000_000),
-        ("duty_cycle", 0),                                # initial_angle None: no pulses
-        ("duty_cycle", pulse_ns(0.0)), ("enable", 1),     # duty first, then enable
+        ("export", 2),
+        ("period", 20_000_000),
+        ("duty_cycle", 0),  # initial_angle None: no pulses
+        ("duty_cycle", pulse_ns(0.0)),
+        ("enable", 1),  # duty first, then enable
         ("duty_cycle", pulse_ns(60.0)),
-        ("duty_cycle", 0), ("enable", 0),                 # detach
-        ("duty_cycle", 0), ("unexport", 2),               # close
+        ("duty_cycle", 0),
+        ("enable", 0),  # detach
+        ("duty_cycle", 0),
+        ("unexport", 2),  # close
     ]
     assert_kernel_would_accept(writes)
 
@@ -222,10 +226,10 @@ def test_pca9685_wakes_at_50_hz_with_prescale_121():
     assert prescale_for(50.0) == 121
     assert bus.log == [
         ("read", 0x40, 0x00),
-        ("write", 0x40, 0x00, 0x11),        # asleep (prescale is written only while asleep)
+        ("write", 0x40, 0x00, 0x11),  # asleep (prescale is written only while asleep)
         ("write", 0x40, 0xFE, 121),
-        ("write", 0x40, 0x00, 0x01),        # awake
-        ("write", 0x40, 0x00, 0xA1),        # restart + register auto-increment
+        ("write", 0x40, 0x00, 0x01),  # awake
+        ("write", 0x40, 0x00, 0xA1),  # restart + register auto-increment
     ]
     assert board.period_seconds == pytest.approx(122 * 4096 / 25e6)
 
@@ -238,7 +242,7 @@ def test_pca9685_servo_counts_and_detach():
     assert bus.log[-1] == ("block", 0x40, 0x12, [0, 0, 307 & 0xFF, 307 >> 8])
     servo.angle = -90.0  # 0.5 ms: 102.4 -> 102 counts
     assert bus.log[-1] == ("block", 0x40, 0x12, [0, 0, 102, 0])
-    servo.angle = 90.0   # 2.5 ms: 512 counts
+    servo.angle = 90.0  # 2.5 ms: 512 counts
     assert bus.log[-1] == ("block", 0x40, 0x12, [0, 0, 0, 2])
     servo.detach()
     assert bus.log[-1] == ("block", 0x40, 0x12, [0, 0, 0, 0x10])  # full off: no pulses
@@ -262,8 +266,9 @@ def test_pca9685_flaps_each_need_their_own_output(tmp_path):
     data["actuator"]["status_led_pin"] = 2
     with pytest.raises(Exception) as info:
         config_from_dict(data, base_dir=tmp_path)
-    assert any(p.startswith("actuator.status_led_pin: GPIO2 is already used by actuator.pca9685")
-               for p in info.value.problems)
+    assert any(
+        p.startswith("actuator.status_led_pin: GPIO2 is already used by actuator.pca9685") for p in info.value.problems
+    )
 
 
 def test_pca9685_that_cannot_be_opened_is_a_one_line_error(tmp_path):
@@ -280,8 +285,15 @@ def test_pca9685_that_cannot_be_opened_is_a_one_line_error(tmp_path):
 
 def test_pulse_servo_sends_the_pulses_gpiozero_would():
     factory = MockFactory(pin_class=MockPWMPin)
-    reference = AngularServo(18, initial_angle=None, min_angle=-90, max_angle=90, min_pulse_width=0.0005,
-                             max_pulse_width=0.0025, pin_factory=factory)
+    reference = AngularServo(
+        18,
+        initial_angle=None,
+        min_angle=-90,
+        max_angle=90,
+        min_pulse_width=0.0005,
+        max_pulse_width=0.0025,
+        pin_factory=factory,
+    )
     sent = []
 
     class Output:
@@ -308,10 +320,17 @@ def test_gpiozero_drive_gives_gpiozeros_own_servo():
     assert isinstance(servo, AngularServo) and factory.pin(18).frequency == 50
 
 
-@pytest.mark.parametrize("factory, drive, warned", [
-    ("lgpio", "gpiozero", True), ("default", "gpiozero", True), ("pigpio", "gpiozero", False),
-    ("mock", "gpiozero", False), ("lgpio", "kernel_pwm", False), ("lgpio", "pca9685", False),
-])
+@pytest.mark.parametrize(
+    "factory, drive, warned",
+    [
+        ("lgpio", "gpiozero", True),
+        ("default", "gpiozero", True),
+        ("pigpio", "gpiozero", False),
+        ("mock", "gpiozero", False),
+        ("lgpio", "kernel_pwm", False),
+        ("lgpio", "pca9685", False),
+    ],
+)
 def test_software_timed_servo_pulses_are_warned_about(caplog, factory, drive, warned):
     warn_if_software_timed(ActuatorSection(pin_factory=factory, servo_drive=drive))
     assert any("timed by software" in r.getMessage() for r in caplog.records) == warned

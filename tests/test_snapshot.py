@@ -31,7 +31,8 @@ def scene(tmp_path: Path) -> tuple[Path, Path]:
     with_item = floor.copy()
     left, top, right, bottom = ITEM
     with_item[top:bottom, left:right] = np.clip(
-        200 + rng.normal(0, 15, (bottom - top, right - left, 3)), 0, 255).astype(np.uint8)
+        200 + rng.normal(0, 15, (bottom - top, right - left, 3)), 0, 255
+    ).astype(np.uint8)
     frames = tmp_path / "frames"
     frames.mkdir()
     Image.fromarray(with_item).save(frames / "item.png")
@@ -48,8 +49,9 @@ def config_file(tmp_path: Path, **trigger: object) -> Path:
 
 
 def snapshot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bin_agent", "snapshot", *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bin_agent", "snapshot", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def on_outline(picture: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> bool:
@@ -82,9 +84,14 @@ def test_snapshot_without_an_item_draws_the_last_sorted_one(tmp_path):
     path = config_file(tmp_path, mode="manual")  # a trigger that sees no box of its own
     config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
     store = Store(Path(config.agent.state_dir) / "bin-agent.db")
-    store.record_event(event_id="e1", topic="t", label="glass", compartment="glass", fallback=False,
-                       payload={"class": "glass", "time": "2026-11-24T09:00:00.000Z",
-                                "box": [0.25, 0.25, 0.5, 0.75]})
+    store.record_event(
+        event_id="e1",
+        topic="t",
+        label="glass",
+        compartment="glass",
+        fallback=False,
+        payload={"class": "glass", "time": "2026-11-24T09:00:00.000Z", "box": [0.25, 0.25, 0.5, 0.75]},
+    )
     store.close()
     out = tmp_path / "snap.png"
     result = snapshot(str(out), "--config", str(path), "--frames", "3")
@@ -101,7 +108,7 @@ def test_snapshot_errors_are_one_line(tmp_path):
     assert result.returncode == 1 and "cannot save the snapshot" in result.stderr
     assert "Traceback" not in result.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text('[camera]\ndrop_zone = [0.5, 0.5, 0.2, 0.9]\n')
+    bad.write_text("[camera]\ndrop_zone = [0.5, 0.5, 0.2, 0.9]\n")
     result = snapshot(str(tmp_path / "x.jpg"), "--config", str(bad))
     assert result.returncode == EX_CONFIG and "camera.drop_zone:" in result.stderr
     assert "Traceback" not in result.stderr

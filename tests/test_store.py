@@ -8,8 +8,9 @@ from bin_agent.store import Store
 
 
 def record(store: Store, n: int, label: str = "glass", compartment: str = "glass", fallback: bool = False) -> None:
-    store.record_event(event_id=f"id-{n}", topic="t/event", payload={"n": n}, label=label,
-                       compartment=compartment, fallback=fallback)
+    store.record_event(
+        event_id=f"id-{n}", topic="t/event", payload={"n": n}, label=label, compartment=compartment, fallback=fallback
+    )
 
 
 def test_outbox_is_oldest_first_and_acknowledged_one_by_one(tmp_path):

@@ -29,8 +29,14 @@ TINY = TINY_MODELS / "tiny_uint8.tflite"
 
 
 def record(store: Store, n: int, label: str = "glass", compartment: str = "glass") -> None:
-    store.record_event(event_id=f"id-{n}", topic="t/event", payload={"n": n, "pad": "x" * 400},
-                       label=label, compartment=compartment, fallback=False)
+    store.record_event(
+        event_id=f"id-{n}",
+        topic="t/event",
+        payload={"n": n, "pad": "x" * 400},
+        label=label,
+        compartment=compartment,
+        fallback=False,
+    )
 
 
 def wait_until(predicate, timeout: float) -> bool:
@@ -59,8 +65,12 @@ def tiny_disk(tmp_path: Path):
     tables takes about 80 KB of it, and the tests fill the rest themselves."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -152,14 +162,16 @@ def test_disk_full_at_start_sorts_in_memory_then_opens_the_database(tiny_disk, t
 
 
 def test_agent_keeps_sorting_and_publishing_on_a_full_disk_and_recovers(
-        tiny_disk, few_photos, tmp_path, mosquitto, subscriber_factory, caplog):
+    tiny_disk, few_photos, tmp_path, mosquitto, subscriber_factory, caplog
+):
     """The issue's case: a tiny tmpfs as state_dir. Before: exit 1 after 3 items."""
     filler = fill(tiny_disk, 150_000)
     sub = subscriber_factory(mosquitto.port, "smartbin/#")
     data = base_config(tmp_path, few_photos, port=mosquitto.port, model=TINY)
     data["agent"]["state_dir"] = str(tiny_disk)
-    data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.6,
-                                     "empty_seconds": 0.4})
+    data["camera"]["replay"].update(
+        {"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.6, "empty_seconds": 0.4}
+    )
     data["store"] = {"max_memory_events": 10000}
     agent = build_agent(config_from_dict(data, base_dir=tmp_path))
     assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
@@ -235,8 +247,7 @@ def damage_header(path: Path) -> None:
         out.write(os.urandom(100))
 
 
-@pytest.mark.parametrize("damage", [damage_page, misdirect_page, damage_header],
-                         ids=["page", "misdirected", "header"])
+@pytest.mark.parametrize("damage", [damage_page, misdirect_page, damage_header], ids=["page", "misdirected", "header"])
 def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path, damage, caplog):
     path = tmp_path / "bin-agent.db"
     make_database(path, 500)
@@ -285,8 +296,14 @@ def test_database_found_corrupt_while_running_is_moved_aside_and_counts_kept(tmp
 
 
 def run_agent(config: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("damage", [damage_page, damage_header], ids=["page", "header"])
@@ -437,8 +454,13 @@ def test_second_store_in_one_process_is_refused(tmp_path):
 def start_agent(config: Path, notify: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "PYTHONUNBUFFERED": "1"}
     env.pop("WATCHDOG_USEC", None)
-    return subprocess.Popen([sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_ready(listener: socket.socket, timeout: float) -> bool:
@@ -497,9 +519,14 @@ def test_events_of_a_database_opened_late_are_delivered_too(tiny_disk, tmp_path,
     store = Store(tiny_disk / "bin-agent.db")
     assert store.degraded
     sub = subscriber_factory(mosquitto.port, "t/#")
-    link = MqttLink(settings(mosquitto.port), Topics.for_bin("smartbin", "b1"), store,
-                    lambda name, payload: {"command": name, "ok": True}, state=dict,
-                    client_id="late-db")
+    link = MqttLink(
+        settings(mosquitto.port),
+        Topics.for_bin("smartbin", "b1"),
+        store,
+        lambda name, payload: {"command": name, "ok": True},
+        state=dict,
+        client_id="late-db",
+    )
     link.start()
     try:
         record(store, 3)

@@ -120,9 +120,7 @@ def test_sysusers_creates_the_user_and_groups() -> None:
 def _test_copy(tmp_path: Path) -> Path:
     script = Path(sys.executable).with_name("bin-agent")
     executable = script if script.is_file() else Path(sys.executable)
-    text = UNIT.read_text().replace(
-        "ExecStart=/opt/bin-agent/venv/bin/bin-agent ", f"ExecStart={executable} ", 1
-    )
+    text = UNIT.read_text().replace("ExecStart=/opt/bin-agent/venv/bin/bin-agent ", f"ExecStart={executable} ", 1)
     assert str(executable) in text
     copy = tmp_path / "bin-agent.service"
     copy.write_text(text)
@@ -134,7 +132,10 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     copy = _test_copy(tmp_path)
     result = subprocess.run(
         [ANALYZE, "verify", "--man=no", str(copy)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
@@ -145,9 +146,7 @@ def test_systemd_analyze_verify_catches_a_bad_line(tmp_path: Path) -> None:
     """The check above can fail: a bad value is reported on stderr."""
     copy = _test_copy(tmp_path)
     copy.write_text(copy.read_text().replace("DevicePolicy=closed", "DevicePolicy=closd"))
-    result = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60)
     assert "closd" in result.stderr
 
 
@@ -159,7 +158,9 @@ def test_report_security_exposure(tmp_path: Path, record_property) -> None:
     copy = _test_copy(tmp_path)
     result = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(copy)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if "--offline" in result.stderr and result.returncode != 0:
         pytest.skip(f"systemd-analyze too old for --offline: {result.stderr.strip()}")
@@ -186,7 +187,7 @@ def _seconds(value: str) -> float:
     total = 0.0
     for part in value.split():
         number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
-        total += float(number) * units[part[len(number):] or "s"]
+        total += float(number) * units[part[len(number) :] or "s"]
     return total
 
 
@@ -242,8 +243,9 @@ def test_backoff_dropin_verifies_where_systemd_knows_it(tmp_path: Path) -> None:
     dropins = tmp_path / "bin-agent.service.d"
     dropins.mkdir()
     (dropins / "restart-backoff.conf").write_text(BACKOFF.read_text())
-    result = subprocess.run([ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     complaints = result.stderr.strip().splitlines()
     if _systemd_version() >= 254:

@@ -34,8 +34,10 @@ def photos(tmp_path: Path) -> Path:
 
 
 def test_import_does_not_load_tensorflow() -> None:
-    code = ("import sys, bin_agent.training, bin_agent.training.commands, bin_agent.training.evaluate, "
-            "bin_agent.training.train; print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    code = (
+        "import sys, bin_agent.training, bin_agent.training.commands, bin_agent.training.evaluate, "
+        "bin_agent.training.train; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -58,8 +60,9 @@ def test_split_is_stratified_deterministic_and_disjoint(photos: Path, tmp_path: 
 
 def test_evaluate_writes_report_and_plots(photos: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval"
-    code = main(["evaluate", str(photos), "--model", str(TINY / "tiny_uint8.tflite"),
-                 "--subset", "all", "--out", str(out)])
+    code = main(
+        ["evaluate", str(photos), "--model", str(TINY / "tiny_uint8.tflite"), "--subset", "all", "--out", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "macro-F1" in printed and "1 unreadable (skipped)" in printed
@@ -76,8 +79,23 @@ def test_evaluate_writes_report_and_plots(photos: Path, tmp_path: Path, capsys) 
 def test_evaluate_with_split_picks_the_subset(photos: Path, tmp_path: Path, capsys) -> None:
     split = tmp_path / "split.json"
     assert main(["split", str(photos), "--out", str(split)]) == 0
-    assert main(["evaluate", str(photos), "--model", str(TINY / "tiny_int8.tflite"), "--split", str(split),
-                 "--subset", "test", "--out", str(tmp_path / "e")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(photos),
+                "--model",
+                str(TINY / "tiny_int8.tflite"),
+                "--split",
+                str(split),
+                "--subset",
+                "test",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "e" / "tiny_int8_eval.json").read_text())
     test_keys = set(json.loads(split.read_text())["datasets"]["mybin"]["test"])
     assert {p["key"] for p in result["predictions"]} <= test_keys
@@ -175,8 +193,24 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
         for i in range(5):
             (other / name / f"{i}.jpg").write_bytes((photos / name / f"{name}{i}.jpg").read_bytes())
     out = tmp_path / "eval"
-    assert main(["evaluate", str(photos), str(other), "--model", str(TINY / "tiny_uint8.tflite"),
-                 "--subset", "all", "--out", str(out), "--target-accuracy", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(photos),
+                str(other),
+                "--model",
+                str(TINY / "tiny_uint8.tflite"),
+                "--subset",
+                "all",
+                "--out",
+                str(out),
+                "--target-accuracy",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "per source:" in printed and "mybin" in printed and "otherbin" in printed
     result = json.loads((out / "tiny_uint8_eval.json").read_text())

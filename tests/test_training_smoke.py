@@ -41,9 +41,20 @@ def test_train_tiny_subset_and_export_int8(
     ds.write_split(ds.split_document([trashnet_dir]), split)
     messages: list[str] = []
     config = TrainConfig(
-        datasets=[trashnet_dir], out=tmp_path / "run", split=split, weights=str(imagenet_weights),
-        input_size=96, copies=1, head_epochs=1, fine_epochs=1, max_per_class=3, calibration=8,
-        online=online, cut_layer="block_12_add", views=2, qat_epochs=1 if online else 0,
+        datasets=[trashnet_dir],
+        out=tmp_path / "run",
+        split=split,
+        weights=str(imagenet_weights),
+        input_size=96,
+        copies=1,
+        head_epochs=1,
+        fine_epochs=1,
+        max_per_class=3,
+        calibration=8,
+        online=online,
+        cut_layer="block_12_add",
+        views=2,
+        qat_epochs=1 if online else 0,
     )
     report = train(config, progress=messages.append)
 
@@ -77,9 +88,18 @@ def test_train_tiny_subset_and_export_int8(
         # phase 3 alone, added to the finished run
         messages.clear()
         again = TrainConfig(
-            datasets=[trashnet_dir], out=tmp_path / "qat", split=split, weights=str(imagenet_weights),
-            input_size=96, head_epochs=0, fine_epochs=0, qat_epochs=1, max_per_class=3, calibration=8,
-            cut_layer="block_12_add", init_weights=tmp_path / "run" / "best.weights.h5",
+            datasets=[trashnet_dir],
+            out=tmp_path / "qat",
+            split=split,
+            weights=str(imagenet_weights),
+            input_size=96,
+            head_epochs=0,
+            fine_epochs=0,
+            qat_epochs=1,
+            max_per_class=3,
+            calibration=8,
+            cut_layer="block_12_add",
+            init_weights=tmp_path / "run" / "best.weights.h5",
         )
         train(again, progress=messages.append)
         assert any("starting from" in m for m in messages) and any("qat epoch 1" in m for m in messages)
@@ -108,7 +128,8 @@ def test_include_val_trains_on_train_and_val_but_never_test(trashnet_dir: Path, 
     entry = ds.split_for(ds.read_split(split), trashnet_dir)
     plain, val_plain, _ = gather(TrainConfig(datasets=[trashnet_dir], out=tmp_path, split=split), print)
     final, val_final, info = gather(
-        TrainConfig(datasets=[trashnet_dir], out=tmp_path, split=split, include_val=True), print)
+        TrainConfig(datasets=[trashnet_dir], out=tmp_path, split=split, include_val=True), print
+    )
 
     keys = lambda items: {item.key for item in items}  # noqa: E731
     assert keys(plain) == set(entry["train"])

@@ -64,9 +64,7 @@ class Scene:
         key = (item.seed, item.size)
         if key not in self._textures:
             r = np.random.default_rng(item.seed)
-            self._textures[key] = item.level + r.normal(0, 15, (item.size, item.size)).astype(
-                np.float32
-            )
+            self._textures[key] = item.level + r.normal(0, 15, (item.size, item.size)).astype(np.float32)
         return self._textures[key]
 
     def render(
@@ -132,14 +130,14 @@ def hand(t: float, t0: float, duration: float, pause: float = 0.0) -> list[Item]
 SETTLE = 1.0
 
 
-def motion_trigger(settle_seconds: float = SETTLE, drop_zone: NormBox = FULL_FRAME,
-                   **settings: Any) -> MotionTrigger:
+def motion_trigger(settle_seconds: float = SETTLE, drop_zone: NormBox = FULL_FRAME, **settings: Any) -> MotionTrigger:
     """A motion trigger as the agent builds it: the config's defaults, with
     ``settings`` of ``[trigger.motion]`` changed; other keyword arguments
     (``init_frames`` ...) are the trigger's own tuning."""
     config_keys = {f.name for f in dataclasses.fields(MotionSection)}
     section = TriggerSection(
-        mode="motion", settle_seconds=settle_seconds,
+        mode="motion",
+        settle_seconds=settle_seconds,
         motion=MotionSection(**{k: v for k, v in settings.items() if k in config_keys}),
     )
     tuning = {k: v for k, v in settings.items() if k not in config_keys}
@@ -255,9 +253,7 @@ def test_item_staying_ten_minutes_fires_once(absorb: float | None) -> None:
     assert len(fired) == 1 and in_window(fired[0], 621.0, 2), fired
 
 
-def run_from(
-    trigger: Trigger, scene: Scene, script: Script, start: float, seconds: float, fps: float
-) -> list[float]:
+def run_from(trigger: Trigger, scene: Scene, script: Script, start: float, seconds: float, fps: float) -> list[float]:
     """Like :func:`run`, continuing a sequence at ``start`` seconds."""
     return [start + t for t in run(trigger, scene, lambda t: script(start + t), seconds, fps)]
 
@@ -283,9 +279,7 @@ def test_hand_resting_longer_than_settle_fires_documented() -> None:
 
 
 def test_small_crumb_below_min_area_never_fires() -> None:
-    fired = run(
-        motion_trigger(), Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=20), 1.0), 10.0, 10
-    )
+    fired = run(motion_trigger(), Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=20), 1.0), 10.0, 10)
     assert fired == []
 
 
@@ -320,8 +314,9 @@ def test_item_box_is_the_item_in_full_frame_fractions() -> None:
     crumb of one block that fell with it does not stretch the box."""
     crumb = Item(y=20, x=280, size=4, seed=2)
     trigger = motion_trigger()
-    fired = run(trigger, Scene(seed=12),
-                lambda t: (falling(t, 2.0, 100, 60) + ([crumb] if t > 2.0 else []), 1.0), 6.0, 10)
+    fired = run(
+        trigger, Scene(seed=12), lambda t: (falling(t, 2.0, 100, 60) + ([crumb] if t > 2.0 else []), 1.0), 6.0, 10
+    )
     assert len(fired) == 1
     item = (60 / W, 100 / H, 120 / W, 160 / H)  # x0, y0, x1, y1 of the 60 px item
     assert trigger.item_box == pytest.approx(item, abs=8 / W), trigger.item_box
@@ -412,12 +407,12 @@ def factory():
     f.reset()
 
 
-def gpio_trigger(factory, settle_seconds: float = 0.5, clock: Callable[[], float] = time.monotonic,
-                 **gpio: Any) -> GpioTrigger:
+def gpio_trigger(
+    factory, settle_seconds: float = 0.5, clock: Callable[[], float] = time.monotonic, **gpio: Any
+) -> GpioTrigger:
     """A GPIO trigger as the agent builds it from ``[trigger]``: the config's
     defaults, with ``gpio`` settings of ``[trigger.gpio]`` changed."""
-    section = TriggerSection(mode="gpio", settle_seconds=settle_seconds,
-                             gpio=GpioTriggerSection(**gpio))
+    section = TriggerSection(mode="gpio", settle_seconds=settle_seconds, gpio=GpioTriggerSection(**gpio))
     return GpioTrigger.from_config(section, factory, clock=clock)
 
 
@@ -433,7 +428,11 @@ def test_gpio_beam_fires_once_after_settle(factory) -> None:
     pin.drive_low()  # beam broken (open-collector receiver, pull-up)
     assert trigger.state == "waiting"
     assert [trigger.update(blank(t)) for t in (100.1, 100.49, 100.5, 100.6, 101.0)] == [
-        False, False, True, False, False,
+        False,
+        False,
+        True,
+        False,
+        False,
     ]
     assert trigger.state == "idle"
     trigger.close()
@@ -442,8 +441,7 @@ def test_gpio_beam_fires_once_after_settle(factory) -> None:
 
 def test_gpio_bounce_and_repeated_activation_give_one_event(factory) -> None:
     clock = FakeClock(200.0)
-    trigger = gpio_trigger(factory, settle_seconds=0.3, clock=clock, kind="button", pin=27,
-                           bounce_seconds=0.02)
+    trigger = gpio_trigger(factory, settle_seconds=0.3, clock=clock, kind="button", pin=27, bounce_seconds=0.02)
     pin = factory.pin(27)
     # gpiozero got the debounce time (MockPin stores but does not apply it,
     # so the chatter below reaches the trigger and must be absorbed there).
@@ -462,14 +460,12 @@ def test_gpio_bounce_and_repeated_activation_give_one_event(factory) -> None:
     trigger.close()
 
 
-@pytest.mark.parametrize("cooldown, expected", [(0.3, [True, False, False, True]),
-                                                (0.0, [True, True, False, True])])
+@pytest.mark.parametrize("cooldown, expected", [(0.3, [True, False, False, True]), (0.0, [True, True, False, True])])
 def test_gpio_cooldown_counts_a_bounce_back_as_the_same_item(factory, cooldown, expected) -> None:
     """An item that bounces back up through the beam 0.1 s after it fired is
     the same item while the cool-down lasts; the next item 0.5 s later counts."""
     clock = FakeClock(100.0)
-    trigger = gpio_trigger(factory, settle_seconds=0.0, clock=clock, kind="beam", pin=17,
-                           cooldown_seconds=cooldown)
+    trigger = gpio_trigger(factory, settle_seconds=0.0, clock=clock, kind="beam", pin=17, cooldown_seconds=cooldown)
     pin = factory.pin(17)
     fired = []
     for t, breaks in ((100.0, True), (100.1, True), (100.2, False), (100.5, True)):
@@ -482,17 +478,21 @@ def test_gpio_cooldown_counts_a_bounce_back_as_the_same_item(factory, cooldown, 
     trigger.close()
 
 
-@pytest.mark.parametrize("kind, pull_up, active_state, broken, intact", [
-    ("beam", True, "low", "drive_low", "drive_high"),
-    ("beam", True, "high", "drive_high", "drive_low"),  # pulled up, but the receiver drives high when broken
-    ("beam", False, "high", "drive_high", "drive_low"),
-    ("beam", False, "low", "drive_low", "drive_high"),
-    ("button", False, "high", "drive_high", "drive_low"),
-])
+@pytest.mark.parametrize(
+    "kind, pull_up, active_state, broken, intact",
+    [
+        ("beam", True, "low", "drive_low", "drive_high"),
+        ("beam", True, "high", "drive_high", "drive_low"),  # pulled up, but the receiver drives high when broken
+        ("beam", False, "high", "drive_high", "drive_low"),
+        ("beam", False, "low", "drive_low", "drive_high"),
+        ("button", False, "high", "drive_high", "drive_low"),
+    ],
+)
 def test_gpio_either_polarity(factory, kind, pull_up, active_state, broken, intact) -> None:
     clock = FakeClock(5.0)
-    trigger = gpio_trigger(factory, settle_seconds=0.0, clock=clock, kind=kind, pin=22,
-                           pull_up=pull_up, active_state=active_state)
+    trigger = gpio_trigger(
+        factory, settle_seconds=0.0, clock=clock, kind=kind, pin=22, pull_up=pull_up, active_state=active_state
+    )
     pin = factory.pin(22)
     assert pin.pull == ("up" if pull_up else "down")
     getattr(pin, intact)()
@@ -564,10 +564,20 @@ def test_gpio_beam_chattering_edges_are_one_item(factory) -> None:
     edge enters and leaves the beam: still one item, with no debounce."""
     trigger = gpio_trigger(factory, settle_seconds=0.0, kind="beam", pin=17)
     pin = factory.pin(17)
-    entering = [("drive_low", 0.001), ("drive_high", 0.002), ("drive_low", 0.001),
-                ("drive_high", 0.003), ("drive_low", 0.025)]
-    leaving = [("drive_high", 0.002), ("drive_low", 0.001), ("drive_high", 0.003),
-               ("drive_low", 0.002), ("drive_high", 0.2)]
+    entering = [
+        ("drive_low", 0.001),
+        ("drive_high", 0.002),
+        ("drive_low", 0.001),
+        ("drive_high", 0.003),
+        ("drive_low", 0.025),
+    ]
+    leaving = [
+        ("drive_high", 0.002),
+        ("drive_low", 0.001),
+        ("drive_high", 0.003),
+        ("drive_low", 0.002),
+        ("drive_high", 0.2),
+    ]
     thread = drive_in_thread(entering + leaving, pin)
     fired = frames_until_done(trigger, thread, after=0.2)
     thread.join()
@@ -597,8 +607,7 @@ def test_gpio_distance_sensor_tuned_for_a_falling_item(factory) -> None:
     echo = factory.pin(17)
     # Echo 0.02 s: 3.4 m, out of range (max_distance 1 m).
     sonar = factory.pin(18, pin_class=MockTriggerPin, echo_pin=echo, echo_time=0.02)
-    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17,
-                           threshold_distance=0.5)
+    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17, threshold_distance=0.5)
     section = GpioTriggerSection()
     try:
         sensor = trigger.device
@@ -629,8 +638,9 @@ def test_gpio_distance_sensor_sees_an_item_falling_past_it(factory) -> None:
     echo = factory.pin(17)
     sonar = factory.pin(18, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
     # A wide threshold: a loaded machine's late echo thread must not make "near" look far.
-    trigger = gpio_trigger(factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17,
-                           max_distance=4.0, threshold_distance=3.5)
+    trigger = gpio_trigger(
+        factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17, max_distance=4.0, threshold_distance=3.5
+    )
     try:
         assert wait_for(lambda: len(trigger.device._queue.queue) >= 1)
         assert trigger.state == "idle"
@@ -644,8 +654,7 @@ def test_gpio_distance_sensor_sees_an_item_falling_past_it(factory) -> None:
 
     echo = factory.pin(22)
     sonar = factory.pin(23, pin_class=MockTriggerPin, echo_pin=echo, echo_time=far)
-    stock = gpiozero.DistanceSensor(echo=22, trigger=23, max_distance=4.0, threshold_distance=3.5,
-                                    pin_factory=factory)
+    stock = gpiozero.DistanceSensor(echo=22, trigger=23, max_distance=4.0, threshold_distance=3.5, pin_factory=factory)
     seen = threading.Event()
     stock.when_in_range = seen.set
     try:
@@ -694,8 +703,7 @@ def test_build_trigger_picks_the_mode_with_the_configs_defaults(factory) -> None
     section = TriggerSection()
     motion = build_trigger(dataclasses.replace(section, mode="motion"))
     assert isinstance(motion, MotionTrigger)
-    for name in ("pixel_threshold", "min_area", "max_motion", "rearm_seconds", "background_seconds",
-                 "absorb_seconds"):
+    for name in ("pixel_threshold", "min_area", "max_motion", "rearm_seconds", "background_seconds", "absorb_seconds"):
         assert getattr(motion, name) == getattr(section.motion, name), name
     assert motion.settle_seconds == section.settle_seconds
     gpio = build_trigger(dataclasses.replace(section, mode="gpio"), pin_factory=factory)

@@ -39,7 +39,7 @@ def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
         assert isinstance(agent.trigger, GpioTrigger)
         for mode, kind in (("motion", MotionTrigger), ("manual", ManualTrigger), ("gpio", GpioTrigger)):
             assert agent.handle_command("trigger_mode", f'{{"mode": "{mode}"}}'.encode())["ok"]
-            assert wait_for(lambda: isinstance(agent.trigger, kind)), mode
+            assert wait_for(lambda kind=kind: isinstance(agent.trigger, kind)), mode
             assert agent.state()["trigger_mode"] == mode
         # The beam on GPIO17 was closed and built again: it still fires.
         agent.pin_factory.pin(17).drive_low()  # pull-up: low = beam broken

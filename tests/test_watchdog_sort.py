@@ -123,9 +123,13 @@ def test_sort_longer_than_the_stop_timeout_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         config_from_dict(data, base_dir=tmp_path)
     assert any(p.startswith("actuator.dwell_seconds: one sort") and "70 s" in p for p in info.value.problems)
-    result = subprocess.run([sys.executable, "-m", "bin_agent", "check-config",
-                             str(write_toml(tmp_path / "slow.toml", data))],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "check-config", str(write_toml(tmp_path / "slow.toml", data))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == EX_CONFIG and "actuator.dwell_seconds" in result.stderr
     assert "Traceback" not in result.stderr
     data["actuator"].update({"dwell_seconds": 14.0, "servo": {"travel_seconds": 0.5}})

@@ -41,15 +41,14 @@ class ServoDrive:
         I²C bus closes with the last servo).
     """
 
-    def __init__(self, kind: str, *, pin_factory: Any = None, pwm_chip: Path | None = None,
-                 board: Any = None) -> None:
+    def __init__(self, kind: str, *, pin_factory: Any = None, pwm_chip: Path | None = None, board: Any = None) -> None:
         self.kind = kind
         self.pin_factory = pin_factory
         self.pwm_chip = pwm_chip
         self.board = board
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> "ServoDrive":
+    def from_config(cls, actuator: Any, pin_factory: Any) -> ServoDrive:
         """The drive of an ``[actuator]`` section; opens the PCA9685 board if it is the one."""
         if actuator.servo_drive == "kernel_pwm":
             from .kernel_pwm import SYSFS_PWM
@@ -59,8 +58,7 @@ class ServoDrive:
             from .pca9685 import Pca9685
 
             board = actuator.pca9685
-            return cls("pca9685", board=Pca9685.open(board.i2c_bus, board.address,
-                                                     oscillator_hz=board.oscillator_hz))
+            return cls("pca9685", board=Pca9685.open(board.i2c_bus, board.address, oscillator_hz=board.oscillator_hz))
         return cls("gpiozero", pin_factory=pin_factory)
 
     def servo(self, pin: int, channel: int, settings: Any, initial_angle: float | None) -> Any:
@@ -75,9 +73,13 @@ class ServoDrive:
             from gpiozero import AngularServo
 
             return AngularServo(
-                pin, initial_angle=initial_angle, min_angle=settings.min_angle,
-                max_angle=settings.max_angle, min_pulse_width=pulse_range[0],
-                max_pulse_width=pulse_range[1], pin_factory=self.pin_factory,
+                pin,
+                initial_angle=initial_angle,
+                min_angle=settings.min_angle,
+                max_angle=settings.max_angle,
+                min_pulse_width=pulse_range[0],
+                max_pulse_width=pulse_range[1],
+                pin_factory=self.pin_factory,
             )
         output: PulseOutput
         if self.kind == "kernel_pwm":
@@ -87,6 +89,11 @@ class ServoDrive:
             output = KernelPwmOutput.for_pin(self.pwm_chip, pin)
         else:
             output = self.board.output(channel)
-        return PulseServo(output, min_angle=settings.min_angle, max_angle=settings.max_angle,
-                          min_pulse_width=pulse_range[0], max_pulse_width=pulse_range[1],
-                          initial_angle=initial_angle)
+        return PulseServo(
+            output,
+            min_angle=settings.min_angle,
+            max_angle=settings.max_angle,
+            min_pulse_width=pulse_range[0],
+            max_pulse_width=pulse_range[1],
+            initial_angle=initial_angle,
+        )

@@ -38,8 +38,10 @@ CHANNEL_OF_PIN: dict[int, dict[int, int]] = {
     2: {12: 0, 18: 0, 13: 1, 19: 1},  # Pi 4 and older: PWM0 and PWM1
 }
 OVERLAY_FIX = "add 'dtoverlay=pwm-2chan' to /boot/firmware/config.txt and reboot"
-ACCESS_FIX = ("the agent needs write access to /sys/class/pwm: run it in group gpio, and under "
-              "systemd with ProtectKernelTunables=no (see README, 'Servo drives')")
+ACCESS_FIX = (
+    "the agent needs write access to /sys/class/pwm: run it in group gpio, and under "
+    "systemd with ProtectKernelTunables=no (see README, 'Servo drives')"
+)
 
 
 class KernelPwmError(RuntimeError):
@@ -60,19 +62,22 @@ def describe_chips(root: Path = SYSFS_PWM) -> str:
 def channel_for_pin(chip: Path, pin: int) -> int:
     """The channel of ``chip`` whose output the overlay puts on GPIO ``pin``."""
     if not chip.is_dir():
-        raise KernelPwmError(f"{chip} does not exist: {OVERLAY_FIX} "
-                             f"(PWM chips here: {describe_chips(chip.parent)})")
+        raise KernelPwmError(f"{chip} does not exist: {OVERLAY_FIX} (PWM chips here: {describe_chips(chip.parent)})")
     try:
         npwm = int((chip / "npwm").read_text())
     except (OSError, ValueError) as exc:
         raise KernelPwmError(f"{chip}/npwm cannot be read ({exc})") from None
     channels = CHANNEL_OF_PIN.get(npwm)
     if channels is None:
-        raise KernelPwmError(f"{chip} has {npwm} channels: not a Raspberry Pi PWM block; "
-                             f"choose another actuator.kernel_pwm.chip ({describe_chips(chip.parent)})")
+        raise KernelPwmError(
+            f"{chip} has {npwm} channels: not a Raspberry Pi PWM block; "
+            f"choose another actuator.kernel_pwm.chip ({describe_chips(chip.parent)})"
+        )
     if pin not in channels:
-        raise KernelPwmError(f"GPIO{pin} has no hardware PWM; use GPIO18 or 19 "
-                             "(dtoverlay=pwm-2chan), or 12 or 13 (pin=12,func=4,pin2=13,func2=4)")
+        raise KernelPwmError(
+            f"GPIO{pin} has no hardware PWM; use GPIO18 or 19 "
+            "(dtoverlay=pwm-2chan), or 12 or 13 (pin=12,func=4,pin2=13,func2=4)"
+        )
     return channels[pin]
 
 
@@ -86,8 +91,9 @@ class KernelPwmOutput:
         channel's files to appear and become writable (udev).
     """
 
-    def __init__(self, chip: Path, channel: int, *, period_ns: int = SERVO_PERIOD_NS,
-                 access_wait_seconds: float = 2.0) -> None:
+    def __init__(
+        self, chip: Path, channel: int, *, period_ns: int = SERVO_PERIOD_NS, access_wait_seconds: float = 2.0
+    ) -> None:
         self.chip = Path(chip)
         self.channel = channel
         self.period_ns = period_ns
@@ -104,7 +110,7 @@ class KernelPwmOutput:
         self._enabled = self._read("enable") == 1
 
     @classmethod
-    def for_pin(cls, chip: Path, pin: int) -> "KernelPwmOutput":
+    def for_pin(cls, chip: Path, pin: int) -> KernelPwmOutput:
         """The channel that drives GPIO ``pin`` (see :func:`channel_for_pin`)."""
         return cls(chip, channel_for_pin(Path(chip), pin))
 
@@ -155,6 +161,8 @@ class KernelPwmOutput:
         period = self.dir / "period"
         while not (period.exists() and os.access(period, os.W_OK)):
             if time.monotonic() >= deadline:
-                raise KernelPwmError(f"{period} did not become writable within {seconds:.1f} s "
-                                     f"after exporting channel {self.channel}; {ACCESS_FIX}")
+                raise KernelPwmError(
+                    f"{period} did not become writable within {seconds:.1f} s "
+                    f"after exporting channel {self.channel}; {ACCESS_FIX}"
+                )
             time.sleep(0.02)

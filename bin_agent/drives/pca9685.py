@@ -62,8 +62,15 @@ class Pca9685:
         per cent off: measure the pulse once and set it if angles are off.
     """
 
-    def __init__(self, bus: Any, address: int = 0x40, *, frequency_hz: float = SERVO_FREQUENCY_HZ,
-                 oscillator_hz: float = NOMINAL_OSCILLATOR_HZ, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int = 0x40,
+        *,
+        frequency_hz: float = SERVO_FREQUENCY_HZ,
+        oscillator_hz: float = NOMINAL_OSCILLATOR_HZ,
+        sleep: Any = time.sleep,
+    ) -> None:
         self.bus = bus
         self.address = address
         self.prescale = prescale_for(frequency_hz, oscillator_hz)
@@ -80,27 +87,33 @@ class Pca9685:
         bus.write_byte_data(address, MODE1, awake | RESTART | AUTO_INCREMENT)
 
     @classmethod
-    def open(cls, i2c_bus: int, address: int, *, oscillator_hz: float = NOMINAL_OSCILLATOR_HZ) -> "Pca9685":
+    def open(cls, i2c_bus: int, address: int, *, oscillator_hz: float = NOMINAL_OSCILLATOR_HZ) -> Pca9685:
         """The board on ``/dev/i2c-<i2c_bus>`` at ``address``."""
         try:
             from smbus2 import SMBus
         except ImportError:
-            raise Pca9685Error("smbus2 is not installed. Fix: pip install 'bin-agent[pca9685]' "
-                               "(or pip install smbus2) in the agent's venv") from None
+            raise Pca9685Error(
+                "smbus2 is not installed. Fix: pip install 'bin-agent[pca9685]' "
+                "(or pip install smbus2) in the agent's venv"
+            ) from None
         try:
             bus = SMBus(i2c_bus)
         except OSError as exc:
-            raise Pca9685Error(f"/dev/i2c-{i2c_bus} cannot be opened ({exc.strerror}). Fix: "
-                               "sudo raspi-config nonint do_i2c 0, and run the agent in group i2c") from None
+            raise Pca9685Error(
+                f"/dev/i2c-{i2c_bus} cannot be opened ({exc.strerror}). Fix: "
+                "sudo raspi-config nonint do_i2c 0, and run the agent in group i2c"
+            ) from None
         try:
             return cls(bus, address, oscillator_hz=oscillator_hz)
         except OSError as exc:
             bus.close()
-            raise Pca9685Error(f"no PCA9685 answers at 0x{address:02x} on /dev/i2c-{i2c_bus} "
-                               f"({exc.strerror}). Fix: check SDA/SCL/3.3 V/GND and 'i2cdetect -y "
-                               f"{i2c_bus}'") from None
+            raise Pca9685Error(
+                f"no PCA9685 answers at 0x{address:02x} on /dev/i2c-{i2c_bus} "
+                f"({exc.strerror}). Fix: check SDA/SCL/3.3 V/GND and 'i2cdetect -y "
+                f"{i2c_bus}'"
+            ) from None
 
-    def output(self, channel: int) -> "Pca9685Output":
+    def output(self, channel: int) -> Pca9685Output:
         if not 0 <= channel <= 15:
             raise ValueError(f"PCA9685 channel {channel} is not 0-15")
         if channel in self._open_channels:

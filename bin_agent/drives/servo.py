@@ -25,9 +25,16 @@ class PulseServo:
     :attr:`value` (``None`` when detached, else -1..1 across the range), :meth:`close`.
     """
 
-    def __init__(self, output: PulseOutput, *, min_angle: float = -90.0, max_angle: float = 90.0,
-                 min_pulse_width: float = 0.0005, max_pulse_width: float = 0.0025,
-                 initial_angle: float | None = 0.0) -> None:
+    def __init__(
+        self,
+        output: PulseOutput,
+        *,
+        min_angle: float = -90.0,
+        max_angle: float = 90.0,
+        min_pulse_width: float = 0.0005,
+        max_pulse_width: float = 0.0025,
+        initial_angle: float | None = 0.0,
+    ) -> None:
         if min_angle >= max_angle:
             raise ValueError("min_angle must be below max_angle")
         if not 0 < min_pulse_width < max_pulse_width:

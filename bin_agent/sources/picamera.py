@@ -40,7 +40,7 @@ EX_CONFIG = 78
 INSTALL_HINT = (
     "picamera2 is not installed or not visible to this Python. Fix: on Raspberry Pi OS run "
     "'sudo apt install -y python3-picamera2' and create the venv with --system-site-packages; "
-    "without a camera set camera.source = \"replay\""
+    'without a camera set camera.source = "replay"'
 )
 
 AF_MODES = ("manual", "auto", "continuous")
@@ -68,7 +68,7 @@ def import_picamera2() -> tuple[Any, Any, Any]:
         raise SourceError(
             f"picamera2 cannot be imported ({type(exc).__name__}: {exc}); the apt picamera2 is "
             f"built for the system's numpy 1.x and this venv has numpy {version}. "
-            "Fix: /opt/bin-agent/venv/bin/pip install \"numpy<2\" (the venv of bin-agent)",
+            'Fix: /opt/bin-agent/venv/bin/pip install "numpy<2" (the venv of bin-agent)',
             EX_CONFIG,
         ) from None
     return Picamera2, Transform, controls
@@ -130,8 +130,10 @@ class PiCameraSource:
         try:
             camera = Picamera2()
         except Exception as exc:  # libcamera raises RuntimeError, IndexError (no camera)…
-            raise SourceError(f"camera cannot start ({type(exc).__name__}: {exc}); "
-                              "check the ribbon cable and 'rpicam-hello --list-cameras'") from None
+            raise SourceError(
+                f"camera cannot start ({type(exc).__name__}: {exc}); "
+                "check the ribbon cable and 'rpicam-hello --list-cameras'"
+            ) from None
         try:
             config = camera.create_video_configuration(
                 main={"size": tuple(self.main_size), "format": "BGR888"},
@@ -153,15 +155,21 @@ class PiCameraSource:
             scan = self.af_mode == "auto" and "AfMode" in camera.camera_controls
             if scan:
                 # A focus scan needs a running camera; the warm-up waits for its end.
-                camera.set_controls({"AfMode": controls.AfModeEnum.Auto,
-                                     "AfTrigger": controls.AfTriggerEnum.Start})
+                camera.set_controls({"AfMode": controls.AfModeEnum.Auto, "AfTrigger": controls.AfTriggerEnum.Start})
         except Exception as exc:
             camera.close()
-            raise SourceError(f"camera cannot start ({type(exc).__name__}: {exc}); "
-                              "check the ribbon cable and 'rpicam-hello --list-cameras'") from None
+            raise SourceError(
+                f"camera cannot start ({type(exc).__name__}: {exc}); "
+                "check the ribbon cable and 'rpicam-hello --list-cameras'"
+            ) from None
         self._camera = camera
-        log.info("camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps",
-                 self.main_size, self.lores_size, configured["lores"].get("stride"), self.fps)
+        log.info(
+            "camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps",
+            self.main_size,
+            self.lores_size,
+            configured["lores"].get("stride"),
+            self.fps,
+        )
         try:
             self._warm_up(controls.AfStateEnum if scan else None)
         except SourceError:
@@ -236,17 +244,20 @@ class PiCameraSource:
                 # The scan starts a frame or two after the trigger: wait for
                 # Focused or Failed (as picamera2's autofocus_cycle does).
                 scanned = metadata.get("AfState") in (af_states.Focused, af_states.Failed)
-            if elapsed >= self.warmup_seconds and (
-                    scanned or elapsed >= self.warmup_seconds + AF_SCAN_LIMIT_SECONDS):
+            if elapsed >= self.warmup_seconds and (scanned or elapsed >= self.warmup_seconds + AF_SCAN_LIMIT_SECONDS):
                 break
         if af_states is not None and metadata.get("AfState") != af_states.Focused:
-            log.warning("autofocus found no focus (AfState %s): a plain bin floor may have too little "
-                        "contrast; set camera.af_mode = \"manual\" with lens_position = 1 / distance "
-                        "in metres", metadata.get("AfState"))
+            log.warning(
+                "autofocus found no focus (AfState %s): a plain bin floor may have too little "
+                'contrast; set camera.af_mode = "manual" with lens_position = 1 / distance '
+                "in metres",
+                metadata.get("AfState"),
+            )
         locked: dict[str, Any] = {}
         if self.exposure == "locked":
-            locked.update(AeEnable=False, ExposureTime=int(metadata["ExposureTime"]),
-                          AnalogueGain=float(metadata["AnalogueGain"]))
+            locked.update(
+                AeEnable=False, ExposureTime=int(metadata["ExposureTime"]), AnalogueGain=float(metadata["AnalogueGain"])
+            )
         if self.white_balance == "locked":
             red, blue = metadata["ColourGains"]
             locked.update(AwbEnable=False, ColourGains=(float(red), float(blue)))
@@ -256,6 +267,12 @@ class PiCameraSource:
         focus = ""
         if "LensPosition" in metadata:
             focus = f", lens at {metadata['LensPosition']:.2f} dioptres (AfState {metadata.get('AfState')})"
-        log.info("camera warmed up over %d frame(s): exposure %s us, gain %.2f, colour gains %s%s%s",
-                 frames, metadata.get("ExposureTime"), metadata.get("AnalogueGain", 0.0),
-                 metadata.get("ColourGains"), focus, "; locked: " + ", ".join(locked) if locked else "")
+        log.info(
+            "camera warmed up over %d frame(s): exposure %s us, gain %.2f, colour gains %s%s%s",
+            frames,
+            metadata.get("ExposureTime"),
+            metadata.get("AnalogueGain", 0.0),
+            metadata.get("ColourGains"),
+            focus,
+            "; locked: " + ", ".join(locked) if locked else "",
+        )

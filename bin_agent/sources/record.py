@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 FRAME_NAME = "frame-{index:06d}.{suffix}"
 
 
-def record(source: FrameSource, folder: Path, seconds: float,
-           image_format: Literal["png", "jpg"] = "png") -> int:
+def record(source: FrameSource, folder: Path, seconds: float, image_format: Literal["png", "jpg"] = "png") -> int:
     """Save the frames ``source`` delivers during ``seconds`` of frame time
     (or until it ends) into ``folder``; return how many were saved.
 

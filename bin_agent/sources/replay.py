@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -135,8 +136,7 @@ class ReplaySource:
         self._frames = self._scenes() if self.mode == "items" else self._sequence()
         self._index = 0
         self._next_due = self._clock()
-        log.info("replaying %d image(s) from %s at %.1f fps (%s)", len(images), self.path, self.fps,
-                 self.mode)
+        log.info("replaying %d image(s) from %s at %.1f fps (%s)", len(images), self.path, self.fps, self.mode)
 
     def read(self) -> Frame | None:
         if self._frames is None:
@@ -158,8 +158,7 @@ class ReplaySource:
             # Integer frame ticks, not a running float sum and no wall-clock
             # start: frame n has the same timestamp on every run.
             timestamp = self._index / self.fps
-        frame = Frame(image=image, lores=self._lores_view(image), timestamp=timestamp,
-                      index=self._index, name=name)
+        frame = Frame(image=image, lores=self._lores_view(image), timestamp=timestamp, index=self._index, name=name)
         self._index += 1
         return frame
 

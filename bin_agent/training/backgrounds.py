@@ -45,8 +45,13 @@ def _small(image: np.ndarray) -> tuple[np.ndarray, float]:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR), np.float32), factor
 
 
-def item_mask(image: np.ndarray, plain_share: float = 0.8, min_area: float = 0.03,
-              max_area: float = 0.85, min_solidity: float = 0.4) -> ItemMask | None:
+def item_mask(
+    image: np.ndarray,
+    plain_share: float = 0.8,
+    min_area: float = 0.03,
+    max_area: float = 0.85,
+    min_solidity: float = 0.4,
+) -> ItemMask | None:
     """The item of a photo taken on a plain background, or None when the
     photo's border is not plain (or nothing item-sized stands out).
 
@@ -59,8 +64,9 @@ def item_mask(image: np.ndarray, plain_share: float = 0.8, min_area: float = 0.0
     """
     small, factor = _small(image)
     height, width = small.shape[:2]
-    border = np.concatenate([small[:3].reshape(-1, 3), small[-3:].reshape(-1, 3),
-                             small[:, :3].reshape(-1, 3), small[:, -3:].reshape(-1, 3)])
+    border = np.concatenate(
+        [small[:3].reshape(-1, 3), small[-3:].reshape(-1, 3), small[:, :3].reshape(-1, 3), small[:, -3:].reshape(-1, 3)]
+    )
     background = np.median(border, axis=0)
 
     def distance(pixels: np.ndarray) -> np.ndarray:
@@ -91,8 +97,10 @@ def item_mask(image: np.ndarray, plain_share: float = 0.8, min_area: float = 0.0
     if filled.sum() < min_solidity * (bottom - top) * (right - left):
         return None  # scattered fragments (a white item on the white board): no item found
     box = (int(left / factor), int(top / factor), int(np.ceil(right / factor)), int(np.ceil(bottom / factor)))
-    alpha = np.asarray(Image.fromarray(filled.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(0.8)),
-                       np.float32) / 255.0
+    alpha = (
+        np.asarray(Image.fromarray(filled.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(0.8)), np.float32)
+        / 255.0
+    )
     return ItemMask(alpha=alpha, box=box)
 
 
@@ -127,8 +135,7 @@ def _colour(rng: np.random.Generator, lightness: tuple[float, float], saturation
 def random_background(side: int, rng: np.random.Generator) -> np.ndarray:
     """A ``side`` x ``side`` RGB float32 background: one of floor/concrete
     noise, a dark bin liner, wood, tiles, blurred clutter or another board."""
-    kind = rng.choice(["noise", "liner", "wood", "tiles", "clutter", "board"],
-                      p=[0.3, 0.2, 0.12, 0.12, 0.13, 0.13])
+    kind = rng.choice(["noise", "liner", "wood", "tiles", "clutter", "board"], p=[0.3, 0.2, 0.12, 0.12, 0.13, 0.13])
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float32) / side
     if kind == "noise":  # concrete, asphalt, carpet, soil, cardboard bottom
         dark = _colour(rng, (20, 140), 0.25)
@@ -179,8 +186,9 @@ def random_background(side: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.float32)
 
 
-def composite(image: np.ndarray, mask: ItemMask, side: int, rng: np.random.Generator,
-              scale: tuple[float, float] = (0.45, 0.9)) -> np.ndarray:
+def composite(
+    image: np.ndarray, mask: ItemMask, side: int, rng: np.random.Generator, scale: tuple[float, float] = (0.45, 0.9)
+) -> np.ndarray:
     """The item of ``image`` pasted on a new background: ``side`` x ``side``
     uint8, the item's longer side ``scale`` of the canvas, at a random place
     (up to a tenth of it may leave the canvas), sometimes with a soft shadow."""
@@ -192,14 +200,21 @@ def composite(image: np.ndarray, mask: ItemMask, side: int, rng: np.random.Gener
     item_w, item_h = right - left, bottom - top
     factor = rng.uniform(*scale) * side / max(item_w, item_h)
     size = (max(2, round(item_w * factor)), max(2, round(item_h * factor)))
-    item = np.asarray(Image.fromarray(image[top:bottom, left:right]).resize(size, Image.Resampling.BILINEAR),
-                      np.float32)
+    item = np.asarray(
+        Image.fromarray(image[top:bottom, left:right]).resize(size, Image.Resampling.BILINEAR), np.float32
+    )
     mask_h, mask_w = mask.alpha.shape
     scale_x, scale_y = mask_w / width, mask_h / height
-    alpha_crop = mask.alpha[int(top * scale_y):max(int(top * scale_y) + 1, int(np.ceil(bottom * scale_y))),
-                            int(left * scale_x):max(int(left * scale_x) + 1, int(np.ceil(right * scale_x)))]
-    alpha = np.asarray(Image.fromarray((alpha_crop * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
-                       np.float32)[..., None] / 255.0
+    alpha_crop = mask.alpha[
+        int(top * scale_y) : max(int(top * scale_y) + 1, int(np.ceil(bottom * scale_y))),
+        int(left * scale_x) : max(int(left * scale_x) + 1, int(np.ceil(right * scale_x))),
+    ]
+    alpha = (
+        np.asarray(
+            Image.fromarray((alpha_crop * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR), np.float32
+        )[..., None]
+        / 255.0
+    )
     out = random_background(side, rng)
     slack_x, slack_y = side - size[0], side - size[1]
     x = int(rng.uniform(min(0, slack_x) - size[0] * 0.05, max(0, slack_x) + size[0] * 0.05))
@@ -216,8 +231,14 @@ def composite(image: np.ndarray, mask: ItemMask, side: int, rng: np.random.Gener
 
     if rng.random() < 0.5:  # a soft shadow, offset away from the light
         blur = rng.uniform(2, 6)
-        shadow = np.asarray(Image.fromarray((alpha[..., 0] * 255).astype(np.uint8)).filter(
-            ImageFilter.GaussianBlur(blur)), np.float32)[..., None] / 255.0 * rng.uniform(0.3, 0.7)
+        shadow = (
+            np.asarray(
+                Image.fromarray((alpha[..., 0] * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur)),
+                np.float32,
+            )[..., None]
+            / 255.0
+            * rng.uniform(0.3, 0.7)
+        )
         dx, dy = (rng.uniform(-0.08, 0.08, 2) * side).astype(int)
         paste(np.zeros_like(item), shadow, x + dx, y + dy)  # black, through the shadow's alpha
     paste(item, alpha, x, y)
@@ -240,7 +261,9 @@ class CameraEffects:
     jpeg_quality: tuple[int, int] = (30, 92)
 
 
-def camera_effects(pixels: np.ndarray, rng: np.random.Generator, effects: CameraEffects = CameraEffects()) -> np.ndarray:
+def camera_effects(
+    pixels: np.ndarray, rng: np.random.Generator, effects: CameraEffects = CameraEffects()
+) -> np.ndarray:
     """``pixels`` (uint8 RGB) as a different camera in different light would see them."""
     out = pixels.astype(np.float32) / 255.0
     shift = rng.uniform(-effects.temperature, effects.temperature)

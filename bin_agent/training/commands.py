@@ -29,8 +29,9 @@ def _fail(message: str) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     try:
         if args.base is not None:
-            document = ds.extend_split(ds.read_split(args.base), args.datasets, seed=args.seed,
-                                       test=args.test, val=args.val)
+            document = ds.extend_split(
+                ds.read_split(args.base), args.datasets, seed=args.seed, test=args.test, val=args.val
+            )
         else:
             document = ds.split_document(args.datasets, seed=args.seed, test=args.test, val=args.val)
     except ds.DatasetError as exc:
@@ -99,9 +100,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_summary, run
 
     try:
-        result = run(Path(args.model), [Path(d) for d in args.datasets], Path(args.split) if args.split else None,
-                     args.subset, Path(args.out) if args.out else None, threads=args.threads, progress=_print,
-                     views=args.views, target_accuracy=args.target_accuracy)
+        result = run(
+            Path(args.model),
+            [Path(d) for d in args.datasets],
+            Path(args.split) if args.split else None,
+            args.subset,
+            Path(args.out) if args.out else None,
+            threads=args.threads,
+            progress=_print,
+            views=args.views,
+            target_accuracy=args.target_accuracy,
+        )
     except (ds.DatasetError, ModelFilesError) as exc:
         return _fail(str(exc))
     _print(format_summary(result))
@@ -127,22 +136,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--test", type=float, default=0.15, help="test share per class (default 0.15)")
     p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
-    p.add_argument("--base", type=Path,
-                   help="keep this split file's subsets and add the folders (or their new photos) to it, "
-                        "e.g. the bin's exported photos to the current model's split")
+    p.add_argument(
+        "--base",
+        type=Path,
+        help="keep this split file's subsets and add the folders (or their new photos) to it, "
+        "e.g. the bin's exported photos to the current model's split",
+    )
     p.set_defaults(func=cmd_split)
 
     DEFAULTS = _train_defaults()
     p = subparsers.add_parser("train", help="fine-tune MobileNetV2 and export float + int8 TFLite models")
-    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
-                   help="one or more folder-per-class photo folders, merged (e.g. TrashNet + the bin's own photos)")
+    p.add_argument(
+        "datasets",
+        nargs="+",
+        type=Path,
+        metavar="DATASET_DIR",
+        help="one or more folder-per-class photo folders, merged (e.g. TrashNet + the bin's own photos)",
+    )
     p.add_argument("--split", type=Path, help="split file (bin-agent split); without it a new split is made and saved")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (models, report, checkpoint)")
-    p.add_argument("--weights", default="imagenet",
-                   help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')")
+    p.add_argument(
+        "--weights", default="imagenet", help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')"
+    )
     p.add_argument("--input-size", type=int, default=DEFAULTS["input_size"])
-    p.add_argument("--copies", type=int, default=DEFAULTS["copies"],
-                   help="augmented views per training photo, cached (the head; phase 2 too with --cached)")
+    p.add_argument(
+        "--copies",
+        type=int,
+        default=DEFAULTS["copies"],
+        help="augmented views per training photo, cached (the head; phase 2 too with --cached)",
+    )
     p.add_argument("--cut-layer", default=DEFAULTS["cut_layer"], help="frozen below, fine-tuned above")
     p.add_argument("--head-epochs", type=int, default=DEFAULTS["head_epochs"])
     p.add_argument("--fine-epochs", type=int, default=DEFAULTS["fine_epochs"])
@@ -152,44 +174,92 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"])
     p.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--calibration", type=int, default=DEFAULTS["calibration"],
-                   help="training photos used to calibrate int8")
+    p.add_argument(
+        "--calibration", type=int, default=DEFAULTS["calibration"], help="training photos used to calibrate int8"
+    )
     p.add_argument("--max-per-class", type=int, help="use only this many photos per class (smoke tests)")
-    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=DEFAULTS["online"],
-                   help="--online: phase 2 trains on fresh augmented views every epoch (slower per epoch); "
-                        "--no-online (default): on the cached views")
-    p.add_argument("--views", type=int, choices=[1, 2, 4], default=DEFAULTS["views"],
-                   help="views per item the agent averages, written to the metadata (default 4: the "
-                        "photo, its mirror image, both turned half around)")
-    p.add_argument("--qat-epochs", type=int, default=DEFAULTS["qat_epochs"],
-                   help="phase 3: epochs of quantization-aware fine-tuning through the simulated int8 "
-                        "model (default %(default)s; 0 = post-training quantization only)")
+    p.add_argument(
+        "--online",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS["online"],
+        help="--online: phase 2 trains on fresh augmented views every epoch (slower per epoch); "
+        "--no-online (default): on the cached views",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=[1, 2, 4],
+        default=DEFAULTS["views"],
+        help="views per item the agent averages, written to the metadata (default 4: the "
+        "photo, its mirror image, both turned half around)",
+    )
+    p.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=DEFAULTS["qat_epochs"],
+        help="phase 3: epochs of quantization-aware fine-tuning through the simulated int8 "
+        "model (default %(default)s; 0 = post-training quantization only)",
+    )
     p.add_argument("--qat-lr", type=float, default=DEFAULTS["qat_lr"], help="phase 3 learning rate (cosine decay)")
-    p.add_argument("--init-weights", type=Path,
-                   help="start from a run's best.weights.h5, e.g. "
-                        "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run")
-    p.add_argument("--class-weight", action="append", default=[], metavar="CLASS=FACTOR",
-                   help="multiply a class's balanced weight, e.g. trash=2 (repeatable; choose it on validation)")
-    p.add_argument("--background-p", type=float, default=ds.Augmentation.background_p,
-                   help="share of views of a plain-background photo whose item is pasted on a new background "
-                        f"(default {ds.Augmentation.background_p}; 0 turns background replacement off)")
-    p.add_argument("--include-val", action="store_true",
-                   help="final model: train on train + val with the epoch counts found before, keep the last epoch")
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        help="start from a run's best.weights.h5, e.g. "
+        "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run",
+    )
+    p.add_argument(
+        "--class-weight",
+        action="append",
+        default=[],
+        metavar="CLASS=FACTOR",
+        help="multiply a class's balanced weight, e.g. trash=2 (repeatable; choose it on validation)",
+    )
+    p.add_argument(
+        "--background-p",
+        type=float,
+        default=ds.Augmentation.background_p,
+        help="share of views of a plain-background photo whose item is pasted on a new background "
+        f"(default {ds.Augmentation.background_p}; 0 turns background replacement off)",
+    )
+    p.add_argument(
+        "--include-val",
+        action="store_true",
+        help="final model: train on train + val with the epoch counts found before, keep the last epoch",
+    )
     p.add_argument("--name", default=DEFAULTS["name"], help="file name of the int8 model")
     p.add_argument("--version", help="version string written in the metadata")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("evaluate", help="metrics of a .tflite model on labelled photos (runs the agent's Classifier)")
-    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR",
-                   help="one or more folder-per-class photo folders (several: per-source and pooled figures)")
+    p = subparsers.add_parser(
+        "evaluate", help="metrics of a .tflite model on labelled photos (runs the agent's Classifier)"
+    )
+    p.add_argument(
+        "datasets",
+        nargs="+",
+        type=Path,
+        metavar="DATASET_DIR",
+        help="one or more folder-per-class photo folders (several: per-source and pooled figures)",
+    )
     p.add_argument("--model", required=True, type=Path, help=".tflite with its .labels.txt and .json beside it")
     p.add_argument("--split", type=Path, help="split file; with --subset picks e.g. the held-out test photos")
-    p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"],
-                   help="subset of the split (default test; 'all' = every photo)")
+    p.add_argument(
+        "--subset",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="subset of the split (default test; 'all' = every photo)",
+    )
     p.add_argument("--out", type=Path, help="folder for the JSON report and the PNG plots")
     p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's choice)")
-    p.add_argument("--views", type=int, choices=[1, 2, 4],
-                   help="views averaged per photo (default: the model metadata's, as the agent does)")
-    p.add_argument("--target-accuracy", type=float, default=0.97,
-                   help="report the lowest confidence threshold whose sorted items are this right (default 0.97)")
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=[1, 2, 4],
+        help="views averaged per photo (default: the model metadata's, as the agent does)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.97,
+        help="report the lowest confidence threshold whose sorted items are this right (default 0.97)",
+    )
     p.set_defaults(func=cmd_evaluate)

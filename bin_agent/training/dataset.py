@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .. import CLASSES
-from .backgrounds import CameraEffects, camera_effects, composite, item_mask
 from ..preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
+from .backgrounds import CameraEffects, camera_effects, composite, item_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SUBSETS = ("train", "val", "test")
@@ -108,8 +109,7 @@ def split_document(
             raise DatasetError(f"two dataset folders are named {name!r}: rename one")
         subsets = make_split(list_dataset(root), seed=seed, test=test, val=val)
         counts = {
-            subset: {c: sum(k.split("/")[0] == c for k in keys) for c in CLASSES}
-            for subset, keys in subsets.items()
+            subset: {c: sum(k.split("/")[0] == c for k in keys) for c in CLASSES} for subset, keys in subsets.items()
         }
         for subset in SUBSETS:
             counts[subset]["total"] = len(subsets[subset])
@@ -140,8 +140,7 @@ def extend_split(
         else:
             added = make_split(unsplit(items, entry), seed=seed, test=test, val=val) if unsplit(items, entry) else {}
             entry = {s: sorted(set(entry[s]) | set(added.get(s, []))) for s in SUBSETS}
-        counts = {subset: {c: sum(k.split("/")[0] == c for k in entry[subset]) for c in CLASSES}
-                  for subset in SUBSETS}
+        counts = {subset: {c: sum(k.split("/")[0] == c for k in entry[subset]) for c in CLASSES} for subset in SUBSETS}
         for subset in SUBSETS:
             counts[subset]["total"] = len(entry[subset])
         document["datasets"][name] = {"counts": counts, **{s: entry[s] for s in SUBSETS}}
@@ -236,7 +235,9 @@ def class_factor_indices(factors: Mapping[str, float]) -> dict[int, float]:
     indices: dict[int, float] = {}
     for name, factor in factors.items():
         if name not in CLASSES:
-            raise DatasetError(f"class weight {name}={factor}: expected CLASS=FACTOR with CLASS one of {', '.join(CLASSES)}")
+            raise DatasetError(
+                f"class weight {name}={factor}: expected CLASS=FACTOR with CLASS one of {', '.join(CLASSES)}"
+            )
         if not (factor > 0 and math.isfinite(factor)):
             raise DatasetError(f"class weight {name}={factor}: the factor must be a positive number")
         indices[CLASSES.index(name)] = float(factor)
@@ -330,9 +331,7 @@ def augment(
         angle = rng.uniform(-aug.small_rotation_deg, aug.small_rotation_deg)
         corners = np.concatenate([image[:4, :4], image[-4:, -4:], image[:4, -4:], image[-4:, :4]])
         fill = tuple(int(v) for v in np.median(corners.reshape(-1, 3), axis=0))
-        image = np.asarray(
-            Image.fromarray(image).rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
-        )
+        image = np.asarray(Image.fromarray(image).rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill))
     box = random_box(image.shape[0], image.shape[1], aug, rng)
     pixels = crop_resize(image, box, spec.input_size)
     if height != width:

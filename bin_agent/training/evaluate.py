@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,8 +108,13 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, conf: np.ndarray, labels: Se
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support,
-                           "recall_interval_95": list(wilson_interval(tp, support))}
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "recall_interval_95": list(wilson_interval(tp, support)),
+        }
         if support:
             f1s.append(f1)
     correct = y_true == y_pred
@@ -170,8 +176,15 @@ def reliability_table(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
         if not mask.any():
             continue
         acc, mean_conf = float(correct[mask].mean()), float(conf[mask].mean())
-        rows.append({"from": float(lo), "to": float(hi), "count": int(mask.sum()),
-                     "mean_confidence": mean_conf, "accuracy": acc})
+        rows.append(
+            {
+                "from": float(lo),
+                "to": float(hi),
+                "count": int(mask.sum()),
+                "mean_confidence": mean_conf,
+                "accuracy": acc,
+            }
+        )
         ece += mask.mean() * abs(acc - mean_conf)
     return {"bins": rows, "expected_calibration_error": float(ece)}
 
@@ -190,14 +203,22 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> None:
     for i in range(len(labels)):
         for j in range(len(labels)):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if norm[i, j] > 0.5 else "black", fontsize=10)
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=10,
+                )
     ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}\naccuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, n={result['n']}",
-                 fontsize=10)
+    ax.set_title(
+        f"{title}\naccuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, n={result['n']}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -215,8 +236,13 @@ def plot_reliability(result: dict[str, Any], path: Path, title: str) -> None:
     centers = [(b["from"] + b["to"]) / 2 for b in bins]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.bar(centers, [b["accuracy"] for b in bins], width=0.09, alpha=0.7, label="accuracy in bin")
-    ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3",
-            label="(mean confidence, accuracy)")
+    ax.plot(
+        [b["mean_confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        "o-",
+        color="C3",
+        label="(mean confidence, accuracy)",
+    )
     for c, b in zip(centers, bins):
         ax.text(c, 0.02, str(b["count"]), ha="center", fontsize=7)
     ax.set_xlim(0, 1)
@@ -254,33 +280,50 @@ def format_summary(result: dict[str, Any]) -> str:
     ]
     for name, row in result["per_class"].items():
         low, high = row["recall_interval_95"]
-        lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>6.3f} {row['support']:>5}"
-                     f"   {low:.3f}-{high:.3f}")
+        lines.append(
+            f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>6.3f} {row['support']:>5}"
+            f"   {low:.3f}-{high:.3f}"
+        )
     labels = result["labels"]
-    lines += ["", "confusion matrix (rows true, columns predicted):",
-              " " * 10 + "".join(f"{name[:8]:>9}" for name in labels)]
+    lines += [
+        "",
+        "confusion matrix (rows true, columns predicted):",
+        " " * 10 + "".join(f"{name[:8]:>9}" for name in labels),
+    ]
     for name, row in zip(labels, result["confusion_matrix"]):
         lines.append(f"{name:<10}" + "".join(f"{v:>9}" for v in row))
     lines += ["", "threshold  sorted  accuracy-of-sorted  to-fallback"]
     for row in result["thresholds"]:
-        lines.append(f"{row['threshold']:>9.2f}  {row['sorted_share']:>6.3f}  {row['sorted_accuracy']:>18.4f}"
-                     f"  {row['fallback_share']:>11.3f}")
-    lines.append(f"expected calibration error {result['reliability']['expected_calibration_error']:.4f}; "
-                 + _threshold_text(result.get("threshold_for_target")))
+        lines.append(
+            f"{row['threshold']:>9.2f}  {row['sorted_share']:>6.3f}  {row['sorted_accuracy']:>18.4f}"
+            f"  {row['fallback_share']:>11.3f}"
+        )
+    lines.append(
+        f"expected calibration error {result['reliability']['expected_calibration_error']:.4f}; "
+        + _threshold_text(result.get("threshold_for_target"))
+    )
     if "sources" in result:
-        lines += ["", "per source:", f"{'source':<12} {'n':>5} {'accuracy':>8} {'macro-F1':>8} {'ECE':>6}  threshold for target"]
+        lines += [
+            "",
+            "per source:",
+            f"{'source':<12} {'n':>5} {'accuracy':>8} {'macro-F1':>8} {'ECE':>6}  threshold for target",
+        ]
         for name, source in result["sources"].items():
-            lines.append(f"{name:<12} {source['n']:>5} {source['accuracy']:>8.4f} {source['macro_f1']:>8.4f} "
-                         f"{source['reliability']['expected_calibration_error']:>6.3f}  "
-                         + _threshold_text(source.get("threshold_for_target")))
+            lines.append(
+                f"{name:<12} {source['n']:>5} {source['accuracy']:>8.4f} {source['macro_f1']:>8.4f} "
+                f"{source['reliability']['expected_calibration_error']:>6.3f}  "
+                + _threshold_text(source.get("threshold_for_target"))
+            )
     return "\n".join(lines)
 
 
 def _threshold_text(row: dict[str, float] | None) -> str:
     if row is None:
         return "no threshold up to 0.95 reaches the target accuracy"
-    return (f"threshold {row['threshold']:.2f} sorts {row['sorted_share']:.3f} of items, "
-            f"{row['sorted_accuracy']:.4f} of them right (target {row['target']:.2f})")
+    return (
+        f"threshold {row['threshold']:.2f} sorts {row['sorted_share']:.3f} of items, "
+        f"{row['sorted_accuracy']:.4f} of them right (target {row['target']:.2f})"
+    )
 
 
 def _selected(dataset_dir: Path, split: Path | None, subset: str) -> list[ds.Item]:
@@ -307,8 +350,10 @@ def pooled(results: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
     out = metrics(y_true, y_pred, conf, labels)
     out["threshold_for_target"] = threshold_for_accuracy(conf, y_true == y_pred, target)
     weights = np.array([r["n"] for r in results], dtype=float)
-    out["latency_ms"] = {key: float(np.average([r["latency_ms"][key] for r in results], weights=weights))
-                         for key in ("mean", "p95", "inference_mean", "inference_p95")}
+    out["latency_ms"] = {
+        key: float(np.average([r["latency_ms"][key] for r in results], weights=weights))
+        for key in ("mean", "p95", "inference_mean", "inference_p95")
+    }
     out["latency_ms"]["note"] = results[0]["latency_ms"]["note"] + "; weighted mean over the sources"
     for key in ("views", "input_quantization", "model", "model_bytes"):
         out[key] = results[0][key]
@@ -341,8 +386,10 @@ def run(
         raise ModelFilesError(f"{model}: no such model file")
     sources = {}
     for dataset_dir, items in selections:
-        progress(f"evaluating {model} on {len(items)} photos from {dataset_dir}"
-                 + (f" ({subset} subset of {split})" if split else ""))
+        progress(
+            f"evaluating {model} on {len(items)} photos from {dataset_dir}"
+            + (f" ({subset} subset of {split})" if split else "")
+        )
         result = evaluate_items(model, items, progress=progress, threads=threads, views=views)
         conf = np.array([row["confidence"] for row in result["predictions"]])
         correct = np.array([row["true"] == row["pred"] for row in result["predictions"]])

@@ -25,8 +25,8 @@ is no separate quantization library and no custom op in the shipped file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -67,10 +67,10 @@ class FakeQuantActivation(keras.layers.Layer):
         self.mode = mode
         self.fixed = fixed
         low, high = fixed if fixed else (0.0, 0.0)
-        self.low = self.add_weight(shape=(), initializer=keras.initializers.Constant(low),
-                                   trainable=False, name="low")
-        self.high = self.add_weight(shape=(), initializer=keras.initializers.Constant(high),
-                                    trainable=False, name="high")
+        self.low = self.add_weight(shape=(), initializer=keras.initializers.Constant(low), trainable=False, name="low")
+        self.high = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(high), trainable=False, name="high"
+        )
         if not fixed:
             mode.measured.append(self)
 
@@ -84,8 +84,7 @@ class FakeQuantActivation(keras.layers.Layer):
                 self.low.assign(ops.minimum(self.low, ops.min(inputs)))
                 self.high.assign(ops.maximum(self.high, ops.max(inputs)))
             return inputs
-        return tf.quantization.fake_quant_with_min_max_vars(
-            inputs, self.low, self.high, num_bits=8, narrow_range=False)
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, self.low, self.high, num_bits=8, narrow_range=False)
 
 
 class FakeQuantWeights(keras.layers.Layer):
@@ -112,11 +111,23 @@ class FakeQuantWeights(keras.layers.Layer):
         if not self.mode.calibrating:
             kernel = fake_quant_weights(kernel, self.channel_axis % len(kernel.shape))
         if isinstance(layer, keras.layers.DepthwiseConv2D):
-            out = ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
-                                     data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+            out = ops.depthwise_conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                data_format=layer.data_format,
+                dilation_rate=layer.dilation_rate,
+            )
         elif isinstance(layer, keras.layers.Conv2D):
-            out = ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
-                           data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+            out = ops.conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                data_format=layer.data_format,
+                dilation_rate=layer.dilation_rate,
+            )
         else:
             out = ops.matmul(inputs, kernel)
         if layer.use_bias:
@@ -134,7 +145,8 @@ class QuantizationAware:
     def __init__(self, float_model: keras.Model):
         self.mode = _Mode()
         self.model = keras.models.clone_model(
-            float_model, clone_function=lambda layer: layer, call_function=self._call, recursive=True)
+            float_model, clone_function=lambda layer: layer, call_function=self._call, recursive=True
+        )
         if not self.mode.measured:
             raise ValueError("nothing to simulate in this model")
 
@@ -172,13 +184,12 @@ class QuantizationAware:
         self.mode.calibrating = True
         try:
             for start in range(0, len(views), batch_size):
-                self.model(np.asarray(views[start:start + batch_size]), training=False)
+                self.model(np.asarray(views[start : start + batch_size]), training=False)
         finally:
             self.mode.calibrating = False
 
     def ranges(self) -> dict[str, tuple[float, float]]:
-        return {layer.name: (float(layer.low.numpy()), float(layer.high.numpy()))
-                for layer in self.mode.measured}
+        return {layer.name: (float(layer.low.numpy()), float(layer.high.numpy())) for layer in self.mode.measured}
 
     def calibrate_each_epoch(self, views: Sequence[np.ndarray]) -> keras.callbacks.Callback:
         """A Keras callback that re-measures the ranges before every epoch."""

@@ -47,11 +47,12 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -122,9 +123,7 @@ def build_models(config: TrainConfig):
     weights = config.weights
     if weights not in ("imagenet", None) and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: no such weights file")
-    base = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=weights
-    )
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=weights)
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -163,7 +162,8 @@ def load_run_weights(full, path: Path) -> None:
     except (ValueError, OSError) as exc:
         raise TrainingSetupError(
             f"{path}: not the weights of a bin-agent MobileNetV2 run ({type(exc).__name__}: "
-            f"{(str(exc).splitlines() or [''])[0][:200]})") from None
+            f"{(str(exc).splitlines() or [''])[0][:200]})"
+        ) from None
 
 
 def train_above_cut(lower, upper) -> None:
@@ -191,16 +191,19 @@ def cache_activations(
     what: str,
 ) -> np.ndarray:
     """Run ``lower`` on views ``make_view(0..n-1)`` (uint8) and stack the outputs."""
-    out = None
+    out: np.ndarray | None = None
     started = time.perf_counter()
+
+    def views_of(span: tuple[int, int]) -> list[np.ndarray]:
+        return [make_view(i) for i in range(*span)]
+
     with ThreadPoolExecutor(max_workers=2) as pool:
         spans = list(_batches(n, batch_size))
-        next_batch = pool.submit(lambda s=spans[0]: [make_view(i) for i in range(*s)])
+        next_batch = pool.submit(views_of, spans[0])
         for index, (start, stop) in enumerate(spans):
             views = next_batch.result()
             if index + 1 < len(spans):
-                span = spans[index + 1]
-                next_batch = pool.submit(lambda s=span: [make_view(i) for i in range(*s)])
+                next_batch = pool.submit(views_of, spans[index + 1])
             acts = lower.predict_on_batch(ds.keras_batch(views))
             acts = np.asarray(acts)
             if out is None:
@@ -209,6 +212,7 @@ def cache_activations(
             if index % 20 == 0 or stop == n:
                 rate = stop / max(time.perf_counter() - started, 1e-9)
                 progress(f"  {what}: {stop}/{n} views ({rate:.1f}/s)")
+    assert out is not None, "no views to cache"
     return out
 
 
@@ -274,7 +278,7 @@ class _EpochLog:
         self.history: list[dict[str, float]] = []
         self.best: tuple[float, float] | None = None
         self.best_epoch = -1
-        self.best_weights = None
+        self.best_weights: list[Any] | None = None
         self.started = time.perf_counter()
 
     def end(self, epoch: int, logs: dict[str, Any]) -> None:
@@ -344,12 +348,10 @@ def convert_int8(model, calibration: Sequence[np.ndarray]) -> bytes:
     return _converted(converter)
 
 
-def model_metadata(
-    config: TrainConfig, content: bytes, name: str, extra: dict[str, Any]
-) -> dict[str, Any]:
+def model_metadata(config: TrainConfig, content: bytes, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
-        "version": config.version or f"{name}-{datetime.now(timezone.utc):%Y%m%d}",
+        "version": config.version or f"{name}-{datetime.now(UTC):%Y%m%d}",
         **config.spec.to_metadata(),
         "classes": list(CLASSES),
         "output_is_probability": True,
@@ -357,7 +359,7 @@ def model_metadata(
         "architecture": "MobileNetV2 alpha 1.0, ImageNet weights, new 6-class head",
         "sha256": hashlib.sha256(content).hexdigest(),
         "size_bytes": len(content),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "bin_agent_version": __version__,
         **extra,
     }
@@ -396,17 +398,23 @@ def gather(config: TrainConfig, progress: Progress) -> tuple[list[ds.Item], list
         train_items += train + (val if config.include_val else [])
         val_items += val
         val_use = "trained on" if config.include_val else "for model selection"
-        used[str(root)] = {"train": len(train), "val": len(val), "val use": val_use,
-                           "test (not used)": len(entry["test"])}
-        progress(f"{root}: {len(train)} train, {len(val)} val ({val_use}), "
-                 f"{len(entry['test'])} test photos (test unused)")
+        used[str(root)] = {
+            "train": len(train),
+            "val": len(val),
+            "val use": val_use,
+            "test (not used)": len(entry["test"]),
+        }
+        progress(
+            f"{root}: {len(train)} train, {len(val)} val ({val_use}), {len(entry['test'])} test photos (test unused)"
+        )
     if not train_items:
         raise ds.DatasetError("no training photos")
     return train_items, val_items, {"split": document if not config.split else str(config.split), "datasets": used}
 
 
 def _first_per_class(items: Sequence[ds.Item], n: int) -> list[ds.Item]:
-    out, seen = [], {}
+    out: list[ds.Item] = []
+    seen: dict[int, int] = {}
     for item in items:
         if seen.get(item.label, 0) < n:
             out.append(item)
@@ -437,8 +445,9 @@ def online_fit_data(
 ) -> dict[str, Any]:
     """``Model.fit`` arguments for fresh augmented views of every photo each epoch."""
     sample_weights = np.array([class_weights[int(c)] for c in labels], dtype=np.float32)
-    batches = online_batches(images, labels, sample_weights, fresh_views(config, images, first_epoch),
-                             config.batch_size, seed)
+    batches = online_batches(
+        images, labels, sample_weights, fresh_views(config, images, first_epoch), config.batch_size, seed
+    )
     steps_per_epoch = int(np.ceil(len(images) / config.batch_size))
     return dict(x=batches, steps_per_epoch=steps_per_epoch, shuffle=False)  # the batches come shuffled
 
@@ -456,7 +465,7 @@ def fine_tune(
     select_best: bool,
     progress: Progress,
     callbacks: Sequence[Any] = (),
-) -> "_EpochLog":
+) -> _EpochLog:
     """Adam with cosine decay over ``epochs``; the model as it starts is epoch 0
     of the log; keeps the best validation epoch (or the last, without
     ``select_best``)."""
@@ -467,8 +476,14 @@ def fine_tune(
     log = _EpochLog(phase, progress, [model], select_best)
     val_loss, val_acc = model.evaluate(val_x, _one_hot(y_val), verbose=0, batch_size=64)
     log.end(-1, {"val_loss": val_loss, "val_accuracy": val_acc})
-    model.fit(**fit_data, epochs=epochs, validation_data=(val_x, _one_hot(y_val)), validation_batch_size=64,
-              callbacks=[*callbacks, log.callback], verbose=0)
+    model.fit(
+        **fit_data,
+        epochs=epochs,
+        validation_data=(val_x, _one_hot(y_val)),
+        validation_batch_size=64,
+        callbacks=[*callbacks, log.callback],
+        verbose=0,
+    )
     log.restore()
     return log
 
@@ -487,7 +502,7 @@ def quantization_aware_phase(
     loss,
     select_best: bool,
     progress: Progress,
-) -> "_EpochLog":
+) -> _EpochLog:
     """Phase 3: fine-tune the blocks above the cut through the int8 simulation
     of ``full`` (shared weights, so ``full`` is changed in place); activation
     ranges re-measured on half the calibration views before every epoch.
@@ -496,14 +511,27 @@ def quantization_aware_phase(
 
     train_above_cut(lower, upper)
     simulated = QuantizationAware(full)
-    calibrate_on = ds.keras_batch(calibration[::2])
+    calibrate_on = list(ds.keras_batch(calibration[::2]))
     fit_data = online_fit_data(config, train_images, y_train, class_weights, config.fine_epochs, config.seed + 1)
-    progress(f"phase 3: quantization-aware fine-tuning of {config.cut_layer}+ blocks and head "
-             f"(int8 rounding simulated, {len(simulated.mode.measured)} activation ranges measured)")
+    progress(
+        f"phase 3: quantization-aware fine-tuning of {config.cut_layer}+ blocks and head "
+        f"(int8 rounding simulated, {len(simulated.mode.measured)} activation ranges measured)"
+    )
     simulated.calibrate(calibrate_on)
-    return fine_tune(simulated.model, "qat", config.qat_lr, config.qat_epochs, fit_data,
-                     fit_data["steps_per_epoch"], ds.keras_batch(val_views), y_val, loss, select_best, progress,
-                     callbacks=[simulated.calibrate_each_epoch(calibrate_on)])
+    return fine_tune(
+        simulated.model,
+        "qat",
+        config.qat_lr,
+        config.qat_epochs,
+        fit_data,
+        fit_data["steps_per_epoch"],
+        ds.keras_batch(val_views),
+        y_val,
+        loss,
+        select_best,
+        progress,
+        callbacks=[simulated.calibrate_each_epoch(calibrate_on)],
+    )
 
 
 def view_stack(pixels: np.ndarray, views: int) -> list[np.ndarray]:
@@ -545,8 +573,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((low + high) / 2))
 
 
-def calibrate_temperature(full, val_views: Sequence[np.ndarray], y_val: np.ndarray, views: int,
-                          progress: Progress) -> dict[str, Any]:
+def calibrate_temperature(
+    full, val_views: Sequence[np.ndarray], y_val: np.ndarray, views: int, progress: Progress
+) -> dict[str, Any]:
     """Fit a temperature on the validation photos (all ``views`` of each, as the
     agent averages them) and fold it into the head (kernel and bias divided by
     ``T``): the exported model's softmax then gives calibrated probabilities at
@@ -563,10 +592,16 @@ def calibrate_temperature(full, val_views: Sequence[np.ndarray], y_val: np.ndarr
     temperature = fit_temperature(logits, labels)
     before, after = views_nll(logits, labels, 1.0), views_nll(logits, labels, temperature)
     dense.set_weights([kernel / temperature, bias / temperature])
-    progress(f"temperature scaling on {len(val_views)} validation photos x {views} views: T = {temperature:.3f} "
-             f"(validation NLL {before:.4f} -> {after:.4f}), folded into the head")
-    return {"T": round(temperature, 4), "fitted_on": f"{len(val_views)} validation photos, {views} views averaged",
-            "val_nll_before": round(before, 4), "val_nll_after": round(after, 4)}
+    progress(
+        f"temperature scaling on {len(val_views)} validation photos x {views} views: T = {temperature:.3f} "
+        f"(validation NLL {before:.4f} -> {after:.4f}), folded into the head"
+    )
+    return {
+        "T": round(temperature, 4),
+        "fitted_on": f"{len(val_views)} validation photos, {views} views averaged",
+        "val_nll_before": round(before, 4),
+        "val_nll_after": round(after, 4),
+    }
 
 
 def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
@@ -599,8 +634,10 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
 
     full, lower, upper, upper_head, pooled, head = build_models(config)
-    progress(f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
-             f"{upper.count_params():,} upper parameters trainable in phase 2")
+    progress(
+        f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
+        f"{upper.count_params():,} upper parameters trainable in phase 2"
+    )
     if config.init_weights:
         load_run_weights(full, Path(config.init_weights))
         progress(f"starting from {config.init_weights}")
@@ -612,10 +649,15 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     select_best = not config.include_val
     if config.include_val:
-        progress("training on train + val: no model selection, the last epoch is kept; "
-                 "the val figures below are not a held-out estimate")
+        progress(
+            "training on train + val: no model selection, the last epoch is kept; "
+            "the val figures below are not a held-out estimate"
+        )
     needs_cache = config.head_epochs > 0 or (config.fine_epochs > 0 and not config.online)
-    x_train = x_val = y_train_k = sw_train = None
+    x_train: np.ndarray | None = None
+    x_val: np.ndarray | None = None
+    y_train_k: np.ndarray | None = None
+    sw_train: np.ndarray | None = None
 
     def train_view(index: int) -> np.ndarray:
         copy, item = divmod(index, n)
@@ -633,20 +675,29 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     log1 = None
     if config.head_epochs > 0:
         progress("phase 1: new head on frozen features")
+        assert x_train is not None and x_val is not None and y_train_k is not None
         f_train = np.asarray(pooled.predict(x_train, batch_size=128, verbose=0))
         f_val = np.asarray(pooled.predict(x_val, batch_size=128, verbose=0))
         head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
         log1 = _EpochLog("head", progress, [head], select_best)
         head.fit(
-            f_train, _one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size,
-            epochs=config.head_epochs, validation_data=(f_val, _one_hot(y_val)),
-            callbacks=[log1.callback], verbose=0, shuffle=True,
+            f_train,
+            _one_hot(y_train_k),
+            sample_weight=sw_train,
+            batch_size=config.batch_size,
+            epochs=config.head_epochs,
+            validation_data=(f_val, _one_hot(y_val)),
+            callbacks=[log1.callback],
+            verbose=0,
+            shuffle=True,
         )
         log1.restore()
         del f_train, f_val
 
     # ---- phase 2: upper blocks + head, BN frozen
     log2 = None
+    val_x: Any = None
+    fit_data: dict[str, Any] | None = None
     if config.fine_epochs > 0:
         train_above_cut(lower, upper)
         if config.online:
@@ -657,16 +708,29 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             steps_per_epoch = fit_data["steps_per_epoch"]
             what = "on fresh views every epoch"
         else:
+            assert x_train is not None and y_train_k is not None
             model, val_x = upper_head, x_val
             steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
-            fit_data = dict(x=x_train, y=_one_hot(y_train_k), sample_weight=sw_train,
-                            batch_size=config.batch_size, shuffle=True)
+            fit_data = dict(
+                x=x_train, y=_one_hot(y_train_k), sample_weight=sw_train, batch_size=config.batch_size, shuffle=True
+            )
             what = "on the cached views"
         progress(f"phase 2: fine-tune {config.cut_layer}+ blocks and head {what} (BN frozen)")
         # the head's phase-1 result is epoch 0 of phase 2
-        log2 = fine_tune(model, "fine", config.fine_lr, config.fine_epochs, fit_data, steps_per_epoch,
-                         val_x, y_val, loss, select_best, progress)
-    x_train = x_val = val_x = fit_data = None
+        log2 = fine_tune(
+            model,
+            "fine",
+            config.fine_lr,
+            config.fine_epochs,
+            fit_data,
+            steps_per_epoch,
+            val_x,
+            y_val,
+            loss,
+            select_best,
+            progress,
+        )
+    x_train = x_val = val_x = fit_data = None  # the cached activations: freed before phase 3 and the export
     rng = np.random.default_rng(config.seed)
     calib_index = rng.permutation(len(train_images))[: config.calibration]
     calibration = [ds.fit_to_input(train_images[i], spec) for i in calib_index]
@@ -675,8 +739,20 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     log3 = None
     if config.qat_epochs > 0:
         log3 = quantization_aware_phase(
-            config, full, lower, upper, train_images, y_train, weights, val_views, y_val, calibration,
-            loss, select_best, progress)
+            config,
+            full,
+            lower,
+            upper,
+            train_images,
+            y_train,
+            weights,
+            val_views,
+            y_val,
+            calibration,
+            loss,
+            select_best,
+            progress,
+        )
     # ---- calibration: temperature scaling on validation, folded into the head
     temperature = calibrate_temperature(full, val_views, y_val, config.views, progress)
     if config.include_val:
@@ -696,11 +772,16 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             "photos": data_info["datasets"],
             "augmented_views_per_photo": (
                 f"fresh every epoch ({config.fine_epochs} epochs); {config.copies} cached for the head"
-                if config.online else config.copies),
+                if config.online
+                else config.copies
+            ),
             "validation_photos_trained_on": config.include_val,
         },
-        "calibration": {"photos": len(calibration), "from": ("train + val" if config.include_val else "training")
-                        + " photos (seeded permutation), fit_to_input"},
+        "calibration": {
+            "photos": len(calibration),
+            "from": ("train + val" if config.include_val else "training")
+            + " photos (seeded permutation), fit_to_input",
+        },
         "quantization_aware_epochs": config.qat_epochs,
         "temperature": temperature,
     }
@@ -714,26 +795,37 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     val_eval = {}
     for label, path in (("float", float_path), ("int8", int8_path)):
         result = evaluate_items(path, val_items, progress=progress, what=f"val {label}")
-        val_eval[label] = {key: result[key] for key in (
-            "accuracy", "macro_f1", "per_class", "confusion_matrix", "latency_ms", "input_quantization")}
-        progress(f"  val {label}: accuracy {result['accuracy']:.4f} macro-F1 {result['macro_f1']:.4f} "
-                 f"trash recall {result['per_class']['trash']['recall']:.3f} "
-                 f"latency mean {result['latency_ms']['mean']:.1f} ms")
+        val_eval[label] = {
+            key: result[key]
+            for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "latency_ms", "input_quantization")
+        }
+        progress(
+            f"  val {label}: accuracy {result['accuracy']:.4f} macro-F1 {result['macro_f1']:.4f} "
+            f"trash recall {result['per_class']['trash']['recall']:.3f} "
+            f"latency mean {result['latency_ms']['mean']:.1f} ms"
+        )
 
     report = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
-                   if k != "datasets"} | {"datasets": [str(p) for p in config.datasets]},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "datasets"}
+        | {"datasets": [str(p) for p in config.datasets]},
         "data": data_info | {"unreadable": bad_train + bad_val},
         "class_weights": {CLASSES[c]: w for c, w in weights.items()},
         "phase1_head": {"history": log1.history if log1 else [], "best_epoch": log1.best_epoch if log1 else None},
         "phase2_finetune": {"history": log2.history if log2 else [], "best_epoch": log2.best_epoch if log2 else None},
-        "phase3_quantization_aware": {"history": log3.history if log3 else [],
-                                      "best_epoch": log3.best_epoch if log3 else None},
+        "phase3_quantization_aware": {
+            "history": log3.history if log3 else [],
+            "best_epoch": log3.best_epoch if log3 else None,
+        },
         "temperature": temperature,
-        "seconds": {"cache": round(cache_seconds, 1), "train_total": round(train_seconds, 1),
-                    "all": round(time.perf_counter() - t0, 1)},
-        "models": {"float": {"path": str(float_path), "bytes": len(float_bytes)},
-                   "int8": {"path": str(int8_path), "bytes": len(int8_bytes)}},
+        "seconds": {
+            "cache": round(cache_seconds, 1),
+            "train_total": round(train_seconds, 1),
+            "all": round(time.perf_counter() - t0, 1),
+        },
+        "models": {
+            "float": {"path": str(float_path), "bytes": len(float_bytes)},
+            "int8": {"path": str(int8_path), "bytes": len(int8_bytes)},
+        },
         "validation": val_eval,
     }
     for path in (float_path, int8_path):

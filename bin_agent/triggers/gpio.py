@@ -111,8 +111,14 @@ class GpioTrigger:
         """
         gpio = section.gpio
         device, event = build_device(gpio, pin_factory)
-        return cls(device, event=event, settle_seconds=section.settle_seconds,
-                   cooldown_seconds=gpio.cooldown_seconds, owns_device=True, clock=clock)
+        return cls(
+            device,
+            event=event,
+            settle_seconds=section.settle_seconds,
+            cooldown_seconds=gpio.cooldown_seconds,
+            owns_device=True,
+            clock=clock,
+        )
 
     @property
     def state(self) -> str:
@@ -183,8 +189,7 @@ def build_device(gpio: Any, pin_factory: Any) -> tuple[Any, str]:
         device_class = gpiozero.DigitalInputDevice if gpio.kind == "beam" else gpiozero.Button
         # gpiozero: None is "no debounce"; some pin factories reject 0.
         bounce = gpio.bounce_seconds if gpio.bounce_seconds > 0 else None
-        device = device_class(gpio.pin, pull_up=gpio.pull_up, bounce_time=bounce,
-                              pin_factory=pin_factory)
+        device = device_class(gpio.pin, pull_up=gpio.pull_up, bounce_time=bounce, pin_factory=pin_factory)
         active_level = "low" if gpio.pull_up else "high"
         return device, "when_activated" if gpio.active_state == active_level else "when_deactivated"
     if gpio.kind == "pir":
@@ -217,7 +222,9 @@ def set_sample_wait(sensor: Any, seconds: float) -> None:
     """
     queue = getattr(sensor, "_queue", None)
     if queue is None or not hasattr(queue, "sample_wait"):
-        log.warning("this gpiozero has no DistanceSensor._queue.sample_wait: the distance "
-                    "sensor keeps gpiozero's own pause between readings")
+        log.warning(
+            "this gpiozero has no DistanceSensor._queue.sample_wait: the distance "
+            "sensor keeps gpiozero's own pause between readings"
+        )
         return
     queue.sample_wait = float(seconds)

@@ -339,8 +339,7 @@ class MotionTrigger:
         f = self._factor
         top, left = self._rows.start + rows[0], self._cols.start + cols[0]
         bottom, right = self._rows.start + rows[-1] + 1, self._cols.start + cols[-1] + 1
-        return (left * f / width, top * f / height, min(right * f / width, 1.0),
-                min(bottom * f / height, 1.0))
+        return (left * f / width, top * f / height, min(right * f / width, 1.0), min(bottom * f / height, 1.0))
 
     def _changed_fraction(
         self, small: np.ndarray, background: np.ndarray
@@ -369,7 +368,8 @@ class MotionTrigger:
             if self._shape is not None:
                 log.warning(
                     "lores size changed %s -> %s: re-initialising the background",
-                    self._shape, lores.shape,
+                    self._shape,
+                    lores.shape,
                 )
             self._reset()
             self._shape = lores.shape
@@ -440,14 +440,10 @@ class MotionTrigger:
                 self._empty_since = None
             return False
         self._empty_since = None
-        if (
-            self.absorb_seconds is not None
-            and still
-            and _has_lasted(self._occupied_since, t, self.absorb_seconds)
-        ):
+        if self.absorb_seconds is not None and still and _has_lasted(self._occupied_since, t, self.absorb_seconds):
             log.info(
-                "scene unchanged for %.0f s with an item in view: absorbing it "
-                "into the background and re-arming", t - self._occupied_since,
+                "scene unchanged for %.0f s with an item in view: absorbing it into the background and re-arming",
+                t - self._occupied_since,
             )
             if self._empty_background is None:
                 self._empty_background = background.copy()
