@@ -152,3 +152,30 @@ def test_phase_two_trains_only_the_blocks_above_the_cut(tmp_path: Path) -> None:
     assert not any("BN" in name or "bn" in name for name in trained), "batch-norm must stay frozen"
     below = {layer.name for layer in lower.layers[-1].layers}
     assert not trained & below
+
+
+def test_temperature_is_folded_into_the_head(tmp_path: Path) -> None:
+    """The fitted temperature divides the head's kernel and bias: the exported
+    softmax is the calibrated one, at no run-time cost."""
+    from bin_agent.training.train import TrainConfig, build_models, calibrate_temperature, view_stack
+
+    config = TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=32)
+    full = build_models(config)[0]
+    dense = full.get_layer("probabilities")
+    rng = np.random.default_rng(0)
+    kernel, bias = dense.get_weights()
+    # An untrained backbone gives near-constant features: the bias decides, and it is
+    # sure of class 0 while every label is another class, so a softer softmax fits better.
+    bias = np.array([6.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    dense.set_weights([kernel, bias])
+    views = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(24)]
+    labels = rng.integers(1, len(CLASSES), 24)
+    before = np.asarray(full.predict(np.stack(view_stack(views[0], 1)).astype(np.float32), verbose=0))
+    report = calibrate_temperature(full, views, labels, 2, lambda _: None)
+    new_kernel, new_bias = dense.get_weights()
+    t = report["T"]
+    assert t > 1.0 and report["val_nll_after"] <= report["val_nll_before"]
+    assert np.allclose(new_kernel * t, kernel, rtol=1e-3, atol=1e-6)
+    assert np.allclose(new_bias * t, bias, rtol=1e-3, atol=1e-6)
+    after = np.asarray(full.predict(np.stack(view_stack(views[0], 1)).astype(np.float32), verbose=0))
+    assert after.max() < before.max()  # softer probabilities out of the exported model
