@@ -12,18 +12,15 @@ from bin_agent.calibrate import CalibrationError, calibrate
 from bin_agent.cli import main
 from bin_agent.config import load_config
 
-from .helpers import REPO, TINY_MODELS
+from .helpers import REPO
 from .test_actuators import duty_for
 
 
 @pytest.fixture
 def shipped_copy(tmp_path):
-    """config/bin-agent.toml with mock pins and a model path that exists: every comment of the real file."""
+    """config/bin-agent.toml with mock pins (the model: the shipped default): every comment of the real file."""
     text = (REPO / "config" / "bin-agent.toml").read_text()
     text = text.replace('pin_factory = "lgpio"', 'pin_factory = "mock"')
-    text = text.replace(
-        'path = "../models/trashnet_mobilenetv2_int8.tflite"', f'path = "{TINY_MODELS / "tiny_uint8.tflite"}"'
-    )
     path = tmp_path / "bin-agent.toml"
     path.write_text(text)
     return path
