@@ -187,7 +187,8 @@ def build(name: str, source: Path, out: Path, rev: str, max_side: int) -> dict:
     if target.exists():
         shutil.rmtree(target)
     counts: dict[str, int] = {}
-    skipped = {"missing_in_clone": 0, "unreadable": 0, "class_left_out": 0}
+    skipped = {"missing_in_clone": 0, "unreadable": 0, "class_left_out": 0, "same_name_as_another": 0}
+    written: set[Path] = set()
     done = 0
     for relative, data in source_files(source, spec, rev):
         source_class = Path(relative).parts[0]
@@ -211,7 +212,12 @@ def build(name: str, source: Path, out: Path, rev: str, max_side: int) -> dict:
         folder = target / label
         folder.mkdir(parents=True, exist_ok=True)
         stem = Path(relative).as_posix().replace("/", "__").replace(" ", "_").replace(".", "_")
-        rgb.save(folder / f"{stem}.jpg", quality=92)
+        out = folder / f"{stem}.jpg"
+        rgb.save(out, quality=92)
+        if out in written:  # "a (1).jpg" and "a_(1).jpg" share a name: the later one is kept
+            skipped["same_name_as_another"] += 1
+            continue
+        written.add(out)
         counts[label] = counts.get(label, 0) + 1
         done += 1
         if done % 500 == 0:
