@@ -247,16 +247,10 @@ def test_command_size_limit_is_enforced(tmp_path, mosquitto, subscriber_factory,
 
 
 def command_size_limit() -> int:
-    """The largest command payload: ``[mqtt.commands] max_bytes`` where the config
-    has that option, else the agent's constant."""
-    from bin_agent.config import describe_options
+    """The largest command payload: the default of ``[mqtt.commands] max_bytes``."""
+    from bin_agent.config import MqttCommandsSection
 
-    defaults = {key: default for key, default, _ in describe_options()}
-    if "mqtt.commands.max_bytes" in defaults:
-        return int(defaults["mqtt.commands.max_bytes"])
-    from bin_agent import agent
-
-    return int(agent.MAX_COMMAND_BYTES)
+    return MqttCommandsSection().max_bytes
 
 
 # ---------------------------------------------------------------------- counts
