@@ -315,7 +315,11 @@ class Agent:
         elif not isinstance(compartment, str) or compartment not in self.fill.compartments:
             reply["reason"] = f"'compartment' must be one of {', '.join(self.fill.compartments)}"
         else:
-            reply["emptied"] = self.fill.emptied(compartment)
+            try:
+                reply["emptied"] = self.fill.emptied(compartment)
+            except StoreError as exc:  # a full or failing disk: the emptying cannot be kept
+                reply["reason"] = f"not recorded: {exc}"
+                return reply
             reply["ok"] = True
             self._publish_state()
         return reply

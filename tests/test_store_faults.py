@@ -569,3 +569,21 @@ def free_port_closed() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_emptying_a_compartment_on_a_full_disk_is_a_store_error(tiny_disk):
+    """cmd/emptied on a full disk: one StoreError with the reason (the agent replies it),
+    not an sqlite3 error escaping into the MQTT thread."""
+    from bin_agent.store import StoreError
+
+    store = Store(tiny_disk / "bin-agent.db")
+    filler = fill(tiny_disk, 0)
+    for n in range(200):  # until the database takes no more writes
+        record(store, n)
+    assert store.degraded
+    try:
+        with pytest.raises(StoreError):
+            store.mark_emptied("paper")
+    finally:
+        store.close()
+        filler.unlink()
