@@ -31,23 +31,22 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from . import __version__
-from .actuators import Indicators, Sorter, build_sorter, make_pin_factory
-from .capture import Capture
-from .classifier import Classifier, ModelFiles, describe
-from .commands import CommandGate, CommandRejected
+from .actuators.sorter import Indicators, Sorter, build_sorter, make_pin_factory
+from .classify.classifier import Classifier, ModelFiles, describe
 from .config import (
     CameraSection,
     Config,
     ConfigError,
     TriggerMode,
     actuation_seconds,
-    broker_password,
-    broker_tls_context,
 )
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
-from .mqtt import MqttLink, Topics
+from .learning.capture import Capture
+from .mqtt.commands import CommandGate, CommandRejected
+from .mqtt.credentials import broker_password, broker_tls_context
+from .mqtt.link import MqttLink, Topics
 from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
@@ -368,8 +367,8 @@ class Agent:
     def correct(self, args: dict[str, Any]) -> dict[str, Any]:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
         and move it in the counts."""
-        from .capture import capture_folder
-        from .labels import LabelError, correct_event
+        from .learning.capture import capture_folder
+        from .learning.labels import LabelError, correct_event
 
         try:
             result = correct_event(
@@ -391,8 +390,8 @@ class Agent:
         """Build the classifier of the deployed model (``bin-agent deploy``) beside the
         running one; the loop switches to it before the next item. On failure the
         running model stays. Called from the MQTT thread or a SIGHUP thread."""
-        from .classifier import ModelFilesError
-        from .deploy import DeployError, check_classes
+        from .classify.classifier import ModelFilesError
+        from .learning.deploy import DeployError, check_classes
 
         with self.reload_lock:
             try:
@@ -494,7 +493,7 @@ class Agent:
     def on_mqtt_connected(self) -> None:
         """Called by the MQTT link on every (re)connect, before the state goes out."""
         if self.config.homeassistant.enabled and self.mqtt is not None:
-            from .discovery import discovery_messages
+            from .mqtt.discovery import discovery_messages
 
             for topic, payload in discovery_messages(self.config, self.classifier.labels).items():
                 self.mqtt.publish_retained(topic, payload)
@@ -524,7 +523,7 @@ def region_to_classify(
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
     """The classifier of ``config.model`` (``num_threads`` overrides the config's);
     raises :class:`~bin_agent.classifier.ModelFilesError`."""
-    from .deploy import active_model_path
+    from .learning.deploy import active_model_path
 
     model = config.model
     return Classifier(
@@ -595,8 +594,8 @@ def build_agent(
     :raises StartupError: a part cannot start (exit code 78 for configuration
         problems: model files, pin factory, pins).
     """
-    from .actuators import ActuatorError
-    from .classifier import ModelFilesError
+    from .actuators.sorter import ActuatorError
+    from .classify.classifier import ModelFilesError
 
     # Read before anything is set up: a missing secret leaves nothing to undo.
     password, tls = mqtt_credentials(config) if config.mqtt.enabled else (None, None)

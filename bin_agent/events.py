@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .classifier import Classification
+from .classify.classifier import Classification
 from .geometry import NormBox
 from .router import Route
 

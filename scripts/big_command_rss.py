@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bin_agent.commands import CommandGate, CommandRejected
 from bin_agent.config import MqttSection
-from bin_agent.mqtt import MqttLink, Topics
+from bin_agent.mqtt.commands import CommandGate, CommandRejected
+from bin_agent.mqtt.link import MqttLink, Topics
 from bin_agent.store import Store
 
 

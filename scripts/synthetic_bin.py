@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bin_agent.preprocess import load_image
+from bin_agent.classify.preprocess import load_image
 from bin_agent.training import dataset as ds
 
 WIDTH, HEIGHT = 640, 480

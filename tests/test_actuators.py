@@ -9,13 +9,7 @@ import pytest
 from gpiozero import LED, AngularServo
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from bin_agent.actuators import (
-    ActuatorError,
-    ChuteSorter,
-    FlapSorter,
-    GuidanceSorter,
-    make_pin_factory,
-)
+from bin_agent.actuators.sorter import ActuatorError, ChuteSorter, FlapSorter, GuidanceSorter, make_pin_factory
 
 ANGLES = {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 60.0}
 

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
-from bin_agent.config import config_from_dict
-
-from .helpers import SHIPPED_MODEL, base_config
-from .test_actuators import duty_for
+from tests.helpers import SHIPPED_MODEL, base_config
+from tests.test_actuators import duty_for
 
 PHOTOS_PER_CLASS = 2
 
@@ -45,7 +43,7 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     n_photos = len(list(photo_dir.iterdir()))
     sub = subscriber_factory(mosquitto.port, "smartbin/#")
     data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     servo_pin = agent.pin_factory.pin(config.actuator.servo.pin)
     servo_pin.clear_states()
@@ -97,7 +95,7 @@ def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, phot
     data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
     runner = threading.Thread(target=agent.run)

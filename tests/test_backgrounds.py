@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bin_agent.preprocess import PreprocessSpec
+from bin_agent.classify.preprocess import PreprocessSpec
 from bin_agent.training import backgrounds as bg
 from bin_agent.training import dataset as ds
 from bin_agent.training.evaluate import threshold_for_accuracy

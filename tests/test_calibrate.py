@@ -8,12 +8,11 @@ import sys
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from bin_agent.calibrate import CalibrationError, calibrate
+from bin_agent import preflight
 from bin_agent.cli import main
-from bin_agent.config import load_config
-
-from .helpers import REPO
-from .test_actuators import duty_for
+from bin_agent.tools.calibrate import CalibrationError, calibrate
+from tests.helpers import REPO
+from tests.test_actuators import duty_for
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def comments(text: str) -> list[str]:
 
 def test_keys_move_the_servo_and_save_home_and_compartments(shipped_copy):
     before = shipped_copy.read_text()
-    config = load_config(shipped_copy, check_model=False)
+    config = preflight.load(shipped_copy, model=False)
     factory = MockFactory(pin_class=MockPWMPin)
     pin = factory.pin(config.actuator.servo.pin)
     out = io.StringIO()
@@ -46,7 +45,7 @@ def test_keys_move_the_servo_and_save_home_and_compartments(shipped_copy):
 
     after = shipped_copy.read_text()
     assert comments(after) == comments(before), "a comment was lost"
-    reloaded = load_config(shipped_copy, check_model=False)
+    reloaded = preflight.load(shipped_copy, model=False)
     assert reloaded.actuator.servo.home_angle == -5.0
     assert reloaded.actuator.servo.angles == {"paper": 15.0, "glass": -20.0, "packaging": 20.0, "residual": -7.5}
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
@@ -59,7 +58,7 @@ def test_keys_move_the_servo_and_save_home_and_compartments(shipped_copy):
 
 def test_quit_writes_nothing(shipped_copy):
     before = shipped_copy.read_text()
-    config = load_config(shipped_copy, check_model=False)
+    config = preflight.load(shipped_copy, model=False)
     assert calibrate(config, MockFactory(pin_class=MockPWMPin), keys=list("dd1q"), out=io.StringIO()) == {}
     assert shipped_copy.read_text() == before
 
@@ -67,7 +66,7 @@ def test_quit_writes_nothing(shipped_copy):
 def test_set_arguments_through_the_command(shipped_copy, capsys):
     assert main(["calibrate", "--config", str(shipped_copy), "--set", "home=2.5", "--set", "glass=-25"]) == 0
     assert "wrote home = 2.5, glass = -25" in capsys.readouterr().out
-    config = load_config(shipped_copy, check_model=False)
+    config = preflight.load(shipped_copy, model=False)
     assert config.actuator.servo.home_angle == 2.5 and config.actuator.servo.angles["glass"] == -25.0
 
 
@@ -90,11 +89,11 @@ def test_wrong_settings_are_one_line_and_change_nothing(shipped_copy, capsys, se
 def test_keys_from_standard_input(shipped_copy, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("aa2w"))
     assert main(["calibrate", "--config", str(shipped_copy), "--step", "4"]) == 0
-    assert load_config(shipped_copy, check_model=False).actuator.servo.angles["glass"] == -8.0
+    assert preflight.load(shipped_copy, model=False).actuator.servo.angles["glass"] == -8.0
 
 
 def test_only_a_servo_is_calibrated(shipped_copy):
-    config = load_config(shipped_copy, check_model=False)
+    config = preflight.load(shipped_copy, model=False)
     config.actuator.kind = "leds"
     with pytest.raises(CalibrationError, match="actuator.kind"):
         calibrate(config, MockFactory(pin_class=MockPWMPin), keys=[], out=io.StringIO())

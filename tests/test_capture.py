@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
-from bin_agent.capture import Capture, captured_items
-from bin_agent.classifier import Classification
-from bin_agent.config import ConfigError, config_from_dict
+from bin_agent.classify.classifier import Classification
+from bin_agent.config import ConfigError
 from bin_agent.events import SortedItem
 from bin_agent.geometry import to_pixels
+from bin_agent.learning.capture import Capture, captured_items
 from bin_agent.router import Route
-
-from .helpers import SHIPPED_MODEL, base_config
+from tests.helpers import SHIPPED_MODEL, base_config
 
 _clock = iter(range(10**6))
 
@@ -64,7 +63,7 @@ def photo_dir(tmp_path: Path, trashnet_dir: Path) -> Path:
 def test_capture_during_a_replay_saves_each_item_with_its_sidecar(tmp_path, photo_dir):
     data = base_config(tmp_path, photo_dir, mqtt=False, model=SHIPPED_MODEL)
     data["capture"] = {"enabled": True, "mode": "all"}
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     assert agent.state()["capture_dropped"] == 0
     assert agent.run() == 0
@@ -149,12 +148,12 @@ def test_capture_options_are_checked(tmp_path):
     data = base_config(tmp_path, mqtt=False)
     data["capture"] = {"mode": "sometimes", "max_mb": 0, "sample_every": 0}
     with pytest.raises(ConfigError) as err:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     text = str(err.value)
     assert "capture.mode" in text and "capture.max_mb" in text and "capture.sample_every" in text
     data["capture"] = {"folder": " "}
     with pytest.raises(ConfigError, match="capture.folder"):
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
 
 
 def _outbox(db: Path):

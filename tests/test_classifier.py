@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bin_agent import CLASSES
-from bin_agent.classifier import Classification, Classifier, ModelFiles, ModelFilesError
-from bin_agent.preprocess import load_image
+from bin_agent.classify.classifier import Classification, Classifier, ModelFiles, ModelFilesError
+from bin_agent.classify.preprocess import load_image
 
 MODELS = Path(__file__).resolve().parent / "data" / "models"
 NAMES = ("tiny_float", "tiny_uint8", "tiny_int8")
@@ -165,7 +165,7 @@ def test_views_average_the_mirrored_and_turned_frame(name: str, views: int) -> N
     assert [t[0].tobytes() for t in tensors] == [
         single.model_input(np.ascontiguousarray(v))[0].tobytes() for v in expected
     ]
-    from bin_agent.preprocess import fit_to_input
+    from bin_agent.classify.preprocess import fit_to_input
 
     mean = np.mean([single.run(t) for t in several.view_tensors(fit_to_input(frame, several.spec))], axis=0)
     result = several.classify(frame)

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from bin_agent.commands import CommandGate, CommandRejected, nesting_depth
-from bin_agent.ratelimit import LogThrottle, TokenBucket
+from bin_agent.mqtt.commands import CommandGate, CommandRejected, nesting_depth
+from bin_agent.mqtt.ratelimit import LogThrottle, TokenBucket
 
 
 def reason(gate: CommandGate, name: str, payload: bytes) -> str:
@@ -86,7 +86,7 @@ def test_rate_limit_drops_without_reply_and_counts(caplog):
         with pytest.raises(CommandRejected):
             gate.check("ping", b"")
     assert gate.rejected == 101
-    warnings = [r for r in caplog.records if r.name == "bin_agent.commands"]
+    warnings = [r for r in caplog.records if r.name == "bin_agent.mqtt.commands"]
     assert len(warnings) == 1, "rejections are logged at most once a minute"
     assert "over the rate limit" in warnings[0].getMessage()
 

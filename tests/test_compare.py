@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bin_agent.compare import sign_test
-
-from .helpers import SHIPPED_MODEL, TINY_MODELS
+from bin_agent.learning.compare import sign_test
+from tests.helpers import SHIPPED_MODEL, TINY_MODELS
 
 
 def test_sign_test_is_the_exact_two_sided_binomial():

@@ -8,15 +8,14 @@ import tomllib
 
 import pytest
 
-from bin_agent import DEFAULT_MODEL_NAME
-from bin_agent.config import EX_CONFIG, ConfigError, config_from_dict, describe_options, load_config
-
-from .helpers import REPO, base_config, write_toml
+from bin_agent import DEFAULT_MODEL_NAME, preflight
+from bin_agent.config import EX_CONFIG, ConfigError, describe_options
+from tests.helpers import REPO, base_config, write_toml
 
 
 def problems_of(data, tmp_path) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     return info.value.problems
 
 
@@ -48,12 +47,12 @@ def test_shipped_config_documents_every_option():
 
 
 def test_shipped_configs_validate():
-    config = load_config(REPO / "config" / "bin-agent.toml")
+    config = preflight.load(REPO / "config" / "bin-agent.toml")
     assert config.camera.source == "picamera2"
     # The default, the model inside the package: in a checkout, the link to models/.
     assert config.model.path.resolve() == (REPO / "models" / DEFAULT_MODEL_NAME).resolve()
     demo = (
-        load_config(REPO / "config" / "demo.toml", check_model=True)
+        preflight.load(REPO / "config" / "demo.toml", model=True)
         if (REPO.parent / "shared" / "data" / "trashnet").is_dir()
         else None
     )
@@ -62,7 +61,7 @@ def test_shipped_configs_validate():
 
 
 def test_valid_dict_builds(tmp_path):
-    config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
+    config = preflight.load_dict(base_config(tmp_path), base_dir=tmp_path)
     assert config.compartments == ["paper", "glass", "packaging", "residual"]
 
 

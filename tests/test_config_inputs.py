@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 from bin_agent.config import EX_CONFIG
-
-from .helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, write_toml
 
 LONG = "x" * 70_000
 ANGLES = {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 60.0}
@@ -290,7 +289,7 @@ def test_config_path_is_a_folder(tmp_path):
 def test_accepted_edge_values(tmp_path, env):
     """What the rules must still let through: IP literals, a 63-character label,
     a trailing dot, a 128-byte client id, a password file of one line."""
-    from bin_agent.config import load_config
+    from bin_agent import preflight
 
     for changes in (
         {"mqtt.host": "::1"},
@@ -302,4 +301,4 @@ def test_accepted_edge_values(tmp_path, env):
         {"mqtt.topic_prefix": "site/hall-2/bins"},
         {"agent.bin_id": "küche-1"},
     ):
-        load_config(broken_config(tmp_path, env, changes))
+        preflight.load(broken_config(tmp_path, env, changes))

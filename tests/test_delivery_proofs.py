@@ -28,8 +28,7 @@ import pytest
 from PIL import Image
 
 from bin_agent.store import Store
-
-from .helpers import REPO, TINY_MODELS, base_config, write_toml
+from tests.helpers import REPO, TINY_MODELS, base_config, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 BIN = "smartbin/test-bin"
@@ -375,7 +374,7 @@ def test_default_servo_angles_are_the_documented_ones():
     each compartment and home, at the documented pulse widths."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from bin_agent.actuators import build_sorter
+    from bin_agent.actuators.sorter import build_sorter
     from bin_agent.config import ActuatorSection, ServoSection
 
     documented = tomllib.loads((REPO / "config" / "bin-agent.toml").read_text())["actuator"]["servo"]

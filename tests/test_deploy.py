@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bin_agent import deploy
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.classifier import ModelFiles
-from bin_agent.config import config_from_dict
-
-from .helpers import SHIPPED_MODEL, base_config, write_toml
+from bin_agent.classify.classifier import ModelFiles
+from bin_agent.learning import deploy
+from tests.helpers import SHIPPED_MODEL, base_config, write_toml
 
 
 def copy_model(source: Path, folder: Path, version: str, name: str = "candidate") -> Path:
@@ -46,9 +45,9 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def test_deploy_installs_atomically_and_rollback_goes_back(tmp_path, config_file):
-    from bin_agent.config import load_config
+    from bin_agent import preflight
 
-    config = load_config(config_file)
+    config = preflight.load(config_file)
     shipped_version = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
     candidate = copy_model(SHIPPED_MODEL, tmp_path / "cand", "bin-01-retrained-1")
     assert deploy.active_model_path(config) == config.model.path
@@ -121,7 +120,7 @@ def test_reload_over_mqtt_while_the_agent_runs_loses_no_item(tmp_path, trashnet_
     data = base_config(tmp_path, photos, port=mosquitto.port, model=SHIPPED_MODEL)
     # Paced on the wall clock: the replay is still running when the reload comes.
     data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "item_seconds": 1.0, "empty_seconds": 0.6})
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     old_version = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
     agent = build_agent(config)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")

@@ -22,13 +22,11 @@ import jinja2
 import pytest
 from PIL import Image
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
 from bin_agent.cli import main
-from bin_agent.config import config_from_dict
-from bin_agent.discovery import discovery_messages, node_id
-
-from .helpers import REPO, base_config, write_toml
+from bin_agent.mqtt.discovery import discovery_messages, node_id
+from tests.helpers import REPO, base_config, write_toml
 
 COMMON = {
     "availability",
@@ -110,7 +108,7 @@ def make_config(tmp_path: Path, port: int = 1883, **patch: Any):
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
     for section, values in patch.items():
         data.setdefault(section, {}).update(values)
-    return config_from_dict(data, base_dir=tmp_path)
+    return preflight.load_dict(data, base_dir=tmp_path)
 
 
 def render(template: str, payload: bytes | str) -> str:
@@ -306,7 +304,7 @@ def test_ha_remove_clears_every_config_of_the_bin_and_no_other(tmp_path, mosquit
 
 
 def test_ha_remove_without_a_broker_is_one_line(tmp_path, capsys):
-    from .conftest import free_port
+    from tests.conftest import free_port
 
     data = base_config(tmp_path, port=free_port())
     config_file = write_toml(tmp_path / "bin.toml", data)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent import cli, doctor
-
-from .helpers import write_toml
+from bin_agent import cli
+from bin_agent.tools import doctor
+from tests.helpers import write_toml
 
 CHECKS = [
     "python",
@@ -47,7 +47,7 @@ def photo_dir(tmp_path: Path) -> Path:
 
 
 def doctor_config(tmp_path: Path, photo_dir: Path, port: int, **patch) -> Path:
-    from .helpers import base_config
+    from tests.helpers import base_config
 
     data = base_config(tmp_path, photo_dir, port=port)
     for section, values in patch.items():
@@ -169,16 +169,16 @@ def test_native_factory_with_a_servo_fails_the_pwm_check(tmp_path, photo_dir, ca
     ("factory", "status"), [("lgpio", "warn"), ("rpigpio", "warn"), ("pigpio", "ok"), ("mock", "ok")]
 )
 def test_pwm_quality_of_each_factory(tmp_path, photo_dir, factory, status):
-    from bin_agent.config import load_config
+    from bin_agent import preflight
 
-    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": factory}))
+    config = preflight.load(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": factory}))
     assert doctor.check_servo_pwm(config, chosen_factory=None).status == status
 
 
 def test_leds_need_no_pwm(tmp_path, photo_dir):
-    from bin_agent.config import load_config
+    from bin_agent import preflight
 
-    config = load_config(
+    config = preflight.load(
         doctor_config(
             tmp_path,
             photo_dir,
@@ -274,10 +274,10 @@ def test_a_missing_model_still_checks_the_other_parts(tmp_path, photo_dir, capsy
 def test_lgpio_gets_a_writable_workdir_when_started_by_hand(tmp_path, photo_dir, monkeypatch):
     """The unit sets LG_WD; by hand, lgpio would put its FIFO in the working
     directory (gpiozero #1106), so the doctor gives it one it can write."""
-    from bin_agent.config import load_config
+    from bin_agent import preflight
 
     monkeypatch.delenv("LG_WD", raising=False)
-    config = load_config(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "lgpio"}))
+    config = preflight.load(doctor_config(tmp_path, photo_dir, 1, actuator={"pin_factory": "lgpio"}))
     doctor.open_pin_factory(config)  # lgpio is not installed here: only the workdir matters
     workdir = Path(os.environ["LG_WD"])
     assert workdir.is_dir() and os.access(workdir, os.W_OK)

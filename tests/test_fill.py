@@ -11,12 +11,12 @@ import time
 import pytest
 from PIL import Image
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.config import ConfigError, FillSection, FillSensorSection, config_from_dict
+from bin_agent.config import ConfigError, FillSection, FillSensorSection
 from bin_agent.fill import FillMonitor, LevelSensor, estimated_percent, measured_percent
 from bin_agent.store import Store
-
-from .helpers import base_config
+from tests.helpers import base_config
 
 SPEED_OF_SOUND = 343.26  # m/s, what gpiozero's DistanceSensor assumes
 
@@ -147,7 +147,7 @@ def test_fill_config_mistakes_are_named(tmp_path, patch, expected):
     data = base_config(tmp_path)
     data["fill"] = patch
     with pytest.raises(ConfigError) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any(expected in p for p in info.value.problems), info.value.problems
 
 
@@ -162,7 +162,7 @@ def test_full_alert_and_emptied_over_mqtt_survive_a_restart(tmp_path, mosquitto,
         "item_litres": {c: 10.0 for c in ("cardboard", "glass", "metal", "paper", "plastic", "trash")},
         "capacity_litres": {c: 10.0 for c in ("paper", "glass", "packaging", "residual")},
     }
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
 
     def run_agent():
@@ -220,7 +220,7 @@ def test_agent_republishes_a_measured_level_without_items(tmp_path, mosquitto, s
         "sensor_interval_seconds": 1.0,
         "sensors": {"glass": {"trigger_pin": 23, "echo_pin": 24, "empty_distance": 2.0, "full_distance": 0.4}},
     }
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
 
     class SonarPin(MockTriggerPin, MockPWMPin):
         """gpiozero's sonar mock on a factory of PWM mock pins (the servo needs PWM; MockFactory

@@ -5,13 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bin_agent.geometry import (
-    FULL_FRAME,
-    box_problem,
-    crop_box,
-    to_normalised,
-    to_pixels,
-)
+from bin_agent.geometry import FULL_FRAME, box_problem, crop_box, to_normalised, to_pixels
 
 FRAME = (640, 480)  # width, height
 

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent.preprocess import ImageError, load_image
-
-from .helpers import TINY_MODELS, base_config, write_toml
-from .test_config_inputs import write_blank_png
+from bin_agent.classify.preprocess import ImageError, load_image
+from tests.helpers import TINY_MODELS, base_config, write_toml
+from tests.test_config_inputs import write_blank_png
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 RSS_BOUND_MB = 400

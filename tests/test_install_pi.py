@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from bin_agent import DEFAULT_MODEL_NAME
-
-from .helpers import REPO
+from tests.helpers import REPO
 
 SCRIPT = REPO / "scripts" / "install-pi.sh"
 

@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
-from bin_agent.classifier import Classifier, ModelFiles
-from bin_agent.config import config_from_dict
-from bin_agent.preprocess import load_image
+from bin_agent.classify.classifier import Classifier, ModelFiles
+from bin_agent.classify.preprocess import load_image
 from bin_agent.store import Store
-
-from .helpers import SHIPPED_MODEL, base_config
+from tests.helpers import SHIPPED_MODEL, base_config
 
 FRAME_W, FRAME_H = 640, 480
 ITEM_SCALE = 0.2  # the item is 128 px wide in a 640 px frame: 4 % of its area
@@ -71,7 +69,7 @@ def test_small_item_on_a_large_background_is_classified_as_the_item_alone(tmp_pa
     empty, folder, items = scenes
     data = base_config(tmp_path, folder, model=SHIPPED_MODEL, mqtt=False)
     data["camera"]["replay"]["empty_frame"] = str(empty)
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     assert agent.run() == 0
 

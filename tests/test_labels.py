@@ -7,15 +7,13 @@ import subprocess
 import sys
 import threading
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
-from bin_agent.capture import Capture
-from bin_agent.config import config_from_dict
-from bin_agent.labels import LabelStore
+from bin_agent.learning.capture import Capture
+from bin_agent.learning.labels import LabelStore
 from bin_agent.training import dataset as ds
-
-from .helpers import SHIPPED_MODEL, base_config
-from .test_capture import make_item, noise
+from tests.helpers import SHIPPED_MODEL, base_config
+from tests.test_capture import make_item, noise
 
 
 def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(
@@ -29,7 +27,7 @@ def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(
     data = base_config(tmp_path, photos, port=mosquitto.port, model=SHIPPED_MODEL)
     data["agent"]["exit_when_source_ends"] = False  # stays up for the commands
     data["capture"] = {"enabled": True}
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
     runner = threading.Thread(target=agent.run)

@@ -17,14 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bin_agent import CLASSES
+from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
-from bin_agent.capture import captured_items
-from bin_agent.config import load_config
-from bin_agent.labels import LabelStore, review_order
+from bin_agent.learning.capture import captured_items
+from bin_agent.learning.labels import LabelStore, review_order
 from bin_agent.training import dataset as ds
-
-from .helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.helpers import SHIPPED_MODEL, base_config, write_toml
 
 PER_CLASS = 2
 
@@ -63,7 +61,7 @@ def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, sub
     data["agent"]["exit_when_source_ends"] = False
     data["capture"] = {"enabled": True, "mode": "all"}
     config_file = write_toml(tmp_path / "bin.toml", data)
-    config = load_config(config_file)
+    config = preflight.load(config_file)
     folder = Path(config.agent.state_dir) / "capture"
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
 
@@ -188,7 +186,7 @@ def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, sub
     data["camera"]["replay"].update(
         {"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.8, "empty_seconds": 0.6}
     )
-    config = load_config(write_toml(config_file, data))
+    config = preflight.load(write_toml(config_file, data))
     agent = build_agent(config)
     assert agent.classifier.version == "mybin-1", "a restarted agent runs the deployed model"
     shipped_version = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["version"]

@@ -10,13 +10,12 @@ import threading
 import paho.mqtt.client as paho
 from PIL import Image
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.broker import CliClient
 from bin_agent.cli import main
-from bin_agent.config import config_from_dict
-from bin_agent.monitor import CLEAR, Fleet, live
-
-from .helpers import base_config
+from bin_agent.mqtt.client import CliClient
+from bin_agent.tools.monitor import CLEAR, Fleet, live
+from tests.helpers import base_config
 
 N_BINS = 100
 
@@ -126,7 +125,7 @@ def test_a_real_agent_shows_up_with_its_backlog_gone(tmp_path, mosquitto, subscr
     data = base_config(tmp_path, image, port=mosquitto.port)
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
-    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
     runner = threading.Thread(target=agent.run)
     runner.start()
     try:
@@ -157,7 +156,7 @@ def test_a_real_agent_shows_up_with_its_backlog_gone(tmp_path, mosquitto, subscr
 
 
 def test_no_broker_is_one_line(capsys):
-    from .conftest import free_port
+    from tests.conftest import free_port
 
     assert main(["monitor", "--host", "127.0.0.1", "--port", str(free_port()), "--json", "--timeout", "2"]) == 69
     assert capsys.readouterr().err.startswith("bin-agent: cannot reach the broker")

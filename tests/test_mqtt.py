@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 from bin_agent.config import MqttSection
-from bin_agent.mqtt import MqttLink, Topics
+from bin_agent.mqtt.link import MqttLink, Topics
 from bin_agent.store import Store
-
-from .conftest import Subscriber
+from tests.conftest import Subscriber
 
 TOPICS = Topics.for_bin("smartbin", "b1")
 

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from bin_agent.config import EX_CONFIG, ConfigError, broker_password, config_from_dict
-
-from .helpers import base_config, write_toml
-from .test_mqtt_security import make_certs
+from bin_agent import preflight
+from bin_agent.config import EX_CONFIG, ConfigError
+from bin_agent.mqtt.credentials import broker_password
+from tests.helpers import base_config, write_toml
+from tests.test_mqtt_security import make_certs
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def certs(tmp_path_factory):
 
 def problems_of(data, tmp_path) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     return info.value.problems
 
 
@@ -50,7 +51,7 @@ def test_password_from_an_environment_variable(tmp_path, monkeypatch):
         "mqtt.password_env: the environment variable BIN_AGENT_TEST_PW is not set or empty"
     ]
     monkeypatch.setenv("BIN_AGENT_TEST_PW", "from-env")
-    assert broker_password(config_from_dict(data, base_dir=tmp_path)) == "from-env"
+    assert broker_password(preflight.load_dict(data, base_dir=tmp_path)) == "from-env"
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,9 @@ def test_unusable_password_files_are_named(tmp_path, content, expected):
 
 def test_password_file_first_line(tmp_path):
     (tmp_path / "pw").write_text("s3cret\nignored\n")
-    config = config_from_dict(with_mqtt(tmp_path, username="u", password_file=str(tmp_path / "pw")), base_dir=tmp_path)
+    config = preflight.load_dict(
+        with_mqtt(tmp_path, username="u", password_file=str(tmp_path / "pw")), base_dir=tmp_path
+    )
     assert broker_password(config) == "s3cret"
 
 
@@ -100,7 +103,7 @@ def test_tls_files_are_checked_and_loaded(tmp_path, certs):
         "cert_file": str(certs / "bin-01.crt"),
         "key_file": str(certs / "bin-01.key"),
     }
-    config = config_from_dict(with_mqtt(tmp_path, tls=tls), base_dir=tmp_path)
+    config = preflight.load_dict(with_mqtt(tmp_path, tls=tls), base_dir=tmp_path)
     assert config.mqtt.tls.enabled
 
 
@@ -187,10 +190,10 @@ def test_check_config_and_run_agree_exit_78_without_traceback(tmp_path):
 
 
 def test_command_settings_reach_the_gate(tmp_path):
-    from bin_agent.commands import CommandGate, CommandRejected
+    from bin_agent.mqtt.commands import CommandGate, CommandRejected
 
     data = with_mqtt(tmp_path, commands={"allow_reset": False, "max_bytes": 100, "burst": 2})
-    gate = CommandGate.from_config(config_from_dict(data, base_dir=tmp_path).mqtt.commands)
+    gate = CommandGate.from_config(preflight.load_dict(data, base_dir=tmp_path).mqtt.commands)
     with pytest.raises(CommandRejected, match="reset_counts is disabled"):
         gate.check("reset_counts", b"")
     with pytest.raises(CommandRejected, match="larger than 100 bytes"):

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from bin_agent import preflight
 from bin_agent.agent import make_mqtt, mqtt_credentials
-from bin_agent.config import config_from_dict
-from bin_agent.mqtt import MqttLink
+from bin_agent.mqtt.link import MqttLink
 from bin_agent.store import Store
-
-from .conftest import Mosquitto
-from .helpers import REPO, base_config
+from tests.conftest import Mosquitto
+from tests.helpers import REPO, base_config
 
 SHIPPED = REPO / "config" / "mosquitto"
 BIN = "bin-01"
@@ -197,7 +196,7 @@ def agent_config(
             },
         }
     )
-    return config_from_dict(data, base_dir=tmp_path)
+    return preflight.load_dict(data, base_dir=tmp_path)
 
 
 def start_link(config, store: Store, commands: list | None = None) -> MqttLink:
@@ -400,7 +399,7 @@ def test_topics_outside_the_acl_are_refused_with_one_line_and_kept(
 
 
 def test_broker_unreachable_from_the_start_warns_once_then_delivers(tmp_path, mosquitto_stopped, caplog):
-    from .test_mqtt import make_link
+    from tests.test_mqtt import make_link
 
     caplog.set_level(logging.INFO, logger="bin_agent")
     store = Store(tmp_path / "s.db")
@@ -431,7 +430,7 @@ def test_oversized_command_never_reaches_the_agent(tmp_path, mosquitto):
     """A 1 MB publish to cmd/ping: the broker honours the agent's MQTT 5 Maximum Packet
     Size and never sends it, so paho never buffers it; the agent stays connected and
     answers the next ping."""
-    from .test_mqtt import make_link
+    from tests.test_mqtt import make_link
 
     need("mosquitto_pub")
     calls: list[tuple[str, int]] = []

@@ -13,9 +13,8 @@ import pytest
 
 from bin_agent.sources import SourceError
 from bin_agent.sources.picamera import PiCameraSource, import_picamera2
-
-from . import fake_picamera2 as fake
-from .helpers import TINY_MODELS, base_config, write_toml
+from tests import fake_picamera2 as fake
+from tests.helpers import TINY_MODELS, base_config, write_toml
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bin_agent import CLASSES, DEFAULT_MODEL_NAME
-from bin_agent.classifier import Classifier
-from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image
+from bin_agent.classify.classifier import Classifier
+from bin_agent.classify.preprocess import PreprocessSpec, fit_to_input, load_image
 from bin_agent.training import dataset as ds
 from bin_agent.training.backgrounds import CameraEffects
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image
-from bin_agent.runtime import load_interpreter
+from bin_agent.classify.preprocess import PreprocessSpec, fit_to_input, load_image
+from bin_agent.classify.runtime import load_interpreter
 
 try:
     import tensorflow as tf

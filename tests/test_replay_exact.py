@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent, build_source
 from bin_agent.cli import main
-from bin_agent.config import ConfigError, TriggerSection, config_from_dict
+from bin_agent.config import ConfigError, TriggerSection
 from bin_agent.sources.base import Frame
 from bin_agent.sources.replay import ReplaySource
 from bin_agent.store import Store
 from bin_agent.triggers import MotionTrigger
-
-from .helpers import base_config, write_toml
-from .test_replay import write_photo
+from tests.helpers import base_config, write_toml
+from tests.test_replay import write_photo
 
 FPS = 10.0
 EMPTY_FRAMES, ITEM_FRAMES, SCENES = 10, 15, 30
@@ -86,7 +86,7 @@ def test_two_replays_of_the_same_files_give_the_same_events(tmp_path):
     photos = photo_folder(tmp_path, 30)
     data = base_config(tmp_path, photos, mqtt=False)
     data["trigger"]["settle_seconds"] = 0.6  # 6 frames at 10 fps: the case float rounding flipped
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     first, second = trigger_events(config), trigger_events(config)
     assert len(first) == 30 and first == second
     # Whatever the process's monotonic clock says when the replay starts.
@@ -99,7 +99,7 @@ def test_two_replays_of_the_same_files_give_the_same_events(tmp_path):
     runs = []
     for run in ("a", "b"):
         data["agent"]["state_dir"] = str(tmp_path / run)
-        assert build_agent(config_from_dict(data, base_dir=tmp_path)).run() == 0
+        assert build_agent(preflight.load_dict(data, base_dir=tmp_path)).run() == 0
         outbox = Store(tmp_path / run / "bin-agent.db").pending(0, 100)
         runs.append([(json.loads(e.payload)["class"], json.loads(e.payload)["source"]) for e in outbox])
     assert len(runs[0]) == 30 and runs[0] == runs[1]
@@ -108,7 +108,7 @@ def test_two_replays_of_the_same_files_give_the_same_events(tmp_path):
 def test_a_recording_replays_as_it_is_and_fires_on_the_same_frames(tmp_path):
     photos = photo_folder(tmp_path, 3)
     items = base_config(tmp_path, photos, mqtt=False)
-    items_config = config_from_dict(items, base_dir=tmp_path)
+    items_config = preflight.load_dict(items, base_dir=tmp_path)
     config_file = write_toml(tmp_path / "items.toml", items)
     recording = tmp_path / "recording"
 
@@ -119,7 +119,7 @@ def test_a_recording_replays_as_it_is_and_fires_on_the_same_frames(tmp_path):
 
     sequence = base_config(tmp_path, recording, mqtt=False)
     sequence["camera"]["replay"]["mode"] = "sequence"
-    sequence_config = config_from_dict(sequence, base_dir=tmp_path)
+    sequence_config = preflight.load_dict(sequence, base_dir=tmp_path)
     # Nothing added: one frame per file, in name order.
     source = build_source(sequence_config)
     source.start()
@@ -152,5 +152,5 @@ def test_replay_settings_that_cannot_work_are_config_errors(tmp_path, replay, tr
     data["camera"]["replay"].update(replay)
     data["trigger"].update(trigger)
     with pytest.raises(ConfigError) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems

@@ -10,10 +10,9 @@ import pytest
 from PIL import Image
 
 from bin_agent.cli import main
-from bin_agent.report import ReportError, iso, parse_since
 from bin_agent.store import Store
-
-from .helpers import base_config, write_toml
+from bin_agent.tools.report import ReportError, iso, parse_since
+from tests.helpers import base_config, write_toml
 
 NOW = datetime.now(UTC)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from bin_agent.store import Store
-
-from .helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 

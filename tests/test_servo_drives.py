@@ -13,18 +13,13 @@ import pytest
 from gpiozero import AngularServo
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from bin_agent.actuators import (
-    ActuatorError,
-    ChuteSorter,
-    build_sorter,
-    warn_if_software_timed,
-)
-from bin_agent.config import ActuatorSection, ServoSection, config_from_dict
-from bin_agent.drives import PulseServo, ServoDrive
-from bin_agent.drives.kernel_pwm import KernelPwmError, KernelPwmOutput
-from bin_agent.drives.pca9685 import Pca9685, Pca9685Error, prescale_for
-
-from .helpers import base_config
+from bin_agent import preflight
+from bin_agent.actuators.drives import PulseServo, ServoDrive
+from bin_agent.actuators.kernel_pwm import KernelPwmError, KernelPwmOutput
+from bin_agent.actuators.pca9685 import Pca9685, Pca9685Error, prescale_for
+from bin_agent.actuators.sorter import ActuatorError, ChuteSorter, build_sorter, warn_if_software_timed
+from bin_agent.config import ActuatorSection, ServoSection
+from tests.helpers import base_config
 
 ANGLES = {"paper": -60.0, "glass": -20.0, "packaging": 20.0, "residual": 60.0}
 
@@ -89,7 +84,7 @@ def sysfs_writes(caplog) -> list[tuple[str, int]]:
     """(file, value) of every sysfs write, in order, from the writer's DEBUG log."""
     writes = []
     for record in caplog.records:
-        if record.name == "bin_agent.drives.kernel_pwm" and record.msg.startswith("pwm: "):
+        if record.name == "bin_agent.actuators.kernel_pwm" and record.msg.startswith("pwm: "):
             path, value = record.args
             writes.append((Path(path).name, value))
     return writes
@@ -106,7 +101,7 @@ def assert_kernel_would_accept(writes: list[tuple[str, int]]) -> None:
 
 
 def test_kernel_pwm_exports_sets_50_hz_and_sends_pulses_in_nanoseconds(pwm_root, caplog):
-    caplog.set_level(logging.DEBUG, logger="bin_agent.drives.kernel_pwm")
+    caplog.set_level(logging.DEBUG, logger="bin_agent.actuators.kernel_pwm")
     chip = pwm_root(npwm=4)  # a Pi 5: GPIO18 is channel 2
     output = KernelPwmOutput.for_pin(chip.dir, 18)
     servo = PulseServo(output, initial_angle=None)
@@ -145,7 +140,7 @@ def test_kernel_pwm_channel_of_a_pin_depends_on_the_board(pwm_root):
 
 
 def test_kernel_pwm_takes_over_a_channel_left_with_a_longer_duty_cycle(pwm_root, caplog):
-    caplog.set_level(logging.DEBUG, logger="bin_agent.drives.kernel_pwm")
+    caplog.set_level(logging.DEBUG, logger="bin_agent.actuators.kernel_pwm")
     chip = pwm_root()
     chip.channel(2, period=50_000_000, duty=30_000_000, enable=1)  # left by another program
     output = KernelPwmOutput(chip.dir, 2)
@@ -167,10 +162,10 @@ def test_kernel_pwm_errors_name_the_fix(pwm_root, tmp_path):
 
 def test_chute_on_kernel_pwm_from_the_config(pwm_root, tmp_path, monkeypatch):
     chip = pwm_root(number=0, npwm=4)
-    monkeypatch.setattr("bin_agent.drives.kernel_pwm.SYSFS_PWM", chip.dir.parent)
+    monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", chip.dir.parent)
     data = base_config(tmp_path, mqtt=False)
     data["actuator"]["servo_drive"] = "kernel_pwm"
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     sorter = build_sorter(config.actuator, None)
     duty = chip.dir / "pwm2" / "duty_cycle"
     assert duty.read_text() == "0\n" and (chip.dir / "pwm2" / "enable").read_text() == "0\n"
@@ -188,7 +183,7 @@ def test_kernel_pwm_config_rejects_pins_without_pwm(tmp_path):
     data["actuator"]["servo_drive"] = "kernel_pwm"
     data["actuator"]["servo"]["pin"] = 17
     with pytest.raises(Exception) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any(p.startswith("actuator.servo.pin: GPIO17 has no hardware PWM") for p in info.value.problems)
 
 
@@ -260,12 +255,12 @@ def test_pca9685_flaps_each_need_their_own_output(tmp_path):
     data["actuator"].update({"kind": "flaps", "servo_drive": "pca9685"})
     data["actuator"]["flaps"] = {name: {"channel": 0} for name in ANGLES}
     with pytest.raises(Exception) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any("PCA9685 output 0 is already used" in p for p in info.value.problems)
     data["actuator"]["flaps"] = {name: {"channel": n} for n, name in enumerate(ANGLES)}
     data["actuator"]["status_led_pin"] = 2
     with pytest.raises(Exception) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any(
         p.startswith("actuator.status_led_pin: GPIO2 is already used by actuator.pca9685") for p in info.value.problems
     )
@@ -277,7 +272,7 @@ def test_pca9685_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     data = base_config(tmp_path, mqtt=False)
     data["actuator"].update({"servo_drive": "pca9685", "pca9685": {"i2c_bus": 31}})
     with pytest.raises(ActuatorError, match=r"actuator.servo_drive = 'pca9685': .*Fix:"):
-        build_sorter(config_from_dict(data, base_dir=tmp_path).actuator, None)
+        build_sorter(preflight.load_dict(data, base_dir=tmp_path).actuator, None)
 
 
 # --------------------------------------------------------------------------- gpiozero

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bin_agent.config import EX_CONFIG, config_from_dict
+from bin_agent import preflight
+from bin_agent.config import EX_CONFIG
 from bin_agent.geometry import to_pixels
-from bin_agent.snapshot import ITEM_COLOUR, LAST_ITEM_COLOUR, ZONE_COLOUR
 from bin_agent.store import Store
-
-from .helpers import base_config, write_toml
+from bin_agent.tools.snapshot import ITEM_COLOUR, LAST_ITEM_COLOUR, ZONE_COLOUR
+from tests.helpers import base_config, write_toml
 
 W, H = 640, 480
 ZONE = [0.1, 0.05, 0.9, 0.95]
@@ -82,7 +82,7 @@ def test_snapshot_draws_the_drop_zone_and_the_item_seen(tmp_path):
 
 def test_snapshot_without_an_item_draws_the_last_sorted_one(tmp_path):
     path = config_file(tmp_path, mode="manual")  # a trigger that sees no box of its own
-    config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
+    config = preflight.load_dict(base_config(tmp_path), base_dir=tmp_path)
     store = Store(Path(config.agent.state_dir) / "bin-agent.db")
     store.record_event(
         event_id="e1",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.config import config_from_dict
-
-from .helpers import base_config
-from .test_replay import write_photo
+from tests.helpers import base_config
+from tests.test_replay import write_photo
 
 
 def test_clean_stop_leaves_state_stopped_with_an_empty_outbox(tmp_path, mosquitto, subscriber_factory):
@@ -15,7 +14,7 @@ def test_clean_stop_leaves_state_stopped_with_an_empty_outbox(tmp_path, mosquitt
     write_photo(photos / "a.png", (200, 0, 0), size=(160, 120))
     write_photo(photos / "b.png", (0, 0, 200), size=(160, 120))
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
-    config = config_from_dict(base_config(tmp_path, photos, port=mosquitto.port), base_dir=tmp_path)
+    config = preflight.load_dict(base_config(tmp_path, photos, port=mosquitto.port), base_dir=tmp_path)
     agent = build_agent(config)
     assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
 

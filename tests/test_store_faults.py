@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.config import config_from_dict
 from bin_agent.store import Store, StoreLockedError
-
-from .helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 
@@ -173,7 +172,7 @@ def test_agent_keeps_sorting_and_publishing_on_a_full_disk_and_recovers(
         {"loop": True, "realtime": True, "fps": 20.0, "item_seconds": 0.6, "empty_seconds": 0.4}
     )
     data["store"] = {"max_memory_events": 10000}
-    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
     assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(agent.run()))
@@ -359,7 +358,7 @@ def test_agent_state_reports_the_start_up_incident(tmp_path, few_photos):
     make_database(state_dir / "bin-agent.db", 5)
     (state_dir / "bin-agent.db").unlink()
     data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
-    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
     try:
         incident = agent.state()["storage"]["incident"]
         assert incident["kind"] == "missing" and "deleted while the agent was stopped" in incident["detail"]
@@ -430,7 +429,7 @@ def test_outbox_age_bound_drops_old_events(tmp_path):
 def test_store_section_reaches_the_store(tmp_path, few_photos):
     data = base_config(tmp_path, few_photos, model=TINY, mqtt=False)
     data["store"] = {"max_outbox_events": 123, "max_outbox_age_days": 7.0, "max_memory_events": 11}
-    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
     try:
         store = agent.store
         assert (store.max_outbox_events, store.max_outbox_age_days, store.max_memory_events) == (123, 7.0, 11)
@@ -508,9 +507,8 @@ def test_second_agent_on_one_database_refuses_to_start_until_the_first_dies(tmp_
 def test_events_of_a_database_opened_late_are_delivered_too(tiny_disk, tmp_path, mosquitto, subscriber_factory):
     """Full disk at start: the pump sends the held events first; when the database
     opens later, the events already in it go out as well (not only after a restart)."""
-    from bin_agent.mqtt import MqttLink, Topics
-
-    from .test_mqtt import settings
+    from bin_agent.mqtt.link import MqttLink, Topics
+    from tests.test_mqtt import settings
 
     make_database(tmp_path / "bin-agent.db", 3)
     for name in ("bin-agent.db", "bin-agent.db.marker"):
@@ -552,7 +550,7 @@ def test_agent_state_counts_outbox_drops_during_an_outage(tmp_path, few_photos):
     store.close()
     data = base_config(tmp_path, few_photos, model=TINY, port=free_port_closed())
     data["store"] = {"max_outbox_events": 100}
-    agent = build_agent(config_from_dict(data, base_dir=tmp_path))
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
     assert agent.run() == 0  # the three photos, then the replay ends
     state = agent.state()
     assert state["outbox_dropped"] == 3 and state["outbox_pending"] == 100

@@ -35,7 +35,7 @@ def photos(tmp_path: Path) -> Path:
 
 def test_import_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, bin_agent.training, bin_agent.training.commands, bin_agent.training.evaluate, "
+        "import sys, bin_agent.training, bin_agent.cli.training, bin_agent.training.evaluate, "
         "bin_agent.training.train; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from bin_agent import CLASSES
-from bin_agent.classifier import Classifier
-from bin_agent.preprocess import load_image
+from bin_agent.classify.classifier import Classifier
+from bin_agent.classify.preprocess import load_image
 from bin_agent.training import dataset as ds
 
 

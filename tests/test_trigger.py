@@ -22,13 +22,7 @@ import pytest
 from bin_agent.config import GpioTriggerSection, MotionSection, TriggerSection
 from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
-from bin_agent.triggers import (
-    GpioTrigger,
-    ManualTrigger,
-    MotionTrigger,
-    Trigger,
-    build_trigger,
-)
+from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger, Trigger, build_trigger
 
 H, W = 240, 320
 

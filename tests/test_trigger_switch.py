@@ -8,11 +8,10 @@ import time
 
 from PIL import Image
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent, switchable_trigger_modes
-from bin_agent.config import config_from_dict
 from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger
-
-from .helpers import base_config
+from tests.helpers import base_config
 
 
 def wait_for(predicate, timeout: float = 15.0) -> bool:
@@ -30,7 +29,7 @@ def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
     data = base_config(tmp_path, image, mqtt=False)
     data["trigger"] = {"mode": "gpio", "settle_seconds": 0.0, "gpio": {"kind": "beam", "pin": 17}}
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 50.0})
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     assert switchable_trigger_modes(config) == ["motion", "gpio", "manual"]
     agent = build_agent(config)
     runner = threading.Thread(target=agent.run)
@@ -52,5 +51,5 @@ def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
 
 
 def test_gpio_is_offered_only_where_configured(tmp_path):
-    config = config_from_dict(base_config(tmp_path), base_dir=tmp_path)
+    config = preflight.load_dict(base_config(tmp_path), base_dir=tmp_path)
     assert switchable_trigger_modes(config) == ["motion", "manual"]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from bin_agent import preflight
 from bin_agent.agent import build_agent
-from bin_agent.config import EX_CONFIG, ConfigError, config_from_dict
+from bin_agent.config import EX_CONFIG, ConfigError
 from bin_agent.notify import Notifier
-
-from .helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 
@@ -76,7 +76,7 @@ def test_watchdog_keeps_being_fed_during_a_long_sort(tmp_path, listener, trashne
     data = base_config(tmp_path, photos, model=TINY, mqtt=False)
     data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "item_seconds": 1.0, "empty_seconds": 0.5})
     data["actuator"].update({"dwell_seconds": 6.0, "servo": {"travel_seconds": 0.2}})
-    config = config_from_dict(data, base_dir=tmp_path)
+    config = preflight.load_dict(data, base_dir=tmp_path)
     watchdog_seconds = 3.0
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(int(watchdog_seconds * 1e6))})
     agent = build_agent(config, notifier=notifier)
@@ -121,7 +121,7 @@ def test_sort_longer_than_the_stop_timeout_is_a_config_error(tmp_path):
     data = base_config(tmp_path)
     data["actuator"].update({"dwell_seconds": 60.0, "servo": {"travel_seconds": 5.0}})
     with pytest.raises(ConfigError) as info:
-        config_from_dict(data, base_dir=tmp_path)
+        preflight.load_dict(data, base_dir=tmp_path)
     assert any(p.startswith("actuator.dwell_seconds: one sort") and "70 s" in p for p in info.value.problems)
     result = subprocess.run(
         [sys.executable, "-m", "bin_agent", "check-config", str(write_toml(tmp_path / "slow.toml", data))],
@@ -133,4 +133,4 @@ def test_sort_longer_than_the_stop_timeout_is_a_config_error(tmp_path):
     assert result.returncode == EX_CONFIG and "actuator.dwell_seconds" in result.stderr
     assert "Traceback" not in result.stderr
     data["actuator"].update({"dwell_seconds": 14.0, "servo": {"travel_seconds": 0.5}})
-    config_from_dict(data, base_dir=tmp_path)  # 15 s: allowed
+    preflight.load_dict(data, base_dir=tmp_path)  # 15 s: allowed

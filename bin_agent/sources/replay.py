@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
+from ..classify.preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from .base import Frame, SourceError
 
 log = logging.getLogger(__name__)

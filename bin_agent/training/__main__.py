@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .commands import register
+from ..cli.training import register
 
 
 def main(argv: list[str] | None = None) -> int:

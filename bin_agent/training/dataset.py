@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .. import CLASSES
-from ..preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
+from ..classify.preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
 from .backgrounds import CameraEffects, camera_effects, composite, item_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from .. import CLASSES
-from ..classifier import Classifier
-from ..preprocess import ImageError, load_image
+from ..classify.classifier import Classifier
+from ..classify.preprocess import ImageError, load_image
 from . import dataset as ds
 
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -378,7 +378,7 @@ def run(
     threshold at which the sorted items are ``target_accuracy`` right. Raises
     :class:`~bin_agent.training.dataset.DatasetError` or
     :class:`~bin_agent.classifier.ModelFilesError` with a one-line message."""
-    from ..classifier import ModelFilesError
+    from ..classify.classifier import ModelFilesError
 
     dirs = [Path(dataset_dirs)] if isinstance(dataset_dirs, (str, Path)) else [Path(d) for d in dataset_dirs]
     selections = [(d, _selected(d, split, subset)) for d in dirs]  # every folder checked before any work

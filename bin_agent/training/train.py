@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from .. import CLASSES, __version__
-from ..preprocess import PreprocessSpec
+from ..classify.preprocess import PreprocessSpec
 from . import dataset as ds
 
 Progress = Callable[[str], None]
@@ -366,7 +366,7 @@ def model_metadata(config: TrainConfig, content: bytes, name: str, extra: dict[s
 
 
 def write_model(path: Path, content: bytes, metadata: dict[str, Any]) -> None:
-    from ..classifier import ModelFiles
+    from ..classify.classifier import ModelFiles
 
     files = ModelFiles.beside(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from bin_agent import CLASSES  # noqa: E402
-from bin_agent.preprocess import PreprocessSpec, fit_to_input, load_image  # noqa: E402
+from bin_agent import CLASSES
+from bin_agent.classify.preprocess import PreprocessSpec, fit_to_input, load_image
 
 SIZE = 32
 SEED = 7
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_model(args.out, name, convert(model, x, io_type))
         print(f"{path.relative_to(REPO)}: {path.stat().st_size} bytes")
 
-    from bin_agent.classifier import Classifier
+    from bin_agent.classify.classifier import Classifier
 
     for name in ("tiny_float", "tiny_uint8", "tiny_int8"):
         clf = Classifier.from_model_path(args.out / f"{name}.tflite")

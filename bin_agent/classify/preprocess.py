@@ -33,6 +33,9 @@ Box = tuple[float, float, float, float]
 """A crop box ``(left, top, right, bottom)`` in pixels of the source image."""
 
 
+from .limits import DEFAULT_MAX_PIXELS  # noqa: E402  (re-exported: one default)
+
+
 class ImageError(ValueError):
     """An image file cannot be read or is not a usable photo."""
 
@@ -112,10 +115,6 @@ def _triple(value: float | list[float] | tuple[float, ...]) -> tuple[float, floa
         raise ValueError(f"expected one value or three, got {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))
 
-
-DEFAULT_MAX_PIXELS = 16_000_000
-"""Largest image (width x height, after JPEG draft scaling) that is decoded: a
-12 MP camera or phone photo fits; a 15,000 x 15,000 PNG does not."""
 
 JPEG_DRAFT_SCALES = (1, 2, 4, 8)
 """The scales libjpeg can decode at directly (``Image.draft``)."""

@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..events import utc_now_iso
 from .capture import SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured
-from .events import utc_now_iso
 
 LABELS_FILE = "labels.jsonl"
 EVENT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")

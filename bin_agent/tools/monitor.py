@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from .broker import Message
+from ..mqtt.client import Message
 
 CLEAR = "\x1b[H\x1b[2J"
 

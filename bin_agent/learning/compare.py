@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .training import dataset as ds
-from .training.evaluate import evaluate_items
+from ..training import dataset as ds
+from ..training.evaluate import evaluate_items
 
 
 def items_of(dirs: Sequence[Path], split: Path | None = None, subset: str = "test") -> list[ds.Item]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .store import HistoryItem
+from ..store import HistoryItem
 
 _SPAN = re.compile(r"^(\d+)([hdw])$")
 

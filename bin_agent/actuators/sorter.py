@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .drives import SOFTWARE_TIMED_FACTORIES, ServoDrive
-from .drives.kernel_pwm import KernelPwmError
-from .drives.pca9685 import Pca9685Error
+from .kernel_pwm import KernelPwmError
+from .pca9685 import Pca9685Error
 
 log = logging.getLogger(__name__)
 

@@ -1,68 +1,35 @@
-"""The ``bin-agent`` command.
-
-``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
-``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
-``bin-agent doctor [--config PATH]``   check this machine: camera, model, pins, broker ...
-``bin-agent classify IMAGE...``        classify photos, print class + top-3
-``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
-``bin-agent snapshot OUT.jpg``         a frame with the drop zone and the detection drawn
-``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
-
-Errors a user can fix are printed as one line (or one line per problem) on
-standard error, never as a traceback.
-"""
+"""The device's commands: ``run``, ``check-config``, ``doctor``, ``classify``, ``record``, ``snapshot``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from . import DEFAULT_MODEL, __version__
-from .config import EX_CONFIG, ConfigError, load_config
-from .doctor import ONLY_64BIT, python_is_64bit
-from .preprocess import DEFAULT_MAX_PIXELS
-
-DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
-"""Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
-
-
-def _setup_logging(level: str) -> None:
-    # journald stamps each line itself; a terminal wants the time.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"bin-agent: {message}", file=sys.stderr)
-    return code
-
+from .. import DEFAULT_MODEL
+from ..classify.limits import DEFAULT_MAX_PIXELS
+from ..errors import EX_CONFIG
+from .common import DEFAULT_CONFIG, fail, load_config_or_exit, setup_logging
 
 # ---------------------------------------------------------------------- run
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
+    config = load_config_or_exit(args.config)
     if args.print_events:
         config.agent.print_events = True
-    _setup_logging(args.log_level or config.agent.log_level)
+    setup_logging(args.log_level or config.agent.log_level)
 
-    from .agent import StartupError, build_agent
+    from ..agent import StartupError, build_agent
 
     try:
         agent = build_agent(config)
     except StartupError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return fail(str(exc), exc.exit_code)
 
     def on_signal(signum: int, _frame: object) -> None:
         logging.getLogger(__name__).info("%s received: shutting down", signal.Signals(signum).name)
@@ -81,26 +48,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
-    from .agent import build_classifier
-    from .classifier import ModelFilesError
+    config = load_config_or_exit(args.config)
+    from ..agent import build_classifier
+    from ..classify.classifier import ModelFilesError
 
     try:
         classifier = build_classifier(config, num_threads=1)
     except ModelFilesError as exc:
-        return _fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
+        return fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
     if config.camera.source == "picamera2":
         # What run would fail on first (not installed, numpy 2 against the apt picamera2).
-        from .sources import SourceError
-        from .sources.picamera import import_picamera2
+        from ..sources import SourceError
+        from ..sources.picamera import import_picamera2
 
         try:
             import_picamera2()
         except SourceError as exc:
-            return _fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
+            return fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
     print(
         f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
         f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
@@ -114,7 +78,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_checks
+    from ..tools.doctor import run_checks
 
     checks = run_checks(args.config)
     if args.json:
@@ -133,16 +97,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .classifier import Classifier, ModelFiles, ModelFilesError
-    from .preprocess import ImageError, load_image
+    from ..classify.classifier import Classifier, ModelFiles, ModelFilesError
+    from ..classify.preprocess import ImageError, load_image
 
     model = args.model
     max_pixels = args.max_pixels
     if args.config is not None and (model is None or max_pixels is None):
-        try:
-            config = load_config(args.config, check_model=False)
-        except ConfigError as exc:
-            return _fail(exc.describe(), EX_CONFIG)
+        config = load_config_or_exit(args.config, model=False)
         model = model if model is not None else config.model.path
         max_pixels = max_pixels if max_pixels is not None else config.camera.replay.max_pixels
     if max_pixels is None:
@@ -151,7 +112,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     try:
         classifier = Classifier(ModelFiles.beside(model), num_threads=args.threads)
     except ModelFilesError as exc:
-        return _fail(str(exc), EX_CONFIG)
+        return fail(str(exc), EX_CONFIG)
     failures = 0
     results = []
     for path in args.images:
@@ -180,23 +141,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, check_model=False)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
-    _setup_logging(config.agent.log_level)
+    config = load_config_or_exit(args.config, model=False)
+    setup_logging(config.agent.log_level)
 
-    from .agent import StartupError, build_source
-    from .sources import SourceError
-    from .sources.record import record
+    from ..agent import StartupError, build_source
+    from ..sources import SourceError
+    from ..sources.record import record
 
     try:
         source = build_source(config)
         saved = record(source, args.folder, args.seconds, args.format)
     except StartupError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return fail(str(exc), exc.exit_code)
     except SourceError as exc:
-        return _fail(str(exc), getattr(exc, "exit_code", 1))
+        return fail(str(exc), getattr(exc, "exit_code", 1))
     print(
         f'{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = "sequence", '
         f'path = "{args.folder}", fps = {config.camera.fps:g}'
@@ -209,43 +167,36 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.frames < 1:
-        return _fail(f"--frames: {args.frames} must be at least 1", 2)
-    try:
-        config = load_config(args.config, check_model=False)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
-    from .agent import StartupError, build_source
-    from .snapshot import describe, draw, take_snapshot
-    from .sources import SourceError
+        return fail(f"--frames: {args.frames} must be at least 1", 2)
+    config = load_config_or_exit(args.config, model=False)
+    from ..agent import StartupError, build_source
+    from ..sources import SourceError
+    from ..tools.snapshot import describe, draw, take_snapshot
 
     try:
         source = build_source(config)
     except StartupError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return fail(str(exc), exc.exit_code)
     try:
         source.start()
         snapshot = take_snapshot(config, source, args.frames)
     except SourceError as exc:
-        return _fail(str(exc), 1)
+        return fail(str(exc), 1)
     finally:
         source.close()
     try:
         draw(snapshot).save(args.out)
     except (OSError, ValueError) as exc:  # no such folder, unknown extension
-        return _fail(f"{args.out}: cannot save the snapshot ({exc})", 1)
+        return fail(f"{args.out}: cannot save the snapshot ({exc})", 1)
     print(describe(snapshot, args.out))
     return 0
 
 
-# ---------------------------------------------------------------------- parser
+# ---------------------------------------------------------------------- arguments
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bin-agent", description="Smart waste bin agent.")
-    parser.add_argument("--version", action="version", version=f"bin-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def register(sub: Any) -> None:
+    """Add the device's commands to the ``bin-agent`` parser's subcommands."""
     run = sub.add_parser("run", help="run the bin (until SIGTERM/SIGINT or the replay ends)")
     run.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
     run.add_argument("--print-events", action="store_true", help="print one line per sorted item")
@@ -302,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         "-c",
         type=Path,
-        default=Path("/etc/bin-agent/bin-agent.toml"),
+        default=DEFAULT_CONFIG,
         help="TOML config file (default: %(default)s)",
     )
     snapshot.add_argument(
@@ -313,37 +264,3 @@ def build_parser() -> argparse.ArgumentParser:
         "fires on is saved, else the last one (default: %(default)s)",
     )
     snapshot.set_defaults(func=cmd_snapshot)
-
-    from .dashboard_commands import register as register_dashboards
-
-    register_dashboards(sub)
-
-    from .loop_commands import register as register_loop
-
-    register_loop(sub)
-    try:
-        from .training.commands import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # doctor reports it among its checks; everything else stops here, before a
-    # confusing failure deep in numpy or LiteRT.
-    if args.command != "doctor" and not python_is_64bit():
-        return _fail(ONLY_64BIT, EX_CONFIG)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import ConfigError, config_from_dict
+from .. import preflight
+from ..config import ConfigError
 
 HOME = "home"
 KEYS_HELP = (
@@ -162,7 +163,7 @@ def save_angles(path: Path, chosen: dict[str, float]) -> None:
             servo.setdefault("angles", tomlkit.table())[name] = float(angle)
     new_text = tomlkit.dumps(document)
     try:  # the agent's own validation, before anything is replaced
-        config_from_dict(tomllib.loads(new_text), base_dir=path.parent, source=path, check_model=False)
+        preflight.load_dict(tomllib.loads(new_text), base_dir=path.parent, source=path, model=False)
     except ConfigError as exc:
         raise CalibrationError(f"not saved: {exc.describe()}") from None
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -202,7 +203,7 @@ def calibrate(
     out: TextIO | None = None,
 ) -> dict[str, float]:
     """Move the servo by ``assignments`` or ``keys``, save what was chosen; returns it."""
-    from .drives import ServoDrive
+    from ..actuators.drives import ServoDrive
 
     out = out if out is not None else sys.stdout
 

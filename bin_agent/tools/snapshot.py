@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .config import Config
-from .geometry import NormBox, to_normalised, to_pixels
-from .sources import FrameSource
+from ..config import Config
+from ..geometry import NormBox, to_normalised, to_pixels
+from ..sources import FrameSource
 
 ZONE_COLOUR = (255, 215, 0)
 ITEM_COLOUR = (255, 40, 40)
@@ -52,11 +52,11 @@ def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
 
     :raises SourceError: the source delivers nothing.
     """
-    from .sources import SourceError
+    from ..sources import SourceError
 
     trigger = None
     if config.trigger.mode == "motion":
-        from .triggers import MotionTrigger
+        from ..triggers import MotionTrigger
 
         trigger = MotionTrigger.from_config(config.trigger, config.camera.zone)
     last = None
@@ -81,9 +81,9 @@ def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
 
 def _classified(config: Config, image: np.ndarray, item_box: NormBox) -> NormBox | None:
     """The region the agent would classify for ``item_box`` (needs the model's input size)."""
-    from .agent import region_to_classify
-    from .classifier import ModelFiles, ModelFilesError, read_metadata
-    from .preprocess import PreprocessSpec
+    from ..agent import region_to_classify
+    from ..classify.classifier import ModelFiles, ModelFilesError, read_metadata
+    from ..classify.preprocess import PreprocessSpec
 
     try:
         spec = PreprocessSpec.from_metadata(read_metadata(ModelFiles.beside(config.model.path).metadata))
@@ -97,7 +97,7 @@ def _classified(config: Config, image: np.ndarray, item_box: NormBox) -> NormBox
 def last_sorted_item(config: Config) -> dict[str, Any] | None:
     """The last sorted item's event from the state database, if there is one
     with a box; ``None`` if there is no database or it cannot be read."""
-    from .store import Store, StoreError
+    from ..store import Store, StoreError
 
     path = Path(config.agent.state_dir) / "bin-agent.db"
     if not path.is_file():

@@ -72,7 +72,7 @@ class CliClient:
 
         :raises ConfigError: naming the key of a missing password or certificate file.
         """
-        from .config import broker_password, broker_tls_context
+        from .credentials import broker_password, broker_tls_context
 
         settings = config.mqtt
         return cls(

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Config, ConfigError, load_config, pins_in_use
+from .. import preflight
+from ..config import Config, ConfigError, pins_in_use
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -95,12 +96,12 @@ def _checks(config_path: Path) -> Iterator[Check]:
     yield check_numpy()
     config: Config | None
     try:
-        config = load_config(config_path)
+        config = preflight.load(config_path)
         config_check = Check("config", "ok", f"{config_path}: valid")
     except ConfigError as exc:
         config_check = Check("config", "fail", f"{config_path}: {'; '.join(exc.problems)}")
         try:  # if only the model is wrong, the other parts can still be checked
-            config = load_config(config_path, check_model=False)
+            config = preflight.load(config_path, model=False)
         except ConfigError:
             config = None
     yield check_picamera2(config)
@@ -181,8 +182,8 @@ def picamera2_import_problem() -> str | None:
     """Why ``import picamera2`` fails in this Python, and the fix; ``None`` if it imports
     (the agent's own check: ``sources.picamera.import_picamera2``, which catches more than
     ImportError: the OS's picamera2 under numpy 2 raises ValueError)."""
-    from .sources import SourceError
-    from .sources.picamera import import_picamera2
+    from ..sources import SourceError
+    from ..sources.picamera import import_picamera2
 
     try:
         import_picamera2()
@@ -206,7 +207,7 @@ def check_picamera2(config: Config | None) -> Check:
 
 
 def check_litert() -> Check:
-    from .runtime import RuntimeUnavailable, interpreter_class
+    from ..classify.runtime import RuntimeUnavailable, interpreter_class
 
     try:
         name, _ = interpreter_class()
@@ -220,7 +221,7 @@ def check_litert() -> Check:
 
 def check_camera(config: Config) -> tuple[Check, Any]:
     """Open the configured frame source, read one frame, close it. Returns the frame too."""
-    from .agent import StartupError, build_source
+    from ..agent import StartupError, build_source
 
     source_name = config.camera.source
     try:
@@ -249,9 +250,9 @@ def check_model(config: Config, frame: Any) -> Check:
     """Load the configured model and classify the camera's frame (or a grey image)."""
     import numpy as np
 
-    from .agent import build_classifier
-    from .classifier import ModelFilesError
-    from .runtime import RuntimeUnavailable
+    from ..agent import build_classifier
+    from ..classify.classifier import ModelFilesError
+    from ..classify.runtime import RuntimeUnavailable
 
     try:
         classifier = build_classifier(config)
@@ -285,7 +286,7 @@ def factory_name(factory: Any) -> str:
 
 def open_pin_factory(config: Config) -> tuple[Check, Any]:
     """The configured pin factory (for ``default``: the one gpiozero picks), or ``None``."""
-    from .actuators import ActuatorError, make_pin_factory
+    from ..actuators.sorter import ActuatorError, make_pin_factory
 
     configured = config.actuator.pin_factory
     if configured in ("lgpio", "default"):
@@ -446,7 +447,7 @@ def check_state_dir(path: Path) -> Check:
 
 def broker_secrets(config: Config) -> tuple[str | None, Any]:
     """``(password, TLS context)`` for the broker, read as the agent reads them."""
-    from .config import broker_password, broker_tls_context
+    from ..mqtt.credentials import broker_password, broker_tls_context
 
     try:
         return broker_password(config), broker_tls_context(config)

@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..classifier import ModelFilesError
-from ..preprocess import ImageError
-from . import dataset as ds
+from ..classify.classifier import ModelFilesError
+from ..classify.preprocess import ImageError
+from ..training import dataset as ds
 
 
 def _print(message: str) -> None:
@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         class_factors = ds.parse_class_factors(args.class_weight)
     except ds.DatasetError as exc:
         return _fail(str(exc))
-    from .train import TrainConfig, TrainingSetupError, train  # imports TensorFlow lazily
+    from ..training.train import TrainConfig, TrainingSetupError, train
 
     config = TrainConfig(
         datasets=[Path(p) for p in args.datasets],
@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import format_summary, run
+    from ..training.evaluate import format_summary, run
 
     try:
         result = run(
@@ -123,7 +123,7 @@ def _train_defaults() -> dict[str, object]:
     """``TrainConfig``'s defaults (the shipped recipe), so the CLI has no second copy of them."""
     import dataclasses
 
-    from .train import TrainConfig  # no TensorFlow at import
+    from ..training.train import TrainConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 

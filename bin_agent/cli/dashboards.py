@@ -17,7 +17,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from .config import EX_CONFIG, ConfigError, load_config
+from .. import preflight
+from ..config import EX_CONFIG, ConfigError
 
 
 def _fail(message: str, code: int) -> int:
@@ -26,7 +27,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def _labels(config: Any) -> list[str]:
-    from .classifier import ModelFiles, read_labels
+    from ..classify.classifier import ModelFiles, read_labels
 
     return read_labels(ModelFiles.beside(config.model.path).labels)
 
@@ -35,11 +36,11 @@ def _labels(config: Any) -> list[str]:
 
 
 def cmd_ha_remove(args: argparse.Namespace) -> int:
-    from .broker import BrokerError
-    from .discovery import remove_from_home_assistant
+    from ..mqtt.client import BrokerError
+    from ..mqtt.discovery import remove_from_home_assistant
 
     try:
-        config = load_config(args.config)
+        config = preflight.load(args.config)
     except ConfigError as exc:
         return _fail(exc.describe(), EX_CONFIG)
     try:
@@ -65,14 +66,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import json
     import threading
 
-    from .broker import BrokerError, CliClient
-    from .config import broker_password, broker_tls_context
-    from .monitor import Fleet, live, render_table
+    from ..mqtt.client import BrokerError, CliClient
+    from ..mqtt.credentials import broker_password, broker_tls_context
+    from ..tools.monitor import Fleet, live, render_table
 
     host, port, prefix, username, password, tls = "localhost", 1883, "smartbin", "", None, None
     if args.config is not None:
         try:
-            config = load_config(args.config, check_model=False)
+            config = preflight.load(args.config, model=False)
             password, tls = broker_password(config), broker_tls_context(config)
         except ConfigError as exc:
             return _fail(exc.describe(), EX_CONFIG)
@@ -113,11 +114,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from .report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
-    from .store import Store, StoreError
+    from ..store import Store, StoreError
+    from ..tools.report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
 
     try:
-        config = load_config(args.config, check_model=False)
+        config = preflight.load(args.config, model=False)
     except ConfigError as exc:
         return _fail(exc.describe(), EX_CONFIG)
     db = args.db or Path(config.agent.state_dir) / "bin-agent.db"
@@ -156,11 +157,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .actuators import ActuatorError, make_pin_factory
-    from .calibrate import CalibrationError, calibrate, parse_assignments, terminal_keys
+    from ..actuators.sorter import ActuatorError, make_pin_factory
+    from ..tools.calibrate import CalibrationError, calibrate, parse_assignments, terminal_keys
 
     try:
-        config = load_config(args.config, check_model=False)
+        config = preflight.load(args.config, model=False)
     except ConfigError as exc:
         return _fail(exc.describe(), EX_CONFIG)
     try:

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import EX_CONFIG, Config, ConfigError, load_config
+from .. import preflight
+from ..config import EX_CONFIG, Config, ConfigError
 
 DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
 
@@ -22,14 +23,14 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _config(path: Path) -> Config:
-    return load_config(path, check_model=False)
+    return preflight.load(path, model=False)
 
 
 # ---------------------------------------------------------------------- deploy
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from . import deploy
+    from ..learning import deploy
 
     try:
         config = _config(args.config)
@@ -72,16 +73,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _capture_folder(args: argparse.Namespace) -> Path:
     if args.folder is not None:
         return Path(args.folder)
-    from .capture import capture_folder
+    from ..learning.capture import capture_folder
 
     config = _config(args.config)
     return capture_folder(config.agent.state_dir, config.capture.folder)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from . import CLASSES
-    from .capture import captured_items
-    from .labels import LabelStore, describe_item, export, review_order
+    from .. import CLASSES
+    from ..learning.capture import captured_items
+    from ..learning.labels import LabelStore, describe_item, export, review_order
 
     try:
         folder = _capture_folder(args)
@@ -151,10 +152,10 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .classifier import ModelFilesError
-    from .compare import compare, format_comparison, items_of
-    from .config import RouterSection
-    from .training import dataset as ds
+    from ..classify.classifier import ModelFilesError
+    from ..config import RouterSection
+    from ..learning.compare import compare, format_comparison, items_of
+    from ..training import dataset as ds
 
     if len(args.model) != 2:
         return _fail("compare: give exactly two models: --model A --model B")

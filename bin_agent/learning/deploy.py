@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier, ModelFiles, ModelFilesError
-from .config import Config
+from ..classify.classifier import Classifier, ModelFiles, ModelFilesError
+from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Validation:
 
 def validate(candidate: str | Path, config: Config, references: Sequence[Path] = ()) -> Validation:
     """Check that the agent can run ``candidate`` with this config; raise :class:`DeployError`."""
-    from .preprocess import ImageError, load_image
+    from ..classify.preprocess import ImageError, load_image
 
     files = ModelFiles.beside(candidate)
     for name, path in (("model", files.model), ("labels", files.labels), ("metadata", files.metadata)):

@@ -27,9 +27,9 @@ import json
 import re
 from typing import Any
 
-from . import __version__
-from .config import Config
-from .mqtt import Topics
+from .. import __version__
+from ..config import Config
+from .link import Topics
 
 COMPONENTS = ("sensor", "binary_sensor", "button", "select")
 MODEL = "bin-agent camera sorting bin"
@@ -201,7 +201,7 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         entity_category="config",
         icon="mdi:counter",
     )
-    from .agent import switchable_trigger_modes
+    from ..agent import switchable_trigger_modes
 
     add(
         "select",
@@ -228,7 +228,7 @@ def remove_from_home_assistant(config: Config, labels: list[str], timeout: float
     under this bin's node id (entities of an older config), found by
     subscribing to ``<prefix>/+/<node_id>/+/config``.
     """
-    from .broker import CliClient
+    from .client import CliClient
 
     prefix = config.homeassistant.discovery_prefix
     node = node_id(config.agent.bin_id)

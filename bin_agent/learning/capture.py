@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import SortedItem
+from ..events import SortedItem
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Moving the item: sorters (chute, flaps, guidance LEDs), indicators, and the servo drives."""

@@ -1,0 +1,1 @@
+"""Seeing what an item is: the one preprocessing, the interpreter, the classifier."""

@@ -1,0 +1,66 @@
+"""The ``bin-agent`` command.
+
+``bin-agent run --config PATH``        run the bin until SIGTERM/SIGINT
+``bin-agent check-config PATH``        validate a config, exit 78 if it is wrong
+``bin-agent doctor [--config PATH]``   check this machine: camera, model, pins, broker ...
+``bin-agent classify IMAGE...``        classify photos, print class + top-3
+``bin-agent record DIR --seconds N``   save the configured source's frames for a sequence replay
+``bin-agent snapshot OUT.jpg``         a frame with the drop zone and the detection drawn
+``bin-agent train`` / ``evaluate``     the model pipeline (``bin_agent.training``)
+
+Errors a user can fix are printed as one line (or one line per problem) on
+standard error, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import EX_CONFIG, BinAgentError, ConfigError
+from ..tools.doctor import ONLY_64BIT, python_is_64bit
+from .common import fail
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bin-agent", description="Smart waste bin agent.")
+    parser.add_argument("--version", action="version", version=f"bin-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    from . import dashboards, device, loop
+
+    device.register(sub)
+    dashboards.register(sub)
+    loop.register(sub)
+    try:
+        from . import training
+    except ImportError:
+        pass
+    else:
+        training.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # doctor reports it among its checks; everything else stops here, before a
+    # confusing failure deep in numpy or LiteRT.
+    if args.command != "doctor" and not python_is_64bit():
+        return fail(ONLY_64BIT, EX_CONFIG)
+    try:
+        return int(args.func(args) or 0)
+    except BinAgentError as exc:
+        # The one place an error a person can act on becomes a line and an exit status.
+        return fail(exc.describe() if isinstance(exc, ConfigError) else str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

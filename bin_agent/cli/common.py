@@ -1,0 +1,36 @@
+"""What every command family shares: the default config path, logging set-up, one way to fail."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .. import preflight
+from ..config import Config
+
+DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
+"""Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
+
+
+def setup_logging(level: str) -> None:
+    """Log to standard error; journald stamps each line itself, a terminal wants the time."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``message`` as one line on standard error and return the exit status ``code``."""
+    print(f"bin-agent: {message}", file=sys.stderr)
+    return code
+
+
+def load_config_or_exit(path: Path, *, model: bool = True) -> Config:
+    """The config at ``path``, checked by :mod:`bin_agent.preflight`.
+
+    :raises ConfigError: with every problem; :func:`bin_agent.cli.main` prints it and exits 78.
+    """
+    return preflight.load(path, model=model)

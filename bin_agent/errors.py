@@ -1,0 +1,40 @@
+"""The one root of every error a person can act on, and the exit statuses it carries.
+
+Each layer raises its own subclass (``ConfigError``, ``StoreError``, ``ModelFilesError`` ...);
+the CLI catches :class:`BinAgentError` once, prints its message as one line (never a
+traceback) and exits with :attr:`BinAgentError.exit_code`. The statuses are sysexits.h's
+(``os.EX_*``): systemd's unit treats ``EX_CONFIG`` (78) as "do not restart".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EX_CONFIG = os.EX_CONFIG
+"""Exit status for configuration errors (sysexits.h); systemd does not restart on it."""
+
+
+class BinAgentError(Exception):
+    """An error with a message for a person and the process exit status it maps to."""
+
+    exit_code: int = os.EX_SOFTWARE
+
+
+class ConfigError(BinAgentError):
+    """One or more configuration problems, each a line naming the key and the fix."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, problems: list[str], source: Path | str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        if len(self.problems) == 1:
+            return f"config error: {where}{self.problems[0]}"
+        lines = [f"config error: {where}{len(self.problems)} problems"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)

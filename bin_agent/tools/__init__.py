@@ -1,0 +1,1 @@
+"""The operator's tools: doctor, snapshot, calibrate, monitor, report."""
