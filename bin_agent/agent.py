@@ -51,7 +51,7 @@ from .notify import Notifier
 from .router import Router
 from .sources import FrameSource, SourceError
 from .store import Store, StoreError, StoreLockedError
-from .triggers import Trigger, build_trigger
+from .triggers import Trigger, build_trigger, switchable_trigger_modes
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Agent:
         return reply
 
     def _command_trigger_mode(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
-        modes = switchable_trigger_modes(self.config)
+        modes = switchable_trigger_modes(self.config.trigger)
         mode = args.get("mode")
         if mode not in modes:
             reply["reason"] = f"'mode' must be one of {', '.join(modes)}"
@@ -706,13 +706,6 @@ def make_mqtt(
         password=password,
         tls=tls,
     )
-
-
-def switchable_trigger_modes(config: Config) -> list[TriggerMode]:
-    """The trigger modes ``cmd/trigger_mode`` may switch to at run time: motion and manual
-    (the camera is always there), and gpio only where the config's own mode is gpio (only
-    then is a sensor known to be fitted on its pins)."""
-    return ["motion", "gpio", "manual"] if config.trigger.mode == "gpio" else ["motion", "manual"]
 
 
 def make_capture(config: Config) -> Capture | None:

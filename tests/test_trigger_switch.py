@@ -9,8 +9,8 @@ import time
 from PIL import Image
 
 from bin_agent import preflight
-from bin_agent.agent import build_agent, switchable_trigger_modes
-from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger
+from bin_agent.agent import build_agent
+from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger, switchable_trigger_modes
 from tests.helpers import base_config
 
 
@@ -30,7 +30,7 @@ def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
     data["trigger"] = {"mode": "gpio", "settle_seconds": 0.0, "gpio": {"kind": "beam", "pin": 17}}
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 50.0})
     config = preflight.load_dict(data, base_dir=tmp_path)
-    assert switchable_trigger_modes(config) == ["motion", "gpio", "manual"]
+    assert switchable_trigger_modes(config.trigger) == ["motion", "gpio", "manual"]
     agent = build_agent(config)
     runner = threading.Thread(target=agent.run)
     runner.start()
@@ -52,4 +52,4 @@ def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
 
 def test_gpio_is_offered_only_where_configured(tmp_path):
     config = preflight.load_dict(base_config(tmp_path), base_dir=tmp_path)
-    assert switchable_trigger_modes(config) == ["motion", "manual"]
+    assert switchable_trigger_modes(config.trigger) == ["motion", "manual"]

@@ -201,7 +201,7 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         entity_category="config",
         icon="mdi:counter",
     )
-    from ..agent import switchable_trigger_modes
+    from ..triggers import switchable_trigger_modes
 
     add(
         "select",
@@ -211,7 +211,7 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         command_template='{"mode": "{{ value }}"}',
         state_topic=topics.state,
         value_template="{{ value_json.trigger_mode }}",
-        options=switchable_trigger_modes(config),
+        options=switchable_trigger_modes(config.trigger),
         entity_category="config",
         icon="mdi:gesture-tap",
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import TriggerMode, TriggerSection
 from ..geometry import FULL_FRAME, NormBox
 from .base import Trigger
 from .gpio import GpioTrigger
@@ -49,3 +50,10 @@ def build_trigger(section: Any, *, drop_zone: NormBox = FULL_FRAME, pin_factory:
     if section.mode == "manual":
         return ManualTrigger.from_config(section)
     raise ValueError(f"trigger.mode: unknown mode {section.mode!r}")
+
+
+def switchable_trigger_modes(section: TriggerSection) -> list[TriggerMode]:
+    """The trigger modes ``cmd/trigger_mode`` may switch to at run time: motion and manual
+    (the camera is always there), and gpio only where the config's own mode is gpio (only
+    then is a sensor known to be fitted on its pins)."""
+    return ["motion", "gpio", "manual"] if section.mode == "gpio" else ["motion", "manual"]
