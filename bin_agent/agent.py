@@ -40,6 +40,7 @@ from .config import (
     TriggerMode,
     actuation_seconds,
 )
+from .errors import BinAgentError
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
@@ -61,7 +62,7 @@ ACTUATION_MARGIN_SECONDS = 5.0
 longer fed for it (a servo that hangs must still get the service restarted)."""
 
 
-class StartupError(RuntimeError):
+class StartupError(BinAgentError, RuntimeError):
     """A part of the agent cannot start; the message says which and why."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:

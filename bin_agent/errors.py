@@ -13,6 +13,12 @@ from pathlib import Path
 
 EX_CONFIG = os.EX_CONFIG
 """Exit status for configuration errors (sysexits.h); systemd does not restart on it."""
+EX_FAILURE = 1
+"""A fault that may pass (a camera that comes back, a second agent that stops): systemd restarts on it.
+sysexits.h has no name for it."""
+EX_REFUSED = 2
+"""An input a command refuses (a broken model, an unknown label, a bad file argument): argparse's
+status for a bad argument, which the learning and training commands share."""
 
 
 class BinAgentError(Exception):

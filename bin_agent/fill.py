@@ -18,7 +18,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import FillSection, FillSensorSection
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def measured_percent(distance: float, empty_distance: float, full_distance: floa
 class LevelSensor:
     """An HC-SR04-style ultrasonic sensor above one compartment (gpiozero ``DistanceSensor``)."""
 
-    def __init__(self, settings: Any, pin_factory: Any = None) -> None:
+    def __init__(self, settings: FillSensorSection, pin_factory: Any = None) -> None:
         from gpiozero import DistanceSensor  # hardware lib: only where a sensor is really built
 
         self.settings = settings
@@ -89,7 +92,7 @@ class FillMonitor:
 
     def __init__(
         self,
-        section: Any,
+        section: FillSection,
         compartments: list[str],
         store: Any,
         sensors: Mapping[str, LevelSensor] | None = None,
@@ -105,7 +108,9 @@ class FillMonitor:
         self._published_full: list[str] | None = None
 
     @classmethod
-    def from_config(cls, section: Any, compartments: list[str], store: Any, pin_factory: Any = None) -> FillMonitor:
+    def from_config(
+        cls, section: FillSection, compartments: list[str], store: Any, pin_factory: Any = None
+    ) -> FillMonitor:
         sensors: dict[str, LevelSensor] = {}
         try:
             for compartment, settings in section.sensors.items():

@@ -49,7 +49,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import BinAgentError
+
+if TYPE_CHECKING:
+    from .config import StoreSection
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +120,10 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
-class StoreError(RuntimeError):
+class StoreError(BinAgentError, RuntimeError):
     """The state database cannot be opened."""
+
+    exit_code = os.EX_IOERR
 
 
 class StoreLockedError(StoreError):
@@ -250,7 +257,7 @@ class Store:
             raise
 
     @classmethod
-    def from_config(cls, section: Any, path: str | Path) -> Store:
+    def from_config(cls, section: StoreSection, path: str | Path) -> Store:
         """The store of the ``[store]`` config section, its database at ``path``."""
         return cls(
             path,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from bin_agent import CLASSES
-from bin_agent.training import dataset as ds
 from bin_agent.cli import main
+from bin_agent.training import dataset as ds
 from bin_agent.training.evaluate import metrics, threshold_table
 
 TINY = Path(__file__).resolve().parent / "data" / "models"
@@ -229,3 +229,18 @@ def test_train_rejects_a_background_share_outside_0_1(photos: Path, tmp_path: Pa
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--background-p", value])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: --background-p") and "\n" not in err
+
+
+def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Path, tmp_path: Path) -> None:
+    # An interpreter where TensorFlow and Keras cannot be imported, as after `pip install -e .`
+    # (a None in sys.modules makes the import fail and find_spec answer None).
+    code = (
+        "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        "from bin_agent.cli import main\n"
+        f"sys.exit(main(['train', {str(photos)!r}, '--out', {str(tmp_path / 'run')!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    err = result.stderr.strip()
+    assert result.returncode == 69, err
+    assert "Traceback" not in err and "\n" not in err
+    assert "pip install -e '.[train]'" in err and not (tmp_path / "run").exists()

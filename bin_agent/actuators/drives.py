@@ -21,14 +21,37 @@ turns them. Hardware libraries are imported only where a drive is opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .servo import PulseOutput, PulseServo
 
-__all__ = ["PulseOutput", "PulseServo", "ServoDrive", "SOFTWARE_TIMED_FACTORIES"]
+if TYPE_CHECKING:
+    from ..config import ActuatorSection, ServoSection
+
+__all__ = [
+    "HARDWARE_TIMED",
+    "NO_PWM_FACTORIES",
+    "PulseOutput",
+    "PulseServo",
+    "ServoDrive",
+    "SOFTWARE_TIMED_FACTORIES",
+    "pulse_timer",
+]
 
 SOFTWARE_TIMED_FACTORIES = frozenset({"lgpio", "rpigpio", "default"})
-"""gpiozero pin factories whose servo pulses are timed by software (they jitter)."""
+"""gpiozero pin factories whose servo pulses are timed by software (they jitter); ``default``
+is lgpio on Bookworm and on a Pi 5."""
+HARDWARE_TIMED = frozenset({"pigpio", "kernel_pwm", "pca9685"})
+"""What times servo pulses in hardware: pigpio's DMA (Pi 4 and older, a pin factory), the
+kernel's PWM (``dtoverlay=pwm-2chan``) and a PCA9685 board over I2C (servo drives)."""
+NO_PWM_FACTORIES = frozenset({"native"})
+"""gpiozero pin factories with no PWM at all: a servo cannot move."""
+
+
+def pulse_timer(actuator: ActuatorSection) -> str:
+    """What times the servo pulses of ``[actuator]``: its ``servo_drive``, or for the
+    ``gpiozero`` drive its ``pin_factory``. Look it up in the tables above."""
+    return actuator.pin_factory if actuator.servo_drive == "gpiozero" else actuator.servo_drive
 
 
 class ServoDrive:
@@ -48,7 +71,7 @@ class ServoDrive:
         self.board = board
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> ServoDrive:
+    def from_config(cls, actuator: ActuatorSection, pin_factory: Any) -> ServoDrive:
         """The drive of an ``[actuator]`` section; opens the PCA9685 board if it is the one."""
         if actuator.servo_drive == "kernel_pwm":
             from .kernel_pwm import SYSFS_PWM
@@ -61,7 +84,7 @@ class ServoDrive:
             return cls("pca9685", board=Pca9685.open(board.i2c_bus, board.address, oscillator_hz=board.oscillator_hz))
         return cls("gpiozero", pin_factory=pin_factory)
 
-    def servo(self, pin: int, channel: int, settings: Any, initial_angle: float | None) -> Any:
+    def servo(self, pin: int, channel: int, settings: ServoSection, initial_angle: float | None) -> Any:
         """A servo with ``settings``' range (``[actuator.servo]``) at ``initial_angle``
         (``None``: no pulses until the first move).
 

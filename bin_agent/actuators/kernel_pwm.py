@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from pathlib import Path
+
+from ..errors import BinAgentError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,10 @@ ACCESS_FIX = (
 )
 
 
-class KernelPwmError(RuntimeError):
+class KernelPwmError(BinAgentError, RuntimeError):
     """The PWM chip or channel is missing or cannot be written; the message says the fix."""
+
+    exit_code = os.EX_UNAVAILABLE
 
 
 def describe_chips(root: Path = SYSFS_PWM) -> str:

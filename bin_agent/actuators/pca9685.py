@@ -22,9 +22,12 @@ compatibility layer and its board-detection and GPIO stack.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
+
+from ..errors import BinAgentError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,10 @@ NOMINAL_OSCILLATOR_HZ = 25_000_000.0
 SERVO_FREQUENCY_HZ = 50.0
 
 
-class Pca9685Error(RuntimeError):
+class Pca9685Error(BinAgentError, RuntimeError):
     """The board cannot be reached; the message says the fix."""
+
+    exit_code = os.EX_UNAVAILABLE
 
 
 def prescale_for(frequency_hz: float, oscillator_hz: float = NOMINAL_OSCILLATOR_HZ) -> int:

@@ -23,14 +23,19 @@ own ``MockFactory`` with ``MockPWMPin``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import BinAgentError
 from .drives import SOFTWARE_TIMED_FACTORIES, ServoDrive
 from .kernel_pwm import KernelPwmError
 from .pca9685 import Pca9685Error
+
+if TYPE_CHECKING:
+    from ..config import ActuatorSection, ServoSection
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,13 @@ PIN_FACTORIES: dict[str, tuple[str, str, str]] = {
 }
 
 
-class ActuatorError(RuntimeError):
+class ActuatorError(BinAgentError, RuntimeError):
     """A pin factory or a device cannot be set up."""
 
+    exit_code = os.EX_CONFIG
 
-def warn_if_software_timed(actuator: Any) -> None:
+
+def warn_if_software_timed(actuator: ActuatorSection) -> None:
     """Say so when servo pulses will be timed by software (the servo twitches)."""
     if actuator.servo_drive == "gpiozero" and actuator.pin_factory in SOFTWARE_TIMED_FACTORIES:
         log.warning(
@@ -131,7 +138,7 @@ class ChuteSorter:
         self.home()
 
     @classmethod
-    def from_config(cls, settings: Any, dwell_seconds: float, drive: ServoDrive) -> ChuteSorter:
+    def from_config(cls, settings: ServoSection, dwell_seconds: float, drive: ServoDrive) -> ChuteSorter:
         servo = drive.servo(settings.pin, settings.channel, settings, settings.home_angle)
         return cls(servo, settings.angles, settings.home_angle, settings.travel_seconds, dwell_seconds)
 
@@ -180,7 +187,7 @@ class FlapSorter:
                 self._close_flap(compartment)
 
     @classmethod
-    def from_config(cls, actuator: Any, drive: ServoDrive) -> FlapSorter:
+    def from_config(cls, actuator: ActuatorSection, drive: ServoDrive) -> FlapSorter:
         servo_settings = actuator.servo
         flaps = {
             name: (
@@ -232,7 +239,7 @@ class GuidanceSorter:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> GuidanceSorter:
+    def from_config(cls, actuator: ActuatorSection, pin_factory: Any) -> GuidanceSorter:
         from gpiozero import LED
 
         leds = {name: LED(pin, pin_factory=pin_factory) for name, pin in actuator.leds.items()}
@@ -275,7 +282,7 @@ class Indicators:
         self.buzzer = buzzer
 
     @classmethod
-    def from_config(cls, actuator: Any, pin_factory: Any) -> Indicators:
+    def from_config(cls, actuator: ActuatorSection, pin_factory: Any) -> Indicators:
         status_led = buzzer = None
         if actuator.status_led_pin >= 0:
             from gpiozero import LED
@@ -310,7 +317,7 @@ class Indicators:
                 device.close()
 
 
-def build_sorter(actuator: Any, pin_factory: Any) -> Sorter:
+def build_sorter(actuator: ActuatorSection, pin_factory: Any) -> Sorter:
     """The sorter the config asks for (``actuator.kind``), its servos on ``actuator.servo_drive``."""
     try:
         if actuator.kind in ("servo", "flaps"):

@@ -21,6 +21,7 @@ model's metadata says how many views it was measured with (``"views"``).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BinAgentError
 from .preprocess import PreprocessSpec, fit_to_input
 from .runtime import ModelLoadError, load_interpreter
 
@@ -36,8 +38,10 @@ VIEWS = (1, 2, 4)
 """Allowed views per item: the frame; + its mirror image; + both turned 180°."""
 
 
-class ModelFilesError(ValueError):
+class ModelFilesError(BinAgentError, ValueError):
     """The model, labels and metadata files are missing, corrupt or disagree."""
+
+    exit_code = os.EX_CONFIG
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ Training-time augmentation picks its own (random) crop box and calls
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,11 +34,14 @@ Box = tuple[float, float, float, float]
 """A crop box ``(left, top, right, bottom)`` in pixels of the source image."""
 
 
+from ..errors import BinAgentError  # noqa: E402
 from .limits import DEFAULT_MAX_PIXELS  # noqa: E402  (re-exported: one default)
 
 
-class ImageError(ValueError):
+class ImageError(BinAgentError, ValueError):
     """An image file cannot be read or is not a usable photo."""
+
+    exit_code = os.EX_DATAERR
 
 
 @dataclass(frozen=True)

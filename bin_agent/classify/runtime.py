@@ -9,9 +9,12 @@ interpreter instead.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..errors import BinAgentError
 
 RUNTIMES: tuple[tuple[str, str], ...] = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -20,12 +23,16 @@ RUNTIMES: tuple[tuple[str, str], ...] = (
 """(name, module) pairs in order of preference."""
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(BinAgentError, RuntimeError):
     """No TensorFlow Lite runtime can be imported."""
 
+    exit_code = os.EX_UNAVAILABLE
 
-class ModelLoadError(ValueError):
+
+class ModelLoadError(BinAgentError, ValueError):
     """The model file exists but the interpreter cannot load it."""
+
+    exit_code = os.EX_CONFIG
 
 
 def interpreter_class() -> tuple[str, Callable[..., Any]]:

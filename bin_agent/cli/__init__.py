@@ -24,7 +24,13 @@ from ..tools.doctor import ONLY_64BIT, python_is_64bit
 from .common import fail
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``bin-agent`` parser.
+
+    :param command: the command about to be parsed. The training commands' arguments (whose
+        defaults live with numpy) are added only when it is one of them or None, so that
+        ``bin-agent --help`` and the device's commands start without numpy and PIL.
+    """
     parser = argparse.ArgumentParser(prog="bin-agent", description="Smart waste bin agent.")
     parser.add_argument("--version", action="version", version=f"bin-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -40,12 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     else:
-        training.register(sub)
+        training.register(sub, arguments=command is None or command in training.HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The first word that is not an option names the command (bin-agent has no global options but
+    # --help and --version); "" when there is none.
+    parser = build_parser(next((word for word in argv if not word.startswith("-")), ""))
     args = parser.parse_args(argv)
     # doctor reports it among its checks; everything else stops here, before a
     # confusing failure deep in numpy or LiteRT.

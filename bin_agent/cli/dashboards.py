@@ -12,18 +12,13 @@ turns errors into one line and an exit code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from .. import preflight
-from ..config import EX_CONFIG, ConfigError
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"bin-agent: {message}", file=sys.stderr)
-    return code
+from .common import fail, load_config_or_exit
 
 
 def _labels(config: Any) -> list[str]:
@@ -36,19 +31,11 @@ def _labels(config: Any) -> list[str]:
 
 
 def cmd_ha_remove(args: argparse.Namespace) -> int:
-    from ..mqtt.client import BrokerError
     from ..mqtt.discovery import remove_from_home_assistant
 
-    try:
-        config = preflight.load(args.config)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
-    try:
-        topics = remove_from_home_assistant(config, _labels(config), timeout=args.timeout)
-    except ConfigError as exc:  # the password or certificate files of [mqtt]
-        return _fail(exc.describe(), EX_CONFIG)
-    except BrokerError as exc:
-        return _fail(str(exc), 69)  # EX_UNAVAILABLE
+    config = load_config_or_exit(args.config)
+    # ConfigError (the password or certificate files of [mqtt]): exit 78; BrokerError: exit 69.
+    topics = remove_from_home_assistant(config, _labels(config), timeout=args.timeout)
     for topic in topics:
         print(f"cleared {topic}")
     print(
@@ -66,17 +53,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import json
     import threading
 
-    from ..mqtt.client import BrokerError, CliClient
+    from ..mqtt.client import CliClient
     from ..mqtt.credentials import broker_password, broker_tls_context
     from ..tools.monitor import Fleet, live, render_table
 
     host, port, prefix, username, password, tls = "localhost", 1883, "smartbin", "", None, None
     if args.config is not None:
-        try:
-            config = preflight.load(args.config, model=False)
-            password, tls = broker_password(config), broker_tls_context(config)
-        except ConfigError as exc:
-            return _fail(exc.describe(), EX_CONFIG)
+        config = load_config_or_exit(args.config, model=False)
+        password, tls = broker_password(config), broker_tls_context(config)
         settings = config.mqtt
         host, port, prefix, username = settings.host, settings.port, settings.topic_prefix, settings.username
     host, port, prefix = args.host or host, args.port or port, args.prefix or prefix
@@ -85,27 +69,25 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         try:
             password = args.password_file.read_text(encoding="utf-8").splitlines()[0]
         except (OSError, UnicodeDecodeError, IndexError) as exc:
-            return _fail(f"--password-file: {args.password_file}: not a readable password file ({exc})", 66)
+            return fail(f"--password-file: {args.password_file}: not a readable password file ({exc})", os.EX_NOINPUT)
     fleet = Fleet(prefix, args.bins)
-    try:
-        with CliClient(host, port, username=username, password=password, tls=tls, purpose="monitor") as client:
-            client.subscribe(fleet.filters, fleet.handle, args.timeout)
-            if not client.sync(args.timeout):
-                return _fail(f"the broker {host}:{port} did not answer in {args.timeout:g} s", 69)
-            if args.json:
-                print(json.dumps(fleet.as_json(), indent=1, sort_keys=True))
-                return 0
-            if args.once or not sys.stdout.isatty():
-                print(render_table(fleet))
-                return 0
-            stop = threading.Event()
-            try:
-                live(fleet, sys.stdout, stop, args.refresh)
-            except KeyboardInterrupt:
-                stop.set()
+    # A BrokerError (cannot connect, refused): main() prints it and exits 69.
+    with CliClient(host, port, username=username, password=password, tls=tls, purpose="monitor") as client:
+        client.subscribe(fleet.filters, fleet.handle, args.timeout)
+        if not client.sync(args.timeout):
+            return fail(f"the broker {host}:{port} did not answer in {args.timeout:g} s", os.EX_UNAVAILABLE)
+        if args.json:
+            print(json.dumps(fleet.as_json(), indent=1, sort_keys=True))
             return 0
-    except BrokerError as exc:
-        return _fail(str(exc), 69)
+        if args.once or not sys.stdout.isatty():
+            print(render_table(fleet))
+            return 0
+        stop = threading.Event()
+        try:
+            live(fleet, sys.stdout, stop, args.refresh)
+        except KeyboardInterrupt:
+            stop.set()
+        return 0
 
 
 # ---------------------------------------------------------------------- report
@@ -117,19 +99,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..store import Store, StoreError
     from ..tools.report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
 
-    try:
-        config = preflight.load(args.config, model=False)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
+    config = load_config_or_exit(args.config, model=False)
     db = args.db or Path(config.agent.state_dir) / "bin-agent.db"
     if not db.is_file():
-        return _fail(f"{db}: no state database (has the bin run? --db names another)", 66)  # EX_NOINPUT
+        return fail(f"{db}: no state database (has the bin run? --db names another)", os.EX_NOINPUT)
     now = datetime.now(UTC)
     try:
         since = parse_since(args.since, now)
         store = Store(db)
     except (ReportError, StoreError) as exc:
-        return _fail(str(exc), 64 if isinstance(exc, ReportError) else 74)
+        return fail(str(exc), os.EX_USAGE if isinstance(exc, ReportError) else os.EX_IOERR)
     try:
         report = report_from_store(
             store, config.agent.bin_id, since, now, sorted(config.router.compartments), config.compartments
@@ -145,11 +124,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             write_png(report, args.png)
             print(f"wrote {args.png}")
     except ReportError as exc:
-        return _fail(str(exc), 69)
+        return fail(str(exc), os.EX_UNAVAILABLE)
     except BrokenPipeError:
         raise
     except OSError as exc:
-        return _fail(f"cannot write: {exc}", 73)  # EX_CANTCREAT
+        return fail(f"cannot write: {exc}", os.EX_CANTCREAT)
     return 0
 
 
@@ -160,10 +139,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..actuators.sorter import ActuatorError, make_pin_factory
     from ..tools.calibrate import CalibrationError, calibrate, parse_assignments, terminal_keys
 
-    try:
-        config = preflight.load(args.config, model=False)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
+    config = load_config_or_exit(args.config, model=False)
     try:
         assignments = parse_assignments(args.set) if args.set else None
         pin_factory = make_pin_factory(config.actuator.pin_factory)
@@ -175,7 +151,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             step=args.step,
         )
     except (CalibrationError, ActuatorError) as exc:
-        return _fail(str(exc), EX_CONFIG)
+        return fail(str(exc), os.EX_CONFIG)
     return 0
 
 

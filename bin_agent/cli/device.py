@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import DEFAULT_MODEL
 from ..classify.limits import DEFAULT_MAX_PIXELS
-from ..errors import EX_CONFIG
+from ..errors import EX_CONFIG, EX_FAILURE, EX_REFUSED
 from .common import DEFAULT_CONFIG, fail, load_config_or_exit, setup_logging
 
 # ---------------------------------------------------------------------- run
@@ -24,12 +24,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.agent.print_events = True
     setup_logging(args.log_level or config.agent.log_level)
 
-    from ..agent import StartupError, build_agent
+    from ..agent import build_agent
 
-    try:
-        agent = build_agent(config)
-    except StartupError as exc:
-        return fail(str(exc), exc.exit_code)
+    agent = build_agent(config)  # a StartupError: main() prints it and exits with its status
 
     def on_signal(signum: int, _frame: object) -> None:
         logging.getLogger(__name__).info("%s received: shutting down", signal.Signals(signum).name)
@@ -97,7 +94,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..classify.classifier import Classifier, ModelFiles, ModelFilesError
+    from ..classify.classifier import Classifier, ModelFiles
     from ..classify.preprocess import ImageError, load_image
 
     model = args.model
@@ -109,10 +106,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if max_pixels is None:
         max_pixels = DEFAULT_MAX_PIXELS
     model = Path(model) if model is not None else DEFAULT_MODEL
-    try:
-        classifier = Classifier(ModelFiles.beside(model), num_threads=args.threads)
-    except ModelFilesError as exc:
-        return fail(str(exc), EX_CONFIG)
+    classifier = Classifier(ModelFiles.beside(model), num_threads=args.threads)  # ModelFilesError: exit 78
     failures = 0
     results = []
     for path in args.images:
@@ -144,17 +138,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config, model=False)
     setup_logging(config.agent.log_level)
 
-    from ..agent import StartupError, build_source
-    from ..sources import SourceError
+    from ..agent import build_source
     from ..sources.record import record
 
-    try:
-        source = build_source(config)
-        saved = record(source, args.folder, args.seconds, args.format)
-    except StartupError as exc:
-        return fail(str(exc), exc.exit_code)
-    except SourceError as exc:
-        return fail(str(exc), getattr(exc, "exit_code", 1))
+    # StartupError, SourceError: main() prints them and exits with their status.
+    saved = record(build_source(config), args.folder, args.seconds, args.format)
     print(
         f'{args.folder}: {saved} frame(s); replay them with [camera.replay] mode = "sequence", '
         f'path = "{args.folder}", fps = {config.camera.fps:g}'
@@ -167,27 +155,24 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.frames < 1:
-        return fail(f"--frames: {args.frames} must be at least 1", 2)
+        return fail(f"--frames: {args.frames} must be at least 1", EX_REFUSED)
     config = load_config_or_exit(args.config, model=False)
-    from ..agent import StartupError, build_source
+    from ..agent import build_source
     from ..sources import SourceError
     from ..tools.snapshot import describe, draw, take_snapshot
 
-    try:
-        source = build_source(config)
-    except StartupError as exc:
-        return fail(str(exc), exc.exit_code)
+    source = build_source(config)  # a StartupError: main() prints it and exits with its status
     try:
         source.start()
         snapshot = take_snapshot(config, source, args.frames)
     except SourceError as exc:
-        return fail(str(exc), 1)
+        return fail(str(exc), EX_FAILURE)
     finally:
         source.close()
     try:
         draw(snapshot).save(args.out)
     except (OSError, ValueError) as exc:  # no such folder, unknown extension
-        return fail(f"{args.out}: cannot save the snapshot ({exc})", 1)
+        return fail(f"{args.out}: cannot save the snapshot ({exc})", EX_FAILURE)
     print(describe(snapshot, args.out))
     return 0
 

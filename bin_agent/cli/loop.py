@@ -8,22 +8,19 @@ label), 78 for a bad config file.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .. import preflight
-from ..config import EX_CONFIG, Config, ConfigError
+from ..config import Config
+from ..errors import EX_REFUSED
+from .common import DEFAULT_CONFIG, fail, load_config_or_exit
 
-DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
 
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"bin-agent: {message}", file=sys.stderr, flush=True)
-    return code
+def _fail(message: str) -> int:
+    return fail(message, EX_REFUSED)
 
 
 def _config(path: Path) -> Config:
-    return preflight.load(path, model=False)
+    return load_config_or_exit(path, model=False)
 
 
 # ---------------------------------------------------------------------- deploy
@@ -32,10 +29,7 @@ def _config(path: Path) -> Config:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from ..learning import deploy
 
-    try:
-        config = _config(args.config)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
+    config = _config(args.config)
     reload_hint = (
         "the running agent switches before its next item after `systemctl reload bin-agent` "
         "(SIGHUP) or MQTT cmd/reload_model"
@@ -84,10 +78,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from ..learning.capture import captured_items
     from ..learning.labels import LabelStore, describe_item, export, review_order
 
-    try:
-        folder = _capture_folder(args)
-    except ConfigError as exc:
-        return _fail(exc.describe(), EX_CONFIG)
+    folder = _capture_folder(args)
     if not folder.is_dir():
         return _fail(f"{folder}: no capture folder (enable [capture], or give --folder)")
     store = LabelStore(folder)
@@ -161,10 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _fail("compare: give exactly two models: --model A --model B")
     threshold = args.threshold
     if threshold is None and args.config is not None:
-        try:
-            threshold = _config(args.config).router.confidence_threshold
-        except ConfigError as exc:
-            return _fail(exc.describe(), EX_CONFIG)
+        threshold = _config(args.config).router.confidence_threshold
     if threshold is None:
         threshold = RouterSection().confidence_threshold
     try:

@@ -3,18 +3,29 @@
 ``bin_agent.cli`` calls :func:`register`; each sub-command sets
 ``func=<callable(args) -> int exit code>``. Errors the user can fix (missing
 folder, bad split file, bad model) are one line on stderr and exit code 2; no
-traceback. TensorFlow is imported only when ``train`` runs.
+traceback. TensorFlow is imported only when ``train`` runs; numpy and PIL only when one
+of these commands is parsed (see :func:`register`), so ``bin-agent --help`` starts without them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
-from ..classify.classifier import ModelFilesError
-from ..classify.preprocess import ImageError
-from ..training import dataset as ds
+from ..errors import EX_REFUSED
+
+HELP = {
+    "split": "make the fixed train/val/test split file of dataset folders",
+    "train": "fine-tune MobileNetV2 and export float + int8 TFLite models",
+    "evaluate": "metrics of a .tflite model on labelled photos (runs the agent's Classifier)",
+}
+"""The one-line help of each command, shown by ``bin-agent --help``."""
+
+TRAIN_EXTRA = "pip install -e '.[train]'"
+"""What installs TensorFlow (setup.cfg's ``train`` extra)."""
 
 
 def _print(message: str) -> None:
@@ -23,10 +34,12 @@ def _print(message: str) -> None:
 
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    return 2
+    return EX_REFUSED
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from ..training import dataset as ds
+
     try:
         if args.base is not None:
             document = ds.extend_split(
@@ -45,6 +58,19 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..classify.classifier import ModelFilesError
+    from ..classify.preprocess import ImageError
+    from ..training import dataset as ds
+
+    # Before any photo is read: without the extra the run would end in a traceback.
+    for module in ("tensorflow", "keras"):
+        if importlib.util.find_spec(module) is None:
+            print(
+                f"error: bin-agent train needs TensorFlow (no module named {module}): {TRAIN_EXTRA}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return os.EX_UNAVAILABLE
     for root in args.datasets:
         if not Path(root).is_dir():
             return _fail(f"{root}: no such dataset folder")
@@ -97,6 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..classify.classifier import ModelFilesError
+    from ..training import dataset as ds
     from ..training.evaluate import format_summary, run
 
     try:
@@ -128,9 +156,20 @@ def _train_defaults() -> dict[str, object]:
     return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``split``, ``train`` and ``evaluate`` to the bin-agent CLI."""
-    p = subparsers.add_parser("split", help="make the fixed train/val/test split file of dataset folders")
+def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) -> None:
+    """Add ``split``, ``train`` and ``evaluate`` to the bin-agent CLI.
+
+    :param arguments: also add their arguments. Their defaults are the training recipe's, which
+        lives with numpy; without them each command is only its name and help line (enough for
+        ``bin-agent --help`` and for parsing any other command).
+    """
+    if not arguments:
+        for name, text in HELP.items():
+            subparsers.add_parser(name, help=text)
+        return
+    from ..training import dataset as ds
+
+    p = subparsers.add_parser("split", help=HELP["split"])
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR", help="folder-per-class photo folders")
     p.add_argument("--out", required=True, type=Path, help="split JSON to write, e.g. models/waste_split.json")
     p.add_argument("--seed", type=int, default=20261123)
@@ -145,7 +184,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_split)
 
     DEFAULTS = _train_defaults()
-    p = subparsers.add_parser("train", help="fine-tune MobileNetV2 and export float + int8 TFLite models")
+    p = subparsers.add_parser("train", help=HELP["train"])
     p.add_argument(
         "datasets",
         nargs="+",
@@ -230,9 +269,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--version", help="version string written in the metadata")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser(
-        "evaluate", help="metrics of a .tflite model on labelled photos (runs the agent's Classifier)"
-    )
+    p = subparsers.add_parser("evaluate", help=HELP["evaluate"])
     p.add_argument(
         "datasets",
         nargs="+",

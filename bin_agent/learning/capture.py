@@ -26,11 +26,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..events import SortedItem
+
+if TYPE_CHECKING:
+    from ..config import CaptureSection
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ class Capture:
         self._bytes = 0
 
     @classmethod
-    def from_config(cls, section: Any, state_dir: str | Path) -> Capture:
+    def from_config(cls, section: CaptureSection, state_dir: str | Path) -> Capture:
         """From the ``[capture]`` config section."""
         return cls(
             capture_folder(state_dir, section.folder),

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..classify.classifier import Classifier, ModelFiles, ModelFilesError
 from ..config import Config
+from ..errors import BinAgentError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ PREVIOUS = "previous"
 INPUT_DTYPES = ("uint8", "int8", "float32")
 
 
-class DeployError(Exception):
+class DeployError(BinAgentError):
     """A candidate model is refused, or nothing can be rolled back; one line."""
+
+    exit_code = os.EX_DATAERR
 
 
 def models_dir(config: Config) -> Path:

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..errors import BinAgentError
 from ..events import utc_now_iso
 from .capture import SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured
 
@@ -30,8 +31,10 @@ LABELS_FILE = "labels.jsonl"
 EVENT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
-class LabelError(ValueError):
+class LabelError(BinAgentError, ValueError):
     """A label cannot be set (unknown class, unknown event); the message says why."""
+
+    exit_code = os.EX_DATAERR
 
 
 class LabelStore:

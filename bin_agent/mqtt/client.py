@@ -12,15 +12,23 @@ been delivered.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BinAgentError
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
-class BrokerError(RuntimeError):
+class BrokerError(BinAgentError, RuntimeError):
     """The broker cannot be reached or refused us; the message says which."""
+
+    exit_code = os.EX_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class CliClient:
         self.client.on_message = self._handle_message
 
     @classmethod
-    def from_config(cls, config: Any, purpose: str) -> CliClient:
+    def from_config(cls, config: Config, purpose: str) -> CliClient:
         """The broker, credentials and TLS of a config's ``[mqtt]`` section.
 
         :raises ConfigError: naming the key of a missing password or certificate file.

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import BinAgentError
 from .ratelimit import LogThrottle, TokenBucket
+
+if TYPE_CHECKING:
+    from ..config import MqttCommandsSection
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,10 @@ class Command:
         return None if value is None else str(value)
 
 
-class CommandRejected(Exception):
+class CommandRejected(BinAgentError):
     """Why a command is not run; ``reply`` is False when none must be sent (rate limit)."""
+
+    exit_code = os.EX_DATAERR
 
     def __init__(self, reason: str, *, reply: bool = True, request_id: str | None = None) -> None:
         super().__init__(reason)
@@ -92,7 +99,7 @@ class CommandGate:
         self.rejected = 0
 
     @classmethod
-    def from_config(cls, section: Any) -> CommandGate:
+    def from_config(cls, section: MqttCommandsSection) -> CommandGate:
         """From the ``[mqtt.commands]`` section."""
         return cls(
             allow_reset=section.allow_reset,

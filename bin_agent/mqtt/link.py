@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import ssl
 import sys
@@ -43,9 +44,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import BinAgentError
 from .ratelimit import LogThrottle
+
+if TYPE_CHECKING:
+    from ..config import MqttSection
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class MqttLink:
 
     def __init__(
         self,
-        settings: Any,
+        settings: MqttSection,
         topics: Topics,
         store: Any,
         on_command: CommandHandler,
@@ -165,7 +170,9 @@ class MqttLink:
         client.suppress_exceptions = True
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(settings.reconnect_min_seconds, settings.reconnect_max_seconds)
+        # paho annotates whole seconds, but its _reconnect_wait only adds the delay to a monotonic
+        # time and doubles it: fractional seconds (reconnect_min_seconds = 0.5) work as given.
+        client.reconnect_delay_set(settings.reconnect_min_seconds, settings.reconnect_max_seconds)  # type: ignore[arg-type]
         client.will_set(topics.status, "offline", qos=1, retain=True)
         if settings.username:
             client.username_pw_set(settings.username, password)
@@ -517,8 +524,10 @@ def describe_connect_error(exc: BaseException | None, where: str) -> str:
     return f"cannot connect to the broker {where} ({type(exc).__name__ if exc else 'unknown reason'})"
 
 
-class TlsSetupError(ValueError):
+class TlsSetupError(BinAgentError, ValueError):
     """A TLS file cannot be used; ``key`` is its option in ``[mqtt.tls]``."""
+
+    exit_code = os.EX_CONFIG
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)

@@ -7,8 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import BinAgentError
 
-class SourceError(RuntimeError):
+
+class SourceError(BinAgentError, RuntimeError):
     """A frame source cannot start or has stopped delivering frames.
 
     :param exit_code: what the agent exits with: 1 (systemd restarts it: a

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from .. import preflight
 from ..config import ConfigError
+from ..errors import BinAgentError
 
 HOME = "home"
 KEYS_HELP = (
@@ -36,8 +37,10 @@ KEYS_HELP = (
 )
 
 
-class CalibrationError(ValueError):
+class CalibrationError(BinAgentError, ValueError):
     """A wrong angle, name or config; the message says which."""
+
+    exit_code = os.EX_CONFIG
 
 
 @dataclass

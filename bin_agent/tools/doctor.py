@@ -18,7 +18,6 @@ holds the camera and the pins.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import importlib.util
 import os
 import platform
@@ -43,13 +42,6 @@ ONLY_64BIT = (
     "(Raspberry Pi OS 64-bit); LiteRT has no 32-bit ARM build"
 )
 
-SOFTWARE_PWM = ("lgpio", "rpigpio")
-"""Pin factories that time servo pulses in software (the servo fidgets)."""
-HARDWARE_PWM = ("pigpio", "kernel_pwm", "pca9685")
-"""Servo drivers with hardware-timed pulses: pigpio (DMA, Pi 4), the kernel's
-PWM (dtoverlay=pwm-2chan) and a PCA9685 board over I2C."""
-NO_PWM = ("native",)
-"""gpiozero's native factory has no PWM at all: a servo cannot move."""
 FACTORY_NAMES = {
     "LGPIOFactory": "lgpio",
     "RPiGPIOFactory": "rpigpio",
@@ -362,25 +354,18 @@ def check_pins(config: Config, factory: Any) -> Iterator[Check]:
 
 
 def _servo_driver(config: Config) -> str:
-    """What times the servo pulses: a hardware PWM driver named anywhere in
-    ``[actuator]`` (the option that selects one is the servo-drive's own),
-    else the pin factory."""
+    """What times the servo pulses: the servo drive, or the pin factory of the gpiozero drive
+    (the one table of drives is :mod:`bin_agent.actuators.drives`)."""
+    from ..actuators.drives import pulse_timer
 
-    def strings(section: Any) -> Iterator[str]:
-        for spec in dataclasses.fields(section):
-            value = getattr(section, spec.name)
-            if dataclasses.is_dataclass(value):
-                yield from strings(value)
-            elif isinstance(value, str):
-                yield value
-
-    named = [value for value in strings(config.actuator) if value in HARDWARE_PWM]
-    return named[0] if named else config.actuator.pin_factory
+    return pulse_timer(config.actuator)
 
 
 def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
     """How the servo pulses are timed; ``chosen_factory``: the factory that
     loaded (``None``: none did)."""
+    from ..actuators.drives import HARDWARE_TIMED, NO_PWM_FACTORIES, SOFTWARE_TIMED_FACTORIES
+
     kind = config.actuator.kind
     if kind not in ("servo", "flaps"):
         return Check("servo-pwm", "ok", f'no servo (actuator.kind = "{kind}")')
@@ -389,14 +374,14 @@ def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
         if chosen_factory is None:
             return Check("servo-pwm", "warn", "cannot tell: gpiozero found no pin factory")
         driver = chosen_factory
-    if driver in NO_PWM:
+    if driver in NO_PWM_FACTORIES:
         return Check(
             "servo-pwm",
             "fail",
             f"{driver} has no PWM: the servo cannot move. Fix: set "
             "actuator.pin_factory to a factory with PWM (pigpio on a Pi 4)",
         )
-    if driver in SOFTWARE_PWM:
+    if driver in SOFTWARE_TIMED_FACTORIES:
         return Check(
             "servo-pwm",
             "warn",
@@ -405,7 +390,7 @@ def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
                 "pigpio (Pi 4), kernel_pwm or pca9685 (Pi 5)"
             ),
         )
-    if driver in HARDWARE_PWM:
+    if driver in HARDWARE_TIMED:
         return Check("servo-pwm", "ok", f"{driver}: hardware-timed pulses")
     if driver == "mock":
         return Check("servo-pwm", "ok", "mock pins: no real servo")

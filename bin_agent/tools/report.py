@@ -10,6 +10,7 @@ the ``report`` extra). Days are UTC days, as the event times are UTC.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,13 +18,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..errors import BinAgentError
 from ..store import HistoryItem
 
 _SPAN = re.compile(r"^(\d+)([hdw])$")
 
 
-class ReportError(ValueError):
+class ReportError(BinAgentError, ValueError):
     """A bad ``--since`` or an unwritable output; the message says which."""
+
+    exit_code = os.EX_USAGE
 
 
 def parse_since(text: str, now: datetime) -> datetime:

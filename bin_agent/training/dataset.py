@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from .. import CLASSES
 from ..classify.preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
+from ..errors import BinAgentError
 from .backgrounds import CameraEffects, camera_effects, composite, item_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -29,8 +31,10 @@ SUBSETS = ("train", "val", "test")
 SPLIT_FORMAT = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(BinAgentError, ValueError):
     """A dataset folder or split file is missing or does not fit."""
+
+    exit_code = os.EX_DATAERR
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,16 @@ import numpy as np
 
 from .. import CLASSES, __version__
 from ..classify.preprocess import PreprocessSpec
+from ..errors import BinAgentError
 from . import dataset as ds
 
 Progress = Callable[[str], None]
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(BinAgentError, ValueError):
     """A training setting that cannot work (unknown layer, unusable weights file)."""
+
+    exit_code = os.EX_USAGE
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .motion import MotionTrigger
 __all__ = ["GpioTrigger", "ManualTrigger", "MotionTrigger", "Trigger", "build_trigger"]
 
 
-def build_trigger(section: Any, *, drop_zone: NormBox = FULL_FRAME, pin_factory: Any = None) -> Trigger:
+def build_trigger(section: TriggerSection, *, drop_zone: NormBox = FULL_FRAME, pin_factory: Any = None) -> Trigger:
     """The trigger that ``section.mode`` names, built from ``section``
     (``config.TriggerSection``, validated).
 

@@ -31,11 +31,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..geometry import NormBox
 from ..sources.base import Frame
 from .base import Request
+
+if TYPE_CHECKING:
+    from ..config import TriggerSection
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class GpioTrigger:
 
     @classmethod
     def from_config(
-        cls, section: Any, pin_factory: Any = None, clock: Callable[[], float] = time.monotonic
+        cls, section: TriggerSection, pin_factory: Any = None, clock: Callable[[], float] = time.monotonic
     ) -> GpioTrigger:
         """Build the sensor of a ``[trigger]`` section (``config.TriggerSection``):
         its ``settle_seconds`` and its ``gpio`` table; ``gpio.kind`` picks the

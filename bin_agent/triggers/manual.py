@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..geometry import NormBox
 from ..sources.base import Frame
 from .base import Request
+
+if TYPE_CHECKING:
+    from ..config import TriggerSection
 
 
 class ManualTrigger:
@@ -21,7 +24,7 @@ class ManualTrigger:
         self._request = Request()
 
     @classmethod
-    def from_config(cls, section: Any = None) -> ManualTrigger:
+    def from_config(cls, section: TriggerSection | None = None) -> ManualTrigger:
         """``[trigger]`` has nothing for the manual trigger; taken for symmetry."""
         return cls()
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..geometry import FULL_FRAME, NormBox, box_problem
 from ..sources.base import Frame
 from .base import Request
+
+if TYPE_CHECKING:
+    from ..config import TriggerSection
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +235,7 @@ class MotionTrigger:
         self._reset()
 
     @classmethod
-    def from_config(cls, section: Any, drop_zone: NormBox = FULL_FRAME, **tuning: Any) -> MotionTrigger:
+    def from_config(cls, section: TriggerSection, drop_zone: NormBox = FULL_FRAME, **tuning: Any) -> MotionTrigger:
         """The trigger of a ``[trigger]`` section (``config.TriggerSection``):
         its ``settle_seconds`` and its ``motion`` table. ``tuning`` passes the
         settings the config does not hold (``clear_area``, ``init_frames``,

@@ -1,0 +1,50 @@
+"""``bin-agent`` starts light: its help and its parser load neither numpy nor PIL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+def _heavy_imports(*args: str) -> list[str]:
+    """The numpy/PIL lines of ``python -X importtime ARGS`` (run in the repository, its own interpreter)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    return [name for name in modules if name.split(".")[0] in ("numpy", "PIL")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-c", "import bin_agent.cli"),
+        ("-m", "bin_agent", "--help"),
+        ("-m", "bin_agent", "--version"),
+        ("-m", "bin_agent", "report", "--help"),
+    ],
+    ids=["import", "help", "version", "report-help"],
+)
+def test_help_imports_neither_numpy_nor_pil(args: tuple[str, ...]) -> None:
+    assert _heavy_imports(*args) == []
+
+
+def test_the_training_commands_still_show_their_recipe_defaults() -> None:
+    # Their arguments are added only when one of them is parsed: the help must still carry them.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "--background-p" in out and "default 0.8" in out and "--qat-epochs" in out
