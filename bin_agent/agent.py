@@ -49,7 +49,7 @@ from .mqtt.commands import CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
 from .mqtt.link import MqttLink, Topics
 from .notify import Notifier
-from .router import Router
+from .router import Router, confidence_threshold
 from .sources import FrameSource, SourceError
 from .store import Store, StoreError, StoreLockedError
 from .triggers import Trigger, build_trigger, switchable_trigger_modes
@@ -422,7 +422,12 @@ class Agent:
         if staged is None:
             return
         previous, self.classifier = self.classifier, staged
-        log.info("switched model %s -> %s", previous.version, staged.version)
+        # The new model brings its own threshold unless the config pins one.
+        threshold, source = confidence_threshold(self.config.router.confidence_threshold, staged.recommended_threshold)
+        self.router.confidence_threshold = threshold
+        log.info(
+            "switched model %s -> %s (confidence threshold %g: %s)", previous.version, staged.version, threshold, source
+        )
         self.notifier.status(f"sorting; model {staged.version}")
         self._publish_state()
 
@@ -650,7 +655,11 @@ def build_agent(
         source=frame_source,
         trigger=trigger,
         classifier=classifier,
-        router=Router(config.router.compartments, config.router.fallback, config.router.confidence_threshold),
+        router=Router(
+            config.router.compartments,
+            config.router.fallback,
+            confidence_threshold(config.router.confidence_threshold, classifier.recommended_threshold)[0],
+        ),
         sorter=sorter,
         indicators=indicators,
         store=store,

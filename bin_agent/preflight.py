@@ -88,7 +88,7 @@ def _check_replay_files(config: Config, problems: list[str]) -> None:
 
 
 def _check_model(config: Config, problems: list[str]) -> list[str]:
-    from .classify.classifier import ModelFiles, ModelFilesError, read_labels, read_metadata
+    from .classify.classifier import ModelFiles, ModelFilesError, read_labels, read_metadata, recommended_threshold
 
     files = ModelFiles.beside(config.model.path)
     for name, path in (("model", files.model), ("labels", files.labels), ("metadata", files.metadata)):
@@ -97,7 +97,7 @@ def _check_model(config: Config, problems: list[str]) -> list[str]:
             return list(CLASSES)  # the first missing file says it: no list of its siblings
     try:
         labels = read_labels(files.labels)
-        read_metadata(files.metadata)
+        recommended_threshold(read_metadata(files.metadata), files.metadata)
     except ModelFilesError as exc:
         problems.append(f"model.path: {exc}")
         return list(CLASSES)

@@ -10,6 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+FALLBACK_CONFIDENCE_THRESHOLD = 0.8
+"""The threshold when neither ``router.confidence_threshold`` nor the model's metadata sets one
+(a model whose metadata carries no ``recommended_confidence_threshold``)."""
+
+
+def confidence_threshold(configured: float | None, recommended: float | None) -> tuple[float, str]:
+    """The threshold in force and where it comes from, for a line a person reads.
+
+    :param configured: ``router.confidence_threshold`` (None: unset); it wins when set.
+    :param recommended: the model's metadata's (``Classifier.recommended_threshold``).
+    """
+    if configured is not None:
+        return configured, "router.confidence_threshold"
+    if recommended is not None:
+        return recommended, "the model's metadata"
+    return FALLBACK_CONFIDENCE_THRESHOLD, "the default: the model's metadata recommends none"
+
 
 @dataclass(frozen=True)
 class Route:

@@ -19,9 +19,9 @@ def problems_of(data, tmp_path) -> list[str]:
     return info.value.problems
 
 
-# Options whose default depends on where bin-agent is installed: documented as a
-# commented-out example line, so the shipped file keeps the default.
-COMMENTED_OUT = {"model.path"}
+# Options whose default depends on where bin-agent is installed, or is "unset" (TOML has no
+# null): documented as a commented-out example line, so the shipped file keeps the default.
+COMMENTED_OUT = {"model.path", "router.confidence_threshold"}
 
 
 def test_shipped_config_documents_every_option():
@@ -201,3 +201,7 @@ def test_good_config_passes_check(tmp_path):
     result = run_cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+    # The version as the metadata writes it (no stray "v" before it), and the threshold in force.
+    assert (
+        "model tiny_uint8.tflite tiny-1 (1 view(s) per item, confidence threshold 0.8 from the default" in result.stdout
+    )

@@ -21,8 +21,11 @@ from bin_agent.learning import deploy
 from tests.helpers import SHIPPED_MODEL, base_config, write_toml
 
 
-def copy_model(source: Path, folder: Path, version: str, name: str = "candidate") -> Path:
-    """The shipped model's three files under a new name, with another version."""
+def copy_model(
+    source: Path, folder: Path, version: str, name: str = "candidate", threshold: float | None = None
+) -> Path:
+    """The shipped model's three files under a new name, with another version (and, given
+    ``threshold``, another recommended confidence threshold)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = ModelFiles.beside(source)
     model = folder / f"{name}.tflite"
@@ -30,6 +33,8 @@ def copy_model(source: Path, folder: Path, version: str, name: str = "candidate"
     shutil.copyfile(files.labels, model.with_suffix(".labels.txt"))
     meta = json.loads(files.metadata.read_text())
     meta["version"] = version
+    if threshold is not None:
+        meta["recommended_confidence_threshold"]["value"] = threshold
     model.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return model
 
@@ -182,3 +187,29 @@ def test_sighup_switches_the_running_agent(tmp_path, trashnet_dir, mosquitto, su
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+
+
+@pytest.mark.parametrize("pinned", [None, 0.9], ids=["unset", "pinned"])
+def test_a_deployed_model_brings_its_threshold_unless_the_config_pins_one(tmp_path, pinned):
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    if pinned is not None:
+        data.setdefault("router", {})["confidence_threshold"] = pinned
+    config_file = write_toml(tmp_path / "bin.toml", data)
+    shipped = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["recommended_confidence_threshold"]["value"]
+    agent = build_agent(preflight.load(config_file))
+    assert agent.router.confidence_threshold == (shipped if pinned is None else pinned)
+
+    candidate = copy_model(SHIPPED_MODEL, tmp_path / "cand", "strict-1", threshold=0.95)
+    result = run_cli("deploy", str(candidate), "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    expected = (
+        "confidence threshold in force: 0.95 (the model's metadata)"
+        if pinned is None
+        else "confidence threshold in force: 0.9 (router.confidence_threshold)"
+    )
+    assert expected in result.stdout, result.stdout
+
+    assert agent.reload_model()["ok"]
+    assert agent.run() == 0  # the replay's photo, then the end: the switch comes before the item
+    assert agent.classifier.version == "strict-1"
+    assert agent.router.confidence_threshold == (0.95 if pinned is None else pinned)

@@ -40,8 +40,14 @@ def test_shipped_files_agree() -> None:
 
 
 def test_default_threshold_is_the_one_chosen_on_validation() -> None:
-    """The router's default is the calibrated threshold the model card reports."""
-    assert RouterSection().confidence_threshold == META["recommended_confidence_threshold"]["value"]
+    """Unset in the config, the router's threshold is the calibrated one the model card reports."""
+    from bin_agent.classify.classifier import recommended_threshold
+    from bin_agent.router import confidence_threshold
+
+    assert RouterSection().confidence_threshold is None
+    recommended = recommended_threshold(META, MODEL.with_suffix(".json"))
+    assert recommended == META["recommended_confidence_threshold"]["value"]
+    assert confidence_threshold(None, recommended) == (recommended, "the model's metadata")
 
 
 def test_split_is_disjoint_and_complete(trashnet_dir: Path) -> None:

@@ -104,6 +104,21 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
+def recommended_threshold(metadata: Mapping[str, Any], path: Path) -> float | None:
+    """The metadata's ``recommended_confidence_threshold`` (``{"value": 0.8, "rule": ...}`` as
+    ``bin-agent train`` writes it, or a bare number); None when it has none.
+
+    :raises ModelFilesError: it is there but not a number from 0 to 1.
+    """
+    entry = metadata.get("recommended_confidence_threshold")
+    value = entry.get("value") if isinstance(entry, Mapping) else entry
+    if entry is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ModelFilesError(f"{path}: 'recommended_confidence_threshold' is {entry!r}, expected a number from 0 to 1")
+    return float(value)
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
@@ -145,6 +160,8 @@ class Classifier:
             raise ModelFilesError(str(exc)) from None
         self.top_k = top_k
         self.views = self._views(views)
+        # The router's threshold unless router.confidence_threshold is set (None: none recommended).
+        self.recommended_threshold = recommended_threshold(self.metadata, files.metadata)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._check_shapes()

@@ -62,11 +62,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             import_picamera2()
         except SourceError as exc:
             return fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
+    from ..router import confidence_threshold
+
+    threshold, source = confidence_threshold(config.router.confidence_threshold, classifier.recommended_threshold)
     print(
         f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
         f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "
-        f"model {classifier.files.model.name} v{classifier.version} ({classifier.views} view(s) per item), "
-        f"compartments: {', '.join(config.compartments)})"
+        f"model {classifier.files.model.name} {classifier.version} ({classifier.views} view(s) per item, "
+        f"confidence threshold {threshold:g} from {source}), compartments: {', '.join(config.compartments)})"
     )
     return 0
 

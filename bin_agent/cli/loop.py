@@ -44,6 +44,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if args.rollback:
             before, now = deploy.rollback(config)
             print(f"rolled back: {before} -> {now}")
+            print(_threshold_line(config))
             print(reload_hint)
             return 0
         if args.model is None:
@@ -57,8 +58,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"deploy: cannot write {deploy.models_dir(config)} ({exc}); run it as the agent's user")
     print(f"deployed {validation.classifier.version}: {installed}")
+    print(_threshold_line(config))
     print(reload_hint)
     return 0
+
+
+def _threshold_line(config: Config) -> str:
+    from ..learning.deploy import threshold_in_force
+
+    value, source = threshold_in_force(config)
+    return f"confidence threshold in force: {value:g} ({source})"
 
 
 # ---------------------------------------------------------------------- label
@@ -143,9 +152,9 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..classify.classifier import ModelFilesError
-    from ..config import RouterSection
+    from ..classify.classifier import ModelFiles, ModelFilesError, read_metadata, recommended_threshold
     from ..learning.compare import compare, format_comparison, items_of
+    from ..router import confidence_threshold
     from ..training import dataset as ds
 
     if len(args.model) != 2:
@@ -153,13 +162,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     threshold = args.threshold
     if threshold is None and args.config is not None:
         threshold = _config(args.config).router.confidence_threshold
-    if threshold is None:
-        threshold = RouterSection().confidence_threshold
     try:
         items = items_of(args.datasets, args.split, args.subset)
         for model in args.model:
             if not Path(model).is_file():
                 raise ModelFilesError(f"{model}: no such model file")
+        if threshold is None:
+            # Unset: the candidate's own, the threshold the agent would sort with after deploying it.
+            files = ModelFiles.beside(args.model[1])
+            threshold, _ = confidence_threshold(
+                None, recommended_threshold(read_metadata(files.metadata), files.metadata)
+            )
         result = compare(args.model[0], args.model[1], items, threshold, threads=args.threads)
     except (ds.DatasetError, ModelFilesError) as exc:
         return _fail(str(exc))
@@ -250,7 +263,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        help="confidence threshold of the fallback compartment (default: the config's router.confidence_threshold)",
+        help="confidence threshold of the fallback compartment (default: the config's "
+        "router.confidence_threshold, else model B's recommended_confidence_threshold)",
     )
     p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
     p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])

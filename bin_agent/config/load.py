@@ -183,8 +183,12 @@ def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: P
             if _text(name, name_path, problems) is _INVALID:
                 entries[name] = _INVALID
         return _INVALID if any(v is _INVALID for v in entries.values()) else entries
-    if origin in (types.UnionType, typing.Union):  # pragma: no cover - not used by the schema yet
-        raise TypeError(f"unsupported union in schema at {where}")
+    if origin in (types.UnionType, typing.Union):
+        # "X | None": unset by default. TOML has no null, so a value given is always an X.
+        kinds = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(kinds) != 1:
+            raise TypeError(f"unsupported union in schema at {where}")
+        return _convert(kinds[0], value, where, problems, base_dir)
     raise TypeError(f"unsupported type {hint!r} in schema at {where}")
 
 

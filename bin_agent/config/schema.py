@@ -310,10 +310,12 @@ class ModelSection:
 
 @dataclass
 class RouterSection:
-    confidence_threshold: float = _opt(
-        0.8,
-        "Below this confidence the item goes to the fallback compartment (0.8: the shipped "
-        "model's calibrated confidence at which 97 % of sorted items were right on validation).",
+    confidence_threshold: float | None = _opt(
+        None,
+        "Below this confidence the item goes to the fallback compartment. Unset: the model's "
+        "own (its metadata's recommended_confidence_threshold, measured with the model; the "
+        "shipped model's is 0.8), so a deployed model brings its threshold; set: this one, "
+        "whatever the model.",
         min=0,
         max=1,
     )

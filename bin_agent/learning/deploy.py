@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..classify.classifier import Classifier, ModelFiles, ModelFilesError
+from ..classify.classifier import Classifier, ModelFiles, ModelFilesError, read_metadata, recommended_threshold
 from ..config import Config
 from ..errors import BinAgentError
+from ..router import confidence_threshold
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,17 @@ def active_model_path(config: Config) -> Path:
     except DeployError as exc:
         raise ModelFilesError(str(exc)) from None
     return deployed if deployed is not None else config.model.path
+
+
+def threshold_in_force(config: Config, model: Path | None = None) -> tuple[float, str]:
+    """The router's confidence threshold with ``model`` (default: the one the agent uses), and
+    where it comes from: ``router.confidence_threshold`` when set, else the model's metadata.
+
+    :raises ModelFilesError: the model's metadata cannot be read.
+    """
+    files = ModelFiles.beside(model if model is not None else active_model_path(config))
+    recommended = recommended_threshold(read_metadata(files.metadata), files.metadata)
+    return confidence_threshold(config.router.confidence_threshold, recommended)
 
 
 def sha256(path: Path) -> str:
