@@ -750,23 +750,7 @@ class Store:
         with self._lock:
             if self._db is None:
                 return []
-            rows = self._db.execute(
-                "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
-                "WHERE time >= ? AND time < ? ORDER BY seq",
-                (since, until if until is not None else "\uffff"),
-            ).fetchall()
-        return [
-            HistoryItem(
-                time=r[0],
-                created=r[1],
-                label=r[2],
-                confidence=r[3],
-                compartment=r[4],
-                fallback=bool(r[5]),
-                payload=json.loads(r[6]),
-            )
-            for r in rows
-        ]
+            return _history(self._db, since, until)
 
     def prune_history(self, older_than: float) -> int:
         """Drop history items recorded before ``older_than`` (epoch seconds); returns how many."""
@@ -1060,6 +1044,63 @@ class Store:
 
 class _Corrupt(Exception):
     """The database file is damaged (quick_check failed or not a database)."""
+
+
+def _history(db: sqlite3.Connection, since: str, until: str | None) -> list[HistoryItem]:
+    rows = db.execute(
+        "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
+        "WHERE time >= ? AND time < ? ORDER BY seq",
+        (since, until if until is not None else "\uffff"),
+    ).fetchall()
+    return [
+        HistoryItem(
+            time=r[0],
+            created=r[1],
+            label=r[2],
+            confidence=r[3],
+            compartment=r[4],
+            fallback=bool(r[5]),
+            payload=json.loads(r[6]),
+        )
+        for r in rows
+    ]
+
+
+class StoreReader:
+    """The state database opened read-only, for the tools that only read it (``report``,
+    ``snapshot``): it takes neither the agent's lock nor writes a marker or anything else, so it
+    works while ``bin-agent run`` holds the database (SQLite's WAL lets a reader see the last
+    committed items beside the writer).
+
+    :param path: the database file.
+    :raises StoreError: it cannot be opened or is not a bin-agent database.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        # mode=ro: nothing is created or written, not even a -journal; a WAL database still
+        # needs its -shm (the running agent's, or one SQLite makes where the folder is writable).
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("SELECT 1 FROM items LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            raise StoreError(f"{self.path}: cannot read the state database ({exc})") from None
+
+    def history(self, since: str, until: str | None = None) -> list[HistoryItem]:
+        """As :meth:`Store.history`."""
+        return _history(self._db, since, until)
+
+    def last_item(self) -> dict[str, Any] | None:
+        """The last sorted item's event as the agent last saved it (None: none yet)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_item'").fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _lock_exclusively(path: Path) -> Any:

@@ -6,6 +6,8 @@ import copy
 import json
 import math
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,17 @@ from bin_agent import DEFAULT_MODEL_NAME
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODELS = REPO / "tests" / "data" / "models"
 SHIPPED_MODEL = REPO / "models" / DEFAULT_MODEL_NAME
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, poll: float = 0.05) -> bool:
+    """Whether ``predicate()`` comes true within ``timeout`` seconds (asked every ``poll``
+    seconds, and once more at the end: a slow machine gets its last chance)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
 
 
 def base_config(

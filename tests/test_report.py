@@ -127,3 +127,62 @@ def test_history_is_kept_beside_the_outbox_and_pruned_by_age(tmp_path):
     assert store.prune_history(time.time() - 3600) == 0
     assert store.prune_history(time.time() + 1) == 1
     assert store.history(iso(NOW - timedelta(days=1))) == []
+
+
+def test_report_reads_a_running_agents_database_without_its_lock(tmp_path, trashnet_dir):
+    """`bin-agent report` beside `bin-agent run` on the same config: the database opened
+    read-only (no lock, no marker, nothing written), the agent undisturbed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bin_agent.store import StoreReader
+    from tests.helpers import REPO, wait_for
+
+    photo = sorted((trashnet_dir / "glass").glob("*.jpg"))[0]
+    data = base_config(tmp_path, photo, mqtt=False)
+    data["camera"]["replay"].update(
+        {"realtime": True, "loop": True, "fps": 20.0, "item_seconds": 0.8, "empty_seconds": 0.6}
+    )
+    config_file = write_toml(tmp_path / "bin.toml", data)
+    db = tmp_path / "state" / "bin-agent.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+    def items() -> int:
+        try:
+            reader = StoreReader(db)
+        except Exception:
+            return 0
+        try:
+            return len(reader.history(iso(NOW - timedelta(days=1))))
+        finally:
+            reader.close()
+
+    try:
+        assert wait_for(lambda: items() >= 1, 60), "the agent sorted nothing"
+        lock_before = (db.parent / "bin-agent.db.lock").read_bytes()
+        report = subprocess.run(
+            [sys.executable, "-m", "bin_agent", "report", "--config", str(config_file), "--since", "1d"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert report.returncode == 0, report.stderr
+        assert "another bin-agent" not in report.stderr
+        assert "test-bin" in report.stdout and "glass" in report.stdout, report.stdout
+        assert (db.parent / "bin-agent.db.lock").read_bytes() == lock_before, "the report touched the agent's lock"
+        assert agent.poll() is None, "the agent stopped while the report read its database"
+        assert wait_for(lambda: items() >= 2, 60), "the agent stopped sorting after the report"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr[-2000:]

@@ -96,7 +96,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from ..store import Store, StoreError
+    from ..store import StoreError, StoreReader
     from ..tools.report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
 
     config = load_config_or_exit(args.config, model=False)
@@ -106,7 +106,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     try:
         since = parse_since(args.since, now)
-        store = Store(db)
+        store = StoreReader(db)  # read-only: no lock, works beside a running agent
     except (ReportError, StoreError) as exc:
         return fail(str(exc), os.EX_USAGE if isinstance(exc, ReportError) else os.EX_IOERR)
     try:

@@ -97,13 +97,13 @@ def _classified(config: Config, image: np.ndarray, item_box: NormBox) -> NormBox
 def last_sorted_item(config: Config) -> dict[str, Any] | None:
     """The last sorted item's event from the state database, if there is one
     with a box; ``None`` if there is no database or it cannot be read."""
-    from ..store import Store, StoreError
+    from ..store import StoreError, StoreReader
 
     path = Path(config.agent.state_dir) / "bin-agent.db"
     if not path.is_file():
         return None
     try:
-        store = Store(path)
+        store = StoreReader(path)  # read-only: the agent may be running
     except StoreError:
         return None
     try:
