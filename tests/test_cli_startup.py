@@ -48,3 +48,19 @@ def test_the_training_commands_still_show_their_recipe_defaults() -> None:
         check=True,
     ).stdout
     assert "--background-p" in out and "default 0.8" in out and "--qat-epochs" in out
+
+
+@pytest.mark.parametrize("command", ["classify", "compare", "evaluate"])
+def test_threads_zero_is_a_usage_error_naming_threads(command: str, tmp_path, capsys) -> None:
+    from bin_agent.cli import main
+
+    args = {
+        "classify": ["classify", str(tmp_path / "x.jpg")],
+        "compare": ["compare", str(tmp_path), "--model", "a", "--model", "b"],
+        "evaluate": ["evaluate", str(tmp_path), "--model", "a"],
+    }[command]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--threads", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "argument --threads: 0 must be at least 1" in err and "model" not in err.splitlines()[-1]

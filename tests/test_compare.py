@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,15 @@ def test_compare_needs_two_models(labelled):
         timeout=60,
     )
     assert run.returncode == 2 and "exactly two models" in run.stderr
+
+
+def test_an_empty_subset_names_its_cause(labelled, tmp_path):
+    from bin_agent.learning.compare import items_of
+    from bin_agent.training import dataset as ds
+
+    # A split file made without these photos: none of them is in its test subset.
+    split = tmp_path / "split.json"
+    entry = {"train": ["glass/other.jpg"], "val": [], "test": ["glass/another.jpg"]}
+    split.write_text(json.dumps({"datasets": {"elsewhere": entry}}))
+    with pytest.raises(ds.DatasetError, match=r"none of the 12 photo\(s\) of .*mybin is in the 'test' subset"):
+        items_of([labelled], split, "test")

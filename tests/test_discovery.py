@@ -161,7 +161,12 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     )
     assert object_ids == expected
     counters = [p for t, p in messages.items() if "count" in t.split("/")[3] or t.split("/")[3] == "total"]
-    assert counters and all(p["state_class"] == "total_increasing" for p in counters if "state_topic" in p)
+    # Counts that cmd/correct can lower: "total" (a drop is a change), reset through last_reset.
+    assert counters and all(
+        p["state_class"] == "total" and p["last_reset_value_template"] == "{{ value_json.counts.since }}"
+        for p in counters
+        if "state_topic" in p
+    )
     select = messages["homeassistant/select/test-bin/trigger_mode/config"]
     assert select["options"] == ["motion", "manual"]
     # Stable: the same config gives the same payloads.

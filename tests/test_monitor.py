@@ -171,3 +171,13 @@ def _wait(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def test_a_bin_nothing_is_heard_from_is_no_data_and_exit_66(mosquitto, capsys):
+    args = ["monitor", "nosuchbin", "--host", "127.0.0.1", "--port", str(mosquitto.port), "--timeout", "5"]
+    assert main([*args, "--once"]) == 66
+    out, err = capsys.readouterr()
+    row = next(line for line in out.splitlines() if line.startswith("nosuchbin"))
+    assert row.split()[1:] == ["?", "-", "-", "-", "-", "-", "-", "-"], "no 'updated 0s' for a bin never heard"
+    assert err.startswith("bin-agent: no data from bin nosuchbin under smartbin/") and err.count("\n") == 1
+    assert main([*args, "--json"]) == 66

@@ -186,3 +186,33 @@ def test_report_reads_a_running_agents_database_without_its_lock(tmp_path, trash
         agent.send_signal(signal.SIGTERM)
         _, stderr = agent.communicate(timeout=60)
     assert agent.returncode == 0, stderr[-2000:]
+
+
+def test_a_year_is_drawn_by_week_in_one_colour_per_name(tmp_path, capsys):
+    from bin_agent.tools.report import build_report, series_colours, time_bins
+
+    data = base_config(tmp_path)
+    config_file = write_toml(tmp_path / "bin.toml", data)
+    store = Store(tmp_path / "state" / "bin-agent.db")
+    for n in range(0, 360, 3):
+        add(store, NOW - timedelta(days=n), "paper" if n % 2 else "glass", "paper" if n % 2 else "glass")
+    store.close()
+    out_png = tmp_path / "year.png"
+    assert main(["report", "--config", str(config_file), "--since", "365d", "--png", str(out_png)]) == 0
+    assert f"wrote {out_png} (items per week)" in capsys.readouterr().out
+    with Image.open(out_png) as image:
+        assert image.size[0] <= 1600, "a readable picture, not one bar per day"
+    report = build_report([], "b", NOW - timedelta(days=365), NOW, ["paper"], ["paper", "rest"])
+    assert time_bins(report)[0] == "week" and len(time_bins(report)[1]) <= 62
+    assert series_colours(report)["paper"] == series_colours(report)["paper"]  # one entry: both panels
+    assert len(set(series_colours(report).values())) == 2
+    longer = build_report([], "b", NOW - timedelta(days=3 * 365), NOW, [], [])
+    assert time_bins(longer)[0] == "month"
+
+
+def test_a_png_name_that_is_no_picture_is_one_line(bin_with_history, tmp_path, capsys):
+    config_file, _ = bin_with_history
+    code = main(["report", "--config", str(config_file), "--png", str(tmp_path / "out.txt")])
+    out, err = capsys.readouterr()
+    assert code == 64 and out == ""
+    assert err.startswith("bin-agent: --png ") and ".png" in err and err.count("\n") == 1

@@ -76,11 +76,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         client.subscribe(fleet.filters, fleet.handle, args.timeout)
         if not client.sync(args.timeout):
             return fail(f"the broker {host}:{port} did not answer in {args.timeout:g} s", os.EX_UNAVAILABLE)
-        if args.json:
-            print(json.dumps(fleet.as_json(), indent=1, sort_keys=True))
-            return 0
-        if args.once or not sys.stdout.isatty():
-            print(render_table(fleet))
+        silent = fleet.silent()
+        if args.json or args.once or not sys.stdout.isatty():
+            print(json.dumps(fleet.as_json(), indent=1, sort_keys=True) if args.json else render_table(fleet))
+            if silent:
+                return fail(
+                    f"no data from bin {', '.join(silent)} under {prefix}/ (no such bin, or it never "
+                    "connected to this broker)",
+                    os.EX_NOINPUT,
+                )
             return 0
         stop = threading.Event()
         try:
@@ -97,7 +101,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from ..store import StoreError, StoreReader
-    from ..tools.report import ReportError, format_table, parse_since, report_from_store, write_csv, write_png
+    from ..tools.report import (
+        ReportError,
+        check_picture_path,
+        format_table,
+        parse_since,
+        report_from_store,
+        write_csv,
+        write_png,
+    )
 
     config = load_config_or_exit(args.config, model=False)
     db = args.db or Path(config.agent.state_dir) / "bin-agent.db"
@@ -106,6 +118,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     try:
         since = parse_since(args.since, now)
+        if args.png:
+            check_picture_path(args.png)  # before the work, not after the table
         store = StoreReader(db)  # read-only: no lock, works beside a running agent
     except (ReportError, StoreError) as exc:
         return fail(str(exc), os.EX_USAGE if isinstance(exc, ReportError) else os.EX_IOERR)
@@ -121,8 +135,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             rows = write_csv(report, args.csv)
             print(f"\nwrote {args.csv} ({rows} rows)")
         if args.png:
-            write_png(report, args.png)
-            print(f"wrote {args.png}")
+            unit = write_png(report, args.png)
+            print(f"wrote {args.png} (items per {unit})")
     except ReportError as exc:
         return fail(str(exc), os.EX_UNAVAILABLE)
     except BrokenPipeError:
@@ -186,7 +200,12 @@ def register(sub: Any) -> None:
         "--db", type=Path, default=None, help="state database (default: agent.state_dir/bin-agent.db of the config)"
     )
     report.add_argument("--csv", type=Path, default=None, help="also write one row per day, class and compartment")
-    report.add_argument("--png", type=Path, default=None, help="also draw items per day (needs matplotlib)")
+    report.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        help="also draw items per day, week or month (.png, .svg or .pdf; needs matplotlib)",
+    )
     report.add_argument("--unsure", type=int, default=20, metavar="N", help="list at most N unsure items")
     report.set_defaults(func=cmd_report)
 

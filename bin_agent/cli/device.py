@@ -13,7 +13,7 @@ from typing import Any
 from .. import DEFAULT_MODEL
 from ..classify.limits import DEFAULT_MAX_PIXELS
 from ..errors import EX_CONFIG, EX_FAILURE, EX_REFUSED
-from .common import DEFAULT_CONFIG, fail, load_config_or_exit, setup_logging
+from .common import DEFAULT_CONFIG, fail, load_config_or_exit, positive_int, setup_logging
 
 # ---------------------------------------------------------------------- run
 
@@ -213,7 +213,7 @@ def register(sub: Any) -> None:
         help=f"model .tflite (default: the config's, else the shipped {DEFAULT_MODEL.name})",
     )
     classify.add_argument("--config", "-c", type=Path, default=None, help="take the model from this config")
-    classify.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    classify.add_argument("--threads", type=positive_int, default=None, help="interpreter threads")
     classify.add_argument(
         "--max-pixels",
         type=int,

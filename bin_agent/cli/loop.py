@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import EX_REFUSED
-from .common import DEFAULT_CONFIG, fail, load_config_or_exit
+from .common import DEFAULT_CONFIG, fail, load_config_or_exit, positive_int
 
 
 def _fail(message: str) -> int:
@@ -268,6 +268,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
     p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--threads", type=int, help="interpreter threads")
+    p.add_argument("--threads", type=positive_int, help="interpreter threads")
     p.add_argument("--out", type=Path, help="write the figures as JSON")
     p.set_defaults(func=cmd_compare)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EX_REFUSED
+from .common import positive_int
 
 HELP = {
     "split": "make the fixed train/val/test split file of dataset folders",
@@ -286,7 +287,7 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         help="subset of the split (default test; 'all' = every photo)",
     )
     p.add_argument("--out", type=Path, help="folder for the JSON report and the PNG plots")
-    p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's choice)")
+    p.add_argument("--threads", type=positive_int, help="interpreter threads (default: the runtime's choice)")
     p.add_argument(
         "--views",
         type=int,

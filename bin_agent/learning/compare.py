@@ -23,15 +23,25 @@ from ..training.evaluate import evaluate_items
 
 
 def items_of(dirs: Sequence[Path], split: Path | None = None, subset: str = "test") -> list[ds.Item]:
-    """The photos of dataset folders (a subset of a split file's, if given)."""
+    """The photos of dataset folders (a subset of a split file's, if given).
+
+    :raises DatasetError: none at all, naming why for each folder.
+    """
     items: list[ds.Item] = []
+    causes = []
     for folder in dirs:
-        found = ds.list_dataset(folder)
+        found = ds.list_dataset(folder)  # a folder without photos: its own DatasetError
         if split is not None:
-            found = ds.select(found, ds.split_for(ds.read_split(split), Path(folder), split), subset)
+            chosen = ds.select(found, ds.split_for(ds.read_split(split), Path(folder), split), subset)
+            if not chosen:
+                causes.append(
+                    f"none of the {len(found)} photo(s) of {folder} is in the {subset!r} subset of {split} "
+                    "(another --subset, or a split file made with these photos: bin-agent split --base)"
+                )
+            found = chosen
         items += found
     if not items:
-        raise ds.DatasetError("no photos to compare on")
+        raise ds.DatasetError("no photos to compare on: " + "; ".join(causes))
     return items
 
 

@@ -96,7 +96,16 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
     def sensor(object_id: str, name: str, template: str, **extra: Any) -> None:
         add("sensor", object_id, name=name, state_topic=topics.state, value_template=template, **extra)
 
-    counter = {"state_class": "total_increasing", "unit_of_measurement": "items", "icon": "mdi:counter"}
+    # "total", not "total_increasing": cmd/correct moves an item between classes and lowers one
+    # count, which total_increasing would read as a meter reset (a drop of over 10 %) and so
+    # corrupt the long-term statistics. With "total" a drop is a change, and cmd/reset_counts
+    # starts a new cycle through last_reset (the counts' "since").
+    counter = {
+        "state_class": "total",
+        "last_reset_value_template": "{{ value_json.counts.since }}",
+        "unit_of_measurement": "items",
+        "icon": "mdi:counter",
+    }
     for label in labels:
         sensor(
             f"count_{_slug(label)}",

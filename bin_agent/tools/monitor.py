@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -32,7 +32,8 @@ class BinView:
     bin_id: str
     status: str = "?"
     state: dict[str, Any] | None = None
-    received: float = field(default_factory=time.time)
+    received: float | None = None
+    """When its last message arrived (None: nothing heard from it yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "state": self.state}
@@ -73,6 +74,12 @@ class Fleet:
                     return
                 view.state = state if isinstance(state, dict) else None
         self.changed.set()
+
+    def silent(self) -> list[str]:
+        """The bins asked for by name that nothing was heard from (no such bin under the
+        prefix, or one that never published its retained state)."""
+        with self._lock:
+            return [bin_id for bin_id in self.bin_ids if self.bins[bin_id].received is None]
 
     def snapshot(self) -> dict[str, BinView]:
         with self._lock:
@@ -116,7 +123,7 @@ def _row(view: BinView, now: float) -> list[str]:
         " ".join(f"{_abbrev(k)} {v:.0f}{'!' if k in full else ''}" for k, v in fill.items()) or "-",
         f"{last['class']} {last.get('confidence', 0):.2f} {str(last.get('time', ''))[11:19]}" if last else "-",
         str(state.get("outbox_pending", "-")),
-        _age(now - _epoch(state.get("updated"), view.received)),
+        "-" if view.received is None else _age(now - _epoch(state.get("updated"), view.received)),
     ]
 
 

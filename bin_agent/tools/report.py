@@ -166,8 +166,53 @@ def write_csv(report: Report, path: Path) -> int:
     return rows
 
 
-def write_png(report: Report, path: Path) -> None:
-    """Items per day, stacked by class (top) and by compartment (bottom)."""
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+"""What ``--png`` can write (matplotlib picks the format from the suffix)."""
+
+MAX_BARS = 62
+"""At most this many bars per panel: days up to two months, then weeks, then months."""
+
+
+def check_picture_path(path: Path) -> None:
+    """:raises ReportError: ``path``'s suffix is not a picture format :func:`write_png` writes."""
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ReportError(f"--png {path}: not a picture file name; end it in {', '.join(PICTURE_SUFFIXES)}")
+
+
+def time_bins(report: Report) -> tuple[str, list[tuple[str, list[str]]]]:
+    """The report's days grouped for a readable picture: ``(unit, [(label, days), ...])``,
+    unit ``day``, ``week`` (labelled by its Monday) or ``month``, whichever keeps the bars
+    at :data:`MAX_BARS` or fewer."""
+    days = report.days
+    if len(days) <= MAX_BARS:
+        return "day", [(day, [day]) for day in days]
+    unit = "week" if len(days) <= 7 * MAX_BARS else "month"
+    groups: dict[str, list[str]] = {}
+    for day in days:
+        date = datetime.fromisoformat(day).date()
+        label = (date - timedelta(days=date.weekday())).isoformat() if unit == "week" else day[:7]
+        groups.setdefault(label, []).append(day)
+    return unit, list(groups.items())
+
+
+def series_colours(report: Report) -> dict[str, str]:
+    """One colour per name across both panels ("paper" the class and "paper" the compartment
+    look alike), from matplotlib's tab20 cycle."""
+    names = list(dict.fromkeys([*report.classes, *report.compartments]))
+    palette = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+        "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    ]  # fmt: skip
+    return {name: palette[n % len(palette)] for n, name in enumerate(names)}
+
+
+def write_png(report: Report, path: Path) -> str:
+    """Items per day, week or month (:func:`time_bins`), stacked by class (top) and by
+    compartment (bottom); returns the unit.
+
+    :raises ReportError: no matplotlib, or ``path`` is not a picture file name.
+    """
+    check_picture_path(path)
     try:
         import matplotlib
 
@@ -175,26 +220,37 @@ def write_png(report: Report, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ReportError("--png needs matplotlib: pip install 'bin-agent[report]'") from None
-    days = report.days
-    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.6 * len(days) + 3), 7), sharex=True)
+    unit, bins = time_bins(report)
+    colours = series_colours(report)
+    positions = list(range(len(bins)))
+    fig, axes = plt.subplots(2, 1, figsize=(min(16.0, max(6.0, 0.3 * len(bins) + 3)), 7), sharex=True)
     for ax, names, per_day, title in (
         (axes[0], report.classes, report.per_class, "by class"),
         (axes[1], report.compartments, report.per_compartment, "by compartment"),
     ):
-        bottom = [0] * len(days)
+        sums = [Counter[str]() for _ in bins]
+        for counter, (_, days) in zip(sums, bins):
+            for day in days:
+                counter.update(per_day(day))
+        bottom = [0] * len(bins)
         for name in names:
-            values = [per_day(day)[name] for day in days]
-            ax.bar(days, values, bottom=bottom, label=name)
+            values = [counter[name] for counter in sums]
+            ax.bar(positions, values, bottom=bottom, label=name, color=colours[name])
             bottom = [b + v for b, v in zip(bottom, values)]
         ax.set_ylabel("items")
-        ax.set_title(f"Items per day {title}")
+        ax.set_title(f"Items per {unit} {title}")
         ax.legend(loc="upper left", fontsize="small", ncol=3)
+    step = max(1, len(bins) // 31)  # at most about 31 labels
+    axes[1].set_xticks(positions[::step], [label for label, _ in bins][::step])
     axes[1].tick_params(axis="x", labelrotation=45)
     total, unsure = report.total, report.unsure_count()
     fig.suptitle(f"Bin {report.bin_id}: {total} items, {_share(unsure, total)} unsure")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return unit
 
 
 def report_from_store(
