@@ -64,3 +64,37 @@ def test_threads_zero_is_a_usage_error_naming_threads(command: str, tmp_path, ca
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert "argument --threads: 0 must be at least 1" in err and "model" not in err.splitlines()[-1]
+
+
+def test_loading_a_model_prints_no_runtime_banner(tmp_path) -> None:
+    """LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" line is not shown on every command;
+    a real error the runtime prints still is."""
+    from PIL import Image
+
+    from tests.helpers import TINY_MODELS
+
+    photo = tmp_path / "item.png"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(photo)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "classify", str(photo), "--model", str(TINY_MODELS / "tiny_uint8.tflite")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "XNNPACK" not in result.stderr and result.stderr == "", result.stderr
+    assert "item.png: " in result.stdout
+
+
+def test_what_else_the_runtime_writes_while_loading_still_reaches_stderr(capfd) -> None:
+    import os as _os
+
+    from bin_agent.classify.runtime import RUNTIME_BANNERS, _without_runtime_banners
+
+    with _without_runtime_banners():
+        _os.write(2, (RUNTIME_BANNERS[0] + "\n").encode())
+        _os.write(2, b"ERROR: a real problem\n")
+    assert capfd.readouterr().err == "ERROR: a real problem\n"

@@ -8,9 +8,12 @@ interpreter instead.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,40 @@ def runtime_name() -> str:
     return interpreter_class()[0]
 
 
+RUNTIME_BANNERS = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+"""Lines the C++ runtime prints on standard error whenever it loads a model. They come from
+TFLite's MinimalLogger, which neither TF_CPP_MIN_LOG_LEVEL nor any Python option of LiteRT's
+Interpreter silences; turning the default delegate off would silence it but lose XNNPACK."""
+
+
+@contextlib.contextmanager
+def _without_runtime_banners() -> Iterator[None]:
+    """Hold what is written on file descriptor 2 while the runtime loads a model, then write it
+    back without :data:`RUNTIME_BANNERS`: every other line (a real runtime error, another
+    thread's log line) still reaches standard error, only later."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 (a closed stderr): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            rest = "".join(line for line in lines if not line.startswith(RUNTIME_BANNERS))
+            if rest:
+                sys.stderr.write(rest)
+                sys.stderr.flush()
+
+
 def load_interpreter(model_path: str | Path, num_threads: int | None = None) -> Any:
     """Load a ``.tflite`` file and allocate its tensors.
 
@@ -73,8 +110,10 @@ def load_interpreter(model_path: str | Path, num_threads: int | None = None) -> 
         raise ModelLoadError(f"{path}: not a TensorFlow Lite model (no TFL3 identifier)")
     _, interpreter_cls = interpreter_class()
     try:
-        interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        # XNNPACK is applied (and announced) in allocate_tensors.
+        with _without_runtime_banners():
+            interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{path}: the interpreter cannot load it ({exc})") from None
     return interpreter
