@@ -205,3 +205,19 @@ def test_good_config_passes_check(tmp_path):
     assert (
         "model tiny_uint8.tflite tiny-1 (1 view(s) per item, confidence threshold 0.8 from the default" in result.stdout
     )
+
+
+def test_check_config_reports_values_files_and_relations_at_once(tmp_path):
+    """One run shows every problem: a wrong value, a clash between sections and two missing
+    files, not the values first and the rest after they are fixed."""
+    data = base_config(tmp_path, model=tmp_path / "gone.tflite")
+    data["mqtt"]["port"] = "1883"
+    data["mqtt"]["password_file"] = str(tmp_path / "no-password")
+    data["actuator"]["buzzer_pin"] = 18
+    problems = problems_of(data, tmp_path)
+    assert any(p.startswith("mqtt.port: expected a whole number") for p in problems), problems
+    assert any(p.startswith("actuator.buzzer_pin: GPIO18 is already used") for p in problems), problems
+    assert any(p.startswith("model.path: model file") for p in problems), problems
+    assert any(p.startswith("mqtt.password_file:") for p in problems), problems
+    # The default standing in for the refused port is not reported as a problem of its own.
+    assert sum("mqtt.port" in p for p in problems) == 1, problems

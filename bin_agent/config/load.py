@@ -64,14 +64,23 @@ def config_from_dict(
     """Build a :class:`Config` from parsed TOML (see :func:`load_config`)."""
     problems: list[str] = []
     config = _build(Config, raw, "", problems, base_dir)
-    if problems:
-        raise ConfigError(problems, source)
     config.source_path = Path(source) if source else None
-    labels = extra_checks(config, problems) if extra_checks is not None else None
-    check_relations(config, problems, labels)
+    # The files and the relations are checked even when some values were refused, so that one
+    # run shows every problem. A refused value's default stands in for it, so a later problem
+    # that names a refused key would be about that default: it is left out.
+    refused = [problem.split(": ", 1)[0] for problem in problems]
+    later: list[str] = []
+    labels = extra_checks(config, later) if extra_checks is not None else None
+    check_relations(config, later, labels)
+    problems += [problem for problem in later if not any(_names(problem, key) for key in refused)]
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def _names(problem: str, key: str) -> bool:
+    """Whether ``problem`` mentions ``key`` or a key inside it (``camera`` in ``camera.fps``)."""
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", problem) is not None
 
 
 def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path) -> Any:
