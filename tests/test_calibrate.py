@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import tomllib
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
@@ -97,3 +98,23 @@ def test_only_a_servo_is_calibrated(shipped_copy):
     config.actuator.kind = "leds"
     with pytest.raises(CalibrationError, match="actuator.kind"):
         calibrate(config, MockFactory(pin_class=MockPWMPin), keys=[], out=io.StringIO())
+
+
+def test_set_on_a_config_without_an_angles_table_keeps_the_default_angles(tmp_path, capsys):
+    """The documented example (`--set home=0 --set paper=-55`) on config/demo.toml, whose servo
+    has no [actuator.servo.angles]: the other compartments keep their default angles."""
+    from PIL import Image
+
+    from bin_agent.config import ServoSection
+
+    text = (REPO / "config" / "demo.toml").read_text()
+    assert "[actuator.servo.angles]" not in text
+    (tmp_path / "replay").mkdir()  # the photos of ../shared, which a test does not need
+    Image.new("RGB", (64, 48)).save(tmp_path / "replay" / "item.png")
+    text = text.replace('state_dir = "../state/demo"', 'state_dir = "state"')
+    path = tmp_path / "demo.toml"
+    path.write_text(text.replace('path = "../../shared/data/trashnet"', 'path = "replay"'))
+    assert main(["calibrate", "--config", str(path), "--set", "home=0", "--set", "paper=-55"]) == 0, capsys.readouterr()
+    saved = tomllib.loads(path.read_text())["actuator"]["servo"]
+    assert saved["home_angle"] == 0.0
+    assert saved["angles"] == {**ServoSection().angles, "paper": -55.0}

@@ -112,3 +112,27 @@ def test_snapshot_errors_are_one_line(tmp_path):
     result = snapshot(str(tmp_path / "x.jpg"), "--config", str(bad))
     assert result.returncode == EX_CONFIG and "camera.drop_zone:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_labels_of_coinciding_boxes_do_not_overlap(monkeypatch):
+    """Item, classified crop and drop zone on the same spot: three labels, none over another."""
+    from PIL import ImageDraw
+
+    from bin_agent.tools.snapshot import Snapshot, draw
+
+    written: list[tuple[tuple[float, float], str]] = []
+    original = ImageDraw.ImageDraw.text
+
+    def record(self, xy, text, *args, **kwargs):
+        written.append((xy, text))
+        return original(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", record)
+    box = (0.2, 0.2, 0.8, 0.8)
+    draw(Snapshot(np.zeros((240, 320, 3), np.uint8), 0, box, item_box=box, classified_box=box))
+    assert [text for _, text in written] == ["drop zone", "classified", "item"]
+    pen = ImageDraw.Draw(Image.new("RGB", (320, 240)))
+    areas = [pen.textbbox(xy, text) for xy, text in written]
+    for n, a in enumerate(areas):
+        for b in areas[n + 1 :]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -149,8 +149,13 @@ def terminal_keys(stream: TextIO) -> Iterator[str]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def save_angles(path: Path, chosen: dict[str, float]) -> None:
-    """Write ``home_angle`` and the compartment angles into the config, keeping its comments."""
+def save_angles(path: Path, chosen: dict[str, float], angles_in_force: Mapping[str, float] | None = None) -> None:
+    """Write ``home_angle`` and the compartment angles into the config, keeping its comments.
+
+    :param angles_in_force: the config's ``actuator.servo.angles`` as loaded. A file without an
+        ``angles`` table uses the defaults; they are written beside the chosen ones, or the new
+        table would name only those and leave the other compartments without an angle.
+    """
     try:
         import tomlkit
     except ImportError:
@@ -159,6 +164,11 @@ def save_angles(path: Path, chosen: dict[str, float]) -> None:
     document = tomlkit.parse(text)
     actuator = document.setdefault("actuator", tomlkit.table())
     servo = actuator.setdefault("servo", tomlkit.table())
+    if "angles" not in servo and angles_in_force and any(name != HOME for name in chosen):
+        defaults = tomlkit.table()
+        for name, angle in angles_in_force.items():
+            defaults[name] = float(angle)
+        servo["angles"] = defaults
     for name, angle in chosen.items():
         if name == HOME:
             servo["home_angle"] = float(angle)
@@ -235,6 +245,6 @@ def calibrate(
         return {}
     if config.source_path is None:
         raise CalibrationError("the config has no file to write to")
-    save_angles(config.source_path, calibrator.chosen)
+    save_angles(config.source_path, calibrator.chosen, settings.angles)
     print(f"wrote {', '.join(f'{k} = {v:g}' for k, v in calibrator.chosen.items())} to {config.source_path}", file=out)
     return dict(calibrator.chosen)

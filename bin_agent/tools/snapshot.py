@@ -123,11 +123,22 @@ def draw(snapshot: Snapshot) -> Image.Image:
     size = picture.size
     pen = ImageDraw.Draw(picture)
     line = max(2, size[0] // 200)
+    placed: list[tuple[float, float, float, float]] = []  # the labels written so far
 
     def box(norm: NormBox, colour: tuple[int, int, int], label: str) -> None:
         left, top, right, bottom = to_pixels(norm, size)
         pen.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=line)
-        pen.text((left + line + 2, top + line + 2), label, fill=colour)
+        # Boxes often share a corner (the item fills the zone; the classified crop is the
+        # item's): a label that would cover one already written goes below it instead.
+        x, y = float(left + line + 2), float(top + line + 2)
+        while True:
+            area = pen.textbbox((x, y), label)
+            below = [b for (l0, t0, r0, b) in placed if area[0] < r0 and l0 < area[2] and area[1] < b and t0 < area[3]]
+            if not below:
+                break
+            y = max(below) + 2
+        placed.append(area)
+        pen.text((x, y), label, fill=colour)
 
     box(snapshot.zone, ZONE_COLOUR, "drop zone")
     if snapshot.classified_box is not None:
