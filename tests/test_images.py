@@ -166,3 +166,36 @@ def test_training_loader_skips_them(hostile):
     assert images[1].shape == (2500, 2500, 3)
     assert len(errors) == 2 and errors == reported
     assert "bomb.png" in errors[0] and "truncated.jpg" in errors[1]
+
+
+@pytest.fixture(scope="module")
+def giants(tmp_path_factory) -> dict[str, Path]:
+    """A 240 MP baseline JPEG (over Pillow's own 179 MP bomb limit) and a 24 MP progressive one,
+    made in a child process (grey: a 240 MB canvas, not 720 MB)."""
+    root = tmp_path_factory.mktemp("giants")
+    files = {"huge": root / "huge.jpg", "progressive": root / "progressive.jpg"}
+    script = (
+        "import sys; from PIL import Image, ImageDraw; im = Image.new('L', (20000, 12000), 100); "
+        "ImageDraw.Draw(im).ellipse((6000, 3000, 14000, 9000), fill=230); im.save(sys.argv[1], quality=80); "
+        "Image.new('L', (6000, 4000), 100).save(sys.argv[2], quality=80, progressive=True)"
+    )
+    subprocess.run([sys.executable, "-c", script, *map(str, files.values())], check=True, timeout=300)
+    return files
+
+
+def test_a_240_mp_jpeg_is_decoded_reduced_in_bounded_memory(giants, tmp_path):
+    image = load_image(giants["huge"])
+    assert image.shape == (3000, 5000, 3)  # 1/4 scale: the largest that fits 16 MP
+    assert image[1500, 2500, 0] > 200 and image[100, 100, 0] < 120  # the picture, not noise
+    code, stdout, stderr, peak_mb = run_measured(["classify", str(giants["huge"]), "--model", str(TINY)], tmp_path)
+    print(f"classify of a 20000x12000 JPEG: peak RSS {peak_mb:.0f} MB")
+    assert code == 0, stderr[-2000:]
+    assert stdout.startswith(f"{giants['huge']}: ")
+    assert peak_mb < RSS_BOUND_MB
+
+
+def test_a_progressive_jpeg_is_bounded_by_its_full_size(giants):
+    # libjpeg holds a progressive file's full-resolution coefficients whatever the draft scale.
+    with pytest.raises(ImageError, match=r"progressive JPEG of 6000x4000 pixels is more than the limit"):
+        load_image(giants["progressive"])
+    assert load_image(giants["progressive"], max_pixels=24_000_000).shape == (4000, 6000, 3)

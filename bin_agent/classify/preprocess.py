@@ -130,9 +130,11 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     The size in the file's header is checked before anything is decoded: a
     JPEG larger than ``max_pixels`` is decoded at 1/2, 1/4 or 1/8 scale
     (libjpeg's draft mode, the smallest reduction that fits); any other image
-    larger than ``max_pixels`` is refused. A small file can declare a huge
-    picture (a 15,000 x 15,000 PNG compresses to 250 KB), so the file size
-    says nothing. EXIF orientation is applied (phone photos in a retraining
+    larger than ``max_pixels`` is refused, and so is a progressive JPEG larger
+    than ``max_pixels``: libjpeg keeps its full-resolution coefficients in
+    memory whatever the draft scale, so only its full size bounds its cost.
+    A small file can declare a huge picture (a 15,000 x 15,000 PNG compresses
+    to 250 KB), so the file size says nothing. EXIF orientation is applied (phone photos in a retraining
     set are often stored rotated). Raises :class:`ImageError` with the path
     and the reason instead of Pillow's own exceptions.
     """
@@ -141,7 +143,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         with warnings.catch_warnings():
             # The limit below is ours; Pillow's own (89 MP) warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open(path) as img:
                 _fit_decode_size(img, max_pixels, path)
                 oriented = ImageOps.exif_transpose(img)
                 return np.asarray(oriented.convert("RGB"))
@@ -159,11 +161,31 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageError(f"{path}: not a readable image ({exc})") from None
 
 
+def _open(path: Path) -> Image.Image:
+    """``Image.open``, except for a JPEG over Pillow's own bomb limit (2 x MAX_IMAGE_PIXELS,
+    179 MP), which Pillow refuses as it opens it, before a draft could reduce it: its plugin
+    reads just the header, and :func:`_fit_decode_size` bounds what is decoded."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        with open(path, "rb") as head:
+            if head.read(3) != b"\xff\xd8\xff":
+                raise
+        from PIL import JpegImagePlugin
+
+        return JpegImagePlugin.JpegImageFile(path)
+
+
 def _fit_decode_size(img: Image.Image, max_pixels: int, path: Path) -> None:
     """Make ``img`` decode at most ``max_pixels`` (JPEG draft) or raise :class:`ImageError`."""
     width, height = img.size
     if width * height <= max_pixels:
         return
+    if img.format == "JPEG" and img.info.get("progressive"):
+        raise ImageError(
+            f"{path}: a progressive JPEG of {width}x{height} pixels is more than the limit of {max_pixels:,} "
+            "(decoding one holds all of it in memory, reduced or not); scale it down or save it as a baseline JPEG"
+        )
     if img.format == "JPEG":
         for scale in JPEG_DRAFT_SCALES[1:]:
             if -(-width // scale) * -(-height // scale) <= max_pixels:
