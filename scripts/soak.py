@@ -30,7 +30,6 @@ import json
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,18 +41,13 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
+from mosquitto_process import Mosquitto, MosquittoMissing, free_port  # scripts/, beside this file
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "tests" / "data" / "models" / "tiny_uint8.tflite"
 BIN_ID = "soak"
 RSS_GROWTH_LIMIT_MB = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_photos(folder: Path, count: int, seed: int) -> Path:
@@ -110,64 +104,20 @@ reconnect_max_seconds = 2.0
     return path
 
 
-class Broker:
-    """A mosquitto on a loopback port, killed (SIGKILL) and restarted at will."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise SystemExit("soak: mosquitto not installed (apt-get install -y mosquitto)")
-        self.binary = binary
-        self.port = port
-        self.conf = workdir / "mosquitto.conf"
-        # Persistence holds the dashboard's session (see Dashboard); it is saved once by
-        # a clean stop and reloaded after every SIGKILL. `user root`: a broker started
-        # as root would drop to the mosquitto user, which cannot write here.
-        self.conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\nuser root\n"
-        )
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        """A clean stop (SIGTERM): the broker saves its sessions."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-            self.kills += 1
-        self.proc = None
-
-    @property
-    def up(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+def make_broker(workdir: Path, port: int) -> Mosquitto:
+    """A mosquitto on a loopback port, killed (SIGKILL) and restarted at will. Persistence holds
+    the dashboard's session (see Dashboard): saved once by a clean stop, reloaded after every
+    SIGKILL."""
+    try:
+        return Mosquitto(workdir, port, persistence=True)
+    except MosquittoMissing as exc:
+        raise SystemExit(f"soak: {exc}") from None
 
 
 class Flapper(threading.Thread):
     """Up for 2-4 s, down (SIGKILLed) for 0.5-1.5 s, until stopped; leaves it up."""
 
-    def __init__(self, broker: Broker, rng: random.Random) -> None:
+    def __init__(self, broker: Mosquitto, rng: random.Random) -> None:
         super().__init__(name="flapper", daemon=True)
         self.broker, self.rng = broker, rng
         self.halt = threading.Event()
@@ -289,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     draining = write_config(workdir / "drain.toml", photos=photos, state_dir=state_dir, port=port, trigger="manual")
     agent_log = workdir / "agent.log"
 
-    broker = Broker(workdir, port)
+    broker = make_broker(workdir, port)
     broker.start()
     dashboard = Dashboard(port)
     broker.stop()  # saves the dashboard's session for every restart to come

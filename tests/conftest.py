@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from scripts.mosquitto_process import Mosquitto as MosquittoProcess
+from scripts.mosquitto_process import MosquittoMissing
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,58 +47,17 @@ def imagenet_weights() -> Path:
 # --------------------------------------------------------------------------- MQTT
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Mosquitto:
-    """A real mosquitto broker on a free loopback port; can be stopped and restarted."""
+class Mosquitto(MosquittoProcess):
+    """A real mosquitto broker on a free loopback port (``scripts/mosquitto_process.py``, which
+    ``scripts/soak.py`` uses too); a missing mosquitto fails in CI and skips elsewhere."""
 
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            message = "mosquitto not installed (apt-get install -y mosquitto)"
+        try:
+            super().__init__(workdir)
+        except MosquittoMissing as exc:
             if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        self.binary = binary
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        """A clean stop (SIGTERM): with ``persistence true`` the broker saves its sessions."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+                pytest.fail(str(exc))
+            pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -170,12 +129,7 @@ class Subscriber:
         return [json.loads(m.payload) for m in self.on(suffix)]
 
     def wait_for(self, predicate, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_for(predicate, timeout)
 
     def publish(self, topic: str, payload: bytes | str) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)

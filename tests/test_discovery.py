@@ -309,7 +309,7 @@ def test_ha_remove_clears_every_config_of_the_bin_and_no_other(tmp_path, mosquit
 
 
 def test_ha_remove_without_a_broker_is_one_line(tmp_path, capsys):
-    from tests.conftest import free_port
+    from scripts.mosquitto_process import free_port
 
     data = base_config(tmp_path, port=free_port())
     config_file = write_toml(tmp_path / "bin.toml", data)

@@ -16,7 +16,7 @@ from bin_agent.agent import build_agent
 from bin_agent.config import ConfigError, FillSection, FillSensorSection
 from bin_agent.fill import FillMonitor, LevelSensor, estimated_percent, measured_percent
 from bin_agent.store import Store
-from tests.helpers import base_config
+from tests.helpers import base_config, wait_for
 
 SPEED_OF_SOUND = 343.26  # m/s, what gpiozero's DistanceSensor assumes
 
@@ -112,15 +112,6 @@ def test_ultrasonic_sensor_measures_the_level(tmp_path):
         assert wait_for(lambda: monitor.levels()["paper"].full)
     finally:
         monitor.close()
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.mark.parametrize(

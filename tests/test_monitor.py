@@ -15,7 +15,7 @@ from bin_agent.agent import build_agent
 from bin_agent.cli import main
 from bin_agent.mqtt.client import CliClient
 from bin_agent.tools.monitor import CLEAR, Fleet, live
-from tests.helpers import base_config
+from tests.helpers import base_config, wait_for
 
 N_BINS = 100
 
@@ -102,7 +102,7 @@ def test_live_view_redraws_in_place_on_news(mosquitto):
                 news = dict(bin_state(7), counts={"classes": {"glass": 99}, "compartments": {}, "total": 99})
                 simulator.publish("smartbin/bin-007/state", json.dumps(news), qos=1, retain=True).wait_for_publish(10)
                 simulator.publish("smartbin/bin-007/status", "offline", qos=1, retain=True).wait_for_publish(10)
-                deadline_ok = _wait(
+                deadline_ok = wait_for(
                     lambda: "offline" in out.getvalue().split(CLEAR)[-1] and " 99 " in out.getvalue().split(CLEAR)[-1],
                     15,
                 )
@@ -131,7 +131,7 @@ def test_a_real_agent_shows_up_with_its_backlog_gone(tmp_path, mosquitto, subscr
     try:
         assert agent.mqtt.wait_connected(15)
         agent.trigger.request()
-        assert _wait(lambda: agent.items_sorted == 1, 15)
+        assert wait_for(lambda: agent.items_sorted == 1, 15)
         # The state published with the item still counts it in the outbox; once the broker has
         # it, the bin says so (a dashboard must not show a backlog of 1 after every item).
         sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/state")
@@ -156,21 +156,10 @@ def test_a_real_agent_shows_up_with_its_backlog_gone(tmp_path, mosquitto, subscr
 
 
 def test_no_broker_is_one_line(capsys):
-    from tests.conftest import free_port
+    from scripts.mosquitto_process import free_port
 
     assert main(["monitor", "--host", "127.0.0.1", "--port", str(free_port()), "--json", "--timeout", "2"]) == 69
     assert capsys.readouterr().err.startswith("bin-agent: cannot reach the broker")
-
-
-def _wait(predicate, timeout: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_a_bin_nothing_is_heard_from_is_no_data_and_exit_66(mosquitto, capsys):

@@ -23,6 +23,7 @@ from bin_agent.config import GpioTriggerSection, MotionSection, TriggerSection
 from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
 from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger, Trigger, build_trigger
+from tests.helpers import wait_for
 
 H, W = 240, 320
 
@@ -498,15 +499,6 @@ def test_gpio_either_polarity(factory, kind, pull_up, active_state, broken, inta
     trigger.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def drive_in_thread(steps: list[tuple[str, float]], pin) -> threading.Thread:
     """Drive ``pin`` from another thread, as a sensor would: each step is a
     method name (``"drive_low"``/``"drive_high"``) and how long to hold it."""
@@ -587,7 +579,7 @@ def test_gpio_pir(factory) -> None:
         assert trigger.device.wait_for_inactive(timeout=5)
         assert trigger.state == "idle"
         factory.pin(4).drive_high()
-        assert wait_for(lambda: trigger.state == "waiting")
+        assert wait_for(lambda: trigger.state == "waiting", 5.0, poll=0.01)
         now = time.monotonic()
         assert trigger.update(blank(now + 0.2))
     finally:
@@ -613,7 +605,7 @@ def test_gpio_distance_sensor_tuned_for_a_falling_item(factory) -> None:
         assert sensor.wait_for_out_of_range(timeout=5)
         assert trigger.state == "idle"
         sonar.echo_time = 0.0  # something right in front of the sensor
-        assert wait_for(lambda: trigger.state == "waiting")
+        assert wait_for(lambda: trigger.state == "waiting", 5.0, poll=0.01)
         assert trigger.update(blank(time.monotonic()))
     finally:
         trigger.close()
@@ -636,12 +628,12 @@ def test_gpio_distance_sensor_sees_an_item_falling_past_it(factory) -> None:
         factory, settle_seconds=0.0, kind="distance", pin=18, echo_pin=17, max_distance=4.0, threshold_distance=3.5
     )
     try:
-        assert wait_for(lambda: len(trigger.device._queue.queue) >= 1)
+        assert wait_for(lambda: len(trigger.device._queue.queue) >= 1, 5.0, poll=0.01)
         assert trigger.state == "idle"
         sonar.echo_time = near
         time.sleep(0.2)
         sonar.echo_time = far
-        assert wait_for(lambda: trigger.state == "waiting", timeout=2.0), "the tuned sensor missed it"
+        assert wait_for(lambda: trigger.state == "waiting", timeout=2.0, poll=0.01), "the tuned sensor missed it"
         assert trigger.update(blank(time.monotonic()))
     finally:
         trigger.close()

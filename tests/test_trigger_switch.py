@@ -4,23 +4,13 @@ re-claiming a GPIO sensor's pin (gpiozero MockFactory)."""
 from __future__ import annotations
 
 import threading
-import time
 
 from PIL import Image
 
 from bin_agent import preflight
 from bin_agent.agent import build_agent
 from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger, switchable_trigger_modes
-from tests.helpers import base_config
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+from tests.helpers import base_config, wait_for
 
 
 def test_switch_gpio_to_motion_to_manual_and_back(tmp_path):
