@@ -9,7 +9,7 @@ event from the outbox only when the broker has acknowledged it (PUBACK).
 The database runs in WAL mode with ``synchronous=FULL``: a committed
 transaction survives a power cut, which is what an SD card in a bin needs.
 
-What happens when storage fails (the README's "Failure behaviour" lists it too):
+What happens when storage fails (docs/failures.md lists it too):
 
 * **Another agent holds the database**: an exclusive ``flock`` on
   ``<db>.lock``, taken before anything else and held until :meth:`Store.close`

@@ -1,7 +1,7 @@
 """Check captured discovery configs with Home Assistant's own code.
 
 Run it with a Python that has the ``homeassistant`` package (2024.3.3 is the
-last release for Python 3.11; see README "Dashboards"):
+last release for Python 3.11; see docs/dashboards.md):
 
     /tmp/ha-venv/bin/python scripts/ha_check_discovery.py capture.json
 

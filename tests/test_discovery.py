@@ -276,7 +276,7 @@ def test_home_assistant_sees_one_device_and_every_state_it_points_at(tmp_path, m
 def test_home_assistants_own_schemas_accept_the_payloads(tmp_path, mosquitto, subscriber_factory):
     python = os.environ.get("BIN_AGENT_HA_PYTHON")
     if not python:
-        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see README)")
+        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see docs/dashboards.md)")
     capture_file = tmp_path / "capture.json"
     capture_file.write_text(json.dumps(run_bin_and_capture(tmp_path, mosquitto, subscriber_factory)))
     result = subprocess.run(

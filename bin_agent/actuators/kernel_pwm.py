@@ -43,7 +43,7 @@ CHANNEL_OF_PIN: dict[int, dict[int, int]] = {
 OVERLAY_FIX = "add 'dtoverlay=pwm-2chan' to /boot/firmware/config.txt and reboot"
 ACCESS_FIX = (
     "the agent needs write access to /sys/class/pwm: run it in group gpio, and under "
-    "systemd with ProtectKernelTunables=no (see README, 'Servo drives')"
+    "systemd with ProtectKernelTunables=no (see docs/wiring.md)"
 )
 
 
