@@ -141,7 +141,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         if answer == "s":
             continue
         label = predicted if answer in ("", "y") else keys[answer]
-        store.add(item.event_id, label, predicted, by="terminal")
+        store.add(item.event_id, label, predicted, "cli")
         done += 1
         print(f"  {'confirmed' if label == predicted else 'corrected to'} {label}")
     print(f"{done} label(s) saved in {store.path}")
