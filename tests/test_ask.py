@@ -327,3 +327,27 @@ def test_ask_config_problems_name_their_key(tmp_path, ask, problem):
     with pytest.raises(ConfigError) as caught:
         preflight.load_dict(data, base_dir=tmp_path)
     assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_capture_mode_unsure_keeps_every_item_a_person_was_asked_about(tmp_path):
+    import dataclasses
+
+    from bin_agent.learning.capture import Capture
+    from tests.test_capture import make_item
+
+    capture = Capture(tmp_path / "capture", mode="unsure")
+    answered = dataclasses.replace(make_item("glass", 0.5), asked=UNSURE, answer={"label": "glass"})
+    sampled = dataclasses.replace(make_item("glass", 0.95), asked=CONFIRM)
+    assert capture.wanted(answered) and capture.wanted(sampled), "answered (no longer fallback) and sampled"
+    assert not capture.wanted(make_item("glass", 0.95))
+
+
+def test_a_stop_while_an_item_waits_ends_the_wait_and_the_item_goes_to_the_fallback(tmp_path):
+    config = ask_config(tmp_path, buttons=COMPARTMENT_PINS, timeout_seconds=60.0)
+    run = Running(config)
+    run.thread.start()
+    run.waiting()
+    run.agent.stop()  # SIGTERM's handler: systemd allows 20 s, the item would wait 60
+    run.thread.join(15)
+    assert not run.thread.is_alive(), "the wait ended with the stop"
+    assert run.items and run.items[0].route.fallback and run.items[0].payload()["needs_label"]
