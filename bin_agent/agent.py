@@ -474,6 +474,7 @@ class Agent:
             "outbox_dropped": self.store.outbox_dropped,
             "storage": self.store.health(),
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
+            **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,

@@ -403,6 +403,11 @@ class Asker:
                 self._answered.set()
             return pending.answer
 
+    def state(self) -> dict[str, Any]:
+        """``ask`` in the ``state`` message: items asked about and answered since the start
+        (the item waiting now is on the ``unsure`` topic)."""
+        return {"asked": self.asked, "answered": self.answered}
+
     def waiting_for(self) -> str | None:
         """The event id of the item waiting for an answer, if any."""
         with self._lock:

@@ -144,6 +144,7 @@ def test_a_bouncing_press_of_a_compartment_button_routes_the_unsure_item_and_lab
         item = run.wait_items(1)[0]
         assert not any(led.is_lit for led in lamps.values()), "lamps off once answered"
         counts = run.agent.store.counts()
+        assert run.agent.state()["ask"] == {"asked": 1, "answered": 1}
     assert item.event_id == question["event_id"]
     assert item.route.compartment == second and not item.route.fallback
     assert item.answer["source"] == "button" and item.answer["compartment"] == second
@@ -157,7 +158,6 @@ def test_a_bouncing_press_of_a_compartment_button_routes_the_unsure_item_and_lab
     assert entry["time"]
     assert [c.event_id for c in captured_items(tmp_path / "state" / "capture")] == [item.event_id]
     assert counts.by_class.get(label) == 1 and counts.by_compartment.get(second) == 1, "counted as answered"
-    assert run.agent.asker.answered == 1
 
 
 def test_no_press_sends_the_unsure_item_to_the_fallback_after_the_timeout(tmp_path):
@@ -351,3 +351,55 @@ def test_a_stop_while_an_item_waits_ends_the_wait_and_the_item_goes_to_the_fallb
     run.thread.join(15)
     assert not run.thread.is_alive(), "the wait ended with the stop"
     assert run.items and run.items[0].route.fallback and run.items[0].payload()["needs_label"]
+
+
+def unsure_capture(tmp_path: Path, mosquitto: Any, subscriber_factory: Any) -> dict[str, Any]:
+    """The bin with [ask] on (remote, 1 s), driven the way Home Assistant drives it
+    (tests/test_discovery.py): the discovery configs and every message per topic."""
+    from tests.test_discovery import run_bin_and_capture
+
+    return run_bin_and_capture(
+        tmp_path,
+        mosquitto,
+        subscriber_factory,
+        ask={"enabled": True, "mode": "remote", "timeout_seconds": 1.0},
+        capture={"enabled": True},
+        router={"confidence_threshold": 1.0},
+    )
+
+
+def test_the_unsure_entities_render_every_question_the_bin_published(tmp_path, mosquitto, subscriber_factory):
+    from tests.test_discovery import render
+
+    capture = unsure_capture(tmp_path, mosquitto, subscriber_factory)
+    configs, messages = capture["configs"], capture["messages"]
+    select = configs["homeassistant/select/test-bin/unsure_label/config"]
+    questions = messages["smartbin/test-bin/unsure"]
+    assert [json.loads(q)["waiting"] for q in questions] == [True, False], "asked, then no answer in 1 s"
+    for text in questions:
+        assert render(select["value_template"], text) in select["options"]
+        assert json.loads(render(select["json_attributes_template"], text))["event_id"]
+    assert messages["smartbin/test-bin/unsure/image"], "the photo went out"
+
+
+def test_home_assistants_own_code_accepts_the_unsure_entities(tmp_path, mosquitto, subscriber_factory):
+    """HA's discovery schemas (image included) and its MQTT command templates, with the
+    ``this`` variable they give, on what the bin published (scripts/ha_check_discovery.py)."""
+    import os
+    import subprocess
+
+    from tests.helpers import REPO
+
+    python = os.environ.get("BIN_AGENT_HA_PYTHON")
+    if not python:
+        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see README)")
+    capture_file = tmp_path / "capture.json"
+    capture_file.write_text(json.dumps(unsure_capture(tmp_path, mosquitto, subscriber_factory)))
+    result = subprocess.run(
+        [python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problem(s)" in result.stdout
