@@ -34,7 +34,7 @@ from typing import Any, TextIO, cast
 from . import __version__
 from .actuators.sorter import GuidanceSorter, Indicators, Sorter, build_sorter, make_pin_factory
 from .ask import Asked, Asker
-from .classify.classifier import Classifier, ModelFiles, describe
+from .classify.classifier import Classification, Classifier, ModelFiles, describe
 from .config import (
     CameraSection,
     Config,
@@ -176,6 +176,7 @@ class Agent:
         classification = self.classifier.classify(classified)
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
+        t_ask = time.perf_counter()
         asked = self.ask(classified, classification, route)
         if asked is not None:
             route = asked.route
@@ -189,7 +190,8 @@ class Agent:
             "trigger": trigger_ms,
             "preprocess": classification.preprocess_ms,
             "inference": classification.inference_ms,
-            "route": (t_actuate - t_route) * 1000.0,
+            "route": (t_ask - t_route) * 1000.0,
+            **({"ask": (t_actuate - t_ask) * 1000.0} if asked is not None else {}),
             "actuate": (t_record - t_actuate) * 1000.0,
         }
         item = SortedItem(
@@ -244,7 +246,7 @@ class Agent:
             print(item.line(self.items_sorted), file=self.out, flush=True)
         return item
 
-    def ask(self, image: Any, classification: Any, route: Route) -> Asked | None:
+    def ask(self, image: Any, classification: Classification, route: Route) -> Asked | None:
         """Ask a person about an unsure item (``[ask]``); None when not asked. Blocks
         up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile)."""
         reason = self.asker.reason_to_ask(route) if self.asker is not None else None

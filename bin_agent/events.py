@@ -22,7 +22,8 @@ class SortedItem:
     """One item seen, classified, routed and actuated: the payload of ``event``.
 
     :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
-        ``inference``, ``route``, ``actuate``, ``record``, ``total``).
+        ``inference``, ``route``, ``actuate``, ``record``, ``total``; ``ask``, the
+        wait for a person's answer, when the item was asked about).
     :param box: the region of the frame that was classified, as fractions
         ``(x0, y0, x1, y1)`` of the frame (``geometry.NormBox``).
     :param asked: why a person was asked about the item (``unsure``, ``confirm``;

@@ -149,6 +149,7 @@ def test_a_bouncing_press_of_a_compartment_button_routes_the_unsure_item_and_lab
     assert item.route.compartment == second and not item.route.fallback
     assert item.answer["source"] == "button" and item.answer["compartment"] == second
     assert not item.payload()["needs_label"] and item.payload()["asked"] == UNSURE
+    assert item.latency_ms["ask"] > item.latency_ms["route"], "the wait is its own stage, not the router's"
     label = item.answer["label"]
     routes = config.router.compartments
     assert routes[label] == second
