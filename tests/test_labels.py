@@ -129,7 +129,7 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
         text=True,
         timeout=60,
     ).stdout
-    assert "-> cardboard" in listing and "confirmed" in listing and "3 captured, 2 labelled" in listing
+    assert "-> cardboard (cli)" in listing and "confirmed (cli)" in listing and "3 captured, 2 labelled" in listing
 
     out = tmp_path / "mybin"
     exported = subprocess.run(

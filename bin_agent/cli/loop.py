@@ -107,6 +107,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         for item in items:
             entry = labels.get(item.event_id)
             status = "-" if entry is None else ("confirmed" if entry["confirmed"] else f"-> {entry['label']}")
+            if entry is not None and entry.get("source"):
+                status += f" ({entry['source']})"  # who gave it: button, mqtt, cli
             print(
                 f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
                 f"{float(item.info.get('confidence', 0)):.2f}  {status}"
