@@ -7,6 +7,7 @@ The loop reads top to bottom, once per frame::
         region = crop_box(...)       # the item's box + a margin, inside the zone
         classification = classifier.classify(region of frame.image)
         route = router.route(...)    # class → compartment, or the fallback
+        asked = self.ask(...)        # unsure: a person may answer (bin_agent.ask)
         sorter.sort(route.compartment)   # servo/flaps/LEDs; blocks: one item at a time
         store.record_event(...)      # durable outbox + counts, one transaction
         mqtt.wake(); mqtt.publish_state()   # never blocks sorting
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from . import __version__
-from .actuators.sorter import Indicators, Sorter, build_sorter, make_pin_factory
-from .classify.classifier import Classifier, ModelFiles, describe
+from .actuators.sorter import GuidanceSorter, Indicators, Sorter, build_sorter, make_pin_factory
+from .ask import Asked, Asker
+from .classify.classifier import Classification, Classifier, ModelFiles, describe
 from .config import (
     CameraSection,
     Config,
@@ -44,12 +46,12 @@ from .errors import BinAgentError
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
-from .learning.capture import Capture
+from .learning.capture import Capture, capture_folder
 from .mqtt.commands import CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
 from .mqtt.link import MqttLink, Topics
 from .notify import Notifier
-from .router import Router, confidence_threshold
+from .router import Route, Router, confidence_threshold
 from .sources import FrameSource, SourceError
 from .store import Store, StoreError, StoreLockedError
 from .triggers import Trigger, build_trigger, switchable_trigger_modes
@@ -89,6 +91,7 @@ class Agent:
     out: TextIO | None = None
     commands: CommandGate = field(default_factory=CommandGate)
     capture: Capture | None = None
+    asker: Asker | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -174,6 +177,10 @@ class Agent:
         classification = self.classifier.classify(classified)
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
+        t_ask = time.perf_counter()
+        asked = self.ask(classified, classification, route)
+        if asked is not None:
+            route = asked.route
         t_actuate = time.perf_counter()
         # A sort blocks the loop for travel + dwell + travel: keep the watchdog
         # fed for that long (plus a margin), not for a sort that never ends.
@@ -184,7 +191,8 @@ class Agent:
             "trigger": trigger_ms,
             "preprocess": classification.preprocess_ms,
             "inference": classification.inference_ms,
-            "route": (t_actuate - t_route) * 1000.0,
+            "route": (t_ask - t_route) * 1000.0,
+            **({"ask": (t_actuate - t_ask) * 1000.0} if asked is not None else {}),
             "actuate": (t_record - t_actuate) * 1000.0,
         }
         item = SortedItem(
@@ -195,6 +203,7 @@ class Agent:
             latency_ms=latency,
             source=source_name if source_name != "empty" else "",
             box=to_normalised((left, top, right, bottom), (width, height)),
+            **(asked.event_fields() if asked is not None else {}),
         )
         topics = self._topics()
 
@@ -209,7 +218,7 @@ class Agent:
             event_id=item.event_id,
             topic=topics.event,
             payload=item.payload(),
-            label=classification.label,
+            label=asked.counted_label(classification.label) if asked is not None else classification.label,
             compartment=route.compartment,
             fallback=route.fallback,
             finalize=with_record_and_total,
@@ -238,6 +247,24 @@ class Agent:
             print(item.line(self.items_sorted), file=self.out, flush=True)
         return item
 
+    def ask(self, image: Any, classification: Classification, route: Route) -> Asked | None:
+        """Ask a person about an unsure item (``[ask]``); None when not asked. Blocks
+        up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile)."""
+        reason = self.asker.reason_to_ask(route) if self.asker is not None else None
+        if self.asker is None or reason is None:
+            return None
+        with self.notifier.keepalive(self.asker.longest_wait_seconds + ACTUATION_MARGIN_SECONDS):
+            return self.asker.ask(image, classification, route, reason, self.classifier.labels, self.stop_event)
+
+    def publish_unsure(self, question: dict[str, Any], image: bytes | None) -> None:
+        """The retained ``unsure`` question (and its crop on ``unsure/image``); skipped offline."""
+        if self.mqtt is None or not self.mqtt.connected:
+            return
+        topics = self._topics()
+        if image is not None:  # first: a dashboard that reacts to the question finds the image
+            self.mqtt.publish_retained(topics.unsure_image, image)
+        self.mqtt.publish_retained(topics.unsure, question)
+
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers call this)."""
         self.stop_event.set()
@@ -257,6 +284,8 @@ class Agent:
             closers.append(("fill sensors", self.fill.close))
         if self.capture is not None:
             closers.append(("capture", self.capture.close))
+        if self.asker is not None:
+            closers.append(("ask buttons", self.asker.close))
         for name, closer in closers:
             try:
                 closer()
@@ -368,9 +397,16 @@ class Agent:
     def correct(self, args: dict[str, Any]) -> dict[str, Any]:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
         and move it in the counts."""
-        from .learning.capture import capture_folder
         from .learning.labels import LabelError, correct_event
 
+        event_id, label = args.get("event_id"), args.get("label")
+        if self.asker is not None and isinstance(event_id, str) and isinstance(label, str):
+            answer = self.asker.answer_remote(event_id, label)
+            if answer is not None:  # the item still waits at the bin: the answer routes it
+                reply: dict[str, Any] = {"ok": answer.label == label, "event_id": event_id, "label": answer.label}
+                if answer.label != label:
+                    reply["reason"] = f"already answered at the bin ({answer.source})"
+                return reply | {"waiting": True}
         try:
             result = correct_event(
                 args,
@@ -446,6 +482,7 @@ class Agent:
             "outbox_dropped": self.store.outbox_dropped,
             "storage": self.store.health(),
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
+            **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
             "agent_version": __version__,
@@ -649,6 +686,9 @@ def build_agent(
         capture = make_capture(config)
         if capture is not None:
             undo.callback(capture.close)
+        asker = make_asker(config, pin_factory, sorter)
+        if asker is not None:
+            undo.callback(asker.close)
         undo.pop_all()
     agent = Agent(
         config=config,
@@ -669,9 +709,12 @@ def build_agent(
         commands=CommandGate.from_config(config.mqtt.commands),
         fill=fill,
         capture=capture,
+        asker=asker,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
         trigger_mode=config.trigger.mode,
     )
+    if asker is not None and config.ask.remote and config.mqtt.enabled:
+        asker.publish = agent.publish_unsure
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state, password=password, tls=tls)
         agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)
@@ -728,3 +771,24 @@ def make_capture(config: Config) -> Capture | None:
     except OSError as exc:
         raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", 73) from None
     return capture
+
+
+def make_asker(config: Config, pin_factory: Any, sorter: Sorter) -> Asker | None:
+    """The ``[ask]`` buttons and lamps on the agent's pin factory; None when asking is off.
+
+    :raises StartupError: (78) a button or lamp pin cannot be set up.
+    """
+    if not config.ask.enabled:
+        return None
+    folder = capture_folder(config.agent.state_dir, config.capture.folder) if config.capture.enabled else None
+    try:
+        return Asker.from_config(
+            config.ask,
+            config.router,
+            config.compartments,
+            pin_factory,
+            guidance_leds=sorter.leds if isinstance(sorter, GuidanceSorter) else None,
+            label_folder=folder,
+        )
+    except Exception as exc:  # gpiozero: PinInvalidPin, GPIOPinInUse, BadPinFactory…
+        raise StartupError(f"ask: cannot set up the buttons or lamps ({type(exc).__name__}: {exc})", 78) from None

@@ -22,9 +22,14 @@ class SortedItem:
     """One item seen, classified, routed and actuated: the payload of ``event``.
 
     :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
-        ``inference``, ``route``, ``actuate``, ``record``, ``total``).
+        ``inference``, ``route``, ``actuate``, ``record``, ``total``; ``ask``, the
+        wait for a person's answer, when the item was asked about).
     :param box: the region of the frame that was classified, as fractions
         ``(x0, y0, x1, y1)`` of the frame (``geometry.NormBox``).
+    :param asked: why a person was asked about the item (``unsure``, ``confirm``;
+        empty: not asked, see :mod:`bin_agent.ask`).
+    :param answer: the person's answer (``label``, ``compartment``, ``source``,
+        ``exact``), None when not asked or not answered.
     """
 
     bin_id: str
@@ -34,6 +39,8 @@ class SortedItem:
     latency_ms: dict[str, float]
     source: str = ""
     box: NormBox | None = None
+    asked: str = ""
+    answer: dict[str, Any] | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: str = field(default_factory=utc_now_iso)
 
@@ -52,13 +59,24 @@ class SortedItem:
             "model_version": self.model_version,
             "source": self.source,
             "box": None if self.box is None else [round(v, 4) for v in self.box],
+            "needs_label": self.needs_label,
+            **({"asked": self.asked, "answer": self.answer} if self.asked else {}),
         }
+
+    @property
+    def needs_label(self) -> bool:
+        """Asked about and not answered: a person should still label it (``cmd/correct``)."""
+        return bool(self.asked) and self.answer is None
 
     def line(self, number: int) -> str:
         """The one line the demo prints per item."""
         c = self.classification
         top = ", ".join(f"{label} {p:.2f}" for label, p in c.top[:3])
         fallback = " (fallback: unsure)" if self.route.fallback else ""
+        if self.answer is not None:
+            fallback = f" (answered by {self.answer['source']}: {self.answer['label'] or self.answer['compartment']})"
+        elif self.asked:
+            fallback += " (asked, no answer)"
         source = f"  [{self.source}]" if self.source else ""
         return (
             f"#{number:<4} {self.time}  {c.label:<9} {c.confidence:5.2f} -> "

@@ -15,7 +15,13 @@ last release for Python 3.11; see docs/dashboards.md):
 * renders ``value_template`` and ``json_attributes_template`` with HA's template
   engine against every payload captured on the entity's ``state_topic``, and
   checks the result the way the entity would use it (a number for numeric
-  sensors, a timezone-aware time for timestamps, ON/OFF, an option, a dict).
+  sensors, a timezone-aware time for timestamps, ON/OFF, an option, a dict);
+* renders every ``command_template`` with HA's own ``MqttCommandTemplate`` for
+  each option (a select) or the press payload (a button), the entity's state
+  set to the attributes it would have from every payload captured on its
+  ``json_attributes_topic`` (so ``this.attributes`` is what HA would give), and
+  checks it gives a JSON object (with the event id of those attributes, if
+  they have one).
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import tempfile
 import warnings
@@ -32,15 +39,16 @@ from typing import Any
 
 warnings.simplefilter("ignore")
 
-from homeassistant.components.mqtt import binary_sensor, button, select, sensor  # noqa: E402
+from homeassistant.components.mqtt import binary_sensor, button, image, select, sensor  # noqa: E402
 from homeassistant.components.mqtt.abbreviations import ABBREVIATIONS, DEVICE_ABBREVIATIONS  # noqa: E402
 from homeassistant.components.mqtt.discovery import TOPIC_MATCHER  # noqa: E402
+from homeassistant.components.mqtt.models import MqttCommandTemplate  # noqa: E402
 from homeassistant.const import __version__ as HA_VERSION  # noqa: E402
 from homeassistant.core import HomeAssistant  # noqa: E402
 from homeassistant.helpers.template import Template  # noqa: E402
 from homeassistant.util import dt as dt_util  # noqa: E402
 
-PLATFORMS = {"sensor": sensor, "binary_sensor": binary_sensor, "button": button, "select": select}
+PLATFORMS = {"sensor": sensor, "binary_sensor": binary_sensor, "button": button, "select": select, "image": image}
 PAYLOAD_NONE = "None"
 
 
@@ -91,6 +99,8 @@ def check(capture: dict[str, Any]) -> list[str]:
         dropped = set(payload) - set(validated)
         if dropped:
             problems.append(f"{topic}: HA ignores the key(s) {sorted(dropped)}")
+        if "command_template" in payload:
+            problems += check_command(topic, component, payload, messages)
         state_topic = payload.get("state_topic")
         if state_topic is None:
             continue
@@ -130,6 +140,42 @@ def check_value(topic: str, component: str, payload: dict[str, Any], text: str) 
         else:
             if not isinstance(attributes, dict):
                 problems.append(f"{topic}: json_attributes_template gives {type(attributes).__name__}, not a dict")
+    return problems
+
+
+class _Entity:
+    """What ``MqttCommandTemplate`` reads of its entity: the id, the name and hass."""
+
+    def __init__(self, entity_id: str, name: str) -> None:
+        self.entity_id = entity_id
+        self.name = name
+        self.hass = HASS
+
+
+def check_command(topic: str, component: str, payload: dict[str, Any], messages: dict[str, list[str]]) -> list[str]:
+    problems: list[str] = []
+    assert HASS is not None
+    entity_id = f"{component}.{re.sub(r'[^a-z0-9_]', '_', payload['unique_id'].lower())}"
+    values = payload["options"] if component == "select" else [payload.get("payload_press", "PRESS")]
+    source = payload.get("json_attributes_topic")
+    texts = messages.get(source, []) if source else [""]
+    if source and not texts:
+        problems.append(f"{topic}: nothing was published on its json_attributes_topic {source}")
+    for text in texts:
+        attributes = json.loads(render(payload["json_attributes_template"], text)) if source else {}
+        HASS.states.async_set(entity_id, "unknown", attributes)
+        template = MqttCommandTemplate(Template(payload["command_template"], HASS), entity=_Entity(entity_id, "x"))
+        for value in values:
+            try:
+                body = template.async_render(value)
+                parsed = json.loads(str(body))
+            except Exception as exc:
+                problems.append(f"{topic}: command_template fails for {value!r}: {exc}")
+                continue
+            if not isinstance(parsed, dict):
+                problems.append(f"{topic}: command_template gives {body!r}, not a JSON object")
+            elif "event_id" in attributes and parsed.get("event_id") != attributes["event_id"]:
+                problems.append(f"{topic}: command_template sends event_id {parsed.get('event_id')!r}, not the item's")
     return problems
 
 

@@ -59,7 +59,7 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     for event in events:
         expected = router.compartments[event["class"]] if not event["fallback"] else router.fallback
         assert event["compartment"] == expected
-        assert event["fallback"] == (event["confidence"] < router.confidence_threshold)
+        assert event["fallback"] == (event["confidence"] < agent.router.confidence_threshold)
         assert event["bin_id"] == "test-bin" and event["time"].endswith("Z")
         assert set(event["latency_ms"]) >= {"trigger", "preprocess", "inference", "actuate", "route"}
         assert len(event["top3"]) == 3

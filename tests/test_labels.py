@@ -91,7 +91,7 @@ def test_correct_over_mqtt_labels_the_item_and_moves_it_in_the_counts(
         agent.stop()
         runner.join(60)
     labels = LabelStore(tmp_path / "state" / "capture").all()
-    assert labels[first["id"]]["label"] == third and labels[first["id"]]["by"] == "mqtt"
+    assert labels[first["id"]]["label"] == third and labels[first["id"]]["source"] == "mqtt"
     assert labels[second["id"]]["confirmed"]
 
 
@@ -120,6 +120,7 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
     labels = LabelStore(folder).all()
     assert labels[items[1].event_id]["label"] == "cardboard" and not labels[items[1].event_id]["confirmed"]
     assert labels[items[2].event_id]["label"] == "metal" and labels[items[2].event_id]["confirmed"]
+    assert {labels[i.event_id]["source"] for i in items[1:]} == {"cli"}, "who gave it: the terminal"
     assert items[0].event_id not in labels
 
     listing = subprocess.run(
@@ -128,7 +129,7 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
         text=True,
         timeout=60,
     ).stdout
-    assert "-> cardboard" in listing and "confirmed" in listing and "3 captured, 2 labelled" in listing
+    assert "-> cardboard (cli)" in listing and "confirmed (cli)" in listing and "3 captured, 2 labelled" in listing
 
     out = tmp_path / "mybin"
     exported = subprocess.run(

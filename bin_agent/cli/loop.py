@@ -107,6 +107,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         for item in items:
             entry = labels.get(item.event_id)
             status = "-" if entry is None else ("confirmed" if entry["confirmed"] else f"-> {entry['label']}")
+            if entry is not None and entry.get("source"):
+                status += f" ({entry['source']})"  # who gave it: button, mqtt, cli
             print(
                 f"{item.info.get('time', '')}  {item.event_id}  {item.info['class']:<9} "
                 f"{float(item.info.get('confidence', 0)):.2f}  {status}"
@@ -141,7 +143,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         if answer == "s":
             continue
         label = predicted if answer in ("", "y") else keys[answer]
-        store.add(item.event_id, label, predicted, by="terminal")
+        store.add(item.event_id, label, predicted, "cli")
         done += 1
         print(f"  {'confirmed' if label == predicted else 'corrected to'} {label}")
     print(f"{done} label(s) saved in {store.path}")

@@ -16,6 +16,7 @@ from .schema import (
     MQTT_MAX_STRING_BYTES,
     ActuatorSection,
     AgentSection,
+    AskSection,
     CameraSection,
     CaptureSection,
     Config,
@@ -44,6 +45,7 @@ from .schema import (
 __all__ = [
     "ActuatorSection",
     "AgentSection",
+    "AskSection",
     "CameraSection",
     "CaptureSection",
     "Config",

@@ -37,6 +37,7 @@ def check_relations(config: Config, problems: list[str], labels: list[str] | Non
     _check_mqtt(config, problems)
     _check_fill(config, labels, problems)
     _check_homeassistant(config, problems)
+    _check_ask(config, problems)
     if not config.capture.folder.strip():
         problems.append('capture.folder: must name a folder (default "capture", under agent.state_dir)')
 
@@ -225,6 +226,13 @@ def pins_in_use(config: Config) -> dict[str, int]:
         for compartment, sensor in config.fill.sensors.items():
             pins[f"fill.sensors.{compartment}.trigger_pin"] = sensor.trigger_pin
             pins[f"fill.sensors.{compartment}.echo_pin"] = sensor.echo_pin
+    ask = config.ask
+    if ask.enabled:
+        if ask.mode == "buttons":
+            pins.update({f"ask.buttons.{k}": v for k, v in ask.buttons.items()})
+        elif ask.mode == "yes_next":
+            pins.update({"ask.yes_pin": ask.yes_pin, "ask.next_pin": ask.next_pin})
+        pins.update({f"ask.leds.{k}": v for k, v in ask.leds.items()})
     return pins
 
 
@@ -287,3 +295,27 @@ def _check_homeassistant(config: Config, problems: list[str]) -> None:
             f"homeassistant.discovery_prefix: {prefix!r} must be non-empty, without '+' or '#', "
             "and not start or end with '/'"
         )
+
+
+def _check_ask(config: Config, problems: list[str]) -> None:
+    ask = config.ask
+    if not ask.enabled:
+        return
+    needed = config.compartments
+    if ask.mode == "buttons":
+        _need_each(needed, ask.buttons, "ask.buttons", "<BCM pin>", problems)
+    elif ask.mode == "yes_next":
+        for key in ("yes_pin", "next_pin"):
+            if getattr(ask, key) < 0:
+                problems.append(f'ask.{key}: mode = "yes_next" needs the BCM pin of its button')
+    elif not (ask.remote and config.mqtt.enabled):
+        problems.append('ask.mode: "remote" needs ask.remote = true and mqtt.enabled = true (nothing could answer)')
+    for compartment in ask.leds:
+        if compartment not in needed:
+            problems.append(
+                f"ask.leds.{compartment}: no class is routed to '{compartment}' (compartments: {', '.join(needed)})"
+            )
+    for key, table in (("ask.buttons", ask.buttons), ("ask.leds", ask.leds)):
+        for compartment, pin in table.items():
+            if not 0 <= pin <= 27:
+                problems.append(f"{key}.{compartment}: pin {pin} is not a BCM GPIO (0-27)")

@@ -562,6 +562,52 @@ class CaptureSection:
 
 
 @dataclass
+class AskSection:
+    enabled: bool = _opt(
+        False,
+        "Ask a person about unsure items (below router.confidence_threshold) instead of "
+        "dropping them into the fallback at once; see docs/asking.md.",
+    )
+    mode: Literal["buttons", "yes_next", "remote"] = _opt(
+        "buttons",
+        "buttons: one button per compartment (buttons); yes_next: a yes and a next button "
+        "(yes_pin, next_pin); remote: no buttons, only Home Assistant / MQTT answers.",
+    )
+    buttons: dict[str, int] = _opt({}, "mode = 'buttons': compartment -> BCM pin of its button.")
+    yes_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the yes button (the shown compartment).", min=-1, max=27)
+    next_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the next button (show the next candidate).", min=-1, max=27)
+    leds: dict[str, int] = _opt(
+        {},
+        "Compartment -> BCM pin of an LED that shows the candidates (e.g. the lamp of an "
+        "illuminated button); empty: actuator.leds when actuator.kind = 'leds', else none.",
+    )
+    pull_up: bool = _opt(True, "Buttons wired to ground with the internal pull-up (else to 3.3 V, pull-down).")
+    bounce_seconds: float = _opt(
+        0.02,
+        "A button's level must hold this long to count (lgpio: the kernel's glitch filter "
+        "via gpiozero's bounce_time); edges closer than this to the last one are also dropped.",
+        min=0,
+        max=0.3,
+    )
+    timeout_seconds: float = _opt(
+        10.0, "How long the item waits for an answer; then it goes where it would have gone.", min=1, max=120
+    )
+    confirm_share: float = _opt(
+        0.05,
+        "Share of confident items also asked about (their compartment is shown; no answer: "
+        "sorted as predicted), so the bin learns where it is confidently wrong.",
+        min=0,
+        max=1,
+    )
+    remote: bool = _opt(
+        True,
+        "Publish the item being asked about (retained <topic_prefix>/<bin_id>/unsure and its "
+        "crop on .../unsure/image) so Home Assistant or cmd/correct can answer it.",
+    )
+    image_max_bytes: int = _opt(20000, "Largest JPEG of the crop published on .../unsure/image.", min=2000, max=200000)
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -577,6 +623,7 @@ class Config:
     homeassistant: HomeAssistantSection = _sub(HomeAssistantSection, "Home Assistant MQTT discovery.")
     store: StoreSection = _sub(StoreSection, "The event outbox's bounds.")
     capture: CaptureSection = _sub(CaptureSection, "Photos of sorted items for retraining.")
+    ask: AskSection = _sub(AskSection, "Ask a person about unsure items (buttons, Home Assistant).")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 

@@ -113,8 +113,8 @@ class Capture:
     """The capture queue and its writer thread.
 
     :param folder: where the photos go (created if missing).
-    :param mode: ``all``, ``unsure`` (items sent to the fallback compartment)
-        or ``sample`` (one item in ``sample_every``).
+    :param mode: ``all``, ``unsure`` (items sent to the fallback compartment
+        or asked about, see ``[ask]``) or ``sample`` (one item in ``sample_every``).
     :param max_bytes: size cap of the folder.
     :param queue_size: items that may wait for the writer.
     """
@@ -163,8 +163,8 @@ class Capture:
 
     def wanted(self, item: SortedItem) -> bool:
         """Whether the mode keeps this item."""
-        if self.mode == "unsure":
-            return item.route.fallback
+        if self.mode == "unsure":  # an item a person was asked about was unsure too (or a confirmation sample)
+            return item.route.fallback or bool(item.asked)
         if self.mode == "sample":
             self._seen += 1
             return (self._seen - 1) % self.sample_every == 0

@@ -2,10 +2,18 @@
 
 Labels live beside the photos, in ``labels.jsonl`` of the capture folder (one
 JSON object per line, the last line of an event wins), so copying the capture
-folder off the bin carries the photos and their labels together. A label is
-set over MQTT (``cmd/correct``, see :func:`correct_event`, which also corrects
-the counts in ``state``) or in a terminal (``bin-agent label``). A label equal
-to the predicted class is a *confirmation*: the bin was right.
+folder off the bin carries the photos and their labels together. Every label
+says who gave it and when (``source``, ``time``):
+
+* ``button``: a person answered at the bin (:mod:`bin_agent.ask`);
+* ``mqtt``: ``cmd/correct`` (Home Assistant's select, a script), see
+  :func:`correct_event`, which also corrects the counts in ``state``;
+* ``cli``: ``bin-agent label`` in a terminal.
+
+A label equal to the predicted class is a *confirmation*: the bin was right.
+A label from a compartment button carries ``exact: false`` when that
+compartment takes several classes (the person said where the item goes; the
+class is the model's most probable one among that compartment's).
 
 ``bin-agent label --export DIR`` writes the labelled photos as one folder per
 class, which ``bin-agent train`` and ``bin-agent evaluate`` read.
@@ -59,20 +67,31 @@ class LabelStore:
             except json.JSONDecodeError:
                 continue  # a line cut by a power cut
             if isinstance(entry, dict) and isinstance(entry.get("event_id"), str):
+                if "source" not in entry:  # written before labels said "source" ("by": mqtt/terminal)
+                    by = entry.pop("by", "")
+                    entry["source"] = "cli" if by == "terminal" else by
                 labels[entry["event_id"]] = entry
         return labels
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         return self.all().get(event_id)
 
-    def add(self, event_id: str, label: str, predicted: str, by: str) -> dict[str, Any]:
+    def add(
+        self, event_id: str, label: str, predicted: str, source: str, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Append a label of ``event_id``.
+
+        :param source: who gave it: ``button``, ``mqtt`` or ``cli``.
+        :param extra: more keys for the entry (e.g. ``exact``).
+        """
         entry = {
             "event_id": event_id,
             "label": label,
             "predicted": predicted,
             "confirmed": label == predicted,
-            "by": by,
+            "source": source,
             "time": utc_now_iso(),
+            **(extra or {}),
         }
         data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
@@ -111,7 +130,7 @@ def correct_event(
     store: Any,
     compartments: dict[str, str],
     classes: Sequence[str],
-    by: str = "mqtt",
+    source: str = "mqtt",
 ) -> dict[str, Any]:
     """``cmd/correct {"event_id": …, "label": …}``: record the label and move the
     item in the counts (its class, and its compartment if the class maps
@@ -129,7 +148,7 @@ def correct_event(
     predicted = str(item.info["class"])
     was = str(earlier["label"]) if earlier else predicted
     was_compartment = compartments.get(was, "") if earlier else str(item.info.get("compartment", ""))
-    entry = labels.add(event_id, label, predicted, by)
+    entry = labels.add(event_id, label, predicted, source)
     counted = _counted_since_reset(item.info.get("time", ""), store.counts().since)
     changes: dict[tuple[str, str], int] = {}
     if counted and label != was:

@@ -14,8 +14,14 @@ config edits and Home Assistant restarts.
 Home Assistant takes as "remove this entity"; with the last entity the device
 goes too.
 
+With ``[ask]`` on (and ``ask.remote``), the item the bin asks about appears
+too: an ``image`` of its crop (``unsure/image``), a ``select`` of the classes
+and a "guess is right" ``button``. Both send ``cmd/correct`` for the event id
+they read from their attributes (the retained ``unsure`` topic), through Home
+Assistant's ``this`` variable of MQTT command templates.
+
 The payloads use full key names (no abbreviations) and only keys documented
-for the MQTT ``sensor``, ``binary_sensor``, ``button`` and ``select``
+for the MQTT ``sensor``, ``binary_sensor``, ``button``, ``select`` and ``image``
 integrations; ``tests/test_discovery.py`` checks them against those keys and,
 where Home Assistant is installed, against its own discovery schemas.
 """
@@ -31,7 +37,7 @@ from .. import __version__
 from ..config import Config
 from .link import Topics
 
-COMPONENTS = ("sensor", "binary_sensor", "button", "select")
+COMPONENTS = ("sensor", "binary_sensor", "button", "select", "image")
 MODEL = "bin-agent camera sorting bin"
 
 
@@ -210,6 +216,8 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         entity_category="config",
         icon="mdi:counter",
     )
+    if config.ask.enabled and config.ask.remote:
+        _unsure_entities(add, topics, labels)
     from ..triggers import switchable_trigger_modes
 
     add(
@@ -225,6 +233,46 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         icon="mdi:gesture-tap",
     )
     return messages
+
+
+def _unsure_entities(add: Any, topics: Topics, labels: list[str]) -> None:
+    """The item the bin asks about (``[ask]``): its photo, a select to name it, a button to confirm it."""
+    add(
+        "image",
+        "unsure_image",
+        name="Unsure item",
+        image_topic=topics.unsure_image,
+        content_type="image/jpeg",
+        icon="mdi:image-search",
+    )
+    # The question (event id, the bin's guess, top-3, waiting or not) as attributes;
+    # the command templates read the event id from them.
+    attributes = {"json_attributes_topic": topics.unsure, "json_attributes_template": "{{ value_json | tojson }}"}
+    correct = f"{topics.base}/cmd/correct"
+    add(
+        "select",
+        "unsure_label",
+        name="Unsure item is",
+        command_topic=correct,
+        command_template='{"event_id": "{{ this.attributes.event_id }}", "label": "{{ value }}"}',
+        state_topic=topics.unsure,
+        # The answer once given, else the bin's guess: choosing another class corrects it.
+        value_template="{{ value_json.answer.label if value_json.answer and value_json.answer.label "
+        "else value_json['class'] }}",
+        options=list(labels),
+        icon="mdi:tag-search",
+        **attributes,
+    )
+    add(
+        "button",
+        "unsure_confirm",
+        name="Unsure item guess is right",
+        command_topic=correct,
+        payload_press="",
+        command_template='{"event_id": "{{ this.attributes.event_id }}", "label": "{{ this.attributes[\'class\'] }}"}',
+        icon="mdi:check-decagram",
+        **attributes,
+    )
 
 
 # ---------------------------------------------------------------------- ha-remove

@@ -91,6 +91,16 @@ class Topics:
         return f"{self.base}/cmd/+"
 
     @property
+    def unsure(self) -> str:
+        """Retained: the item the bin asks about (or last asked about), see :mod:`bin_agent.ask`."""
+        return f"{self.base}/unsure"
+
+    @property
+    def unsure_image(self) -> str:
+        """Retained: that item's crop as a small JPEG (raw bytes)."""
+        return f"{self.base}/unsure/image"
+
+    @property
     def command_result(self) -> str:
         return f"{self.base}/cmd/result"
 
@@ -283,10 +293,12 @@ class MqttLink:
             return None
         return self._publish_other(self.topics.state, payload, retain=True)
 
-    def publish_retained(self, topic: str, payload: dict[str, Any] | str) -> None:
-        """Publish a retained QoS 1 message (JSON for a dict; ``""`` clears the topic)."""
-        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), sort_keys=True)
-        self.client.publish(topic, text, qos=1, retain=True)
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str | bytes) -> None:
+        """Publish a retained QoS 1 message (JSON for a dict, bytes as they are; ``""`` clears the topic)."""
+        data = (
+            payload if isinstance(payload, (str, bytes)) else json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        )
+        self.client.publish(topic, data, qos=1, retain=True)
 
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
