@@ -295,3 +295,22 @@ def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, ca
     named = [ln for ln in lines if ln.startswith("fail") and "mqtt.password_file" in ln and str(secret) in ln]
     assert named, lines
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "status"), [("0.3.16", "fail"), ("0.3.19", "fail"), ("0.3.20", "ok"), ("0.3.36", "ok")]
+)
+def test_a_picamera2_too_old_to_time_out_is_a_fail_line(monkeypatch, tmp_path, version, status):
+    """Before 0.3.17 wait() has no timeout, before 0.3.20 no cancel_all_and_flush():
+    a camera that stops delivering frames then hangs the agent (issue 23, item 11)."""
+    from tests import fake_picamera2
+
+    module = fake_picamera2.picamera2_module()
+    module.__file__ = str(tmp_path / "picamera2" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setitem(sys.modules, "libcamera", fake_picamera2.libcamera_module())
+    monkeypatch.setattr(doctor, "_version", lambda name: version if name == "picamera2" else "?")
+    check = doctor.check_picamera2(None)
+    assert check.status == status, check
+    if status == "fail":
+        assert "0.3.20" in check.detail and "apt install --only-upgrade python3-picamera2" in check.detail

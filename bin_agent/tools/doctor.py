@@ -203,7 +203,21 @@ def check_picamera2(config: Config | None) -> Check:
         return Check("picamera2", "warn", f'not needed now (camera.source = "replay"), but: {problem}')
     import picamera2
 
-    return Check("picamera2", "ok", f"picamera2 {_version('picamera2')} imports ({Path(picamera2.__file__).parent})")
+    from ..sources.picamera import MIN_PICAMERA2, version_tuple
+
+    version = _version("picamera2")
+    where = f"picamera2 {version} imports ({Path(picamera2.__file__).parent})"
+    floor = ".".join(map(str, MIN_PICAMERA2))
+    if version_tuple(version) < MIN_PICAMERA2:
+        # Without wait(timeout=) (0.3.17) and cancel_all_and_flush() (0.3.20) a camera
+        # that stops delivering frames hangs the agent instead of failing it.
+        return Check(
+            "picamera2",
+            "fail" if needed else "warn",
+            f"{where}, older than {floor}: a stalled camera would hang the agent. "
+            "Fix: sudo apt update && sudo apt install --only-upgrade python3-picamera2",
+        )
+    return Check("picamera2", "ok", where)
 
 
 def check_litert() -> Check:
