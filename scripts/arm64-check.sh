@@ -90,7 +90,7 @@ sed -i 's/^source = "picamera2"/source = "replay"/' "$ROOT/etc/bin-agent/bin-age
 PHOTOS="${PHOTOS:-${BIN_AGENT_SHARED:-$SRC/../shared}/data/trashnet}"
 rm -rf "$ROOT/photos" && mkdir -p "$ROOT/photos"
 for dir in "$PHOTOS"/*/; do
-    find "$dir" -name '*.jpg' | sort | head -n "${PER_CLASS:-2}" | while read -r f; do
+    find "$dir" -name "*.jpg" | sort | sed -n "1,${PER_CLASS:-2}p" | while read -r f; do
         cp "$f" "$ROOT/photos/$(basename "$dir")-$(basename "$f")"
     done
 done

@@ -36,10 +36,14 @@ class FakePwmChip:
     """/sys/class/pwm/pwmchipN as files: writing a channel to ``export`` makes its
     directory appear a moment later (as the kernel and udev do)."""
 
-    def __init__(self, root: Path, number: int = 0, npwm: int = 4) -> None:
+    def __init__(self, root: Path, number: int = 0, npwm: int = 4, device: str = "1f00098000.pwm") -> None:
         self.dir = root / f"pwmchip{number}"
         self.dir.mkdir(parents=True)
         (self.dir / "npwm").write_text(f"{npwm}\n")
+        # As sysfs: pwmchipN/device links to the platform device of the PWM block.
+        platform = root.parent / "devices" / device
+        platform.mkdir(parents=True, exist_ok=True)
+        (self.dir / "device").symlink_to(platform)
         for name in ("export", "unexport"):
             (self.dir / name).write_text("")
         self._stop = threading.Event()
@@ -71,8 +75,8 @@ class FakePwmChip:
 def pwm_root(tmp_path):
     chips: list[FakePwmChip] = []
 
-    def make(number: int = 0, npwm: int = 4) -> FakePwmChip:
-        chips.append(FakePwmChip(tmp_path / "pwm", number, npwm))
+    def make(number: int = 0, npwm: int = 4, device: str = "1f00098000.pwm") -> FakePwmChip:
+        chips.append(FakePwmChip(tmp_path / "pwm", number, npwm, device))
         return chips[-1]
 
     yield make
@@ -131,10 +135,10 @@ def test_kernel_pwm_exports_sets_50_hz_and_sends_pulses_in_nanoseconds(pwm_root,
 
 
 def test_kernel_pwm_channel_of_a_pin_depends_on_the_board(pwm_root):
-    pi4 = pwm_root(number=0, npwm=2)
+    pi4 = pwm_root(number=0, npwm=2, device="fe20c000.pwm")
     assert KernelPwmOutput.for_pin(pi4.dir, 18).channel == 0
     assert KernelPwmOutput.for_pin(pi4.dir, 19).channel == 1
-    pi5 = pwm_root(number=2, npwm=4)
+    pi5 = pwm_root(number=2, npwm=4, device="1f00098000.pwm")
     assert KernelPwmOutput.for_pin(pi5.dir, 19).channel == 3
     assert KernelPwmOutput.for_pin(pi5.dir, 12).channel == 0
 
@@ -154,7 +158,7 @@ def test_kernel_pwm_takes_over_a_channel_left_with_a_longer_duty_cycle(pwm_root,
 
 def test_kernel_pwm_errors_name_the_fix(pwm_root, tmp_path):
     chip = pwm_root(number=0, npwm=4)
-    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*PWM chips here: pwmchip0 \(4 channels\)"):
+    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*PWM chips here: pwmchip0 \(1f00098000.pwm, 4 ch"):
         KernelPwmOutput.for_pin(chip.dir.parent / "pwmchip2", 18)
     with pytest.raises(KernelPwmError, match="GPIO17 has no hardware PWM"):
         KernelPwmOutput.for_pin(chip.dir, 17)
@@ -176,6 +180,31 @@ def test_chute_on_kernel_pwm_from_the_config(pwm_root, tmp_path, monkeypatch):
     assert seen == [pulse_ns(60.0), pulse_ns(0.0)]
     assert duty.read_text() == "0\n", "detached after the move"
     sorter.close()
+
+
+def test_the_servo_gets_the_pwm_block_of_the_overlay_not_the_fans_whatever_the_numbers(pwm_root, tmp_path, monkeypatch):
+    # A Pi 5 on a kernel that probed the fan's block first: pwmchip0 is the fan's
+    # 4 channels, pwmchip1 the servo's (raspberrypi/linux #6818).
+    fan = pwm_root(number=0, npwm=4, device="1f0009c000.pwm")
+    servo_block = pwm_root(number=1, npwm=4, device="1f00098000.pwm")
+    monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", fan.dir.parent)
+    data = base_config(tmp_path, mqtt=False)
+    data["actuator"]["servo_drive"] = "kernel_pwm"
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    assert config.actuator.kernel_pwm.chip == "auto"
+    sorter = build_sorter(config.actuator, None)
+    assert (servo_block.dir / "pwm2").is_dir() and not (fan.dir / "pwm2").exists()
+    sorter.close()
+
+
+def test_a_missing_pwm_block_names_the_chips_there_are(pwm_root):
+    from bin_agent.actuators.kernel_pwm import find_chip
+
+    fan = pwm_root(number=0, npwm=4, device="1f0009c000.pwm")
+    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*pwmchip0 \(1f0009c000.pwm, 4 channels\)"):
+        find_chip("auto", fan.dir.parent)
+    assert find_chip("1f0009c000.pwm", fan.dir.parent) == fan.dir  # named explicitly: taken
+    assert find_chip("pwmchip7", fan.dir.parent) == fan.dir.parent / "pwmchip7"
 
 
 def test_kernel_pwm_config_rejects_pins_without_pwm(tmp_path):

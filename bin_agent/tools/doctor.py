@@ -122,6 +122,8 @@ def _checks(config_path: Path) -> Iterator[Check]:
         finally:
             factory.close()
     yield check_servo_pwm(config, chosen)
+    if config.actuator.kind in ("servo", "flaps") and config.actuator.servo_drive != "gpiozero":
+        yield check_servo_drive(config)
     yield check_state_dir(Path(config.agent.state_dir))
     yield check_broker(config)
 
@@ -424,6 +426,55 @@ def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
     if driver == "mock":
         return Check("servo-pwm", "ok", "mock pins: no real servo")
     return Check("servo-pwm", "warn", f"{driver}: unknown PWM timing")
+
+
+def check_servo_drive(config: Config) -> Check:
+    """``kernel_pwm``: the PWM block (found by its device), each servo pin's channel, and
+    write access to it; ``pca9685``: the board's ``MODE1`` register read over I2C.
+
+    Nothing moves: no channel is exported, no register written. Run inside the
+    unit's sandbox (``bin-agent-doctor.service``) it sees what the agent will:
+    with ``ProtectKernelTunables=yes`` /sys is read-only there.
+    """
+    actuator = config.actuator
+    if actuator.servo_drive == "pca9685":
+        from ..actuators.pca9685 import Pca9685Error, read_mode1
+
+        board = actuator.pca9685
+        where = f"PCA9685 at 0x{board.address:02x} on /dev/i2c-{board.i2c_bus}"
+        try:
+            mode1 = read_mode1(board.i2c_bus, board.address)
+        except Pca9685Error as exc:
+            return Check("servo-drive", "fail", f"actuator.pca9685: {exc}")
+        return Check("servo-drive", "ok", f"{where}: MODE1 = 0x{mode1:02x}")
+    from ..actuators import kernel_pwm
+
+    try:
+        chip = kernel_pwm.find_chip(actuator.kernel_pwm.chip, kernel_pwm.SYSFS_PWM)
+        pins = [actuator.servo.pin] if actuator.kind == "servo" else [f.pin for f in actuator.flaps.values()]
+        channels = {pin: kernel_pwm.channel_for_pin(chip, pin) for pin in pins}
+    except kernel_pwm.KernelPwmError as exc:
+        return Check("servo-drive", "fail", f"actuator.kernel_pwm.chip: {exc}")
+    device = kernel_pwm.device_of(chip) or "device unknown"
+    used = ", ".join(f"GPIO{pin} -> channel {channel}" for pin, channel in channels.items())
+    where = f"{chip} ({device}): {used}"
+    if os.statvfs(chip).f_flag & os.ST_RDONLY:
+        return Check(
+            "servo-drive",
+            "fail",
+            f"{where}: /sys is read-only here (systemd's ProtectKernelTunables=yes): the agent cannot "
+            "export the channel. Fix: sudo bash scripts/install-pi.sh --only unit (adds the "
+            "kernel-pwm drop-in for this config)",
+        )
+    targets = []
+    for channel in channels.values():
+        exported = chip / f"pwm{channel}"
+        targets += [exported / "period", exported / "duty_cycle", exported / "enable"] if exported.is_dir() else []
+    targets.append(chip / "export")
+    denied = [str(path) for path in targets if not os.access(path, os.W_OK)]
+    if denied:
+        return Check("servo-drive", "fail", f"{where}: not writable: {', '.join(denied)}; {kernel_pwm.ACCESS_FIX}")
+    return Check("servo-drive", "ok", f"{where}: writable")
 
 
 # ---------------------------------------------------------------------- state and broker
