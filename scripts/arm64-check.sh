@@ -41,7 +41,8 @@ say() { echo "== [$(($(date +%s) - t0)) s] $*"; }
 mkdir -p "$WORK"
 
 # Every arm64 program runs as `chroot ROOT /qemu PROGRAM`: no binfmt_misc needed.
-arm() { chroot "$ROOT" /qemu-aarch64-static "$@"; }
+# A clean environment: the host's PIP_* settings (find-links, index) mean nothing there.
+arm() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$ROOT" /qemu-aarch64-static "$@"; }
 
 if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
     say "1. Debian $SUITE arm64 root ($MIRROR)"
@@ -75,8 +76,8 @@ rm -rf "$ROOT/opt/bin-agent" "$ROOT/wheels"
 cp -r "$WORK/wheels" "$ROOT/wheels"
 arm /usr/bin/python3.11 -m venv --system-site-packages --without-pip /opt/bin-agent/venv
 mkdir -p "$ROOT/etc/bin-agent"
-cp "$SRC/scripts/constraints-bookworm.txt" "$ROOT/etc/bin-agent/constraints.txt"
-printf '[global]\nconstraint = /etc/bin-agent/constraints.txt\n' >"$ROOT/opt/bin-agent/venv/pip.conf"
+cp "$SRC/scripts/constraints-bookworm.txt" "$ROOT/opt/bin-agent/venv/constraints.txt"
+printf "[global]\nconstraint = /opt/bin-agent/venv/constraints.txt\n" >"$ROOT/opt/bin-agent/venv/pip.conf"
 # Debian's pip (a system site package) runs inside the venv; installs offline.
 arm /opt/bin-agent/venv/bin/python -m pip install -q --no-index --find-links /wheels \
     --disable-pip-version-check "/wheels/$(basename "$WHEEL")"
@@ -85,7 +86,8 @@ arm /opt/bin-agent/venv/bin/python -c 'import numpy, ai_edge_litert, bin_agent; 
 say "4. check-config and classify, arm64 (emulated) and $(uname -m)"
 cp "$SRC/config/bin-agent.toml" "$ROOT/etc/bin-agent/bin-agent.toml"
 # No camera under emulation: the shipped config with the replay source.
-sed -i 's/^source = "picamera2"/source = "replay"/' "$ROOT/etc/bin-agent/bin-agent.toml"
+sed -i -e 's/^source = "picamera2"/source = "replay"/' -e 's#^path = "."$#path = "/photos"#' \
+    "$ROOT/etc/bin-agent/bin-agent.toml"
 # A few photos per class (TrashNet, not in the repository: PHOTOS=DIR/<class>/*.jpg).
 PHOTOS="${PHOTOS:-${BIN_AGENT_SHARED:-$SRC/../shared}/data/trashnet}"
 rm -rf "$ROOT/photos" && mkdir -p "$ROOT/photos"

@@ -358,3 +358,40 @@ def test_gpiozero_drive_gives_gpiozeros_own_servo():
 def test_software_timed_servo_pulses_are_warned_about(caplog, factory, drive, warned):
     warn_if_software_timed(ActuatorSection(pin_factory=factory, servo_drive=drive))
     assert any("timed by software" in r.getMessage() for r in caplog.records) == warned
+
+
+# --------------------------------------------------------------------------- pigpio (issue 23, item 9)
+
+
+def test_a_pigpiod_not_up_yet_is_a_failure_systemd_restarts(tmp_path):
+    """pigpio.pi() without a daemon returns a disconnected object (its ``sl.s`` is None)
+    and gpiozero raises IOError: the agent exits 75, not 78 (which the unit never restarts)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, write_toml
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pigpio.py").write_text(
+        "import types\n"
+        "INPUT, OUTPUT, ALT0, ALT1, ALT2, ALT3, ALT4, ALT5 = 0, 1, 4, 5, 6, 7, 3, 2\n"
+        "PUD_OFF, PUD_DOWN, PUD_UP = 0, 1, 2\n"
+        "RISING_EDGE, FALLING_EDGE, EITHER_EDGE = 0, 1, 2\n"
+        "class pi:\n"
+        "    def __init__(self, host='localhost', port=8888, show_errors=True):\n"
+        "        self.sl = types.SimpleNamespace(s=None)  # as pigpio after a refused connect\n"
+        "        self.connected = False\n"
+    )
+    data = base_config(tmp_path, mqtt=False)
+    data["actuator"]["pin_factory"] = "pigpio"
+    config = write_toml(tmp_path / "bin-agent.toml", data)
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 75, result.stderr
+    assert "pigpiod daemon does not answer" in result.stderr and "Traceback" not in result.stderr

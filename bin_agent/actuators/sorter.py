@@ -50,6 +50,11 @@ class ActuatorError(RuntimeError):
     """A pin factory or a device cannot be set up."""
 
 
+class PinDaemonUnreachable(ActuatorError):
+    """The pigpio factory finds no ``pigpiod`` (not started yet, or restarting): it may
+    answer in a moment, so the agent exits with a status systemd restarts on (not 78)."""
+
+
 def warn_if_software_timed(actuator: Any) -> None:
     """Say so when servo pulses will be timed by software (the servo twitches)."""
     if actuator.servo_drive == "gpiozero" and actuator.pin_factory in SOFTWARE_TIMED_FACTORIES:
@@ -84,6 +89,14 @@ def make_pin_factory(name: str) -> Any:
     try:
         module = __import__(module_name, fromlist=[class_name])
         return getattr(module, class_name)()
+    except OSError as exc:
+        if name != "pigpio":
+            raise ActuatorError(f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). Fix: {fix}") from None
+        # gpiozero: IOError('failed to connect to localhost:8888') when pigpio.pi() is not connected.
+        raise PinDaemonUnreachable(
+            f"pin factory 'pigpio': the pigpiod daemon does not answer ({exc}). "
+            "Fix: sudo systemctl enable --now pigpiod (the agent is restarted meanwhile)"
+        ) from None
     except Exception as exc:  # gpiozero raises many kinds (ImportError, OSError, PinFactoryFallback…)
         raise ActuatorError(
             f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). "
