@@ -614,7 +614,7 @@ def build_agent(
         undo.callback(store.close)
         if pin_factory is None:
             try:
-                pin_factory = make_pin_factory(config.actuator.pin_factory)
+                pin_factory = make_pin_factory(config.actuator.pin_factory, config.actuator.gpiochip)
             except PinDaemonUnreachable as exc:
                 raise StartupError(f"actuator.pin_factory: {exc}", EX_TEMPFAIL) from None  # restarted
             except ActuatorError as exc:

@@ -395,3 +395,71 @@ def test_a_pigpiod_not_up_yet_is_a_failure_systemd_restarts(tmp_path):
     )
     assert result.returncode == 75, result.stderr
     assert "pigpiod daemon does not answer" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the header's gpiochip (issue 23, item 10)
+
+
+def fake_gpio_sysfs(root: Path, chips: dict[int, str]) -> Path:
+    """/sys/bus/gpio/devices: gpiochipN links into its controller's device directory."""
+    devices = root / "bus" / "gpio" / "devices"
+    devices.mkdir(parents=True)
+    for number, controller in chips.items():
+        chip = root / "devices" / "platform" / controller / f"gpiochip{number}"
+        chip.mkdir(parents=True)
+        (devices / f"gpiochip{number}").symlink_to(chip)
+    return devices
+
+
+@pytest.fixture
+def fake_lgpio(monkeypatch):
+    """lgpio as gpiozero's LGPIOFactory uses it on construction: which chip it opens."""
+    import sys
+    import types
+
+    opened: list[int] = []
+    module = types.ModuleType("lgpio")
+    module.gpiochip_open = lambda chip: opened.append(chip) or 100  # type: ignore[attr-defined]
+    module.gpiochip_close = lambda handle: None  # type: ignore[attr-defined]
+    for i, constant in enumerate(
+        "SET_BIAS_DISABLE SET_BIAS_PULL_DOWN SET_BIAS_PULL_UP SET_PULL_DOWN SET_PULL_NONE SET_PULL_UP "
+        "RISING_EDGE FALLING_EDGE BOTH_EDGES".split()
+    ):
+        setattr(module, constant, i)  # the names gpiozero.pins.lgpio reads at import
+    monkeypatch.setitem(sys.modules, "lgpio", module)
+    monkeypatch.delitem(sys.modules, "gpiozero.pins.lgpio", raising=False)
+    # What /proc/device-tree/system/linux,revision says on a Pi 5 (4 GB, rev 1.0).
+    monkeypatch.setattr("gpiozero.pins.local.LocalPiFactory._get_revision", lambda self: 0xD04170)
+    return opened
+
+
+def test_lgpio_opens_the_headers_chip_on_a_pi5_kernel_that_numbers_chips_from_11(tmp_path, monkeypatch, fake_lgpio):
+    # Adafruit_Blinka #1119: recent Pi 5 kernels list gpiochip11-15; gpiozero would open 0 or 4.
+    from bin_agent.actuators import sorter
+
+    devices = fake_gpio_sysfs(
+        tmp_path / "sys",
+        {11: "1f000d0000.gpio", 12: "1f00084000.gpio", 13: "107d508500.gpio", 14: "107d517c00.gpio"},
+    )
+    monkeypatch.setattr(sorter, "SYSFS_GPIO", devices)
+    assert sorter.find_header_gpiochip(devices) == 11
+    sorter.make_pin_factory("lgpio")
+    sorter.make_pin_factory("lgpio", 4)  # actuator.gpiochip set: taken as it is
+    assert fake_lgpio == [11, 4]
+
+
+def test_the_gpiochip_setting_is_in_the_config(tmp_path):
+    data = base_config(tmp_path, mqtt=False)
+    assert preflight.load_dict(data, base_dir=tmp_path).actuator.gpiochip == -1
+    data["actuator"]["gpiochip"] = 99
+    with pytest.raises(Exception) as info:
+        preflight.load_dict(data, base_dir=tmp_path)
+    assert any(p.startswith("actuator.gpiochip") for p in info.value.problems)
+
+
+def test_a_gpiochip_without_the_lgpio_factory_is_a_config_error(tmp_path):
+    data = base_config(tmp_path, mqtt=False)  # pin_factory = "mock"
+    data["actuator"]["gpiochip"] = 4
+    with pytest.raises(Exception) as info:
+        preflight.load_dict(data, base_dir=tmp_path)
+    assert any(p.startswith('actuator.gpiochip: 4 applies to pin_factory = "lgpio" only') for p in info.value.problems)

@@ -406,6 +406,14 @@ class ActuatorSection:
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
     )
+    gpiochip: int = _opt(
+        -1,
+        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; -1: found by its controller "
+        "(1f000d0000.gpio on a Pi 5, fe200000.gpio on a Pi 4), where gpiozero guesses 0 or 4 and recent "
+        "Pi 5 kernels number the chips from 10.",
+        min=-1,
+        max=63,
+    )
     servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
         "gpiozero",
         "What times the servo pulses: gpiozero (the pin factory: pigpio is hardware-timed, "

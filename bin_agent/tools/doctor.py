@@ -308,7 +308,7 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
     if configured in ("lgpio", "default"):
         _lgpio_workdir()
     try:
-        factory = make_pin_factory(configured)
+        factory = make_pin_factory(configured, config.actuator.gpiochip)
         if factory is None:  # "default": the factory gpiozero itself picks
             from gpiozero import Device
 
@@ -326,6 +326,9 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
 
     chosen = factory_name(factory)
     shown = chosen if configured == chosen else f"{configured} -> {chosen}"
+    chip = getattr(factory, "_chip", None)  # LGPIOFactory's /dev/gpiochipN
+    if isinstance(chip, int):
+        shown += f" on /dev/gpiochip{chip}"
     return Check(
         "pin-factory",
         "ok",
