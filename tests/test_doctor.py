@@ -30,6 +30,7 @@ CHECKS = [
     "config",
     "camera",
     "model",
+    "speed",
     "pin-factory",
     "gpio18",
     "servo-pwm",

@@ -112,6 +112,7 @@ def _checks(config_path: Path) -> Iterator[Check]:
     camera, frame = check_camera(config)
     yield camera
     yield check_model(config, frame)
+    yield check_speed(config)
     factory_check, factory = open_pin_factory(config)
     yield factory_check
     chosen = None
@@ -291,6 +292,58 @@ def check_model(config: Config, frame: Any) -> Check:
             f"({result.views} view(s))"
         ),
     )
+
+
+SPEED_ITEMS = 3
+SPEED_GAP_SECONDS = 0.3
+"""Items are timed after this much idleness: a thread pool that has gone to sleep must wake."""
+
+
+def check_speed(config: Config) -> Check:
+    """One item (preprocessing and every view) with 1, 2 (and 4) interpreter threads,
+    after an idle gap as in a bin: which ``model.num_threads`` is fastest here, and
+    whether an item fits in a frame at ``camera.fps``. ``bin-agent bench`` has the rest."""
+    import numpy as np
+
+    from ..agent import build_classifier
+    from ..classify.classifier import ModelFilesError
+    from ..classify.runtime import RuntimeUnavailable
+    from .bench import thread_candidates
+
+    image = np.random.default_rng(2).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    medians: dict[int, float] = {}
+    views = 1
+    try:
+        for threads in thread_candidates():
+            classifier = build_classifier(config, num_threads=threads)
+            views = classifier.views
+            classifier.classify(image)  # warm-up
+            times = []
+            for _ in range(SPEED_ITEMS):
+                time.sleep(SPEED_GAP_SECONDS)
+                started = time.perf_counter()
+                classifier.classify(image)
+                times.append((time.perf_counter() - started) * 1000.0)
+            medians[threads] = sorted(times)[len(times) // 2]
+    except (ModelFilesError, RuntimeUnavailable) as exc:
+        return Check("speed", "fail", f"{config.model.path.name}: {exc}")
+    best = min(medians, key=lambda n: medians[n])
+    configured = config.model.num_threads
+    shown = ", ".join(f"{n} thread(s) {ms:.0f} ms" for n, ms in medians.items())
+    detail = f"one item ({views} view(s)): {shown}; fastest: num_threads = {best}"
+    budget = 1000.0 / config.camera.fps
+    if medians[best] > budget:
+        return Check(
+            "speed",
+            "warn",
+            f"{detail}; slower than a frame at camera.fps = {config.camera.fps:g} ({budget:.0f} ms): "
+            "items wait (fewer model.views, or a faster board)",
+        )
+    mine = medians.get(configured)
+    # 15 % and 2 ms: less is the noise of three items on a busy machine.
+    if mine is not None and mine > 1.15 * medians[best] and mine - medians[best] > 2.0:
+        return Check("speed", "warn", f"{detail}, model.num_threads = {configured} is slower: set it to {best}")
+    return Check("speed", "ok", detail)
 
 
 # ---------------------------------------------------------------------- pins
