@@ -142,6 +142,7 @@ class Classifier:
         meta_classes = self.metadata.get("classes")
         if meta_classes is not None and list(meta_classes) != self.labels:
             raise ModelFilesError(f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}")
+        self.num_threads = num_threads
         try:
             self._interpreter = load_interpreter(files.model, num_threads)
         except ModelLoadError as exc:

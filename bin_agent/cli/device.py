@@ -201,7 +201,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     if config is not None:
         load_config_or_exit(config, model=False)  # a broken config: one line, exit 78
-    report = run_bench(config, quick=args.quick, items=args.items)
+    report = run_bench(config, quick=args.quick, items=args.items, batch_views=not args.views_one_by_one)
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0
 
@@ -294,4 +294,9 @@ def register(sub: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="a few seconds: few items, no servo cycle (what CI runs)")
     bench.add_argument("--items", type=int, default=None, help="items to time (default: 20; --quick: 3)")
     bench.add_argument("--json", action="store_true", help="print JSON (path_ratio, event_ms, flush_ratio ...)")
+    bench.add_argument(
+        "--views-one-by-one",
+        action="store_true",
+        help="run the views one invoke() each instead of as one batch (to compare)",
+    )
     bench.set_defaults(func=cmd_bench)

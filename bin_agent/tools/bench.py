@@ -499,7 +499,7 @@ def thread_candidates() -> list[int]:
     return [n for n in (1, 2, 4) if n == 1 or n <= cores]
 
 
-def bench_threads(config: Any, items: int, gap_seconds: float) -> dict[str, Any]:
+def bench_threads(config: Any, items: int, gap_seconds: float, batch_views: bool = True) -> dict[str, Any]:
     """Milliseconds per item (``classify()``: preprocess and every view) for each thread
     count, each item after ``gap_seconds`` of idleness, as items come in a bin: a
     thread pool that has gone to sleep has to wake up first."""
@@ -512,6 +512,8 @@ def bench_threads(config: Any, items: int, gap_seconds: float) -> dict[str, Any]
     medians: dict[int, float] = {}
     for threads in thread_candidates():
         classifier = build_classifier(config, num_threads=threads)
+        if not batch_views:
+            one_by_one(classifier)
         for _ in range(2):
             classifier.classify(image)  # warm-up: the first invokes allocate
         figures = Figures()
@@ -529,8 +531,26 @@ def bench_threads(config: Any, items: int, gap_seconds: float) -> dict[str, Any]
 # ---------------------------------------------------------------------- the whole bench
 
 
-def run_bench(config_path: Path | None, *, quick: bool, items: int | None = None) -> dict[str, Any]:
-    """Every figure, as one dict (what ``--json`` prints)."""
+def one_by_one(classifier: Any) -> Any:
+    """The classifier running its views one ``invoke()`` each, as before batching: a
+    fresh interpreter of the same model and threads, never resized."""
+    from ..classify.runtime import load_interpreter
+
+    classifier._interpreter = load_interpreter(classifier.files.model, classifier.num_threads)
+    classifier._interpreter.allocate_tensors()
+    classifier._batch_size = 1
+    classifier.batched = False
+    return classifier
+
+
+def run_bench(
+    config_path: Path | None, *, quick: bool, items: int | None = None, batch_views: bool = True
+) -> dict[str, Any]:
+    """Every figure, as one dict (what ``--json`` prints).
+
+    :param batch_views: ``False``: the classifier runs its views one ``invoke()`` each
+        (how it ran before batching), for a before/after comparison in one tree.
+    """
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from .. import preflight
@@ -555,10 +575,12 @@ def run_bench(config_path: Path | None, *, quick: bool, items: int | None = None
             trigger = bench_trigger(config, int(plan["trigger_frames"]))
             report["trigger_us_per_frame"] = trigger.summary()
             agent = build_agent(config, pin_factory=MockFactory(pin_class=MockPWMPin))
+            if not batch_views:
+                one_by_one(agent.classifier)
             if agent.mqtt is not None and not agent.mqtt.wait_connected(15):
                 raise RuntimeError("the bench's broker did not answer")
             report.update(bench_items(agent, int(plan["items"]), trigger.median))
-            report.update(bench_threads(config, int(plan["items"]), 0.05 if quick else 0.5))
+            report.update(bench_threads(config, int(plan["items"]), 0.05 if quick else 0.5, batch_views))
             report.update(bench_idle(agent, float(plan["idle_seconds"])))
             report["startup_to_ready_s"] = bench_startup(config_file) if plan["startup"] else None
             if port is not None:
