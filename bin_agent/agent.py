@@ -59,6 +59,8 @@ from .triggers import Trigger, build_trigger, switchable_trigger_modes
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "bin-agent.db"
+EX_TEMPFAIL = 75
+"""sysexits.h: try again later (a daemon not up yet); the unit restarts on it, unlike 78."""
 ACTUATION_MARGIN_SECONDS = 5.0
 """How much longer than configured a sort may take before the watchdog is no
 longer fed for it (a servo that hangs must still get the service restarted)."""
@@ -637,7 +639,7 @@ def build_agent(
     :raises StartupError: a part cannot start (exit code 78 for configuration
         problems: model files, pin factory, pins).
     """
-    from .actuators.sorter import ActuatorError
+    from .actuators.sorter import ActuatorError, PinDaemonUnreachable
     from .classify.classifier import ModelFilesError
 
     # Read before anything is set up: a missing secret leaves nothing to undo.
@@ -655,7 +657,9 @@ def build_agent(
         undo.callback(store.close)
         if pin_factory is None:
             try:
-                pin_factory = make_pin_factory(config.actuator.pin_factory)
+                pin_factory = make_pin_factory(config.actuator.pin_factory, config.actuator.gpiochip)
+            except PinDaemonUnreachable as exc:
+                raise StartupError(f"actuator.pin_factory: {exc}", EX_TEMPFAIL) from None  # restarted
             except ActuatorError as exc:
                 raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
         try:

@@ -10,6 +10,17 @@ exist the measurement is the level reported; the estimate stays in the details.
 
 ``cmd/emptied {"compartment": "paper"}`` (or the Home Assistant button) starts
 a compartment's estimate again.
+
+Level sensors ping rarely: :data:`READINGS` pings per
+``sensor_interval_seconds`` (a level changes over hours), not gpiozero's one
+every 60 ms. Every ``DistanceSensor`` reading holds a class-wide lock
+(``DistanceSensor.ECHO_LOCK``, so sensors do not hear each other's pings) for
+up to 100 ms; fill sensors pinging every 60 ms would hold it most of the time,
+and an ultrasonic *drop* sensor (``trigger.gpio.kind = "distance"``) waiting
+for it would miss an item that is under it for 25-50 ms. Now a fill sensor
+takes the lock at most 100 ms every ``sensor_interval_seconds / 3`` (10 s by
+default): a drop in those moments can still be missed (see docs/pi-notes.md);
+a break-beam drop sensor takes no lock and misses nothing.
 """
 
 from __future__ import annotations
@@ -59,11 +70,22 @@ def measured_percent(distance: float, empty_distance: float, full_distance: floa
     return round(100.0 * min(1.0, max(0.0, share)), 1)
 
 
-class LevelSensor:
-    """An HC-SR04-style ultrasonic sensor above one compartment (gpiozero ``DistanceSensor``)."""
+READINGS = 3
+"""Pings per ``sensor_interval_seconds``; the level is their median."""
+MIN_SAMPLE_WAIT_SECONDS = 0.2
 
-    def __init__(self, settings: FillSensorSection, pin_factory: Any = None) -> None:
+
+class LevelSensor:
+    """An HC-SR04-style ultrasonic sensor above one compartment (gpiozero ``DistanceSensor``).
+
+    :param interval_seconds: the level is the median of the last :data:`READINGS`
+        pings, one every ``interval_seconds / READINGS`` (module docstring).
+    """
+
+    def __init__(self, settings: FillSensorSection, pin_factory: Any = None, interval_seconds: float = 30.0) -> None:
         from gpiozero import DistanceSensor  # hardware lib: only where a sensor is really built
+
+        from .triggers.gpio import set_sample_wait
 
         self.settings = settings
         # Readings are clamped to max_distance: leave room beyond the empty floor.
@@ -71,10 +93,23 @@ class LevelSensor:
             echo=settings.echo_pin,
             trigger=settings.trigger_pin,
             max_distance=settings.empty_distance * 1.5,
+            queue_len=READINGS,
             pin_factory=pin_factory,
         )
+        self.sample_wait = max(MIN_SAMPLE_WAIT_SECONDS, interval_seconds / READINGS)
+        set_sample_wait(self.device, self.sample_wait)
 
-    def percent(self) -> float:
+    def ready(self) -> bool:
+        """Whether :data:`READINGS` pings are in: before, reading the level would block
+        (gpiozero waits for a full queue) for up to ``interval_seconds``."""
+        queue = getattr(self.device, "_queue", None)
+        full = getattr(queue, "full", None)
+        return full.is_set() if full is not None else True
+
+    def percent(self) -> float | None:
+        """The measured level, or ``None`` until the first :data:`READINGS` pings are in."""
+        if not self.ready():
+            return None
         return measured_percent(self.device.distance, self.settings.empty_distance, self.settings.full_distance)
 
     def close(self) -> None:
@@ -114,7 +149,7 @@ class FillMonitor:
         sensors: dict[str, LevelSensor] = {}
         try:
             for compartment, settings in section.sensors.items():
-                sensors[compartment] = LevelSensor(settings, pin_factory)
+                sensors[compartment] = LevelSensor(settings, pin_factory, section.sensor_interval_seconds)
         except Exception:
             for sensor in sensors.values():
                 sensor.close()
@@ -151,6 +186,8 @@ class FillMonitor:
             value = sensor.percent()
         except Exception as exc:  # a broken sensor must not stop sorting
             log.warning("fill sensor of %s: %s", compartment, exc)
+            return None
+        if value is None:  # no level yet: the estimate stands in
             return None
         self._last_measured[compartment] = value
         return value

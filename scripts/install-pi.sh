@@ -8,7 +8,12 @@
 #
 # Steps, in order: apt, venv, pip, user, config, unit. Idempotent: a venv that
 # exists is kept, an existing config file is never overwritten, the package and
-# the unit are installed again.
+# the units are installed again.
+#
+# The unit step reads the config: servo_drive = "kernel_pwm" gets a drop-in
+# (bin-agent-kernel-pwm.conf: /sys writable for the PWM export) for the agent's
+# unit and for bin-agent-doctor.service, the doctor inside the agent's sandbox.
+# Run this step again after changing servo_drive.
 #
 # Options:
 #   --dry-run          print the commands instead of running them
@@ -25,7 +30,8 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # What root installs (venv, package, unit) must be readable by the bin-agent user.
 umask 022
 ALL_STEPS="apt venv pip user config unit"
-APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio mosquitto-clients)
+# python3-smbus2: servo_drive = "pca9685" (small, pure Python; the venv sees it).
+APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio python3-smbus2 mosquitto-clients)
 VENV=/opt/bin-agent/venv
 CONFIG=/etc/bin-agent/bin-agent.toml
 PYTHON=/usr/bin/python3
@@ -57,6 +63,15 @@ done
 [ "$NO_APT" = 1 ] && STEPS=" $STEPS " && STEPS="${STEPS// apt / }"
 
 wanted() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# Write stdin to a file (shown, not written, with --dry-run).
+write() {
+    local text
+    text="$(cat)"
+    echo "+ write $1:"
+    printf '%s\n' "$text" | sed 's/^/    /'
+    [ "$DRY_RUN" = 1 ] || printf '%s\n' "$text" >"$1"
+}
 
 # Print a command so it can be pasted into a shell; run it unless --dry-run.
 run() {
@@ -122,15 +137,17 @@ if wanted pip; then
         --exclude='*.egg-info' --exclude=__pycache__ -cf "$copy/source.tar" .
     run mkdir "$copy/bin-agent"
     run tar -C "$copy/bin-agent" -xf "$copy/source.tar"
-    requirements=("$copy/bin-agent")
     # The OS's picamera2 (simplejpeg, av) is built against the OS's numpy: 1.24
     # on Bookworm (Python 3.11). LiteRT's newest dependencies would pull numpy 2,
     # and then `import picamera2` fails with "numpy.dtype size changed"
-    # (picamera2 issues #1088, #1211). Newer OS releases ship numpy 2.
+    # (picamera2 issues #1088, #1211). Not on one command line: a constraints
+    # file the venv's pip reads on every install (its pip.conf), so a later
+    # `pip install` in the venv keeps numpy 1 too. Newer OS releases ship numpy 2.
     if "$AGENT_PYTHON" -c 'import sys; sys.exit(0 if sys.version_info < (3, 12) else 1)'; then
-        requirements+=("numpy<2")
+        run install -m 0644 "$SRC/scripts/constraints-bookworm.txt" "$VENV/constraints.txt"
+        printf '[global]\nconstraint = %s\n' "$VENV/constraints.txt" | write "$VENV/pip.conf"
     fi
-    run "$VENV/bin/python" -m pip install --disable-pip-version-check "${requirements[@]}"
+    run "$VENV/bin/python" -m pip install --disable-pip-version-check "$copy/bin-agent"
 fi
 
 if wanted user; then
@@ -162,6 +179,30 @@ if wanted unit; then
         echo "   $(grep '^ExecStart=' "$unit")"
     fi
     run install -m 0644 "$unit" "$UNIT_DIR/bin-agent.service"
+    doctor_unit="$SRC/systemd/bin-agent-doctor.service"
+    if [ "$unit" != "$SRC/systemd/bin-agent.service" ]; then
+        doctor_unit="$(mktemp)"
+        trap 'rm -f "$unit" "$doctor_unit"; [ -z "${copy:-}" ] || rm -rf "$copy"' EXIT
+        sed -e "s#/opt/bin-agent/venv/bin/bin-agent #$VENV/bin/bin-agent #" \
+            -e "s# --config /etc/bin-agent/bin-agent.toml# --config $CONFIG#" \
+            "$SRC/systemd/bin-agent-doctor.service" >"$doctor_unit"
+    fi
+    run install -m 0644 "$doctor_unit" "$UNIT_DIR/bin-agent-doctor.service"
+    # The config decides the drop-ins: the installed one, else the shipped one.
+    config_read="$CONFIG"
+    [ -e "$config_read" ] || config_read="$SRC/config/bin-agent.toml"
+    servo_drive="$("$AGENT_PYTHON" -c 'import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print(tomllib.load(f).get("actuator", {}).get("servo_drive", "gpiozero"))' "$config_read")" ||
+        die "cannot read actuator.servo_drive from $config_read"
+    for name in bin-agent bin-agent-doctor; do
+        if [ "$servo_drive" = kernel_pwm ]; then
+            echo "   servo_drive = kernel_pwm ($config_read): /sys/class/pwm writable for $name"
+            run install -D -m 0644 "$SRC/systemd/bin-agent-kernel-pwm.conf" "$UNIT_DIR/$name.service.d/kernel-pwm.conf"
+        elif [ -e "$UNIT_DIR/$name.service.d/kernel-pwm.conf" ]; then
+            run rm -f "$UNIT_DIR/$name.service.d/kernel-pwm.conf"
+        fi
+    done
     # Growing restart delays need systemd 254 (RestartSteps=); Bookworm has 252,
     # where the unit's start limit stops the restarts instead.
     systemd_version="$(systemctl --version 2>/dev/null | awk 'NR == 1 {print $2}')"
@@ -177,8 +218,11 @@ fi
 
 cat <<EOF
 == next
-   edit $CONFIG (camera, trigger, pins, broker), then check this machine with it:
-     sudo -u bin-agent $VENV/bin/bin-agent doctor --config $CONFIG
+   edit $CONFIG (camera, trigger, pins, broker), then check this machine with it,
+   inside the agent's sandbox (after changing servo_drive, run --only unit again):
+     sudo systemctl start bin-agent-doctor; journalctl -u bin-agent-doctor -o cat -n 40
+   (by hand it cannot see what the sandbox hides:
+     sudo -u bin-agent $VENV/bin/bin-agent doctor --config $CONFIG)
    and start the service:
      sudo systemctl start bin-agent && journalctl -u bin-agent -f
 EOF

@@ -9,6 +9,20 @@ YUV420 stream is ``(height * 3 // 2, stride)``; ``get_metadata`` has
 ``ExposureTime`` (us), ``AnalogueGain``, ``ColourGains`` ``(red, blue)``,
 ``AfState`` and ``LensPosition``; ``camera_controls`` lists ``AfMode`` only on a
 camera with a focus motor. Every call that matters is recorded in ``calls``.
+
+Sensor modes and jobs, as picamera2 0.3.20+ has them:
+
+* ``sensor_modes`` lists ``{"format", "bit_depth", "size", "fps", "crop_limits"}``
+  per mode (here the IMX219's, Camera Module 2: its 640x480 mode reads a
+  1280x960 centre crop of the 3280x2464 pixel array); ``create_video_configuration``
+  takes ``sensor={"output_size", "bit_depth"}`` and, as picamera2's
+  ``_make_initial_configuration``/scoring does, without it the mode nearest
+  the main size is used: ``camera_config["sensor"]`` says which.
+* ``capture_request(wait=False)`` queues a job; ``wait(job, timeout)`` raises
+  ``TimeoutError`` (concurrent.futures') when no frame comes, and the job stays
+  queued; ``stop()`` then waits behind it (picamera2 dispatches ``stop_`` as a
+  job) - for ever on a real camera, ``stop_hang_seconds`` here, after which it
+  raises so a test cannot hang; ``cancel_all_and_flush()`` empties the queue.
 """
 
 from __future__ import annotations
@@ -79,6 +93,40 @@ class Request:
         self.released = True
 
 
+IMX219_MODES: list[dict[str, Any]] = [
+    {
+        "format": "SRGGB10_CSI2P",
+        "bit_depth": 10,
+        "size": (640, 480),
+        "fps": 103.33,
+        "crop_limits": (1000, 752, 1280, 960),
+    },
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (1640, 1232), "fps": 41.85, "crop_limits": (0, 0, 3280, 2464)},
+    {
+        "format": "SRGGB10_CSI2P",
+        "bit_depth": 10,
+        "size": (1920, 1080),
+        "fps": 47.57,
+        "crop_limits": (680, 692, 1920, 1080),
+    },
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (3280, 2464), "fps": 21.19, "crop_limits": (0, 0, 3280, 2464)},
+]
+"""Camera Module 2's modes as picamera2 lists them (picamera2 issues #683, #1233)."""
+
+IMX708_MODES: list[dict[str, Any]] = [
+    {
+        "format": "SRGGB10_CSI2P",
+        "bit_depth": 10,
+        "size": (1536, 864),
+        "fps": 120.13,
+        "crop_limits": (768, 432, 3072, 1728),
+    },
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (2304, 1296), "fps": 56.03, "crop_limits": (0, 0, 4608, 2592)},
+    {"format": "SRGGB10_CSI2P", "bit_depth": 10, "size": (4608, 2592), "fps": 14.35, "crop_limits": (0, 0, 4608, 2592)},
+]
+"""Camera Module 3's modes (its 2x2 binned 2304x1296 mode reads the whole array)."""
+
+
 class FakePicamera2:
     """One camera; ``instances`` keeps every one made, for the test to inspect."""
 
@@ -88,6 +136,9 @@ class FakePicamera2:
     scan_frames = 3  # a focus scan (AfTrigger Start) ends after this many frames
     scan_result = AfStateEnum.Focused
     frame_seconds = 0.01
+    modes: list[dict[str, Any]] = IMX219_MODES
+    stall_after: int | None = None  # no frame comes after this many
+    stop_hang_seconds = 3.0  # how long stop() waits behind a queued job before the fake gives up
 
     def __init__(self, camera_num: int = 0) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -97,7 +148,13 @@ class FakePicamera2:
         self.frame_times: dict[int, float] = {}
         self.controls_set: dict[str, Any] = {}
         self.scan_started: int | None = None
+        self.jobs: list[int] = []
         FakePicamera2.instances.append(self)
+
+    @property
+    def sensor_modes(self) -> list[dict[str, Any]]:
+        self.calls.append(("sensor_modes", None))
+        return [dict(mode) for mode in self.modes]
 
     @property
     def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
@@ -121,10 +178,12 @@ class FakePicamera2:
         controls: dict | None = None,
         buffer_count: int = 6,
         queue: bool = True,
+        sensor: dict | None = None,
         **_: Any,
     ) -> dict[str, Any]:
-        self.calls.append(("create_video_configuration", {"controls": dict(controls or {})}))
+        self.calls.append(("create_video_configuration", {"controls": dict(controls or {}), "sensor": sensor}))
         return {
+            "sensor": dict(sensor or {}),
             "main": {"format": "XBGR8888", **main},
             "lores": None if lores is None else dict(lores),
             "raw": None,
@@ -156,8 +215,27 @@ class FakePicamera2:
             width = stream["size"][0]
             stream["stride"] = width * 3 if stream["format"] != "YUV420" else width + ROW_PADDING
             config[name] = stream
+        config["sensor"] = self._chosen_mode(config)
         self.camera_config = config
         self.controls_set = dict(config["controls"])
+
+    def _chosen_mode(self, config: dict) -> dict[str, Any]:
+        """picamera2's choice: the mode scored nearest ``sensor.output_size``, else the main size."""
+        wanted = (config.get("sensor") or {}).get("output_size") or config["main"]["size"]
+
+        def score(mode: dict[str, Any]) -> float:
+            def one(desired: float, actual: float) -> float:
+                return -(desired - actual) / 4 if desired < actual else (desired - actual) * 2
+
+            ratio = wanted[0] / wanted[1]
+            return (
+                one(wanted[0], mode["size"][0])
+                + one(wanted[1], mode["size"][1])
+                + 1500 * one(ratio, mode["size"][0] / mode["size"][1])
+            )
+
+        mode = min(self.modes, key=score)
+        return {"output_size": mode["size"], "bit_depth": mode["bit_depth"], "crop_limits": mode["crop_limits"]}
 
     def start(self) -> None:
         self.calls.append(("start", time.monotonic()))
@@ -171,10 +249,15 @@ class FakePicamera2:
 
     def capture_request(self, wait: Any = None) -> int:
         assert self.started, "capture before start"
+        self.jobs.append(self.seq)
         return self.seq
 
     def wait(self, job: int, timeout: float | None = None) -> Request:
+        if self.stall_after is not None and self.seq >= self.stall_after:
+            time.sleep(min(timeout or 0.0, 0.05))
+            raise TimeoutError()  # concurrent.futures.TimeoutError: the job stays queued
         time.sleep(self.frame_seconds)
+        self.jobs.remove(job)
         seq = self.seq
         self.seq += 1
         self.frame_times[seq] = time.monotonic()
@@ -197,8 +280,15 @@ class FakePicamera2:
             metadata.update(AfState=state, LensPosition=lens)
         return metadata
 
+    def cancel_all_and_flush(self) -> None:
+        self.calls.append(("cancel_all_and_flush", list(self.jobs)))
+        self.jobs = []
+
     def stop(self) -> None:
         self.calls.append(("stop", None))
+        if self.jobs:  # picamera2 dispatches stop_ as a job: it waits behind the queued one
+            time.sleep(self.stop_hang_seconds)
+            raise RuntimeError("stop() hung behind a capture job that never finished")
         self.started = False
 
     def close(self) -> None:

@@ -187,3 +187,42 @@ def test_views_come_from_the_metadata_unless_given(tmp_path: Path) -> None:
     meta_path.write_text(json.dumps(meta | {"views": "all"}))
     with pytest.raises(ModelFilesError, match="'views' is 'all'"):
         Classifier.from_model_path(path)
+
+
+def test_the_shipped_model_takes_its_views_as_one_batch_with_the_same_probabilities() -> None:
+    """One invoke() of [4, 160, 160, 3] instead of four (issue 23, speed): bit-identical outputs."""
+    from bin_agent import DEFAULT_MODEL
+    from bin_agent.classify.preprocess import fit_to_input
+
+    batched = Classifier.from_model_path(DEFAULT_MODEL, num_threads=1)
+    assert batched.views == 4 and batched.batched
+    frame = np.random.default_rng(3).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+    tensors = batched.view_tensors(fit_to_input(frame, batched.spec))
+    one_by_one = Classifier.from_model_path(DEFAULT_MODEL, num_threads=1)
+    per_view = np.mean([one_by_one.run(t) for t in tensors], axis=0)
+    assert np.array_equal(np.asarray(batched.classify(frame).probabilities, np.float32), per_view)
+
+
+def test_a_model_that_refuses_a_batch_is_run_view_by_view(monkeypatch) -> None:
+    from bin_agent import DEFAULT_MODEL
+    from bin_agent.classify import classifier as module
+
+    real = module.load_interpreter
+
+    def fixed_to_batch_1(path, threads=None):
+        interpreter = real(path, threads)
+        resize = interpreter.resize_tensor_input
+
+        def refuse(index, shape, *args, **kwargs):
+            if shape[0] != 1:
+                raise RuntimeError("tensorflow/lite/kernels/reshape.cc: num_input_elements != num_output_elements")
+            return resize(index, shape, *args, **kwargs)
+
+        interpreter.resize_tensor_input = refuse
+        return interpreter
+
+    monkeypatch.setattr(module, "load_interpreter", fixed_to_batch_1)
+    classifier = Classifier.from_model_path(DEFAULT_MODEL, num_threads=1)
+    assert not classifier.batched
+    result = classifier.classify(np.full((480, 640, 3), 120, np.uint8))
+    assert result.views == 4 and abs(sum(result.probabilities) - 1.0) < 0.01

@@ -302,3 +302,23 @@ def test_accepted_edge_values(tmp_path, env):
         {"agent.bin_id": "küche-1"},
     ):
         preflight.load(broken_config(tmp_path, env, changes))
+
+
+@pytest.mark.parametrize("command", [["check-config", "bin.toml"], ["doctor", "--config", "bin.toml"]])
+def test_a_relative_config_path_is_made_absolute_before_lgpio_can_move_the_working_directory(
+    tmp_path, monkeypatch, command
+):
+    """lgpio's import chdirs to $LG_WD (issue 23, item 11): the config is read by its absolute path."""
+    from bin_agent import cli, preflight
+
+    seen: list[Path] = []
+
+    def load(path: Path, **_: Any) -> Any:
+        seen.append(path)
+        raise SystemExit(0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(preflight, "load", load)
+    with pytest.raises(SystemExit):
+        cli.main(command)
+    assert seen == [tmp_path / "bin.toml"]

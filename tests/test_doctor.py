@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ CHECKS = [
     "config",
     "camera",
     "model",
+    "speed",
     "pin-factory",
     "gpio18",
     "servo-pwm",
@@ -295,3 +297,120 @@ def test_an_unreadable_password_file_is_named(tmp_path, photo_dir, mosquitto, ca
     named = [ln for ln in lines if ln.startswith("fail") and "mqtt.password_file" in ln and str(secret) in ln]
     assert named, lines
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "status"), [("0.3.16", "fail"), ("0.3.19", "fail"), ("0.3.20", "ok"), ("0.3.36", "ok")]
+)
+def test_a_picamera2_too_old_to_time_out_is_a_fail_line(monkeypatch, tmp_path, version, status):
+    """Before 0.3.17 wait() has no timeout, before 0.3.20 no cancel_all_and_flush():
+    a camera that stops delivering frames then hangs the agent (issue 23, item 11)."""
+    from tests import fake_picamera2
+
+    module = fake_picamera2.picamera2_module()
+    module.__file__ = str(tmp_path / "picamera2" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setitem(sys.modules, "libcamera", fake_picamera2.libcamera_module())
+    monkeypatch.setattr(doctor, "_version", lambda name: version if name == "picamera2" else "?")
+    check = doctor.check_picamera2(None)
+    assert check.status == status, check
+    if status == "fail":
+        assert "0.3.20" in check.detail and "apt install --only-upgrade python3-picamera2" in check.detail
+
+
+# --------------------------------------------------------------------------- servo drives (issue 23, item 5)
+
+
+def servo_config(tmp_path: Path, **actuator: Any) -> Any:
+    from bin_agent import preflight
+    from tests.helpers import base_config
+
+    data = base_config(tmp_path, mqtt=False)
+    data["actuator"].update(actuator)
+    return preflight.load_dict(data, base_dir=tmp_path)
+
+
+def fake_pwm_sysfs(root: Path, chips: dict[int, str]) -> Path:
+    """/sys/class/pwm with pwmchipN -> device links (as the kernel makes them), 4 channels each."""
+    pwm = root / "class" / "pwm"
+    for number, device in chips.items():
+        chip = pwm / f"pwmchip{number}"
+        chip.mkdir(parents=True)
+        (chip / "npwm").write_text("4\n")
+        (chip / "export").write_text("")
+        (root / "devices" / device).mkdir(parents=True)
+        (chip / "device").symlink_to(root / "devices" / device)
+    return pwm
+
+
+def test_doctor_checks_the_kernel_pwm_chip_channel_and_write_access(tmp_path, monkeypatch):
+    pwm = fake_pwm_sysfs(tmp_path / "sys", {0: "1f0009c000.pwm", 1: "1f00098000.pwm"})
+    monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", pwm)
+    check = doctor.check_servo_drive(servo_config(tmp_path, servo_drive="kernel_pwm"))
+    assert check.status == "ok", check
+    assert "pwmchip1 (1f00098000.pwm): GPIO18 -> channel 2" in check.detail
+
+
+def test_doctor_fails_kernel_pwm_without_the_servos_pwm_block(tmp_path, monkeypatch):
+    pwm = fake_pwm_sysfs(tmp_path / "sys", {0: "1f0009c000.pwm"})  # the fan's block only: no overlay
+    monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", pwm)
+    check = doctor.check_servo_drive(servo_config(tmp_path, servo_drive="kernel_pwm"))
+    assert check.status == "fail" and "dtoverlay=pwm-2chan" in check.detail, check
+
+
+def test_doctor_fails_kernel_pwm_under_a_read_only_sys(tmp_path, monkeypatch):
+    """What ProtectKernelTunables=yes does to /sys: the export the agent needs fails (exit 78)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    sys_dir = tmp_path / "sys"
+    sys_dir.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(sys_dir)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs")
+    try:
+        pwm = fake_pwm_sysfs(sys_dir, {0: "1f00098000.pwm"})
+        subprocess.run(["mount", "-o", "remount,ro", str(sys_dir)], check=True)
+        monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", pwm)
+        check = doctor.check_servo_drive(servo_config(tmp_path, servo_drive="kernel_pwm"))
+    finally:
+        subprocess.run(["umount", str(sys_dir)], check=True)
+    assert check.status == "fail" and "ProtectKernelTunables" in check.detail, check
+
+
+class FakeSMBus:
+    """smbus2.SMBus as the doctor uses it: one register read, then close."""
+
+    answers = True
+
+    def __init__(self, bus: int) -> None:
+        if bus != 1:
+            raise FileNotFoundError(2, "No such file or directory")
+        self.closed = False
+
+    def read_byte_data(self, address: int, register: int) -> int:
+        if not self.answers or address != 0x40:
+            raise OSError(121, "Remote I/O error")
+        assert register == 0x00
+        return 0x11  # MODE1 after power-on: SLEEP | ALLCALL
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("smbus", "answers", "status", "text"),
+    [
+        (True, True, "ok", "MODE1 = 0x11"),
+        (True, False, "fail", "no PCA9685 answers at 0x40"),
+        (False, True, "fail", "sudo apt install python3-smbus2"),
+    ],
+    ids=["board", "no-board", "no-smbus2"],
+)
+def test_doctor_reads_the_pca9685s_mode1_register(tmp_path, monkeypatch, smbus, answers, status, text):
+    import types
+
+    module = types.ModuleType("smbus2")
+    module.SMBus = FakeSMBus  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "smbus2", module if smbus else None)
+    monkeypatch.setattr(FakeSMBus, "answers", answers)
+    check = doctor.check_servo_drive(servo_config(tmp_path, servo_drive="pca9685"))
+    assert check.status == status and text in check.detail, check

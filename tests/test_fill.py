@@ -101,7 +101,7 @@ def test_ultrasonic_sensor_measures_the_level(tmp_path):
         FillSection(sensor_interval_seconds=1),
         ["paper", "glass"],
         store,
-        sensors={"paper": LevelSensor(settings, factory)},
+        sensors={"paper": LevelSensor(settings, factory, interval_seconds=1)},
     )
     try:
         assert wait_for(lambda: abs(monitor.levels()["paper"].percent - 50.0) < 5.0)
@@ -233,3 +233,35 @@ def test_agent_republishes_a_measured_level_without_items(tmp_path, mosquitto, s
     finally:
         agent.stop()
         runner.join(30)
+
+
+@pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
+def test_fill_sensors_ping_rarely_so_a_distance_drop_sensor_is_not_starved():
+    """gpiozero's DistanceSensor holds a class-wide lock for each ping (up to 100 ms) and pings
+    every 60 ms: fill sensors would keep a distance drop sensor from pinging while an item falls
+    (issue 23, item 8). A fill sensor now pings 3 times per sensor_interval_seconds."""
+    from gpiozero import DistanceSensor
+    from gpiozero.pins.mock import MockFactory, MockTriggerPin
+
+    pings: list[float] = []
+
+    class CountingTrigger(MockTriggerPin):
+        def _set_state(self, value):
+            if value:
+                pings.append(time.monotonic())
+            super()._set_state(value)
+
+    factory = MockFactory()
+    echo = factory.pin(24)
+    factory.pin(23, pin_class=CountingTrigger, echo_pin=echo, echo_time=2 * 0.5 / SPEED_OF_SOUND)
+    settings = FillSensorSection(trigger_pin=23, echo_pin=24, empty_distance=2.0, full_distance=0.4)
+    sensor = LevelSensor(settings, factory, interval_seconds=30.0)
+    try:
+        time.sleep(1.5)
+        assert sensor.percent() is None, "no level before 3 pings: the estimate stands in (and nothing blocks)"
+    finally:
+        sensor.close()
+    # gpiozero's own pace would be ~15 pings in 1.5 s; now one every 10 s (the first after 60 ms).
+    assert len(pings) <= 2, len(pings)
+    assert DistanceSensor.ECHO_LOCK.acquire(timeout=1)
+    DistanceSensor.ECHO_LOCK.release()

@@ -51,7 +51,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
     # ... of a clean copy of this checkout (no stale build/, nothing written into it)
     source = next(c for c in cmds if c.startswith(f"tar -C {REPO} "))
     assert "--exclude=./build" in source.split()
-    assert pip.split()[-2 if "'numpy<2'" in pip else -1].endswith("/bin-agent")
+    assert pip.split()[-1].endswith("/bin-agent")
     assert " -e " not in pip and "--editable" not in pip  # the model ships only in a real install
     bookworm_python = (
         subprocess.run(
@@ -59,7 +59,17 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
         ).stdout.strip()
         == "True"
     )
-    assert ("'numpy<2'" in pip.split()) == bookworm_python
+    # numpy<2 not on the command line but in a constraints file every later pip run reads.
+    assert ("numpy<2" in pip) is False
+    constraint = f"install -m 0644 {REPO}/scripts/constraints-bookworm.txt {venv}/constraints.txt"
+    assert (constraint in cmds) == bookworm_python
+    assert (f"+ write {venv}/pip.conf:\n    [global]\n    constraint = {venv}/constraints.txt\n" in result.stdout) == (
+        bookworm_python
+    )
+    assert "python3-smbus2" in apt.split()  # servo_drive = "pca9685"
+    assert any(
+        c.startswith("install -m 0644 ") and c.endswith("/etc/systemd/system/bin-agent-doctor.service") for c in cmds
+    )
     assert "systemd-sysusers /usr/lib/sysusers.d/bin-agent.conf" in cmds
     assert "install -d -o bin-agent -g bin-agent -m 0750 /var/lib/bin-agent" in cmds
     assert f"install -D -m 0640 -o root -g bin-agent {REPO}/config/bin-agent.toml {config}" in cmds
@@ -67,6 +77,47 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
     assert cmds[-2:] == ["systemctl daemon-reload", "systemctl enable bin-agent.service"]
     assert "bin-agent doctor --config" in result.stdout
     assert not venv.exists() and not config.exists()
+
+
+@pytest.mark.parametrize(("servo_drive", "dropin"), [("kernel_pwm", True), ("gpiozero", False), ("pca9685", False)])
+def test_kernel_pwm_in_the_config_gets_the_dropin_that_lets_it_write_sys(tmp_path, servo_drive, dropin) -> None:
+    """ProtectKernelTunables=yes makes /sys read-only: the PWM export fails and the agent
+    exits 78, never restarted (issue 23, item 1). The drop-in goes to the doctor's unit too."""
+    config = tmp_path / "bin-agent.toml"
+    config.write_text(
+        (REPO / "config" / "bin-agent.toml")
+        .read_text()
+        .replace('servo_drive = "gpiozero"', f'servo_drive = "{servo_drive}"')
+    )
+    assert f'servo_drive = "{servo_drive}"' in config.read_text()
+    result = install("--dry-run", "--only", "unit", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    cmds = commands(result.stdout)
+    for unit in ("bin-agent", "bin-agent-doctor"):
+        line = (
+            f"install -D -m 0644 {REPO}/systemd/bin-agent-kernel-pwm.conf "
+            f"/etc/systemd/system/{unit}.service.d/kernel-pwm.conf"
+        )
+        assert (line in cmds) == dropin, cmds
+
+
+def test_numpy_below_2_is_in_the_package_metadata_where_apts_picamera2_needs_it() -> None:
+    """A plain `pip install .` into a Bookworm venv with system site packages must not pull
+    numpy 2 through ml_dtypes (ai-edge-litert 2.3.0 -> ml_dtypes 0.7.0 -> numpy >= 2)."""
+    from packaging.requirements import Requirement
+    from setuptools.config.setupcfg import read_configuration
+
+    requirements = [Requirement(r) for r in read_configuration(REPO / "setup.cfg")["options"]["install_requires"]]
+
+    def numpy_pins(python: str, machine: str) -> set[str]:
+        env = {"python_version": python, "platform_machine": machine}
+        return {
+            str(r.specifier) for r in requirements if r.name == "numpy" and (not r.marker or r.marker.evaluate(env))
+        }
+
+    assert "<2" in numpy_pins("3.11", "aarch64")  # Raspberry Pi OS Bookworm
+    assert numpy_pins("3.13", "aarch64") == {""}  # Trixie ships numpy 2
+    assert numpy_pins("3.11", "x86_64") == {""}  # a development machine: no apt picamera2
 
 
 def test_sysusers_puts_the_user_in_every_group_the_unit_names() -> None:
@@ -164,6 +215,15 @@ def test_pip_step_keeps_numpy_1_and_classifies_with_no_model_path(tmp_path, tras
         env=CLEAN_ENV,
     ).stdout.strip()
     assert numpy_version.startswith("1."), numpy_version
+    # A later plain `pip install` in the venv reads the constraint from the venv's pip.conf.
+    later = subprocess.run(
+        [str(python), "-m", "pip", "install", "--dry-run", "--disable-pip-version-check", "numpy>=2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=CLEAN_ENV,
+    )
+    assert later.returncode != 0 and "numpy<2" in later.stdout + later.stderr, later.stdout + later.stderr
     # Not editable: the package, and the model in it, are inside the venv (out
     # of /home, readable under the unit's ProtectHome=yes).
     where = subprocess.run(

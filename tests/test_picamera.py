@@ -181,3 +181,53 @@ def test_agent_with_a_broken_picamera2_exits_78_with_one_line(tmp_path, broken_p
     ours = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]
     assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr
     assert 'pip install "numpy<2"' in ours[0] and "ValueError" in ours[0]
+
+
+# ---------------------------------------------------------------------- sensor mode (issue 23, item 3)
+
+
+@pytest.mark.parametrize(
+    ("modes", "expected"),
+    [(fake.IMX219_MODES, (1640, 1232)), (fake.IMX708_MODES, (2304, 1296))],
+    ids=["camera-module-2", "camera-module-3"],
+)
+def test_the_sensor_reads_its_whole_field_of_view_at_a_small_main_size(camera_modules, monkeypatch, modes, expected):
+    # Left to picamera2, 640x480 on a Camera Module 2 is the IMX219's 640x480 mode: a
+    # 1280x960 centre crop of the 3280x2464 array (picamera2 #683, #1233).
+    monkeypatch.setattr(fake.FakePicamera2, "modes", modes)
+    source, camera = started(main_size=(640, 480))
+    (asked,) = [args["sensor"] for args in calls(camera, "create_video_configuration")]
+    assert asked["output_size"] == expected
+    width = max(mode["crop_limits"][2] for mode in modes)
+    height = max(mode["crop_limits"][3] for mode in modes)
+    assert camera.camera_config["sensor"]["crop_limits"][2:] == (width, height), "the field of view is cropped"
+    source.close()
+
+
+def test_the_full_field_mode_is_fast_enough_for_the_frame_rate():
+    modes = [
+        {"size": (1640, 1232), "fps": 5.0, "crop_limits": (0, 0, 3280, 2464)},
+        {"size": (3280, 2464), "fps": 21.0, "crop_limits": (0, 0, 3280, 2464)},
+        {"size": (640, 480), "fps": 100.0, "crop_limits": (1000, 752, 1280, 960)},
+    ]
+    from bin_agent.sources.picamera import full_field_mode
+
+    assert full_field_mode(modes, 10.0)["size"] == (3280, 2464)
+    assert full_field_mode([{"format": "YUYV"}], 10.0) is None  # a camera that names no modes
+
+
+# ---------------------------------------------------------------------- a camera that stops (issue 23, item 2)
+
+
+def test_a_camera_that_stops_delivering_frames_fails_the_read_and_still_closes(camera_modules, monkeypatch):
+    # picamera2 leaves the timed-out capture job queued, and stop() (itself a job)
+    # waits behind it for ever: doctor hung, start-up hung until TimeoutStartSec.
+    source, camera = started()
+    monkeypatch.setattr(fake.FakePicamera2, "stall_after", camera.seq + 1)
+    source.read()
+    with pytest.raises(SourceError, match="no frame"):
+        source.read()
+    source.close()  # the fake's stop() raises after stop_hang_seconds if a job is still queued
+    names = [name for name, _ in camera.calls]
+    assert names.index("cancel_all_and_flush") < names.index("stop")
+    assert calls(camera, "close")

@@ -36,10 +36,14 @@ class FakePwmChip:
     """/sys/class/pwm/pwmchipN as files: writing a channel to ``export`` makes its
     directory appear a moment later (as the kernel and udev do)."""
 
-    def __init__(self, root: Path, number: int = 0, npwm: int = 4) -> None:
+    def __init__(self, root: Path, number: int = 0, npwm: int = 4, device: str = "1f00098000.pwm") -> None:
         self.dir = root / f"pwmchip{number}"
         self.dir.mkdir(parents=True)
         (self.dir / "npwm").write_text(f"{npwm}\n")
+        # As sysfs: pwmchipN/device links to the platform device of the PWM block.
+        platform = root.parent / "devices" / device
+        platform.mkdir(parents=True, exist_ok=True)
+        (self.dir / "device").symlink_to(platform)
         for name in ("export", "unexport"):
             (self.dir / name).write_text("")
         self._stop = threading.Event()
@@ -71,8 +75,8 @@ class FakePwmChip:
 def pwm_root(tmp_path):
     chips: list[FakePwmChip] = []
 
-    def make(number: int = 0, npwm: int = 4) -> FakePwmChip:
-        chips.append(FakePwmChip(tmp_path / "pwm", number, npwm))
+    def make(number: int = 0, npwm: int = 4, device: str = "1f00098000.pwm") -> FakePwmChip:
+        chips.append(FakePwmChip(tmp_path / "pwm", number, npwm, device))
         return chips[-1]
 
     yield make
@@ -131,10 +135,10 @@ def test_kernel_pwm_exports_sets_50_hz_and_sends_pulses_in_nanoseconds(pwm_root,
 
 
 def test_kernel_pwm_channel_of_a_pin_depends_on_the_board(pwm_root):
-    pi4 = pwm_root(number=0, npwm=2)
+    pi4 = pwm_root(number=0, npwm=2, device="fe20c000.pwm")
     assert KernelPwmOutput.for_pin(pi4.dir, 18).channel == 0
     assert KernelPwmOutput.for_pin(pi4.dir, 19).channel == 1
-    pi5 = pwm_root(number=2, npwm=4)
+    pi5 = pwm_root(number=2, npwm=4, device="1f00098000.pwm")
     assert KernelPwmOutput.for_pin(pi5.dir, 19).channel == 3
     assert KernelPwmOutput.for_pin(pi5.dir, 12).channel == 0
 
@@ -154,7 +158,7 @@ def test_kernel_pwm_takes_over_a_channel_left_with_a_longer_duty_cycle(pwm_root,
 
 def test_kernel_pwm_errors_name_the_fix(pwm_root, tmp_path):
     chip = pwm_root(number=0, npwm=4)
-    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*PWM chips here: pwmchip0 \(4 channels\)"):
+    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*PWM chips here: pwmchip0 \(1f00098000.pwm, 4 ch"):
         KernelPwmOutput.for_pin(chip.dir.parent / "pwmchip2", 18)
     with pytest.raises(KernelPwmError, match="GPIO17 has no hardware PWM"):
         KernelPwmOutput.for_pin(chip.dir, 17)
@@ -176,6 +180,31 @@ def test_chute_on_kernel_pwm_from_the_config(pwm_root, tmp_path, monkeypatch):
     assert seen == [pulse_ns(60.0), pulse_ns(0.0)]
     assert duty.read_text() == "0\n", "detached after the move"
     sorter.close()
+
+
+def test_the_servo_gets_the_pwm_block_of_the_overlay_not_the_fans_whatever_the_numbers(pwm_root, tmp_path, monkeypatch):
+    # A Pi 5 on a kernel that probed the fan's block first: pwmchip0 is the fan's
+    # 4 channels, pwmchip1 the servo's (raspberrypi/linux #6818).
+    fan = pwm_root(number=0, npwm=4, device="1f0009c000.pwm")
+    servo_block = pwm_root(number=1, npwm=4, device="1f00098000.pwm")
+    monkeypatch.setattr("bin_agent.actuators.kernel_pwm.SYSFS_PWM", fan.dir.parent)
+    data = base_config(tmp_path, mqtt=False)
+    data["actuator"]["servo_drive"] = "kernel_pwm"
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    assert config.actuator.kernel_pwm.chip == "auto"
+    sorter = build_sorter(config.actuator, None)
+    assert (servo_block.dir / "pwm2").is_dir() and not (fan.dir / "pwm2").exists()
+    sorter.close()
+
+
+def test_a_missing_pwm_block_names_the_chips_there_are(pwm_root):
+    from bin_agent.actuators.kernel_pwm import find_chip
+
+    fan = pwm_root(number=0, npwm=4, device="1f0009c000.pwm")
+    with pytest.raises(KernelPwmError, match=r"dtoverlay=pwm-2chan.*pwmchip0 \(1f0009c000.pwm, 4 channels\)"):
+        find_chip("auto", fan.dir.parent)
+    assert find_chip("1f0009c000.pwm", fan.dir.parent) == fan.dir  # named explicitly: taken
+    assert find_chip("pwmchip7", fan.dir.parent) == fan.dir.parent / "pwmchip7"
 
 
 def test_kernel_pwm_config_rejects_pins_without_pwm(tmp_path):
@@ -329,3 +358,108 @@ def test_gpiozero_drive_gives_gpiozeros_own_servo():
 def test_software_timed_servo_pulses_are_warned_about(caplog, factory, drive, warned):
     warn_if_software_timed(ActuatorSection(pin_factory=factory, servo_drive=drive))
     assert any("timed by software" in r.getMessage() for r in caplog.records) == warned
+
+
+# --------------------------------------------------------------------------- pigpio (issue 23, item 9)
+
+
+def test_a_pigpiod_not_up_yet_is_a_failure_systemd_restarts(tmp_path):
+    """pigpio.pi() without a daemon returns a disconnected object (its ``sl.s`` is None)
+    and gpiozero raises IOError: the agent exits 75, not 78 (which the unit never restarts)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, write_toml
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pigpio.py").write_text(
+        "import types\n"
+        "INPUT, OUTPUT, ALT0, ALT1, ALT2, ALT3, ALT4, ALT5 = 0, 1, 4, 5, 6, 7, 3, 2\n"
+        "PUD_OFF, PUD_DOWN, PUD_UP = 0, 1, 2\n"
+        "RISING_EDGE, FALLING_EDGE, EITHER_EDGE = 0, 1, 2\n"
+        "class pi:\n"
+        "    def __init__(self, host='localhost', port=8888, show_errors=True):\n"
+        "        self.sl = types.SimpleNamespace(s=None)  # as pigpio after a refused connect\n"
+        "        self.connected = False\n"
+    )
+    data = base_config(tmp_path, mqtt=False)
+    data["actuator"]["pin_factory"] = "pigpio"
+    config = write_toml(tmp_path / "bin-agent.toml", data)
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 75, result.stderr
+    assert "pigpiod daemon does not answer" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the header's gpiochip (issue 23, item 10)
+
+
+def fake_gpio_sysfs(root: Path, chips: dict[int, str]) -> Path:
+    """/sys/bus/gpio/devices: gpiochipN links into its controller's device directory."""
+    devices = root / "bus" / "gpio" / "devices"
+    devices.mkdir(parents=True)
+    for number, controller in chips.items():
+        chip = root / "devices" / "platform" / controller / f"gpiochip{number}"
+        chip.mkdir(parents=True)
+        (devices / f"gpiochip{number}").symlink_to(chip)
+    return devices
+
+
+@pytest.fixture
+def fake_lgpio(monkeypatch):
+    """lgpio as gpiozero's LGPIOFactory uses it on construction: which chip it opens."""
+    import sys
+    import types
+
+    opened: list[int] = []
+    module = types.ModuleType("lgpio")
+    module.gpiochip_open = lambda chip: opened.append(chip) or 100  # type: ignore[attr-defined]
+    module.gpiochip_close = lambda handle: None  # type: ignore[attr-defined]
+    for i, constant in enumerate(
+        "SET_BIAS_DISABLE SET_BIAS_PULL_DOWN SET_BIAS_PULL_UP SET_PULL_DOWN SET_PULL_NONE SET_PULL_UP "
+        "RISING_EDGE FALLING_EDGE BOTH_EDGES".split()
+    ):
+        setattr(module, constant, i)  # the names gpiozero.pins.lgpio reads at import
+    monkeypatch.setitem(sys.modules, "lgpio", module)
+    monkeypatch.delitem(sys.modules, "gpiozero.pins.lgpio", raising=False)
+    # What /proc/device-tree/system/linux,revision says on a Pi 5 (4 GB, rev 1.0).
+    monkeypatch.setattr("gpiozero.pins.local.LocalPiFactory._get_revision", lambda self: 0xD04170)
+    return opened
+
+
+def test_lgpio_opens_the_headers_chip_on_a_pi5_kernel_that_numbers_chips_from_11(tmp_path, monkeypatch, fake_lgpio):
+    # Adafruit_Blinka #1119: recent Pi 5 kernels list gpiochip11-15; gpiozero would open 0 or 4.
+    from bin_agent.actuators import sorter
+
+    devices = fake_gpio_sysfs(
+        tmp_path / "sys",
+        {11: "1f000d0000.gpio", 12: "1f00084000.gpio", 13: "107d508500.gpio", 14: "107d517c00.gpio"},
+    )
+    monkeypatch.setattr(sorter, "SYSFS_GPIO", devices)
+    assert sorter.find_header_gpiochip(devices) == 11
+    sorter.make_pin_factory("lgpio")
+    sorter.make_pin_factory("lgpio", 4)  # actuator.gpiochip set: taken as it is
+    assert fake_lgpio == [11, 4]
+
+
+def test_the_gpiochip_setting_is_in_the_config(tmp_path):
+    data = base_config(tmp_path, mqtt=False)
+    assert preflight.load_dict(data, base_dir=tmp_path).actuator.gpiochip == -1
+    data["actuator"]["gpiochip"] = 99
+    with pytest.raises(Exception) as info:
+        preflight.load_dict(data, base_dir=tmp_path)
+    assert any(p.startswith("actuator.gpiochip") for p in info.value.problems)
+
+
+def test_a_gpiochip_without_the_lgpio_factory_is_a_config_error(tmp_path):
+    data = base_config(tmp_path, mqtt=False)  # pin_factory = "mock"
+    data["actuator"]["gpiochip"] = 4
+    with pytest.raises(Exception) as info:
+        preflight.load_dict(data, base_dir=tmp_path)
+    assert any(p.startswith('actuator.gpiochip: 4 applies to pin_factory = "lgpio" only') for p in info.value.problems)

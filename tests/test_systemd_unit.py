@@ -253,3 +253,54 @@ def test_backoff_dropin_verifies_where_systemd_knows_it(tmp_path: Path) -> None:
     else:
         assert len(complaints) == 2, complaints
         assert all("Unknown key 'Restart" in line for line in complaints), complaints
+
+
+# --------------------------------------------------------------------------- the doctor's unit (issue 23, item 1)
+
+DOCTOR_UNIT = UNIT.with_name("bin-agent-doctor.service")
+AGENT_ONLY = {
+    "Type",
+    "ExecStart",
+    "ExecReload",
+    "NotifyAccess",
+    "WatchdogSec",
+    "Restart",
+    "RestartSec",
+    "RestartPreventExitStatus",
+    "KillSignal",
+    "TimeoutStartSec",
+    "TimeoutStopSec",
+    "Environment",
+}
+"""What runs the agent as a service; everything else in [Service] is the sandbox."""
+
+
+def test_the_doctors_unit_has_exactly_the_agents_sandbox(service) -> None:
+    """A doctor run from a shell says ok where the service fails (ProtectKernelTunables
+    makes /sys read-only): its unit must keep every sandbox setting of the agent's."""
+    doctor = parse_unit(DOCTOR_UNIT.read_text())["Service"]
+    sandbox = sorted((k, v) for k, v in service if k not in AGENT_ONLY)
+    assert sorted((k, v) for k, v in doctor if k not in AGENT_ONLY) == sandbox
+    assert values(doctor, "Type") == ["oneshot"]
+    assert values(doctor, "ExecStart") == [
+        "/opt/bin-agent/venv/bin/bin-agent doctor --config /etc/bin-agent/bin-agent.toml"
+    ]
+
+
+def test_the_kernel_pwm_dropin_only_lifts_protect_kernel_tunables() -> None:
+    dropin = parse_unit(UNIT.with_name("bin-agent-kernel-pwm.conf").read_text())
+    assert dropin == {"Service": [("ProtectKernelTunables", "no")]}
+
+
+def test_the_agent_starts_after_pigpiod(unit_section) -> None:
+    assert "pigpiod.service" in " ".join(values(unit_section, "After"))
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_is_clean_for_the_doctors_unit(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("bin-agent")
+    executable = script if script.is_file() else Path(sys.executable)
+    copy = tmp_path / "bin-agent-doctor.service"
+    copy.write_text(DOCTOR_UNIT.read_text().replace("/opt/bin-agent/venv/bin/bin-agent ", f"{executable} ", 1))
+    result = subprocess.run([ANALYZE, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr

@@ -59,7 +59,8 @@ class ServoDrive:
 
     :param kind: ``"gpiozero"``, ``"kernel_pwm"`` or ``"pca9685"``.
     :param pin_factory: the gpiozero pin factory (``gpiozero`` drive).
-    :param pwm_chip: ``kernel_pwm``: the ``pwmchipN`` directory to use.
+    :param pwm_chip: ``kernel_pwm``: the ``pwmchipN`` directory to use (found
+        by its device: :func:`.kernel_pwm.find_chip`).
     :param board: ``pca9685``: the opened board, shared by all its servos (its
         I²C bus closes with the last servo).
     """
@@ -74,9 +75,9 @@ class ServoDrive:
     def from_config(cls, actuator: ActuatorSection, pin_factory: Any) -> ServoDrive:
         """The drive of an ``[actuator]`` section; opens the PCA9685 board if it is the one."""
         if actuator.servo_drive == "kernel_pwm":
-            from .kernel_pwm import SYSFS_PWM
+            from . import kernel_pwm
 
-            return cls("kernel_pwm", pwm_chip=SYSFS_PWM / f"pwmchip{actuator.kernel_pwm.chip}")
+            return cls("kernel_pwm", pwm_chip=kernel_pwm.find_chip(actuator.kernel_pwm.chip, kernel_pwm.SYSFS_PWM))
         if actuator.servo_drive == "pca9685":
             from .pca9685 import Pca9685
 

@@ -8,8 +8,13 @@ depends on the block, told apart by its channel count (``npwm``):
 * Pi 5 (RP1, 4 channels): GPIO12 → 0, GPIO13 → 1, GPIO18 → 2, GPIO19 → 3;
 * Pi 4 and older (2 channels): GPIO12 and GPIO18 → 0, GPIO13 and GPIO19 → 1.
 
-The chip is ``pwmchip0`` on current kernels (on a Pi 5 with a kernel older
-than 6.12 it was ``pwmchip2``): ``ls /sys/class/pwm`` shows it.
+The chip is found by its device, not its number: ``pwmchipN`` numbers follow
+probe order and change between kernels (raspberrypi/linux #6818: ``pwmchip2``
+on a Pi 5 before 6.12, ``pwmchip0`` after), and a Pi 5 has a second 4-channel
+block driving the fan (``1f0009c000.pwm``) that takes the servo's channel
+without complaint while the servo never moves. Each ``pwmchipN`` links to its
+device (``pwmchipN/device``); the servo's block is ``1f00098000.pwm`` on a
+Pi 5 (RP1's PWM0), ``fe20c000.pwm`` on a Pi 4, ``3f20c000.pwm`` on a Pi 3.
 
 Per channel: ``export`` it, write ``period`` and ``duty_cycle`` in
 nanoseconds, then ``enable``. The kernel refuses a duty cycle longer than the
@@ -40,10 +45,12 @@ CHANNEL_OF_PIN: dict[int, dict[int, int]] = {
     4: {12: 0, 13: 1, 18: 2, 19: 3},  # Pi 5: RP1's PWM0
     2: {12: 0, 18: 0, 13: 1, 19: 1},  # Pi 4 and older: PWM0 and PWM1
 }
+PWM_DEVICES = ("1f00098000.pwm", "fe20c000.pwm", "3f20c000.pwm", "20c000.pwm")
+"""The block dtoverlay=pwm-2chan enables: Pi 5 (RP1 PWM0), Pi 4, Pi 3, Pi Zero/1."""
 OVERLAY_FIX = "add 'dtoverlay=pwm-2chan' to /boot/firmware/config.txt and reboot"
 ACCESS_FIX = (
     "the agent needs write access to /sys/class/pwm: run it in group gpio, and under "
-    "systemd with ProtectKernelTunables=no (see docs/wiring.md)"
+    "systemd with ProtectKernelTunables=no: scripts/install-pi.sh adds that drop-in when the config selects kernel_pwm"
 )
 
 
@@ -53,15 +60,47 @@ class KernelPwmError(BinAgentError, RuntimeError):
     exit_code = os.EX_UNAVAILABLE
 
 
+def device_of(chip: Path) -> str:
+    """The device a ``pwmchipN`` belongs to (``1f00098000.pwm``), or ``""``."""
+    try:
+        return (chip / "device").resolve(strict=True).name
+    except OSError:
+        return ""
+
+
 def describe_chips(root: Path = SYSFS_PWM) -> str:
-    """``pwmchip0 (4 channels), …`` or ``none``: what this machine offers."""
+    """``pwmchip0 (1f00098000.pwm, 4 channels), …`` or ``none``: what this machine offers."""
     chips = []
     for chip in sorted(root.glob("pwmchip*")):
+        what = [device_of(chip) or "device unknown"]
         try:
-            chips.append(f"{chip.name} ({int((chip / 'npwm').read_text())} channels)")
+            what.append(f"{int((chip / 'npwm').read_text())} channels")
         except (OSError, ValueError):
-            chips.append(chip.name)
+            pass
+        chips.append(f"{chip.name} ({', '.join(what)})")
     return ", ".join(chips) or "none"
+
+
+def find_chip(setting: str, root: Path = SYSFS_PWM) -> Path:
+    """The ``pwmchipN`` directory ``actuator.kernel_pwm.chip`` names.
+
+    :param setting: ``"auto"`` (the first of :data:`PWM_DEVICES` present), a
+        device name (``"1f00098000.pwm"``), or ``"pwmchipN"`` (by number:
+        numbers change between kernels).
+    :raises KernelPwmError: no such chip; the message lists the chips there are.
+    """
+    if setting.startswith("pwmchip"):
+        return root / setting
+    wanted = PWM_DEVICES if setting == "auto" else (setting,)
+    by_device = {device_of(chip): chip for chip in sorted(root.glob("pwmchip*"))}
+    for device in wanted:
+        if device in by_device:
+            return by_device[device]
+    looked_for = "the Raspberry Pi's PWM block (" + ", ".join(PWM_DEVICES) + ")" if setting == "auto" else setting
+    raise KernelPwmError(
+        f"no PWM chip of {looked_for} in {root}: {OVERLAY_FIX} "
+        f"(PWM chips here: {describe_chips(root)}; actuator.kernel_pwm.chip names one)"
+    )
 
 
 def channel_for_pin(chip: Path, pin: int) -> int:

@@ -43,6 +43,40 @@ NOMINAL_OSCILLATOR_HZ = 25_000_000.0
 SERVO_FREQUENCY_HZ = 50.0
 
 
+SMBUS2_FIX = (
+    "smbus2 is not installed. Fix: sudo apt install python3-smbus2 (the agent's venv sees "
+    "the OS's packages; scripts/install-pi.sh does this when the config selects pca9685), "
+    "or <venv>/bin/pip install smbus2"
+)
+
+
+def read_mode1(i2c_bus: int, address: int) -> int:
+    """Open ``/dev/i2c-<i2c_bus>``, read the board's ``MODE1`` register, close: nothing is written.
+
+    :raises Pca9685Error: smbus2 missing, the bus cannot be opened or no board answers.
+    """
+    try:
+        from smbus2 import SMBus
+    except ImportError:
+        raise Pca9685Error(SMBUS2_FIX) from None
+    try:
+        bus = SMBus(i2c_bus)
+    except OSError as exc:
+        raise Pca9685Error(
+            f"/dev/i2c-{i2c_bus} cannot be opened ({exc.strerror}). Fix: "
+            "sudo raspi-config nonint do_i2c 0, and run the agent in group i2c"
+        ) from None
+    try:
+        return int(bus.read_byte_data(address, MODE1))
+    except OSError as exc:
+        raise Pca9685Error(
+            f"no PCA9685 answers at 0x{address:02x} on /dev/i2c-{i2c_bus} ({exc.strerror}). "
+            f"Fix: check SDA/SCL/3.3 V/GND and 'i2cdetect -y {i2c_bus}'"
+        ) from None
+    finally:
+        bus.close()
+
+
 class Pca9685Error(BinAgentError, RuntimeError):
     """The board cannot be reached; the message says the fix."""
 
@@ -97,10 +131,7 @@ class Pca9685:
         try:
             from smbus2 import SMBus
         except ImportError:
-            raise Pca9685Error(
-                "smbus2 is not installed. Fix: pip install 'bin-agent[pca9685]' "
-                "(or pip install smbus2) in the agent's venv"
-            ) from None
+            raise Pca9685Error(SMBUS2_FIX) from None
         try:
             bus = SMBus(i2c_bus)
         except OSError as exc:

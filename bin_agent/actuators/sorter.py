@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BinAgentError
@@ -57,6 +58,13 @@ class ActuatorError(BinAgentError, RuntimeError):
     exit_code = os.EX_CONFIG
 
 
+class PinDaemonUnreachable(ActuatorError):
+    """The pigpio factory finds no ``pigpiod`` (not started yet, or restarting): it may
+    answer in a moment, so the agent exits with a status systemd restarts on (not 78)."""
+
+    exit_code = os.EX_TEMPFAIL
+
+
 def warn_if_software_timed(actuator: ActuatorSection) -> None:
     """Say so when servo pulses will be timed by software (the servo twitches)."""
     if actuator.servo_drive == "gpiozero" and actuator.pin_factory in SOFTWARE_TIMED_FACTORIES:
@@ -68,12 +76,42 @@ def warn_if_software_timed(actuator: ActuatorSection) -> None:
         )
 
 
-def make_pin_factory(name: str) -> Any:
+SYSFS_GPIO = Path("/sys/bus/gpio/devices")
+HEADER_GPIO_DEVICES = ("1f000d0000.gpio", "fe200000.gpio", "3f200000.gpio", "20200000.gpio")
+"""The GPIO controller of the 40-pin header, by device: Pi 5 (RP1, gpiod label
+``pinctrl-rp1``), Pi 4 (``pinctrl-bcm2711``), Pi 3 and Pi Zero/1 (``pinctrl-bcm2835``)."""
+
+
+def find_header_gpiochip(root: Path | None = None) -> int | None:
+    """The N of the ``/dev/gpiochipN`` that drives the 40-pin header, or ``None``.
+
+    Found by the controller each ``gpiochipN`` belongs to (sysfs links it below
+    its device: ``…/1f000d0000.gpio/gpiochip13``), not by number: gpiozero's
+    lgpio factory opens 0 (4 on a Pi 5 with an old kernel), and recent Pi 5
+    kernels list only gpiochip10 and up (Adafruit_Blinka #1119), so it opens none.
+    """
+    chips = []
+    for link in (SYSFS_GPIO if root is None else root).glob("gpiochip*"):
+        try:
+            chips.append((int(link.name.removeprefix("gpiochip")), link.resolve(strict=True).parent.name))
+        except (OSError, ValueError):
+            continue
+    for device in HEADER_GPIO_DEVICES:
+        for number, parent in sorted(chips):
+            if parent == device:
+                return number
+    return None
+
+
+def make_pin_factory(name: str, gpiochip: int = -1) -> Any:
     """Create the gpiozero pin factory named in the config.
 
     ``mock`` gives gpiozero's ``MockFactory`` with PWM-capable mock pins;
     ``default`` lets gpiozero choose (``$GPIOZERO_PIN_FACTORY`` or its own order).
     Returns ``None`` for ``default``: gpiozero then uses its global factory.
+
+    :param gpiochip: ``lgpio``: the ``/dev/gpiochipN`` to open; ``-1``: the
+        header's, found by :func:`find_header_gpiochip` (else gpiozero's guess).
 
     :raises ActuatorError: the factory's library is missing or cannot reach
         the GPIO hardware; the message says how to fix it.
@@ -88,9 +126,23 @@ def make_pin_factory(name: str) -> Any:
         module_name, class_name, fix = PIN_FACTORIES[name]
     except KeyError:
         raise ActuatorError(f"unknown pin factory {name!r}") from None
+    kwargs: dict[str, Any] = {}
+    if name == "lgpio":
+        chip = gpiochip if gpiochip >= 0 else find_header_gpiochip()
+        if chip is not None:
+            kwargs["chip"] = chip
+            log.info("lgpio pin factory: /dev/gpiochip%d%s", chip, "" if gpiochip >= 0 else " (the header's, found)")
     try:
         module = __import__(module_name, fromlist=[class_name])
-        return getattr(module, class_name)()
+        return getattr(module, class_name)(**kwargs)
+    except OSError as exc:
+        if name != "pigpio":
+            raise ActuatorError(f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). Fix: {fix}") from None
+        # gpiozero: IOError('failed to connect to localhost:8888') when pigpio.pi() is not connected.
+        raise PinDaemonUnreachable(
+            f"pin factory 'pigpio': the pigpiod daemon does not answer ({exc}). "
+            "Fix: sudo systemctl enable --now pigpiod (the agent is restarted meanwhile)"
+        ) from None
     except Exception as exc:  # gpiozero raises many kinds (ImportError, OSError, PinFactoryFallback…)
         raise ActuatorError(
             f"pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). "

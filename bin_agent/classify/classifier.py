@@ -16,6 +16,13 @@ the probabilities averaged. Items in a bin have no "up" or "left", the model
 was trained on such turned views, and the average of several int8 passes
 smooths out much of the rounding error of full-integer arithmetic. The
 model's metadata says how many views it was measured with (``"views"``).
+
+The views go through the model as one batch (one ``invoke()`` on an input
+resized to ``[views, height, width, 3]``) where the model allows it: the
+outputs are the same as view by view (each image in a batch is computed on its
+own), and the interpreter's threads share the work of the batch, where a
+single 160x160 image leaves a second thread little to do. A model whose graph
+is fixed to batch 1 is run view by view.
 """
 
 from __future__ import annotations
@@ -154,6 +161,7 @@ class Classifier:
         meta_classes = self.metadata.get("classes")
         if meta_classes is not None and list(meta_classes) != self.labels:
             raise ModelFilesError(f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}")
+        self.num_threads = num_threads
         try:
             self._interpreter = load_interpreter(files.model, num_threads)
         except ModelLoadError as exc:
@@ -180,6 +188,9 @@ class Classifier:
         self._out_dtype = np.dtype(self._output["dtype"])
         self._out_scale, self._out_zero = float(out_scale), int(out_zero)
         self._outputs_probabilities = bool(self.metadata.get("output_is_probability", True))
+        self._batch_size = 1  # the input's batch dimension as currently allocated
+        self.batched = self.views > 1 and self._resize_batch(self.views)
+        """Whether the views go through one ``invoke()`` as a batch (module docstring)."""
 
     @classmethod
     def from_model_path(cls, model: str | Path, num_threads: int | None = None, views: int | None = None) -> Classifier:
@@ -231,14 +242,32 @@ class Classifier:
         return np.clip(quantized, info.min, info.max).astype(self._in_dtype)[np.newaxis]
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """Dequantize the output tensor and, if it holds logits, apply softmax."""
-        values = raw.astype(np.float32).reshape(-1)
+        """Dequantize the output tensor and, if it holds logits, apply softmax: one row
+        of class probabilities per image of the batch (a batch of 1: one flat row)."""
+        rows = raw.shape[0] if raw.ndim > 1 else 1
+        values = raw.astype(np.float32).reshape(rows, -1)
         if self._out_dtype != np.float32:
             values = (values - self._out_zero) * self._out_scale
         if not self._outputs_probabilities:
-            values = np.exp(values - values.max())
-            values /= values.sum()
-        return values
+            values = np.exp(values - values.max(axis=1, keepdims=True))
+            values /= values.sum(axis=1, keepdims=True)
+        return values[0] if rows == 1 else values
+
+    def _resize_batch(self, size: int) -> bool:
+        """Allocate the input for batches of ``size``; False where the model does not allow it."""
+        if size == self._batch_size:
+            return True
+        height, width = self.spec.input_size
+        try:
+            self._interpreter.resize_tensor_input(self._input["index"], [size, height, width, 3])
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError):
+            # A graph fixed to batch 1 (a Reshape to [1, ...]): back to what it was.
+            self._interpreter.resize_tensor_input(self._input["index"], [self._batch_size, height, width, 3])
+            self._interpreter.allocate_tensors()
+            return False
+        self._batch_size = size
+        return True
 
     def view_tensors(self, pixels: np.ndarray) -> list[np.ndarray]:
         """The input tensors of the first :attr:`views` views of fitted pixels:
@@ -248,9 +277,13 @@ class Classifier:
         return [self.model_input(np.ascontiguousarray(view)) for view in views]
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        """One ``invoke()`` on an input tensor; the class probabilities."""
+        """One ``invoke()`` on an input tensor of one image or a batch; the class
+        probabilities (one row per image of a batch)."""
+        if not self._resize_batch(int(tensor.shape[0])):
+            raise ValueError(f"{self.files.model.name} takes one image per invoke(), not {tensor.shape[0]}")
         self._interpreter.set_tensor(self._input["index"], tensor)
         self._interpreter.invoke()
+        # get_tensor of the output after a resize: the output index may be re-read.
         return self.probabilities(self._interpreter.get_tensor(self._output["index"]))
 
     def classify(self, image: np.ndarray) -> Classification:
@@ -258,7 +291,10 @@ class Classifier:
         started = time.perf_counter()
         tensors = self.view_tensors(fit_to_input(image, self.spec))
         prepared = time.perf_counter()
-        probs = np.mean([self.run(tensor) for tensor in tensors], axis=0)
+        if self.batched:
+            probs = self.run(np.concatenate(tensors)).mean(axis=0)
+        else:
+            probs = np.mean([self.run(tensor) for tensor in tensors], axis=0)
         finished = time.perf_counter()
         order = np.argsort(probs)[::-1][: self.top_k]
         top = tuple((self.labels[i], float(probs[i])) for i in order)

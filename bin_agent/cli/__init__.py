@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import EX_CONFIG, BinAgentError, ConfigError
 from ..tools.doctor import ONLY_64BIT, python_is_64bit
-from .common import fail
+from .common import absolute_config, fail
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --help and --version); "" when there is none.
     parser = build_parser(next((word for word in argv if not word.startswith("-")), ""))
     args = parser.parse_args(argv)
+    if getattr(args, "config", None) is not None:  # before lgpio's import moves the working directory
+        args.config = absolute_config(args.config)
     # doctor reports it among its checks; everything else stops here, before a
     # confusing failure deep in numpy or LiteRT.
     if args.command != "doctor" and not python_is_64bit():

@@ -15,6 +15,18 @@ DEFAULT_CONFIG = Path("/etc/bin-agent/bin-agent.toml")
 """Where scripts/install-pi.sh puts the config and the systemd unit reads it."""
 
 
+def absolute_config(path: Path) -> Path:
+    """``path`` made absolute against the working directory the command started in.
+
+    Done before anything else runs: importing lgpio (gpiozero's pin factory on
+    Bookworm) changes the working directory to ``$LG_WD`` (lg's ``lgpio.c``
+    makes its notification FIFOs there), after which a relative ``--config``,
+    and every path the config names relative to its own folder, would point
+    somewhere else.
+    """
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
 def setup_logging(level: str) -> None:
     """Log to standard error; journald stamps each line itself, a terminal wants the time."""
     fmt = "%(levelname)s %(name)s: %(message)s"

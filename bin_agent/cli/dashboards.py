@@ -156,7 +156,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config, model=False)
     try:
         assignments = parse_assignments(args.set) if args.set else None
-        pin_factory = make_pin_factory(config.actuator.pin_factory)
+        pin_factory = make_pin_factory(config.actuator.pin_factory, config.actuator.gpiochip)
         calibrate(
             config,
             pin_factory,

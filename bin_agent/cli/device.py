@@ -1,4 +1,4 @@
-"""The device's commands: ``run``, ``check-config``, ``doctor``, ``classify``, ``record``, ``snapshot``."""
+"""The device's commands: ``run``, ``check-config``, ``doctor``, ``classify``, ``record``, ``snapshot``, ``bench``."""
 
 from __future__ import annotations
 
@@ -180,6 +180,20 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..tools.bench import run_bench, table
+
+    config = args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if config is not None:
+        load_config_or_exit(config, model=False)  # a broken config: one line, exit 78
+    report = run_bench(config, quick=args.quick, items=args.items, batch_views=not args.views_one_by_one)
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0
+
+
 # ---------------------------------------------------------------------- arguments
 
 
@@ -252,3 +266,25 @@ def register(sub: Any) -> None:
         "fires on is saved, else the last one (default: %(default)s)",
     )
     snapshot.set_defaults(func=cmd_snapshot)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time the item path, trigger, idle CPU, start-up and outbox flush on this machine "
+        "(mock pins, a replay source, a mosquitto of its own on loopback)",
+    )
+    bench.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help=f"take model, views, threads, trigger and servo timings from it (default: {DEFAULT_CONFIG} if present)",
+    )
+    bench.add_argument("--quick", action="store_true", help="a few seconds: few items, no servo cycle (what CI runs)")
+    bench.add_argument("--items", type=int, default=None, help="items to time (default: 20; --quick: 3)")
+    bench.add_argument("--json", action="store_true", help="print JSON (path_ratio, event_ms, flush_ratio ...)")
+    bench.add_argument(
+        "--views-one-by-one",
+        action="store_true",
+        help="run the views one invoke() each instead of as one batch (to compare)",
+    )
+    bench.set_defaults(func=cmd_bench)

@@ -141,6 +141,11 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
             f"actuator.dwell_seconds: one sort ({travel}dwell_seconds) takes {cycle:g} s, more than "
             f"{MAX_ACTUATION_SECONDS:g} s (systemd stops the agent within 20 s); shorten the dwell or travel time"
         )
+    if actuator.gpiochip >= 0 and actuator.pin_factory != "lgpio":
+        problems.append(
+            f'actuator.gpiochip: {actuator.gpiochip} applies to pin_factory = "lgpio" only '
+            f'(this config: "{actuator.pin_factory}"); set pin_factory = "lgpio" or gpiochip = -1'
+        )
     if actuator.kind == "servo":
         servo = actuator.servo
         if servo.min_angle >= servo.max_angle:

@@ -48,6 +48,16 @@ MQTT_MAX_CLIENT_ID_BYTES = 128
 alphanumerics (strict brokers refuse more); mosquitto, EMQX and HiveMQ take up
 to 65535 bytes, AWS IoT Core 128."""
 
+_PWM_CHIP = re.compile(r"auto|pwmchip[0-9]{1,3}|[0-9a-f]+\.pwm")
+
+
+def _pwm_chip(value: str) -> str | None:
+    """auto, pwmchipN, or a platform device name such as 1f00098000.pwm."""
+    if _PWM_CHIP.fullmatch(value):
+        return None
+    return f"{value!r} is not auto, pwmchipN or a PWM device name such as 1f00098000.pwm"
+
+
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -365,11 +375,12 @@ class FlapSection:
 
 @dataclass
 class KernelPwmSection:
-    chip: int = _opt(
-        0,
-        "The /sys/class/pwm/pwmchipN of dtoverlay=pwm-2chan (0 on current kernels; a Pi 5 before kernel 6.12: 2).",
-        min=0,
-        max=63,
+    chip: str = _opt(
+        "auto",
+        "The PWM block of dtoverlay=pwm-2chan, by its device: auto (1f00098000.pwm on a Pi 5, "
+        "fe20c000.pwm on a Pi 4, 3f20c000.pwm on a Pi 3), a device name, or pwmchipN (by number: "
+        "numbers change between kernels, and a Pi 5's fan PWM has 4 channels too).",
+        check=_pwm_chip,
     )
 
 
@@ -396,6 +407,14 @@ class ActuatorSection:
         "default",
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
+    )
+    gpiochip: int = _opt(
+        -1,
+        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; -1: found by its controller "
+        "(1f000d0000.gpio on a Pi 5, fe200000.gpio on a Pi 4), where gpiozero guesses 0 or 4 and recent "
+        "Pi 5 kernels number the chips from 10.",
+        min=-1,
+        max=63,
     )
     servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
         "gpiozero",

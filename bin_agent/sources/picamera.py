@@ -14,6 +14,18 @@ pixels on a Pi 4, 128 on a Pi 5), and libcamera may adjust them further, so
 the lores slice uses the size the camera actually configured, read back from
 ``camera_config`` after ``configure``; each row may be padded to its stride.
 
+The sensor mode is the smallest one that reads the whole pixel array (see
+:func:`full_field_mode`): left to itself picamera2 picks the mode nearest the
+main size, and at 640x480 a Camera Module 2 (IMX219) then reads a 1280x960
+centre crop, 39 % of the sensor's width (picamera2 #683, #1233); the HQ camera
+(IMX477) likewise. Camera Module 3's nearest mode already reads it all.
+
+A camera that stops delivering frames (a loose ribbon cable) leaves its
+capture job queued in picamera2, and ``stop()`` is queued behind it, for ever:
+after a frame timeout, and before stopping, the queue is emptied with
+``cancel_all_and_flush()`` (picamera2 >= 0.3.20; ``wait(timeout=)`` needs
+0.3.17: ``bin-agent doctor`` checks the version).
+
 Before the first frame is handed on, the camera warms up for
 ``warmup_seconds``: auto-exposure and white balance settle (and, with
 ``exposure``/``white_balance = "locked"``, are then fixed at the values they
@@ -46,6 +58,41 @@ INSTALL_HINT = (
 AF_MODES = ("manual", "auto", "continuous")
 AF_SCAN_LIMIT_SECONDS = 5.0
 """af_mode = "auto": how much longer than the warm-up a focus scan may take."""
+MIN_PICAMERA2 = (0, 3, 20)
+"""``wait(job, timeout=)`` came in 0.3.17, ``cancel_all_and_flush()`` in 0.3.20 (CHANGELOG)."""
+
+
+def full_field_mode(modes: list[dict[str, Any]], fps: float) -> dict[str, Any] | None:
+    """The smallest sensor mode that reads the whole pixel array at ``fps`` or faster.
+
+    :param modes: picamera2's ``sensor_modes``: each has ``size`` (the mode's
+        output) and ``crop_limits`` ``(x, y, width, height)``, the part of the
+        pixel array it reads.
+    :returns: ``None`` where no mode says (not a Raspberry Pi camera).
+
+    "Whole" is the widest and tallest ``crop_limits`` among the modes; of the
+    modes that read it, those fast enough for ``fps`` and then the smallest
+    (binned: less to transfer and scale).
+    """
+    sized = [mode for mode in modes if "size" in mode and "crop_limits" in mode]
+    if not sized:
+        return None
+    width = max(mode["crop_limits"][2] for mode in sized)
+    height = max(mode["crop_limits"][3] for mode in sized)
+    full = [mode for mode in sized if mode["crop_limits"][2] >= width and mode["crop_limits"][3] >= height]
+    if not full:
+        return None
+    fast = [mode for mode in full if float(mode.get("fps", fps)) >= fps] or full
+    return min(fast, key=lambda mode: mode["size"][0] * mode["size"][1])
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"0.3.22"`` → ``(0, 3, 22)``; what does not parse counts as 0."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 def import_picamera2() -> tuple[Any, Any, Any]:
@@ -135,6 +182,7 @@ class PiCameraSource:
                 "check the ribbon cable and 'rpicam-hello --list-cameras'"
             ) from None
         try:
+            sensor = self._sensor_mode(camera)
             config = camera.create_video_configuration(
                 main={"size": tuple(self.main_size), "format": "BGR888"},
                 lores={"size": tuple(self.lores_size), "format": "YUV420"},
@@ -142,6 +190,7 @@ class PiCameraSource:
                 controls={"FrameRate": float(self.fps), **self._focus_controls(camera, controls)},
                 buffer_count=4,
                 queue=False,
+                **({"sensor": sensor} if sensor else {}),
             )
             camera.align_configuration(config)
             camera.configure(config)
@@ -164,11 +213,12 @@ class PiCameraSource:
             ) from None
         self._camera = camera
         log.info(
-            "camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps",
+            "camera started: main %s BGR888, lores %s YUV420 (stride %s), %.0f fps, sensor mode %s",
             self.main_size,
             self.lores_size,
             configured["lores"].get("stride"),
             self.fps,
+            (configured.get("sensor") or {}).get("output_size"),
         )
         try:
             self._warm_up(controls.AfStateEnum if scan else None)
@@ -185,12 +235,40 @@ class PiCameraSource:
     def close(self) -> None:
         if self._camera is not None:
             try:
+                # A capture job left queued by a timeout would hold stop() for ever.
+                self._flush()
                 self._camera.stop()
                 self._camera.close()
             finally:
                 self._camera = None
 
     # ------------------------------------------------------------------ internals
+
+    def _sensor_mode(self, camera: Any) -> dict[str, Any] | None:
+        """``sensor=`` for the configuration: the smallest full-field mode (module docstring)."""
+        try:
+            modes = camera.sensor_modes  # reconfigures the camera once per mode: before configure
+        except Exception as exc:  # a camera libcamera cannot list modes of
+            log.warning("camera: sensor modes cannot be listed (%s: %s): picamera2 picks one", type(exc).__name__, exc)
+            return None
+        mode = full_field_mode(list(modes), self.fps)
+        if mode is None:
+            return None
+        sensor: dict[str, Any] = {"output_size": tuple(mode["size"])}
+        if mode.get("bit_depth") is not None:
+            sensor["bit_depth"] = int(mode["bit_depth"])
+        return sensor
+
+    def _flush(self) -> None:
+        """Cancel the capture jobs still queued in picamera2 (after a timeout)."""
+        flush = getattr(self._camera, "cancel_all_and_flush", None)
+        if flush is None:
+            log.warning(
+                "this picamera2 has no cancel_all_and_flush() (< 0.3.20): a camera that stopped "
+                "delivering frames may hang stop(); sudo apt install --only-upgrade python3-picamera2"
+            )
+            return
+        flush()
 
     def _focus_controls(self, camera: Any, controls: Any) -> dict[str, Any]:
         """The autofocus controls set with the configuration (none without a focus motor)."""
@@ -210,7 +288,9 @@ class PiCameraSource:
         try:
             job = self._camera.capture_request(wait=False)
             request = self._camera.wait(job, timeout=self.timeout_seconds)
-        except TimeoutError:
+        except TimeoutError:  # concurrent.futures.TimeoutError is the built-in since 3.11
+            # The job stays queued: cancel it now, so stop() can run.
+            self._flush()
             raise SourceError(f"camera delivered no frame for {self.timeout_seconds:.1f} s") from None
         except Exception as exc:
             raise SourceError(f"camera capture failed ({type(exc).__name__}: {exc})") from None

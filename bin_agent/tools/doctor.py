@@ -104,6 +104,7 @@ def _checks(config_path: Path) -> Iterator[Check]:
     camera, frame = check_camera(config)
     yield camera
     yield check_model(config, frame)
+    yield check_speed(config)
     factory_check, factory = open_pin_factory(config)
     yield factory_check
     chosen = None
@@ -114,6 +115,8 @@ def _checks(config_path: Path) -> Iterator[Check]:
         finally:
             factory.close()
     yield check_servo_pwm(config, chosen)
+    if config.actuator.kind in ("servo", "flaps") and config.actuator.servo_drive != "gpiozero":
+        yield check_servo_drive(config)
     yield check_state_dir(Path(config.agent.state_dir))
     yield check_broker(config)
 
@@ -195,7 +198,21 @@ def check_picamera2(config: Config | None) -> Check:
         return Check("picamera2", "warn", f'not needed now (camera.source = "replay"), but: {problem}')
     import picamera2
 
-    return Check("picamera2", "ok", f"picamera2 {_version('picamera2')} imports ({Path(picamera2.__file__).parent})")
+    from ..sources.picamera import MIN_PICAMERA2, version_tuple
+
+    version = _version("picamera2")
+    where = f"picamera2 {version} imports ({Path(picamera2.__file__).parent})"
+    floor = ".".join(map(str, MIN_PICAMERA2))
+    if version_tuple(version) < MIN_PICAMERA2:
+        # Without wait(timeout=) (0.3.17) and cancel_all_and_flush() (0.3.20) a camera
+        # that stops delivering frames hangs the agent instead of failing it.
+        return Check(
+            "picamera2",
+            "fail" if needed else "warn",
+            f"{where}, older than {floor}: a stalled camera would hang the agent. "
+            "Fix: sudo apt update && sudo apt install --only-upgrade python3-picamera2",
+        )
+    return Check("picamera2", "ok", where)
 
 
 def check_litert() -> Check:
@@ -269,6 +286,58 @@ def check_model(config: Config, frame: Any) -> Check:
     )
 
 
+SPEED_ITEMS = 3
+SPEED_GAP_SECONDS = 0.3
+"""Items are timed after this much idleness: a thread pool that has gone to sleep must wake."""
+
+
+def check_speed(config: Config) -> Check:
+    """One item (preprocessing and every view) with 1, 2 (and 4) interpreter threads,
+    after an idle gap as in a bin: which ``model.num_threads`` is fastest here, and
+    whether an item fits in a frame at ``camera.fps``. ``bin-agent bench`` has the rest."""
+    import numpy as np
+
+    from ..agent import build_classifier
+    from ..classify.classifier import ModelFilesError
+    from ..classify.runtime import RuntimeUnavailable
+    from .bench import thread_candidates
+
+    image = np.random.default_rng(2).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    medians: dict[int, float] = {}
+    views = 1
+    try:
+        for threads in thread_candidates():
+            classifier = build_classifier(config, num_threads=threads)
+            views = classifier.views
+            classifier.classify(image)  # warm-up
+            times = []
+            for _ in range(SPEED_ITEMS):
+                time.sleep(SPEED_GAP_SECONDS)
+                started = time.perf_counter()
+                classifier.classify(image)
+                times.append((time.perf_counter() - started) * 1000.0)
+            medians[threads] = sorted(times)[len(times) // 2]
+    except (ModelFilesError, RuntimeUnavailable) as exc:
+        return Check("speed", "fail", f"{config.model.path.name}: {exc}")
+    best = min(medians, key=lambda n: medians[n])
+    configured = config.model.num_threads
+    shown = ", ".join(f"{n} thread(s) {ms:.0f} ms" for n, ms in medians.items())
+    detail = f"one item ({views} view(s)): {shown}; fastest: num_threads = {best}"
+    budget = 1000.0 / config.camera.fps
+    if medians[best] > budget:
+        return Check(
+            "speed",
+            "warn",
+            f"{detail}; slower than a frame at camera.fps = {config.camera.fps:g} ({budget:.0f} ms): "
+            "items wait (fewer model.views, or a faster board)",
+        )
+    mine = medians.get(configured)
+    # 15 % and 2 ms: less is the noise of three items on a busy machine.
+    if mine is not None and mine > 1.15 * medians[best] and mine - medians[best] > 2.0:
+        return Check("speed", "warn", f"{detail}, model.num_threads = {configured} is slower: set it to {best}")
+    return Check("speed", "ok", detail)
+
+
 # ---------------------------------------------------------------------- pins
 
 
@@ -284,7 +353,7 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
     if configured in ("lgpio", "default"):
         _lgpio_workdir()
     try:
-        factory = make_pin_factory(configured)
+        factory = make_pin_factory(configured, config.actuator.gpiochip)
         if factory is None:  # "default": the factory gpiozero itself picks
             from gpiozero import Device
 
@@ -302,6 +371,9 @@ def open_pin_factory(config: Config) -> tuple[Check, Any]:
 
     chosen = factory_name(factory)
     shown = chosen if configured == chosen else f"{configured} -> {chosen}"
+    chip = getattr(factory, "_chip", None)  # LGPIOFactory's /dev/gpiochipN
+    if isinstance(chip, int):
+        shown += f" on /dev/gpiochip{chip}"
     return Check(
         "pin-factory",
         "ok",
@@ -395,6 +467,55 @@ def check_servo_pwm(config: Config, chosen_factory: str | None) -> Check:
     if driver == "mock":
         return Check("servo-pwm", "ok", "mock pins: no real servo")
     return Check("servo-pwm", "warn", f"{driver}: unknown PWM timing")
+
+
+def check_servo_drive(config: Config) -> Check:
+    """``kernel_pwm``: the PWM block (found by its device), each servo pin's channel, and
+    write access to it; ``pca9685``: the board's ``MODE1`` register read over I2C.
+
+    Nothing moves: no channel is exported, no register written. Run inside the
+    unit's sandbox (``bin-agent-doctor.service``) it sees what the agent will:
+    with ``ProtectKernelTunables=yes`` /sys is read-only there.
+    """
+    actuator = config.actuator
+    if actuator.servo_drive == "pca9685":
+        from ..actuators.pca9685 import Pca9685Error, read_mode1
+
+        board = actuator.pca9685
+        where = f"PCA9685 at 0x{board.address:02x} on /dev/i2c-{board.i2c_bus}"
+        try:
+            mode1 = read_mode1(board.i2c_bus, board.address)
+        except Pca9685Error as exc:
+            return Check("servo-drive", "fail", f"actuator.pca9685: {exc}")
+        return Check("servo-drive", "ok", f"{where}: MODE1 = 0x{mode1:02x}")
+    from ..actuators import kernel_pwm
+
+    try:
+        chip = kernel_pwm.find_chip(actuator.kernel_pwm.chip, kernel_pwm.SYSFS_PWM)
+        pins = [actuator.servo.pin] if actuator.kind == "servo" else [f.pin for f in actuator.flaps.values()]
+        channels = {pin: kernel_pwm.channel_for_pin(chip, pin) for pin in pins}
+    except kernel_pwm.KernelPwmError as exc:
+        return Check("servo-drive", "fail", f"actuator.kernel_pwm.chip: {exc}")
+    device = kernel_pwm.device_of(chip) or "device unknown"
+    used = ", ".join(f"GPIO{pin} -> channel {channel}" for pin, channel in channels.items())
+    where = f"{chip} ({device}): {used}"
+    if os.statvfs(chip).f_flag & os.ST_RDONLY:
+        return Check(
+            "servo-drive",
+            "fail",
+            f"{where}: /sys is read-only here (systemd's ProtectKernelTunables=yes): the agent cannot "
+            "export the channel. Fix: sudo bash scripts/install-pi.sh --only unit (adds the "
+            "kernel-pwm drop-in for this config)",
+        )
+    targets = []
+    for channel in channels.values():
+        exported = chip / f"pwm{channel}"
+        targets += [exported / "period", exported / "duty_cycle", exported / "enable"] if exported.is_dir() else []
+    targets.append(chip / "export")
+    denied = [str(path) for path in targets if not os.access(path, os.W_OK)]
+    if denied:
+        return Check("servo-drive", "fail", f"{where}: not writable: {', '.join(denied)}; {kernel_pwm.ACCESS_FIX}")
+    return Check("servo-drive", "ok", f"{where}: writable")
 
 
 # ---------------------------------------------------------------------- state and broker

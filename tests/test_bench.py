@@ -1,0 +1,78 @@
+"""``bin-agent bench --quick``: the short mode CI runs so the bench never rots. It runs the
+agent's real parts (the shipped model, the motion trigger, the store, the MQTT link against a
+mosquitto the bench starts itself on loopback, ``bin-agent run`` up to READY=1); the figures
+are printed, never asserted against a speed (the machine's load decides those)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"), reason="no mosquitto"
+)
+def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the_outbox(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    print(json.dumps(report, indent=2))  # the figures, for the log
+    assert report["mode"] == "quick" and report["views"] == 4
+    for stage in ("trigger", "crop", "preprocess", "invoke", "route", "actuate", "record", "publish"):
+        assert stage in report["stages_ms"], stage
+    assert report["path_ms"]["n"] == 3 and report["event_ms"]["n"] == 3, "every item's event reached MQTT"
+    # settled -> servo command comes before settled -> event handed to MQTT, whatever their order in the agent
+    assert report["path_ms"]["median"] > 0 and report["event_ms"]["median"] > 0
+    assert report["path_ratio"] > 0 and report["flush_ratio"] > 0
+    assert report["events"] == 200 and report["bare_paho_s"] > 0
+    assert report["startup_to_ready_s"] is not None, "bin-agent run never said READY=1"
+    assert report["idle_fps"] > 0 and report["rss_mb"] > 0
+    assert report["best_num_threads"] in (1, 2, 4)
+
+
+def test_bench_table_names_the_figures():
+    from bin_agent.tools.bench import table
+
+    summary = {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3}
+    report = {
+        "machine": "x86_64, 2 CPU(s)",
+        "model": "m.tflite",
+        "views": 4,
+        "batched_views": True,
+        "num_threads": 2,
+        "bare_invoke_ms": summary,
+        "trigger_us_per_frame": summary,
+        "stages_ms": {"trigger": 0.4, "invoke": summary},
+        "path_ms": summary,
+        "path_ratio": 1.05,
+        "event_ms": summary,
+        "item_ms_by_threads": {"1": summary, "2": summary},
+        "gap_seconds": 0.5,
+        "best_num_threads": 1,
+        "idle_cpu_percent": 0.5,
+        "idle_fps": 10.0,
+        "rss_mb": 90.0,
+        "startup_to_ready_s": 1.2,
+        "events": 200,
+        "flush_s": 0.4,
+        "bare_paho_s": 0.1,
+        "flush_ratio": 4.0,
+    }
+    text = table(report)
+    for name in ("path_ratio", "settled -> servo", "settled -> MQTT", "flush_ratio 4.00", "start-up -> READY"):
+        assert name in text
