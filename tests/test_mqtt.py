@@ -171,3 +171,71 @@ def assert_eventually(predicate, timeout):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def test_a_callback_that_raises_does_not_stop_delivery(tmp_path, mosquitto, subscriber_factory, caplog):
+    """A command handler whose reply is not JSON-serialisable makes paho's on_message
+    raise. paho re-raises in its network thread unless ``suppress_exceptions``, which
+    ends that thread: no PUBACK, no reconnect, no command, ever again. It is logged once,
+    with its traceback; the next events and commands go through."""
+    import logging
+
+    def handler(name, payload):
+        if name == "classify":
+            return {"command": name, "ok": True, "detail": object()}
+        return {"command": name, "ok": True}
+
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        sub.publish(f"{TOPICS.base}/cmd/classify", b"")
+        assert sub.wait_for(lambda: any("Caught exception in on_message" in r.getMessage() for r in caplog.records))
+        ids = add_events(store, 0, 5)
+        link.wake()
+        assert sub.wait_for(lambda: received_ids(sub) == ids), received_ids(sub)
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+        sub.publish(f"{TOPICS.base}/cmd/ping", b"")
+        assert sub.wait_for(lambda: [r["command"] for r in sub.json_on("/cmd/result")] == ["ping"], 10)
+    finally:
+        link.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info and errors[0].exc_info[0] is TypeError, errors
+
+
+class FailingReads(Store):
+    """An outbox whose first reads fail as a database does on an I/O error (a failing SD
+    card, a locked file); the pump must retry, not end."""
+
+    failures = 3
+
+    def pending(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            import sqlite3
+
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().pending(*args, **kwargs)
+
+
+def test_the_outbox_pump_retries_after_a_store_error(tmp_path, mosquitto, subscriber_factory, caplog):
+    import logging
+
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    store = FailingReads(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        ids = add_events(store, 0, 5)
+        link.wake()
+        assert sub.wait_for(lambda: received_ids(sub) == ids, 20), received_ids(sub)
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+    finally:
+        link.stop()
+    assert store.failures == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "outbox pump failed; retrying" in errors[0].getMessage(), errors
+    assert errors[0].exc_info, "with its traceback"
