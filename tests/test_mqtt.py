@@ -239,3 +239,36 @@ def test_the_outbox_pump_retries_after_a_store_error(tmp_path, mosquitto, subscr
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "outbox pump failed; retrying" in errors[0].getMessage(), errors
     assert errors[0].exc_info, "with its traceback"
+
+
+def test_a_ping_during_a_command_flood_is_answered(tmp_path, mosquitto, subscriber_factory):
+    """500 cmd/classify and 500 unknown commands through a real broker, then one
+    cmd/ping: classify's and the unknown names' buckets are empty, ping's is not."""
+    from bin_agent.mqtt.commands import CommandGate, CommandRejected
+
+    gate = CommandGate()
+    ran: list[str] = []
+
+    def handler(name, payload):  # as Agent.handle_command: no reply over the rate limit
+        try:
+            command = gate.check(name, payload)
+        except CommandRejected as exc:
+            return {"command": name, "ok": False, "reason": exc.reason} if exc.reply else None
+        ran.append(command.name)
+        return {"command": command.name, "ok": True, **command.args}
+
+    sub = subscriber_factory(mosquitto.port, f"{TOPICS.base}/cmd/result")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        for n in range(500):
+            sub.client.publish(f"{TOPICS.base}/cmd/classify", b"", qos=1)
+            sub.client.publish(f"{TOPICS.base}/cmd/junk{n}", b"", qos=1)
+        sub.publish(f"{TOPICS.base}/cmd/ping", b'{"id": "during-flood"}')
+        assert sub.wait_for(lambda: any(r.get("id") == "during-flood" for r in sub.json_on("/cmd/result")), 20)
+    finally:
+        link.stop()
+    assert ran.count("classify") <= gate._buckets["classify"].burst + 2, "classify itself stays limited"
+    print(f"\n1,000 flood commands: {ran.count('classify')} classify ran, {gate.rejected} rejected; the ping answered")
