@@ -272,3 +272,34 @@ def test_a_ping_during_a_command_flood_is_answered(tmp_path, mosquitto, subscrib
         link.stop()
     assert ran.count("classify") <= gate._buckets["classify"].burst + 2, "classify itself stays limited"
     print(f"\n1,000 flood commands: {ran.count('classify')} classify ran, {gate.rejected} rejected; the ping answered")
+
+
+def test_paho_holds_a_bounded_number_of_messages_for_a_silent_broker(tmp_path, mosquitto, caplog):
+    """Whatever asks to publish (results, alerts, discovery) while the broker is
+    SIGSTOPped: paho holds at most max_inflight + MAX_QUEUED_OTHER messages, the rest is
+    refused at once and said in one line, not queued without end."""
+    import logging
+    import signal
+
+    from bin_agent.mqtt.link import MAX_QUEUED_OTHER
+
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    assert mosquitto.proc is not None
+    try:
+        assert link.wait_connected(10)
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        try:
+            for n in range(2000):
+                link.publish_retained(f"{TOPICS.base}/alert/{n % 7}", {"n": n, "pad": "x" * 500})
+            held = len(link.client._out_messages)
+        finally:
+            mosquitto.proc.send_signal(signal.SIGCONT)
+    finally:
+        link.stop()
+    cap = link.settings.max_inflight + MAX_QUEUED_OTHER
+    assert held <= cap, held
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"not sent: {TOPICS.base}/alert/"), warnings
+    print(f"\n2,000 retained publishes to a SIGSTOPped broker: paho held {held} (cap {cap})")

@@ -348,9 +348,9 @@ class MqttLink:
             self._throttle.log(
                 logging.WARNING,
                 "queue-full",
-                "not sent: %s (%d messages already wait for the broker to acknowledge them)",
+                "not sent: %s; paho already holds %d messages the broker has not acknowledged",
                 topic,
-                len(self._inflight) + MAX_QUEUED_OTHER,
+                self.settings.max_inflight + MAX_QUEUED_OTHER,
             )
             return info
         with self._other_lock:
