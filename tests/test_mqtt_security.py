@@ -665,6 +665,8 @@ def test_another_login_cannot_take_over_a_bins_session(tmp_path, pki, secure_bro
     finally:
         link.stop()
     assert link.disconnects == 0 and link.connects == 1
+    assert wait_until(lambda: len(watcher.on(f"{BIN}/status")) >= 2, 10), "the bin's own offline at stop"
+    time.sleep(0.5)
     assert watcher.on(f"{BIN}/status") == [b"online", b"offline"], "only the bin's own clean stop says offline"
     assert agent_lines(caplog) == []
     print("\n21 logins with bin-01's client id: bin-01 disconnected 0 times, offline faked 0 times")
