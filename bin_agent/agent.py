@@ -49,7 +49,7 @@ from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .learning.capture import Capture, capture_folder
 from .mqtt.commands import CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
-from .mqtt.link import MqttLink, Topics
+from .mqtt.link import MqttLink, Topics, default_client_id
 from .notify import Notifier
 from .router import Route, Router, confidence_threshold
 from .sources import FrameSource, SourceError
@@ -759,7 +759,7 @@ def make_mqtt(
         store,
         on_command=on_command,
         state=state,
-        client_id=settings.client_id or f"bin-agent-{config.agent.bin_id}",
+        client_id=default_client_id(settings, config.agent.bin_id),
         password=password,
         tls=tls,
     )

@@ -95,6 +95,7 @@ def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, phot
     data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
+    data["mqtt"]["commands"] = {"allow_reset": True}  # off by default
     config = preflight.load_dict(data, base_dir=tmp_path)
     agent = build_agent(config)
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")

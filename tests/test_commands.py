@@ -17,7 +17,7 @@ def reason(gate: CommandGate, name: str, payload: bytes) -> str:
 
 
 def test_valid_commands_pass_with_their_id():
-    gate = CommandGate()
+    gate = CommandGate(allow_reset=True)
     assert gate.check("ping", b"").args == {}
     assert gate.check("classify", b' {"id": "c1"} ').request_id == "c1"
     assert gate.check("reset_counts", b'{"id": 42}').request_id == "42"
@@ -67,8 +67,10 @@ def test_nesting_depth_skips_brackets_inside_strings():
     assert nesting_depth("[" * 100, 4) == 5, "stops counting past the limit"
 
 
-def test_reset_counts_can_be_disabled():
-    gate = CommandGate(allow_reset=False)
+def test_reset_counts_is_refused_unless_allowed():
+    """Off by default: zeroing the counts is not something a secured install hands to
+    every client that may write a command topic."""
+    gate = CommandGate()
     assert reason(gate, "reset_counts", b"") == (
         "reset_counts is disabled on this bin (mqtt.commands.allow_reset = false)"
     )
@@ -89,6 +91,26 @@ def test_rate_limit_drops_without_reply_and_counts(caplog):
     warnings = [r for r in caplog.records if r.name == "bin_agent.mqtt.commands"]
     assert len(warnings) == 1, "rejections are logged at most once a minute"
     assert "over the rate limit" in warnings[0].getMessage()
+
+
+def test_a_flood_of_one_command_does_not_starve_the_others():
+    """One bucket per command name (and one for all unknown names): 1,000 classify
+    commands and 1,000 garbage names in a row, and a ping still passes."""
+    gate = CommandGate(rate_per_minute=60, burst=3)
+    for _ in range(1000):
+        try:
+            gate.check("classify", b"")
+        except CommandRejected:
+            pass
+        try:
+            gate.check("x" * 8, b"")
+        except CommandRejected:
+            pass
+    assert gate.check("ping", b"").name == "ping"
+    assert gate.rejected == 2 * 1000 - 3, "3 classify passed (the burst); every garbage name was rejected"
+    with pytest.raises(CommandRejected) as info:
+        gate.check("classify", b"")
+    assert not info.value.reply, "classify itself is still over its limit"
 
 
 def test_token_bucket_refills_at_its_rate():

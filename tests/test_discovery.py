@@ -106,6 +106,8 @@ def make_config(tmp_path: Path, port: int = 1883, **patch: Any):
     data = base_config(tmp_path, image, port=port)
     data["trigger"]["mode"] = "manual"
     data["camera"]["replay"].update({"loop": True, "realtime": True, "fps": 20.0})
+    # The Reset counts button exists only where cmd/reset_counts is allowed (off by default).
+    data["mqtt"]["commands"] = {"allow_reset": True}
     for section, values in patch.items():
         data.setdefault(section, {}).update(values)
     return preflight.load_dict(data, base_dir=tmp_path)

@@ -171,3 +171,135 @@ def assert_eventually(predicate, timeout):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def test_a_callback_that_raises_does_not_stop_delivery(tmp_path, mosquitto, subscriber_factory, caplog):
+    """A command handler whose reply is not JSON-serialisable makes paho's on_message
+    raise. paho re-raises in its network thread unless ``suppress_exceptions``, which
+    ends that thread: no PUBACK, no reconnect, no command, ever again. It is logged once,
+    with its traceback; the next events and commands go through."""
+    import logging
+
+    def handler(name, payload):
+        if name == "classify":
+            return {"command": name, "ok": True, "detail": object()}
+        return {"command": name, "ok": True}
+
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        sub.publish(f"{TOPICS.base}/cmd/classify", b"")
+        assert sub.wait_for(lambda: any("Caught exception in on_message" in r.getMessage() for r in caplog.records))
+        ids = add_events(store, 0, 5)
+        link.wake()
+        assert sub.wait_for(lambda: received_ids(sub) == ids), received_ids(sub)
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+        sub.publish(f"{TOPICS.base}/cmd/ping", b"")
+        assert sub.wait_for(lambda: [r["command"] for r in sub.json_on("/cmd/result")] == ["ping"], 10)
+    finally:
+        link.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info and errors[0].exc_info[0] is TypeError, errors
+
+
+class FailingReads(Store):
+    """An outbox whose first reads fail as a database does on an I/O error (a failing SD
+    card, a locked file); the pump must retry, not end."""
+
+    failures = 3
+
+    def pending(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            import sqlite3
+
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().pending(*args, **kwargs)
+
+
+def test_the_outbox_pump_retries_after_a_store_error(tmp_path, mosquitto, subscriber_factory, caplog):
+    import logging
+
+    sub = subscriber_factory(mosquitto.port, "smartbin/#")
+    store = FailingReads(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        ids = add_events(store, 0, 5)
+        link.wake()
+        assert sub.wait_for(lambda: received_ids(sub) == ids, 20), received_ids(sub)
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10)
+    finally:
+        link.stop()
+    assert store.failures == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "outbox pump failed; retrying" in errors[0].getMessage(), errors
+    assert errors[0].exc_info, "with its traceback"
+
+
+def test_a_ping_during_a_command_flood_is_answered(tmp_path, mosquitto, subscriber_factory):
+    """500 cmd/classify and 500 unknown commands through a real broker, then one
+    cmd/ping: classify's and the unknown names' buckets are empty, ping's is not."""
+    from bin_agent.mqtt.commands import CommandGate, CommandRejected
+
+    gate = CommandGate()
+    ran: list[str] = []
+
+    def handler(name, payload):  # as Agent.handle_command: no reply over the rate limit
+        try:
+            command = gate.check(name, payload)
+        except CommandRejected as exc:
+            return {"command": name, "ok": False, "reason": exc.reason} if exc.reply else None
+        ran.append(command.name)
+        return {"command": command.name, "ok": True, **command.args}
+
+    sub = subscriber_factory(mosquitto.port, f"{TOPICS.base}/cmd/result")
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port, handler)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        for n in range(500):
+            sub.client.publish(f"{TOPICS.base}/cmd/classify", b"", qos=1)
+            sub.client.publish(f"{TOPICS.base}/cmd/junk{n}", b"", qos=1)
+        sub.publish(f"{TOPICS.base}/cmd/ping", b'{"id": "during-flood"}')
+        assert sub.wait_for(lambda: any(r.get("id") == "during-flood" for r in sub.json_on("/cmd/result")), 20)
+    finally:
+        link.stop()
+    assert ran.count("classify") <= gate._buckets["classify"].burst + 2, "classify itself stays limited"
+    print(f"\n1,000 flood commands: {ran.count('classify')} classify ran, {gate.rejected} rejected; the ping answered")
+
+
+def test_paho_holds_a_bounded_number_of_messages_for_a_silent_broker(tmp_path, mosquitto, caplog):
+    """Whatever asks to publish (results, alerts, discovery) while the broker is
+    SIGSTOPped: paho holds at most max_inflight + MAX_QUEUED_OTHER messages, the rest is
+    refused at once and said in one line, not queued without end."""
+    import logging
+    import signal
+
+    from bin_agent.mqtt.link import MAX_QUEUED_OTHER
+
+    store = Store(tmp_path / "s.db")
+    link = make_link(store, mosquitto.port)
+    link.start()
+    assert mosquitto.proc is not None
+    try:
+        assert link.wait_connected(10)
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        try:
+            for n in range(2000):
+                link.publish_retained(f"{TOPICS.base}/alert/{n % 7}", {"n": n, "pad": "x" * 500})
+            held = len(link.client._out_messages)
+        finally:
+            mosquitto.proc.send_signal(signal.SIGCONT)
+    finally:
+        link.stop()
+    cap = link.settings.max_inflight + MAX_QUEUED_OTHER
+    assert held <= cap, held
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"not sent: {TOPICS.base}/alert/"), warnings
+    print(f"\n2,000 retained publishes to a SIGSTOPped broker: paho held {held} (cap {cap})")

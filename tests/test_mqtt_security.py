@@ -2,8 +2,10 @@
 
 The broker is ``config/mosquitto/bin-agent.conf`` with only its port and file
 paths changed: TLS on a test CA made with the shipped ``make-certs.sh``
-(openssl), client certificates required, a password file made with
-``mosquitto_passwd -b`` and the shipped ACL (``pattern readwrite smartbin/%u/#``).
+(openssl), client certificates required and their CN the user name and the
+client id, and the shipped ACL (per bin: ``smartbin/%u/#`` and its own Home
+Assistant discovery configs). ``passwords_only`` runs the variant the config's
+comment describes (no client certificates: the password file decides).
 The agent's side is built from a config dict the way ``bin-agent run`` builds it.
 Each refusal must give exactly one clear log line (no traceback), however often
 paho retries meanwhile.
@@ -16,10 +18,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +37,8 @@ from tests.helpers import REPO, base_config
 SHIPPED = REPO / "config" / "mosquitto"
 BIN = "bin-01"
 PASSWORD = "s3cret-for-bin-01"
+OTHER = "bin-02"
+OTHER_PASSWORD = "s3cret-for-bin-02"
 
 
 def need(tool: str) -> str:
@@ -64,6 +70,7 @@ def pki(tmp_path_factory) -> Path:
     make_certs("ca", root)
     make_certs("broker", root, "localhost", "127.0.0.1")
     make_certs("client", root, BIN)
+    make_certs("client", root, OTHER)
     make_certs("client", root, "dashboard")
     named_only = root / "name-only"
     named_only.mkdir()
@@ -75,21 +82,32 @@ def pki(tmp_path_factory) -> Path:
 
 
 class SecureBroker(Mosquitto):
-    """mosquitto running the shipped config (port and paths changed)."""
+    """mosquitto running the shipped config (port and paths changed).
 
-    def __init__(self, workdir: Path, pki: Path, broker_certs: Path | None = None) -> None:
+    :param passwords_only: ``require_certificate`` and ``use_identity_as_username``
+        false, as the config's comment says for an install without client certificates.
+    """
+
+    def __init__(
+        self, workdir: Path, pki: Path, broker_certs: Path | None = None, *, passwords_only: bool = False
+    ) -> None:
         super().__init__(workdir)
         need("mosquitto_passwd")
         etc = workdir / "etc"
         etc.mkdir()
         passwd = etc / "passwd"
         passwd.touch(mode=0o600)
-        for user, password in ((BIN, PASSWORD), ("dashboard", "dash-pw")):
+        for user, password in ((BIN, PASSWORD), (OTHER, OTHER_PASSWORD), ("dashboard", "dash-pw")):
             subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
-        shutil.copy(SHIPPED / "acl", etc / "acl")
+        self.acl = etc / "acl"
+        shutil.copy(SHIPPED / "acl", self.acl)
         certs = broker_certs or pki
         text = (SHIPPED / "bin-agent.conf").read_text()
         assert "listener 8883\n" in text and "/etc/mosquitto/certs/" in text
+        if passwords_only:
+            for option in ("require_certificate", "use_identity_as_username"):
+                assert f"\n{option} true\n" in text, option
+                text = text.replace(f"\n{option} true\n", f"\n{option} false\n")
         text = (
             text.replace("listener 8883\n", f"listener {self.port} 127.0.0.1\n")
             .replace("/etc/mosquitto/certs/ca.crt", str(pki / "ca.crt"))
@@ -100,6 +118,11 @@ class SecureBroker(Mosquitto):
         if os.geteuid() == 0:
             text += "user root\n"  # started as root, mosquitto would become 'mosquitto' and lose the files
         self.conf.write_text(text)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its ACL (and password file) again; connections stay."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
 
 @pytest.fixture
@@ -113,20 +136,33 @@ def secure_broker(tmp_path, pki):
 class Dashboard:
     """A real paho client logged in as 'dashboard' over TLS, recording what it sees."""
 
-    def __init__(self, port: int, pki: Path, topic: str = "smartbin/#") -> None:
+    def __init__(
+        self, port: int, pki: Path, topic: str | list[str] = "smartbin/#", *, user: str = "dashboard", **login
+    ) -> None:
         import paho.mqtt.client as paho
 
         self.messages: list[tuple[str, bytes, bool]] = []
+        # mid → PUBACK reason code (MQTT 5) of what this client published.
+        self.acks: dict[int, Any] = {}
         self._lock = threading.Lock()
         ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dashboard", protocol=paho.MQTTv5)
-        self.client.username_pw_set("dashboard", "dash-pw")
-        self.client.tls_set(
-            ca_certs=str(pki / "ca.crt"), certfile=str(pki / "dashboard.crt"), keyfile=str(pki / "dashboard.key")
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=login.get("client_id", user), protocol=paho.MQTTv5
         )
+        self.client.username_pw_set(login.get("username", user), login.get("password", "dash-pw"))
+        self.client.tls_set(
+            ca_certs=str(pki / "ca.crt"), certfile=str(pki / f"{user}.crt"), keyfile=str(pki / f"{user}.key")
+        )
+        if "will" in login:
+            self.client.will_set(*login["will"], qos=1, retain=True)
+        filters = [topic] if isinstance(topic, str) else topic
 
         def on_connect(client, userdata, flags, reason_code, properties):
-            client.subscribe(topic, qos=1)
+            client.subscribe([(f, 1) for f in filters])
+
+        def on_publish(client, userdata, mid, reason_code, properties):
+            with self._lock:
+                self.acks[mid] = reason_code
 
         def on_subscribe(client, userdata, mid, reason_codes, properties):
             ready.set()
@@ -136,6 +172,7 @@ class Dashboard:
                 self.messages.append((message.topic, message.payload, bool(message.retain)))
 
         self.client.on_connect = on_connect
+        self.client.on_publish = on_publish
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
         self.client.connect("localhost", port, 30)
@@ -146,6 +183,16 @@ class Dashboard:
         with self._lock:
             return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
 
+    def topics(self, prefix: str) -> set[str]:
+        with self._lock:
+            return {topic for topic, _, _ in self.messages if topic.startswith(prefix)}
+
+    def publish_acked(self, topic: str, payload: bytes | str, retain: bool = False) -> str:
+        """Publish (QoS 1) and return the broker's PUBACK reason, e.g. "Not authorized"."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        assert wait_until(lambda: info.mid in self.acks, 10), f"no PUBACK for {topic}"
+        return str(self.acks[info.mid])
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -155,8 +202,8 @@ class Dashboard:
 def dashboard_factory(pki):
     made: list[Dashboard] = []
 
-    def make(port: int, topic: str = "smartbin/#") -> Dashboard:
-        made.append(Dashboard(port, pki, topic))
+    def make(port: int, topic: str | list[str] = "smartbin/#", **login) -> Dashboard:
+        made.append(Dashboard(port, pki, topic, **login))
         return made[-1]
 
     yield make
@@ -264,7 +311,8 @@ def test_right_credentials_connect_over_tls_and_deliver(tmp_path, pki, secure_br
         ids = add_events(store, BIN, 5)
         link.wake()
         assert wait_until(lambda: len(dashboard.on("/event")) == 5)
-        assert [json.loads(p)["id"] for p in dashboard.on("/event")] == ids
+        # In any order: the reload may land between two events of one round.
+        assert sorted(json.loads(p)["id"] for p in dashboard.on("/event")) == ids
         assert wait_until(lambda: store.pending_count() == 0, 10)
         assert b"online" in dashboard.on(f"{BIN}/status")
         # A command from the dashboard reaches the bin; the reply reaches the dashboard.
@@ -292,9 +340,12 @@ def test_wrong_ca_is_refused_with_one_line(tmp_path, pki, secure_broker, caplog)
     print("\nlogged once:", message)
 
 
-def test_wrong_password_is_refused_with_one_line(tmp_path, pki, secure_broker, caplog):
+def test_wrong_password_is_refused_with_one_line(tmp_path, pki, caplog):
+    """Where bins log in with passwords alone (the shipped config's password variant)."""
+    broker = SecureBroker(tmp_path, pki, passwords_only=True)
+    broker.start()
     store = Store(tmp_path / "s.db")
-    link = start_link(agent_config(tmp_path, pki, secure_broker.port, password="guessed"), store)
+    link = start_link(agent_config(tmp_path, pki, broker.port, password="guessed"), store)
     try:
         message = assert_one_clear_line(
             caplog,
@@ -305,6 +356,7 @@ def test_wrong_password_is_refused_with_one_line(tmp_path, pki, secure_broker, c
         )
     finally:
         link.stop()
+        broker.kill()
     print("\nlogged once:", message)
 
 
@@ -481,3 +533,278 @@ def test_world_readable_secrets_are_warned_about(tmp_path, pki, caplog):
     mqtt_credentials(config)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("mqtt.password_file: ") and "chmod 600" in warnings[0]
+
+
+# --------------------------------------------------------------------------- the shipped ACL, identity
+
+
+def with_discovery(link: MqttLink, config) -> dict[str, dict]:
+    """Publish the bin's Home Assistant discovery configs on every connect, as the agent does."""
+    from bin_agent.mqtt.discovery import discovery_messages
+
+    messages = discovery_messages(config, ["cardboard", "glass", "metal", "paper", "plastic", "trash"])
+
+    def publish() -> None:
+        for topic, payload in messages.items():
+            link.publish_retained(topic, payload)
+
+    link.connect_hooks.append(publish)
+    return messages
+
+
+def test_home_assistant_discovery_passes_the_shipped_acl(tmp_path, pki, secure_broker, dashboard_factory, caplog):
+    """Discovery is on by default: every config of the bin reaches Home Assistant (the
+    dashboard user reads homeassistant/#), none is refused, nothing is logged."""
+    dashboard = dashboard_factory(secure_broker.port, ["homeassistant/#", "smartbin/#"])
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    password, tls = mqtt_credentials(config)
+    link = make_mqtt(config, store, lambda n, p: None, lambda: {"n": 1}, password=password, tls=tls)
+    expected = with_discovery(link, config)
+    link.start()
+    try:
+        assert link.wait_connected(20)
+        assert wait_until(lambda: dashboard.topics("homeassistant/") == set(expected)), set(
+            expected
+        ) - dashboard.topics("homeassistant/")
+        assert wait_until(lambda: dashboard.on(f"{BIN}/state"))
+    finally:
+        link.stop()
+    assert link.refused == 0
+    assert agent_lines(caplog) == []
+    print(f"\n{len(expected)} discovery configs delivered through the shipped ACL, 0 refused")
+
+
+def test_a_refused_discovery_config_is_named_in_the_log(tmp_path, pki, secure_broker, caplog):
+    """An ACL without the discovery line (as shipped before): the one log line names the
+    refused discovery topic, not the bin's status or state."""
+    text = secure_broker.acl.read_text()
+    secure_broker.acl.write_text(text.replace("pattern readwrite homeassistant/+/%u/#\n", ""))
+    secure_broker.reload()
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    password, tls = mqtt_credentials(config)
+    link = make_mqtt(config, store, lambda n, p: None, lambda: {"n": 1}, password=password, tls=tls)
+    expected = with_discovery(link, config)
+    link.start()
+    try:
+        assert link.wait_connected(20)
+        assert wait_until(lambda: link.refused == len(expected)), link.refused
+        add_events(store, BIN, 2)
+        link.wake()
+        assert wait_until(lambda: store.pending_count() == 0), "events are still allowed"
+    finally:
+        link.stop()
+    lines = [r.getMessage() for r in agent_lines(caplog)]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        rf"the broker refused the publish on homeassistant/\w+/{BIN}/\w+/config: Not authorized; "
+        rf"its ACL must let user {BIN} write homeassistant/\w+/{BIN}/\w+/config",
+        lines[0],
+    ), lines[0]
+    print("\nlogged once:", lines[0])
+
+
+def test_a_bin_cannot_overwrite_another_bins_discovery_config_or_status(
+    tmp_path, pki, secure_broker, dashboard_factory
+):
+    """bin-02, logged in with its own certificate (and bin-01's user name and password,
+    which the certificate overrides), is refused everything of bin-01."""
+    dashboard = dashboard_factory(secure_broker.port, ["homeassistant/#", "smartbin/#"])
+    intruder = dashboard_factory(
+        secure_broker.port, f"smartbin/{OTHER}/#", user=OTHER, username=BIN, password=PASSWORD, client_id=BIN
+    )
+    for topic in (
+        f"homeassistant/sensor/{BIN}/total/config",
+        f"homeassistant/sensor/{BIN}/new_entity/config",
+        f"smartbin/{BIN}/status",
+        f"smartbin/{BIN}/event",
+    ):
+        assert intruder.publish_acked(topic, b"forged", retain=True) == "Not authorized", topic
+    assert intruder.publish_acked(f"homeassistant/sensor/{OTHER}/total/config", b"{}", retain=True) == "Success"
+    time.sleep(0.5)
+    assert dashboard.topics(f"homeassistant/sensor/{BIN}/") == set()
+    assert dashboard.on(f"{BIN}/status") == []
+
+
+def test_another_login_cannot_take_over_a_bins_session(tmp_path, pki, secure_broker, dashboard_factory, caplog):
+    """Client ids are user names (use_username_as_clientid): the dashboard, and bin-02 20
+    times, connecting with bin-01's client id (and a Last Will 'offline' on its status)
+    neither knock bin-01 off nor make it look offline."""
+    # The dashboard itself asks for bin-01's client id.
+    watcher = dashboard_factory(
+        secure_broker.port, f"smartbin/{BIN}/status", client_id=BIN, will=(f"smartbin/{BIN}/status", "offline")
+    )
+    store = Store(tmp_path / "s.db")
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port), store)
+    try:
+        assert link.wait_connected(20)
+        assert link.client._client_id == BIN.encode(), "the agent's default client id is its user name"
+        assert wait_until(lambda: watcher.on(f"{BIN}/status") == [b"online"])
+        for _ in range(10):
+            for client_id in (BIN, f"bin-agent-{BIN}"):
+                intruder = Dashboard(
+                    secure_broker.port,
+                    pki,
+                    f"smartbin/{OTHER}/#",
+                    user=OTHER,
+                    username=BIN,
+                    password=PASSWORD,
+                    client_id=client_id,
+                    will=(f"smartbin/{BIN}/status", "offline"),
+                )
+                # Gone without DISCONNECT: the broker publishes the Will, if it took it.
+                intruder.client.loop_stop()
+                sock = intruder.client.socket()
+                assert sock is not None, "the intruder itself was knocked off"
+                sock.close()
+        add_events(store, BIN, 3)
+        link.wake()
+        assert wait_until(lambda: store.pending_count() == 0)
+        time.sleep(1.0)
+    finally:
+        link.stop()
+    assert link.disconnects == 0 and link.connects == 1
+    assert wait_until(lambda: len(watcher.on(f"{BIN}/status")) >= 2, 10), "the bin's own offline at stop"
+    time.sleep(0.5)
+    assert watcher.on(f"{BIN}/status") == [b"online", b"offline"], "only the bin's own clean stop says offline"
+    assert agent_lines(caplog) == []
+    print("\n21 logins with bin-01's client id: bin-01 disconnected 0 times, offline faked 0 times")
+
+
+def test_the_dashboard_cannot_forge_a_command_result_and_may_send_every_command(
+    tmp_path, pki, secure_broker, dashboard_factory
+):
+    from bin_agent.mqtt.commands import SCHEMAS
+
+    dashboard = dashboard_factory(secure_broker.port)
+    assert dashboard.publish_acked(f"smartbin/{BIN}/cmd/result", b'{"ok": true}') == "Not authorized"
+    for topic in ("state", "status", "event", "cmd/format_disk"):
+        assert dashboard.publish_acked(f"smartbin/{BIN}/{topic}", b"{}") == "Not authorized", topic
+    for name in SCHEMAS:
+        assert dashboard.publish_acked(f"smartbin/{BIN}/cmd/{name}", b"{}") in ("Success", "No matching subscribers")
+    assert dashboard.publish_acked("homeassistant/status", b"online") in ("Success", "No matching subscribers")
+    lines = (SHIPPED / "acl").read_text().splitlines()
+    assert {line.rsplit("/", 1)[1] for line in lines if line.startswith("topic write smartbin/+/cmd/")} == set(SCHEMAS)
+
+
+def test_events_refused_by_the_acl_wait_then_go_out_once_it_is_fixed(
+    tmp_path, pki, secure_broker, dashboard_factory, caplog
+):
+    """An ACL that lets the bin read but not write its topics: each refused event waits
+    reconnect_max_seconds (1 s) before it is tried again, not in a loop. Then the ACL is
+    fixed and mosquitto reloaded (SIGHUP): every event goes out, same connection."""
+    shipped = secure_broker.acl.read_text()
+    secure_broker.acl.write_text(shipped.replace("pattern readwrite smartbin/%u/#", "pattern read smartbin/%u/#"))
+    secure_broker.reload()
+    dashboard = dashboard_factory(secure_broker.port)
+    store = Store(tmp_path / "s.db")
+    link = start_link(agent_config(tmp_path, pki, secure_broker.port), store)
+    try:
+        assert link.wait_connected(20)
+        ids = add_events(store, BIN, 5)
+        link.wake()
+        assert wait_until(lambda: link.refused >= 5)
+        started, refused_before = time.monotonic(), link.refused
+        time.sleep(3.0)
+        window, refused_in_window = time.monotonic() - started, link.refused - refused_before
+        # A pause of 1 s: at most 4 rounds of 5 events (and states) in 3 s; a hot loop makes thousands.
+        assert refused_in_window <= 5 * 2 * (window / 1.0 + 2), refused_in_window
+        assert store.pending_count() == 5 and dashboard.on("/event") == []
+        secure_broker.acl.write_text(shipped)
+        secure_broker.reload()
+        assert wait_until(lambda: store.pending_count() == 0, 20), store.pending_count()
+        # In any order: the reload may land between two events of one round.
+        assert sorted(json.loads(p)["id"] for p in dashboard.on("/event")) == ids
+    finally:
+        link.stop()
+    assert link.connects == 1, "delivered without a reconnect, let alone a restart"
+    print(
+        f"\nrefused in {window:.1f} s of a wrong ACL: {refused_in_window} publishes (5 events); "
+        f"after SIGHUP with the fixed ACL: {len(ids)} of {len(ids)} delivered"
+    )
+
+
+# --------------------------------------------------------------------------- a broker that stops answering
+
+
+def test_a_broker_that_stops_answering_holds_one_state_not_one_per_item(
+    tmp_path, pki, secure_broker, dashboard_factory, caplog
+):
+    """mosquitto SIGSTOPped: the TCP connection stays up, nothing is answered, and paho
+    notices only after 1x-2x keepalive. 3,000 items sorted meanwhile (each: an event in
+    the outbox and a state publish, as the agent does): paho holds at most max_inflight
+    events and one state. The link is noticed dead without blaming TLS; after SIGCONT
+    every event and the newest state arrive."""
+    dashboard = dashboard_factory(secure_broker.port)
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, secure_broker.port)
+    config.mqtt.keepalive = 5
+    detail = {"top3": [["glass", 0.9], ["plastic", 0.05], ["metal", 0.05]], "notes": "x" * 1500}
+    password, tls = mqtt_credentials(config)
+    link = make_mqtt(
+        config,
+        store,
+        lambda n, p: None,
+        lambda: {"counts": store.counts().as_dict(), "last_item": detail},
+        password=password,
+        tls=tls,
+    )
+    link.start()
+    items = 3000
+    try:
+        assert link.wait_connected(20)
+        assert secure_broker.proc is not None
+        rss_before = rss_kib()
+        secure_broker.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        queued = 0
+
+        def sort_items() -> None:
+            nonlocal queued
+            for n in range(items):
+                add_one_event(store, n)
+                link.wake()
+                link.publish_state()
+                queued = max(queued, len(link.client._out_messages))
+
+        sorter = threading.Thread(target=sort_items)
+        sorter.start()
+        try:
+            assert wait_until(lambda: not link.connected, 60), "the dead link was never noticed"
+            noticed = time.monotonic() - stopped
+            sorter.join()
+            sorted_in = time.monotonic() - stopped
+            rss_after = rss_kib()
+            time.sleep(6)  # reconnect attempts against the stopped broker
+        finally:
+            secure_broker.proc.send_signal(signal.SIGCONT)
+        print(
+            f"\nbroker SIGSTOPped, {items} items sorted in {sorted_in:.1f} s: paho held at most {queued} "
+            f"messages; RSS {rss_before} -> {rss_after} KiB; dead link noticed after {noticed:.1f} s "
+            f"(keepalive {config.mqtt.keepalive} s)"
+        )
+        assert queued <= config.mqtt.max_inflight + 2, queued  # the events in flight, one state, 'online'
+        assert link.wait_connected(30)
+        assert wait_until(lambda: store.pending_count() == 0, 60), store.pending_count()
+        final = store.counts().as_dict()
+        assert wait_until(
+            lambda: dashboard.on(f"{BIN}/state") and json.loads(dashboard.on(f"{BIN}/state")[-1])["counts"] == final
+        )
+    finally:
+        link.stop()
+    lines = [r.getMessage() for r in agent_lines(caplog)]
+    assert lines and "no answer to a keepalive ping within 5 s" in lines[0], lines
+    assert not [line for line in lines if re.search(r"TLS|certificate", line)], lines
+    print("logged:", *lines, sep="\n  ")
+
+
+def add_one_event(store: Store, n: int) -> None:
+    store.record_event(
+        event_id=f"ev-{n:05d}",
+        topic=f"smartbin/{BIN}/event",
+        payload={"id": f"ev-{n:05d}"},
+        label="glass",
+        compartment="glass",
+        fallback=False,
+    )

@@ -254,10 +254,13 @@ def _check_mqtt(config: Config, problems: list[str]) -> None:
     mqtt = config.mqtt
     if mqtt.reconnect_min_seconds > mqtt.reconnect_max_seconds:
         problems.append("mqtt.reconnect_min_seconds: must not exceed reconnect_max_seconds")
-    if not mqtt.client_id and len(f"bin-agent-{config.agent.bin_id}".encode()) > MQTT_MAX_CLIENT_ID_BYTES:
+    if not mqtt.client_id and len((mqtt.username or f"bin-agent-{config.agent.bin_id}").encode()) > (
+        MQTT_MAX_CLIENT_ID_BYTES
+    ):
+        default = "mqtt.username" if mqtt.username else "bin-agent-<bin_id>"
         problems.append(
-            f"mqtt.client_id: the default bin-agent-<bin_id> is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
-            "bytes; set a shorter client_id or bin_id"
+            f"mqtt.client_id: the default ({default}) is longer than {MQTT_MAX_CLIENT_ID_BYTES} "
+            "bytes; set a shorter client_id"
         )
     if (mqtt.password_file or mqtt.password_env) and not mqtt.username:
         key = "password_file" if mqtt.password_file else "password_env"

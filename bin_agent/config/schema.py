@@ -449,7 +449,11 @@ class MqttTlsSection:
 
 @dataclass
 class MqttCommandsSection:
-    allow_reset: bool = _opt(True, "Accept cmd/reset_counts (zeroes the counts); false rejects it.")
+    allow_reset: bool = _opt(
+        False,
+        "Accept cmd/reset_counts (zeroes the counts; also shows the Home Assistant button); "
+        "false rejects it with a reason.",
+    )
     max_bytes: int = _opt(
         4096,
         "Largest command payload. The broker is told (MQTT 5 Maximum Packet Size) never to "
@@ -459,12 +463,13 @@ class MqttCommandsSection:
     )
     rate_per_minute: float = _opt(
         60.0,
-        "Commands accepted per minute on average; more are dropped (no reply) and counted "
-        "in state's commands_rejected.",
+        "Commands of one name accepted per minute on average (each command, and all unknown "
+        "names together, have their own bucket); more are dropped (no reply) and counted in "
+        "state's commands_rejected.",
         min=1,
         max=60000,
     )
-    burst: int = _opt(10, "Commands accepted in a row before the rate limit applies.", min=1, max=1000)
+    burst: int = _opt(10, "Commands of one name accepted in a row before the rate limit applies.", min=1, max=1000)
 
 
 @dataclass
@@ -474,11 +479,19 @@ class MqttSection:
     port: int = _opt(1883, "Broker port.", min=1, max=65535)
     client_id: str = _opt(
         "",
-        f"MQTT client id, at most {MQTT_MAX_CLIENT_ID_BYTES} bytes; empty: bin-agent-<bin_id>.",
+        f"MQTT client id, at most {MQTT_MAX_CLIENT_ID_BYTES} bytes; empty: the user name (the "
+        "shipped broker config makes them one thing), or bin-agent-<bin_id> without one.",
         check=_client_id,
     )
     topic_prefix: str = _opt("smartbin", "Topics are <topic_prefix>/<bin_id>/…")
-    keepalive: int = _opt(30, "Seconds between keepalive pings; a dead link is noticed in 1.5x.", min=5, max=3600)
+    keepalive: int = _opt(
+        30,
+        "Seconds of silence before a keepalive ping. A broker that stops answering is noticed "
+        "after 1x to 2x this (paho pings after keepalive s and gives up keepalive s later); "
+        "the broker drops a silent bin after 1.5x and publishes its offline status.",
+        min=5,
+        max=3600,
+    )
     username: str = _opt("", "Broker user name (empty: anonymous).", check=_mqtt_string)
     password_file: str = _opt("", "File holding the broker password (never the password itself).")
     password_env: str = _opt(

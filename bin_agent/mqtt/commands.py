@@ -3,8 +3,11 @@
 A command arrives on ``<prefix>/<bin_id>/cmd/<name>`` with an empty payload or a
 JSON object. :class:`CommandGate` decides, in this order:
 
-1. the rate limit (a token bucket: ``rate_per_minute``, ``burst``): over it the
-   command is dropped without a reply, so a flood cannot make the bin flood back;
+1. the rate limit: one token bucket (``rate_per_minute``, ``burst``) per command
+   name, and one shared by every unknown name; over it the command is dropped
+   without a reply, so a flood cannot make the bin flood back, and a flood of one
+   command (or of garbage) does not starve the others: a ``cmd/ping`` during a
+   ``cmd/classify`` flood is still answered;
 2. the name: one of :data:`SCHEMAS`, and not a disabled destructive command;
 3. the payload: at most ``max_bytes``, UTF-8, nested at most :data:`MAX_DEPTH`
    deep (checked before parsing, so a 2,000-deep array is a reason, not a
@@ -52,6 +55,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 """Command name → allowed keys and the types of their values."""
 
 DESTRUCTIVE = ("reset_counts",)
+UNKNOWN = ""
+"""The rate-limit class of every name not in :data:`SCHEMAS` (no command is named "")."""
 
 
 @dataclass(frozen=True)
@@ -84,16 +89,17 @@ class CommandGate:
 
     :param allow_reset: accept ``reset_counts``.
     :param max_bytes: the largest payload.
-    :param rate_per_minute: average commands accepted per minute.
-    :param burst: commands accepted in a row before the rate applies.
+    :param rate_per_minute: average commands of one name accepted per minute.
+    :param burst: commands of one name accepted in a row before the rate applies.
     """
 
     def __init__(
-        self, *, allow_reset: bool = True, max_bytes: int = 4096, rate_per_minute: float = 60.0, burst: int = 10
+        self, *, allow_reset: bool = False, max_bytes: int = 4096, rate_per_minute: float = 60.0, burst: int = 10
     ) -> None:
         self.allow_reset = allow_reset
         self.max_bytes = max_bytes
-        self._bucket = TokenBucket(rate_per_minute / 60.0, burst)
+        # One bucket per command class: each known name, and UNKNOWN for the rest.
+        self._buckets = {name: TokenBucket(rate_per_minute / 60.0, burst) for name in (*SCHEMAS, UNKNOWN)}
         self._throttle = LogThrottle(log)
         self._lock = threading.Lock()
         self.rejected = 0
@@ -122,7 +128,8 @@ class CommandGate:
             raise
 
     def _check(self, name: str, payload: bytes) -> Command:
-        if not self._bucket.take():
+        bucket = self._buckets[name if name in SCHEMAS else UNKNOWN]
+        if not bucket.take():
             raise CommandRejected("over the rate limit (mqtt.commands.rate_per_minute)", reply=False)
         schema = SCHEMAS.get(name)
         if schema is None:

@@ -207,15 +207,16 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         payload_press="{}",
         icon="mdi:camera",
     )
-    add(
-        "button",
-        "reset_counts",
-        name="Reset counts",
-        command_topic=f"{topics.base}/cmd/reset_counts",
-        payload_press="{}",
-        entity_category="config",
-        icon="mdi:counter",
-    )
+    if config.mqtt.commands.allow_reset:  # no button that only ever gets "disabled" back
+        add(
+            "button",
+            "reset_counts",
+            name="Reset counts",
+            command_topic=f"{topics.base}/cmd/reset_counts",
+            payload_press="{}",
+            entity_category="config",
+            icon="mdi:counter",
+        )
     if config.ask.enabled and config.ask.remote:
         _unsure_entities(add, topics, labels)
     from ..triggers import switchable_trigger_modes

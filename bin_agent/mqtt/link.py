@@ -29,6 +29,18 @@ a Maximum Packet Size, so the broker never sends a command bigger than
 TLS (``[mqtt.tls]``) checks the broker's certificate and host name. Whatever
 keeps failing (broker unreachable, login or certificate refused, ACL) is logged
 at once and then at most once a minute (:class:`~bin_agent.ratelimit.LogThrottle`).
+
+A refused event is tried again, from the oldest still in the outbox, after a
+pause of ``reconnect_max_seconds`` (not in a loop): once the ACL is fixed and
+the broker reloaded (SIGHUP), the outbox drains without restarting the agent.
+The pump also starts again from the oldest event after every reconnect.
+
+Memory stays bounded while the broker does not answer (stopped, or a link that
+died without a FIN, which paho notices only after up to 2x ``keepalive``): the
+outbox pump hands paho at most ``max_inflight`` events; ``state`` is retained,
+so only the newest matters and at most one is waiting for its PUBACK at a time
+(a newer one is sent when it is acknowledged); and paho's queue is capped
+(:data:`MAX_QUEUED_OTHER` besides the events), whatever else asks to publish.
 """
 
 from __future__ import annotations
@@ -62,6 +74,10 @@ LOG_INTERVAL_SECONDS = 60.0
 PACKET_HEADROOM_BYTES = 512
 """Room for the PUBLISH fixed header, topic length, packet id and properties of a command."""
 MAX_TRACKED_PUBLISHES = 256
+MAX_QUEUED_OTHER = MAX_TRACKED_PUBLISHES
+"""paho holds at most ``max_inflight`` events plus this many other QoS 1 messages
+(state, status, results, discovery configs, alerts); beyond it a publish is
+refused at once (``MQTT_ERR_QUEUE_SIZE``) instead of growing memory."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,16 @@ class Topics:
         return topic[len(prefix) :] if topic.startswith(prefix) else None
 
 
+def default_client_id(settings: Any, bin_id: str) -> str:
+    """``mqtt.client_id``, else the user name, else ``bin-agent-<bin_id>``.
+
+    The shipped broker config (``use_username_as_clientid``) gives every client
+    its user name as client id whatever it asks for; asking for the same keeps
+    the two one thing in the broker's log too.
+    """
+    return settings.client_id or settings.username or f"bin-agent-{bin_id}"
+
+
 class MqttLink:
     """The agent's MQTT connection (MQTT 5) and its outbox pump.
 
@@ -152,11 +178,18 @@ class MqttLink:
         # mid → outbox seq for what paho holds; touched only by the pump thread.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
+        # Set by a (re)connect and by the end of a refusal pause: hand over from the oldest pending event.
+        self._rewind = False
         # After the broker refused an event (ACL), handing over pauses until this time.
         self._refused_until: float | None = None
         # mid → topic of the other QoS 1 publishes (status, state, results), to name a refusal.
         self._other_topics: dict[int, str] = {}
         self._other_lock = threading.Lock()
+        # The retained state waiting for its PUBACK (None: none), and whether a newer one
+        # was asked for meanwhile: then it goes out when that PUBACK arrives.
+        self._state_lock = threading.Lock()
+        self._state_mid: int | None = None
+        self._state_stale = False
         self._throttle = LogThrottle(log, LOG_INTERVAL_SECONDS)
         self._store_reopened = 0
         self._pump_thread: threading.Thread | None = None
@@ -166,6 +199,9 @@ class MqttLink:
         self.delivered = 0
         # Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. the ACL).
         self.refused = 0
+        # Connections made and lost (a bin knocked off by another login shows here).
+        self.connects = 0
+        self.disconnects = 0
         self.tls = tls
         # Called (in paho's thread) on every connect, after ``online`` and before the state.
         self.connect_hooks: list[Callable[[], None]] = []
@@ -176,10 +212,14 @@ class MqttLink:
             protocol=paho.MQTTv5,
         )
         # paho re-raises exceptions from callbacks by default, which kills its
-        # network thread and with it every reconnect; log them instead.
+        # network thread and with it every reconnect and all delivery; it then only
+        # reports them to on_log, which logs them with their traceback.
         client.suppress_exceptions = True
+        client.on_log = self._handle_paho_log
         client.max_inflight_messages_set(settings.max_inflight)
-        client.max_queued_messages_set(0)
+        # Bounded: a broker that stopped answering must not make paho hold one
+        # message per sorted item (0 would be unbounded).
+        client.max_queued_messages_set(settings.max_inflight + MAX_QUEUED_OTHER)
         # paho annotates whole seconds, but its _reconnect_wait only adds the delay to a monotonic
         # time and doubles it: fractional seconds (reconnect_min_seconds = 0.5) work as given.
         client.reconnect_delay_set(settings.reconnect_min_seconds, settings.reconnect_max_seconds)  # type: ignore[arg-type]
@@ -268,7 +308,10 @@ class MqttLink:
             self._pump_thread.join(timeout=5)
         if self.connected:
             # The pump has applied its last acks: the state says what stays in the outbox.
-            sent = [self.publish_state(), self.client.publish(self.topics.status, "offline", qos=1, retain=True)]
+            sent = [
+                self.publish_state(final=True),
+                self.client.publish(self.topics.status, "offline", qos=1, retain=True),
+            ]
             for info in sent:
                 if info is None:
                     continue
@@ -281,31 +324,54 @@ class MqttLink:
 
     # ------------------------------------------------------------------ publishing
 
-    def publish_state(self) -> Any:
+    def publish_state(self, *, final: bool = False) -> Any:
         """Publish the retained ``state`` (skipped while offline: on_connect sends a fresh one).
-        Returns paho's message info, or ``None`` when nothing was sent."""
+
+        While an earlier state still waits for its PUBACK, nothing is queued: the
+        newest state is sent when that PUBACK arrives (a broker that stopped
+        answering gets one state, not one per item). ``final`` sends it anyway
+        (at stop). Returns paho's message info, or ``None`` when nothing was sent.
+        """
         if not self.connected:
             return None
-        try:
-            payload = json.dumps(self._state(), separators=(",", ":"), sort_keys=True)
-        except Exception:
-            log.exception("cannot build the state payload")
-            return None
-        return self._publish_other(self.topics.state, payload, retain=True)
+        with self._state_lock:
+            if self._state_mid is not None and not final:
+                self._state_stale = True
+                return None
+            self._state_stale = False
+            try:
+                payload = json.dumps(self._state(), separators=(",", ":"), sort_keys=True)
+            except Exception:
+                log.exception("cannot build the state payload")
+                return None
+            info = self._publish_other(self.topics.state, payload, retain=True)
+            if info.rc in (self._paho.MQTT_ERR_SUCCESS, self._paho.MQTT_ERR_NO_CONN):
+                self._state_mid = info.mid
+            return info
 
-    def publish_retained(self, topic: str, payload: dict[str, Any] | str | bytes) -> None:
-        """Publish a retained QoS 1 message (JSON for a dict, bytes as they are; ``""`` clears the topic)."""
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str | bytes) -> Any:
+        """Publish a retained QoS 1 message (JSON for a dict, bytes as they are; ``""`` clears the topic).
+        Returns paho's message info."""
         data = (
             payload if isinstance(payload, (str, bytes)) else json.dumps(payload, separators=(",", ":"), sort_keys=True)
         )
-        self.client.publish(topic, data, qos=1, retain=True)
+        return self._publish_other(topic, data, retain=True)
 
     def publish_result(self, reply: dict[str, Any]) -> None:
         payload = json.dumps(reply, separators=(",", ":"), sort_keys=True)
         self._publish_other(self.topics.command_result, payload, retain=False)
 
-    def _publish_other(self, topic: str, payload: str, *, retain: bool) -> Any:
+    def _publish_other(self, topic: str, payload: str | bytes, *, retain: bool) -> Any:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == self._paho.MQTT_ERR_QUEUE_SIZE:
+            self._throttle.log(
+                logging.WARNING,
+                "queue-full",
+                "not sent: %s; paho already holds %d messages the broker has not acknowledged",
+                topic,
+                self.settings.max_inflight + MAX_QUEUED_OTHER,
+            )
+            return info
         with self._other_lock:
             # Bounded: entries of messages lost with a connection are never acknowledged.
             if len(self._other_topics) >= MAX_TRACKED_PUBLISHES:
@@ -323,8 +389,11 @@ class MqttLink:
                 self._apply_acks()
                 self._hand_over()
             except Exception:
-                # A full disk or a locked database must not end delivery for good.
-                log.exception("outbox pump failed; retrying")
+                # A full disk or a locked database must not end delivery for good;
+                # logged with its traceback at most once a minute.
+                self._throttle.log(
+                    logging.ERROR, "pump-failed", "outbox pump failed; retrying every second", exc_info=True
+                )
                 time.sleep(1.0)
         self._apply_acks()
 
@@ -342,6 +411,12 @@ class MqttLink:
                 if refusal is not None:
                     self.refused += 1
                     self._log_refusal(topic or "a status/state/result topic", refusal)
+                with self._state_lock:
+                    stale = mid == self._state_mid and self._state_stale
+                    if mid == self._state_mid:
+                        self._state_mid = None
+                if stale:
+                    self.publish_state()
             elif refusal is None:
                 self.store.acknowledge(seq)
                 self.delivered += 1
@@ -357,16 +432,28 @@ class MqttLink:
             self.publish_state()
 
     def _log_refusal(self, topic: str, reason: str) -> None:
-        user = self.settings.username or "(anonymous)"
+        if self.settings.username:
+            user = f"user {self.settings.username}"
+        elif self.tls is not None and self.settings.tls.cert_file:
+            user = "this bin's user (the CN of mqtt.tls.cert_file)"
+        else:
+            user = "anonymous clients"
+        if topic.startswith(self.topics.base + "/"):
+            allow = f"{self.topics.base}/#"
+            kept = " (events stay in the outbox and are retried)"
+        else:
+            allow, kept = topic, ""
+        # One line a minute per topic tree: a refused discovery config does not hide
+        # refused events, nor 30 refused configs flood the log.
         self._throttle.log(
             logging.ERROR,
-            "refused",
-            "the broker refused the publish on %s: %s; its ACL must let user %s write %s/# "
-            "(events stay in the outbox and are retried)",
+            "refused:" + topic.split("/", 1)[0],
+            "the broker refused the publish on %s: %s; its ACL must let %s write %s%s",
             topic,
             reason,
             user,
-            self.topics.base,
+            allow,
+            kept,
         )
 
     def _hand_over(self) -> None:
@@ -377,6 +464,13 @@ class MqttLink:
             if self._inflight or time.monotonic() < self._refused_until:
                 return
             self._refused_until = None
+            self._rewind = True
+        if self._rewind:
+            # The refused events (or those a lost connection left unacknowledged) are
+            # older than the last one handed over: start again from the oldest pending.
+            # Those paho still holds are skipped below; it re-sends them itself.
+            self._rewind = False
+            self._last_handed = 0
         if self.store.reopened != self._store_reopened:
             # A database that a full disk kept closed at start has opened:
             # its older events come after the ones held in memory.
@@ -392,7 +486,13 @@ class MqttLink:
                 continue
             info = self.client.publish(entry.topic, entry.payload, qos=1, retain=False)
             if info.rc not in (self._paho.MQTT_ERR_SUCCESS, self._paho.MQTT_ERR_NO_CONN):
-                log.warning("publish of event %s refused (rc=%s); will retry", entry.event_id, info.rc)
+                self._throttle.log(
+                    logging.WARNING,
+                    "event-not-queued",
+                    "paho did not take event %s (%s); it stays in the outbox and is tried again",
+                    entry.event_id,
+                    self._paho.error_string(info.rc),
+                )
                 return
             # NO_CONN still queues a QoS 1 message inside paho: it goes out on reconnect.
             self._inflight[info.mid] = entry.seq
@@ -425,6 +525,8 @@ class MqttLink:
             f" after {self.failed_attempts} failed attempt(s)" if self.failed_attempts else "",
         )
         self.failed_attempts = 0
+        self.connects += 1
+        self._rewind = True
         self._throttle.clear("connect")
         self._publish_other(self.topics.status, "online", retain=True)
         self._subscribed.clear()
@@ -458,9 +560,28 @@ class MqttLink:
         if self._stopping.is_set():
             pass
         elif self._connected.is_set():
-            log.warning("disconnected from the broker (%s); events stay in the outbox", reason_code)
+            self.disconnects += 1
+            log.warning(
+                "disconnected from the broker %s (%s); events stay in the outbox",
+                self._where(),
+                describe_disconnect(reason_code, self.settings.keepalive),
+            )
         elif self._login_refused:
             self._login_refused = False  # _handle_connect said why
+        elif str(reason_code) == "Keep alive timeout":
+            # paho gave up waiting for the CONNACK: the broker accepts connections (the
+            # kernel does that) but does not answer, e.g. a stopped or overloaded
+            # broker. Nothing to do with certificates.
+            self.failed_attempts += 1
+            self._throttle.log(
+                logging.WARNING,
+                "connect",
+                "the broker %s accepted the connection but did not answer the login within %d s "
+                "(stopped or overloaded?); retrying (attempt %d)",
+                self._where(),
+                self.settings.keepalive,
+                self.failed_attempts,
+            )
         else:
             # Closed before any CONNACK: e.g. mosquitto with require_certificate drops a
             # TLS client that sent no (or an unknown) certificate right after the handshake.
@@ -503,6 +624,12 @@ class MqttLink:
         self._acks.put((mid, str(reason_code) if reason_code.is_failure else None))
         self._wake.set()
 
+    def _handle_paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        # paho reports an exception in one of our callbacks here (suppress_exceptions),
+        # from inside its except block; everything else it says is debugging detail.
+        if text.startswith("Caught exception in "):
+            self._throttle.log(logging.ERROR, "callback-failed", "%s (MQTT delivery goes on)", text, exc_info=True)
+
     def _handle_message(self, client: Any, userdata: Any, message: Any) -> None:
         name = self.topics.command_name(message.topic)
         if name is None or name == "result":
@@ -516,6 +643,16 @@ class MqttLink:
             reply = {"command": name[:64], "ok": False, "reason": f"internal error: {type(exc).__name__}"}
         if reply is not None:
             self.publish_result(reply)
+
+
+def describe_disconnect(reason_code: Any, keepalive: int) -> str:
+    """Why a connection ended, in words (paho's "Keep alive timeout" made concrete)."""
+    text = str(reason_code)
+    if text == "Keep alive timeout":
+        return (
+            f"no answer to a keepalive ping within {keepalive} s: the broker stopped answering or the network dropped"
+        )
+    return text
 
 
 AUTH_HINT = " (check mqtt.username and the password in mqtt.password_file / mqtt.password_env)"

@@ -6,7 +6,7 @@
 #   make-certs.sh client DIR NAME            DIR/NAME.key, DIR/NAME.crt (a bin's client certificate)
 #
 # broker and client sign with DIR/ca.key. DAYS (default 825) sets the validity.
-# Used by docs/mqtt.md "Securing MQTT" and by tests/test_mqtt_security.py.
+# Used by docs/mqtt-security.md and by tests/test_mqtt_security.py.
 set -euo pipefail
 usage() { sed -n '2,9p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
