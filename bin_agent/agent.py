@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -42,7 +43,7 @@ from .config import (
     TriggerMode,
     actuation_seconds,
 )
-from .errors import BinAgentError
+from .errors import EX_FAILURE, BinAgentError
 from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
@@ -649,9 +650,9 @@ def build_agent(
     try:
         store = Store.from_config(config.store, Path(config.agent.state_dir) / DATABASE_NAME)
     except StoreLockedError as exc:
-        raise StartupError(str(exc), 1) from None  # systemd retries: the other one may stop
+        raise StartupError(str(exc), EX_FAILURE) from None  # systemd retries: the other one may stop
     except StoreError as exc:
-        raise StartupError(str(exc), 73) from None
+        raise StartupError(str(exc), os.EX_CANTCREAT) from None
     # Whatever was set up is released again if a later part cannot start.
     with contextlib.ExitStack() as undo:
         undo.callback(store.close)
@@ -661,32 +662,34 @@ def build_agent(
             except PinDaemonUnreachable as exc:
                 raise StartupError(f"actuator.pin_factory: {exc}", EX_TEMPFAIL) from None  # restarted
             except ActuatorError as exc:
-                raise StartupError(f"actuator.pin_factory: {exc}", 78) from None
+                raise StartupError(f"actuator.pin_factory: {exc}", os.EX_CONFIG) from None
         try:
             sorter = build_sorter(config.actuator, pin_factory)
             undo.callback(sorter.close)
             indicators = Indicators.from_config(config.actuator, pin_factory)
             undo.callback(indicators.close)
         except ActuatorError as exc:
-            raise StartupError(str(exc), 78) from None
+            raise StartupError(str(exc), os.EX_CONFIG) from None
         except Exception as exc:
-            raise StartupError(f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", 78) from None
+            raise StartupError(
+                f"actuator: cannot set up the pins ({type(exc).__name__}: {exc})", os.EX_CONFIG
+            ) from None
         try:
             trigger = build_trigger(config.trigger, drop_zone=config.camera.zone, pin_factory=pin_factory)
         except Exception as exc:
-            raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", 78) from None
+            raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
         undo.callback(trigger.close)
         frame_source = source if source is not None else build_source(config)
         try:
             classifier = build_classifier(config)
         except ModelFilesError as exc:
-            raise StartupError(f"model.path: {exc}", 78) from None
+            raise StartupError(f"model.path: {exc}", os.EX_CONFIG) from None
         fill = None
         if config.fill.enabled:
             try:
                 fill = FillMonitor.from_config(config.fill, config.compartments, store, pin_factory)
             except Exception as exc:
-                raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", 78) from None
+                raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
         capture = make_capture(config)
         if capture is not None:
             undo.callback(capture.close)
@@ -735,7 +738,7 @@ def mqtt_credentials(config: Config) -> tuple[str | None, ssl.SSLContext | None]
     try:
         password, tls = broker_password(config), broker_tls_context(config)
     except ConfigError as exc:
-        raise StartupError("; ".join(exc.problems), 78) from None
+        raise StartupError("; ".join(exc.problems), os.EX_CONFIG) from None
     secrets = {"mqtt.password_file": config.mqtt.password_file, "mqtt.tls.key_file": config.mqtt.tls.key_file}
     for key, value in secrets.items():
         if value and config.resolve(value).stat().st_mode & 0o004:
@@ -773,7 +776,7 @@ def make_capture(config: Config) -> Capture | None:
     try:
         capture.start()
     except OSError as exc:
-        raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", 73) from None
+        raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", os.EX_CANTCREAT) from None
     return capture
 
 

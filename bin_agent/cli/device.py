@@ -90,7 +90,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         for check in checks:
             print(check.line(), flush=True)
-    return 1 if any(c.status == "fail" for c in checks) else 0
+    return EX_FAILURE if any(c.status == "fail" for c in checks) else 0
 
 
 # ---------------------------------------------------------------------- classify
@@ -131,7 +131,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             )
     if args.json:
         print(json.dumps(results, indent=2))
-    return 1 if failures else 0
+    return EX_FAILURE if failures else 0
 
 
 # ---------------------------------------------------------------------- record
