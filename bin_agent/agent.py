@@ -44,6 +44,7 @@ from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .learning.capture import Capture
+from .learning.service import LearningService
 from .mqtt.commands import CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
 from .mqtt.link import MqttLink, Topics
@@ -88,6 +89,7 @@ class Agent:
     out: TextIO | None = None
     commands: CommandGate = field(default_factory=CommandGate)
     capture: Capture | None = None
+    learning: LearningService | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -256,6 +258,8 @@ class Agent:
             closers.append(("fill sensors", self.fill.close))
         if self.capture is not None:
             closers.append(("capture", self.capture.close))
+        if self.learning is not None:
+            closers.append(("learning", self.learning.close))
         for name, closer in closers:
             try:
                 closer()
@@ -304,6 +308,10 @@ class Agent:
             return reply | self.reload_model()
         elif command.name == "correct":
             return reply | self.correct(command.args)
+        elif command.name == "learn":
+            if self.learning is None:
+                return reply | {"reason": "learning needs [capture] enabled"}
+            return reply | self.learning.request()
         reply["ok"] = True
         return reply
 
@@ -380,6 +388,8 @@ class Agent:
             )
         except LabelError as exc:
             return {"ok": False, "reason": str(exc)}
+        if self.learning is not None:
+            self.learning.labelled()
         if result["counts_changed"]:
             self._publish_state()
         return result
@@ -421,6 +431,8 @@ class Agent:
         if staged is None:
             return
         previous, self.classifier = self.classifier, staged
+        # A head refitted by `bin-agent learn` brings the threshold fitted on the bin's labels.
+        self.router.confidence_threshold = router_threshold(self.config, staged)
         log.info("switched model %s -> %s", previous.version, staged.version)
         self.notifier.status(f"sorting; model {staged.version}")
         self._publish_state()
@@ -441,6 +453,7 @@ class Agent:
             "storage": self.store.health(),
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
             "model": describe(self.classifier),
+            **({"learning": self.learning.state()} if self.learning is not None else {}),
             "trigger": self.trigger.state,
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
@@ -504,6 +517,12 @@ class Agent:
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
 
+    def publish_result(self, reply: dict[str, Any]) -> None:
+        """A result that no command waits for (a learn, a rollback) on ``cmd/result``, then the state."""
+        if self.mqtt is not None:
+            self.mqtt.publish_result(reply)
+        self._publish_state()
+
 
 def region_to_classify(
     camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...], item_box: NormBox | None
@@ -518,6 +537,11 @@ def region_to_classify(
 
 
 # ---------------------------------------------------------------------- assembly
+
+
+def router_threshold(config: Config, classifier: Classifier) -> float:
+    """The confidence threshold: the one fitted with a refitted head, else the config's."""
+    return classifier.threshold if classifier.threshold is not None else config.router.confidence_threshold
 
 
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
@@ -649,7 +673,7 @@ def build_agent(
         source=frame_source,
         trigger=trigger,
         classifier=classifier,
-        router=Router(config.router.compartments, config.router.fallback, config.router.confidence_threshold),
+        router=Router(config.router.compartments, config.router.fallback, router_threshold(config, classifier)),
         sorter=sorter,
         indicators=indicators,
         store=store,
@@ -662,6 +686,9 @@ def build_agent(
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
         trigger_mode=config.trigger.mode,
     )
+    if capture is not None:
+        agent.learning = LearningService.from_config(config, agent.reload_model, agent.publish_result)
+        agent.learning.start()
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state, password=password, tls=tls)
         agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)

@@ -214,7 +214,8 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
         staging = models / f".{name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        for path in (files.model, files.labels, files.metadata):
+        extra = [files.head] if files.head.is_file() else []  # a head refitted by `bin-agent learn`
+        for path in (files.model, files.labels, files.metadata, *extra):
             shutil.copyfile(path, staging / path.name)
             with (staging / path.name).open("rb") as f:
                 os.fsync(f.fileno())
