@@ -167,33 +167,38 @@ def fit_dense(
     *,
     l2: float = 1e-3,
     steps: int = 100,
-    learning_rate: float = 0.03,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression, warm-started from ``init`` and pulled towards
     it by an L2 penalty (``l2`` · ‖W − W₀‖²/2): what the bin's labels do not speak
-    about stays as it was. Full-batch Adam, ``steps`` steps. Returns (weights, bias)."""
+    about stays as it was. Full-batch accelerated gradient descent (Nesterov) with
+    the step 1/L, L the loss's smoothness bound (½ λmax(Xᵀ diag(w) X)/n + l2, the
+    largest eigenvalue by power iteration): no learning rate to tune, no overshoot
+    on 1,280 features. Returns (weights, bias)."""
     x = np.asarray(features, np.float32)
-    n, _ = x.shape
+    n = x.shape[0]
     k = init.weights.shape[0]
     onehot = np.zeros((n, k), np.float32)
     onehot[np.arange(n), labels] = 1.0
     sw = (np.asarray(sample_weights, np.float32) / n)[:, None]
-    w0, b0 = init.weights.astype(np.float32), init.bias.astype(np.float32)
-    w, b = w0.copy(), b0.copy()
-    mw, vw, mb, vb = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    for step in range(1, steps + 1):
-        delta = (softmax(x @ w.T + b) - onehot) * sw  # dLoss/dlogits
-        gw = delta.T @ x + l2 * (w - w0)
-        gb = delta.sum(axis=0)
-        mw = beta1 * mw + (1 - beta1) * gw
-        vw = beta2 * vw + (1 - beta2) * gw * gw
-        mb = beta1 * mb + (1 - beta1) * gb
-        vb = beta2 * vb + (1 - beta2) * gb * gb
-        correction = np.sqrt(1 - beta2**step) / (1 - beta1**step)
-        w -= learning_rate * correction * mw / (np.sqrt(vw) + eps)
-        b -= learning_rate * correction * mb / (np.sqrt(vb) + eps)
-    return w, b
+    # The bias is the weight of a constant feature 1: one matrix, one step size.
+    xb = np.concatenate([x, np.ones((n, 1), np.float32)], axis=1)
+    theta0 = np.concatenate([init.weights, init.bias[:, None]], axis=1).astype(np.float32)
+    v = np.ones(xb.shape[1], np.float32)
+    for _ in range(30):  # power iteration: λmax of Xᵀ diag(w) X
+        v = xb.T @ (sw[:, 0] * (xb @ v))
+        top = float(np.linalg.norm(v))
+        v /= max(top, 1e-12)
+    step = 1.0 / (0.5 * top + l2 + 1e-6)
+    penalty = np.ones_like(theta0)
+    penalty[:, -1] = 0.0  # the bias is not pulled
+    theta = theta0.copy()
+    previous = theta0.copy()
+    for t in range(1, steps + 1):
+        look = theta + (t - 1) / (t + 2) * (theta - previous)
+        delta = (softmax(xb @ look.T) - onehot) * sw  # dLoss/dlogits
+        grad = delta.T @ xb + l2 * penalty * (look - theta0)
+        previous, theta = theta, look - step * grad
+    return theta[:, :-1].copy(), theta[:, -1].copy()
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -579,12 +579,12 @@ class LearningSection:
         max=0.5,
     )
     bin_weight: float = _opt(
-        3.0, "Weight of one of the bin's labels against one photo of the training memory.", min=0.1, max=100
+        10.0, "Weight of one of the bin's labels against one photo of the training memory.", min=0.1, max=100
     )
-    l2: float = _opt(0.01, "L2 pull of the refitted head towards the current one.", min=0, max=10)
+    l2: float = _opt(0.01, "L2 pull of the refitted head towards the model's own dense layer.", min=0, max=10)
     steps: int = _opt(100, "Optimiser steps of a refit.", min=10, max=10000)
     target_accuracy: float = _opt(
-        0.95,
+        0.9,
         "The threshold is refitted to the lowest at which this share of the held-out sorted items is right "
         "(none reaches it: router.confidence_threshold stays).",
         min=0.5,

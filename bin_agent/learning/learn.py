@@ -7,11 +7,19 @@ its calibration) is refitted, in NumPy (:mod:`bin_agent.classify.head`).
    once by the model's backbone; the embeddings are cached in the capture
    folder (``embeddings-<backbone sha256[:12]>.npz``), so a later learn
    embeds only the newly labelled photos.
-2. The newest ``holdout_share`` of the labels are held out. The head is
-   refitted on the rest mixed with the training memory shipped beside the
-   model (:mod:`.memory`): multinomial logistic regression, class-balanced,
-   one bin label weighing ``bin_weight`` memory photos, warm-started from the
-   current head and pulled towards it by L2.
+2. The newest ``holdout_share`` of the labels are held out. The bin's
+   embeddings are first aligned with the training memory shipped beside the
+   model (:mod:`.memory`): per feature, the bin's mean and spread are mapped
+   onto the memory's (computed from all the bin's labelled photos, without
+   their labels). The bin's camera, floor and light shift every embedding the
+   same way; this undoes the shift (on the synthetic bin of docs/learning.md
+   it alone takes the held-out accuracy from 0.62 to 0.70). The head is then
+   refitted on the aligned embeddings of the rest mixed with the memory:
+   multinomial logistic regression, class-balanced, one bin label weighing
+   ``bin_weight`` memory photos, warm-started from the model's own dense layer
+   (which lives in the memory's space) and pulled towards it by L2. The
+   alignment is folded into the weights, so the head stays one dense layer on
+   the raw embedding.
 3. Verdict: on the held-out labels, the new head must be right where the
    current one is wrong more often than the reverse, with a one-sided exact
    sign test p ≤ ``max_p`` on the labels where they differ. Otherwise nothing
@@ -230,6 +238,16 @@ class LearnResult:
         return out
 
 
+def alignment(bin_embeddings: np.ndarray, memory_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) per feature mapping the bin's mean and spread onto the memory's:
+    ``aligned = embedding * scale + shift``."""
+    spread_bin = bin_embeddings.std(axis=0) + 1e-3  # + a floor: features that never fire stay put
+    spread_memory = memory_embeddings.std(axis=0) + 1e-3
+    scale = (spread_memory / spread_bin).astype(np.float32)
+    shift = (memory_embeddings.mean(axis=0) - bin_embeddings.mean(axis=0) * scale).astype(np.float32)
+    return scale, shift
+
+
 def learn(config: Config) -> LearnResult:
     """Refit, compare, and deploy when better (see the module doc). Never raises for a
     verdict: the result says what happened and why."""
@@ -253,22 +271,27 @@ def learn(config: Config) -> LearnResult:
     x_out, y_out = data.embeddings[split:], data.labels[split:]
     result.used, result.held_out = split, held
     memory = load_memory(config, deploy.sha256(classifier.files.model))
+    fit_started = time.perf_counter()
+    origin = classifier.builtin_head()
     if memory is not None and memory.classes == list(classifier.labels):
-        x = np.concatenate([memory.embeddings, x_bin])
+        scale, shift = alignment(data.embeddings, memory.embeddings)
+        x = np.concatenate([memory.embeddings, x_bin * scale + shift])
         y = np.concatenate([memory.labels, y_bin])
         extra = np.concatenate([np.ones(len(memory.labels)), np.full(len(y_bin), section.bin_weight)])
         result.memory = len(memory.labels)
     else:
+        scale, shift = np.ones(data.embeddings.shape[1], np.float32), np.zeros(data.embeddings.shape[1], np.float32)
         x, y, extra = x_bin, y_bin, np.ones(len(y_bin))
-    fit_started = time.perf_counter()
     weights, bias = fit_dense(
         x,
         y,
         class_balanced_weights(y, len(classifier.labels), extra),
-        current,
+        origin,
         l2=section.l2,
         steps=section.steps,
     )
+    # Fold the alignment in: W·(e·scale + shift) + b = (W·diag(scale))·e + (b + W·shift).
+    weights, bias = weights * scale[None, :], bias + weights @ shift
     result.fit_seconds = time.perf_counter() - fit_started
     candidate = Head(
         weights=weights,

@@ -42,6 +42,7 @@ The method, chosen on validation and on a leave-one-source-out run (models/READM
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -56,11 +57,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import CLASSES, __version__
+from .. import CLASSES, DEFAULT_MODEL, __version__
 from ..classify.preprocess import PreprocessSpec
 from . import dataset as ds
 
 Progress = Callable[[str], None]
+
+
+SHIPPED_FLOAT_WEIGHTS = DEFAULT_MODEL.with_name("waste_mobilenetv2_float.weights.h5")
+"""The float weights of the shipped model (``full.save_weights`` of its run), shipped
+beside it so a retrain starts from it (``bin-agent train --init-weights shipped``)."""
 
 
 class TrainingSetupError(ValueError):
@@ -633,7 +639,11 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     weights = ds.class_weights(y_train, factors=class_factors)
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
 
-    full, lower, upper, upper_head, pooled, head = build_models(config)
+    # Weights to start from replace every layer: the ImageNet file is then not needed
+    # (a fresh clone has none), so the base is built without it.
+    full, lower, upper, upper_head, pooled, head = build_models(
+        dataclasses.replace(config, weights=None) if config.init_weights else config
+    )
     progress(
         f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
         f"{upper.count_params():,} upper parameters trainable in phase 2"
