@@ -78,7 +78,7 @@ class TrainConfig:
     datasets: list[Path]
     out: Path
     split: Path | None = None
-    weights: str = "imagenet"
+    weights: str | None = "imagenet"  # None: random init (init_weights replaces every layer)
     input_size: int = 160
     copies: int = 6
     cut_layer: str = "block_5_add"
