@@ -585,8 +585,8 @@ class LearningSection:
     steps: int = _opt(100, "Optimiser steps of a refit.", min=10, max=10000)
     target_accuracy: float = _opt(
         0.9,
-        "The threshold is refitted to the lowest at which this share of the held-out sorted items is right "
-        "(none reaches it: router.confidence_threshold stays).",
+        "The threshold is refitted to the lowest at which the sorted items are right as often as the current "
+        "head's are now, or this share if lower (none qualifies: router.confidence_threshold stays).",
         min=0.5,
         max=1.0,
     )

@@ -25,9 +25,11 @@ its calibration) is refitted, in NumPy (:mod:`bin_agent.classify.head`).
    sign test p ≤ ``max_p`` on the labels where they differ. Otherwise nothing
    is deployed.
 4. The temperature (negative log-likelihood) and the confidence threshold
-   (the lowest at which ``target_accuracy`` of the sorted held-out items are
-   right) are refitted on the held-out labels, so the share sent to the
-   fallback falls as the bin learns.
+   are refitted on cross-fitted predictions of all the bin's labels (each of
+   three blocks predicted by a head refitted without it): the threshold is the
+   lowest at which the sorted items are right as often as the current head's
+   are now (or ``target_accuracy`` if lower), so the share sent to the
+   fallback falls as the bin learns and the sorted items get no worse.
 5. A better head is deployed through :mod:`.deploy` (a versioned folder,
    ``current``/``previous``, rollback) and the agent switches between two
    items (``cmd/reload_model``).
@@ -60,6 +62,7 @@ from ..classify.head import (
     fit_dense,
     fit_temperature,
     fit_threshold,
+    softmax,
 )
 from ..classify.preprocess import ImageError, load_image
 from ..config import Config
@@ -223,6 +226,7 @@ class LearnResult:
     previous_version: str = ""
     temperature: float | None = None
     threshold: float | None = None
+    target_accuracy: float | None = None
     embedded: int = 0
     seconds: float = 0.0
     fit_seconds: float = 0.0
@@ -231,7 +235,7 @@ class LearnResult:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("accuracy_before", "accuracy_after", "p_value", "temperature"):
+        for key in ("accuracy_before", "accuracy_after", "p_value", "temperature", "target_accuracy"):
             if out[key] is not None:
                 out[key] = round(out[key], 4)
         out["seconds"], out["fit_seconds"] = round(self.seconds, 2), round(self.fit_seconds, 2)
@@ -246,6 +250,47 @@ def alignment(bin_embeddings: np.ndarray, memory_embeddings: np.ndarray) -> tupl
     scale = (spread_memory / spread_bin).astype(np.float32)
     shift = (memory_embeddings.mean(axis=0) - bin_embeddings.mean(axis=0) * scale).astype(np.float32)
     return scale, shift
+
+
+def refit(
+    classifier: Classifier,
+    all_bin: np.ndarray,
+    x_bin: np.ndarray,
+    y_bin: np.ndarray,
+    memory: Memory | None,
+    config: Config,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The refitted dense layer (weights, bias) on the raw embedding: ``x_bin`` aligned
+    with the memory (alignment from ``all_bin``, no labels), mixed with it, fitted from
+    the model's own dense layer; the alignment folded in."""
+    section = config.learning
+    origin = classifier.builtin_head()
+    if memory is not None:
+        scale, shift = alignment(all_bin, memory.embeddings)
+        x = np.concatenate([memory.embeddings, x_bin * scale + shift])
+        y = np.concatenate([memory.labels, y_bin])
+        extra = np.concatenate([np.ones(len(memory.labels)), np.full(len(y_bin), section.bin_weight)])
+    else:
+        scale, shift = np.ones(all_bin.shape[1], np.float32), np.zeros(all_bin.shape[1], np.float32)
+        x, y, extra = x_bin, y_bin, np.ones(len(y_bin))
+    weights, bias = fit_dense(
+        x, y, class_balanced_weights(y, len(classifier.labels), extra), origin, l2=section.l2, steps=section.steps
+    )
+    # Fold the alignment in: W·(e·scale + shift) + b = (W·diag(scale))·e + (b + W·shift).
+    return weights * scale[None, :], bias + weights @ shift
+
+
+def cross_fitted_logits(
+    classifier: Classifier, x: np.ndarray, y: np.ndarray, memory: Memory | None, config: Config, folds: int = 3
+) -> np.ndarray:
+    """Logits of every bin label from a head refitted without its block (``folds``
+    contiguous blocks): what a head says about items it has not seen, for calibration."""
+    logits = np.zeros((len(y), len(classifier.labels)), np.float32)
+    for block in np.array_split(np.arange(len(y)), folds):
+        keep = np.setdiff1d(np.arange(len(y)), block)
+        weights, bias = refit(classifier, x, x[keep], y[keep], memory, config)
+        logits[block] = x[block] @ weights.T + bias
+    return logits
 
 
 def learn(config: Config) -> LearnResult:
@@ -271,27 +316,11 @@ def learn(config: Config) -> LearnResult:
     x_out, y_out = data.embeddings[split:], data.labels[split:]
     result.used, result.held_out = split, held
     memory = load_memory(config, deploy.sha256(classifier.files.model))
+    if memory is not None and memory.classes != list(classifier.labels):
+        memory = None
+    result.memory = len(memory.labels) if memory is not None else 0
     fit_started = time.perf_counter()
-    origin = classifier.builtin_head()
-    if memory is not None and memory.classes == list(classifier.labels):
-        scale, shift = alignment(data.embeddings, memory.embeddings)
-        x = np.concatenate([memory.embeddings, x_bin * scale + shift])
-        y = np.concatenate([memory.labels, y_bin])
-        extra = np.concatenate([np.ones(len(memory.labels)), np.full(len(y_bin), section.bin_weight)])
-        result.memory = len(memory.labels)
-    else:
-        scale, shift = np.ones(data.embeddings.shape[1], np.float32), np.zeros(data.embeddings.shape[1], np.float32)
-        x, y, extra = x_bin, y_bin, np.ones(len(y_bin))
-    weights, bias = fit_dense(
-        x,
-        y,
-        class_balanced_weights(y, len(classifier.labels), extra),
-        origin,
-        l2=section.l2,
-        steps=section.steps,
-    )
-    # Fold the alignment in: W·(e·scale + shift) + b = (W·diag(scale))·e + (b + W·shift).
-    weights, bias = weights * scale[None, :], bias + weights @ shift
+    weights, bias = refit(classifier, data.embeddings, x_bin, y_bin, memory, config)
     result.fit_seconds = time.perf_counter() - fit_started
     candidate = Head(
         weights=weights,
@@ -313,9 +342,22 @@ def learn(config: Config) -> LearnResult:
         )
         result.seconds = time.perf_counter() - started
         return result
-    candidate.temperature = fit_temperature(candidate.logits(x_out), y_out)
-    probs = candidate.probabilities(x_out)
-    candidate.threshold = fit_threshold(probs.max(axis=1), after, section.target_accuracy)
+    # Calibrated on cross-fitted predictions of all the bin's labels (each block predicted
+    # by a head refitted without it): three times the labels the held-out part alone has.
+    logits = cross_fitted_logits(classifier, data.embeddings, data.labels, memory, config)
+    candidate.temperature = fit_temperature(logits, data.labels)
+    probs = softmax(logits / candidate.temperature)
+    right = probs.argmax(axis=1) == data.labels
+    # As right as the bin is now (or target_accuracy, if lower) with fewer items to the fallback.
+    now = current.probabilities(data.embeddings)
+    now_threshold = classifier.threshold if classifier.threshold is not None else config.router.confidence_threshold
+    sorted_now = now.max(axis=1) >= now_threshold
+    now_right = now.argmax(axis=1) == data.labels
+    target = section.target_accuracy
+    if sorted_now.any():
+        target = min(target, float(now_right[sorted_now].mean()))
+    result.target_accuracy = target
+    candidate.threshold = fit_threshold(probs.max(axis=1), right, target)
     result.temperature, result.threshold = candidate.temperature, candidate.threshold
     candidate.info = {k: v for k, v in result.as_dict().items() if k not in ("version", "per_class")}
     try:
