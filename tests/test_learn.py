@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from bin_agent import CLASSES, preflight
-from bin_agent.agent import build_agent, build_classifier
+from bin_agent.agent import build_agent, build_classifier, router_threshold
 from bin_agent.classify.classifier import Classifier
 from bin_agent.classify.head import Head
 from bin_agent.classify.preprocess import load_image
@@ -79,6 +79,9 @@ def test_learn_deploys_a_head_better_on_the_bins_newest_labels(tmp_path, labelle
     # The next `bin-agent run` uses it: its classifier is the deployed head.
     classifier = build_classifier(config)
     assert classifier.head is not None and classifier.version == result["version"] != result["previous_version"]
+    # ... and the router its threshold, fitted on the bin's labels.
+    assert classifier.threshold == result["threshold"]
+    assert router_threshold(config, classifier) == (result["threshold"] or config.router.confidence_threshold)
     assert deploy.active_model_path(config).parent.name.startswith(result["version"])
     # Versioned like any deploy: a rollback returns to the shipped model.
     deploy.rollback(config)
