@@ -48,6 +48,7 @@ from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .learning.capture import Capture, capture_folder
+from .learning.service import LearningService
 from .mqtt.commands import CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
 from .mqtt.link import MqttLink, Topics, default_client_id
@@ -95,6 +96,7 @@ class Agent:
     commands: CommandGate = field(default_factory=CommandGate)
     capture: Capture | None = None
     asker: Asker | None = None
+    learning: LearningService | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -289,6 +291,8 @@ class Agent:
             closers.append(("capture", self.capture.close))
         if self.asker is not None:
             closers.append(("ask buttons", self.asker.close))
+        if self.learning is not None:
+            closers.append(("learning", self.learning.close))
         for name, closer in closers:
             try:
                 closer()
@@ -337,6 +341,10 @@ class Agent:
             return reply | self.reload_model()
         elif command.name == "correct":
             return reply | self.correct(command.args)
+        elif command.name == "learn":
+            if self.learning is None:
+                return reply | {"reason": "learning needs [capture] enabled"}
+            return reply | self.learning.request()
         reply["ok"] = True
         return reply
 
@@ -420,6 +428,8 @@ class Agent:
             )
         except LabelError as exc:
             return {"ok": False, "reason": str(exc)}
+        if self.learning is not None:
+            self.learning.labelled()
         if result["counts_changed"]:
             self._publish_state()
         return result
@@ -461,8 +471,9 @@ class Agent:
         if staged is None:
             return
         previous, self.classifier = self.classifier, staged
-        # The new model brings its own threshold unless the config pins one.
-        threshold, source = confidence_threshold(self.config.router.confidence_threshold, staged.recommended_threshold)
+        # The new model (or a head refitted by `bin-agent learn`) brings its own threshold
+        # unless the config pins one.
+        threshold, source = router_threshold(self.config, staged)
         self.router.confidence_threshold = threshold
         log.info(
             "switched model %s -> %s (confidence threshold %g: %s)", previous.version, staged.version, threshold, source
@@ -487,6 +498,7 @@ class Agent:
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
             **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
+            **({"learning": self.learning.state()} if self.learning is not None else {}),
             "trigger": self.trigger.state,
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
@@ -550,6 +562,12 @@ class Agent:
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)
 
+    def publish_result(self, reply: dict[str, Any]) -> None:
+        """A result that no command waits for (a learn, a rollback) on ``cmd/result``, then the state."""
+        if self.mqtt is not None:
+            self.mqtt.publish_result(reply)
+        self._publish_state()
+
 
 def region_to_classify(
     camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...], item_box: NormBox | None
@@ -564,6 +582,14 @@ def region_to_classify(
 
 
 # ---------------------------------------------------------------------- assembly
+
+
+def router_threshold(config: Config, classifier: Classifier) -> tuple[float, str]:
+    """The confidence threshold in force with ``classifier`` and where it comes from
+    (:func:`~bin_agent.router.confidence_threshold`)."""
+    return confidence_threshold(
+        config.router.confidence_threshold, classifier.recommended_threshold, classifier.threshold
+    )
 
 
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
@@ -702,11 +728,7 @@ def build_agent(
         source=frame_source,
         trigger=trigger,
         classifier=classifier,
-        router=Router(
-            config.router.compartments,
-            config.router.fallback,
-            confidence_threshold(config.router.confidence_threshold, classifier.recommended_threshold)[0],
-        ),
+        router=Router(config.router.compartments, config.router.fallback, router_threshold(config, classifier)[0]),
         sorter=sorter,
         indicators=indicators,
         store=store,
@@ -722,6 +744,9 @@ def build_agent(
     )
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure
+    if capture is not None:
+        agent.learning = LearningService.from_config(config, agent.reload_model, agent.publish_result)
+        agent.learning.start()
     if config.mqtt.enabled:
         agent.mqtt = make_mqtt(config, store, agent.handle_command, agent.state, password=password, tls=tls)
         agent.mqtt.connect_hooks.append(agent.on_mqtt_connected)

@@ -15,14 +15,20 @@ FALLBACK_CONFIDENCE_THRESHOLD = 0.8
 (a model whose metadata carries no ``recommended_confidence_threshold``)."""
 
 
-def confidence_threshold(configured: float | None, recommended: float | None) -> tuple[float, str]:
+def confidence_threshold(
+    configured: float | None, recommended: float | None, fitted: float | None = None
+) -> tuple[float, str]:
     """The threshold in force and where it comes from, for a line a person reads.
 
     :param configured: ``router.confidence_threshold`` (None: unset); it wins when set.
     :param recommended: the model's metadata's (``Classifier.recommended_threshold``).
+    :param fitted: the one ``bin-agent learn`` fitted on this bin's labels with the head it
+        deployed (``Classifier.threshold``); it beats the metadata's, fitted on photos elsewhere.
     """
     if configured is not None:
         return configured, "router.confidence_threshold"
+    if fitted is not None:
+        return fitted, "fitted by bin-agent learn on this bin's labels"
     if recommended is not None:
         return recommended, "the model's metadata"
     return FALLBACK_CONFIDENCE_THRESHOLD, "the default: the model's metadata recommends none"

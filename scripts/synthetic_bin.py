@@ -11,6 +11,12 @@ cover it.
         --subset test --out /tmp/exp/binsrc
 
 Writes folder-per-class JPEGs (never commit them: they are TrashNet photos).
+
+``--one-floor`` lays every photo on the *same* floor and light (one bin, as
+``bin-agent run`` sees it: the motion trigger compares with the empty bin) and
+writes that empty bin as ``empty.jpg`` beside the class folders (for
+``camera.replay.empty_frame``); ``--flat`` writes ``<class>__<name>.jpg`` in
+one folder, so an event's ``source`` names the true class.
 """
 
 from __future__ import annotations
@@ -39,23 +45,45 @@ def bin_floor(rng: np.random.Generator) -> np.ndarray:
     return floor
 
 
-def bin_photo(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def camera(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The cheap camera: sensor noise, JPEG 75."""
+    out = out + rng.normal(0, 4.0, out.shape)
+    pixels = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def bin_photo(photo: np.ndarray, rng: np.random.Generator, floor: np.ndarray | None = None) -> np.ndarray:
     """The photo as the bin's camera sees it: the board with its item lies on the bin's
-    floor, 55-75 % of the frame high, under the warm LED, through a cheap camera."""
+    floor (``floor``, else a new one), 55-75 % of the frame high, under the warm LED,
+    through a cheap camera."""
     factor = rng.uniform(0.55, 0.75) * HEIGHT / photo.shape[0]
     size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
     tray = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR), np.float32)
-    out = bin_floor(rng)
+    out = bin_floor(rng) if floor is None else floor.copy()
     x = int(rng.uniform(0, WIDTH - size[0]))
     y = int(rng.uniform(0, HEIGHT - size[1]))
     # The light falls on the tray too: warm cast, under-exposed, brighter under the spot.
     light = out[y : y + size[1], x : x + size[0]].mean(axis=-1, keepdims=True) / 70.0
     out[y : y + size[1], x : x + size[0]] = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
-    out += rng.normal(0, 4.0, out.shape)
-    pixels = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return camera(out, rng)
+
+
+def make_bin(items: list[ds.Item], out: Path, *, seed: int = 7, one_floor: bool = False, flat: bool = False) -> int:
+    """Write the bin's view of ``items`` under ``out`` (see the module doc); returns how many."""
+    rng = np.random.default_rng(seed)
+    floor = bin_floor(rng) if one_floor else None
+    out.mkdir(parents=True, exist_ok=True)
+    if floor is not None:
+        Image.fromarray(camera(floor, rng)).save(out / "empty.jpg", quality=95)
+    for item in items:
+        made = bin_photo(load_image(item.path), rng, floor)
+        class_name, name = item.key.split("/", 1)
+        target = out / f"{class_name}__{Path(name).stem}.jpg" if flat else (out / item.key).with_suffix(".jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(made).save(target, quality=95)
+    return len(items)
 
 
 def main() -> None:
@@ -65,18 +93,13 @@ def main() -> None:
     parser.add_argument("--subset", default="test")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--one-floor", action="store_true", help="one floor and light for all (and empty.jpg)")
+    parser.add_argument("--flat", action="store_true", help="<class>__<name>.jpg in one folder")
     args = parser.parse_args()
     items = ds.list_dataset(args.dataset)
     if args.split:
         items = ds.select(items, ds.split_for(ds.read_split(args.split), args.dataset, args.split), args.subset)
-    rng = np.random.default_rng(args.seed)
-    written = 0
-    for item in items:
-        made = bin_photo(load_image(item.path), rng)
-        target = args.out / item.key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(made).save(target.with_suffix(".jpg"), quality=95)
-        written += 1
+    written = make_bin(items, args.out, seed=args.seed, one_floor=args.one_floor, flat=args.flat)
     print(f"wrote {written} photos to {args.out}")
 
 

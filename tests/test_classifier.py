@@ -209,8 +209,8 @@ def test_a_model_that_refuses_a_batch_is_run_view_by_view(monkeypatch) -> None:
 
     real = module.load_interpreter
 
-    def fixed_to_batch_1(path, threads=None):
-        interpreter = real(path, threads)
+    def fixed_to_batch_1(path, threads=None, **kwargs):
+        interpreter = real(path, threads, **kwargs)
         resize = interpreter.resize_tensor_input
 
         def refuse(index, shape, *args, **kwargs):
@@ -226,3 +226,17 @@ def test_a_model_that_refuses_a_batch_is_run_view_by_view(monkeypatch) -> None:
     assert not classifier.batched
     result = classifier.classify(np.full((480, 640, 3), 120, np.uint8))
     assert result.views == 4 and abs(sum(result.probabilities) - 1.0) < 0.01
+
+
+def test_the_embedding_of_a_batched_item_is_the_one_read_view_by_view() -> None:
+    """``bin-agent learn`` refits on embeddings: batching the views must not change them."""
+    from bin_agent import DEFAULT_MODEL
+
+    classifier = Classifier(ModelFiles.beside(DEFAULT_MODEL), num_threads=1, embeddings=True)
+    assert classifier.batched
+    image = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
+    batched = classifier.classify(image).embedding
+    classifier.batched = False
+    one_by_one = classifier.classify(image).embedding
+    assert batched is not None and one_by_one is not None
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-6)

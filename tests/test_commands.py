@@ -30,7 +30,7 @@ def test_valid_commands_pass_with_their_id():
         (
             "format_disk",
             b"{}",
-            "unknown command; known: classify, reset_counts, ping, emptied, trigger_mode, reload_model, correct",
+            "unknown command; known: classify, reset_counts, ping, emptied, trigger_mode, reload_model, correct, learn",
         ),
         ("ping", b'{"id": 1, "force": true}', "unknown key 'force' for ping; allowed: id"),
         ("ping", b'{"id": true}', "id must be a string or a whole number"),

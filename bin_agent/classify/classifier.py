@@ -23,6 +23,12 @@ outputs are the same as view by view (each image in a batch is computed on its
 own), and the interpreter's threads share the work of the batch, where a
 single 160x160 image leaves a second thread little to do. A model whose graph
 is fixed to batch 1 is run view by view.
+
+A head refitted on the bin (``bin-agent learn``, :mod:`.head`) lies beside the
+model as ``<name>.head.npz``. With it, the classifier reads the embedding
+before the model's own dense layer for each view, averages the views'
+embeddings and applies the refitted head in NumPy; the model version is then
+the head's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BinAgentError
+from .head import Head, HeadError, head_path
 from .preprocess import PreprocessSpec, fit_to_input
 from .runtime import ModelLoadError, load_interpreter
 
@@ -62,6 +69,8 @@ class Classification:
     :param preprocess_ms: crop/resize/quantize time.
     :param inference_ms: ``invoke()`` time, all views together.
     :param views: how many views of the frame were averaged.
+    :param embedding: the views' mean embedding (float32), when the classifier
+        reads it (a refitted head, or ``embeddings=True``); else None.
     """
 
     label: str
@@ -71,6 +80,7 @@ class Classification:
     preprocess_ms: float
     inference_ms: float
     views: int = 1
+    embedding: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +106,11 @@ class ModelFiles:
         """The conventional layout: ``x.tflite``, ``x.labels.txt``, ``x.json``."""
         model = Path(model)
         return cls(model, model.with_suffix(".labels.txt"), model.with_suffix(".json"))
+
+    @property
+    def head(self) -> Path:
+        """The optional refitted head, ``x.head.npz`` (:mod:`.head`)."""
+        return head_path(self.model)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -146,10 +161,17 @@ class Classifier:
     :param top_k: how many classes :attr:`Classification.top` holds.
     :param views: views averaged per frame (1, 2 or 4, see the module doc);
         ``None`` takes the metadata's ``"views"`` (1 if it has none).
+    :param embeddings: also read the embedding (:attr:`Classification.embedding`)
+        when no refitted head needs it.
     """
 
     def __init__(
-        self, files: ModelFiles, num_threads: int | None = None, top_k: int = 3, views: int | None = None
+        self,
+        files: ModelFiles,
+        num_threads: int | None = None,
+        top_k: int = 3,
+        views: int | None = None,
+        embeddings: bool = False,
     ) -> None:
         self.files = files
         self.labels = read_labels(files.labels)
@@ -162,8 +184,17 @@ class Classifier:
         if meta_classes is not None and list(meta_classes) != self.labels:
             raise ModelFilesError(f"{files.labels} lists {self.labels} but {files.metadata} says {meta_classes}")
         self.num_threads = num_threads
+        self.head: Head | None = None
+        if files.head.is_file():
+            try:
+                self.head = Head.load(files.head)
+            except HeadError as exc:
+                raise ModelFilesError(str(exc)) from None
+            if self.head.classes != self.labels:
+                raise ModelFilesError(f"{files.head} has the classes {self.head.classes}, the model {self.labels}")
+        self.reads_embedding = embeddings or self.head is not None
         try:
-            self._interpreter = load_interpreter(files.model, num_threads)
+            self._interpreter = load_interpreter(files.model, num_threads, keep_tensors=self.reads_embedding)
         except ModelLoadError as exc:
             raise ModelFilesError(str(exc)) from None
         self.top_k = top_k
@@ -191,6 +222,66 @@ class Classifier:
         self._batch_size = 1  # the input's batch dimension as currently allocated
         self.batched = self.views > 1 and self._resize_batch(self.views)
         """Whether the views go through one ``invoke()`` as a batch (module docstring)."""
+        self._embedding: dict[str, Any] | None = self._embedding_tensor() if self.reads_embedding else None
+        if self.head is not None and self._embedding is not None:
+            features = int(self._embedding["shape"][-1])
+            if self.head.weights.shape[1] != features:
+                raise ModelFilesError(
+                    f"{files.head} reads {self.head.weights.shape[1]} features, the model's embedding has {features}"
+                )
+
+    def _dense_op(self) -> dict[str, Any]:
+        """The last FULLY_CONNECTED op: its inputs are (embedding, weights, bias)."""
+        try:
+            ops = self._interpreter._get_ops_details()  # the runtimes' only op listing
+        except AttributeError:
+            ops = []
+        dense = [op for op in ops if op.get("op_name") == "FULLY_CONNECTED"]
+        if not dense:
+            raise ModelFilesError(f"{self.files.model}: no dense layer found, so no embedding to read")
+        return dict(dense[-1])
+
+    def _embedding_tensor(self) -> dict[str, Any]:
+        """The tensor details of the embedding: the metadata's ``"embedding_tensor"`` (a
+        name), else the input of the last dense layer."""
+        details = self._interpreter.get_tensor_details()
+        name = self.metadata.get("embedding_tensor")
+        if name is not None:
+            for detail in details:
+                if detail["name"] == name:
+                    return dict(detail)
+            raise ModelFilesError(f"{self.files.model}: no tensor {name!r} (the metadata's embedding_tensor)")
+        index = int(self._dense_op()["inputs"][0])
+        return dict(next(d for d in details if d["index"] == index))
+
+    def builtin_head(self) -> Head:
+        """The model's own dense layer as a :class:`~.head.Head` (dequantized;
+        the temperature is already folded into it), versioned as the model."""
+        if not self.reads_embedding:
+            raise ModelFilesError("builtin_head needs a classifier built with embeddings=True")
+        details = {d["index"]: d for d in self._interpreter.get_tensor_details()}
+        inputs = [int(i) for i in self._dense_op()["inputs"]]
+        arrays = []
+        for index in inputs[1:3]:
+            q = details[index]["quantization_parameters"]
+            values = self._interpreter.get_tensor(index).astype(np.float32)
+            scales = np.asarray(q["scales"], np.float32)
+            zeros = np.asarray(q["zero_points"], np.float32)
+            if scales.size:  # per tensor (1 scale) or per output channel (axis 0)
+                shape = (-1,) + (1,) * (values.ndim - 1) if scales.size > 1 else ()
+                values = (values - zeros.reshape(shape)) * scales.reshape(shape)
+            arrays.append(values)
+        weights, bias = arrays
+        return Head(
+            weights=weights,
+            bias=bias,
+            classes=list(self.labels),
+            version=str(self.metadata.get("version", "unknown")),
+            temperature=1.0,
+            threshold=None,
+            backbone_sha256=str(self.metadata.get("sha256", "")),
+            info={"builtin": True},
+        )
 
     @classmethod
     def from_model_path(cls, model: str | Path, num_threads: int | None = None, views: int | None = None) -> Classifier:
@@ -207,7 +298,15 @@ class Classifier:
 
     @property
     def version(self) -> str:
+        """The head's version when a refitted head is in use, else the metadata's."""
+        if self.head is not None:
+            return self.head.version
         return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def threshold(self) -> float | None:
+        """The confidence threshold fitted with the head (None: the config's)."""
+        return self.head.threshold if self.head is not None else None
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -286,15 +385,51 @@ class Classifier:
         # get_tensor of the output after a resize: the output index may be re-read.
         return self.probabilities(self._interpreter.get_tensor(self._output["index"]))
 
+    def read_embeddings(self) -> np.ndarray:
+        """The embeddings of the last ``invoke()``, one row per image of its batch, dequantized to float32."""
+        assert self._embedding is not None
+        raw = self._interpreter.get_tensor(self._embedding["index"]).astype(np.float32)
+        raw = raw.reshape(raw.shape[0], -1)
+        scale, zero = self._embedding["quantization"]
+        return (raw - float(zero)) * float(scale) if scale else raw
+
+    def read_embedding(self) -> np.ndarray:
+        """The embedding of the last single-image ``invoke()``, dequantized to float32."""
+        return self.read_embeddings()[0]
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """The views' mean embedding of one RGB ``uint8`` frame (needs ``embeddings=True`` or a head)."""
+        tensors = self.view_tensors(fit_to_input(image, self.spec))
+        if self.batched:
+            self.run(np.concatenate(tensors))
+            return self.read_embeddings().mean(axis=0)
+        embeddings = []
+        for tensor in tensors:
+            self.run(tensor)
+            embeddings.append(self.read_embedding())
+        return np.mean(embeddings, axis=0)
+
     def classify(self, image: np.ndarray) -> Classification:
         """Classify one RGB ``uint8`` frame of any size (all views averaged)."""
         started = time.perf_counter()
         tensors = self.view_tensors(fit_to_input(image, self.spec))
         prepared = time.perf_counter()
+        embedding = None
         if self.batched:
             probs = self.run(np.concatenate(tensors)).mean(axis=0)
+            if self.reads_embedding:
+                embedding = self.read_embeddings().mean(axis=0)
         else:
-            probs = np.mean([self.run(tensor) for tensor in tensors], axis=0)
+            outputs, embeddings = [], []
+            for tensor in tensors:
+                outputs.append(self.run(tensor))
+                if self.reads_embedding:
+                    embeddings.append(self.read_embedding())
+            probs = np.mean(outputs, axis=0)
+            if embeddings:
+                embedding = np.mean(embeddings, axis=0)
+        if self.head is not None and embedding is not None:
+            probs = self.head.probabilities(embedding)
         finished = time.perf_counter()
         order = np.argsort(probs)[::-1][: self.top_k]
         top = tuple((self.labels[i], float(probs[i])) for i in order)
@@ -306,6 +441,7 @@ class Classifier:
             preprocess_ms=(prepared - started) * 1000.0,
             inference_ms=(finished - prepared) * 1000.0,
             views=self.views,
+            embedding=embedding,
         )
 
 

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,16 @@ def _without_runtime_banners() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def load_interpreter(model_path: str | Path, num_threads: int | None = None) -> Any:
+def load_interpreter(model_path: str | Path, num_threads: int | None = None, *, keep_tensors: bool = False) -> Any:
     """Load a ``.tflite`` file and allocate its tensors.
 
     :param num_threads: CPU threads for the interpreter; ``None`` lets the
         runtime decide.
+    :param keep_tensors: keep every intermediate tensor readable after
+        ``invoke()`` (``experimental_preserve_all_tensors``), to read the
+        embedding before the dense layer. XNNPACK then delegates op by op
+        instead of the whole graph; measured on the shipped model here: 1.80
+        instead of 1.74 ms per invoke, outputs identical (docs/learning.md).
     :raises ModelLoadError: the file is missing, empty, truncated or not a
         TensorFlow Lite flatbuffer.
     """
@@ -112,7 +118,15 @@ def load_interpreter(model_path: str | Path, num_threads: int | None = None) -> 
     try:
         # XNNPACK is applied (and announced) in allocate_tensors.
         with _without_runtime_banners():
-            interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+            if keep_tensors:
+                with warnings.catch_warnings():
+                    # LiteRT warns that the option is "for debugging": measured, see the docstring.
+                    warnings.simplefilter("ignore", UserWarning)
+                    interpreter = interpreter_cls(
+                        model_content=content, num_threads=num_threads, experimental_preserve_all_tensors=True
+                    )
+            else:
+                interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{path}: the interpreter cannot load it ({exc})") from None

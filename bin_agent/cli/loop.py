@@ -186,6 +186,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result["b_better"] else 1
 
 
+# ---------------------------------------------------------------------- learn
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from ..classify.classifier import ModelFilesError
+    from ..learning import deploy
+    from ..learning.learn import learn
+
+    config = _config(args.config)
+    try:
+        result = learn(config).as_dict()
+    except (ModelFilesError, deploy.DeployError, OSError) as exc:
+        return _fail(f"learn: {exc}")
+    if args.json:
+        import json
+
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    before, after = result["accuracy_before"], result["accuracy_after"]
+    print(
+        f"{result['labels']} labels: {result['used']} used with {result['memory']} memory photos, "
+        f"{result['held_out']} held out ({result['embedded']} newly embedded, {result['seconds']:.1f} s)"
+    )
+    if before is not None:
+        print(
+            f"held-out accuracy {before:.3f} -> {after:.3f} "
+            f"(+{result['fixes']} / -{result['breaks']}, one-sided sign test p = {result['p_value']:.3f})"
+        )
+    print(("deployed " + result["version"]) if result["deployed"] else f"not deployed: {result['reason']}")
+    if result["deployed"]:
+        print("the running agent switches before its next item after cmd/reload_model or SIGHUP")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -219,6 +253,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rollback", action="store_true", help="return to the model before the last deploy")
     p.add_argument("--list", action="store_true", help="list the installed models and the one in use")
     p.set_defaults(func=cmd_deploy)
+
+    p = subparsers.add_parser(
+        "learn", help="refit the classifier head on the bin's labels; deploy it only if better (no TensorFlow)"
+    )
+    p.add_argument(
+        "--config", "-c", type=Path, default=DEFAULT_CONFIG, help=f"the agent's config (default {DEFAULT_CONFIG})"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_learn)
 
     p = subparsers.add_parser(
         "label", help="label captured photos in a terminal (most unsure first); --list, --export DIR"

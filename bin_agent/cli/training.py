@@ -75,10 +75,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     for root in args.datasets:
         if not Path(root).is_dir():
             return _fail(f"{root}: no such dataset folder")
-    if args.weights != "imagenet" and not Path(args.weights).is_file():
-        return _fail(f"{args.weights}: no such weights file")
+    if str(args.init_weights) == "shipped":
+        from ..training.train import SHIPPED_FLOAT_WEIGHTS
+
+        if not SHIPPED_FLOAT_WEIGHTS.is_file():
+            return _fail(
+                f"--init-weights shipped: {SHIPPED_FLOAT_WEIGHTS} is not there (the shipped model's float "
+                "weights; give a run's best.weights.h5 instead)"
+            )
+        args.init_weights = SHIPPED_FLOAT_WEIGHTS
     if args.init_weights and not Path(args.init_weights).is_file():
         return _fail(f"{args.init_weights}: no such weights file")
+    if not args.init_weights and args.weights != "imagenet" and not Path(args.weights).is_file():
+        return _fail(f"{args.weights}: no such weights file")
     if not 0.0 <= args.background_p <= 1.0:
         return _fail(f"--background-p {args.background_p}: expected a share from 0 to 1")
     try:
@@ -244,7 +253,8 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
     p.add_argument(
         "--init-weights",
         type=Path,
-        help="start from a run's best.weights.h5, e.g. "
+        help="start from a run's best.weights.h5 ('shipped': the shipped model's, "
+        "models/waste_mobilenetv2_float.weights.h5; no ImageNet weights needed then), e.g. "
         "with --head-epochs 0 --fine-epochs 0 to add only phase 3 to a finished run",
     )
     p.add_argument(

@@ -640,6 +640,47 @@ class AskSection:
 
 
 @dataclass
+class LearningSection:
+    after_labels: int = _opt(
+        50,
+        "The agent learns (bin-agent learn) after this many new labels; 0: only on cmd/learn or the schedule.",
+        min=0,
+    )
+    every_hours: float = _opt(0.0, "Also learn every this many hours when there are new labels; 0: no schedule.", min=0)
+    min_labels: int = _opt(20, "Labelled captures needed before a learn refits anything.", min=4)
+    holdout_share: float = _opt(
+        0.3, "Share of the newest labels held out to compare the new head with the current one.", min=0.1, max=0.7
+    )
+    max_p: float = _opt(
+        0.05,
+        "Deploy only when the new head is right on more held-out labels than the current one and a one-sided "
+        "sign test on the labels where they differ gives p at most this.",
+        min=0.0001,
+        max=0.5,
+    )
+    bin_weight: float = _opt(
+        10.0, "Weight of one of the bin's labels against one photo of the training memory.", min=0.1, max=100
+    )
+    l2: float = _opt(0.01, "L2 pull of the refitted head towards the model's own dense layer.", min=0, max=10)
+    steps: int = _opt(100, "Optimiser steps of a refit.", min=10, max=10000)
+    target_accuracy: float = _opt(
+        0.9,
+        "The threshold is refitted to the lowest at which the sorted items are right as often as the current "
+        "head's are now, or this share if lower (none qualifies: router.confidence_threshold stays).",
+        min=0.5,
+        max=1.0,
+    )
+    watch_labels: int = _opt(
+        20,
+        "After a deploy, labels of items the new head sorted before it can be rolled back for being worse "
+        "than the previous head (one-sided sign test, p < watch_max_p).",
+        min=4,
+    )
+    watch_max_p: float = _opt(0.05, "p below which the watch rolls a deployed head back.", min=0.0001, max=0.5)
+    memory: str = _opt("", "The training memory (.memory.npz); empty: the one beside model.path.")
+
+
+@dataclass
 class Config:
     """The whole configuration: one section per concern."""
 
@@ -656,6 +697,7 @@ class Config:
     store: StoreSection = _sub(StoreSection, "The event outbox's bounds.")
     capture: CaptureSection = _sub(CaptureSection, "Photos of sorted items for retraining.")
     ask: AskSection = _sub(AskSection, "Ask a person about unsure items (buttons, Home Assistant).")
+    learning: LearningSection = _sub(LearningSection, "Learning on the bin (bin-agent learn).")
 
     source_path: Path | None = field(default=None, metadata={"internal": True})
 

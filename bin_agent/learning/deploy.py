@@ -91,13 +91,22 @@ def active_model_path(config: Config) -> Path:
 
 def threshold_in_force(config: Config, model: Path | None = None) -> tuple[float, str]:
     """The router's confidence threshold with ``model`` (default: the one the agent uses), and
-    where it comes from: ``router.confidence_threshold`` when set, else the model's metadata.
+    where it comes from: ``router.confidence_threshold`` when set, else the one ``bin-agent learn``
+    fitted with the head beside the model, else the model's metadata.
 
     :raises ModelFilesError: the model's metadata cannot be read.
     """
     files = ModelFiles.beside(model if model is not None else active_model_path(config))
     recommended = recommended_threshold(read_metadata(files.metadata), files.metadata)
-    return confidence_threshold(config.router.confidence_threshold, recommended)
+    fitted = None
+    if files.head.is_file():
+        from ..classify.head import Head, HeadError
+
+        try:
+            fitted = Head.load(files.head).threshold
+        except HeadError as exc:
+            raise ModelFilesError(str(exc)) from None
+    return confidence_threshold(config.router.confidence_threshold, recommended, fitted)
 
 
 def sha256(path: Path) -> str:
@@ -229,7 +238,8 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
         staging = models / f".{name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        for path in (files.model, files.labels, files.metadata):
+        extra = [files.head] if files.head.is_file() else []  # a head refitted by `bin-agent learn`
+        for path in (files.model, files.labels, files.metadata, *extra):
             shutil.copyfile(path, staging / path.name)
             with (staging / path.name).open("rb") as f:
                 os.fsync(f.fileno())

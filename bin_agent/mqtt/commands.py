@@ -51,6 +51,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "trigger_mode": {**ID_FIELD, "mode": (str,)},  # switch the trigger until the next start
     "reload_model": dict(ID_FIELD),  # switch to the deployed model before the next item
     "correct": {**ID_FIELD, "event_id": (str,), "label": (str,)},  # a captured item really is `label`
+    "learn": dict(ID_FIELD),  # refit the head on the bin's labels now (bin-agent learn); result on cmd/result
 }
 """Command name → allowed keys and the types of their values."""
 

@@ -219,6 +219,48 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         )
     if config.ask.enabled and config.ask.remote:
         _unsure_entities(add, topics, labels)
+    if config.capture.enabled:  # learning needs the captured photos and their labels
+        learning = "value_json.learning"
+        sensor(
+            "model_version",
+            "Model version",
+            "{{ value_json.model.version }}",
+            icon="mdi:brain",
+            entity_category="diagnostic",
+        )
+        sensor(
+            "last_learn",
+            "Last learn",
+            f"{{{{ {learning}.last_learn if {learning} is defined and {learning}.last_learn else None }}}}",
+            device_class="timestamp",
+            json_attributes_topic=topics.state,
+            json_attributes_template=f"{{{{ ({learning} if {learning} is defined else {{}}) | tojson }}}}",
+        )
+        sensor(
+            "learn_labels",
+            "Labels learnt from",
+            f"{{{{ {learning}.labels if {learning} is defined and {learning}.labels is not none else None }}}}",
+            unit_of_measurement="labels",
+            state_class="measurement",
+            icon="mdi:tag-check",
+        )
+        sensor(
+            "held_out_accuracy",
+            "Held-out accuracy",
+            f"{{{{ (100 * {learning}.held_out_accuracy) | round(1) if {learning} is defined "
+            f"and {learning}.held_out_accuracy is not none else None }}}}",
+            unit_of_measurement="%",
+            state_class="measurement",
+            icon="mdi:bullseye-arrow",
+        )
+        add(
+            "button",
+            "learn",
+            name="Learn now",
+            command_topic=f"{topics.base}/cmd/learn",
+            payload_press="{}",
+            icon="mdi:school",
+        )
     from ..triggers import switchable_trigger_modes
 
     add(

@@ -42,6 +42,7 @@ The method, chosen on validation and on a leave-one-source-out run (models/READM
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -56,12 +57,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import CLASSES, __version__
+from .. import CLASSES, DEFAULT_MODEL, __version__
 from ..classify.preprocess import PreprocessSpec
 from ..errors import BinAgentError
 from . import dataset as ds
 
 Progress = Callable[[str], None]
+
+
+SHIPPED_FLOAT_WEIGHTS = DEFAULT_MODEL.with_name("waste_mobilenetv2_float.weights.h5")
+"""The float weights of the shipped model (``full.save_weights`` of its run), shipped
+beside it so a retrain starts from it (``bin-agent train --init-weights shipped``)."""
 
 
 class TrainingSetupError(BinAgentError, ValueError):
@@ -75,7 +81,7 @@ class TrainConfig:
     datasets: list[Path]
     out: Path
     split: Path | None = None
-    weights: str = "imagenet"
+    weights: str | None = "imagenet"  # None: random init (init_weights replaces every layer)
     input_size: int = 160
     copies: int = 6
     cut_layer: str = "block_5_add"
@@ -636,7 +642,11 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     weights = ds.class_weights(y_train, factors=class_factors)
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
 
-    full, lower, upper, upper_head, pooled, head = build_models(config)
+    # Weights to start from replace every layer: the ImageNet file is then not needed
+    # (a fresh clone has none), so the base is built without it.
+    full, lower, upper, upper_head, pooled, head = build_models(
+        dataclasses.replace(config, weights=None) if config.init_weights else config
+    )
     progress(
         f"MobileNetV2 {config.input_size}x{config.input_size}, cut at {config.cut_layer}: "
         f"{upper.count_params():,} upper parameters trainable in phase 2"

@@ -1,0 +1,82 @@
+"""A full retrain starts from the shipped model's float weights (``bin-agent train
+--init-weights``), from a fresh clone: no ImageNet weights file is needed then.
+A tiny run (96 px, 3 photos per class, no epochs) as the other training tests do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bin_agent.training import dataset as ds
+
+
+def _needs_tensorflow() -> None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
+        pytest.skip("TensorFlow is not installed")
+
+
+def test_a_retrain_starts_from_the_given_float_weights_without_imagenet_weights(tmp_path, trashnet_dir):
+    _needs_tensorflow()
+    from bin_agent.training.train import TrainConfig, build_models, train
+
+    # "The shipped float weights": a model's saved weights, recognisably not ImageNet's.
+    start = build_models(TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96))[0]
+    shipped = tmp_path / "waste_mobilenetv2_float.weights.h5"
+    start.save_weights(shipped)
+    split = tmp_path / "split.json"
+    ds.write_split(ds.split_document([trashnet_dir]), split)
+    messages: list[str] = []
+    train(
+        TrainConfig(
+            datasets=[trashnet_dir],
+            out=tmp_path / "run",
+            split=split,
+            weights=str(tmp_path / "no-imagenet-weights-here.h5"),
+            input_size=96,
+            copies=1,
+            head_epochs=0,
+            fine_epochs=0,
+            qat_epochs=0,
+            max_per_class=3,
+            calibration=8,
+            cut_layer="block_12_add",
+            init_weights=shipped,
+        ),
+        progress=messages.append,
+    )
+    assert any("starting from" in m for m in messages)
+    # No epoch ran: the run's weights are the ones it started from, but for the fitted
+    # temperature folded into the dense layer (kernel and bias divided by it).
+    again = build_models(TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96))[0]
+    again.load_weights(tmp_path / "run" / "best.weights.h5")
+    mine, theirs = again.get_weights(), start.get_weights()
+    for after, before in zip(mine[:-2], theirs[:-2]):
+        assert np.array_equal(after, before)
+    ratio = theirs[-2] / mine[-2]
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-4) and ratio.flat[0] > 0
+
+
+def test_init_weights_shipped_says_when_the_file_is_not_there(tmp_path, trashnet_dir):
+    from bin_agent.training.train import SHIPPED_FLOAT_WEIGHTS
+
+    if SHIPPED_FLOAT_WEIGHTS.is_file():
+        pytest.skip("the shipped float weights are there")
+    done = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "train", str(trashnet_dir), "--init-weights", "shipped"]
+        + ["--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "waste_mobilenetv2_float.weights.h5 is not there" in done.stderr
+    assert not Path(tmp_path / "run").exists()

@@ -1,0 +1,210 @@
+"""``bin-agent learn``: the head refitted on the bin's labels is deployed only when it is
+better on the newest labels, the agent learns on cmd/learn over a real mosquitto and
+switches to the new head, and rolls a worse head back by itself.
+
+The bin: TrashNet test-split photos (never trained on) laid on the synthetic bin floor
+of ``scripts/synthetic_bin.py`` (dark plastic, a warm LED, a cheap camera); the real
+shipped model, the real LiteRT interpreter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bin_agent import CLASSES, preflight
+from bin_agent.agent import build_agent, build_classifier, router_threshold
+from bin_agent.classify.classifier import Classifier
+from bin_agent.classify.head import Head
+from bin_agent.classify.preprocess import load_image
+from bin_agent.learning import deploy
+from bin_agent.learning.capture import captured_items
+from bin_agent.learning.labels import LabelStore
+from bin_agent.learning.learn import (
+    EmbeddingCache,
+    embedding_classifier,
+    install_head,
+    labelled_captures,
+    start_watch,
+)
+from tests.helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.learning_helpers import bin_photos, write_captures
+
+PER_CLASS = 24  # TrashNet's test split has 17 trash photos: 137 items
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def labelled_bin(tmp_path_factory, trashnet_dir) -> Path:
+    """A capture folder of the synthetic bin: every item labelled with its true class,
+    embeddings cached (the copies of it that tests use embed nothing again)."""
+    folder = tmp_path_factory.mktemp("bin") / "capture"
+    classifier = Classifier.from_model_path(SHIPPED_MODEL, num_threads=1)
+    write_captures(folder, bin_photos(trashnet_dir, PER_CLASS), classifier)
+    return folder
+
+
+def make_config(
+    tmp_path: Path, capture: Path | None = None, mqtt_port: int | None = None, replay: Path | None = None, **learning
+) -> Path:
+    data = base_config(tmp_path, replay, model=SHIPPED_MODEL, port=mqtt_port or 1883, mqtt=mqtt_port is not None)
+    data["agent"]["exit_when_source_ends"] = False  # the agent stays up for the commands
+    data["mqtt"]["commands"] = {"rate_per_minute": 6000, "burst": 200}  # a person answering a dozen items
+    data["capture"] = {"enabled": True, "mode": "all"}
+    data["learning"] = {"after_labels": 0, **learning}
+    if capture is not None:
+        shutil.copytree(capture, tmp_path / "state" / "capture")
+    return write_toml(tmp_path / "bin.toml", data)
+
+
+def test_learn_deploys_a_head_better_on_the_bins_newest_labels(tmp_path, labelled_bin):
+    config_file = make_config(tmp_path, labelled_bin)
+    done = cli("learn", "--config", str(config_file), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["deployed"], result
+    assert result["held_out"] == round(0.3 * result["labels"] + 0.49) and result["memory"] > 1000
+    assert result["accuracy_after"] > result["accuracy_before"] and result["p_value"] <= 0.05
+    config = preflight.load(config_file)
+    # The next `bin-agent run` uses it: its classifier is the deployed head.
+    classifier = build_classifier(config)
+    assert classifier.head is not None and classifier.version == result["version"] != result["previous_version"]
+    # ... and the router its threshold, fitted on the bin's labels.
+    assert classifier.threshold == result["threshold"]
+    assert router_threshold(config, classifier)[0] == (result["threshold"] or classifier.recommended_threshold)
+    assert deploy.active_model_path(config).parent.name.startswith(result["version"])
+    # Versioned like any deploy: a rollback returns to the shipped model.
+    deploy.rollback(config)
+    assert build_classifier(config).version == result["previous_version"]
+
+
+def test_learn_refuses_a_head_worse_on_the_held_out_labels(tmp_path, trashnet_dir):
+    # The newest labels confirm what the shipped model said; the older ones say otherwise
+    # (plastic where it said glass, ...): a head fitted to them can only lose on the newest.
+    classifier = Classifier.from_model_path(SHIPPED_MODEL, num_threads=1)
+    photos = bin_photos(trashnet_dir, 8, seed=5, offset=PER_CLASS)
+    said = [classifier.classify(image).label for image, _ in photos]
+    cut = int(0.7 * len(photos))
+    labels = [CLASSES[(CLASSES.index(c) + 1) % len(CLASSES)] for c in said[:cut]] + said[cut:]
+    config_file = make_config(tmp_path, min_labels=20)
+    write_captures(tmp_path / "state" / "capture", photos, classifier, labels=labels)
+    done = cli("learn", "--config", str(config_file), "--json")
+    assert done.returncode == 0, done.stderr  # a refusal is a verdict, not an error
+    result = json.loads(done.stdout)
+    assert not result["deployed"] and result["accuracy_before"] == 1.0 and result["breaks"] > 0
+    assert "not better" in result["reason"]
+    config = preflight.load(config_file)
+    assert deploy.deployed_model(config) is None
+    assert build_classifier(config).version == classifier.version
+
+
+def test_embeddings_are_computed_once_per_captured_photo(tmp_path, trashnet_dir):
+    config_file = make_config(tmp_path)
+    config = preflight.load(config_file)
+    folder = tmp_path / "state" / "capture"
+    classifier = embedding_classifier(SHIPPED_MODEL, config)
+    write_captures(folder, bin_photos(trashnet_dir, 2, seed=9), classifier)
+    data, cache = labelled_captures(config, classifier)
+    assert cache.computed == 12 and cache.path.is_file()
+    # Cached as computed from the photo (float16 in the file).
+    first = data.items[0]
+    assert np.allclose(data.embeddings[0], classifier.embed(load_image(first.image)), atol=1e-2)
+    again, cache = labelled_captures(config, classifier)
+    assert cache.computed == 0 and np.allclose(again.embeddings, data.embeddings, atol=1e-2)
+    # A photo deleted by the size cap leaves the cache at the next learn.
+    first.image.with_suffix(".json").unlink()
+    labelled_captures(config, classifier)
+    assert first.event_id not in EmbeddingCache(folder, deploy.sha256(SHIPPED_MODEL)).vectors
+
+
+def test_cmd_learn_over_mqtt_deploys_and_the_running_agent_switches(
+    tmp_path, labelled_bin, mosquitto, subscriber_factory
+):
+    config = preflight.load(make_config(tmp_path, labelled_bin, mqtt_port=mosquitto.port))
+    shipped = Classifier.from_model_path(SHIPPED_MODEL).version
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    agent = build_agent(config)
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    try:
+        assert sub.wait_for(lambda: sub.json_on("/state"), 30)
+        sub.publish("smartbin/test-bin/cmd/learn", json.dumps({"id": "l1"}))
+        assert sub.wait_for(lambda: [r for r in sub.json_on("/cmd/result") if r.get("id") == "l1"], 20)
+        assert [r for r in sub.json_on("/cmd/result") if r.get("id") == "l1"][0]["started"]
+
+        def learnt() -> list[dict]:
+            return [r for r in sub.json_on("/cmd/result") if r.get("command") == "learn" and "deployed" in r]
+
+        assert sub.wait_for(learnt, 300)
+        result = learnt()[0]
+        # Deployed, and loaded beside the running model (the loop switches before the next item).
+        assert result["deployed"] and result["reload"]["model_version"] == result["version"], result
+        assert sub.wait_for(lambda: sub.json_on("/state")[-1]["learning"]["last_learn"], 10)
+        state = sub.json_on("/state")[-1]
+        assert state["learning"]["labels"] == result["labels"] and state["learning"]["last_learn"]
+        assert state["learning"]["held_out_accuracy"] == result["accuracy_after"]
+        assert result["version"] != shipped
+    finally:
+        agent.stop()
+        runner.join(60)
+
+
+def test_the_agent_rolls_back_a_learnt_head_that_sorts_worse(tmp_path, trashnet_dir, mosquitto, subscriber_factory):
+    # Glass and plastic photos from the studio, which the shipped head mostly gets right.
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    split = json.loads((SHIPPED_MODEL.parent / "waste_split.json").read_text())["datasets"]["trashnet"]["test"]
+    for label in ("glass", "plastic"):
+        for key in [k for k in sorted(split) if k.startswith(f"{label}/")][:6]:
+            Image.open(trashnet_dir / key).convert("RGB").save(replay / f"{label}_{Path(key).stem}.jpg")
+    config_file = make_config(tmp_path, mqtt_port=mosquitto.port, replay=replay, watch_labels=8)
+    config = preflight.load(config_file)
+    # A "learnt" head that swaps glass and plastic, deployed and watched as a learn does.
+    classifier = embedding_classifier(SHIPPED_MODEL, config)
+    builtin = classifier.builtin_head()
+    order = list(range(len(CLASSES)))
+    g, p = CLASSES.index("glass"), CLASSES.index("plastic")
+    order[g], order[p] = p, g
+    worse = Head(builtin.weights[order], builtin.bias[order], list(CLASSES), "shipped+bin.worse")
+    install_head(config, classifier, worse)
+    start_watch(config, worse.version, classifier.version)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    agent = build_agent(config)
+    assert agent.classifier.version == worse.version
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    try:
+        assert sub.wait_for(lambda: len(sub.json_on("/event")) >= 12, 120)
+        folder = Path(config.agent.state_dir) / "capture"
+        assert sub.wait_for(lambda: len(list(captured_items(folder))) >= 12, 30)
+        # The person answers with the true class (as cmd/correct does from Home Assistant).
+        for number, event in enumerate(sub.json_on("/event")[:12]):
+            truth = "glass" if "glass_" in event["source"] else "plastic"
+            sub.publish(
+                "smartbin/test-bin/cmd/correct",
+                json.dumps({"id": f"c{number}", "event_id": event["id"], "label": truth}),
+            )
+
+        def rolled_back() -> list[dict]:
+            return [r for r in sub.json_on("/cmd/result") if r.get("command") == "rollback"]
+
+        assert sub.wait_for(rolled_back, 120)
+        report = rolled_back()[0]
+        assert report["rolled_back"] and report["breaks"] > report["fixes"] and report["p_value"] < 0.05
+        assert "rolled back" in report["reason"] and report["reload"]["model_version"] == classifier.version
+        assert sub.wait_for(lambda: (sub.json_on("/state")[-1]["learning"]["watch"] or {}).get("rolled_back"), 10)
+    finally:
+        agent.stop()
+        runner.join(60)
+    assert build_classifier(config).version == classifier.version
+    assert len(LabelStore(folder).all()) == 12
