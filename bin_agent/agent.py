@@ -442,6 +442,8 @@ class Agent:
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
             "model": describe(self.classifier),
             "trigger": self.trigger.state,
+            # Settled changes the motion trigger judged smaller than an item (docs/trigger.md).
+            "possible_items_not_classified": getattr(self.trigger, "possible_items", 0),
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),
