@@ -126,7 +126,7 @@ MIN_ENTRY_BLOCKS = 2
 """Changed blocks (at least; else ``min_area / 4`` of the view) that start a
 look at what changed: one block alone is a noise spike more often than an item."""
 
-MOTION_FACTOR = 1.5
+MOTION_FACTOR = np.float32(1.5)
 """Motion compares two noisy frames, whose difference has sqrt(2) times one
 frame's noise: the threshold times this (with a margin)."""
 
@@ -198,7 +198,8 @@ class MotionTrigger:
     ``"settling"``
         Something changed, however little: the trigger takes a closer look.
         The changes of every still frame are summed; once the scene has not
-        moved (motion fraction at most ``max_motion``) for ``settle_seconds``
+        moved (motion fraction at most ``max_motion``, and at most a quarter
+        of the changed blocks: a small item falling is moving) for ``settle_seconds``
         of frame time the decision is taken on their mean (**the second
         look**): ``n`` frames have ``sqrt(n)`` times less noise, so the
         threshold is divided by ``sqrt(n)`` and a dim item that flickered
@@ -651,13 +652,16 @@ class MotionTrigger:
 
         # Stillness: compare against the frame at which the scene last stopped.
         if self._reference is None:
-            moved = 1.0
+            moved, moving = 1.0, True
         else:
             # Two noisy frames differ by sqrt(2) times one frame's noise.
-            moved = np.abs(comp - self._reference) > self._threshold * np.float32(MOTION_FACTOR)
-            moved = float(np.count_nonzero(moved)) / small.size
+            moved_blocks = int(np.count_nonzero(np.abs(comp - self._reference) > self._threshold * MOTION_FACTOR))
+            moved = moved_blocks / small.size
+            # A small item falling moves fewer blocks than max_motion of the
+            # view: measured against its own size it is moving.
+            moving = moved > self.max_motion or moved_blocks > max(MIN_ENTRY_BLOCKS, changed_blocks // 4)
         self._motion = moved
-        if moved > self.max_motion:
+        if moving:
             self._reference = comp
             self._still_since = t
         still = self._reference is not None and _has_lasted(self._still_since, t, self.settle_seconds)
@@ -666,11 +670,11 @@ class MotionTrigger:
             return False
 
         if self._state == "settling":
-            return self._settle(diff, changed_blocks, moved, still, t)
+            return self._settle(diff, changed_blocks, moving, still, t)
 
         # occupied: judged on a running mean of the differences (a dim item
         # that flickers about its threshold must not look gone for a moment).
-        self._gather(diff, moved)
+        self._gather(diff, moving)
         # Each difference is clipped at twice the threshold first, so a
         # high-contrast item taken out is gone from the mean in three frames.
         limit = self._threshold * np.float32(2.0)
@@ -767,16 +771,16 @@ class MotionTrigger:
         self._evidence_frames = 0
         self._quiet_since = None
 
-    def _gather(self, diff: np.ndarray, moved: float) -> None:
+    def _gather(self, diff: np.ndarray, moving: bool) -> None:
         """Sum the differences of the frames since the scene last moved."""
-        if moved > self.max_motion or self._evidence is None:
+        if moving or self._evidence is None:
             self._evidence = diff.copy()
             self._evidence_frames = 1
         else:
             self._evidence += diff
             self._evidence_frames += 1
 
-    def _settle(self, diff: np.ndarray, changed_blocks: int, moved: float, still: bool, t: float) -> bool:
+    def _settle(self, diff: np.ndarray, changed_blocks: int, moving: bool, still: bool, t: float) -> bool:
         """One frame in ``"settling"``: gather evidence, decide once still (see the class doc)."""
         if changed_blocks == 0:
             # Nothing changed in this frame: a transient that left, or noise
@@ -788,7 +792,7 @@ class MotionTrigger:
                 return False
         else:
             self._quiet_since = None
-        self._gather(diff, moved)
+        self._gather(diff, moving)
         if not still:
             return False
         assert self._threshold is not None and self._background is not None and self._evidence is not None
