@@ -59,25 +59,22 @@ def _fit_plane(basis: np.ndarray, weights: np.ndarray, ratio: np.ndarray) -> tup
     if np.count_nonzero(weights) < weights.size // 4:
         return None
     weighted = basis * weights
-    n = (weighted @ basis.T).astype(np.float64)
-    r = (weighted @ ratio).astype(np.float64)
+    # Python floats from here: a 3x3 system costs less by Cramer's rule on
+    # lists than through numpy's per-call overhead (np.linalg.solve included).
+    n: list[list[float]] = (weighted @ basis.T).tolist()
+    r: list[float] = (weighted @ ratio).tolist()
 
-    def det3(m: np.ndarray) -> float:
-        return float(
-            m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
-            - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
-            + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0])
+    def det3(m: list[list[float]]) -> float:
+        return (
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
         )
 
-    # Cramer's rule: a 3x3 system costs less in floats than np.linalg.solve's set-up.
     det = det3(n)
-    if abs(det) < 1e-9:
+    if abs(det) < 1e-9 * max(1.0, abs(n[0][0])) ** 3:
         return None
-    coef = []
-    for k in range(3):
-        m = n.copy()
-        m[:, k] = r
-        coef.append(det3(m) / det)
+    coef = [det3([[r[i] if j == k else n[i][j] for j in range(3)] for i in range(3)]) / det for k in range(3)]
     return coef[0], coef[1], coef[2]
 
 
