@@ -285,10 +285,10 @@ def test_noise_map_is_learned_per_block_a_faint_item_on_the_quiet_side_fires() -
 
 def test_dim_noisy_bin_hands_shadows_and_light_steps_give_no_event() -> None:
     """A dim bin (half the light) under a noisy camera (10 grey levels, twice the
-    other scenes' at half their light): a hand
-    waving through, a hand pausing 0.4 s, a shadow sweeping across, an uneven
-    light step (none on the left to x1.8 on the right, held 8 s, then back)
-    and slow drift: no event, and no possible item counted."""
+    other scenes' at half their light): a hand waving through, a hand pausing
+    0.4 s, a shadow sweeping across, an uneven light step (none on the left to
+    x1.8 on the right, held 8 s, then back) and slow drift: no event, and no
+    possible item counted."""
     xx = np.linspace(0.0, 1.0, W, dtype=np.float32)[None, :]
 
     def script(t: float) -> tuple[list[Item], np.ndarray]:

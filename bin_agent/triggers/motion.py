@@ -167,11 +167,13 @@ class MotionTrigger:
 
     Per frame it computes:
 
-    * *gain*: the global brightness change against the background (the ratio
-      of the sums of frame and background over the blocks that were not
-      changed in the previous frame: auto-exposure steps, a lid letting light
-      in, slow drift). The frame is divided by it before any comparison, so a
-      uniform brightness change of any size is not "change".
+    * *gain*: the light against the background's, as a plane
+      ``a + b x + c y`` fitted to frame / background over the blocks that
+      were not changed in the previous frame (auto-exposure steps, a lid
+      letting light in from one side, slow drift; see :meth:`_compensate`).
+      The frame is divided by it before any comparison, so an even or evenly
+      graded brightness change of any size is not "change"; ``stats["gain"]``
+      is its value at the view's centre.
     * *changed fraction*: the share of blocks whose gain-compensated value
       differs from the background by more than their threshold.
     * *motion fraction*: the same share measured against a reference frame
