@@ -500,6 +500,8 @@ class Agent:
             "model": describe(self.classifier),
             **({"learning": self.learning.state()} if self.learning is not None else {}),
             "trigger": self.trigger.state,
+            # Settled changes the motion trigger judged smaller than an item (docs/trigger.md).
+            "possible_items_not_classified": getattr(self.trigger, "possible_items", 0),
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),

@@ -17,16 +17,27 @@ Writes folder-per-class JPEGs (never commit them: they are TrashNet photos).
 writes that empty bin as ``empty.jpg`` beside the class folders (for
 ``camera.replay.empty_frame``); ``--flat`` writes ``<class>__<name>.jpg`` in
 one folder, so an event's ``source`` names the true class.
+With ``--sequence SCENARIO`` it writes instead the frames (320x240, 10 fps) of items cut
+out of the photos and dropped one by one into a bin that is hard to see, with hands,
+shadows, light drift and light steps between them, and ``truth.json`` (which frames each
+item lies in), for ``scripts/trigger_scenarios.py`` (issue 25, ``docs/trigger.md``):
+
+    python scripts/synthetic_bin.py ../shared/data/trashnet --split models/waste_split.json \
+        --subset test --sequence dim-cheap --items 20 --out /tmp/exp/dim-cheap
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bin_agent.classify.preprocess import load_image
 from bin_agent.training import dataset as ds
@@ -86,6 +97,243 @@ def make_bin(items: list[ds.Item], out: Path, *, seed: int = 7, one_floor: bool 
     return len(items)
 
 
+# ---------------------------------------------------------------------------------------
+# Frame sequences for the motion trigger (issue 25): items dropped into a bin that is hard
+# to see, with the transients a bin sees, and the truth of what happened when.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a bin and its camera look. ``noise`` is the sensor noise (grey levels, 1 sigma)
+    at a grey level of 64; it grows with the square root of the level (shot noise)."""
+
+    floor: float = 1.0  # the floor's brightness, times the dark ribbed floor's
+    cast: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the light's colour
+    exposure: float = 1.0
+    noise: float = 2.0
+    blur: float = 0.0  # Gaussian blur radius in pixels of the 320x240 frame (soft lens)
+    item_light: float = 0.8  # how much light falls on an item, times a white board's
+    dark_items: bool = False  # only the darkest held-out photos
+    jpeg: int = 90
+
+
+SCENARIOS: dict[str, Look] = {
+    # The dark, ribbed floor of the issue under a good camera.
+    "dark-floor": Look(),
+    # A dim bin under a cheap camera: warm LED cast, 75 % exposure, slight blur, 2.5x noise.
+    "dim-cheap": Look(cast=(1.1, 0.97, 0.8), exposure=0.75, noise=5.0, blur=0.8, item_light=0.7, jpeg=80),
+    # Dark items on a dark floor in the same dim bin.
+    "dark-on-dark": Look(
+        floor=0.8, cast=(1.1, 0.97, 0.8), exposure=0.75, noise=5.0, blur=0.8, item_light=0.5, dark_items=True, jpeg=80
+    ),
+}
+
+SEQ_W, SEQ_H = 320, 240
+SEQ_FPS = 10.0
+
+
+def cut_out(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The item of a plain-board photo and its alpha (0-1), cropped to the item: the board
+    is what is near the median colour of the photo's border."""
+    board = np.median(np.concatenate([photo[0], photo[-1], photo[:, 0], photo[:, -1]]), axis=0)
+    diff = np.abs(photo.astype(np.float32) - board).max(axis=-1)
+    mask = Image.fromarray(((diff > 30) * 255).astype(np.uint8))
+    # Close holes (a white label on a white board), drop specks, soften the edge.
+    mask = mask.filter(ImageFilter.MaxFilter(15)).filter(ImageFilter.MinFilter(15))
+    mask = mask.filter(ImageFilter.MinFilter(5)).filter(ImageFilter.MaxFilter(5))
+    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255.0
+    rows, cols = np.flatnonzero(alpha.max(axis=1) > 0.5), np.flatnonzero(alpha.max(axis=0) > 0.5)
+    if rows.size == 0 or cols.size == 0:
+        return photo, np.ones(photo.shape[:2], np.float32)
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    return photo[box], alpha[box]
+
+
+def bin_light(rng: np.random.Generator, look: Look) -> tuple[np.ndarray, np.ndarray]:
+    """The empty bin's floor (RGB, before the camera) and the light on it (1 under the spot's edge)."""
+    y, x = np.mgrid[0:SEQ_H, 0:SEQ_W].astype(np.float32)
+    ribs = 0.5 + 0.5 * np.sin(x / 4.5 + rng.uniform(0, 6.28))
+    stains = np.kron(rng.normal(0, 5, (SEQ_H // 16 + 1, SEQ_W // 16 + 1)), np.ones((16, 16)))[:SEQ_H, :SEQ_W]
+    base = (np.array([52, 58, 66], np.float32) + 10 * ribs[..., None] + stains[..., None]) * look.floor
+    cx, cy = SEQ_W * rng.uniform(0.4, 0.6), SEQ_H * rng.uniform(0.35, 0.55)
+    light = 0.55 + 0.8 * np.exp(-(((x - cx) / 130) ** 2 + ((y - cy) / 100) ** 2))
+    return base, light
+
+
+@dataclass
+class Drop:
+    """One item: frames it falls, lands, and is gone again (taken out by a hand)."""
+
+    photo: str
+    start: int
+    land: int
+    end: int
+    x: int
+    y: int
+    height: int
+
+
+def _hand(t: float, side: int, y: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """A hand and forearm reaching in from the left (side=0) or right (side=1) edge to
+    ``t`` (0-1) of the width: (alpha, brightness) of 320x240."""
+    yy, xx = np.mgrid[0:SEQ_H, 0:SEQ_W].astype(np.float32)
+    reach = t * SEQ_W
+    hx = reach if side == 0 else SEQ_W - reach
+    palm = ((xx - hx) / 38) ** 2 + ((yy - y) / 30) ** 2 < 1
+    arm = (np.abs(yy - y - 10) < 22) & ((xx < hx) if side == 0 else (xx > hx))
+    alpha = (palm | arm).astype(np.float32)
+    return alpha, np.full_like(alpha, level)
+
+
+def make_sequence(
+    items: list[tuple[str, np.ndarray]], look: Look, out: Path, seed: int = 7, transients: bool = True
+) -> dict[str, Any]:
+    """Write the frames of ``items`` (key, RGB photo) dropped one after another into one bin
+    that looks like ``look``, as ``frame-NNNNNN.jpg`` in ``out``, with transients between them;
+    return the truth (also written to ``out/truth.json``).
+
+    Per item: 2.5 s of empty bin (a hand waving through, a shadow passing or a light step in
+    it), the item falls in from above for 0.3 s and lies still 3 s somewhere in the frame,
+    15-30 % of the frame high; a hand reaches in, takes it and leaves (1.2 s). The light
+    drifts +-10 % over a minute throughout; a light step (x1.25 or x0.8) sometimes lasts
+    through a whole item."""
+    rng = np.random.default_rng(seed)
+    floor, light = bin_light(rng, look)
+    cast = np.array(look.cast, np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    drops: list[Drop] = []
+    events: list[dict[str, Any]] = []  # transients, for the record
+    n = 0
+
+    def scene(
+        item: tuple[np.ndarray, np.ndarray, int, int] | None,
+        hand: tuple[np.ndarray, np.ndarray] | None = None,
+        shade: np.ndarray | None = None,
+        step: float = 1.0,
+    ) -> None:
+        nonlocal n
+        t = n / SEQ_FPS
+        gain = step * (1.0 + 0.1 * np.sin(2 * np.pi * t / 60.0)) * look.exposure
+        lit = light * gain if shade is None else light * gain * shade
+        img = floor * lit[..., None]
+        if item is not None:
+            pixels, alpha, x, y = item
+            h, w = alpha.shape
+            y0, x0 = max(y, 0), max(x, 0)
+            y1, x1 = min(y + h, SEQ_H), min(x + w, SEQ_W)
+            if y1 > y0 and x1 > x0:
+                a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
+                p = pixels[y0 - y : y1 - y, x0 - x : x1 - x] * look.item_light * lit[y0:y1, x0:x1, None]
+                img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + p * a
+        if hand is not None:
+            a, level = hand
+            img = img * (1 - a[..., None]) + (level * lit * a)[..., None] * np.array([1.0, 0.8, 0.7], np.float32)
+        img = img * cast
+        if look.blur:
+            img = np.asarray(
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(look.blur)),
+                np.float32,
+            )
+        sigma = look.noise * np.sqrt(np.maximum(img.mean(axis=-1, keepdims=True), 1.0) / 64.0)
+        img = img + sigma * rng.normal(0, 1, (SEQ_H, SEQ_W, 1)) + 0.3 * sigma * rng.normal(0, 1, img.shape)
+        pixels8 = np.clip(np.round(img), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels8).save(out / f"frame-{n:06d}.jpg", quality=look.jpeg)
+        n += 1
+
+    def empty(seconds: float, step: float = 1.0) -> None:
+        for _ in range(round(seconds * SEQ_FPS)):
+            scene(None, step=step)
+
+    for _ in range(10):  # the agent's trigger learns the empty bin first
+        scene(None)
+    for index, (key, photo) in enumerate(items):
+        step = 1.0
+        if transients and index % 5 == 4:
+            step = 1.25 if index % 10 == 4 else 0.8
+            events.append({"kind": f"light step x{step}", "frame": n})
+        kind = ["hand", "shadow", "step", "hand-pause", "none"][index % 5] if transients else "none"
+        empty(0.5, step)
+        if kind in ("hand", "hand-pause"):
+            events.append({"kind": kind, "frame": n})
+            side = int(rng.integers(0, 2))
+            y = float(rng.uniform(60, 180))
+            path = (
+                list(np.linspace(0.1, 0.6, 5))
+                + ([0.6] * 3 if kind == "hand-pause" else [])
+                + list(np.linspace(0.6, 0.0, 5))
+            )
+            for reach in path:
+                scene(None, _hand(float(reach), side, y, float(rng.uniform(0.9, 1.1)) * 110), step=step)
+        elif kind == "shadow":  # someone leaning over the bin: a soft dark edge sweeps across
+            events.append({"kind": kind, "frame": n})
+            xx = np.arange(SEQ_W, dtype=np.float32)[None, :]
+            for edge in np.linspace(-80, SEQ_W + 80, 15):
+                shade = 1.0 - 0.45 / (1.0 + np.exp(-(edge - xx) / 25.0))
+                scene(None, shade=np.broadcast_to(shade, (SEQ_H, SEQ_W)), step=step)
+        elif kind == "step":  # a step and back while empty (the lid opened and closed)
+            events.append({"kind": "light step x1.3 and back", "frame": n})
+            empty(0.7, step * 1.3)
+        empty(1.0, step)
+        # The item: 15-30 % of the frame high, lying somewhere wholly in view.
+        pixels, alpha = cut_out(photo)
+        height = int(round(SEQ_H * rng.uniform(0.15, 0.30)))
+        width = max(4, int(round(alpha.shape[1] * height / alpha.shape[0])))
+        if width > SEQ_W * 0.45:
+            width = int(SEQ_W * 0.45)
+            height = max(4, int(round(alpha.shape[0] * width / alpha.shape[1])))
+        pix = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR), np.float32)
+        alp = (
+            np.asarray(
+                Image.fromarray((alpha * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR),
+                np.float32,
+            )
+            / 255.0
+        )
+        pix = pix / 255.0 * 220.0  # the photo's white board is about 220: reflectance 0-1 times the light
+        x = int(rng.integers(10, SEQ_W - width - 10))
+        y = int(rng.integers(10, SEQ_H - height - 10))
+        start = n
+        for k in range(3):  # falling in from above the frame
+            scene((pix, alp, x, -height + (y + height) * (k + 1) // 4), step=step)
+        scene((pix, alp, x + 2, y - 2), step=step)  # a small bounce
+        land = n
+        for _ in range(30):
+            scene((pix, alp, x, y), step=step)
+        # A hand takes it: reaches in over it (0.4 s), holds (0.3 s), leaves with it (0.5 s).
+        side = 0 if x + width / 2 > SEQ_W / 2 else 1
+        cy = y + height / 2
+        reach_to = (x + width / 2) / SEQ_W if side == 0 else 1 - (x + width / 2) / SEQ_W
+        for reach in np.linspace(0.2, reach_to, 4):
+            scene((pix, alp, x, y), _hand(float(reach), side, cy, 110), step=step)
+        for _ in range(3):
+            scene((pix, alp, x, y), _hand(float(reach_to), side, cy, 110), step=step)
+        for reach in np.linspace(reach_to, 0.0, 5):
+            scene(None, _hand(float(reach), side, cy, 110), step=step)
+        drops.append(Drop(key, start, land, n, x, y, height))
+        empty(1.0, step)
+    empty(2.0)
+    truth = {
+        "fps": SEQ_FPS,
+        "frames": n,
+        "look": dataclasses.asdict(look),
+        "items": [dataclasses.asdict(d) for d in drops],
+        "transients": events,
+    }
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
+def darkest(items: list[Any], count: int) -> list[Any]:
+    """The ``count`` items whose cut-out is darkest (mean grey of the item itself)."""
+    scored = []
+    for item in items:
+        pixels, alpha = cut_out(np.asarray(Image.open(item.path).convert("RGB").reduce(4)))
+        grey = pixels.mean(axis=-1)
+        scored.append((float((grey * alpha).sum() / max(alpha.sum(), 1.0)), item.key, item))
+    return [item for _, _, item in sorted(scored)[:count]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
@@ -95,10 +343,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--one-floor", action="store_true", help="one floor and light for all (and empty.jpg)")
     parser.add_argument("--flat", action="store_true", help="<class>__<name>.jpg in one folder")
+    parser.add_argument("--sequence", choices=sorted(SCENARIOS), help="write a frame sequence of this bin")
+    parser.add_argument("--items", type=int, default=20, help="--sequence: items dropped")
+    parser.add_argument("--no-transients", action="store_true", help="--sequence: no hands, shadows, light steps")
     args = parser.parse_args()
     items = ds.list_dataset(args.dataset)
     if args.split:
         items = ds.select(items, ds.split_for(ds.read_split(args.split), args.dataset, args.split), args.subset)
+    rng = np.random.default_rng(args.seed)
+    if args.sequence:
+        look = SCENARIOS[args.sequence]
+        if look.dark_items:
+            chosen = darkest(items, args.items)
+        else:
+            chosen = [items[int(k)] for k in rng.choice(len(items), size=min(args.items, len(items)), replace=False)]
+        photos = [(item.key, load_image(item.path)) for item in chosen]
+        truth = make_sequence(photos, look, args.out, seed=args.seed, transients=not args.no_transients)
+        print(f"wrote {truth['frames']} frames with {len(truth['items'])} items to {args.out}")
+        return
     written = make_bin(items, args.out, seed=args.seed, one_floor=args.one_floor, flat=args.flat)
     print(f"wrote {written} photos to {args.out}")
 

@@ -156,6 +156,7 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
             "fallback_share",
             "inference_latency",
             "outbox_pending",
+            "possible_items",
             "classify",
             "reset_counts",
             "trigger_mode",
@@ -171,6 +172,8 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     )
     select = messages["homeassistant/select/test-bin/trigger_mode/config"]
     assert select["options"] == ["motion", "manual"]
+    missed = messages["homeassistant/sensor/test-bin/possible_items/config"]
+    assert missed["value_template"] == "{{ value_json.possible_items_not_classified | default(0) }}"
     # Stable: the same config gives the same payloads.
     assert discovery_messages(make_config(tmp_path), list(CLASSES)) == messages
 

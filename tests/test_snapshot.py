@@ -136,3 +136,27 @@ def test_labels_of_coinciding_boxes_do_not_overlap(monkeypatch):
     for n, a in enumerate(areas):
         for b in areas[n + 1 :]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+
+
+def test_snapshot_shows_the_learned_noise_and_the_threshold_in_force(tmp_path):
+    """An empty bin whose right half is noisy (a cheap camera's dark corner): the snapshot
+    says what noise the motion trigger learned and what threshold is in force, and saves
+    OUT-noise.png with the noisy half's blocks red and the quiet half's blue."""
+    rng = np.random.default_rng(5)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    sigma = np.where(np.arange(320) < 160, 2.0, 12.0)[None, :]
+    for k in range(60):
+        grey = np.clip(90 + sigma * rng.normal(0, 1, (240, 320)), 0, 255).astype(np.uint8)
+        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(frames / f"frame-{k:06d}.png")
+    data = base_config(tmp_path, frames, mqtt=False)
+    data["camera"]["replay"]["mode"] = "sequence"
+    path = write_toml(tmp_path / "bin.toml", data)
+    out = tmp_path / "snap.png"
+    result = snapshot(str(out), "--config", str(path), "--frames", "60")
+    assert result.returncode == 0, result.stderr
+    assert "no item seen" in result.stdout and "threshold in force" in result.stdout, result.stdout
+    assert f"map: {tmp_path / 'snap-noise.png'}" in result.stdout, result.stdout
+    heat = np.asarray(Image.open(tmp_path / "snap-noise.png").convert("RGB")).astype(int)
+    red_minus_blue = heat[60:, :, 0] - heat[60:, :, 2]  # below the legend
+    assert red_minus_blue[:, 180:300].mean() > 50 > -50 > red_minus_blue[:, 20:140].mean()

@@ -42,7 +42,7 @@ class Item:
 class Scene:
     """Renders ``lores`` frames: textured gradient floor, items, gain, noise."""
 
-    def __init__(self, seed: int = 0, noise: float = 5.0) -> None:
+    def __init__(self, seed: int = 0, noise: float | np.ndarray = 5.0) -> None:
         rng = np.random.default_rng(seed)
         yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
         # Low-frequency texture: a coarse random grid upsampled by repetition
@@ -253,6 +253,61 @@ def run_from(trigger: Trigger, scene: Scene, script: Script, start: float, secon
     return [start + t for t in run(trigger, scene, lambda t: script(start + t), seconds, fps)]
 
 
+def test_noise_map_is_learned_per_block_a_faint_item_on_the_quiet_side_fires() -> None:
+    """Half the view is quiet (sensor noise 3 grey levels), half noisy (12, a
+    cheap camera's dark corner). The trigger learns that while the bin is
+    empty: the noisy half's noise map and threshold come out about 4x the
+    quiet half's. A faint item (12 grey levels brighter than the floor) lying
+    on the quiet side then fires once, and a minute of the noisy half's noise
+    gives nothing. A fixed threshold misses the item (20 grey levels) or
+    fires on the noise (low enough to see it)."""
+    noise = np.full((H, W), 3.0, np.float32)
+    noise[:, W // 2 :] = 12.0
+    scene = Scene(seed=21, noise=noise)
+    faint = float(scene.floor[100:130, 40:70].mean()) + 12.0
+
+    def script(t: float) -> tuple[list[Item], float]:
+        return falling(t, 60.0, 100, 40, size=30, level=faint, seed=5), 1.0
+
+    trigger = motion_trigger()
+    assert run(trigger, scene, script, 60.0, 10) == []
+    noise_map, threshold = trigger.noise_map, trigger.threshold_map
+    assert noise_map is not None and threshold is not None
+    half = noise_map.shape[1] // 2
+    ratio = float(np.median(noise_map[:, half + 2 :]) / np.median(noise_map[:, : half - 2]))
+    assert 3.0 < ratio < 5.0, ratio
+    assert np.median(threshold[:, : half - 2]) < 12.0 / 2, (
+        "the quiet half's threshold is well below the item's contrast"
+    )
+    fired = run_from(trigger, scene, script, start=60.0, seconds=5.0, fps=10)
+    assert len(fired) == 1 and in_window(fired[0], 60.4, 10), fired
+    assert trigger.possible_items == 0
+
+
+def test_dim_noisy_bin_hands_shadows_and_light_steps_give_no_event() -> None:
+    """A dim bin (half the light) under a noisy camera (10 grey levels, twice the
+    other scenes' at half their light): a hand waving through, a hand pausing
+    0.4 s, a shadow sweeping across, an uneven light step (none on the left to
+    x1.8 on the right, held 8 s, then back) and slow drift: no event, and no
+    possible item counted."""
+    xx = np.linspace(0.0, 1.0, W, dtype=np.float32)[None, :]
+
+    def script(t: float) -> tuple[list[Item], np.ndarray]:
+        light = 0.5 * (1.0 + 0.1 * np.sin(2 * np.pi * t / 60.0)) * np.ones((1, W), np.float32)
+        if 8.0 <= t < 9.5:  # someone leaning over: a soft dark edge sweeps across
+            edge = (t - 8.0) / 1.5 * (W + 160) - 80
+            light = light * (1.0 - 0.45 / (1.0 + np.exp(-(edge - xx * W) / 25.0)))
+        if 14.0 <= t < 22.0:
+            light = light * (1.0 + 0.8 * xx)
+        return hand(t, 3.0, 1.5) + hand(t, 25.0, 2.0, pause=0.4), light
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = run(trigger, Scene(seed=22, noise=10.0), script, seconds=30.0, fps=10)
+    assert fired == []
+    assert trigger.possible_items == 0
+    assert trigger.state == "empty"
+
+
 def test_hand_waving_through_never_fires() -> None:
     """A hand crossing the view, even pausing for less than the settle time,
     leaves nothing: no event. (One resting longer than the settle time would
@@ -273,9 +328,14 @@ def test_hand_resting_longer_than_settle_fires_documented() -> None:
     assert len(fired) == 1
 
 
-def test_small_crumb_below_min_area_never_fires() -> None:
-    fired = run(motion_trigger(), Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=20), 1.0), 10.0, 10)
+def test_small_crumb_below_min_area_never_fires_but_counts_as_a_possible_item() -> None:
+    """A 12x12 px crumb (9 blocks; min_area is 0.4 % of 4800 blocks, 19) lies
+    still: no event, but it is counted once as a possible item not classified."""
+    trigger = motion_trigger()
+    fired = run(trigger, Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=12), 1.0), 10.0, 10)
     assert fired == []
+    assert trigger.possible_items == 1
+    assert trigger.state == "empty"
 
 
 def test_request_fires_once_and_consumes_settling_item() -> None:

@@ -162,7 +162,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config, model=False)
     from ..agent import build_source
     from ..sources import SourceError
-    from ..tools.snapshot import describe, draw, take_snapshot
+    from ..tools.snapshot import describe, draw, draw_noise, noise_path, take_snapshot
 
     source = build_source(config)  # a StartupError: main() prints it and exits with its status
     try:
@@ -174,6 +174,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         source.close()
     try:
         draw(snapshot).save(args.out)
+        noise = draw_noise(snapshot)
+        if noise is not None:
+            noise.save(noise_path(args.out))
     except (OSError, ValueError) as exc:  # no such folder, unknown extension
         return fail(f"{args.out}: cannot save the snapshot ({exc})", EX_FAILURE)
     print(describe(snapshot, args.out))

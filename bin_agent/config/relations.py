@@ -59,6 +59,11 @@ def _check_trigger(config: Config, problems: list[str]) -> None:
     motion = config.trigger.motion
     if motion.max_motion >= motion.min_area:
         problems.append(f"trigger.motion.max_motion: {motion.max_motion} must be below min_area ({motion.min_area})")
+    if motion.min_pixel_threshold > motion.pixel_threshold:
+        problems.append(
+            f"trigger.motion.min_pixel_threshold: {motion.min_pixel_threshold} must not exceed "
+            f"pixel_threshold ({motion.pixel_threshold})"
+        )
     gpio = config.trigger.gpio
     if gpio.threshold_distance >= gpio.max_distance:
         problems.append(

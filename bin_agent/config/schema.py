@@ -217,15 +217,34 @@ class CameraSection:
 
 @dataclass
 class MotionSection:
+    noise_factor: float = _opt(
+        6.0,
+        "A block of the view counts as changed when it differs from the empty bin by this many times "
+        "its noise, learned while the bin is empty (mean absolute deviation, about 0.8 sigma).",
+        min=1,
+        max=50,
+    )
+    min_pixel_threshold: float = _opt(
+        3.0,
+        "The fewest grey levels that count as changed, however quiet the picture (at most pixel_threshold).",
+        min=0.5,
+        max=254,
+    )
     pixel_threshold: float = _opt(
         20.0,
-        "Grey levels by which a pixel must differ from the empty bin to count as changed.",
+        "The most grey levels a block must differ by to count as changed, however noisy it is.",
         min=1,
         max=254,
     )
-    min_area: float = _opt(0.02, "Share of the view that must change to see an item.", min=0.0001, max=1)
+    min_area: float = _opt(
+        0.004,
+        "Share of the view that must change to see an item (0.004: an 18x18 px item in 320x240); "
+        "raised while noise alone changes parts of the empty bin.",
+        min=0.0001,
+        max=1,
+    )
     max_motion: float = _opt(
-        0.01,
+        0.002,
         "Share of the view that may still move while the item counts as lying still (must be below min_area).",
         min=0,
         max=1,

@@ -161,6 +161,18 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         state_class="measurement",
         entity_category="diagnostic",
     )
+    # Changes the motion trigger saw settle but judged too small to be an item: a dashboard
+    # sees misses instead of nothing. The agent counts from its start, so a restart is a
+    # meter reset: total_increasing is the state class that means exactly that.
+    sensor(
+        "possible_items",
+        "Possible items not classified",
+        "{{ value_json.possible_items_not_classified | default(0) }}",
+        unit_of_measurement="items",
+        state_class="total_increasing",
+        icon="mdi:eye-off-outline",
+        entity_category="diagnostic",
+    )
     sensor(
         "outbox_pending",
         "Outbox backlog",

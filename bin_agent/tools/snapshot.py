@@ -11,6 +11,15 @@ is ``motion``, and draws on the picture:
 * else the box of the last sorted item from the state database (orange,
   labelled with its class), if there is one.
 
+With the motion trigger it also saves ``OUT-noise.png``: the frame with each
+block of the drop zone coloured by the change threshold in force there (blue:
+the trigger's lowest, red: ``pixel_threshold``), which the trigger set from the
+noise it learned on the empty bin over the frames read (read at least 100, 10 s
+at 10 fps, for a settled map). An item must differ from the empty bin by that
+many grey levels (or, on the second look, by it over the square root of the
+frames it lay still) over ``min_area`` of the zone: where the map is red a dark
+item on a dark floor can be missed (``docs/trigger.md``).
+
 Run it with the service stopped: the camera serves one process at a time.
 """
 
@@ -45,6 +54,32 @@ class Snapshot:
     item_box: NormBox | None = None
     classified_box: NormBox | None = None
     last_item: dict[str, Any] | None = field(default=None)
+    trigger: TriggerView | None = None
+
+
+@dataclass
+class TriggerView:
+    """What the motion trigger learned of the empty bin: per block of the zone
+    (rows x columns), its noise and the threshold in force, in grey levels."""
+
+    noise: np.ndarray
+    threshold: np.ndarray
+    block: int  # pixels of the low-res frame per side of a block
+    min_area_blocks: int  # changed blocks an item needs
+    lores_size: tuple[int, int]  # (width, height) of the frame the trigger watched
+
+    @classmethod
+    def of(cls, trigger: Any, lores_shape: tuple[int, ...]) -> TriggerView | None:
+        noise, threshold = trigger.noise_map, trigger.threshold_map
+        if noise is None or threshold is None:
+            return None
+        return cls(
+            noise,
+            threshold,
+            trigger.block_size,
+            int(np.ceil(trigger.min_area_in_force * threshold.size)),
+            (lores_shape[1], lores_shape[0]),
+        )
 
 
 def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
@@ -73,10 +108,12 @@ def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
                 config.camera.zone,
                 item_box=trigger.item_box,
                 classified_box=_classified(config, frame.image, trigger.item_box),
+                trigger=TriggerView.of(trigger, np.shape(frame.lores)),
             )
     if last is None:
         raise SourceError("the frame source delivered no frame")
-    return Snapshot(last.image, last.index, config.camera.zone, last_item=last_sorted_item(config))
+    view = None if trigger is None else TriggerView.of(trigger, np.shape(last.lores))
+    return Snapshot(last.image, last.index, config.camera.zone, last_item=last_sorted_item(config), trigger=view)
 
 
 def _classified(config: Config, image: np.ndarray, item_box: NormBox) -> NormBox | None:
@@ -152,6 +189,54 @@ def draw(snapshot: Snapshot) -> Image.Image:
     return picture
 
 
+def noise_path(out: Path) -> Path:
+    """Where ``bin-agent snapshot OUT`` saves the threshold map: ``OUT-noise.png``."""
+    return out.with_name(f"{out.stem}-noise.png")
+
+
+def draw_noise(snapshot: Snapshot) -> Image.Image | None:
+    """The frame, dimmed, with each block of the zone coloured by the threshold
+    in force (blue: lowest, red: highest; legend in grey levels), or ``None``
+    without a motion trigger's map."""
+    view = snapshot.trigger
+    if view is None:
+        return None
+    picture = Image.fromarray(snapshot.image).convert("L").convert("RGB")
+    size = picture.size
+    threshold = view.threshold
+    low, high = float(threshold.min()), float(threshold.max())
+    share = (threshold - low) / max(high - low, 1e-6)
+    colours = np.stack([255 * share, 60 * np.ones_like(share), 255 * (1 - share)], axis=-1).astype(np.uint8)
+    # The blocks cover the zone of the low-res frame: scale them to the picture.
+    lores_w, lores_h = view.lores_size
+    left, top = to_pixels(snapshot.zone, (lores_w, lores_h))[:2]
+    x0, y0 = left // view.block * view.block, top // view.block * view.block
+    rows, cols = threshold.shape
+    box = (
+        round(x0 * size[0] / lores_w),
+        round(y0 * size[1] / lores_h),
+        round((x0 + cols * view.block) * size[0] / lores_w),
+        round((y0 + rows * view.block) * size[1] / lores_h),
+    )
+    tiles = Image.fromarray(colours).resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.NEAREST)
+    region = picture.crop(box)
+    picture.paste(Image.blend(region, tiles, 0.6), box[:2])
+    pen = ImageDraw.Draw(picture)
+    pen.text((6, 6), f"threshold in force: {low:.1f} (blue) to {high:.1f} (red) grey levels", fill=(255, 255, 255))
+    pen.text((6, 20), f"an item needs {view.min_area_blocks} blocks changed by that much", fill=(255, 255, 255))
+    return picture
+
+
+def describe_trigger(view: TriggerView) -> str:
+    """The motion trigger's noise and threshold, in one clause."""
+    return (
+        f"motion trigger: noise {float(np.median(view.noise)):.1f} grey levels (median; max "
+        f"{float(view.noise.max()):.1f}), threshold in force {float(np.median(view.threshold)):.1f} "
+        f"(from {float(view.threshold.min()):.1f} to {float(view.threshold.max()):.1f}), an item needs "
+        f"{view.min_area_blocks} changed blocks of {view.block}x{view.block} px"
+    )
+
+
 def describe(snapshot: Snapshot, out: Path) -> str:
     """The one line the command prints."""
     height, width = snapshot.image.shape[:2]
@@ -168,4 +253,6 @@ def describe(snapshot: Snapshot, out: Path) -> str:
         parts.append(f"last sorted item ({snapshot.last_item.get('class')}) at {fmt(tuple(snapshot.last_item['box']))}")
     else:
         parts.append("no item seen")
+    if snapshot.trigger is not None:
+        parts.append(f"{describe_trigger(snapshot.trigger)} (map: {noise_path(out)})")
     return "; ".join(parts)

@@ -30,20 +30,64 @@ def _has_lasted(since: float, now: float, seconds: float) -> bool:
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor`` x ``factor`` blocks of a 2-D image into ``float32``.
+    """Average ``factor`` x ``factor`` blocks of a 2-D ``uint8`` image into ``float32``.
 
     Edge rows/columns that do not fill a whole block are dropped. Averaging
-    16 pixels cuts sensor noise by 4x, which is what makes a fixed per-pixel
-    threshold usable.
+    16 pixels cuts sensor noise by 4x. The sums are strided integer adds
+    (``factor`` row slices, then ``factor`` column slices): numpy's reduction
+    over the two block axes of a reshaped array walks memory in small steps
+    and took 10x longer at 320x240.
     """
     if factor == 1:
         return image.astype(np.float32)
     h = image.shape[0] // factor * factor
     w = image.shape[1] // factor * factor
-    blocks = image[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    # uint32 sums are exact and faster than a float mean on the Pi's NEON path.
-    sums = blocks.sum(axis=(1, 3), dtype=np.uint32)
-    return sums.astype(np.float32) * np.float32(1.0 / (factor * factor))
+    # 16-bit sums are exact up to 16x16 blocks (256 * 255 < 65536).
+    dtype = np.uint16 if factor <= 16 else np.uint32
+    rows = image[:h, :w].reshape(h // factor, factor * w)
+    sums: np.ndarray = rows[:, :w].astype(dtype)
+    for k in range(1, factor):
+        sums += rows[:, k * w : (k + 1) * w]
+    blocks: np.ndarray = sums[:, 0::factor].copy()
+    for k in range(1, factor):
+        blocks += sums[:, k::factor]
+    out = blocks.astype(np.float32)
+    out *= np.float32(1.0 / (factor * factor))
+    return out
+
+
+def _fit_plane(basis: np.ndarray, weights: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
+    """Weighted least squares ``ratio ~ a + b x + c y`` (``basis`` rows 1, x, y),
+    or ``None`` when under a quarter of the blocks have weight or the system is singular."""
+    if np.count_nonzero(weights) < weights.size // 4:
+        return None
+    weighted = basis * weights
+    # Python floats from here: a 3x3 system costs less by Cramer's rule on
+    # lists than through numpy's per-call overhead (np.linalg.solve included).
+    n: list[list[float]] = (weighted @ basis.T).tolist()
+    r: list[float] = (weighted @ ratio).tolist()
+
+    def det3(m: list[list[float]]) -> float:
+        return (
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+        )
+
+    det = det3(n)
+    if abs(det) < 1e-9 * max(1.0, abs(n[0][0])) ** 3:
+        return None
+    coef = [det3([[r[i] if j == k else n[i][j] for j in range(3)] for i in range(3)]) / det for k in range(3)]
+    return coef[0], coef[1], coef[2]
+
+
+def _box3x3(image: np.ndarray) -> np.ndarray:
+    """Mean of each element's 3x3 neighbourhood (edges: the neighbours that exist)."""
+    padded = np.pad(image, 1, mode="edge")
+    rows = padded[:-2] + padded[1:-1] + padded[2:]
+    out = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    out *= np.float32(1.0 / 9.0)
+    return out
 
 
 def _open3x3(mask: np.ndarray) -> np.ndarray:
@@ -75,21 +119,66 @@ def _zone_slices(zone: NormBox, lores_shape: tuple[int, ...], factor: int) -> tu
     return slice(top, bottom), slice(left, right)
 
 
+NOISE_SECONDS = 10.0
+"""Time constant of the noise map's learning while the bin is empty."""
+
+MIN_ENTRY_BLOCKS = 2
+"""Changed blocks (at least; else ``min_area / 4`` of the view) that start a
+look at what changed: one block alone is a noise spike more often than an item."""
+
+MOTION_FACTOR = np.float32(1.5)
+"""Motion compares two noisy frames, whose difference has sqrt(2) times one
+frame's noise: the threshold times this (with a margin)."""
+
+BOX_CONTRAST = 0.15
+"""The item's box holds the blocks changed by at least this share of the
+item's strong contrast (90th percentile of its changed blocks)."""
+
+FIT_STRIDE = 3
+"""The light is fitted on every third block: as good a plane, a third of the work."""
+
+LEARN_EVERY = 4
+"""The background and the noise map learn from every fourth empty frame (with
+the time of all four): they change over seconds, and learning is most of an
+empty frame's cost."""
+
+EVIDENCE_FACTOR = 0.5
+"""The occupied scene is judged on a short running mean of the frames (each
+new frame weighs half), whose noise is 0.58 times a frame's: threshold times this."""
+
+
 class MotionTrigger:
     """Fires once per item dropped into view, from the low-res grayscale stream.
 
     Each ``frame.lores`` (``(h, w)`` ``uint8``, e.g. 320x240) is block-averaged
-    down to at most ``max_width`` columns, cut to the ``drop_zone`` (only what
-    happens inside it counts; "the view" below means the zone) and compared
-    with a background model of the **empty** bin. Per frame it computes:
+    down to at most ``max_width`` columns (4x4 blocks at 320x240), cut to the
+    ``drop_zone`` (only what happens inside it counts; "the view" below means
+    the zone) and compared with a background model of the **empty** bin.
 
-    * *gain*: the median of ``frame / background`` over pixels, i.e. the global
-      brightness change (auto-exposure steps, a lid letting light in, slow
-      drift). The frame is divided by it before any comparison, so a uniform
-      brightness change of any size is not "change". The median ignores an
-      item covering less than half the view.
-    * *changed fraction*: the share of pixels whose gain-compensated value
-      differs from the background by more than ``pixel_threshold``.
+    **The threshold follows the scene's noise.** While the bin is empty the
+    trigger learns, per block, how much the frame wanders about the background
+    by noise alone: the running mean absolute deviation (``noise_map``, grey
+    levels; each frame's deviation is clipped at 3x the current estimate, so a
+    spike or a passing crumb barely moves it). A block counts as *changed* when
+    it differs from the background by ``noise_factor`` times its noise, but at
+    least ``min_pixel_threshold`` and at most ``pixel_threshold`` grey levels
+    (``threshold_map``). So in a dim bin under a noisy camera an item needs
+    only the contrast that stands out of that bin's noise, and a dark item on a
+    dark floor counts by its difference from the floor, not by its brightness.
+    The area an item needs, ``min_area``, rises when noise alone keeps changing
+    blocks of the empty bin (4x their running share, ``min_area_in_force``).
+
+    Per frame it computes:
+
+    * *gain*: the light against the background's, as a plane
+      ``a + b x + c y`` fitted to frame / background over the blocks that
+      were not changed in the previous frame (auto-exposure steps, a lid
+      letting light in from one side, slow drift; see :meth:`_compensate`).
+      The frame is divided by it before any comparison, so an even or evenly
+      graded brightness change of any size is not "change"; ``stats["gain"]``
+      is its value at the view's centre.
+    * *changed fraction*: the share of blocks whose gain-compensated value
+      differs from the background by more than their threshold.
     * *motion fraction*: the same share measured against a reference frame
       taken when the scene last stopped moving. Comparing with that reference
       rather than with the previous frame also catches slow creeping (an item
@@ -98,28 +187,41 @@ class MotionTrigger:
     States (:attr:`state`), and what moves between them:
 
     ``"initialising"``
-        The first ``init_frames`` frames are averaged into the background. **The
-        bin must be empty at start-up**; an item present then becomes part of
-        the background and is not seen until it leaves (its leaving then looks
-        like a new item; see ``absorb_seconds`` for the usual remedy).
+        The first ``init_frames`` frames are averaged into the background and
+        give the first noise map. **The bin must be empty at start-up**; an
+        item present then becomes part of the background and is not seen
+        until it leaves (its leaving then looks like a new item; see
+        ``absorb_seconds`` for the usual remedy).
     ``"empty"``
-        Changed fraction below ``min_area``. Only here does the background
-        adapt (exponentially, time constant ``background_seconds``), so slow
-        non-uniform lighting drift is absorbed while nothing is in the bin.
+        Fewer than ``MIN_ENTRY_BLOCKS`` (or ``min_area / 4``) blocks changed.
+        Only here do the background (time constant ``background_seconds``)
+        and the noise map adapt, so slow non-uniform lighting drift is
+        absorbed while nothing is in the bin.
     ``"settling"``
-        Changed fraction reached ``min_area``: something is in view. The
-        trigger fires, and moves to ``"occupied"``, on the first frame where
-        the scene is still changed and has not moved (motion fraction at most
-        ``max_motion``) for ``settle_seconds`` of frame time. If the scene
-        returns to the background first (a hand waving through, a bag shaken
-        over the opening) it goes back to ``"empty"`` without firing.
+        Something changed, however little: the trigger takes a closer look.
+        The changes of every still frame are summed; once the scene has not
+        moved (motion fraction at most ``max_motion``, and at most a quarter
+        of the changed blocks: a small item falling is moving) for ``settle_seconds``
+        of frame time the decision is taken on their mean (**the second
+        look**): ``n`` frames have ``sqrt(n)`` times less noise, so the
+        threshold is divided by ``sqrt(n)`` and a dim item that flickered
+        about its threshold frame by frame shows its whole area. If that area
+        reaches ``min_area_in_force`` the trigger fires and moves to
+        ``"occupied"``. If something is there but smaller, it is counted in
+        :attr:`possible_items` (a crumb, or an item too faint to tell: what a
+        dashboard shows as possible misses), taken into the background, and
+        the state is ``"empty"`` again. If the scene returns to the
+        background first (no changed block for 0.3 s: a hand waving through,
+        a shadow passing, a bag shaken over the opening) it goes back to
+        ``"empty"`` without firing.
     ``"occupied"``
         Fired for the item in view. Nothing more fires, however long the item
-        stays or however it is nudged, until the changed fraction has stayed
-        below ``clear_area`` for ``rearm_seconds`` (the item was removed or
-        sorted away); then back to ``"empty"``. An item removed and another
-        dropped therefore gives two events; a second item dropped onto an
-        uncleared first one gives none (use :meth:`request`).
+        stays or however it is nudged, until the changed fraction of the
+        running mean of the last frames has stayed below ``clear_area`` for
+        ``rearm_seconds`` (the item was removed or sorted away); then back to
+        ``"empty"``. An item removed and another dropped therefore gives two
+        events; a second item dropped onto an uncleared first one gives none
+        (use :meth:`request`).
 
     Behaviour worth knowing:
 
@@ -127,7 +229,8 @@ class MotionTrigger:
       resting in view or covering the lens included: the trigger cannot tell
       a hand from an item. Global brightness changes beyond 4x (the gain is
       clamped to 0.25-4: lights failing, the camera covered) also count as
-      change.
+      change; so does a light step that is not uniform (a lamp lighting one
+      side only) and lasts longer than ``settle_seconds``.
     * After ``absorb_seconds`` in ``"occupied"`` with a still scene, the scene
       is absorbed into the background and the trigger re-arms, so a stuck
       object, debris or a nudged camera cannot disable it for good. The old
@@ -137,25 +240,30 @@ class MotionTrigger:
     * Time is ``frame.timestamp`` only, never the wall clock, so replayed and
       synthetic sequences behave exactly like live ones. Non-increasing
       timestamps are tolerated (treated as no time passing).
-    * A change of ``lores`` size re-initialises the background.
+    * A change of ``lores`` size re-initialises the background and the noise map.
     * When it fires, :attr:`item_box` is the bounding box of the changed
-      pixels (the item and its shadow) in that frame, as fractions of the
-      full frame; stray changed pixels are removed first (a 3x3 opening of
-      the mask), so sensor noise does not stretch the box.
+      blocks of the second look (the item and its shadow), as fractions of
+      the full frame; stray changed blocks are removed first (a 3x3 opening
+      of the mask), so sensor noise does not stretch the box.
 
     The settings that the config holds (``[trigger]`` and ``[trigger.motion]``,
     where their defaults and meaning are documented) have no default here:
     build the trigger with :meth:`from_config`.
 
-    :param pixel_threshold: grey levels (0-255) by which a block-averaged,
-        gain-compensated pixel must differ to count as changed.
+    :param pixel_threshold: the most grey levels (0-255) a block-averaged,
+        gain-compensated block must differ by to count as changed, however
+        noisy it is.
+    :param noise_factor: a block is changed when it differs by this many times
+        its learned noise (mean absolute deviation; about 0.8 sigma).
+    :param min_pixel_threshold: the fewest grey levels that count as changed,
+        however quiet the block (a noise-free replay, JPEG steps).
     :param min_area: fraction (0-1) of the view that must be changed for an
-        item to be present (2 %: a 45x45 px item in 320x240).
+        item to be present (0.4 %: a 18x18 px item in 320x240).
     :param max_motion: fraction of the view that may change against the
         reference frame while the scene still counts as "not moving". Must be
         below ``min_area``.
     :param settle_seconds: seconds (frame time) the changed scene must stay
-        still before firing.
+        still before it is decided.
     :param rearm_seconds: seconds the scene must look empty before the trigger
         re-arms after firing.
     :param background_seconds: time constant, in seconds, of the background's
@@ -172,12 +280,15 @@ class MotionTrigger:
         4x4 blocks and an 80x60 working image.
     :param compensate_gain: divide each frame by its global gain against the
         background (see above). Default ``True``.
+    :param noise_seconds: time constant of the noise map's learning. Default 10.
     """
 
     def __init__(
         self,
         *,
         pixel_threshold: float,
+        noise_factor: float,
+        min_pixel_threshold: float,
         min_area: float,
         max_motion: float,
         settle_seconds: float,
@@ -189,11 +300,16 @@ class MotionTrigger:
         init_frames: int = 5,
         max_width: int = 80,
         compensate_gain: bool = True,
+        noise_seconds: float = NOISE_SECONDS,
     ) -> None:
         if clear_area is None:
             clear_area = min_area / 2
         if not 0 < pixel_threshold < 255:
             raise ValueError(f"pixel_threshold must be in (0, 255), got {pixel_threshold}")
+        if not 0 < min_pixel_threshold <= pixel_threshold:
+            raise ValueError(f"min_pixel_threshold must be in (0, pixel_threshold], got {min_pixel_threshold}")
+        if not noise_factor > 0:
+            raise ValueError(f"noise_factor must be > 0, got {noise_factor}")
         if not 0 < min_area <= 1:
             raise ValueError(f"min_area must be in (0, 1], got {min_area}")
         if not 0 < clear_area <= min_area:
@@ -208,6 +324,8 @@ class MotionTrigger:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if background_seconds <= 0:
             raise ValueError(f"background_seconds must be > 0, got {background_seconds}")
+        if noise_seconds <= 0:
+            raise ValueError(f"noise_seconds must be > 0, got {noise_seconds}")
         if absorb_seconds is not None and absorb_seconds <= settle_seconds:
             raise ValueError("absorb_seconds must be > settle_seconds (or None)")
         if init_frames < 1:
@@ -219,17 +337,24 @@ class MotionTrigger:
             raise ValueError(f"drop_zone: {problem}")
 
         self.pixel_threshold = float(pixel_threshold)
+        self.noise_factor = float(noise_factor)
+        self.min_pixel_threshold = float(min_pixel_threshold)
         self.min_area = float(min_area)
         self.clear_area = float(clear_area)
         self.max_motion = float(max_motion)
         self.settle_seconds = float(settle_seconds)
         self.rearm_seconds = float(rearm_seconds)
         self.background_seconds = float(background_seconds)
+        self.noise_seconds = float(noise_seconds)
         self.absorb_seconds = None if absorb_seconds is None else float(absorb_seconds)
         self.init_frames = int(init_frames)
         self.max_width = int(max_width)
         self.compensate_gain = bool(compensate_gain)
         self.drop_zone = drop_zone
+        self.possible_items = 0
+        """Changes that lay still for the settle time but were smaller than an
+        item even on the second look (see ``"settling"``), since the trigger
+        was built: possible items that were not classified."""
 
         self._request = Request()
         self._reset()
@@ -239,10 +364,13 @@ class MotionTrigger:
         """The trigger of a ``[trigger]`` section (``config.TriggerSection``):
         its ``settle_seconds`` and its ``motion`` table. ``tuning`` passes the
         settings the config does not hold (``clear_area``, ``init_frames``,
-        ``max_width``, ``compensate_gain``), for tests and benchmarks."""
+        ``max_width``, ``compensate_gain``, ``noise_seconds``), for tests and
+        benchmarks."""
         motion = section.motion
         return cls(
             pixel_threshold=motion.pixel_threshold,
+            noise_factor=motion.noise_factor,
+            min_pixel_threshold=motion.min_pixel_threshold,
             min_area=motion.min_area,
             max_motion=motion.max_motion,
             settle_seconds=section.settle_seconds,
@@ -263,11 +391,27 @@ class MotionTrigger:
         self._changed_mask: np.ndarray | None = None
         self._item_box: NormBox | None = None
         self._init_sum: np.ndarray | None = None
+        self._init_squares: np.ndarray | None = None
         self._init_count = 0
         self._background: np.ndarray | None = None
+        self._noise: np.ndarray | None = None
+        self._threshold: np.ndarray | None = None
+        # The blocks that count in the gain: not changed in the last frame, not near black.
+        self._gain_weights: np.ndarray | None = None
+        self._basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._learn_dt = 0.0
+        self._learn_count = 0
+        # Share of the empty bin's blocks changed by noise alone (running mean).
+        self._noise_area = 0.0
         # The empty-bin background saved when an item was absorbed.
         self._empty_background: np.ndarray | None = None
         self._reference: np.ndarray | None = None
+        # Settling: sum of the still frames' differences, and their number.
+        self._evidence: np.ndarray | None = None
+        self._evidence_frames = 0
+        self._quiet_since: float | None = None
+        # Occupied: running mean of the differences (less noise than one frame).
+        self._recent: np.ndarray | None = None
         self._still_since = 0.0
         self._occupied_since = 0.0
         self._empty_since: float | None = None
@@ -293,8 +437,37 @@ class MotionTrigger:
     @property
     def stats(self) -> dict[str, float]:
         """Last frame's measurements, for tuning and status reports:
-        ``changed`` and ``motion`` fractions (0-1) and the global ``gain``."""
-        return {"changed": self._changed, "motion": self._motion, "gain": self._gain}
+        ``changed`` and ``motion`` fractions (0-1), the global ``gain`` and
+        ``min_area`` in force."""
+        return {
+            "changed": self._changed,
+            "motion": self._motion,
+            "gain": self._gain,
+            "min_area": self.min_area_in_force,
+        }
+
+    @property
+    def noise_map(self) -> np.ndarray | None:
+        """The learned noise of the empty bin per block of the zone (grey
+        levels, mean absolute deviation; rows x columns of blocks), or
+        ``None`` while initialising."""
+        return None if self._noise is None else self._noise.copy()
+
+    @property
+    def threshold_map(self) -> np.ndarray | None:
+        """The change threshold in force per block of the zone (grey levels),
+        or ``None`` while initialising."""
+        return None if self._threshold is None else self._threshold.copy()
+
+    @property
+    def block_size(self) -> int:
+        """Pixels of ``lores`` per side of a block."""
+        return self._factor
+
+    @property
+    def min_area_in_force(self) -> float:
+        """``min_area``, or more where noise alone changes blocks of the empty bin."""
+        return max(self.min_area, 4.0 * self._noise_area)
 
     def request(self) -> None:
         """Make the next :meth:`update` return ``True``. If an item is
@@ -310,26 +483,26 @@ class MotionTrigger:
         fired = self._track(frame)
         if self._request.take():
             if self._state == "settling":
-                self._fire(frame.timestamp)
+                self._fire(frame.timestamp, self._changed_mask)
             elif self._state != "occupied":
                 self._item_box = None
             else:
-                self._item_box = self._box_of_changes()
+                self._item_box = self._box_of_changes(self._changed_mask)
             return True
         return fired
 
     # -- internals -----------------------------------------------------------
 
-    def _fire(self, t: float) -> None:
+    def _fire(self, t: float, mask: np.ndarray | None) -> None:
         self._state = "occupied"
         self._occupied_since = t
         self._empty_since = None
-        self._item_box = self._box_of_changes()
+        self._recent = None
+        self._item_box = self._box_of_changes(mask)
 
-    def _box_of_changes(self) -> NormBox | None:
-        """The bounding box of the last frame's changed pixels, as fractions
-        of the full frame (see :attr:`item_box`)."""
-        mask = self._changed_mask
+    def _box_of_changes(self, mask: np.ndarray | None) -> NormBox | None:
+        """The bounding box of ``mask``'s changed blocks, as fractions of the
+        full frame (see :attr:`item_box`)."""
         if mask is None or not mask.any():
             return None
         opened = _open3x3(mask)
@@ -344,22 +517,82 @@ class MotionTrigger:
         bottom, right = self._rows.start + rows[-1] + 1, self._cols.start + cols[-1] + 1
         return (left * f / width, top * f / height, min(right * f / width, 1.0), min(bottom * f / height, 1.0))
 
-    def _changed_fraction(
-        self, small: np.ndarray, background: np.ndarray
-    ) -> tuple[float, np.ndarray, float, np.ndarray]:
-        """Return (changed fraction, gain-compensated frame, gain, changed
-        mask) against ``background``."""
-        gain = 1.0
-        if self.compensate_gain:
-            # Median of ratios: robust to an item covering < half the view.
-            # Near-black background pixels give wild ratios, so skip them.
-            valid = background > 8.0
-            if np.count_nonzero(valid) >= small.size // 4:
-                gain = float(np.median(small[valid] / background[valid]))
-                gain = min(max(gain, 0.25), 4.0)
-        comp = small / np.float32(gain) if gain != 1.0 else small
-        mask = np.abs(comp - background) > self.pixel_threshold
-        return float(np.count_nonzero(mask)) / small.size, comp, gain, mask
+    def _set_noise(self, noise: np.ndarray) -> None:
+        """Take ``noise`` as the noise map and derive the thresholds from it.
+
+        Each block's own estimate wanders (a running mean of some hundred
+        frames is good to about 10 %), and a block whose estimate happens to
+        be low would fire on its next spike; noise varies smoothly across the
+        view (with the light), so the threshold takes the mean of each block's
+        3x3 neighbourhood, and no less than half the view's median."""
+        self._noise = noise
+        smooth = _box3x3(noise)
+        np.maximum(smooth, np.float32(0.5) * np.median(smooth), out=smooth)
+        threshold = smooth * np.float32(self.noise_factor)
+        np.clip(threshold, self.min_pixel_threshold, self.pixel_threshold, out=threshold)
+        self._threshold = threshold
+
+    def _compensate(self, small: np.ndarray, background: np.ndarray, robust: bool = False) -> tuple[np.ndarray, float]:
+        """The frame divided by its light against ``background``, and the gain
+        at the view's centre.
+
+        The light is fitted as a plane, ``gain(x, y) = a + b x + c y``, to the
+        ratio of frame to background over every third block among those that
+        were not changed in the last frame (weighted least squares: two small
+        matrix products and a 3x3 solve). A plane and not one number: the
+        light of a bin changes unevenly (a lid opening on one side, daylight
+        moving across), and a threshold set by the noise would see the uneven
+        part as change. An item, a few per cent of the view and excluded once
+        it lies still, does not move the fit. ``robust``: fit again without
+        the blocks furthest from the first fit (more than 3x the median
+        distance), for a frame where something new came into view.
+        """
+        if not self.compensate_gain:
+            return small, 1.0
+        basis, x, y = self._plane_basis(small.shape)
+        sample_bg = background.ravel()[::FIT_STRIDE]
+        valid = sample_bg > 8.0
+        weights = self._gain_weights
+        if weights is None or weights.shape != sample_bg.shape or np.count_nonzero(weights) < weights.size // 4:
+            # Most of the view changed (a shadow over the bin, a light step
+            # the last frame could not fit): fit on all of it, robustly.
+            weights = valid.astype(np.float32)
+            robust = True
+        ratio = small.ravel()[::FIT_STRIDE] / np.maximum(sample_bg, np.float32(1.0))
+        plane = _fit_plane(basis, weights, ratio)
+        if plane is not None and robust:
+            a, b, c = plane
+            distance = np.abs(ratio - (a + b * basis[1] + c * basis[2]))
+            cut = 3.0 * float(np.median(distance[valid])) + 1e-3
+            plane = _fit_plane(basis, (valid & (distance <= cut)).astype(np.float32), ratio) or plane
+        if plane is None:
+            return small, 1.0
+        a, b, c = plane
+        centre = float(min(max(a, 0.25), 4.0))
+        if abs(b) < 1e-3 and abs(c) < 1e-3:  # even light: one division
+            return (small / np.float32(centre) if centre != 1.0 else small), centre
+        gain = np.float32(a) + np.float32(b) * x
+        gain += np.float32(c) * y
+        np.clip(gain, 0.25, 4.0, out=gain)
+        return small / gain, centre
+
+    def _plane_basis(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(3, n)`` 1, x and y of every ``FIT_STRIDE``-th block, and x and y
+        (-1 to 1 across the view) of all blocks."""
+        if self._basis is None or self._basis[1].shape != shape:
+            y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+            x = 2 * x / max(shape[1] - 1, 1) - 1
+            y = 2 * y / max(shape[0] - 1, 1) - 1
+            xs, ys = x.ravel()[::FIT_STRIDE], y.ravel()[::FIT_STRIDE]
+            self._basis = (np.stack([np.ones(xs.size, np.float32), xs, ys]), x, y)
+        return self._basis
+
+    def _changed_fraction(self, small: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """(changed fraction, gain-compensated frame, changed mask) against ``background``."""
+        comp, _ = self._compensate(small, background)
+        assert self._threshold is not None
+        mask = np.abs(comp - background) > self._threshold
+        return float(np.count_nonzero(mask)) / small.size, comp, mask
 
     def _track(self, frame: Frame) -> bool:
         lores = np.asarray(frame.lores)
@@ -384,58 +617,76 @@ class MotionTrigger:
         self._last_t = t
 
         if self._state == "initialising":
-            self._init_sum = small if self._init_sum is None else self._init_sum + small
-            self._init_count += 1
-            if self._init_count >= self.init_frames:
-                self._background = self._init_sum / np.float32(self._init_count)
-                self._init_sum = None
-                self._state = "empty"
+            self._initialise(small)
             return False
 
         background = self._background
-        assert background is not None
-        self._changed, comp, self._gain, self._changed_mask = self._changed_fraction(small, background)
+        assert background is not None and self._threshold is not None
+        comp, self._gain = self._compensate(small, background)
+        diff = comp - background
+        absdiff = np.abs(diff)
+        mask = absdiff > self._threshold
+        if self.compensate_gain and self._gain_weights is not None:
+            # Something new in view (an item arriving) was in the fit and
+            # pulled the light towards it: fit again without it.
+            sample = ~mask.ravel()[::FIT_STRIDE]
+            if np.count_nonzero(self._gain_weights > sample) > max(2, sample.size // 100):
+                comp, self._gain = self._compensate(small, background, robust=True)
+                diff = comp - background
+                absdiff = np.abs(diff)
+                mask = absdiff > self._threshold
+        changed_blocks = int(np.count_nonzero(mask))
+        self._changed = changed_blocks / small.size
+        self._changed_mask = mask
+        if self.compensate_gain:
+            weights = ~mask.ravel()[::FIT_STRIDE]
+            weights &= background.ravel()[::FIT_STRIDE] > 8.0
+            self._gain_weights = weights.astype(np.float32)
+
+        if self._state == "empty":
+            if changed_blocks >= max(MIN_ENTRY_BLOCKS, self.min_area_in_force * small.size / 4):
+                self._state = "settling"
+                self._start_look(comp, t)
+                return False
+            self._motion = 0.0
+            self._learn_empty(small, absdiff, dt)
+            return False
 
         # Stillness: compare against the frame at which the scene last stopped.
         if self._reference is None:
-            moved = 1.0
+            moved, moving = 1.0, True
         else:
-            moved = float(np.count_nonzero(np.abs(comp - self._reference) > self.pixel_threshold))
-            moved /= small.size
+            # Two noisy frames differ by sqrt(2) times one frame's noise.
+            moved_blocks = int(np.count_nonzero(np.abs(comp - self._reference) > self._threshold * MOTION_FACTOR))
+            moved = moved_blocks / small.size
+            # A small item falling moves fewer blocks than max_motion of the
+            # view: measured against its own size it is moving.
+            moving = moved > self.max_motion or moved_blocks > max(MIN_ENTRY_BLOCKS, changed_blocks // 4)
         self._motion = moved
-        if moved > self.max_motion:
+        if moving:
             self._reference = comp
             self._still_since = t
         still = self._reference is not None and _has_lasted(self._still_since, t, self.settle_seconds)
-
-        if self._state == "empty":
-            if self._changed >= self.min_area:
-                self._state = "settling"
-                # Settling starts now even if the scene was "still" before.
-                self._reference = comp
-                self._still_since = t
-            else:
-                # Adapt towards the raw frame so the background follows the
-                # light and the gain drifts back to 1.
-                alpha = min(1.0, dt / self.background_seconds)
-                if alpha > 0.0:
-                    background += np.float32(alpha) * (small - background)
-            return False
 
         if self._empty_background is not None and self._matches_empty(small):
             return False
 
         if self._state == "settling":
-            if self._changed < self.clear_area:
-                self._state = "empty"
-                return False
-            if still:
-                self._fire(t)
-                return True
-            return False
+            return self._settle(diff, changed_blocks, moving, still, t)
 
-        # occupied
-        if self._changed < self.clear_area:
+        # occupied: judged on a running mean of the differences (a dim item
+        # that flickers about its threshold must not look gone for a moment).
+        self._gather(diff, moving)
+        # Each difference is clipped at twice the threshold first, so a
+        # high-contrast item taken out is gone from the mean in three frames.
+        limit = self._threshold * np.float32(2.0)
+        clipped = np.clip(diff, -limit, limit)
+        if self._recent is None:
+            self._recent = clipped
+        else:
+            self._recent += np.float32(0.5) * (clipped - self._recent)
+        recent = np.abs(self._recent) > self._threshold * np.float32(EVIDENCE_FACTOR)
+        if float(np.count_nonzero(recent)) / small.size < self.clear_area_in_force:
             if self._empty_since is None:
                 self._empty_since = t
             if _has_lasted(self._empty_since, t, self.rearm_seconds):
@@ -450,19 +701,141 @@ class MotionTrigger:
             )
             if self._empty_background is None:
                 self._empty_background = background.copy()
-            self._background = small.copy()
+            # The mean of the still frames, not one noisy frame: the noise of a
+            # frame taken as background would add to every later comparison.
+            assert self._evidence is not None
+            self._background = background + self._evidence / np.float32(self._evidence_frames)
+            self._gain_weights = None
             self._state = "empty"
+        return False
+
+    @property
+    def clear_area_in_force(self) -> float:
+        """``clear_area``, raised in proportion when ``min_area_in_force`` is."""
+        return self.clear_area * self.min_area_in_force / self.min_area
+
+    def _initialise(self, small: np.ndarray) -> None:
+        """Average the first frames into the background; their spread is the first noise map."""
+        if self._init_sum is None or self._init_squares is None:
+            self._init_sum = small.astype(np.float64)
+            self._init_squares = np.square(small, dtype=np.float64)
+        else:
+            self._init_sum += small
+            self._init_squares += np.square(small, dtype=np.float64)
+        self._init_count += 1
+        if self._init_count < self.init_frames:
+            return
+        n = self._init_count
+        mean = self._init_sum / n
+        self._background = mean.astype(np.float32)
+        if n > 1:
+            spread = np.sqrt(np.maximum(self._init_squares / n - mean * mean, 0.0) * n / (n - 1))
+            # Mean absolute deviation of a normal variable is 0.8 sigma. A few
+            # frames give a rough, low-biased estimate per block: start no
+            # lower than the view's median, with a margin of 1.5x, and let the
+            # running estimate (time constant noise_seconds) refine it.
+            noise = 0.8 * spread
+            noise = (1.5 * np.maximum(noise, np.median(noise))).astype(np.float32)
+        else:
+            noise = np.full(small.shape, self.pixel_threshold / self.noise_factor, np.float32)
+        self._set_noise(noise)
+        self._init_sum = self._init_squares = None
+        self._state = "empty"
+
+    def _learn_empty(self, small: np.ndarray, absdiff: np.ndarray, dt: float) -> None:
+        """Adapt the background and the noise map to the empty bin (every
+        ``LEARN_EVERY``-th call, with the time of all)."""
+        self._learn_dt += dt
+        self._learn_count += 1
+        if self._learn_count < LEARN_EVERY:
+            return
+        dt, self._learn_dt, self._learn_count = self._learn_dt, 0.0, 0
+        background, noise = self._background, self._noise
+        assert background is not None and noise is not None
+        # Towards the raw frame, so the background follows the light and the gain drifts back to 1.
+        alpha = min(1.0, dt / self.background_seconds)
+        if alpha > 0.0:
+            background += np.float32(alpha) * (small - background)
+        beta = min(1.0, dt / self.noise_seconds)
+        if beta > 0.0:
+            # Robust running mean absolute deviation: a deviation counts at
+            # most 3x the current estimate (a spike moves it by little).
+            clipped = np.minimum(absdiff, noise * np.float32(3.0))
+            noise += np.float32(beta) * (clipped - noise)
+            self._set_noise(noise)
+            self._noise_area += beta * (self._changed - self._noise_area)
+
+    def _start_look(self, comp: np.ndarray, t: float) -> None:
+        # Settling starts now even if the scene was "still" before.
+        self._reference = comp
+        self._still_since = t
+        self._evidence = None
+        self._evidence_frames = 0
+        self._quiet_since = None
+
+    def _gather(self, diff: np.ndarray, moving: bool) -> None:
+        """Sum the differences of the frames since the scene last moved."""
+        if moving or self._evidence is None:
+            self._evidence = diff.copy()
+            self._evidence_frames = 1
+        else:
+            self._evidence += diff
+            self._evidence_frames += 1
+
+    def _settle(self, diff: np.ndarray, changed_blocks: int, moving: bool, still: bool, t: float) -> bool:
+        """One frame in ``"settling"``: gather evidence, decide once still (see the class doc)."""
+        if changed_blocks == 0:
+            # Nothing changed in this frame: a transient that left, or noise
+            # that started the look. Back to empty once it stays so for 0.3 s.
+            if self._quiet_since is None:
+                self._quiet_since = t
+            if _has_lasted(self._quiet_since, t, 0.3):
+                self._state = "empty"
+                return False
+        else:
+            self._quiet_since = None
+        self._gather(diff, moving)
+        if not still:
+            return False
+        assert self._threshold is not None and self._background is not None and self._evidence is not None
+        frames = self._evidence_frames
+        mean = self._evidence / np.float32(frames)
+        threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
+        seen = np.abs(mean) > threshold
+        area = float(np.count_nonzero(seen)) / seen.size
+        if area >= self.min_area_in_force:
+            # The item's box: its blocks of some contrast, not the faint halo
+            # of a low threshold (blocks the item's edge only touches, blur).
+            strength = np.abs(mean)
+            strong = float(np.percentile(strength[seen], 90))
+            self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)))
+            return True
+        if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS:
+            self.possible_items += 1
+            log.warning(
+                "a change of %d block(s) lay still for %.1f s, below min_area (%d blocks) even on a second look: "
+                "not classified (possible item %d)",
+                int(np.count_nonzero(seen)),
+                self.settle_seconds,
+                int(np.ceil(self.min_area_in_force * seen.size)),
+                self.possible_items,
+            )
+            # Take it into the background, or it would be counted again and again.
+            self._background[seen] += mean[seen]
+        self._state = "empty"
         return False
 
     def _matches_empty(self, small: np.ndarray) -> bool:
         """If the scene matches the empty bin saved before an absorb, restore
         that background, go to ``"empty"`` and return ``True``."""
         assert self._empty_background is not None
-        changed, _, _, _ = self._changed_fraction(small, self._empty_background)
-        if changed >= self.clear_area:
+        changed, comp, _ = self._changed_fraction(small, self._empty_background)
+        if changed >= self.clear_area_in_force:
             return False
         log.info("absorbed item gone: restoring the empty-bin background")
-        self._background = small.copy()
+        # Saved under the old light: take this frame's light on it.
+        self._background = self._empty_background * (small / np.maximum(comp, np.float32(1e-3)))
+        self._gain_weights = None
         self._empty_background = None
         self._state = "empty"
         self._empty_since = None

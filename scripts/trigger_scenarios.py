@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Missed, double and false items per hard-to-see bin, through ``bin-agent run``.
+
+For each scenario of ``scripts/synthetic_bin.py --sequence`` (dark floor, dim bin under a
+cheap camera, dark items on a dark floor) it writes the frame sequence once (held-out
+photos: the split file's ``--subset``), replays it through the real agent (``bin-agent run``,
+``[camera.replay] mode = "sequence"``, ``realtime = false``: a virtual clock, the same events
+on every run; the config's trigger defaults; the shipped model; no actuator, no MQTT),
+reads the events from the agent's database and scores them against the truth:
+
+* an event on a frame from an item's fall to the hand taking it away counts for that item;
+  a second one for the same item is a *double*; an item with none is *missed*;
+* an event anywhere else (hands waving through, shadows, light steps, drift) is *false*.
+
+    python scripts/trigger_scenarios.py ../shared/data/trashnet --split models/waste_split.json \\
+        --subset test --items 20 --work /tmp/exp/scenarios
+
+``--agent-tree DIR`` runs the agent of another checkout (e.g. a ``git worktree`` of main)
+on the same frames: the "before" column of ``docs/trigger.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = ("dark-floor", "dim-cheap", "dark-on-dark")
+
+
+def write_config(path: Path, frames: Path, state: Path) -> None:
+    """A config with every setting at its default but the replay, the actuator and MQTT
+    (only keys every checkout knows, so ``--agent-tree`` can run an older agent)."""
+    path.write_text(
+        "\n".join(
+            [
+                "[agent]",
+                'bin_id = "scenario"',
+                f"state_dir = {json.dumps(str(state))}",
+                "drain_seconds = 0.0",
+                "[camera]",
+                'source = "replay"',
+                "[camera.replay]",
+                f"path = {json.dumps(str(frames))}",
+                'mode = "sequence"',
+                "realtime = false",
+                "fps = 10.0",
+                "[model]",
+                "num_threads = 1",
+                "[actuator]",
+                'kind = "none"',
+                "[mqtt]",
+                "enabled = false",
+                "",
+            ]
+        )
+    )
+
+
+def fired_frames(state: Path) -> list[int]:
+    """The frame index of every event the agent recorded (from its ``source``)."""
+    connection = sqlite3.connect(state / "bin-agent.db")
+    try:
+        rows = connection.execute("SELECT payload FROM outbox ORDER BY seq").fetchall()
+    finally:
+        connection.close()
+    frames = []
+    for (payload,) in rows:
+        event = json.loads(payload)
+        if "class" not in event:
+            continue
+        match = re.search(r"frame-(\d+)", str(event.get("source", "")))
+        if match:
+            frames.append(int(match.group(1)))
+    return frames
+
+
+def score(truth: dict[str, Any], fired: list[int]) -> dict[str, int]:
+    """Items, missed, double and false events (see the module doc)."""
+    hits = [0] * len(truth["items"])
+    false = 0
+    for frame in fired:
+        for k, item in enumerate(truth["items"]):
+            if item["start"] <= frame < item["end"]:
+                hits[k] += 1
+                break
+        else:
+            false += 1
+    return {
+        "items": len(hits),
+        "missed": sum(h == 0 for h in hits),
+        "double": sum(max(0, h - 1) for h in hits),
+        "false": false,
+        "events": len(fired),
+    }
+
+
+def run_agent(frames: Path, work: Path, agent_tree: Path) -> list[int]:
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    config = work / "bin.toml"
+    write_config(config, frames, state)
+    env = dict(os.environ, PYTHONPATH=str(agent_tree))
+    result = subprocess.run(
+        [sys.executable, "-m", "bin_agent", "run", "--config", str(config), "--log-level", "WARNING"],
+        cwd=agent_tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"bin-agent run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return fired_frames(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--subset", default="test", choices=["val", "test"], help="held-out photos only")
+    parser.add_argument("--items", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all")
+    parser.add_argument("--work", type=Path, required=True, help="frames and agent state go here (kept)")
+    parser.add_argument("--agent-tree", type=Path, default=REPO, help="checkout whose agent runs (default: this)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+
+    figures = {}
+    for name in args.scenario or SCENARIOS:
+        frames = args.work / f"{name}-{args.subset}-{args.items}-{args.seed}"
+        if not (frames / "truth.json").is_file():
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "scripts" / "synthetic_bin.py"),
+                    str(args.dataset),
+                    "--split",
+                    str(args.split),
+                    "--subset",
+                    args.subset,
+                    "--sequence",
+                    name,
+                    "--items",
+                    str(args.items),
+                    "--seed",
+                    str(args.seed),
+                    "--out",
+                    str(frames),
+                ],
+                check=True,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+            )
+        truth = json.loads((frames / "truth.json").read_text())
+        run_dir = args.work / f"run-{name}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fired = run_agent(frames, run_dir, args.agent_tree.resolve())
+        figures[name] = score(truth, fired) | {"frames": truth["frames"], "fired": fired}
+        result = figures[name]
+        print(
+            f"{name:14s} items {result['items']:3d}  missed {result['missed']:2d}  double {result['double']:2d}  "
+            f"false {result['false']:2d}  ({truth['frames']} frames)",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
