@@ -52,6 +52,8 @@ def synthetic_bin() -> Any:
     spec = importlib.util.spec_from_file_location("synthetic_bin", REPO / "scripts" / "synthetic_bin.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered first: its dataclasses look their module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

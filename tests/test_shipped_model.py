@@ -26,9 +26,11 @@ WCNN = REPO / "data" / "wcnn"
 META = json.loads(MODEL.with_suffix(".json").read_text())
 
 # The figures measured once on each test split (models/README.md); a test fails
-# about 1 point (2 photos of the ~330) below them.
+# about 1 point (2 photos of the ~330) below them. The added set's test split changed
+# with its rebuild (issue 22: TrashNet copies out, paper, cardboard and cartons in),
+# so the shipped model was measured once more on it (metrics "test_int8_data_v3").
 TRASHNET_TEST_MIN = 0.87  # measured 0.8785 (282 of 321)
-WCNN_TEST_MIN = 0.93  # measured 0.9366 (310 of 331)
+WCNN_TEST_MIN = 0.76  # measured 0.7680 (298 of 388); 0.9468 (267 of 282) on the classes it was trained for
 
 
 def test_shipped_files_agree() -> None:
@@ -79,5 +81,5 @@ def test_shipped_model_on_the_trashnet_test_split(trashnet_dir: Path) -> None:
 def test_shipped_model_on_the_added_sets_test_split() -> None:
     result = _test_accuracy(WCNN)
     assert result["accuracy"] >= WCNN_TEST_MIN, f"test accuracy {result['accuracy']:.4f}"
-    recorded = META["metrics"]["test_int8"]["wcnn"]["accuracy"]
+    recorded = META["metrics"]["test_int8_data_v3"]["wcnn"]["accuracy"]
     assert abs(result["accuracy"] - recorded) <= 2 / result["n"], "metadata and model disagree"

@@ -178,6 +178,18 @@ def test_class_weight_factors_multiply_the_balanced_weight() -> None:
     assert ds.parse_class_factors(["trash=2", " glass=0.5"]) == {"trash": 2.0, "glass": 0.5}
 
 
+def test_source_balance_keeps_one_source_from_defining_a_class() -> None:
+    # trash: 10 photos from source 0, 90 from source 1; glass only from source 1
+    labels = [5] * 100 + [1] * 20
+    sources = [0] * 10 + [1] * 90 + [1] * 20
+    even = ds.source_balance(labels, sources, 1.0)
+    assert even[:10].sum() == pytest.approx(even[10:100].sum())  # each source half of trash's weight
+    assert even[:100].sum() == pytest.approx(100) and even[100:] == pytest.approx(np.ones(20))
+    half = ds.source_balance(labels, sources, 0.5)
+    assert half[:10].sum() / half[10:100].sum() == pytest.approx((10 / 90) ** 0.5)
+    assert ds.source_balance(labels, sources, 0.0) == pytest.approx(np.ones(120))
+
+
 @pytest.mark.parametrize("text", ["trash", "banana=2", "trash=0", "trash=-1", "trash=lots", "trash=nan", "=2"])
 def test_train_rejects_bad_class_weight_in_one_line(photos: Path, tmp_path: Path, capsys, text: str) -> None:
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--class-weight", text])

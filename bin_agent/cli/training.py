@@ -88,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"{args.init_weights}: no such weights file")
     if not args.init_weights and args.weights != "imagenet" and not Path(args.weights).is_file():
         return _fail(f"{args.weights}: no such weights file")
+    if not 0.0 <= args.balance_sources <= 1.0:
+        return _fail(f"--balance-sources {args.balance_sources}: expected a power from 0 to 1")
     if not 0.0 <= args.background_p <= 1.0:
         return _fail(f"--background-p {args.background_p}: expected a share from 0 to 1")
     try:
@@ -121,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         qat_lr=args.qat_lr,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         class_factors=class_factors,
+        balance_sources=args.balance_sources,
         augmentation=ds.Augmentation(background_p=args.background_p),
         name=args.name,
         version=args.version or "",
@@ -263,6 +266,14 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=[],
         metavar="CLASS=FACTOR",
         help="multiply a class's balanced weight, e.g. trash=2 (repeatable; choose it on validation)",
+    )
+    p.add_argument(
+        "--balance-sources",
+        type=float,
+        default=0.0,
+        metavar="POWER",
+        help="within each class, weight a photo by its source folder's photo count to the power -POWER "
+        "(0, the default: every photo the same; 1: every source the same; choose it on validation)",
     )
     p.add_argument(
         "--background-p",

@@ -216,6 +216,30 @@ def class_weights(
     }
 
 
+def source_balance(labels: Sequence[int] | np.ndarray, sources: Sequence[int] | np.ndarray, power: float) -> np.ndarray:
+    """A factor per photo that shares each class's weight among the sources
+    (dataset folders) that have photos of it, so that one large source does not
+    define a class alone.
+
+    A photo of class ``c`` from a source with ``n_sc`` photos of ``c`` gets a
+    factor proportional to ``n_sc ** -power``, scaled so the factors of class
+    ``c`` still sum to the class's photo count (the class weights are left as
+    they are). ``power`` 0: every photo counts the same (factor 1); 1: every
+    source counts the same within a class; 0.5 in between.
+    """
+    labels_a = np.asarray(labels, dtype=np.int64)
+    sources_a = np.asarray(sources, dtype=np.int64)
+    if labels_a.shape != sources_a.shape:
+        raise ValueError("labels and sources differ in length")
+    factors = np.ones(len(labels_a), dtype=np.float64)
+    for c in np.unique(labels_a):
+        in_class = labels_a == c
+        per_source = {int(s): int(n) for s, n in zip(*np.unique(sources_a[in_class], return_counts=True))}
+        raw = np.array([per_source[int(s)] ** -power for s in sources_a[in_class]])
+        factors[in_class] = raw * in_class.sum() / raw.sum()
+    return factors.astype(np.float32)
+
+
 def parse_class_factors(texts: Iterable[str]) -> dict[str, float]:
     """``["trash=2"]`` -> ``{"trash": 2.0}``, checked by :func:`class_factor_indices`;
     a :class:`DatasetError` names the first entry that is not ``CLASS=FACTOR``."""

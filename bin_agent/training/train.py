@@ -102,6 +102,7 @@ class TrainConfig:
     qat_lr: float = 2e-5
     init_weights: Path | None = None  # start from a run's best.weights.h5
     class_factors: dict[str, float] = field(default_factory=dict)  # e.g. {"trash": 2.0} on top of balanced
+    balance_sources: float = 0.0  # within a class, weight a photo by (its source's photo count) ** -this
     name: str = "waste_mobilenetv2_int8"
     version: str = ""
     threads: int | None = None
@@ -448,12 +449,12 @@ def online_fit_data(
     config: TrainConfig,
     images: Sequence[np.ndarray],
     labels: np.ndarray,
-    class_weights: dict[int, float],
+    sample_weights: np.ndarray,
     first_epoch: int,
     seed: int,
 ) -> dict[str, Any]:
-    """``Model.fit`` arguments for fresh augmented views of every photo each epoch."""
-    sample_weights = np.array([class_weights[int(c)] for c in labels], dtype=np.float32)
+    """``Model.fit`` arguments for fresh augmented views of every photo each epoch
+    (``sample_weights``: one per photo)."""
     batches = online_batches(
         images, labels, sample_weights, fresh_views(config, images, first_epoch), config.batch_size, seed
     )
@@ -504,7 +505,7 @@ def quantization_aware_phase(
     upper,
     train_images: Sequence[np.ndarray],
     y_train: np.ndarray,
-    class_weights: dict[int, float],
+    photo_weights: np.ndarray,
     val_views: Sequence[np.ndarray],
     y_val: np.ndarray,
     calibration: Sequence[np.ndarray],
@@ -521,7 +522,7 @@ def quantization_aware_phase(
     train_above_cut(lower, upper)
     simulated = QuantizationAware(full)
     calibrate_on = list(ds.keras_batch(calibration[::2]))
-    fit_data = online_fit_data(config, train_images, y_train, class_weights, config.fine_epochs, config.seed + 1)
+    fit_data = online_fit_data(config, train_images, y_train, photo_weights, config.fine_epochs, config.seed + 1)
     progress(
         f"phase 3: quantization-aware fine-tuning of {config.cut_layer}+ blocks and head "
         f"(int8 rounding simulated, {len(simulated.mode.measured)} activation ranges measured)"
@@ -641,6 +642,24 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     y_val = np.array([i.label for i in val_items])
     weights = ds.class_weights(y_train, factors=class_factors)
     progress("class weights: " + ", ".join(f"{CLASSES[c]} {w:.2f}" for c, w in weights.items()))
+    photo_weights = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
+    if config.balance_sources:
+        roots = [Path(root).resolve() for root in config.datasets]
+        sources = [
+            next(i for i, r in enumerate(roots) if item.path.resolve().is_relative_to(r)) for item in train_items
+        ]
+        photo_weights *= ds.source_balance(y_train, sources, config.balance_sources)
+        for c in range(len(CLASSES)):
+            shares = {
+                Path(config.datasets[s]).name: float(photo_weights[(y_train == c) & (np.array(sources) == s)].sum())
+                for s in range(len(roots))
+            }
+            total = sum(shares.values())
+            if total:
+                progress(
+                    f"  {CLASSES[c]}: weight per source "
+                    + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items() if v)
+                )
 
     # Weights to start from replace every layer: the ImageNet file is then not needed
     # (a fresh clone has none), so the base is built without it.
@@ -681,7 +700,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
         x_train = cache_activations(lower, n * k, train_view, 64, progress, f"train cache ({k} views/photo)")
         y_train_k = np.tile(y_train, k)
         x_val = cache_activations(lower, len(val_views), val_views.__getitem__, 64, progress, "val cache")
-        sw_train = np.array([weights[int(c)] for c in y_train_k], dtype=np.float32)
+        sw_train = np.tile(photo_weights, k)
     cache_seconds = time.perf_counter() - t_cache
 
     # ---- phase 1: head on pooled features of the frozen upper part
@@ -706,6 +725,9 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
         )
         log1.restore()
         del f_train, f_val
+        # the linear probe on the frozen backbone: the other end of weight-space
+        # ensembling (WiSE-FT) with the fine-tuned weights saved at the end
+        full.save_weights(out / "probe.weights.h5")
 
     # ---- phase 2: upper blocks + head, BN frozen
     log2 = None
@@ -717,7 +739,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             # the whole network on pixels: fresh views each epoch, the frozen lower part run per batch
             x_train = None
             model, val_x = full, ds.keras_batch(val_views)
-            fit_data = online_fit_data(config, train_images, y_train, weights, 0, config.seed)
+            fit_data = online_fit_data(config, train_images, y_train, photo_weights, 0, config.seed)
             steps_per_epoch = fit_data["steps_per_epoch"]
             what = "on fresh views every epoch"
         else:
@@ -758,7 +780,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
             upper,
             train_images,
             y_train,
-            weights,
+            photo_weights,
             val_views,
             y_val,
             calibration,
