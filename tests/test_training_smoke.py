@@ -83,6 +83,8 @@ def test_train_tiny_subset_and_export_int8(
     # temperature scaling fitted on the validation photos and folded into the exported head
     assert saved["temperature"]["T"] > 0 and meta["temperature"]["T"] == saved["temperature"]["T"]
     assert saved["temperature"]["val_nll_after"] <= saved["temperature"]["val_nll_before"] + 1e-9
+    # the router's threshold by the card's rule (a tiny run's validation may reach none)
+    assert "recommended_confidence_threshold" not in meta or 0 < meta["recommended_confidence_threshold"]["value"] < 1
 
     if not online:
         # phase 3 alone, added to the finished run
@@ -179,3 +181,20 @@ def test_temperature_is_folded_into_the_head(tmp_path: Path) -> None:
     assert np.allclose(new_bias * t, bias, rtol=1e-3, atol=1e-6)
     after = np.asarray(full.predict(np.stack(view_stack(views[0], 1)).astype(np.float32), verbose=0))
     assert after.max() < before.max()  # softer probabilities out of the exported model
+
+
+def test_a_trained_model_recommends_the_lowest_threshold_whose_sorted_items_are_97_percent_right() -> None:
+    """bin-agent train writes the router's threshold into the model's metadata (the router takes
+    it unless the config pins one): the lowest whose sorted validation items are >= 97 % right."""
+    from bin_agent.training.train import recommended_threshold_entry
+
+    rows = [{"true": "glass", "pred": "glass", "confidence": 0.99}] * 60
+    rows += [{"true": "glass", "pred": "metal", "confidence": 0.62}] * 3  # wrong, fairly sure
+    rows += [{"true": "paper", "pred": "paper", "confidence": 0.55}] * 20
+    rows += [{"true": "paper", "pred": "trash", "confidence": 0.4}] * 10  # wrong, unsure
+    entry = recommended_threshold_entry(rows, 4)
+    assert entry is not None
+    # 0.65: only the 60 right items are sorted (100 %); 0.60 would sort 3 wrong of 63 (95.2 %)
+    assert entry["value"] == 0.65 and entry["validation"]["sorted_accuracy"] == 1.0
+    assert "4 views" in entry["rule"]
+    assert recommended_threshold_entry([{"true": "a", "pred": "b", "confidence": 0.99}], 4) is None

@@ -828,8 +828,11 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
 
     # ---- validation metrics of the exported models, through the agent's Classifier
     val_eval = {}
+    recommended: dict[str, Any] | None = None
     for label, path in (("float", float_path), ("int8", int8_path)):
         result = evaluate_items(path, val_items, progress=progress, what=f"val {label}")
+        if label == "int8":
+            recommended = recommended_threshold_entry(result["predictions"], result["views"])
         val_eval[label] = {
             key: result[key]
             for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "latency_ms", "input_quantization")
@@ -868,7 +871,37 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
         kind = "int8" if path == int8_path else "float"
         meta["metrics"] = {"validation": {k: val_eval[kind][k] for k in ("accuracy", "macro_f1")}}
+        if kind == "int8" and recommended is not None:
+            # The router takes it unless router.confidence_threshold pins one (router.py).
+            meta["recommended_confidence_threshold"] = recommended
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     (out / "training_report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     progress(f"done in {report['seconds']['all']:.0f}s; report: {out / 'training_report.json'}")
     return report
+
+
+THRESHOLD_TARGET_ACCURACY = 0.97
+"""The model card's rule: the recommended threshold is the lowest at which the validation
+items the router would sort (confidence at or above it) are at least this share right."""
+
+
+def recommended_threshold_entry(predictions: list[dict[str, Any]], views: int) -> dict[str, Any] | None:
+    """The metadata's ``recommended_confidence_threshold`` from per-photo validation
+    predictions (``evaluate_items``'s ``predictions``), by :data:`THRESHOLD_TARGET_ACCURACY`;
+    None when no threshold reaches it (the router then keeps its default)."""
+    from .evaluate import threshold_for_accuracy
+
+    conf = np.array([row["confidence"] for row in predictions], dtype=float)
+    correct = np.array([row["true"] == row["pred"] for row in predictions])
+    row = threshold_for_accuracy(conf, correct, THRESHOLD_TARGET_ACCURACY) if len(conf) else None
+    if row is None:
+        return None
+    return {
+        "value": round(float(row["threshold"]), 4),
+        "rule": f"lowest threshold whose sorted items are >= {THRESHOLD_TARGET_ACCURACY:.0%} right on the "
+        f"validation photos (int8, {views} views)",
+        "validation": {
+            "sorted_share": round(float(row["sorted_share"]), 4),
+            "sorted_accuracy": round(float(row["sorted_accuracy"]), 4),
+        },
+    }
