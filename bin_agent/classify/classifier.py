@@ -33,6 +33,7 @@ the head's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -193,6 +194,9 @@ class Classifier:
             if self.head.classes != self.labels:
                 raise ModelFilesError(f"{files.head} has the classes {self.head.classes}, the model {self.labels}")
         self.reads_embedding = embeddings or self.head is not None
+        self.backbone_sha256 = hashlib.sha256(files.model.read_bytes()).hexdigest() if self.reads_embedding else ""
+        """The model file's sha256 when the classifier reads embeddings (they are only
+        comparable between classifiers of the same backbone); else empty."""
         try:
             self._interpreter = load_interpreter(files.model, num_threads, keep_tensors=self.reads_embedding)
         except ModelLoadError as exc:
@@ -253,6 +257,11 @@ class Classifier:
             raise ModelFilesError(f"{self.files.model}: no tensor {name!r} (the metadata's embedding_tensor)")
         index = int(self._dense_op()["inputs"][0])
         return dict(next(d for d in details if d["index"] == index))
+
+    @property
+    def embedding_width(self) -> int:
+        """Features of the embedding (0 when the classifier does not read it)."""
+        return int(self._embedding["shape"][-1]) if self._embedding is not None else 0
 
     def builtin_head(self) -> Head:
         """The model's own dense layer as a :class:`~.head.Head` (dequantized;
