@@ -604,6 +604,7 @@ def build_classifier(config: Config, num_threads: int | None = None) -> Classifi
         num_threads=num_threads or model.num_threads,
         views=model.views or None,  # 0: the model metadata's
         embeddings=config.capture.enabled,
+        embeddings_if_readable=True,
     )
 
 

@@ -164,6 +164,9 @@ class Classifier:
         ``None`` takes the metadata's ``"views"`` (1 if it has none).
     :param embeddings: also read the embedding (:attr:`Classification.embedding`)
         when no refitted head needs it.
+    :param embeddings_if_readable: with ``embeddings``, a model without a
+        readable embedding (no dense layer) is not refused: it classifies
+        without one (what capture wants: photos, with embeddings when it can).
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class Classifier:
         top_k: int = 3,
         views: int | None = None,
         embeddings: bool = False,
+        embeddings_if_readable: bool = False,
     ) -> None:
         self.files = files
         self.labels = read_labels(files.labels)
@@ -226,7 +230,14 @@ class Classifier:
         self._batch_size = 1  # the input's batch dimension as currently allocated
         self.batched = self.views > 1 and self._resize_batch(self.views)
         """Whether the views go through one ``invoke()`` as a batch (module docstring)."""
-        self._embedding: dict[str, Any] | None = self._embedding_tensor() if self.reads_embedding else None
+        self._embedding: dict[str, Any] | None = None
+        if self.reads_embedding:
+            try:
+                self._embedding = self._embedding_tensor()
+            except ModelFilesError:
+                if self.head is not None or not embeddings_if_readable:
+                    raise
+                self.reads_embedding, self.backbone_sha256 = False, ""
         if self.head is not None and self._embedding is not None:
             features = int(self._embedding["shape"][-1])
             if self.head.weights.shape[1] != features:
