@@ -231,7 +231,7 @@ class Agent:
         self._watch_storage()
         self.items_sorted += 1
         if self.capture is not None:  # queued for the writer thread: never waits
-            self.capture.offer(classified, item)
+            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
         if self.mqtt is not None:
             self.mqtt.wake()
         self._publish_state()
@@ -596,15 +596,18 @@ def router_threshold(config: Config, classifier: Classifier) -> tuple[float, str
 
 def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
     """The classifier of ``config.model`` (``num_threads`` overrides the config's);
-    raises :class:`~bin_agent.classifier.ModelFilesError`."""
+    raises :class:`~bin_agent.classifier.ModelFilesError`. With ``[capture]`` on it
+    reads each item's embedding, which capture keeps for ``bin-agent learn``."""
     from .learning.deploy import active_model_path
 
     model = config.model
     return Classifier(
         ModelFiles.beside(active_model_path(config)),
         num_threads=num_threads or model.num_threads,
-        views=model.views or None,
-    )  # views 0: the model metadata's
+        views=model.views or None,  # 0: the model metadata's
+        embeddings=config.capture.enabled,
+        embeddings_if_readable=True,
+    )
 
 
 def build_source(config: Config) -> FrameSource:

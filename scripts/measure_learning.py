@@ -11,10 +11,16 @@ sets of items from the TrashNet *test* split (never trained on):
 3. ``bin-agent learn --config FILE --json``;
 4. set 2 is sorted again (after): accuracy and share sent to the fallback.
 
-Set 2's studio photos (the TrashNet originals, classified directly by the
-shipped model) give the "same items' studio photos" figure.
+Set 2's studio photos (the originals, classified directly by the shipped
+model) give the "same items' studio photos" figure.
 
     BIN_AGENT_SHARED=../shared python scripts/measure_learning.py --work /tmp/measure
+
+``--source DIR`` takes the items from another folder-per-class dataset (e.g.
+wcnn: ``--source ../h22/data/wcnn``): its ``--subset`` (default ``test``) in
+the ``--split`` file's entry for that folder, only the photos the folder has.
+A folder the split file does not know: a seeded ``--sample`` of it (say so:
+the model may have trained on those photos).
 
 Writes ``result.json`` in the work folder and prints a table. Never commit the
 work folder (TrashNet photos).
@@ -231,12 +237,14 @@ def sort_and_answer(broker: Broker, config: Path, log: Path, expected: int) -> d
     return {"figures": figures(events), "answered": sum(answered.values())}
 
 
-def studio(items: list[ds.Item], threshold: float) -> dict[str, Any]:
+def studio(items: list[ds.Item]) -> dict[str, Any]:
     from bin_agent import DEFAULT_MODEL
     from bin_agent.classify.classifier import Classifier
     from bin_agent.classify.preprocess import load_image
+    from bin_agent.router import confidence_threshold
 
     classifier = Classifier.from_model_path(DEFAULT_MODEL, num_threads=2)
+    threshold, _ = confidence_threshold(None, classifier.recommended_threshold, classifier.threshold)
     results = [classifier.classify(load_image(item.path)) for item in items]
     right = [r.label == CLASSES[i.label] for r, i in zip(results, items)]
     return {
@@ -246,11 +254,36 @@ def studio(items: list[ds.Item], threshold: float) -> dict[str, Any]:
     }
 
 
+def pick_items(source: Path, split_path: Path, subset: str, sample: int, seed: int) -> list[ds.Item]:
+    """The ``subset`` of ``source`` in the split file (only the photos the folder has:
+    a rebuilt folder may lack some), or, when the split file does not know the
+    folder, a seeded sample of it (stratified by class)."""
+    present = ds.list_dataset(source)
+    document = ds.read_split(split_path)
+    if ds.dataset_name(source) in document["datasets"] or len(document["datasets"]) == 1:
+        items = ds.select(present, ds.split_for(document, source, split_path), subset)
+        wanted = len(ds.split_for(document, source, split_path)[subset])
+        print(f"{source}: {len(items)} of the {wanted} {subset} photos of {split_path.name}", flush=True)
+        return items
+    share = min(1.0, sample / len(present))
+    rng = random.Random(seed)
+    items = []
+    for c in range(len(CLASSES)):
+        members = [i for i in present if i.label == c]
+        items += rng.sample(members, round(share * len(members)))
+    print(f"{source}: not in {split_path.name}; a seeded sample of {len(items)} photos", flush=True)
+    return items
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = Path(os.environ.get("BIN_AGENT_SHARED", REPO.parent / "shared"))
-    parser.add_argument("--trashnet", type=Path, default=shared / "data" / "trashnet")
+    parser.add_argument(
+        "--source", "--trashnet", type=Path, default=shared / "data" / "trashnet", help="dataset folder of the items"
+    )
     parser.add_argument("--split", type=Path, default=REPO / "models" / "waste_split.json")
+    parser.add_argument("--subset", default="test", help="the split's part the items come from (default: test)")
+    parser.add_argument("--sample", type=int, default=320, help="items taken from a folder the split does not know")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--answered", type=int, default=150, help="items of set 1 (answered)")
     parser.add_argument("--seed", type=int, default=21)
@@ -260,9 +293,7 @@ def main() -> int:
     started = time.perf_counter()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    items = ds.select(
-        ds.list_dataset(args.trashnet), ds.split_for(ds.read_split(args.split), args.trashnet, args.split), "test"
-    )
+    items = pick_items(args.source, args.split, args.subset, args.sample, args.seed)
     random.Random(args.seed).shuffle(items)
     share = args.answered / len(items)
     set1: list[ds.Item] = []
@@ -275,6 +306,8 @@ def main() -> int:
     module = synthetic_bin()
     module.make_bin(set1, args.work / "set1", seed=args.seed, one_floor=True, flat=True)
     module.make_bin(set2, args.work / "set2", seed=args.seed, one_floor=True, flat=True)  # same seed: same bin
+    studio_figures = studio(set2)  # first: the photos before they are laid in the bin
+    print(f"set 2 studio photos, shipped model: {studio_figures}", flush=True)
     sort1, sort2 = args.work / "sort1.toml", args.work / "sort2.toml"
     broker = Broker(args.work)
     try:
@@ -297,12 +330,12 @@ def main() -> int:
         print(f"set 2 after: {after}", flush=True)
     finally:
         broker.close()
-    from bin_agent.config import RouterSection
-
     result = {
+        "source": str(args.source),
+        "subset": args.subset,
         "set1_items": len(set1),
         "set2_items": len(set2),
-        "set2_studio_shipped_model": studio(set2, RouterSection().confidence_threshold),
+        "set2_studio_shipped_model": studio_figures,
         "set2_before": before,
         "set1_sorted_and_answered": taught,
         "learn": learnt,

@@ -67,9 +67,11 @@ def camera(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def bin_photo(photo: np.ndarray, rng: np.random.Generator, floor: np.ndarray | None = None) -> np.ndarray:
     """The photo as the bin's camera sees it: the board with its item lies on the bin's
-    floor (``floor``, else a new one), 55-75 % of the frame high, under the warm LED,
+    floor (``floor``, else a new one), 55-75 % of the frame high (at most 95 % wide), under the warm LED,
     through a cheap camera."""
     factor = rng.uniform(0.55, 0.75) * HEIGHT / photo.shape[0]
+    # A panorama-shaped photo (other datasets than TrashNet's 4:3) is shrunk to fit the frame.
+    factor = min(factor, 0.95 * WIDTH / photo.shape[1])
     size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
     tray = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR), np.float32)
     out = bin_floor(rng) if floor is None else floor.copy()

@@ -15,9 +15,9 @@ from bin_agent.classify.classifier import Classification
 from bin_agent.config import ConfigError
 from bin_agent.events import SortedItem
 from bin_agent.geometry import to_pixels
-from bin_agent.learning.capture import Capture, captured_items
+from bin_agent.learning.capture import Capture, captured_items, decode_embedding
 from bin_agent.router import Route
-from tests.helpers import SHIPPED_MODEL, base_config
+from tests.helpers import SHIPPED_MODEL, TINY_MODELS, base_config
 
 _clock = iter(range(10**6))
 
@@ -81,6 +81,9 @@ def test_capture_during_a_replay_saves_each_item_with_its_sidecar(tmp_path, phot
         for key in ("time", "class", "confidence", "top3", "model_version", "compartment", "fallback"):
             assert item.info[key] == event[key], key
         assert item.info["model_version"] == agent.classifier.version
+        # ... and the embedding the classifier read, for `bin-agent learn`.
+        kept = decode_embedding(item.info, agent.classifier.backbone_sha256)
+        assert kept is not None and kept.shape == (1280,) and np.isfinite(kept).all()
         with Image.open(item.image) as saved:
             assert saved.format == "JPEG"
             pixels = np.asarray(saved.convert("RGB"), dtype=np.int16)
@@ -164,3 +167,21 @@ def _outbox(db: Path):
         return store.pending(0, 1000)
     finally:
         store.close()
+
+
+def test_a_model_without_a_readable_embedding_is_still_captured_without_one(tmp_path, photo_dir):
+    # Capture keeps the embedding when the model has one to read; a model that has none
+    # (here: its metadata names a tensor that is not there) still sorts and is captured.
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in TINY_MODELS.glob("tiny_uint8.*"):
+        (models / path.name).write_bytes(path.read_bytes())
+    metadata = models / "tiny_uint8.json"
+    metadata.write_text(json.dumps(json.loads(metadata.read_text()) | {"embedding_tensor": "not/there"}))
+    data = base_config(tmp_path, photo_dir, mqtt=False, model=models / "tiny_uint8.tflite")
+    data["capture"] = {"enabled": True, "mode": "all"}
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    assert not agent.classifier.reads_embedding
+    assert agent.run() == 0
+    captured = list(captured_items(Path(agent.config.agent.state_dir) / "capture"))
+    assert len(captured) == 4 and all("embedding" not in item.info for item in captured)

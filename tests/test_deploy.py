@@ -213,3 +213,48 @@ def test_a_deployed_model_brings_its_threshold_unless_the_config_pins_one(tmp_pa
     assert agent.run() == 0  # the replay's photo, then the end: the switch comes before the item
     assert agent.classifier.version == "strict-1"
     assert agent.router.confidence_threshold == (0.95 if pinned is None else pinned)
+
+
+def test_deploys_keep_the_newest_keep_models_versions_and_never_current_or_previous(tmp_path):
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["learning"] = {"keep_models": 3}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    models = Path(config.agent.state_dir) / "models"
+
+    def deploy_version(n: int) -> None:
+        candidate = copy_model(SHIPPED_MODEL, tmp_path / f"cand{n}", f"v{n}")
+        deploy.install(candidate, config, deploy.validate(candidate, config))
+
+    def kept() -> set[str]:
+        return {row["folder"].split("-")[0] for row in deploy.installed(config)}
+
+    def age(version: str) -> None:  # deployed long ago
+        (folder,) = models.glob(f"{version}-*")
+        os.utime(folder, (0, 0))
+
+    for n in range(1, 6):
+        deploy_version(n)
+        assert len(kept()) == min(n, 3)
+    assert kept() == {"v3", "v4", "v5"}
+    assert not list(models.glob(".*")), "nothing half-deleted"
+    # previous is kept even when it is the oldest ...
+    deploy.rollback(config)  # current v4, previous v5
+    age("v4")
+    age("v5")
+    deploy_version(6)  # current v6, previous v4 (the oldest)
+    assert kept() == {"v6", "v4", "v3"}
+    # ... and so is current: with room for no other version, only the two stay.
+    age("v6")
+    data["learning"] = {"keep_models": 2}
+    tighter = preflight.load(write_toml(tmp_path / "bin2.toml", data))
+    (oldest_other,) = models.glob("v3-*")
+    assert deploy.prune(tighter) == [oldest_other.name]
+    assert kept() == {"v6", "v4"}
+    assert deploy.active_model_path(config).parent.name.startswith("v6-")
+    # A redeployed old version is as new as its last deploy.
+    deploy_version(7)  # current v7, previous v6, other v4
+    deploy_version(4)  # the same version again: current v4, previous v7, other v6
+    deploy_version(8)  # current v8, previous v4, others v7 (newer), v6
+    assert kept() == {"v8", "v4", "v7"}
+    deploy_version(9)  # current v9, previous v8, others v4 (deployed after v7), v7
+    assert kept() == {"v9", "v8", "v4"}

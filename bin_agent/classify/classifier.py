@@ -33,6 +33,7 @@ the head's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -163,6 +164,9 @@ class Classifier:
         ``None`` takes the metadata's ``"views"`` (1 if it has none).
     :param embeddings: also read the embedding (:attr:`Classification.embedding`)
         when no refitted head needs it.
+    :param embeddings_if_readable: with ``embeddings``, a model without a
+        readable embedding (no dense layer) is not refused: it classifies
+        without one (what capture wants: photos, with embeddings when it can).
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class Classifier:
         top_k: int = 3,
         views: int | None = None,
         embeddings: bool = False,
+        embeddings_if_readable: bool = False,
     ) -> None:
         self.files = files
         self.labels = read_labels(files.labels)
@@ -193,6 +198,9 @@ class Classifier:
             if self.head.classes != self.labels:
                 raise ModelFilesError(f"{files.head} has the classes {self.head.classes}, the model {self.labels}")
         self.reads_embedding = embeddings or self.head is not None
+        self.backbone_sha256 = hashlib.sha256(files.model.read_bytes()).hexdigest() if self.reads_embedding else ""
+        """The model file's sha256 when the classifier reads embeddings (they are only
+        comparable between classifiers of the same backbone); else empty."""
         try:
             self._interpreter = load_interpreter(files.model, num_threads, keep_tensors=self.reads_embedding)
         except ModelLoadError as exc:
@@ -222,7 +230,14 @@ class Classifier:
         self._batch_size = 1  # the input's batch dimension as currently allocated
         self.batched = self.views > 1 and self._resize_batch(self.views)
         """Whether the views go through one ``invoke()`` as a batch (module docstring)."""
-        self._embedding: dict[str, Any] | None = self._embedding_tensor() if self.reads_embedding else None
+        self._embedding: dict[str, Any] | None = None
+        if self.reads_embedding:
+            try:
+                self._embedding = self._embedding_tensor()
+            except ModelFilesError:
+                if self.head is not None or not embeddings_if_readable:
+                    raise
+                self.reads_embedding, self.backbone_sha256 = False, ""
         if self.head is not None and self._embedding is not None:
             features = int(self._embedding["shape"][-1])
             if self.head.weights.shape[1] != features:
@@ -253,6 +268,11 @@ class Classifier:
             raise ModelFilesError(f"{self.files.model}: no tensor {name!r} (the metadata's embedding_tensor)")
         index = int(self._dense_op()["inputs"][0])
         return dict(next(d for d in details if d["index"] == index))
+
+    @property
+    def embedding_width(self) -> int:
+        """Features of the embedding (0 when the classifier does not read it)."""
+        return int(self._embedding["shape"][-1]) if self._embedding is not None else 0
 
     def builtin_head(self) -> Head:
         """The model's own dense layer as a :class:`~.head.Head` (dequantized;

@@ -697,6 +697,12 @@ class LearningSection:
     )
     watch_max_p: float = _opt(0.05, "p below which the watch rolls a deployed head back.", min=0.0001, max=0.5)
     memory: str = _opt("", "The training memory (.memory.npz); empty: the one beside model.path.")
+    keep_models: int = _opt(
+        5,
+        "Deployed model versions kept in <state_dir>/models (bin-agent learn or deploy), the most recently "
+        "deployed first; current and previous are always kept.",
+        min=2,
+    )
 
 
 @dataclass

@@ -3,7 +3,10 @@
 Each captured item is two files in the capture folder (under the state dir):
 ``<time>_<event id>.jpg``, the image the classifier saw, and a JSON sidecar
 ``<time>_<event id>.json`` with what the bin decided (event id, time, predicted
-class, confidence, top-3, model version, compartment, fallback). The names
+class, confidence, top-3, model version, compartment, fallback) and, when the
+classifier read it, the item's embedding (float16, base64, 3.4 KB, with the
+backbone's sha256: what ``bin-agent learn`` refits on, so it embeds no photo
+whose embedding was kept here; it goes with the item under the size cap). The names
 start with the UTC time, so sorting by name is sorting by age.
 
 Capture never delays sorting: :meth:`Capture.offer` only puts the image on a
@@ -17,6 +20,7 @@ counted but never deleted.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -53,10 +57,30 @@ def item_stem(item: SortedItem) -> str:
     return f"{compact}_{item.event_id}"
 
 
-def sidecar(item: SortedItem, image_name: str) -> dict[str, Any]:
-    """What the bin decided about a captured item."""
+def encode_embedding(embedding: np.ndarray, backbone_sha256: str) -> dict[str, Any]:
+    """The sidecar's ``embedding``: float16 little-endian in base64 (JSON stays one
+    file per item, deleted with it), keyed by the backbone that computed it."""
+    raw = np.asarray(embedding, dtype="<f2").tobytes()
+    return {"backbone_sha256": backbone_sha256, "float16": base64.b64encode(raw).decode("ascii")}
+
+
+def decode_embedding(info: dict[str, Any], backbone_sha256: str) -> np.ndarray | None:
+    """The embedding kept in a sidecar (float32), or None when it has none, it is
+    unreadable, or another backbone computed it."""
+    kept = info.get("embedding")
+    if not isinstance(kept, dict) or kept.get("backbone_sha256") != backbone_sha256:
+        return None
+    try:
+        return np.frombuffer(base64.b64decode(kept["float16"], validate=True), dtype="<f2").astype(np.float32)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def sidecar(item: SortedItem, image_name: str, backbone_sha256: str = "") -> dict[str, Any]:
+    """What the bin decided about a captured item (with its embedding when the
+    classifier read one and ``backbone_sha256`` names the model that did)."""
     c = item.classification
-    return {
+    info: dict[str, Any] = {
         "event_id": item.event_id,
         "time": item.time,
         "bin_id": item.bin_id,
@@ -69,6 +93,9 @@ def sidecar(item: SortedItem, image_name: str) -> dict[str, Any]:
         "image": image_name,
         "source": item.source,
     }
+    if c.embedding is not None and backbone_sha256:
+        info["embedding"] = encode_embedding(c.embedding, backbone_sha256)
+    return info
 
 
 @dataclass(frozen=True)
@@ -141,7 +168,7 @@ class Capture:
         self.deleted = 0
         self.failed = 0
         self._seen = 0
-        self._queue: queue.Queue[tuple[np.ndarray, SortedItem] | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[np.ndarray, SortedItem, str] | None] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         # (stem, bytes of image + sidecar), oldest first; touched only by the writer.
         self._items: deque[tuple[str, int]] = deque()
@@ -170,14 +197,19 @@ class Capture:
             return (self._seen - 1) % self.sample_every == 0
         return True
 
-    def offer(self, image: np.ndarray, item: SortedItem) -> bool:
+    def offer(self, image: np.ndarray, item: SortedItem, backbone: str = "") -> bool:
         """Queue the image of a sorted item; never blocks. False when not queued
-        (not wanted by the mode, or dropped because the writer is behind)."""
+        (not wanted by the mode, or dropped because the writer is behind).
+
+        :param backbone: sha256 of the model whose embedding the item's
+            classification carries (``Classifier.backbone_sha256``); empty: the
+            embedding is not kept.
+        """
         if not self.wanted(item):
             return False
         try:
             # A copy: a camera may reuse the frame's buffer for the next frame.
-            self._queue.put_nowait((np.array(image, dtype=np.uint8, copy=True), item))
+            self._queue.put_nowait((np.array(image, dtype=np.uint8, copy=True), item, backbone))
         except queue.Full:
             self.dropped += 1
             return False
@@ -217,16 +249,16 @@ class Capture:
             entry = self._queue.get()
             if entry is None:
                 return
-            image, item = entry
+            image, item, backbone = entry
             try:
-                self._write(image, item)
+                self._write(image, item, backbone)
                 self._enforce_cap()
             except Exception:
                 # A full or read-only card must never stop the bin; count and go on.
                 self.failed += 1
                 log.exception("cannot write the capture of event %s", item.event_id)
 
-    def _write(self, image: np.ndarray, item: SortedItem) -> None:
+    def _write(self, image: np.ndarray, item: SortedItem, backbone: str = "") -> None:
         from PIL import Image
 
         stem = item_stem(item)
@@ -238,7 +270,7 @@ class Capture:
         Image.fromarray(image).save(tmp, format="JPEG", quality=self.jpeg_quality)
         os.replace(tmp, image_path)
         tmp = info_path.with_name(f".{info_path.name}.tmp")
-        tmp.write_text(json.dumps(sidecar(item, image_path.name), indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, info_path)
         size = image_path.stat().st_size + info_path.stat().st_size
         self._items.append((stem, size))

@@ -8,6 +8,11 @@ Layout under ``<state_dir>/models/``::
     current  -> <version>-<sha8>           the model the agent uses
     previous -> <version>-<sha8>           the one before the last deploy
 
+Each deploy keeps a whole copy of the model (2.7 MB for the shipped one), and
+``bin-agent learn`` may deploy every day: after each deploy only the newest
+``[learning] keep_models`` folders stay (newest: most recently deployed),
+never ``current`` or ``previous``.
+
 ``current`` and ``previous`` are symbolic links, each replaced in one
 ``rename()``: after a power cut the agent finds either the old or the new
 model, never half of one. While ``current`` exists the agent uses it instead
@@ -251,7 +256,37 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
         # previous first: a crash in between leaves previous == current, both whole.
         _point(models, PREVIOUS, before)
         _point(models, CURRENT, name)
+    os.utime(folder)  # its age is its last deploy: a redeployed old version is new again
+    prune(config)
     return folder / files.model.name
+
+
+def prune(config: Config) -> list[str]:
+    """Delete installed model folders beyond the newest ``[learning] keep_models``
+    (by last deploy), never ``current`` or ``previous``. Returns the deleted names."""
+    models = models_dir(config)
+    for leftover in models.glob(".*.deleting"):  # a power cut during an earlier prune
+        shutil.rmtree(leftover, ignore_errors=True)
+    keep = {_target(models, CURRENT), _target(models, PREVIOUS)}
+    folders = [row["folder"] for row in sorted(installed(config), key=lambda row: row["modified"], reverse=True)]
+    room = max(config.learning.keep_models - len(keep - {None}), 0)
+    deleted = []
+    for name in folders:
+        if name in keep:
+            continue
+        if room > 0:
+            room -= 1
+            continue
+        # Renamed first, then removed: a power cut leaves a hidden folder, never half a model that is listed.
+        doomed = models / f".{name}.deleting"
+        os.replace(models / name, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        deleted.append(name)
+    if deleted:
+        log.info(
+            "deleted %d old model version(s) (keep_models %d): %s", len(deleted), config.learning.keep_models, deleted
+        )
+    return deleted
 
 
 def rollback(config: Config) -> tuple[Path, Path]:

@@ -3,10 +3,12 @@
 No TensorFlow: the backbone stays as it is, and only the last dense layer (and
 its calibration) is refitted, in NumPy (:mod:`bin_agent.classify.head`).
 
-1. The labelled captures (``labels.jsonl`` beside the photos) are embedded
-   once by the model's backbone; the embeddings are cached in the capture
-   folder (``embeddings-<backbone sha256[:12]>.npz``), so a later learn
-   embeds only the newly labelled photos.
+1. The labelled captures (``labels.jsonl`` beside the photos) come with the
+   embedding the agent's classifier read when it sorted them (kept in the
+   sidecar by :mod:`.capture`); those without it are embedded once by the
+   model's backbone and cached in the capture folder
+   (``embeddings-<backbone sha256[:12]>.npz``), so a later learn embeds only
+   the newly labelled photos.
 2. The newest ``holdout_share`` of the labels are held out. The bin's
    embeddings are first aligned with the training memory shipped beside the
    model (:mod:`.memory`): per feature, the bin's mean and spread are mapped
@@ -69,7 +71,7 @@ from ..config import Config
 from ..events import utc_now_iso
 from ..router import confidence_threshold
 from . import deploy
-from .capture import CapturedItem, capture_folder, captured_items
+from .capture import CapturedItem, capture_folder, captured_items, decode_embedding
 from .labels import LabelStore
 from .memory import Memory, TrainingMemoryError, memory_path
 
@@ -101,6 +103,7 @@ class EmbeddingCache:
 
     def __init__(self, folder: Path, backbone_sha256: str) -> None:
         self.path = folder / f"{CACHE_PREFIX}{backbone_sha256[:12]}.npz"
+        self.backbone_sha256 = backbone_sha256
         self.vectors: dict[str, np.ndarray] = {}
         self.computed = 0
         try:
@@ -112,7 +115,11 @@ class EmbeddingCache:
             log.warning("%s: unreadable embedding cache (%s); recomputing", self.path, exc)
 
     def get(self, item: CapturedItem, classifier: Classifier) -> np.ndarray | None:
-        """The item's embedding, computed from its photo the first time; None if unreadable."""
+        """The item's embedding: kept by capture in its sidecar, else cached, else
+        computed from its photo (and cached); None if unreadable."""
+        kept = decode_embedding(item.info, self.backbone_sha256)
+        if kept is not None and kept.shape == (classifier.embedding_width,):
+            return kept  # not cached again: the sidecar holds it, and goes with the photo
         vector = self.vectors.get(item.event_id)
         if vector is None:
             try:
