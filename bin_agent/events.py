@@ -19,10 +19,15 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True)
 class SortedItem:
-    """One item seen, classified, routed and actuated: the payload of ``event``.
+    """One item seen, classified and routed: the payload of ``event``, recorded
+    before the mechanics move (``time`` is the moment of the decision).
+
+    ``id`` is unique per item: an event published again after a crash (its
+    PUBACK came, the delete of it had not been committed yet) is a duplicate
+    that a consumer drops by its ``id``.
 
     :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
-        ``inference``, ``route``, ``actuate``, ``record``, ``total``).
+        ``inference``, ``route``) and ``total`` (the trigger to the decision).
     :param box: the region of the frame that was classified, as fractions
         ``(x0, y0, x1, y1)`` of the frame (``geometry.NormBox``).
     """

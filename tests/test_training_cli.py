@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from bin_agent import CLASSES
-from bin_agent.training import dataset as ds
 from bin_agent.cli import main
+from bin_agent.training import dataset as ds
 from bin_agent.training.evaluate import metrics, threshold_table
 
 TINY = Path(__file__).resolve().parent / "data" / "models"
