@@ -88,6 +88,9 @@ RETRY_SECONDS = 5.0
 _AGE_DROP_BATCH = 500
 """Most events one transaction drops for age (keeps each commit short)."""
 
+_HISTORY_PRUNE_BATCH = 25
+"""History items one transaction drops to make room on a full disk."""
+
 ACK_BATCH = 256
 """Acknowledged events deleted from the outbox in one (unsynced) transaction."""
 
@@ -101,10 +104,9 @@ CHECK_SECONDS = 2.0
 file is still the one at the path (not deleted, replaced or truncated)."""
 
 WAL_LIMIT_BYTES = 1 << 20
-"""``journal_size_limit``: after a checkpoint the WAL is cut back to this size."""
-
-WAL_AUTOCHECKPOINT_PAGES = 256
-"""``wal_autocheckpoint``: with 4 KiB pages the WAL is checkpointed at about 1 MiB."""
+"""The WAL is checkpointed (``wal_autocheckpoint``) at about this size, or 1/32
+of the file system if that is less, and cut back to it (``journal_size_limit``):
+a small state partition is never filled by the WAL alone."""
 
 RESERVE_MAX_BYTES = 2 << 20
 """The reserve file kept beside the database: room for the checkpoint that
@@ -163,7 +165,6 @@ CREATE TABLE IF NOT EXISTS emptied (
 # is damaged, not that the disk refused a write.
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
-_SQLITE_READONLY_DBMOVED = 8 | (4 << 8)  # the file was unlinked or renamed while open
 
 
 class StoreError(RuntimeError):
@@ -294,6 +295,7 @@ class Store:
         self._said_recovered = False  # the last storage line was "writable again"
         self._item_rows: dict[int, int] = {}  # event seq -> its history row, until mark_actuated
         self._reserve_bytes = 0
+        self._history_pruned = 0  # history items given up for room since start
         self.incident: dict[str, str] | None = None  # what this start's checks found
         self._saved_incident: dict[str, str] | None = None  # the last one, from the database
         self.reopened = 0  # bumped when a database kept closed by a full disk opens later
@@ -410,8 +412,9 @@ class Store:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             # A WAL that cannot outgrow a small state partition (see the module's notes).
-            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            wal_bytes = _wal_bytes(self.path.parent)
+            db.execute(f"PRAGMA journal_size_limit={wal_bytes}")
+            db.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_bytes // 4096)}")
             db.executescript(_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
             if "actuated" not in columns:  # databases of earlier versions
@@ -601,6 +604,7 @@ class Store:
                     self._last_item = text
                     self._item_rows[event.seq] = item_row
                     self._write_marker()
+                    self._keep_room()
                     return event.seq
             # The database cannot take it now: hold it, then try everything held in one go.
             # (History and fill counts are not held: they miss the items of a full disk.)
@@ -715,7 +719,7 @@ class Store:
                 if now >= self._next_check and self._db is not None:
                     self._next_check = now + CHECK_SECONDS
                     if self._writable():
-                        self._checkpoint_if_short_of_room()
+                        self._keep_room()
                 return not self.degraded
             if now - self._last_retry < RETRY_SECONDS:
                 return False
@@ -1005,32 +1009,17 @@ class Store:
         if not unsaved and not self._acked:
             self._storage_recovered()
             return
-        try:
-            with self._transaction():
-                if unsaved.reset_since is not None:
-                    self._db_execute("DELETE FROM counts")
-                    self._db_execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
-                    )
-                deleted = self._delete_acknowledged()
-                for event in unsaved.events.values():
-                    self._insert(event)
-                self._insert_deltas(unsaved.count_deltas)
-                if unsaved.last_item is not None:
-                    self._db_execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
-                    )
-                if unsaved.dropped:
-                    self._db_execute(
-                        "INSERT INTO meta(key, value) VALUES ('outbox_dropped', ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-                        (str(unsaved.dropped),),
-                    )
-                rows = self._db_pending - deleted + len(unsaved.events)
-                dropped = self._apply_bounds(rows)
-        except sqlite3.Error as exc:
-            self._storage_failed(exc)
-            return
+        for attempt in range(2):
+            try:
+                deleted, rows, dropped = self._write_unsaved()
+                break
+            except sqlite3.Error as exc:
+                # A partition full of the store's own history: the counts and the
+                # outbox matter more than the oldest history items (reports).
+                if attempt == 0 and _is_full(exc) and self._prune_history_for_room():
+                    continue
+                self._storage_failed(exc)
+                return
         saved = len(unsaved.events)
         self._acknowledged_deleted(deleted)
         self._db_pending = rows - dropped
@@ -1039,6 +1028,66 @@ class Store:
         self._count_dropped(dropped)
         self._write_marker()
         self._storage_recovered(saved)
+
+    def _write_unsaved(self) -> tuple[int, int, int]:
+        """Everything held back, in one transaction; returns (acknowledged rows
+        deleted, outbox rows, rows dropped by the bounds)."""
+        unsaved = self._unsaved
+        with self._transaction():
+            if unsaved.reset_since is not None:
+                self._db_execute("DELETE FROM counts")
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
+                )
+            deleted = self._delete_acknowledged()
+            for event in unsaved.events.values():
+                self._insert(event)
+            self._insert_deltas(unsaved.count_deltas)
+            if unsaved.last_item is not None:
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
+                )
+            if unsaved.dropped:
+                self._db_execute(
+                    "INSERT INTO meta(key, value) VALUES ('outbox_dropped', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                    (str(unsaved.dropped),),
+                )
+            rows = self._db_pending - deleted + len(unsaved.events)
+            dropped = self._apply_bounds(rows)
+        return deleted, rows, dropped
+
+    def _prune_history_for_room(self, *, quarter: bool = True) -> bool:
+        """Short of room: drop the oldest quarter of the history (or one batch;
+        in small transactions, the WAL emptied after each) so that its pages are
+        reused. Returns whether anything went."""
+        try:
+            total = int(self._db_execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        except sqlite3.Error:
+            return False
+        goal, dropped = min(total, max(total // 4, _HISTORY_PRUNE_BATCH) if quarter else _HISTORY_PRUNE_BATCH), 0
+        while dropped < goal:
+            try:
+                with self._transaction(durable=False):
+                    batch = self._db_execute(
+                        "DELETE FROM items WHERE seq IN (SELECT seq FROM items ORDER BY seq LIMIT ?)",
+                        (min(_HISTORY_PRUNE_BATCH, goal - dropped),),
+                    ).rowcount
+                dropped += batch  # committed
+                self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if batch <= 0:
+                    break
+            except sqlite3.Error:
+                break
+        if dropped:
+            log.log(
+                logging.DEBUG if self._history_pruned else logging.WARNING,
+                "storage short of room: dropped the %d oldest history item(s) (reports) to keep the counts "
+                "and the outbox; said once, see bin-agent report for what history is left",
+                dropped,
+            )
+            self._history_pruned += dropped
+        return dropped > 0
 
     def _insert_deltas(self, deltas: collections.Counter[tuple[str, str]]) -> None:
         for (kind, key), n in deltas.items():
@@ -1076,11 +1125,6 @@ class Store:
     def _storage_failed(self, exc: BaseException) -> None:
         if _is_corruption(exc) and self._db is not None:
             self._set_aside_while_running(exc)
-            return
-        if _extended_code(exc) == _SQLITE_READONLY_DBMOVED and self._db is not None:
-            # SQLite refuses writes to a file that was unlinked or renamed while open.
-            problem = self._file_problem() or ("deleted", "was deleted or renamed while the agent runs")
-            self._rescue(*problem)
             return
         # A full disk shows as SQLITE_FULL, or as an I/O error creating the -shm file.
         full = _is_full(exc) or _no_room(self.path.parent)
@@ -1358,7 +1402,7 @@ class Store:
             if self.reserve_path.exists():
                 self._reserve_bytes = self.reserve_path.stat().st_size
                 return
-            if stat.f_bavail * stat.f_frsize < 2 * size:
+            if stat.f_bavail * stat.f_frsize < 4 * size:
                 return
             with open(self.reserve_path, "wb") as out:
                 out.write(b"\0" * size)
@@ -1372,16 +1416,29 @@ class Store:
             self.reserve_path.unlink()
             log.warning("storage: gave up the %d byte reserve so the WAL can be checkpointed", self._reserve_bytes)
 
-    def _checkpoint_if_short_of_room(self) -> None:
-        """Empty the WAL while there is still room to copy it (before the disk is full)."""
+    def _keep_room(self) -> None:
+        """After a commit: while free space is short of twice the WAL's bound,
+        empty the WAL (checkpoint before the disk is full), then give up the
+        oldest history items, so that the store's own growth never fills the
+        partition (undelivered events still can: they are never given up here)."""
+        need = 4 * _wal_bytes(self.path.parent)  # the WAL, its checkpoint, and the next items
+        if self._room() >= need:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._room() < need:
+                self._prune_history_for_room(quarter=False)
+
+    def _room(self) -> int:
+        """Bytes the database can still grow by: free space on its file system
+        plus the free pages inside it (reused before the file grows)."""
         try:
             stat = os.statvfs(self.path.parent)
-            wal = Path(f"{self.path}-wal").stat().st_size
-        except OSError:
-            return
-        if wal > 0 and stat.f_bavail * stat.f_frsize < max(4 * wal, 2 * self._reserve_bytes, 256 * 1024):
-            with contextlib.suppress(sqlite3.Error):
-                self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            free_pages = int(self._db_execute("PRAGMA freelist_count").fetchone()[0])
+            page = int(self._db_execute("PRAGMA page_size").fetchone()[0])
+        except (OSError, sqlite3.Error):
+            return 1 << 62
+        return stat.f_bavail * stat.f_frsize + free_pages * page
 
 
 class _Corrupt(Exception):
@@ -1458,12 +1515,8 @@ def _lock_exclusively(directory: Path, pid_file: Path) -> _DirectoryLock:
     return _DirectoryLock(fd)
 
 
-def _extended_code(exc: BaseException) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0) or 0)
-
-
 def _error_code(exc: BaseException) -> int:
-    return _extended_code(exc) & 0xFF
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
 
 
 def _is_corruption(exc: BaseException) -> bool:
@@ -1477,6 +1530,15 @@ def _is_full(exc: BaseException) -> bool:
 def _is_storage_failure(exc: BaseException) -> bool:
     """Errors of the disk rather than of the file: full, I/O, cannot open, read-only."""
     return _error_code(exc) in (8, 10, 13, 14)  # READONLY, IOERR, FULL, CANTOPEN
+
+
+def _wal_bytes(directory: Path) -> int:
+    """How big the WAL may grow before a checkpoint (see :data:`WAL_LIMIT_BYTES`)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return WAL_LIMIT_BYTES
+    return max(64 * 1024, min(WAL_LIMIT_BYTES, stat.f_blocks * stat.f_frsize // 32))
 
 
 def _no_room(directory: Path) -> bool:
