@@ -51,15 +51,19 @@ def sorting_config(tmp_path: Path, photos: Path, *, port: int, mqtt: bool, dwell
 class AgentProcess:
     """``bin-agent run`` in its own process group; its stdout lines (one per recorded item) collected."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, notify: Path | None = None) -> None:
         self.lines: list[str] = []
         self.first_line = threading.Event()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        env.pop("WATCHDOG_USEC", None)
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = str(notify)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            env=env,
             start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -85,18 +89,24 @@ class AgentProcess:
 
 
 def test_an_item_inside_the_servo_at_sigkill_is_counted_and_its_event_kept(tmp_path, few_photos):
-    """A 5 s dwell: the agent is SIGKILLed while the first item is in the servo.
+    """An 8 s dwell: the agent is SIGKILLed 4 s after READY, while the first item
+    (it appears 0.6 s after the start and settles in 0.5 s) is in the servo.
     Before: sort() ran before record_event(), the item was never counted."""
-    data = sorting_config(tmp_path, few_photos, port=1, mqtt=False, dwell=5.0)
-    agent = AgentProcess(write_toml(tmp_path / "agent.toml", data))
+    data = sorting_config(tmp_path, few_photos, port=1, mqtt=False, dwell=8.0)
+    address = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.settimeout(0.2)
+    agent = AgentProcess(write_toml(tmp_path / "agent.toml", data), notify=address)
     try:
-        assert agent.first_line.wait(60), "no item recorded"
-        time.sleep(1.0)  # well inside the 0.2 + 5 + 0.2 s cycle
+        assert wait_ready(listener, 60), "the agent never became ready"
+        time.sleep(4.0)  # not waiting for the item's line: it must be there by now
         agent.kill_group()
     finally:
+        listener.close()
         if agent.proc.poll() is None:
             os.killpg(agent.proc.pid, signal.SIGKILL)
-    assert len(agent.lines) == 1
+    assert len(agent.lines) == 1, "the item was recorded (and said so) before its sort ended"
     store = Store(Path(data["agent"]["state_dir"]) / "bin-agent.db")
     try:
         assert store.counts().total == 1, "the item in the servo is counted"
@@ -144,7 +154,8 @@ def test_power_cut_at_random_points_while_sorting_loses_no_committed_event(
     """20 SIGKILLs of the agent's whole process group at random points while it sorts
     (with a short servo cycle, so kills land in the record, in the move, in the
     publish): every item the agent reported as recorded is in the outbox or reached
-    the broker, and the counts agree with the events."""
+    the broker, and the counts agree with the events. A clean run then leaves the
+    outbox empty."""
     rounds = int(os.environ.get("POWER_CUT_ROUNDS", "20"))
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/event")
     data = sorting_config(tmp_path, few_photos, port=mosquitto.port, mqtt=True, dwell=0.3)
@@ -163,6 +174,17 @@ def test_power_cut_at_random_points_while_sorting_loses_no_committed_event(
         assert "Traceback" not in stderr, stderr
         assert "state database:" not in stderr, f"round {round_}: a normal restart raised an alarm: {stderr}"
         reported += agent.reported_times()
+    # Then a clean run and stop: the backlog goes out, the outbox ends empty.
+    last = AgentProcess(config)
+    try:
+        assert last.first_line.wait(60), "no item recorded in the last run"
+        last.proc.send_signal(signal.SIGTERM)
+        assert last.proc.wait(60) == 0
+        last._reader.join(5)
+    finally:
+        if last.proc.poll() is None:
+            os.killpg(last.proc.pid, signal.SIGKILL)
+    reported += last.reported_times()
     time.sleep(1.0)  # what the broker took reaches the subscriber
     store = Store(Path(data["agent"]["state_dir"]) / "bin-agent.db")
     try:
@@ -178,6 +200,7 @@ def test_power_cut_at_random_points_while_sorting_loses_no_committed_event(
         f"{len(delivered)} delivered, {len(waiting)} in the outbox, {len(missing)} lost"
     )
     assert not missing, f"reported as recorded, then lost: {missing}"
+    assert not waiting, f"{len(waiting)} event(s) stay in the outbox after a clean stop with the broker up"
     assert counted == len(waiting | delivered), "the counts agree with the committed events"
 
 
