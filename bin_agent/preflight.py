@@ -98,7 +98,7 @@ def _check_pin_factory(config: Config, problems: list[str]) -> None:
         importlib.import_module(module)
     except Exception as exc:  # ImportError, or gpiozero's own refusal at import
         problems.append(
-            f"actuator.pin_factory: {name!r} cannot load ({type(exc).__name__}: {exc}). Fix: {fix}; "
+            f"actuator.pin_factory: pin factory {name!r} cannot load ({type(exc).__name__}: {exc}). Fix: {fix}; "
             'or set actuator.pin_factory = "mock" to run without GPIO'
         )
 

@@ -1434,11 +1434,14 @@ class Store:
         plus the free pages inside it (reused before the file grows)."""
         try:
             stat = os.statvfs(self.path.parent)
+            free = stat.f_bavail * stat.f_frsize
+            if free >= 4 * WAL_LIMIT_BYTES:  # the common case: no query
+                return free
             free_pages = int(self._db_execute("PRAGMA freelist_count").fetchone()[0])
             page = int(self._db_execute("PRAGMA page_size").fetchone()[0])
         except (OSError, sqlite3.Error):
             return 1 << 62
-        return stat.f_bavail * stat.f_frsize + free_pages * page
+        return free + free_pages * page
 
 
 class _Corrupt(Exception):

@@ -158,12 +158,70 @@ def agent_link(port: int, events: int, inflight: int, directory: Path) -> float:
     return elapsed + time.perf_counter() - closing
 
 
+def trigger_to_puback(port: int, directory: Path, items: int) -> list[float]:
+    """Milliseconds from the trigger firing to the PUBACK of the item's event being
+    applied, for an agent with a 1.8 s servo cycle (0.2 s travel, 1.4 s dwell, mock pins)."""
+    import numpy as np
+    from PIL import Image
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+
+    photos = directory / "photos"
+    photos.mkdir()
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200)), ("c", (0, 160, 0))):
+        image = np.full((120, 160, 3), 230, np.uint8)
+        image[25:95, 50:110] = colour
+        Image.fromarray(image).save(photos / f"{name}.png")
+    repo = Path(__file__).resolve().parent.parent
+    data = {
+        "agent": {"bin_id": "bench", "state_dir": str(directory / "state")},
+        "camera": {
+            "source": "replay",
+            "replay": {
+                "path": str(photos),
+                "realtime": True,
+                "fps": 20.0,
+                "item_seconds": 2.5,
+                "empty_seconds": 0.6,
+                "limit": items,
+                "loop": True,
+            },
+        },
+        "trigger": {"mode": "motion", "settle_seconds": 0.5},
+        "model": {"path": str(repo / "tests" / "data" / "models" / "tiny_uint8.tflite"), "num_threads": 1},
+        "actuator": {"kind": "servo", "pin_factory": "mock", "dwell_seconds": 1.4, "servo": {"travel_seconds": 0.2}},
+        "mqtt": {"host": "127.0.0.1", "port": port},
+    }
+    agent = build_agent(preflight.load_dict(data, base_dir=directory))
+    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
+    fired: list[float] = []
+    acked: list[float] = []
+    update, acknowledge = agent.trigger.update, agent.store.acknowledge
+
+    def timed_update(frame):  # noqa: ANN001, ANN202
+        result = update(frame)
+        if result:
+            fired.append(time.perf_counter())
+        return result
+
+    def timed_acknowledge(seq: int) -> None:
+        acknowledge(seq)
+        acked.append(time.perf_counter())
+
+    agent.trigger.update = timed_update  # type: ignore[method-assign]
+    agent.store.acknowledge = timed_acknowledge  # type: ignore[method-assign]
+    agent.run()
+    return [1000.0 * (a - f) for f, a in zip(fired, acked, strict=False)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inflight", type=int, default=20, help="[mqtt] max_inflight (the default: 20)")
+    parser.add_argument("--latency-items", type=int, default=6, help="items for trigger -> PUBACK (0: skip)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -181,6 +239,12 @@ def main() -> None:
         broker, port = start_broker(directory)
         try:
             ratios, bares, links = [], [], []
+            if args.latency_items:
+                latency = trigger_to_puback(port, directory, args.latency_items)
+                print(
+                    f"trigger fires -> event PUBACKed, 1.8 s servo cycle, {len(latency)} items: "
+                    f"min {min(latency):.0f} / median {statistics.median(latency):.0f} / max {max(latency):.0f} ms"
+                )
             for round_ in range(args.rounds):
                 bare = bare_paho(port, args.events, args.inflight)
                 state = directory / f"round{round_}"
@@ -192,6 +256,8 @@ def main() -> None:
                 print(
                     f"round {round_ + 1}: {args.events} events: agent {link:.2f} s, bare paho {bare:.2f} s = {link / bare:.2f}x"
                 )
+            if not ratios:
+                return
             print(
                 f"flush after an outage, median of {args.rounds}: agent {statistics.median(links):.2f} s vs "
                 f"bare paho QoS 1 {statistics.median(bares):.2f} s = {statistics.median(ratios):.2f}x "
