@@ -226,3 +226,25 @@ def test_a_deleted_lock_file_does_not_let_a_second_agent_in(tmp_path, few_photos
         if first.poll() is None:
             first.kill()
         listener.close()
+
+
+def test_sigterm_waits_for_the_sort_in_progress(tmp_path, few_photos):
+    """SIGTERM while an item is in the servo (3 s dwell): the agent lets the sort
+    finish (its history item is marked sorted) and exits 0."""
+    import sqlite3
+
+    data = sorting_config(tmp_path, few_photos, port=1, mqtt=False, dwell=3.0)
+    agent = AgentProcess(write_toml(tmp_path / "agent.toml", data))
+    try:
+        assert agent.first_line.wait(60), "no item recorded"
+        agent.proc.send_signal(signal.SIGTERM)  # the sort has just started
+        assert agent.proc.wait(30) == 0
+    finally:
+        if agent.proc.poll() is None:
+            os.killpg(agent.proc.pid, signal.SIGKILL)
+    db = sqlite3.connect(Path(data["agent"]["state_dir"]) / "bin-agent.db")
+    try:
+        rows = db.execute("SELECT actuated FROM items ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 1 and rows[0][0] is not None, "the stop cut the sort short"
