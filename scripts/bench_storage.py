@@ -184,7 +184,6 @@ def trigger_to_puback(port: int, directory: Path, items: int) -> list[float]:
                 "fps": 20.0,
                 "item_seconds": 2.5,
                 "empty_seconds": 0.6,
-                "limit": items,
                 "loop": True,
             },
         },
@@ -208,6 +207,8 @@ def trigger_to_puback(port: int, directory: Path, items: int) -> list[float]:
     def timed_acknowledge(seq: int) -> None:
         acknowledge(seq)
         acked.append(time.perf_counter())
+        if len(acked) >= items:
+            agent.stop()
 
     agent.trigger.update = timed_update  # type: ignore[method-assign]
     agent.store.acknowledge = timed_acknowledge  # type: ignore[method-assign]
