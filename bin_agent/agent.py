@@ -8,9 +8,17 @@ The loop reads top to bottom, once per frame::
         classification = classifier.classify(region of frame.image)
         route = router.route(...)    # class → compartment, or the fallback
         asked = self.ask(...)        # unsure: a person may answer (bin_agent.ask)
-        sorter.sort(route.compartment)   # servo/flaps/LEDs; blocks: one item at a time
-        store.record_event(...)      # durable outbox + counts, one transaction
-        mqtt.wake(); mqtt.publish_state()   # never blocks sorting
+        chute.wait_for_chute()       # the previous item's sort is over: one at a time
+        store.record_event(...)      # durable outbox + counts: one transaction, one sync
+        mqtt.wake()                  # published while the mechanics move
+        chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
+        mqtt.publish_state()         # never blocks sorting
+
+The item is recorded before the mechanics move: one inside the servo when the
+power goes is counted and its event is in the outbox. Its ``time`` is the
+moment of the decision. The loop does not wait for the servo's travel and dwell
+(it goes on reading frames); only the next item waits for the chute, and a stop
+waits for the sort in progress.
 
 Everything the loop uses is built by :func:`build_agent` from the validated
 :class:`~bin_agent.config.Config`; tests pass their own frame source or pin
@@ -34,6 +42,7 @@ from typing import Any, TextIO, cast
 
 from . import __version__
 from .actuators.sorter import GuidanceSorter, Indicators, Sorter, build_sorter, make_pin_factory
+from .actuators.worker import SortWorker
 from .ask import Asked, Asker
 from .classify.classifier import Classification, Classifier, ModelFiles, describe
 from .config import (
@@ -97,6 +106,7 @@ class Agent:
     capture: Capture | None = None
     asker: Asker | None = None
     learning: LearningService | None = None
+    chute: SortWorker | None = None  # built from ``sorter`` when not given
     stop_event: threading.Event = field(default_factory=threading.Event)
     items_sorted: int = 0
     frames_seen: int = 0
@@ -109,6 +119,20 @@ class Agent:
     # A classifier built by reload_model, taken by the loop between two items.
     staged_classifier: Classifier | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.chute is None:
+            self.chute = SortWorker(self.sorter)
+
+    @property
+    def _chute(self) -> SortWorker:
+        assert self.chute is not None
+        return self.chute
+
+    @property
+    def sort_limit_seconds(self) -> float:
+        """How long a sort may take before the watchdog is no longer fed for it."""
+        return actuation_seconds(self.config.actuator) + ACTUATION_MARGIN_SECONDS
 
     # ------------------------------------------------------------------ the loop
 
@@ -149,9 +173,10 @@ class Agent:
                 self.frames_seen += 1
                 if self.staged_classifier is not None:
                     self._switch_model()
-                # The watchdog is fed only here, i.e. only while frames flow: a
-                # stalled camera lets systemd restart the service.
-                self.notifier.watchdog_if_due()
+                # The watchdog is fed only here, i.e. only while frames flow and
+                # no sort hangs: a stalled camera or servo lets systemd restart the service.
+                if self._chute.busy_seconds() <= self.sort_limit_seconds:
+                    self.notifier.watchdog_if_due()
                 self.store.retry_if_due()  # while the disk is full: is there room again?
                 self._watch_storage()
                 started = time.perf_counter()
@@ -172,8 +197,8 @@ class Agent:
     def handle_item(
         self, image: Any, source_name: str = "", trigger_ms: float = 0.0, region: PixelBox | None = None
     ) -> SortedItem:
-        """Classify the ``region`` of ``image`` (default: all of it), route,
-        actuate, record and publish one item."""
+        """Classify the ``region`` of ``image`` (default: all of it), route, record,
+        start the sort and publish one item. Returns once the sort has started."""
         started = time.perf_counter()
         self.indicators.busy()
         height, width = image.shape[:2]
@@ -186,21 +211,16 @@ class Agent:
         asked = self.ask(classified, classification, route)
         if asked is not None:
             route = asked.route
-        t_actuate = time.perf_counter()
-        # A sort blocks the loop for travel + dwell + travel: keep the watchdog
-        # fed for that long (plus a margin), not for a sort that never ends.
-        with self.notifier.keepalive(actuation_seconds(self.config.actuator) + ACTUATION_MARGIN_SECONDS):
-            self.sorter.sort(route.compartment)
-        t_record = time.perf_counter()
+        decided = time.perf_counter()
         latency = {
             "trigger": trigger_ms,
             "preprocess": classification.preprocess_ms,
             "inference": classification.inference_ms,
             "route": (t_ask - t_route) * 1000.0,
-            **({"ask": (t_actuate - t_ask) * 1000.0} if asked is not None else {}),
-            "actuate": (t_record - t_actuate) * 1000.0,
+            **({"ask": (decided - t_ask) * 1000.0} if asked is not None else {}),
+            "total": trigger_ms + (decided - started) * 1000.0,
         }
-        item = SortedItem(
+        item = SortedItem(  # its time: now, the decision
             bin_id=self.config.agent.bin_id,
             classification=classification,
             route=route,
@@ -210,46 +230,48 @@ class Agent:
             box=to_normalised((left, top, right, bottom), (width, height)),
             **(asked.event_fields() if asked is not None else {}),
         )
-        topics = self._topics()
-
-        def with_record_and_total(record_seconds: float) -> dict[str, Any]:
-            # The event reports its own durable write: it is completed once
-            # that is committed (the store replaces the payload before anyone reads it).
-            latency["record"] = record_seconds * 1000.0
-            latency["total"] = trigger_ms + (time.perf_counter() - started) * 1000.0
-            return item.payload()
-
-        self.store.record_event(
+        # The previous item must be through the chute before this one is counted.
+        with self.notifier.keepalive(self.sort_limit_seconds - self._chute.busy_seconds()):
+            self._chute.wait_for_chute()
+        # Recorded (one transaction, one sync) before anything moves: an item in the
+        # servo when the power goes is counted and its event is in the outbox.
+        seq = self.store.record_event(
             event_id=item.event_id,
-            topic=topics.event,
+            topic=self._topics().event,
             payload=item.payload(),
             label=asked.counted_label(classification.label) if asked is not None else classification.label,
             compartment=route.compartment,
             fallback=route.fallback,
-            finalize=with_record_and_total,
         )
-        self._watch_storage()
-        self.items_sorted += 1
-        if self.capture is not None:  # queued for the writer thread: never waits
-            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
         if self.mqtt is not None:
-            self.mqtt.wake()
-        self._publish_state()
-        self.indicators.sorted_item()
-        self.indicators.ready()
-        self._prune_history_if_due()  # after the item, outside its latency
+            self.mqtt.wake()  # the event goes out while the mechanics move
+        self.items_sorted += 1
+        number = self.items_sorted
         # With print_events the line below already says it: keep the log quiet.
         log.log(
             logging.DEBUG if self.out is not None else logging.INFO,
             "item %d: %s %.2f -> %s%s",
-            self.items_sorted,
+            number,
             classification.label,
             classification.confidence,
             route.compartment,
             " (fallback)" if route.fallback else "",
         )
         if self.out is not None:
-            print(item.line(self.items_sorted), file=self.out, flush=True)
+            print(item.line(number), file=self.out, flush=True)
+
+        def sorted_(seconds: float) -> None:  # in the sort's thread
+            self.store.mark_actuated(seq)
+            self.indicators.sorted_item()
+            self.indicators.ready()
+            log.debug("item %d: sorted into %s in %.0f ms", number, route.compartment, seconds * 1000.0)
+
+        self._chute.start(route.compartment, sorted_)
+        self._watch_storage()
+        if self.capture is not None:  # queued for the writer thread: never waits
+            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
+        self._publish_state()
+        self._prune_history_if_due()  # after the item, outside its latency
         return item
 
     def ask(self, image: Any, classification: Classification, route: Route) -> Asked | None:
@@ -274,12 +296,18 @@ class Agent:
         """Ask the loop to finish (signal handlers call this)."""
         self.stop_event.set()
 
+    def _finish_sort(self) -> None:
+        """A stop lets the item in the servo land (within systemd's TimeoutStopSec)."""
+        with self.notifier.keepalive(self.sort_limit_seconds - self._chute.busy_seconds()):
+            self._chute.close()
+
     def close(self) -> None:
         """Home and detach the mechanics, flush the outbox, say ``offline``."""
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
         closers = [
+            ("sort in progress", self._finish_sort),
             ("sorter", self.sorter.close),
             ("indicators", self.indicators.close),
             ("trigger", self.trigger.close),

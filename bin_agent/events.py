@@ -19,11 +19,16 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True)
 class SortedItem:
-    """One item seen, classified, routed and actuated: the payload of ``event``.
+    """One item seen, classified and routed: the payload of ``event``, recorded
+    before the mechanics move (``time`` is the moment of the decision).
+
+    ``id`` is unique per item: an event published again after a crash (its
+    PUBACK came, the delete of it had not been committed yet) is a duplicate
+    that a consumer drops by its ``id``.
 
     :param latency_ms: milliseconds per stage (``trigger``, ``preprocess``,
-        ``inference``, ``route``, ``actuate``, ``record``, ``total``; ``ask``, the
-        wait for a person's answer, when the item was asked about).
+        ``inference``, ``route``) and ``total`` (the trigger to the decision); ``ask``,
+        the wait for a person's answer, when the item was asked about.
     :param box: the region of the frame that was classified, as fractions
         ``(x0, y0, x1, y1)`` of the frame (``geometry.NormBox``).
     :param asked: why a person was asked about the item (``unsure``, ``confirm``;

@@ -1,34 +1,58 @@
 """Durable state: the event outbox and the counts, in one SQLite database.
 
-Every sorted item is written here before anyone tries to publish it: the event
-goes into the ``outbox`` table and the counts are incremented in the same
-transaction, so after a crash (even SIGKILL or a power cut) the counts always
-agree with the events and no committed event is lost. The MQTT side deletes an
-event from the outbox only when the broker has acknowledged it (PUBACK).
+Every sorted item is written here before the mechanics move and before anyone
+tries to publish it: the event goes into the ``outbox`` table and the counts
+are incremented in the same transaction, so after a crash (even SIGKILL or a
+power cut) the counts always agree with the events and no committed event is
+lost. The MQTT side deletes an event from the outbox only when the broker has
+acknowledged it (PUBACK).
 
-The database runs in WAL mode with ``synchronous=FULL``: a committed
-transaction survives a power cut, which is what an SD card in a bin needs.
+**One sync per item.** The database runs in WAL mode. The transaction that
+records an item is committed with ``synchronous=FULL`` (the WAL is fsynced: it
+survives a power cut). Everything whose loss costs nothing is committed without
+a sync (``synchronous=NORMAL``) and becomes durable with the next synced commit:
+the "sorted" mark after the mechanics moved (:meth:`Store.mark_actuated`) and the
+deletes of acknowledged events, which are also grouped (one transaction per
+:data:`ACK_BATCH` acknowledgements or :data:`ACK_DELAY_SECONDS`, whichever comes
+first). A crash loses at most the last deletes: those events are published again
+and carry the same unique ``id``, so a consumer drops the duplicates. The marker
+(below) is rewritten after each commit without a sync.
 
-What happens when storage fails (docs/failures.md lists it too):
+What happens when storage fails (``docs/failures.md`` lists it with counts):
 
-* **Another agent holds the database**: an exclusive ``flock`` on
-  ``<db>.lock``, taken before anything else and held until :meth:`Store.close`
-  (the kernel drops it when the process dies, even by SIGKILL) — the second
-  agent gets :class:`StoreLockedError`.
-* **Corrupt database** (``PRAGMA quick_check`` fails at start, or the file is
+* **Another agent holds the database**: an exclusive ``flock`` on the state
+  directory itself (``<db>.lock`` only names the holder's pid), taken before
+  anything else and held until :meth:`Store.close` (the kernel drops it when the
+  process dies, even by SIGKILL). Deleting any file cannot release it; the
+  second agent gets :class:`StoreLockedError`.
+* **Corrupt database at start** (``PRAGMA quick_check`` fails, or the file is
   not a database at all): the file and its ``-wal``/``-shm`` are moved aside
   as ``<db>.corrupt-<UTC time>`` and a fresh database is started.
-* **Database deleted, truncated, replaced or rolled back while stopped**: the
-  marker ``<db>.marker`` (the database's id and highest event number, written
-  atomically after each commit) no longer matches; the remains are moved aside
-  as ``<db>.missing-<UTC time>`` / ``<db>.truncated-<UTC time>`` and the
-  incident is logged and kept in :meth:`Store.health`.
+* **Corrupt or truncated while running**: checked before every write (the
+  file's size never shrinks, its header stays SQLite's) and by SQLite's own
+  errors. The undelivered events that can still be read through the open
+  connection are copied into a fresh database and delivered; the log says
+  exactly how many could not be read. The damaged file is moved aside.
+* **Deleted (or replaced) while running**: the open file's link count and
+  inode are compared with the path before every write and every
+  :data:`CHECK_SECONDS`; the log says so once and what the open handle still
+  holds is copied (SQLite's backup) into a fresh database at the path.
+* **Deleted, truncated, replaced or rolled back while stopped**: the marker
+  ``<db>.marker`` (the database's id and highest event number) no longer
+  matches; the remains are moved aside as ``<db>.missing-<UTC time>`` /
+  ``<db>.truncated-<UTC time>`` and the incident is logged and kept in
+  :meth:`Store.health`.
 * **Disk full (or any write error)**: nothing is lost from the running agent:
   the item stays in memory (up to ``max_memory_events`` events; its counts
   always), is offered to the MQTT pump from there, and is written to the
   database, together with everything else held back, as soon as a write
   succeeds again. The first failure is logged as an error, then a reminder
-  every :data:`REMINDER_SECONDS`.
+  every :data:`REMINDER_SECONDS`; after a "writable again" line a new failure
+  is always said. A small partition cannot be filled for good by the WAL:
+  ``journal_size_limit`` and a smaller auto-checkpoint bound it, the WAL is
+  checkpointed when free space runs low, and a reserve file (``<db>.reserve``)
+  is given up on a full disk so that the checkpoint that empties the WAL has
+  room to run.
 * **Outbox bound**: beyond ``max_outbox_events`` events (or, if set, events
   older than ``max_outbox_age_days``) the oldest are dropped, in the same
   transaction as the new event, and counted (``outbox_dropped``).
@@ -69,6 +93,33 @@ RETRY_SECONDS = 5.0
 _AGE_DROP_BATCH = 500
 """Most events one transaction drops for age (keeps each commit short)."""
 
+_HISTORY_PRUNE_BATCH = 25
+"""History items one transaction drops to make room on a full disk."""
+
+ACK_BATCH = 256
+"""Acknowledged events deleted from the outbox in one (unsynced) transaction."""
+
+ACK_DELAY_SECONDS = 0.5
+"""An acknowledgement waits at most this long for its delete to be committed
+(by the next :meth:`Store.acknowledge`, :meth:`Store.record_event` or
+:meth:`Store.retry_if_due`)."""
+
+CHECK_SECONDS = 2.0
+"""Between writes, how often :meth:`Store.retry_if_due` checks that the database
+file is still the one at the path (not deleted, replaced or truncated)."""
+
+WAL_LIMIT_BYTES = 1 << 20
+"""The WAL is checkpointed (``wal_autocheckpoint``) at about this size, or 1/32
+of the file system if that is less, and cut back to it (``journal_size_limit``):
+a small state partition is never filled by the WAL alone."""
+
+RESERVE_MAX_BYTES = 2 << 20
+"""The reserve file kept beside the database: room for the checkpoint that
+empties the WAL when the disk is full (at most this, at most 1/16 of the file
+system)."""
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -97,7 +148,8 @@ CREATE TABLE IF NOT EXISTS items (
     confidence  REAL NOT NULL,
     compartment TEXT NOT NULL,
     fallback    INTEGER NOT NULL,
-    payload     TEXT NOT NULL
+    payload     TEXT NOT NULL,
+    actuated    REAL            -- when the mechanics finished (epoch s); NULL: not (yet)
 );
 CREATE INDEX IF NOT EXISTS items_created ON items(created);
 CREATE INDEX IF NOT EXISTS items_time ON items(time);
@@ -189,12 +241,9 @@ class _Unsaved:
     reset_since: str | None = None
     last_item: str | None = None
     dropped: int = 0
-    acknowledged: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(
-            self.events or self.count_deltas or self.reset_since or self.last_item or self.dropped or self.acknowledged
-        )
+        return bool(self.events or self.count_deltas or self.reset_since or self.last_item or self.dropped)
 
 
 class Store:
@@ -242,6 +291,18 @@ class Store:
         self._episode_logged = False
         self._last_retry = float("-inf")
         self._marker_warned = False
+        # Acknowledged events whose delete is not committed yet (grouped, or the disk failing).
+        self._acked: set[int] = set()
+        self._acked_since: float | None = None  # monotonic time of the oldest of them
+        # The database file as opened: compared with the path to see it deleted or replaced.
+        self._file_fd: int | None = None
+        self._file_ino = 0
+        self._file_size = 0
+        self._next_check = 0.0
+        self._said_recovered = False  # the last storage line was "writable again"
+        self._item_rows: dict[int, int] = {}  # event seq -> its history row, until mark_actuated
+        self._reserve_bytes = 0
+        self._history_pruned = 0  # history items given up for room since start
         self.incident: dict[str, str] | None = None  # what this start's checks found
         self._saved_incident: dict[str, str] | None = None  # the last one, from the database
         self.reopened = 0  # bumped when a database kept closed by a full disk opens later
@@ -249,7 +310,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.path.parent}: cannot create the state directory ({exc})") from None
-        self._lock_file = _lock_exclusively(self.lock_path)
+        self._lock_file = _lock_exclusively(self.path.parent, self.lock_path)
         try:
             self._open()
         except BaseException:
@@ -273,6 +334,10 @@ class Store:
     @property
     def marker_path(self) -> Path:
         return self.path.with_name(self.path.name + ".marker")
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
 
     # ------------------------------------------------------------------ start-up checks
 
@@ -302,12 +367,11 @@ class Store:
             # A full disk cannot even create the -shm file: sort on, in memory.
             self._start_in_memory(exc, marker)
             return
-        self._db = db
+        self._adopt(db)
         try:
             self._load()
         except sqlite3.Error as exc:
-            self._db = None
-            db.close()
+            self._drop_db()
             if not _is_storage_failure(exc):
                 raise StoreError(f"{self.path}: cannot read the state database ({exc})") from None
             self._start_in_memory(exc, marker)
@@ -317,6 +381,7 @@ class Store:
         if self.incident is not None:
             self._save_incident()
         self._write_marker(sync_directory=True)
+        self._make_reserve()
 
     def _start_in_memory(self, exc: BaseException, marker: dict[str, Any] | None) -> None:
         # The database's highest event number is unknown: number the held
@@ -353,7 +418,14 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
+            # A WAL that cannot outgrow a small state partition (see the module's notes).
+            wal_bytes = _wal_bytes(self.path.parent)
+            db.execute(f"PRAGMA journal_size_limit={wal_bytes}")
+            db.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_bytes // 4096)}")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            if "actuated" not in columns:  # databases of earlier versions
+                db.execute("ALTER TABLE items ADD COLUMN actuated REAL")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since', ?)", (_now_iso(),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
@@ -456,19 +528,26 @@ class Store:
     def _write_marker(self, *, sync_directory: bool = False) -> None:
         """Atomically record the database's id and highest event number (after a commit).
 
-        The file is fsynced before the rename; the directory only when asked
-        (start, close): after a power cut without it the previous marker may
-        come back, which is harmless — an older marker only asks for less.
+        After each commit the file is replaced without a sync (the item's one
+        sync is its commit); at start and close (``sync_directory``) the file
+        and the directory are synced. After a power cut an older marker (or an
+        unreadable one, which is ignored) may come back: harmless, an older
+        marker only asks for less.
         """
         if self._db is None:
             return
-        data = {"database_id": self._database_id, "last_seq": self._db_sequence(), "updated": _now_iso()}
+        try:
+            last_seq = self._db_sequence()
+        except sqlite3.Error:  # a damaged file: its check happens at the next write
+            return
+        data = {"database_id": self._database_id, "last_seq": last_seq, "updated": _now_iso()}
         temporary = self.marker_path.with_name(self.marker_path.name + ".tmp")
         try:
             with open(temporary, "w", encoding="utf-8") as out:
                 out.write(json.dumps(data, sort_keys=True))
-                out.flush()
-                os.fsync(out.fileno())
+                if sync_directory:
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(temporary, self.marker_path)
             if sync_directory:
                 _fsync_directory(self.path.parent)
@@ -491,75 +570,70 @@ class Store:
         label: str,
         compartment: str,
         fallback: bool,
-        finalize: Callable[[float], dict[str, Any]] | None = None,
-    ) -> None:
-        """Queue an event and count it, atomically (one transaction).
+    ) -> int:
+        """Queue an event and count it, atomically: one transaction, one sync.
 
-        Never fails for a full disk or a failing database: the event and its
-        counts are then held in memory and written with the next commit that
-        succeeds. A duplicate ``event_id`` raises :class:`sqlite3.IntegrityError`.
+        Called before the mechanics move: an item that is inside the servo when
+        the power goes is counted and published. Never fails for a full disk or
+        a failing database: the event and its counts are then held in memory and
+        written with the next commit that succeeds. A duplicate ``event_id``
+        raises :class:`sqlite3.IntegrityError`.
 
-        :param finalize: called with the seconds the durable write took, once
-            it is committed (or held); returns the payload that replaces
-            ``payload`` (an event that reports its own recording time). The
-            replacement is made before the lock is released, so no reader ever
-            sees the first payload, unless the process dies between the two
-            commits: then the committed first payload is what gets published.
+        :returns: the event's number, for :meth:`mark_actuated`.
         """
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         deltas = collections.Counter({("class", label): 1, ("compartment", compartment): 1, ("total", ""): 1})
         if fallback:
             deltas[("fallback", "")] += 1
         with self._lock:
-            started = time.perf_counter()
             self._last_seq += 1
             event = _HeldEvent(self._last_seq, event_id, topic, text, self._clock())
-            if self._db is not None and not self._unsaved:
+            if self._writable() and not self._unsaved:
                 try:
                     with self._transaction():
+                        # Deletes of acknowledged events ride along (no extra commit).
+                        deleted = self._delete_acknowledged()
                         self._insert(event)
                         self._insert_deltas(deltas)
                         self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,))
-                        self._record_history(event_id, payload, text, label, compartment, fallback)
-                        dropped = self._apply_bounds(self._db_pending + 1)
+                        item_row = self._record_history(event_id, payload, text, label, compartment, fallback)
+                        dropped = self._apply_bounds(self._db_pending - deleted + 1)
                 except sqlite3.IntegrityError:
                     self._last_seq -= 1
                     raise
                 except sqlite3.Error as exc:
                     self._storage_failed(exc)
                 else:
+                    self._acknowledged_deleted(deleted)
                     self._db_pending += 1 - dropped
                     self._count_dropped(dropped)
                     self._counts.update(deltas)
                     self._last_item = text
+                    self._item_rows[event.seq] = item_row
                     self._write_marker()
-                    self._finalize(event, finalize, started)
-                    return
+                    self._keep_room()
+                    return event.seq
             # The database cannot take it now: hold it, then try everything held in one go.
             # (History and fill counts are not held: they miss the items of a full disk.)
             self._hold(event, deltas, text)
             self._flush()
-            self._finalize(event, finalize, started)
+            return event.seq
 
-    def _finalize(self, event: _HeldEvent, finalize: Callable[[float], dict[str, Any]] | None, started: float) -> None:
-        """Replace the payload of a just-recorded event by ``finalize``'s (under the lock)."""
-        if finalize is None:
-            return
-        final = json.dumps(finalize(time.perf_counter() - started), separators=(",", ":"), sort_keys=True)
-        self._last_item = final
-        held = self._unsaved.events.get(event.seq)
-        if held is not None:
-            held.payload = final
-            self._unsaved.last_item = final
-            return
-        if self._db is None:
-            return
-        try:
-            with self._transaction():
-                self._db_execute("UPDATE outbox SET payload = ? WHERE seq = ?", (final, event.seq))
-                self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (final,))
-        except sqlite3.Error as exc:  # the first payload (without its record time) stays
-            log.debug("cannot complete event %s (%s)", event.event_id, exc)
+    def mark_actuated(self, seq: int) -> None:
+        """The mechanics finished sorting event ``seq``: say so in its history item.
+
+        Committed without a sync: the next item's commit makes it durable, and
+        losing it (a power cut in between) only leaves the item marked unsorted.
+        """
+        with self._lock:
+            row = self._item_rows.pop(seq, None)
+            if row is None or not self._writable() or self._unsaved:
+                return
+            try:
+                with self._transaction(durable=False):
+                    self._db_execute("UPDATE items SET actuated = ? WHERE seq = ?", (time.time(), row))
+            except sqlite3.Error as exc:
+                self._storage_failed(exc)
 
     def adjust_counts(self, changes: dict[tuple[str, str], int]) -> None:
         """Add ``delta`` to each ``(kind, key)`` count in one transaction, never below 0
@@ -586,19 +660,46 @@ class Store:
                 del self._counts[count_key]
 
     def acknowledge(self, seq: int) -> None:
-        """The broker has the event: drop it from the outbox."""
+        """The broker has the event: drop it from the outbox.
+
+        It is gone from :meth:`pending` at once; the delete is committed with
+        others (:data:`ACK_BATCH`, :data:`ACK_DELAY_SECONDS`), without a sync.
+        """
         with self._lock:
             if self._unsaved.events.pop(seq, None) is not None:
                 return
-            if self._db is not None and not self._unsaved:
-                try:
-                    deleted = self._db_execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-                except sqlite3.Error as exc:
-                    self._storage_failed(exc)
-                else:
-                    self._db_pending -= deleted
-                    return
-            self._unsaved.acknowledged.add(seq)
+            self._acked.add(seq)
+            now = time.monotonic()
+            if self._acked_since is None:
+                self._acked_since = now
+            if len(self._acked) >= ACK_BATCH or now - self._acked_since >= ACK_DELAY_SECONDS:
+                self._commit_acknowledged()
+
+    def _commit_acknowledged(self) -> None:
+        """Delete the acknowledged events in one unsynced transaction."""
+        if not self._acked or not self._writable() or self._unsaved:
+            return  # a failing disk: written by the next flush
+        try:
+            with self._transaction(durable=False):
+                deleted = self._delete_acknowledged()
+        except sqlite3.Error as exc:
+            self._storage_failed(exc)
+            return
+        self._acknowledged_deleted(deleted)
+
+    def _delete_acknowledged(self) -> int:
+        """Inside the caller's transaction; returns how many rows went."""
+        if not self._acked:
+            return 0
+        cursor = self._db_execute_many("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in self._acked])
+        return max(cursor.rowcount, 0)
+
+    def _acknowledged_deleted(self, deleted: int) -> None:
+        """After the commit that deleted ``self._acked``."""
+        if self._acked:
+            self._db_pending -= deleted
+            self._acked.clear()
+        self._acked_since = None
 
     def reset_counts(self) -> None:
         """Zero the counts (the bin was emptied). Pending events are kept."""
@@ -611,12 +712,22 @@ class Store:
             self._flush()
 
     def retry_if_due(self) -> bool:
-        """While storage is failing, try to write what is held (at most every
-        :data:`RETRY_SECONDS`). Returns whether storage works now."""
+        """Called for every frame. While storage is failing, try to write what is
+        held (at most every :data:`RETRY_SECONDS`); otherwise commit the deletes
+        of acknowledged events that waited :data:`ACK_DELAY_SECONDS`, and every
+        :data:`CHECK_SECONDS` check the file (deleted, replaced, truncated?) and
+        the free space (checkpoint the WAL while there is room). Returns whether
+        storage works now."""
         with self._lock:
-            if not self.degraded:
-                return True
             now = time.monotonic()
+            if not self.degraded:
+                if self._acked_since is not None and now - self._acked_since >= ACK_DELAY_SECONDS:
+                    self._commit_acknowledged()
+                if now >= self._next_check and self._db is not None:
+                    self._next_check = now + CHECK_SECONDS
+                    if self._writable():
+                        self._keep_room()
+                return not self.degraded
             if now - self._last_retry < RETRY_SECONDS:
                 return False
             self._last_retry = now
@@ -630,17 +741,22 @@ class Store:
         they are always the newest)."""
         with self._lock:
             entries: list[OutboxEntry] = []
-            if self._db is not None:
-                skip = self._unsaved.acknowledged
+            after = after_seq
+            while self._db is not None and len(entries) < limit:
+                want = limit - len(entries)
                 try:
                     rows = self._db_execute(
                         "SELECT seq, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (after_seq, limit + len(skip)),
+                        (after, want),
                     ).fetchall()
                 except sqlite3.Error as exc:
                     self._storage_failed(exc)
-                    rows = []
-                entries = [OutboxEntry(*row) for row in rows if row[0] not in skip][:limit]
+                    break
+                # Acknowledged but not yet deleted: already gone for the pump.
+                entries.extend(OutboxEntry(*row) for row in rows if row[0] not in self._acked)
+                if len(rows) < want:
+                    break
+                after = rows[-1][0]
             for held in self._unsaved.events.values():
                 if len(entries) >= limit:
                     break
@@ -650,7 +766,7 @@ class Store:
 
     def pending_count(self) -> int:
         with self._lock:
-            in_database = max(0, self._db_pending - len(self._unsaved.acknowledged))
+            in_database = max(0, self._db_pending - len(self._acked))
             return in_database + len(self._unsaved.events)
 
     def counts(self) -> Counts:
@@ -703,7 +819,7 @@ class Store:
     def close(self) -> None:
         """Write what is held if possible, close the database, release the lock."""
         with self._lock:
-            if self._unsaved:
+            if self._unsaved or self._acked:
                 self._flush()
                 if self._unsaved:
                     log.error(
@@ -713,18 +829,17 @@ class Store:
                     )
             if self._db is not None:
                 self._write_marker(sync_directory=True)
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.close()
-                self._db = None
+            self._drop_db()
             self._lock_file.close()
 
     # ------------------------------------------------------------------ history and fill
 
     def _record_history(
         self, event_id: str, payload: dict[str, Any], text: str, label: str, compartment: str, fallback: bool
-    ) -> None:
-        # Inside record_event's transaction: history and fill agree with the counts.
-        self._db_execute(
+    ) -> int:
+        """Inside record_event's transaction (history and fill agree with the counts);
+        returns the history row."""
+        cursor = self._db_execute(
             "INSERT INTO items(event_id, time, created, class, confidence, compartment, fallback, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -743,14 +858,14 @@ class Store:
             "ON CONFLICT(compartment, class) DO UPDATE SET n = n + 1",
             (compartment, label),
         )
+        return int(cursor.lastrowid or 0)
 
     def history(self, since: str, until: str | None = None) -> list[HistoryItem]:
         """Sorted items whose event time (ISO-8601 UTC, as in the events) is at or after ``since``
         and before ``until``, oldest first."""
         with self._lock:
-            if self._db is None:
-                return []
-            return _history(self._db, since, until)
+            rows = self._read(_HISTORY_QUERY, (since, until if until is not None else "\uffff"))
+        return _history_items(rows)
 
     def prune_history(self, older_than: float) -> int:
         """Drop history items recorded before ``older_than`` (epoch seconds); returns how many."""
@@ -768,9 +883,7 @@ class Store:
     def fill_counts(self) -> dict[str, dict[str, int]]:
         """Compartment → class → items since the compartment was last emptied."""
         with self._lock:
-            if self._db is None:
-                return {}
-            rows = self._db.execute("SELECT compartment, class, n FROM fill_counts").fetchall()
+            rows = self._read("SELECT compartment, class, n FROM fill_counts")
         result: dict[str, dict[str, int]] = {}
         for compartment, label, n in rows:
             result.setdefault(compartment, {})[label] = n
@@ -780,12 +893,12 @@ class Store:
         """The compartment was emptied: its fill count starts again. Returns the time."""
         now = _now_iso()
         with self._lock:
-            if self._db is None:
+            if not self._writable():
                 raise StoreError("the database is not open (storage full or failing)")
             try:
                 with self._transaction():
-                    self._db.execute("DELETE FROM fill_counts WHERE compartment = ?", (compartment,))
-                    self._db.execute(
+                    self._db_execute("DELETE FROM fill_counts WHERE compartment = ?", (compartment,))
+                    self._db_execute(
                         "INSERT OR REPLACE INTO emptied(compartment, time) VALUES (?, ?)", (compartment, now)
                     )
             except sqlite3.Error as exc:
@@ -795,15 +908,28 @@ class Store:
     def emptied_times(self) -> dict[str, str]:
         """Compartment → when it was last emptied (ISO-8601 UTC)."""
         with self._lock:
-            if self._db is None:
-                return {}
-            return dict(self._db.execute("SELECT compartment, time FROM emptied").fetchall())
+            return dict(self._read("SELECT compartment, time FROM emptied"))
 
     # ------------------------------------------------------------------ helpers
 
     def _db_execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         assert self._db is not None
         return self._db.execute(sql, params)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a query for a reader (fill levels, reports): none while the
+        database is not open; a damaged database is set aside, not raised."""
+        if self._db is None:
+            return []
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._storage_failed(exc)
+            return []
+
+    def _db_execute_many(self, sql: str, params: list[tuple[Any, ...]]) -> sqlite3.Cursor:
+        assert self._db is not None
+        return self._db.executemany(sql, params)
 
     def _insert(self, event: _HeldEvent) -> None:
         self._db_execute(
@@ -862,50 +988,98 @@ class Store:
             self._reopen()
             if self._db is None:
                 return
+        if not self._writable():
+            return
         unsaved = self._unsaved
         if self.degraded:
             # Copying the WAL into the database and truncating it can free
-            # enough room by itself (on a small disk the WAL is most of it).
+            # enough room by itself (on a small disk the WAL is most of it);
+            # the reserve gives the copy room to run on a disk that is full.
+            self._release_reserve()
             with contextlib.suppress(sqlite3.Error):
                 self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if not unsaved:
+        if not unsaved and not self._acked:
             self._storage_recovered()
             return
-        try:
-            with self._transaction():
-                if unsaved.reset_since is not None:
-                    self._db_execute("DELETE FROM counts")
-                    self._db_execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
-                    )
-                deleted = 0
-                for seq in unsaved.acknowledged:
-                    deleted += self._db_execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-                for event in unsaved.events.values():
-                    self._insert(event)
-                self._insert_deltas(unsaved.count_deltas)
-                if unsaved.last_item is not None:
-                    self._db_execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
-                    )
-                if unsaved.dropped:
-                    self._db_execute(
-                        "INSERT INTO meta(key, value) VALUES ('outbox_dropped', ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-                        (str(unsaved.dropped),),
-                    )
-                rows = self._db_pending - deleted + len(unsaved.events)
-                dropped = self._apply_bounds(rows)
-        except sqlite3.Error as exc:
-            self._storage_failed(exc)
-            return
+        for attempt in range(2):
+            try:
+                deleted, rows, dropped = self._write_unsaved()
+                break
+            except sqlite3.Error as exc:
+                # A partition full of the store's own history: the counts and the
+                # outbox matter more than the oldest history items (reports).
+                if attempt == 0 and _is_full(exc) and self._prune_history_for_room():
+                    continue
+                self._storage_failed(exc)
+                return
         saved = len(unsaved.events)
+        self._acknowledged_deleted(deleted)
         self._db_pending = rows - dropped
         self._dropped_saved += unsaved.dropped
         self._unsaved = _Unsaved()
         self._count_dropped(dropped)
         self._write_marker()
         self._storage_recovered(saved)
+
+    def _write_unsaved(self) -> tuple[int, int, int]:
+        """Everything held back, in one transaction; returns (acknowledged rows
+        deleted, outbox rows, rows dropped by the bounds)."""
+        unsaved = self._unsaved
+        with self._transaction():
+            if unsaved.reset_since is not None:
+                self._db_execute("DELETE FROM counts")
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
+                )
+            deleted = self._delete_acknowledged()
+            for event in unsaved.events.values():
+                self._insert(event)
+            self._insert_deltas(unsaved.count_deltas)
+            if unsaved.last_item is not None:
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
+                )
+            if unsaved.dropped:
+                self._db_execute(
+                    "INSERT INTO meta(key, value) VALUES ('outbox_dropped', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                    (str(unsaved.dropped),),
+                )
+            rows = self._db_pending - deleted + len(unsaved.events)
+            dropped = self._apply_bounds(rows)
+        return deleted, rows, dropped
+
+    def _prune_history_for_room(self, *, quarter: bool = True) -> bool:
+        """Short of room: drop the oldest quarter of the history (or one batch;
+        in small transactions, the WAL emptied after each) so that its pages are
+        reused. Returns whether anything went."""
+        try:
+            total = int(self._db_execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        except sqlite3.Error:
+            return False
+        goal, dropped = min(total, max(total // 4, _HISTORY_PRUNE_BATCH) if quarter else _HISTORY_PRUNE_BATCH), 0
+        while dropped < goal:
+            try:
+                with self._transaction(durable=False):
+                    batch = self._db_execute(
+                        "DELETE FROM items WHERE seq IN (SELECT seq FROM items ORDER BY seq LIMIT ?)",
+                        (min(_HISTORY_PRUNE_BATCH, goal - dropped),),
+                    ).rowcount
+                dropped += batch  # committed
+                self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if batch <= 0:
+                    break
+            except sqlite3.Error:
+                break
+        if dropped:
+            log.log(
+                logging.DEBUG if self._history_pruned else logging.WARNING,
+                "storage short of room: dropped the %d oldest history item(s) (reports) to keep the counts "
+                "and the outbox; said once, see bin-agent report for what history is left",
+                dropped,
+            )
+            self._history_pruned += dropped
+        return dropped > 0
 
     def _insert_deltas(self, deltas: collections.Counter[tuple[str, str]]) -> None:
         for (kind, key), n in deltas.items():
@@ -926,13 +1100,12 @@ class Store:
         except (_Corrupt, StoreError, sqlite3.Error) as exc:
             self._storage_failed(exc)
             return
-        self._db = db
+        self._adopt(db)
         held_counts = self._counts
         try:
             self._load()
         except sqlite3.Error as exc:
-            self._db = None
-            db.close()
+            self._drop_db()
             self._counts = held_counts
             self._storage_failed(exc)
             return
@@ -952,10 +1125,19 @@ class Store:
         if self._failing_since is None:
             self._failing_since = self._clock()
             self._failure_kind = "full" if full else "failing"
-            # A disk at the edge flaps between full and not: one line per
-            # REMINDER_SECONDS for all of it, not one per flap.
+            # A disk at the edge flaps between full and not: one error line per
+            # REMINDER_SECONDS for all of it, not one per flap; but the log's last
+            # storage line must stay true, so after "writable again" it is said.
             self._episode_logged = self._last_reminder is None or now - self._last_reminder >= REMINDER_SECONDS
-            if self._episode_logged:
+            if not self._episode_logged and self._said_recovered:
+                self._episode_logged = True
+                log.warning(
+                    "storage %s again: cannot write %s (%s); events are kept in memory",
+                    self._failure_kind,
+                    self.path,
+                    exc,
+                )
+            elif self._episode_logged:
                 self._last_reminder = now
                 log.error(
                     "storage %s: cannot write %s (%s); sorting goes on, events are kept in memory "
@@ -965,6 +1147,8 @@ class Store:
                     exc,
                     self.max_memory_events,
                 )
+            if self._episode_logged:
+                self._said_recovered = False
             return
         if self._last_reminder is None or now - self._last_reminder >= REMINDER_SECONDS:
             self._last_reminder = now
@@ -979,38 +1163,113 @@ class Store:
             )
 
     def _set_aside_while_running(self, exc: BaseException) -> None:
-        """The database turned out corrupt after the start-up check: move it
-        aside now; the next write starts a fresh one with the counts (and the
-        held events) from memory. Its undelivered events stay in the moved file."""
-        db, self._db = self._db, None
+        """The database turned out corrupt (or truncated) after the start-up
+        check: read back what the open connection still gives of its undelivered
+        events, move the file aside, and write those events, the counts and the
+        held events into a fresh database at once. The log says how many
+        undelivered events could not be read."""
+        db = self._db
         assert db is not None
-        with contextlib.suppress(sqlite3.Error):
-            db.close()
-        undelivered = max(0, self._db_pending - len(self._unsaved.acknowledged))
-        self._unsaved.acknowledged.clear()
+        expected = max(0, self._db_pending - len(self._acked))
+        salvaged = [row for row in _read_outbox(db, self._last_seq) if row[0] not in self._acked]
+        self._drop_db()
+        unreadable = max(0, expected - len(salvaged))
+        self._acked.clear()
+        self._acked_since = None
+        self._item_rows.clear()
         self._db_pending = 0
-        self._unsaved.reset_since = self._counts_since
-        self._unsaved.count_deltas = collections.Counter(self._counts)
-        self._unsaved.last_item = self._last_item
-        self._unsaved.dropped += self._dropped_saved
+        unsaved = self._unsaved
+        unsaved.reset_since = self._counts_since
+        unsaved.count_deltas = collections.Counter(self._counts)
+        unsaved.last_item = self._last_item
+        unsaved.dropped += self._dropped_saved
         self._dropped_saved = 0
+        # Oldest first: the salvaged events come before the ones held in memory.
+        events = {row[0]: _HeldEvent(*row) for row in salvaged}
+        events.update(unsaved.events)
+        unsaved.events = collections.OrderedDict(sorted(events.items()))
+        if unreadable:
+            log.error(
+                "state database: %d of %d undelivered event(s) could not be read back from the damaged file; "
+                "they are lost (the moved file keeps what is left of them)",
+                unreadable,
+                expected,
+            )
         try:
             self._set_aside(
                 "corrupt",
                 f"the database turned out corrupt while running ({exc}); "
-                f"its {undelivered} undelivered event(s) stay in the moved file",
+                f"{len(salvaged)} of its {expected} undelivered event(s) were read back and go to the fresh "
+                f"database, {unreadable} could not be read",
             )
         except StoreError as error:
             log.error("%s", error)
         if self._failing_since is None:
             self._failing_since = self._clock()
             self._failure_kind = "failing"
+            self._episode_logged = True
         self._failure = str(exc)
-        self._last_retry = float("-inf")  # start the fresh database at the next chance
+        self._last_retry = time.monotonic()
+        self._flush()  # the fresh database, now
+
+    def _rescue(self, kind: str, detail: str) -> None:
+        """The database file was deleted (or another file put at its path) while
+        open: copy what the open connection holds into a fresh database at the
+        path (SQLite's online backup), then continue on it."""
+        db = self._db
+        assert db is not None
+        log.error(
+            "state database: %s %s; copying what the open file still holds into a fresh database", self.path, detail
+        )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        if kind == "replaced":  # keep the stranger's file, out of the way
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    Path(f"{self.path}{suffix}").rename(Path(f"{self.path}.replaced-{stamp}{suffix}"))
+        temporary = self.path.with_name(self.path.name + ".rescue")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                Path(f"{temporary}{suffix}").unlink()
+        try:
+            target = sqlite3.connect(temporary)
+            try:
+                db.backup(target)
+            finally:
+                target.close()
+            with open(temporary, "rb") as copied:
+                os.fsync(copied.fileno())
+        except (sqlite3.Error, OSError) as exc:
+            log.error("state database: cannot save the open database to %s (%s)", temporary, exc)
+            self._file_fd_close()  # do not look again: the failure is handled as a write error
+            self._storage_failed(exc)
+            return
+        # Closed only now: on close SQLite removes "<db>-wal" by name, and nothing
+        # of the fresh database is there yet.
+        self._drop_db()
+        try:
+            os.replace(temporary, self.path)
+            _fsync_directory(self.path.parent)
+            self._adopt(self._connect_checked())
+            self._load()
+        except (OSError, sqlite3.Error, _Corrupt) as exc:
+            self._drop_db()
+            log.error("state database: cannot start the saved copy at %s (%s)", self.path, exc)
+            self._storage_failed(exc)
+            return
+        self._report_incident(
+            "deleted" if kind == "deleted" else kind,
+            f"{self.path} {detail}; what the open file held ({self._db_pending} undelivered event(s), "
+            f"the counts of {self._counts.get(('total', ''), 0)} item(s)) was saved into a fresh database",
+        )
+        self._save_incident()
+        self._write_marker(sync_directory=True)
+        self._make_reserve()
 
     def _storage_recovered(self, saved: int = 0) -> None:
         if self._failing_since is None:
             return
+        self._said_recovered = self._episode_logged
+        self._make_reserve()
         log.log(
             logging.WARNING if self._episode_logged else logging.DEBUG,
             "storage writable again after %.0f s: %d held event(s) saved to %s",
@@ -1023,35 +1282,175 @@ class Store:
         self._failure_kind = ""
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception.
+
+        ``durable``: the commit syncs the WAL (``synchronous=FULL``); otherwise
+        it is not synced (``NORMAL``) and becomes durable with the next synced
+        commit, which syncs the same WAL file after it.
 
         SQLite may already have rolled back by itself (a full disk does that):
         then there is nothing left to roll back.
         """
         db = self._db
         assert db is not None
-        db.execute("BEGIN IMMEDIATE")
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
                 with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
+                    db.execute("PRAGMA synchronous=FULL")
+
+    # ------------------------------------------------------------------ the file under the connection
+
+    def _adopt(self, db: sqlite3.Connection) -> None:
+        """Use ``db``; remember the file it opened (to see it deleted or replaced)."""
+        self._db = db
+        self._file_fd_close()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        stat = os.fstat(fd)
+        self._file_fd, self._file_ino, self._file_size = fd, stat.st_ino, stat.st_size
+
+    def _drop_db(self) -> None:
+        db, self._db = self._db, None
+        self._file_fd_close()
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def _file_fd_close(self) -> None:
+        fd, self._file_fd = self._file_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _file_problem(self) -> tuple[str, str] | None:
+        """What happened to the open database file, if anything: ``(kind, detail)``."""
+        fd = self._file_fd
+        if fd is None:
+            return None
+        try:
+            stat = os.fstat(fd)
+        except OSError:
+            return None
+        try:
+            on_path = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted", "was deleted while the agent runs"
+        except OSError:
+            return None
+        if stat.st_nlink == 0 or (on_path.st_ino, on_path.st_dev) != (stat.st_ino, stat.st_dev):
+            return "replaced", "was deleted (or moved) and another file put at its path while the agent runs"
+        # Without VACUUM a database file never shrinks, and its header never changes.
+        if stat.st_size < self._file_size:
+            return "truncated", f"was truncated from {self._file_size} to {stat.st_size} bytes while the agent runs"
+        if stat.st_size >= len(_SQLITE_HEADER):
+            try:
+                header = os.pread(fd, len(_SQLITE_HEADER), 0)
+            except OSError:
+                header = _SQLITE_HEADER
+            if header != _SQLITE_HEADER:
+                return "corrupt", "had its header overwritten while the agent runs"
+        self._file_size = stat.st_size
+        return None
+
+    def _writable(self) -> bool:
+        """Before a write: the database is open and still the file at the path.
+        A file found deleted is saved again, a damaged one set aside (then the
+        caller writes to the fresh one, or holds in memory)."""
+        if self._db is None:
+            return False
+        problem = self._file_problem()
+        if problem is None:
+            return True
+        kind, detail = problem
+        if kind in ("deleted", "replaced"):
+            self._rescue(kind, detail)
+        else:
+            self._set_aside_while_running(_Damaged(f"{self.path} {detail}"))
+        return self._db is not None
+
+    # ------------------------------------------------------------------ room for the WAL
+
+    def _make_reserve(self) -> None:
+        """Keep :data:`RESERVE_MAX_BYTES` (at most 1/16 of the file system) in
+        ``<db>.reserve``, if there is room for twice that."""
+        try:
+            stat = os.statvfs(self.path.parent)
+            size = min(RESERVE_MAX_BYTES, stat.f_blocks * stat.f_frsize // 16)
+            if self.reserve_path.exists():
+                self._reserve_bytes = self.reserve_path.stat().st_size
+                return
+            if stat.f_bavail * stat.f_frsize < 4 * size:
+                return
+            with open(self.reserve_path, "wb") as out:
+                out.write(b"\0" * size)
+            self._reserve_bytes = size
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.reserve_path.unlink()
+            log.warning("storage: gave up the %d byte reserve so the WAL can be checkpointed", self._reserve_bytes)
+
+    def _keep_room(self) -> None:
+        """After a commit: while free space is short of twice the WAL's bound,
+        empty the WAL (checkpoint before the disk is full), then give up the
+        oldest history items, so that the store's own growth never fills the
+        partition (undelivered events still can: they are never given up here)."""
+        need = 4 * _wal_bytes(self.path.parent)  # the WAL, its checkpoint, and the next items
+        if self._room() >= need:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._room() < need:
+                self._prune_history_for_room(quarter=False)
+
+    def _room(self) -> int:
+        """Bytes the database can still grow by: free space on its file system
+        plus the free pages inside it (reused before the file grows)."""
+        try:
+            stat = os.statvfs(self.path.parent)
+            free = stat.f_bavail * stat.f_frsize
+            if free >= 4 * WAL_LIMIT_BYTES:  # the common case: no query
+                return free
+            free_pages = int(self._db_execute("PRAGMA freelist_count").fetchone()[0])
+            page = int(self._db_execute("PRAGMA page_size").fetchone()[0])
+        except (OSError, sqlite3.Error):
+            return 1 << 62
+        return free + free_pages * page
 
 
 class _Corrupt(Exception):
     """The database file is damaged (quick_check failed or not a database)."""
 
 
+_HISTORY_QUERY = (
+    "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
+    "WHERE time >= ? AND time < ? ORDER BY seq"
+)
+
+
 def _history(db: sqlite3.Connection, since: str, until: str | None) -> list[HistoryItem]:
-    rows = db.execute(
-        "SELECT time, created, class, confidence, compartment, fallback, payload FROM items "
-        "WHERE time >= ? AND time < ? ORDER BY seq",
-        (since, until if until is not None else "\uffff"),
-    ).fetchall()
+    return _history_items(db.execute(_HISTORY_QUERY, (since, until if until is not None else "\uffff")).fetchall())
+
+
+def _history_items(rows: list[Any]) -> list[HistoryItem]:
     return [
         HistoryItem(
             time=r[0],
@@ -1103,32 +1502,74 @@ class StoreReader:
         self._db.close()
 
 
-def _lock_exclusively(path: Path) -> Any:
-    """Open ``path`` and take an exclusive ``flock`` without waiting; write our pid into it."""
+class _Damaged(Exception):
+    """The database file was truncated or overwritten while open (our own check)."""
+
+
+def _read_outbox(db: sqlite3.Connection, last_seq: int) -> list[tuple[int, str, str, str, float]]:
+    """The outbox rows a damaged database still gives: all at once, else by
+    ranges of event numbers, else one by one within a range that fails."""
+    query = "SELECT seq, event_id, topic, payload, created FROM outbox"
     try:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open: the lock lives with it
+        return db.execute(query + " ORDER BY seq").fetchall()
+    except sqlite3.Error:
+        pass
+    rows: list[tuple[int, str, str, str, float]] = []
+    step = 256
+    for high in range(last_seq, max(0, last_seq - 4096 * step), -step):
+        low = max(0, high - step)
+        try:
+            rows.extend(db.execute(query + " WHERE seq > ? AND seq <= ?", (low, high)).fetchall())
+        except sqlite3.Error:
+            for seq in range(low + 1, high + 1):
+                with contextlib.suppress(sqlite3.Error):
+                    rows.extend(db.execute(query + " WHERE seq = ?", (seq,)).fetchall())
+    return sorted(rows)
+
+
+class _DirectoryLock:
+    """An exclusive ``flock`` on the state directory, held while open.
+
+    The directory, not a file in it: a file can be deleted from under a running
+    agent (and a second agent would then lock a new one), an open directory
+    cannot be replaced while it holds the database. ``<db>.lock`` only says
+    which pid holds it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _lock_exclusively(directory: Path, pid_file: Path) -> _DirectoryLock:
+    """Take an exclusive ``flock`` on ``directory`` without waiting; write our pid into ``pid_file``."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot create the lock file ({exc})") from None
+        raise StoreError(f"{directory}: cannot open the state directory to lock it ({exc})") from None
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip()[:20]
-        handle.close()
+        os.close(fd)
+        try:
+            holder = pid_file.read_text(encoding="utf-8").strip()[:20]
+        except OSError:
+            holder = ""
         who = f" (pid {holder})" if holder.isdigit() else ""
         raise StoreLockedError(
-            f"{path.with_suffix('')}: another bin-agent{who} is using this database; "
-            "stop it first, or give this one its own agent.state_dir"
+            f"{pid_file.with_suffix('')}: another bin-agent{who} is using this database (it holds a lock on "
+            f"{directory}); stop it first, or give this one its own agent.state_dir"
         ) from None
     except OSError as exc:
-        handle.close()
-        raise StoreError(f"{path}: cannot lock ({exc})") from None
+        os.close(fd)
+        raise StoreError(f"{directory}: cannot lock ({exc})") from None
     with contextlib.suppress(OSError):  # a full disk may refuse even these bytes
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-    return handle
+        pid_file.write_text(str(os.getpid()), encoding="utf-8")
+    return _DirectoryLock(fd)
 
 
 def _error_code(exc: BaseException) -> int:
@@ -1146,6 +1587,15 @@ def _is_full(exc: BaseException) -> bool:
 def _is_storage_failure(exc: BaseException) -> bool:
     """Errors of the disk rather than of the file: full, I/O, cannot open, read-only."""
     return _error_code(exc) in (8, 10, 13, 14)  # READONLY, IOERR, FULL, CANTOPEN
+
+
+def _wal_bytes(directory: Path) -> int:
+    """How big the WAL may grow before a checkpoint (see :data:`WAL_LIMIT_BYTES`)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return WAL_LIMIT_BYTES
+    return max(64 * 1024, min(WAL_LIMIT_BYTES, stat.f_blocks * stat.f_frsize // 32))
 
 
 def _no_room(directory: Path) -> bool:

@@ -63,7 +63,7 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
         assert event["compartment"] == expected
         assert event["fallback"] == (event["confidence"] < agent.router.confidence_threshold)
         assert event["bin_id"] == "test-bin" and event["time"].endswith("Z")
-        assert set(event["latency_ms"]) >= {"trigger", "preprocess", "inference", "actuate", "route"}
+        assert set(event["latency_ms"]) >= {"trigger", "preprocess", "inference", "route", "total"}
         assert len(event["top3"]) == 3
     truth = [re.match(r"\d+_([a-z]+)\d+\.jpg$", name).group(1) for name in sorted(p.name for p in photo_dir.iterdir())]
     right = sum(e["class"] == t for e, t in zip(events, truth))

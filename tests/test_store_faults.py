@@ -268,7 +268,9 @@ def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path, damag
     again.close()
 
 
-def test_database_found_corrupt_while_running_is_moved_aside_and_counts_kept(tmp_path, caplog):
+def test_database_found_corrupt_while_running_is_moved_aside_its_readable_events_delivered_and_counts_kept(
+    tmp_path, caplog
+):
     path = tmp_path / "bin-agent.db"
     make_database(path, 500)
     store = Store(path)  # passes the start-up check
@@ -286,11 +288,17 @@ def test_database_found_corrupt_while_running_is_moved_aside_and_counts_kept(tmp
     assert store.incident is not None and store.incident["kind"] == "corrupt"
     assert list(tmp_path.glob("bin-agent.db.corrupt-*Z")), "the damaged file is kept"
     assert not store.degraded, "a fresh database took the new event at once"
-    assert [e.event_id for e in store.pending(0, 1000)] == ["id-500"]
+    pending = [e.event_id for e in store.pending(0, 1000)]
+    read_back = len(pending) - 1
+    assert pending[-1] == "id-500" and pending[:-1] == [f"id-{n}" for n in range(500) if f"id-{n}" in pending]
+    assert read_back >= 400, f"only {read_back} of 500 undelivered events read back from the damaged file"
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{500 - read_back} of 500 undelivered event(s) could not be read back" in said, said
     assert store.counts().total == 501, "the counts come over from memory"
     store.close()
     again = Store(path)
     assert again.counts().total == 501 and again.incident is None
+    assert again.pending_count() == read_back + 1, "the read-back events are in the fresh database"
     again.close()
 
 

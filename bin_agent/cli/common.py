@@ -53,9 +53,10 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def load_config_or_exit(path: Path, *, model: bool = True) -> Config:
-    """The config at ``path``, checked by :mod:`bin_agent.preflight`.
+def load_config_or_exit(path: Path, *, model: bool = True, host: bool = False) -> Config:
+    """The config at ``path``, checked by :mod:`bin_agent.preflight` (``host``: also what
+    this machine must provide to run it).
 
     :raises ConfigError: with every problem; :func:`bin_agent.cli.main` prints it and exits 78.
     """
-    return preflight.load(path, model=model)
+    return preflight.load(path, model=model, host=host)

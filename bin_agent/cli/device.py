@@ -19,7 +19,7 @@ from .common import DEFAULT_CONFIG, fail, load_config_or_exit, positive_int, set
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config_or_exit(args.config)
+    config = load_config_or_exit(args.config, host=True)
     if args.print_events:
         config.agent.print_events = True
     setup_logging(args.log_level or config.agent.log_level)
@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config_or_exit(args.config)
+    config = load_config_or_exit(args.config, host=True)
     from ..agent import build_classifier
     from ..classify.classifier import ModelFilesError
 

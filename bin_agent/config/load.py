@@ -103,6 +103,9 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
         converted = _convert(hints[key], value, key_path, problems, base_dir)
         if converted is not _INVALID and _check_value(fields[key], converted, key_path, problems):
             values[key] = converted
+    for name, spec in fields.items():
+        if spec.metadata.get("required") and name not in raw:
+            problems.append(f"{_key_path(where, name)}: required (no default)")
     return cls(**values)
 
 

@@ -25,10 +25,17 @@ Check = Callable[[Any], "str | None"]
 
 
 def _opt(
-    default: Any, help: str, *, min: float | None = None, max: float | None = None, check: Check | None = None
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    check: Check | None = None,
+    required: bool = False,
 ) -> Any:
-    """A config field with documentation, an optional inclusive range and an optional rule."""
-    meta = {"help": help, "min": min, "max": max, "check": check}
+    """A config field with documentation, an optional inclusive range and an optional rule.
+    ``required``: a table that is given must name it (the default only fills the dataclass)."""
+    meta = {"help": help, "min": min, "max": max, "check": check, "required": required}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -525,8 +532,9 @@ class MqttSection:
 
 @dataclass
 class FillSensorSection:
-    trigger_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's trigger.", min=0, max=27)
-    echo_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's echo.", min=0, max=27)
+    # Required: a default would be GPIO0, the HAT ID pin.
+    trigger_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's trigger (required).", min=0, max=27, required=True)
+    echo_pin: int = _opt(0, "BCM pin of the ultrasonic sensor's echo (required).", min=0, max=27, required=True)
     empty_distance: float = _opt(0.6, "Metres from the sensor to the floor of the empty compartment.", min=0.02, max=4)
     full_distance: float = _opt(
         0.1, "Metres from the sensor to the waste when the compartment counts as full.", min=0.02, max=4

@@ -1,0 +1,136 @@
+"""The store's promises that a mutation run found unguarded (issue 24), each made
+for real: a child process under strace, a real SIGKILL, a full tmpfs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bin_agent.store import Store
+from tests.test_store_faults import fill, make_database, record, tiny_disk  # noqa: F401 - the fixture
+
+RECORD_ITEMS = """
+import sys, time
+from bin_agent.store import Store
+store = Store(sys.argv[1])
+first, count = int(sys.argv[2]), int(sys.argv[3])
+for n in range(first, first + count):
+    seq = store.record_event(event_id=f"id-{n}", topic="t/event", payload={"n": n, "pad": "x" * 400},
+                             label="glass", compartment="glass", fallback=False)
+    store.mark_actuated(seq)
+print("recorded", flush=True)
+if sys.argv[4] == "wait":
+    time.sleep(60)
+store.close()
+"""
+
+
+def run_child(path: Path, first: int, count: int, then: str = "close") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RECORD_ITEMS, str(path), str(first), str(count), then],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+
+
+def syncs_of(path: Path, first: int, count: int) -> int:
+    trace = path.with_name("strace.out")
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(trace), sys.executable, "-c", RECORD_ITEMS]
+        + [str(path), str(first), str(count), "close"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    return sum(1 for line in trace.read_text().splitlines() if re.search(r"\b(fsync|fdatasync)\(", line))
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_every_recorded_item_is_synced_once(tmp_path):
+    """Each item's commit reaches the disk (``synchronous=FULL``: a power cut keeps
+    it), and costs one sync, not three (no synced marker, no second commit)."""
+    path = tmp_path / "bin-agent.db"
+    make_database(path, 1)
+    base = syncs_of(path, 100, 0)
+    items = 60
+    loaded = syncs_of(path, 200, items)
+    per_item = (loaded - base) / items
+    print(f"syncs per item: {per_item:.2f} ({loaded} for {items} items, {base} for open+close)")
+    assert per_item >= 1.0, "an item's commit was not synced: a power cut loses it"
+    assert per_item < 1.5, f"{per_item:.2f} syncs per item (one is the promise)"
+
+
+def test_a_database_rolled_back_after_a_sigkill_is_detected(tmp_path):
+    """The marker is rewritten after every commit: events committed just before a
+    SIGKILL and then lost with the -wal (deleted, or an older copy put back) are
+    noticed at the next start, not taken for a normal restart."""
+    path = tmp_path / "bin-agent.db"
+    make_database(path, 3)  # closed: checkpointed into the file
+    child = run_child(path, 3, 5, then="wait")
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink()  # the last 5 events were only in the WAL
+    store = Store(path)
+    try:
+        assert store.incident is not None and store.incident["kind"] == "rolled_back", store.incident
+        assert "lost its last 5 event(s)" in store.incident["detail"]
+    finally:
+        store.close()
+
+
+def test_close_writes_the_events_held_in_memory(tiny_disk):  # noqa: F811 - the fixture
+    """Events held in memory while the disk was full are written by close() once
+    there is room, without waiting for the next retry."""
+    filler = fill(tiny_disk, 120_000)
+    store = Store(tiny_disk / "bin-agent.db", max_memory_events=500)
+    n = 0
+    while not store.degraded:
+        record(store, n)
+        n += 1
+    for extra in range(5):
+        record(store, n + extra)
+    total = n + 5
+    held = store.health()["held_in_memory"]
+    assert held >= 5
+    filler.unlink()  # room again; no retry_if_due() before the stop
+    store.close()
+    again = Store(tiny_disk / "bin-agent.db")
+    try:
+        assert again.counts().total == total, "the counts held in memory were written at close"
+        assert again.pending_count() == total, "the events held in memory were written at close"
+        assert [e.event_id for e in again.pending(0, 10_000)][-1] == f"id-{total - 1}"
+    finally:
+        again.close()
+
+
+def test_events_held_from_a_full_start_never_collide_with_rows_the_marker_did_not_know(tiny_disk, tmp_path):  # noqa: F811
+    """A full disk at start: the highest event number in the database is unknown
+    (the marker lags behind it, or is gone), so held events are numbered far above
+    any possible row; when the database opens they are all written, none collides."""
+    make_database(tmp_path / "bin-agent.db", 3)
+    shutil.copy(tmp_path / "bin-agent.db", tiny_disk / "bin-agent.db")  # no marker: it lags (power cut)
+    filler = fill(tiny_disk, 0)
+    full = Store(tiny_disk / "bin-agent.db")
+    assert full.degraded
+    for n in range(3, 6):
+        record(full, n)
+    filler.unlink()
+    full._last_retry = 0.0
+    assert full.retry_if_due(), f"the held events could not be written: {full.health()['error']}"
+    assert [e.event_id for e in full.pending()] == [f"id-{n}" for n in range(6)]
+    assert full.counts().total == 6
+    full.close()
