@@ -11,6 +11,7 @@ missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v strace >/dev/null 2>&1 || missing="$missing strace"  # counts the store's fsyncs
 if [ -n "$missing" ]; then
     echo "== installing$missing (the tests start a real broker with TLS)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
