@@ -245,13 +245,25 @@ class Stamps:
 
     def __init__(self, agent: Any) -> None:
         self.servo: float | None = None
+        self.recording: float | None = None
         self.recorded: float | None = None
         self.published: float | None = None
         self._event = threading.Event()
+        self._servo_event = threading.Event()
         self._restore: list[Callable[[], None]] = []
         event_topic = agent.mqtt.topics.event if agent.mqtt is not None else None
-        self._hook(agent.sorter, "sort", before=lambda *a, **k: self._set("servo"))
-        self._hook(agent.store, "record_event", after=lambda *a, **k: self._set("recorded"))
+
+        def servo(*args: Any, **kwargs: Any) -> None:  # called in the agent's sort worker thread
+            self._set("servo")
+            self._servo_event.set()
+
+        self._hook(agent.sorter, "sort", before=servo)
+        self._hook(
+            agent.store,
+            "record_event",
+            before=lambda *a, **k: self._set("recording"),
+            after=lambda *a, **k: self._set("recorded"),
+        )
         if agent.mqtt is not None:
 
             def published(topic: str, *args: Any, **kwargs: Any) -> None:
@@ -280,11 +292,16 @@ class Stamps:
         self._restore.append(lambda: delattr(owner, name))
 
     def reset(self) -> None:
-        self.servo = self.recorded = self.published = None
+        self.servo = self.recording = self.recorded = self.published = None
         self._event.clear()
+        self._servo_event.clear()
 
     def wait_published(self, timeout: float) -> bool:
         return self._event.wait(timeout)
+
+    def wait_servo(self, timeout: float) -> bool:
+        """The servo command is given in the agent's sort worker, after the item is recorded."""
+        return self._servo_event.wait(timeout)
 
     def close(self) -> None:
         for restore in self._restore:
@@ -306,7 +323,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
     bare_invoke.times_ms(5)  # warm-up: the first invokes allocate
     agent.handle_item(image, "bench-warm-up", 0.0, agent.region_to_classify(image))
     stamps = Stamps(agent)
-    stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "actuate", "record", "publish")}
+    stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "publish")}
     path, event, bare = Figures(), Figures(), Figures()
     trigger_ms = trigger_us / 1000.0
     try:
@@ -320,14 +337,15 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
             item = agent.handle_item(image, "bench", trigger_ms, region)
             if agent.mqtt is not None and not stamps.wait_published(SETTLE_TIMEOUT_SECONDS):
                 raise RuntimeError("the event was not handed to MQTT within 30 s")
+            if not stamps.wait_servo(SETTLE_TIMEOUT_SECONDS):
+                raise RuntimeError("the servo was not commanded within 30 s")
             latency = item.latency_ms
             stages["crop"].add((cropped - started) * 1000.0)
             stages["preprocess"].add(latency["preprocess"])
             stages["invoke"].add(latency["inference"])
             stages["route"].add(latency["route"])
-            stages["actuate"].add(latency["actuate"])
-            stages["record"].add(latency.get("record", 0.0))
-            assert stamps.servo is not None and stamps.recorded is not None
+            assert stamps.servo is not None and stamps.recording is not None and stamps.recorded is not None
+            stages["record"].add((stamps.recorded - stamps.recording) * 1000.0)
             path.add(trigger_ms + (stamps.servo - started) * 1000.0)
             if stamps.published is not None:
                 stages["publish"].add((stamps.published - stamps.recorded) * 1000.0)
