@@ -50,11 +50,8 @@ SMBUS2_FIX = (
 )
 
 
-def read_mode1(i2c_bus: int, address: int) -> int:
-    """Open ``/dev/i2c-<i2c_bus>``, read the board's ``MODE1`` register, close: nothing is written.
-
-    :raises Pca9685Error: smbus2 missing, the bus cannot be opened or no board answers.
-    """
+def _open_bus(i2c_bus: int) -> Any:
+    """``smbus2.SMBus(i2c_bus)``; :class:`Pca9685Error` naming the fix when smbus2 or the bus is missing."""
     try:
         from smbus2 import SMBus
     except ImportError:
@@ -66,6 +63,15 @@ def read_mode1(i2c_bus: int, address: int) -> int:
             f"/dev/i2c-{i2c_bus} cannot be opened ({exc.strerror}). Fix: "
             "sudo raspi-config nonint do_i2c 0, and run the agent in group i2c"
         ) from None
+    return bus
+
+
+def read_mode1(i2c_bus: int, address: int) -> int:
+    """Open ``/dev/i2c-<i2c_bus>``, read the board's ``MODE1`` register, close: nothing is written.
+
+    :raises Pca9685Error: smbus2 missing, the bus cannot be opened or no board answers.
+    """
+    bus = _open_bus(i2c_bus)
     try:
         return int(bus.read_byte_data(address, MODE1))
     except OSError as exc:
@@ -128,17 +134,7 @@ class Pca9685:
     @classmethod
     def open(cls, i2c_bus: int, address: int, *, oscillator_hz: float = NOMINAL_OSCILLATOR_HZ) -> Pca9685:
         """The board on ``/dev/i2c-<i2c_bus>`` at ``address``."""
-        try:
-            from smbus2 import SMBus
-        except ImportError:
-            raise Pca9685Error(SMBUS2_FIX) from None
-        try:
-            bus = SMBus(i2c_bus)
-        except OSError as exc:
-            raise Pca9685Error(
-                f"/dev/i2c-{i2c_bus} cannot be opened ({exc.strerror}). Fix: "
-                "sudo raspi-config nonint do_i2c 0, and run the agent in group i2c"
-            ) from None
+        bus = _open_bus(i2c_bus)
         try:
             return cls(bus, address, oscillator_hz=oscillator_hz)
         except OSError as exc:
