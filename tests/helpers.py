@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,3 +119,27 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
     table("", data)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def check_with_home_assistant(capture: dict[str, Any], tmp_path: Path) -> None:
+    """Run Home Assistant's own discovery schemas and templates on what a bin published.
+
+    ``capture`` is what ``scripts/ha_check_discovery.py`` reads (the retained configs and the
+    states seen). It needs a Python with ``homeassistant`` installed, named by
+    ``BIN_AGENT_HA_PYTHON`` (docs/dashboards.md); without one the calling test is skipped.
+    """
+    import pytest
+
+    python = os.environ.get("BIN_AGENT_HA_PYTHON")
+    if not python:
+        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see docs/dashboards.md)")
+    capture_file = tmp_path / "capture.json"
+    capture_file.write_text(json.dumps(capture))
+    result = subprocess.run(
+        [python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problem(s)" in result.stdout

@@ -386,21 +386,6 @@ def test_the_unsure_entities_render_every_question_the_bin_published(tmp_path, m
 def test_home_assistants_own_code_accepts_the_unsure_entities(tmp_path, mosquitto, subscriber_factory):
     """HA's discovery schemas (image included) and its MQTT command templates, with the
     ``this`` variable they give, on what the bin published (scripts/ha_check_discovery.py)."""
-    import os
-    import subprocess
+    from tests.helpers import check_with_home_assistant
 
-    from tests.helpers import REPO
-
-    python = os.environ.get("BIN_AGENT_HA_PYTHON")
-    if not python:
-        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see README)")
-    capture_file = tmp_path / "capture.json"
-    capture_file.write_text(json.dumps(unsure_capture(tmp_path, mosquitto, subscriber_factory)))
-    result = subprocess.run(
-        [python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 problem(s)" in result.stdout
+    check_with_home_assistant(unsure_capture(tmp_path, mosquitto, subscriber_factory), tmp_path)

@@ -13,20 +13,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import pytest
 from PIL import Image
 
 from bin_agent import CLASSES, preflight
 from bin_agent.agent import build_agent
 from bin_agent.cli import main
 from bin_agent.mqtt.discovery import discovery_messages, node_id
-from tests.helpers import REPO, base_config, write_toml
+from tests.helpers import REPO, base_config, check_with_home_assistant, write_toml
 
 COMMON = {
     "availability",
@@ -281,19 +279,7 @@ def test_home_assistant_sees_one_device_and_every_state_it_points_at(tmp_path, m
 
 
 def test_home_assistants_own_schemas_accept_the_payloads(tmp_path, mosquitto, subscriber_factory):
-    python = os.environ.get("BIN_AGENT_HA_PYTHON")
-    if not python:
-        pytest.skip("BIN_AGENT_HA_PYTHON is not set (a python with homeassistant installed; see docs/dashboards.md)")
-    capture_file = tmp_path / "capture.json"
-    capture_file.write_text(json.dumps(run_bin_and_capture(tmp_path, mosquitto, subscriber_factory)))
-    result = subprocess.run(
-        [python, str(REPO / "scripts" / "ha_check_discovery.py"), str(capture_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 problem(s)" in result.stdout
+    check_with_home_assistant(run_bin_and_capture(tmp_path, mosquitto, subscriber_factory), tmp_path)
 
 
 def test_ha_remove_clears_every_config_of_the_bin_and_no_other(tmp_path, mosquitto, subscriber_factory, capsys):
