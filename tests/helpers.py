@@ -143,3 +143,16 @@ def check_with_home_assistant(capture: dict[str, Any], tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 problem(s)" in result.stdout
+
+
+def needs_tensorflow() -> None:
+    """Skip the calling test where TensorFlow (the ``[train]`` extra) is missing; fail it in CI,
+    which installs it, so a broken install cannot pass as a skip."""
+    import pytest
+
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
+        pytest.skip("TensorFlow is not installed")

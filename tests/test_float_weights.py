@@ -5,29 +5,19 @@ photos as the shipped int8 model does. ImageNet weights with a new head would no
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bin_agent import DEFAULT_MODEL
+from tests.helpers import needs_tensorflow
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = 24
 
 
-def _needs_tensorflow() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
-        pytest.skip("TensorFlow is not installed")
-
-
 def test_the_shipped_float_weights_classify_as_the_shipped_int8_model(trashnet_dir: Path) -> None:
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training import dataset as ds
     from bin_agent.training.train import SHIPPED_FLOAT_WEIGHTS, TrainConfig, build_models, load_run_weights
     from scripts.float_weights_from_tflite import agreement, int8_probabilities, photos
@@ -47,7 +37,7 @@ def test_the_shipped_float_weights_classify_as_the_shipped_int8_model(trashnet_d
 
 
 def test_the_committed_weights_are_what_the_script_reconstructs(tmp_path: Path) -> None:
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training.train import SHIPPED_FLOAT_WEIGHTS, TrainConfig, build_models
     from scripts.float_weights_from_tflite import reconstruct
 

@@ -4,26 +4,16 @@ A tiny run (96 px, 3 photos per class, no epochs) as the other training tests do
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bin_agent.training import dataset as ds
-
-
-def _needs_tensorflow() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
-        pytest.skip("TensorFlow is not installed")
+from tests.helpers import needs_tensorflow
 
 
 def test_a_retrain_starts_from_the_given_float_weights_without_imagenet_weights(tmp_path, trashnet_dir):
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training.train import TrainConfig, build_models, train
 
     # "The shipped float weights": a model's saved weights, recognisably not ImageNet's.

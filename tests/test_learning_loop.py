@@ -6,7 +6,6 @@ deploy → reload while the agent runs → roll back."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from bin_agent import CLASSES, preflight
@@ -22,7 +20,7 @@ from bin_agent.agent import build_agent
 from bin_agent.learning.capture import captured_items
 from bin_agent.learning.labels import LabelStore, review_order
 from bin_agent.training import dataset as ds
-from tests.helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.helpers import SHIPPED_MODEL, base_config, needs_tensorflow, write_toml
 
 PER_CLASS = 2
 
@@ -33,21 +31,12 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 600) -> subproces
     )
 
 
-def _needs_tensorflow() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
-        pytest.skip("TensorFlow is not installed")
-
-
 def true_class(source: str) -> str:
     return re.search(r"\d+_([a-z]+)\d+\.jpg", source).group(1)
 
 
 def test_the_whole_loop(tmp_path, trashnet_dir, imagenet_weights, mosquitto, subscriber_factory):
-    _needs_tensorflow()
+    needs_tensorflow()
     # Photos of the bin: TrashNet test photos the shipped model never trained on.
     split = json.loads((SHIPPED_MODEL.parent / "waste_split.json").read_text())["datasets"]["trashnet"]
     photos = tmp_path / "photos"

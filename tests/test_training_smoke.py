@@ -9,7 +9,6 @@ while another job shared the CPU).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +18,14 @@ from bin_agent import CLASSES
 from bin_agent.classify.classifier import Classifier
 from bin_agent.classify.preprocess import load_image
 from bin_agent.training import dataset as ds
-
-
-def _needs_tensorflow() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
-        pytest.skip("TensorFlow is not installed")
+from tests.helpers import needs_tensorflow
 
 
 @pytest.mark.parametrize("online", [True, False], ids=["fresh-views+qat", "cached-views"])
 def test_train_tiny_subset_and_export_int8(
     trashnet_dir: Path, imagenet_weights: Path, tmp_path: Path, online: bool
 ) -> None:
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training.train import TrainConfig, train
 
     split = tmp_path / "split.json"
@@ -110,7 +101,7 @@ def test_train_tiny_subset_and_export_int8(
 
 
 def test_unusable_init_weights_are_one_clear_error(tmp_path: Path) -> None:
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training.train import TrainConfig, TrainingSetupError, build_models, load_run_weights
 
     full = build_models(TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96))[0]
@@ -142,7 +133,7 @@ def test_include_val_trains_on_train_and_val_but_never_test(trashnet_dir: Path, 
 
 
 def test_phase_two_trains_only_the_blocks_above_the_cut(tmp_path: Path) -> None:
-    _needs_tensorflow()
+    needs_tensorflow()
     from bin_agent.training.train import TrainConfig, build_models, train_above_cut
 
     config = TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96, cut_layer="block_5_add")
