@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -156,3 +157,12 @@ def needs_tensorflow() -> None:
         if os.environ.get("CI"):
             pytest.fail("TensorFlow is not installed (pip install -e '.[train]')")
         pytest.skip("TensorFlow is not installed")
+
+
+def notify_listener(address: Path, timeout: float = 0.2) -> socket.socket:
+    """A datagram socket at ``address`` playing systemd's side of ``NOTIFY_SOCKET``
+    (READY=1, WATCHDOG=1, STATUS=...), with ``timeout`` on each ``recv``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.settimeout(timeout)
+    return listener

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import pytest
 from PIL import Image
 
 from bin_agent.store import Store
-from tests.helpers import REPO, TINY_MODELS, base_config, write_toml
+from tests.helpers import REPO, TINY_MODELS, base_config, notify_listener, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 BIN = "smartbin/test-bin"
@@ -325,9 +324,7 @@ def test_watchdog_is_fed_only_while_frames_flow(tmp_path, agents):
     item and ends; the agent stays up (exit_when_source_ends = false) as a hung
     camera would leave it: pings while frames come, none once they stopped."""
     address = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(address)
-    listener.settimeout(0.1)
+    listener = notify_listener(address, 0.1)
     photos = write_photos(tmp_path / "photos", COLOURS[:1])
     data = base_config(tmp_path, photos, model=TINY, mqtt=False)
     data["agent"]["exit_when_source_ends"] = False

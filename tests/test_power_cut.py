@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 from bin_agent import preflight
 from bin_agent.agent import build_agent
 from bin_agent.store import Store
-from tests.helpers import base_config, write_toml
+from tests.helpers import base_config, notify_listener, write_toml
 from tests.test_replay import write_photo
 from tests.test_store_faults import TINY, run_agent, start_agent, wait_ready
 
@@ -94,9 +93,7 @@ def test_an_item_inside_the_servo_at_sigkill_is_counted_and_its_event_kept(tmp_p
     Before: sort() ran before record_event(), the item was never counted."""
     data = sorting_config(tmp_path, few_photos, port=1, mqtt=False, dwell=8.0)
     address = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(address))
-    listener.settimeout(0.2)
+    listener = notify_listener(address, 0.2)
     agent = AgentProcess(write_toml(tmp_path / "agent.toml", data), notify=address)
     try:
         assert wait_ready(listener, 60), "the agent never became ready"
@@ -211,9 +208,7 @@ def test_a_deleted_lock_file_does_not_let_a_second_agent_in(tmp_path, few_photos
     data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "loop": True})
     config = write_toml(tmp_path / "agent.toml", data)
     address = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(address))
-    listener.settimeout(0.2)
+    listener = notify_listener(address, 0.2)
     first = start_agent(config, address)
     try:
         assert wait_ready(listener, 60), "the first agent never became ready"

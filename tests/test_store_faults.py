@@ -22,7 +22,7 @@ import pytest
 from bin_agent import preflight
 from bin_agent.agent import build_agent
 from bin_agent.store import Store, StoreLockedError
-from tests.helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, notify_listener, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 
@@ -486,9 +486,7 @@ def test_second_agent_on_one_database_refuses_to_start_until_the_first_dies(tmp_
     data["camera"]["replay"].update({"realtime": True, "fps": 20.0, "loop": True})
     config = write_toml(tmp_path / "agent.toml", data)
     address = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(address))
-    listener.settimeout(0.2)
+    listener = notify_listener(address, 0.2)
     first = start_agent(config, address)
     third = None
     try:
