@@ -552,15 +552,21 @@ def with_discovery(link: MqttLink, config) -> dict[str, dict]:
     return messages
 
 
+def discovery_link(tmp_path: Path, pki, port: int) -> tuple[Store, MqttLink, dict[str, dict]]:
+    """A bin's store and MQTT link with discovery on, as the agent builds them, and the
+    discovery configs it will publish (topic -> payload)."""
+    store = Store(tmp_path / "s.db")
+    config = agent_config(tmp_path, pki, port)
+    password, tls = mqtt_credentials(config)
+    link = make_mqtt(config, store, lambda n, p: None, lambda: {"n": 1}, password=password, tls=tls)
+    return store, link, with_discovery(link, config)
+
+
 def test_home_assistant_discovery_passes_the_shipped_acl(tmp_path, pki, secure_broker, dashboard_factory, caplog):
     """Discovery is on by default: every config of the bin reaches Home Assistant (the
     dashboard user reads homeassistant/#), none is refused, nothing is logged."""
     dashboard = dashboard_factory(secure_broker.port, ["homeassistant/#", "smartbin/#"])
-    store = Store(tmp_path / "s.db")
-    config = agent_config(tmp_path, pki, secure_broker.port)
-    password, tls = mqtt_credentials(config)
-    link = make_mqtt(config, store, lambda n, p: None, lambda: {"n": 1}, password=password, tls=tls)
-    expected = with_discovery(link, config)
+    store, link, expected = discovery_link(tmp_path, pki, secure_broker.port)
     link.start()
     try:
         assert link.wait_connected(20)
@@ -581,11 +587,7 @@ def test_a_refused_discovery_config_is_named_in_the_log(tmp_path, pki, secure_br
     text = secure_broker.acl.read_text()
     secure_broker.acl.write_text(text.replace("pattern readwrite homeassistant/+/%u/#\n", ""))
     secure_broker.reload()
-    store = Store(tmp_path / "s.db")
-    config = agent_config(tmp_path, pki, secure_broker.port)
-    password, tls = mqtt_credentials(config)
-    link = make_mqtt(config, store, lambda n, p: None, lambda: {"n": 1}, password=password, tls=tls)
-    expected = with_discovery(link, config)
+    store, link, expected = discovery_link(tmp_path, pki, secure_broker.port)
     link.start()
     try:
         assert link.wait_connected(20)

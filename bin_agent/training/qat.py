@@ -110,17 +110,9 @@ class FakeQuantWeights(keras.layers.Layer):
         kernel = layer.kernel
         if not self.mode.calibrating:
             kernel = fake_quant_weights(kernel, self.channel_axis % len(kernel.shape))
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            out = ops.depthwise_conv(
-                inputs,
-                kernel,
-                strides=layer.strides,
-                padding=layer.padding,
-                data_format=layer.data_format,
-                dilation_rate=layer.dilation_rate,
-            )
-        elif isinstance(layer, keras.layers.Conv2D):
-            out = ops.conv(
+        if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)):
+            convolve = ops.depthwise_conv if isinstance(layer, keras.layers.DepthwiseConv2D) else ops.conv
+            out = convolve(
                 inputs,
                 kernel,
                 strides=layer.strides,
