@@ -8,8 +8,10 @@ after training (no TensorFlow: the LiteRT interpreter reads the embeddings):
         --split models/waste_split.json ../shared/data/trashnet [data/wcnn ...]
 
 Takes at most ``--per-class`` photos per class from the ``--subset`` (train) of
-each dataset, spread evenly over each class; the file format is in
-``bin_agent/learning/memory.py``.
+the datasets together, spread evenly over each class; with ``--per-source``,
+each class's quota is shared evenly between the datasets that have the class
+(so the memory covers every training source, not mostly the largest). The file
+format is in ``bin_agent/learning/memory.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main() -> int:
     parser.add_argument("--split", type=Path, default=Path("models/waste_split.json"))
     parser.add_argument("--subset", default="train")
     parser.add_argument("--per-class", type=int, default=300, help="photos per class, all datasets together")
+    parser.add_argument(
+        "--per-source", action="store_true", help="share each class's quota evenly between the datasets"
+    )
     parser.add_argument("--out", type=Path, help="default: <model>.memory.npz beside the model")
     args = parser.parse_args()
 
@@ -40,6 +45,7 @@ def main() -> int:
     classifier = Classifier(classifier.files, num_threads=1, views=classifier.views, embeddings=True)
     split = ds.read_split(args.split)
     photos: list[tuple[Path, int]] = []
+    origin: list[str] = []
     sources: dict[str, int] = {}
     for folder in args.datasets:
         if not folder.is_dir():
@@ -47,8 +53,12 @@ def main() -> int:
             continue
         items = ds.select(ds.list_dataset(folder), ds.split_for(split, folder, args.split), args.subset)
         photos += [(item.path, item.label) for item in items]
+        origin += [ds.dataset_name(folder)] * len(items)
         sources[f"{ds.dataset_name(folder)}/{args.subset}"] = len(items)
-    chosen = [photos[i] for i in pick_per_class([label for _, label in photos], args.per_class)]
+    picked = pick_per_class([label for _, label in photos], args.per_class, origin if args.per_source else None)
+    chosen = [photos[i] for i in picked]
+    taken = {name: sum(1 for i in picked if origin[i] == name) for name in dict.fromkeys(origin)}
+    print(f"taking {len(chosen)} photos: {taken}", file=sys.stderr)
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -66,11 +76,13 @@ def main() -> int:
             "sources": sources,
             "subset": args.subset,
             "per_class_cap": args.per_class,
+            "per_source": args.per_source,
+            "taken": taken,
         },
         progress,
     )
     out = memory.save(args.out or memory_path(args.model))
-    print(f"wrote {out}: {len(chosen)} photos, {out.stat().st_size / 1e6:.2f} MB, {memory.meta.get('per_class')}")
+    print(f"wrote {out}: {len(chosen)} photos, {out.stat().st_size / 1e6:.2f} MB")
     return 0
 
 

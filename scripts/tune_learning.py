@@ -1,13 +1,13 @@
 """Choose ``[learning]`` settings on the bin's own labels only (cross-validation).
 
-    python scripts/tune_learning.py --config WORK/sort1.toml [--folds 5]
+    python scripts/tune_learning.py --config WORK/sort1.toml
 
 Reads the labelled captures of the config's capture folder (what ``bin-agent
 learn`` would learn from: in ``scripts/measure_learning.py``, set 1 only; set 2
-is never looked at) and, for each variant of the refit, fits on all time-blocks
-but one and counts how many labels of the left-out block the head gets right
-(``--folds`` contiguous blocks, oldest first, as learn holds out the newest).
-Prints one line per variant: mean accuracy over the blocks, and the labels right.
+is never looked at) and, for each variant of the refit, judges it as learn's
+verdict does: each fold (``learning.verdict_blocks`` stretches of each class's
+labels) predicted by a head refitted without it. Prints one line per variant:
+the labels right out of fold.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from bin_agent.learning import deploy, learn  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--folds", type=int, default=5)
     parser.add_argument(
         "--from-photos", action="store_true", help="embed the JPEGs instead of taking the embeddings capture kept"
     )
@@ -43,7 +42,8 @@ def main() -> int:
     data, _ = learn.labelled_captures(config, classifier)
     memory = learn.load_memory(config, deploy.sha256(classifier.files.model))
     x, y = data.embeddings, data.labels
-    print(f"{len(y)} labels, {args.folds} time-blocks; memory {0 if memory is None else len(memory.labels)}")
+    folds = learn.verdict_folds(y, config.learning.verdict_blocks)
+    print(f"{len(y)} labels, {len(folds)} folds; memory {0 if memory is None else len(memory.labels)}")
     current = learn.head_of(classifier).predict(x) == y
     print(f"{'shipped head (no refit)':44s} {current.mean():.3f} ({current.sum()}/{len(y)})")
     base = config.learning
@@ -56,23 +56,24 @@ def main() -> int:
         ("bin_weight 3", {"bin_weight": 3.0}, {}),
         ("bin_weight 30", {"bin_weight": 30.0}, {}),
         ("no alignment", {}, {"align": False}),
+        ("alignment without the class mix", {}, {"mix": False}),
         ("no memory", {}, {"memory": False}),
-        ("defaults, fitted on 70 % of the other blocks", {}, {"share": 0.7}),
+        ("defaults, fitted on 70 % of the other folds", {}, {"share": 0.7}),
     ]
     original_alignment = learn.alignment
     for name, settings, how in variants:
         cfg = dataclasses.replace(config, learning=dataclasses.replace(base, **settings))
         if not how.get("align", True):
-            learn.alignment = lambda b, m: (np.ones(b.shape[1], np.float32), np.zeros(b.shape[1], np.float32))
+            learn.alignment = lambda x, y, m: np.zeros(x.shape[1], np.float32)
+        if not how.get("mix", True):
+            learn.alignment = lambda x, y, m: (m.embeddings.mean(axis=0) - x.mean(axis=0)).astype(np.float32)
         started = time.perf_counter()
         right = np.zeros(len(y), bool)
-        for block in np.array_split(np.arange(len(y)), args.folds):
-            keep = np.setdiff1d(np.arange(len(y)), block)
+        for fold in folds:
+            keep = np.setdiff1d(np.arange(len(y)), fold)
             keep = keep[: round(how.get("share", 1.0) * len(keep))]
-            weights, bias = learn.refit(
-                classifier, x, x[keep], y[keep], memory if how.get("memory", True) else None, cfg
-            )
-            right[block] = (x[block] @ weights.T + bias).argmax(axis=1) == y[block]
+            weights, bias = learn.refit(classifier, x[keep], y[keep], memory if how.get("memory", True) else None, cfg)
+            right[fold] = (x[fold] @ weights.T + bias).argmax(axis=1) == y[fold]
         learn.alignment = original_alignment
         print(
             f"{name:44s} {right.mean():.3f} ({right.sum()}/{len(y)}) {time.perf_counter() - started:.0f} s", flush=True

@@ -124,6 +124,8 @@ _REFUSED_KEYS = {
     "mqtt.password": "a password never goes in the config file (it is copied, backed up and "
     "shown in check-config output); put it in a file readable only by the agent and set "
     "password_file, or set password_env to the name of an environment variable holding it",
+    "learning.holdout_share": "no longer a setting: bin-agent learn judges every label by a head refitted "
+    "without it (learning.verdict_blocks) instead of holding the newest out; delete this line",
 }
 """Keys that are refused with their own explanation instead of 'unknown key'."""
 

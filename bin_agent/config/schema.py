@@ -675,13 +675,18 @@ class LearningSection:
     )
     every_hours: float = _opt(0.0, "Also learn every this many hours when there are new labels; 0: no schedule.", min=0)
     min_labels: int = _opt(20, "Labelled captures needed before a learn refits anything.", min=4)
-    holdout_share: float = _opt(
-        0.3, "Share of the newest labels held out to compare the new head with the current one.", min=0.1, max=0.7
+    verdict_blocks: int = _opt(
+        5,
+        "The verdict's folds: each class's labels, in time order, cut into this many stretches; each fold "
+        "(stretch k of every class) is judged by a head refitted without it.",
+        min=2,
+        max=20,
     )
     max_p: float = _opt(
         0.05,
-        "Deploy only when the new head is right on more held-out labels than the current one and a one-sided "
-        "sign test on the labels where they differ gives p at most this.",
+        "Deploy only when the refitted heads are right on more of the bin's labels (each judged without "
+        "its fold) than the current head and a one-sided sign test on the labels where they differ gives "
+        "p at most this.",
         min=0.0001,
         max=0.5,
     )

@@ -9,29 +9,32 @@ its calibration) is refitted, in NumPy (:mod:`bin_agent.classify.head`).
    model's backbone and cached in the capture folder
    (``embeddings-<backbone sha256[:12]>.npz``), so a later learn embeds only
    the newly labelled photos.
-2. The newest ``holdout_share`` of the labels are held out. The bin's
-   embeddings are first aligned with the training memory shipped beside the
-   model (:mod:`.memory`): per feature, the bin's mean and spread are mapped
-   onto the memory's (computed from all the bin's labelled photos, without
-   their labels). The bin's camera, floor and light shift every embedding the
-   same way; this undoes the shift (on the synthetic bin of docs/learning.md
-   it alone takes the held-out accuracy from 0.62 to 0.70). The head is then
-   refitted on the aligned embeddings of the rest mixed with the memory:
-   multinomial logistic regression, class-balanced, one bin label weighing
-   ``bin_weight`` memory photos, warm-started from the model's own dense layer
-   (which lives in the memory's space) and pulled towards it by L2. The
-   alignment is folded into the weights, so the head stays one dense layer on
-   the raw embedding.
-3. Verdict: on the held-out labels, the new head must be right where the
-   current one is wrong more often than the reverse, with a one-sided exact
-   sign test p ≤ ``max_p`` on the labels where they differ. Otherwise nothing
-   is deployed.
+2. The bin's embeddings are first aligned with the training memory shipped
+   beside the model (:mod:`.memory`): the bin's camera, floor and light shift
+   every embedding the same way, so the bin's mean embedding is moved onto the
+   memory's mean over the same mix of classes (a bin that has seen mostly paper
+   is not pulled towards "paper-ness"). The head is then refitted on the
+   aligned embeddings mixed with the memory: multinomial logistic regression,
+   class-balanced, one bin label weighing ``bin_weight`` memory photos,
+   warm-started from the model's own dense layer (which lives in the memory's
+   space) and pulled towards it by L2. The shift is folded into the bias, so
+   the head stays one dense layer on the raw embedding.
+3. Verdict, cross-fitted over all the bin's labels: each class's labels, in
+   time order, are cut into ``verdict_blocks`` stretches; fold k is stretch k of
+   every class (every fold has every class and is a stretch of time). Each fold
+   is predicted by a head refitted without it (alignment included). Those
+   out-of-fold answers must be right where the current head is wrong more
+   often than the reverse, with a one-sided exact sign test p ≤ ``max_p`` on
+   the labels where they differ. Every label judges, none is spent on a
+   hold-out alone; the head deployed is the one refitted on all of them.
 4. The temperature (negative log-likelihood) and the confidence threshold
-   are refitted on cross-fitted predictions of all the bin's labels (each of
-   three blocks predicted by a head refitted without it): the threshold is the
-   lowest at which the sorted items are right as often as the current head's
-   are now (or ``target_accuracy`` if lower), so the share sent to the
-   fallback falls as the bin learns and the sorted items get no worse.
+   are fitted on the same out-of-fold logits: the threshold is the lowest at
+   which the sorted items are right as often as the current head's are now (or
+   ``target_accuracy`` if lower), so the share sent to the fallback falls as
+   the bin learns and the sorted items get no worse. When the refit is not
+   better but the current head's own threshold, fitted by that rule on the
+   bin's labels, differs from the one in force, the current head is deployed
+   again with it ("threshold only").
 5. A better head is deployed through :mod:`.deploy` (a versioned folder,
    ``current``/``previous``, rollback) and the agent switches between two
    items (``cmd/reload_model``).
@@ -223,6 +226,7 @@ class LearnResult:
     labels: int = 0
     used: int = 0
     held_out: int = 0
+    folds: int = 0
     memory: int = 0
     accuracy_before: float | None = None
     accuracy_after: float | None = None
@@ -250,59 +254,105 @@ class LearnResult:
         return out
 
 
-def alignment(bin_embeddings: np.ndarray, memory_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift) per feature mapping the bin's mean and spread onto the memory's:
-    ``aligned = embedding * scale + shift``."""
-    spread_bin = bin_embeddings.std(axis=0) + 1e-3  # + a floor: features that never fire stay put
-    spread_memory = memory_embeddings.std(axis=0) + 1e-3
-    scale = (spread_memory / spread_bin).astype(np.float32)
-    shift = (memory_embeddings.mean(axis=0) - bin_embeddings.mean(axis=0) * scale).astype(np.float32)
-    return scale, shift
+def alignment(bin_embeddings: np.ndarray, bin_labels: np.ndarray, memory: Memory) -> np.ndarray:
+    """The shift per feature moving the bin's mean embedding onto the memory's, the
+    memory's mean taken over the bin's mix of classes (each memory class weighted by
+    its share of the bin's labels): ``aligned = embedding + shift``. A pure shift: the
+    bin's camera and light move every embedding alike; scaling each feature by its
+    spread also stretched what tells the classes apart."""
+    n_classes = len(memory.classes)
+    share = np.bincount(bin_labels, minlength=n_classes).astype(np.float64) / max(len(bin_labels), 1)
+    present = np.bincount(memory.labels, minlength=n_classes) > 0
+    share = np.where(present, share, 0.0)
+    if share.sum() == 0:
+        return np.zeros(bin_embeddings.shape[1], np.float32)
+    class_means = np.zeros((n_classes, memory.embeddings.shape[1]), np.float64)
+    for c in np.flatnonzero(present):
+        class_means[c] = memory.embeddings[memory.labels == c].mean(axis=0)
+    memory_mean = (share / share.sum()) @ class_means
+    return (memory_mean - bin_embeddings.mean(axis=0)).astype(np.float32)
 
 
 def refit(
     classifier: Classifier,
-    all_bin: np.ndarray,
     x_bin: np.ndarray,
     y_bin: np.ndarray,
     memory: Memory | None,
     config: Config,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The refitted dense layer (weights, bias) on the raw embedding: ``x_bin`` aligned
-    with the memory (alignment from ``all_bin``, no labels), mixed with it, fitted from
-    the model's own dense layer; the alignment folded in."""
+    """The refitted dense layer (weights, bias) on the raw embedding: the bin's labelled
+    embeddings aligned with the memory, mixed with it, fitted from the model's own
+    dense layer; the shift folded into the bias."""
     section = config.learning
     origin = classifier.builtin_head()
     if memory is not None:
-        scale, shift = alignment(all_bin, memory.embeddings)
-        x = np.concatenate([memory.embeddings, x_bin * scale + shift])
+        shift = alignment(x_bin, y_bin, memory)
+        x = np.concatenate([memory.embeddings, x_bin + shift])
         y = np.concatenate([memory.labels, y_bin])
         extra = np.concatenate([np.ones(len(memory.labels)), np.full(len(y_bin), section.bin_weight)])
     else:
-        scale, shift = np.ones(all_bin.shape[1], np.float32), np.zeros(all_bin.shape[1], np.float32)
+        shift = np.zeros(x_bin.shape[1], np.float32)
         x, y, extra = x_bin, y_bin, np.ones(len(y_bin))
     weights, bias = fit_dense(
         x, y, class_balanced_weights(y, len(classifier.labels), extra), origin, l2=section.l2, steps=section.steps
     )
-    # Fold the alignment in: W·(e·scale + shift) + b = (W·diag(scale))·e + (b + W·shift).
-    return weights * scale[None, :], bias + weights @ shift
+    # Fold the shift in: W·(e + shift) + b = W·e + (b + W·shift).
+    return weights, bias + weights @ shift
+
+
+def verdict_folds(labels: np.ndarray, blocks: int) -> list[np.ndarray]:
+    """Indexes of the ``blocks`` folds (oldest first, ``labels`` in time order): each
+    class's labels cut into ``blocks`` contiguous stretches, fold k = stretch k of every
+    class. So every fold holds every class with at least ``blocks`` labels, and the head
+    that predicts a fold has seen earlier and later items of each class, never these."""
+    folds: list[list[int]] = [[] for _ in range(blocks)]
+    for c in np.unique(labels):
+        for k, stretch in enumerate(np.array_split(np.flatnonzero(labels == c), blocks)):
+            folds[k] += stretch.tolist()
+    return [np.asarray(sorted(f), np.int64) for f in folds if f]
 
 
 def cross_fitted_logits(
-    classifier: Classifier, x: np.ndarray, y: np.ndarray, memory: Memory | None, config: Config, folds: int = 3
+    classifier: Classifier, x: np.ndarray, y: np.ndarray, memory: Memory | None, config: Config
 ) -> np.ndarray:
-    """Logits of every bin label from a head refitted without its block (``folds``
-    contiguous blocks): what a head says about items it has not seen, for calibration."""
+    """Logits of every bin label from a head refitted without its fold
+    (:func:`verdict_folds`): what a refitted head says about items it has not seen,
+    for the verdict and the calibration."""
     logits = np.zeros((len(y), len(classifier.labels)), np.float32)
-    for block in np.array_split(np.arange(len(y)), folds):
-        keep = np.setdiff1d(np.arange(len(y)), block)
-        weights, bias = refit(classifier, x, x[keep], y[keep], memory, config)
-        logits[block] = x[block] @ weights.T + bias
+    everything = np.arange(len(y))
+    for fold in verdict_folds(y, config.learning.verdict_blocks):
+        keep = np.setdiff1d(everything, fold)
+        weights, bias = refit(classifier, x[keep], y[keep], memory, config)
+        logits[fold] = x[fold] @ weights.T + bias
     return logits
 
 
+def calibrate(
+    head: Head,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    current: Head,
+    x: np.ndarray,
+    config: Config,
+    threshold_now: float,
+) -> float | None:
+    """Set ``head``'s temperature (negative log-likelihood of ``logits``, predictions of
+    items it was not fitted on) and threshold: the lowest at which the sorted items are
+    right as often as the ``current`` head's sorted items are now at ``threshold_now``
+    (or ``target_accuracy``, if lower). Returns that target."""
+    head.temperature = fit_temperature(logits, labels)
+    probs = softmax(logits / head.temperature)
+    now = current.probabilities(x)
+    sorted_now = now.max(axis=1) >= threshold_now
+    target = config.learning.target_accuracy
+    if sorted_now.any():
+        target = min(target, float((now.argmax(axis=1) == labels)[sorted_now].mean()))
+    head.threshold = fit_threshold(probs.max(axis=1), probs.argmax(axis=1) == labels, target)
+    return target
+
+
 def learn(config: Config) -> LearnResult:
-    """Refit, compare, and deploy when better (see the module doc). Never raises for a
+    """Refit, judge, and deploy when better (see the module doc). Never raises for a
     verdict: the result says what happened and why."""
     started = time.perf_counter()
     section = config.learning
@@ -318,67 +368,65 @@ def learn(config: Config) -> LearnResult:
         result.reason = f"{len(data.labels)} labelled capture(s); a learn needs {section.min_labels}"
         result.seconds = time.perf_counter() - started
         return result
-    held = max(2, math.ceil(section.holdout_share * len(data.labels)))
-    split = len(data.labels) - held  # the newest are held out: does the head work on what comes next?
-    x_bin, y_bin = data.embeddings[:split], data.labels[:split]
-    x_out, y_out = data.embeddings[split:], data.labels[split:]
-    result.used, result.held_out = split, held
     memory = load_memory(config, deploy.sha256(classifier.files.model))
     if memory is not None and memory.classes != list(classifier.labels):
         memory = None
     result.memory = len(memory.labels) if memory is not None else 0
+    x, y = data.embeddings, data.labels
+    result.used = result.held_out = len(y)
+    result.folds = len(verdict_folds(y, section.verdict_blocks))
     fit_started = time.perf_counter()
-    weights, bias = refit(classifier, data.embeddings, x_bin, y_bin, memory, config)
+    out_of_fold = cross_fitted_logits(classifier, x, y, memory, config)
+    weights, bias = refit(classifier, x, y, memory, config)
     result.fit_seconds = time.perf_counter() - fit_started
-    candidate = Head(
-        weights=weights,
-        bias=bias,
-        classes=list(classifier.labels),
-        version=f"{classifier.metadata.get('version', 'unknown')}-bin.{result.time[:19].replace('-', '').replace(':', '')}",
-        backbone_sha256=deploy.sha256(classifier.files.model),
-    )
-    before = current.predict(x_out) == y_out
-    after = candidate.predict(x_out) == y_out
+    before = current.predict(x) == y
+    after = out_of_fold.argmax(axis=1) == y
     result.accuracy_before, result.accuracy_after = float(before.mean()), float(after.mean())
     result.fixes, result.breaks = int(np.sum(after & ~before)), int(np.sum(before & ~after))
     result.p_value = one_sided_sign_test(result.fixes, result.breaks)
-    if result.fixes <= result.breaks or result.p_value > section.max_p:
-        result.reason = (
-            f"not better on the {held} held-out labels: right on {result.fixes} the current head gets wrong, "
-            f"wrong on {result.breaks} it gets right (one-sided sign test p = {result.p_value:.3f}, "
-            f"needs <= {section.max_p})"
-        )
-        result.seconds = time.perf_counter() - started
-        return result
-    # Calibrated on cross-fitted predictions of all the bin's labels (each block predicted
-    # by a head refitted without it): three times the labels the held-out part alone has.
-    logits = cross_fitted_logits(classifier, data.embeddings, data.labels, memory, config)
-    candidate.temperature = fit_temperature(logits, data.labels)
-    probs = softmax(logits / candidate.temperature)
-    right = probs.argmax(axis=1) == data.labels
-    # As right as the bin is now (or target_accuracy, if lower) with fewer items to the fallback.
-    now = current.probabilities(data.embeddings)
-    now_threshold, _ = confidence_threshold(
-        config.router.confidence_threshold, classifier.recommended_threshold, classifier.threshold
+    configured = config.router.confidence_threshold
+    threshold_now, _ = confidence_threshold(configured, classifier.recommended_threshold, classifier.threshold)
+    version = (
+        f"{classifier.metadata.get('version', 'unknown')}-bin.{result.time[:19].replace('-', '').replace(':', '')}"
     )
-    sorted_now = now.max(axis=1) >= now_threshold
-    now_right = now.argmax(axis=1) == data.labels
-    target = section.target_accuracy
-    if sorted_now.any():
-        target = min(target, float(now_right[sorted_now].mean()))
-    result.target_accuracy = target
-    candidate.threshold = fit_threshold(probs.max(axis=1), right, target)
+    backbone = deploy.sha256(classifier.files.model)
+    better = result.fixes > result.breaks and result.p_value <= section.max_p
+    if better:
+        candidate = Head(weights, bias, list(classifier.labels), version, backbone_sha256=backbone)
+        # Calibrated on the out-of-fold logits: what the refit says about items it has not seen.
+        result.target_accuracy = calibrate(candidate, out_of_fold, y, current, x, config, threshold_now)
+        why = (
+            f"better on the bin's {len(y)} labels, each judged by a head refitted without it "
+            f"({result.fixes} fixes, {result.breaks} breaks, p = {result.p_value:.3f})"
+        )
+    else:
+        not_better = (
+            f"the refitted head is not better on the bin's {len(y)} labels (each judged by a head refitted "
+            f"without it): right on {result.fixes} the current head gets wrong, wrong on {result.breaks} it "
+            f"gets right (one-sided sign test p = {result.p_value:.3f}, needs <= {section.max_p})"
+        )
+        # The current head's own answers on the bin's labels (never fitted on them) may
+        # still show its threshold sends right answers to the fallback, or wrong ones through.
+        candidate = Head(current.weights, current.bias, list(classifier.labels), version, backbone_sha256=backbone)
+        result.target_accuracy = calibrate(candidate, current.logits(x), y, current, x, config, threshold_now)
+        if configured is not None or candidate.threshold is None or candidate.threshold == threshold_now:
+            result.reason = not_better
+            result.temperature, result.threshold = candidate.temperature, candidate.threshold
+            result.seconds = time.perf_counter() - started
+            return result
+        why = f"threshold only: {not_better}; its threshold on the bin's labels is {candidate.threshold} (was {threshold_now})"
     result.temperature, result.threshold = candidate.temperature, candidate.threshold
     candidate.info = {k: v for k, v in result.as_dict().items() if k not in ("version", "per_class")}
     try:
         installed = install_head(config, classifier, candidate)
     except (deploy.DeployError, OSError) as exc:
-        result.reason = f"better, but not deployed: {exc}"
+        result.reason = f"{why}; not deployed: {exc}"
         result.seconds = time.perf_counter() - started
         return result
     result.deployed, result.version = True, candidate.version
-    result.reason = f"better on the held-out labels: deployed {installed.parent.name}"
-    start_watch(config, candidate.version, classifier.version)
+    result.reason = f"{why}: deployed {installed.parent.name}"
+    if better:  # a threshold-only deploy answers as the previous head does: nothing to watch
+        start_watch(config, candidate.version, classifier.version)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -104,15 +104,36 @@ class Memory:
         return path
 
 
-def pick_per_class(labels: Sequence[int], per_class: int) -> list[int]:
+def spread(members: Sequence[int], count: int) -> list[int]:
+    """``count`` of ``members`` spread evenly over them in their order (all if fewer)."""
+    if len(members) <= count:
+        return list(members)
+    return [members[int(k * len(members) / count)] for k in range(count)]
+
+
+def pick_per_class(labels: Sequence[int], per_class: int, sources: Sequence[str] | None = None) -> list[int]:
     """Indexes of at most ``per_class`` items of each class, spread evenly over each
-    class's items in their given order (deterministic: the same photos every build)."""
+    class's items in their given order (deterministic: the same photos every build).
+
+    With ``sources`` (the dataset of each item), each class's quota is shared evenly
+    between the datasets that have it, a dataset with fewer photos of the class than
+    its share giving the rest to the others: a dataset with few photos of a class is
+    still represented instead of being outnumbered by a larger one."""
     chosen: list[int] = []
     for c in sorted(set(labels)):
         members = [i for i, label in enumerate(labels) if label == c]
-        if len(members) > per_class:
-            members = [members[int(k * len(members) / per_class)] for k in range(per_class)]
-        chosen += members
+        if sources is None:
+            chosen += spread(members, per_class)
+            continue
+        by_source: dict[str, list[int]] = {}
+        for i in members:
+            by_source.setdefault(sources[i], []).append(i)
+        left = per_class
+        groups = sorted(by_source.values(), key=len)  # the smallest first: what they cannot use goes on
+        for n, group in enumerate(groups):
+            take = min(len(group), left // (len(groups) - n))
+            chosen += spread(group, take)
+            left -= take
     return sorted(chosen)
 
 
