@@ -38,7 +38,7 @@ def main() -> int:
     if args.from_photos:
         learn.decode_embedding = lambda info, backbone: None  # type: ignore[assignment]
     config = preflight.load(args.config)
-    classifier = learn.embedding_classifier(deploy.active_model_path(config), config)
+    classifier = learn.embedding_classifier(config.model.path, config)  # what the first learn starts from
     data, _ = learn.labelled_captures(config, classifier)
     memory = learn.load_memory(config, deploy.sha256(classifier.files.model))
     x, y = data.embeddings, data.labels
@@ -49,12 +49,16 @@ def main() -> int:
     base = config.learning
     variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("defaults", {}, {}),
+        ("steps 30", {"steps": 30}, {}),
+        ("steps 50", {"steps": 50}, {}),
         ("steps 300", {"steps": 300}, {}),
         ("steps 1000", {"steps": 1000}, {}),
         ("l2 0.001", {"l2": 0.001}, {}),
+        ("l2 0 (no pull)", {"l2": 0.0}, {}),
         ("l2 0.1", {"l2": 0.1}, {}),
         ("bin_weight 3", {"bin_weight": 3.0}, {}),
         ("bin_weight 30", {"bin_weight": 30.0}, {}),
+        ("bin_weight 100", {"bin_weight": 100.0}, {}),
         ("no alignment", {}, {"align": False}),
         ("alignment without the class mix", {}, {"mix": False}),
         ("no memory", {}, {"memory": False}),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,8 @@ from typing import Any, Literal
 from ..errors import ConfigError
 from .relations import check_relations
 from .schema import Check, Config, control_character_problem, quoted
+
+log = logging.getLogger(__name__)
 
 ExtraChecks = Callable[[Config, list[str]], "list[str] | None"]
 """Checks that open files (preflight's): add their problems, return the model's labels (None: not read)."""
@@ -95,6 +98,9 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
         if key_path in _REFUSED_KEYS:
             problems.append(f"{key_path}: {_REFUSED_KEYS[key_path]}")
             continue
+        if key_path in _RETIRED_KEYS:
+            log.warning("%s: %s", key_path, _RETIRED_KEYS[key_path])
+            continue
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
@@ -124,10 +130,15 @@ _REFUSED_KEYS = {
     "mqtt.password": "a password never goes in the config file (it is copied, backed up and "
     "shown in check-config output); put it in a file readable only by the agent and set "
     "password_file, or set password_env to the name of an environment variable holding it",
-    "learning.holdout_share": "no longer a setting: bin-agent learn judges every label by a head refitted "
-    "without it (learning.verdict_blocks) instead of holding the newest out; delete this line",
 }
 """Keys that are refused with their own explanation instead of 'unknown key'."""
+
+_RETIRED_KEYS = {
+    "learning.holdout_share": "no longer used: bin-agent learn judges every label by a head refitted "
+    "without it (learning.verdict_blocks) instead of holding the newest out; delete this line",
+}
+"""Keys of earlier releases that an installed config may still have (the installer keeps
+the config): ignored with a warning naming them, so an upgrade does not stop the bin."""
 
 
 def _convert(hint: Any, value: Any, where: str, problems: list[str], base_dir: Path) -> Any:

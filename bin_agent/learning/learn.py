@@ -234,6 +234,7 @@ class LearnResult:
     breaks: int = 0
     p_value: float | None = None
     deployed: bool = False
+    threshold_only: bool = False  # deployed the current head's weights with a new calibration
     version: str = ""
     previous_version: str = ""
     temperature: float | None = None
@@ -415,6 +416,7 @@ def learn(config: Config) -> LearnResult:
             result.seconds = time.perf_counter() - started
             return result
         why = f"threshold only: {not_better}; its threshold on the bin's labels is {candidate.threshold} (was {threshold_now})"
+        result.threshold_only = True
     result.temperature, result.threshold = candidate.temperature, candidate.threshold
     candidate.info = {k: v for k, v in result.as_dict().items() if k not in ("version", "per_class")}
     try:

@@ -111,7 +111,10 @@ class LearningService:
             "last_learn": last.get("time"),
             "labels": last.get("labels"),
             "held_out": last.get("held_out"),
-            "held_out_accuracy": last.get("accuracy_after") if last.get("deployed") else last.get("accuracy_before"),
+            # The head in use after the learn, judged on labels it was not fitted on.
+            "held_out_accuracy": last.get("accuracy_after")
+            if last.get("deployed") and not last.get("threshold_only")
+            else last.get("accuracy_before"),
             "deployed": last.get("deployed"),
             "reason": last.get("reason"),
             "watch": self.last_watch,
