@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from bin_agent import CLASSES  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
+from scripts.mosquitto_process import Mosquitto  # noqa: E402
 
 BIN_ID = "measure-bin"
 PREFIX = "smartbin"
@@ -62,12 +62,6 @@ def synthetic_bin() -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(work: Path, replay: Path, port: int, *, capture: bool) -> str:
@@ -124,12 +118,9 @@ class Broker:
     def __init__(self, work: Path) -> None:
         import paho.mqtt.client as paho
 
-        self.port = free_port()
-        conf = work / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        self.broker = Mosquitto(work)
+        self.broker.start()
+        self.port = self.broker.port
         self.events: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -163,8 +154,7 @@ class Broker:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-        self.process.terminate()
-        self.process.wait(10)
+        self.broker.stop()
 
 
 def agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
