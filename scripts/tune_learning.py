@@ -28,6 +28,32 @@ from bin_agent import preflight  # noqa: E402
 from bin_agent.learning import deploy, learn  # noqa: E402
 
 
+def lda_head(
+    x: np.ndarray, y: np.ndarray, memory: learn.Memory, shrink: float, prior: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shrinkage-LDA dense layer (a variant tried, not what learn does): the bin aligned as
+    learn aligns it; the within-class covariance of the memory and the bin, shrunk by
+    ``shrink`` towards its mean variance; each class's mean of the bin pulled towards the
+    memory's by ``prior`` pseudo-labels; equal class priors."""
+    shift = learn.alignment(x, y, memory).astype(np.float64)
+    aligned = x.astype(np.float64) + shift
+    classes = len(memory.classes)
+    memory_means = np.stack([memory.embeddings[memory.labels == c].mean(axis=0) for c in range(classes)])
+    residuals = [memory.embeddings - memory_means[memory.labels]]
+    means = memory_means.astype(np.float64)
+    for c in range(classes):
+        members = aligned[y == c]
+        if len(members):
+            means[c] = (members.sum(axis=0) + prior * memory_means[c]) / (len(members) + prior)
+            residuals.append(members - members.mean(axis=0))
+    r = np.concatenate(residuals)
+    cov = r.T @ r / len(r)
+    cov = (1 - shrink) * cov + shrink * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    weights = np.linalg.solve(cov, means.T).T
+    bias = -0.5 * np.sum(weights * means, axis=1)
+    return weights, bias + weights @ shift
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
@@ -63,6 +89,7 @@ def main() -> int:
         ("alignment without the class mix", {}, {"mix": False}),
         ("no memory", {}, {"memory": False}),
         ("defaults, fitted on 70 % of the other folds", {}, {"share": 0.7}),
+        ("shrinkage-LDA head (shrink 0.5, prior 20)", {}, {"lda": True}),
     ]
     original_alignment = learn.alignment
     for name, settings, how in variants:
@@ -76,7 +103,11 @@ def main() -> int:
         for fold in folds:
             keep = np.setdiff1d(np.arange(len(y)), fold)
             keep = keep[: round(how.get("share", 1.0) * len(keep))]
-            weights, bias = learn.refit(classifier, x[keep], y[keep], memory if how.get("memory", True) else None, cfg)
+            if how.get("lda") and memory is not None:
+                weights, bias = lda_head(x[keep], y[keep], memory, shrink=0.5, prior=20)
+            else:
+                used = memory if how.get("memory", True) else None
+                weights, bias = learn.refit(classifier, x[keep], y[keep], used, cfg)
             right[fold] = (x[fold] @ weights.T + bias).argmax(axis=1) == y[fold]
         learn.alignment = original_alignment
         print(
