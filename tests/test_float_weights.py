@@ -104,3 +104,20 @@ def test_the_committed_weights_are_what_the_script_reconstructs(tmp_path: Path) 
     for mine, theirs in zip(rebuilt, committed.get_weights()):
         # stored as float16: the rebuilt float32 values rounded to it, then read back
         assert np.array_equal(mine.astype(np.float16).astype(np.float32), theirs)
+
+
+def test_a_weight_too_large_for_float16_is_refused_not_stored_as_infinity(tmp_path: Path) -> None:
+    needs_tensorflow()  # h5py comes with the [train] extra
+    import h5py
+
+    from bin_agent.training.train import convert_weights_file, weights_file_dtypes
+
+    wide = tmp_path / "wide.weights.h5"
+    with h5py.File(wide, "w") as h5:
+        h5["layers/dense/vars/0"] = np.array([1.0, 70_000.0], dtype=np.float32)  # float16 ends at 65504
+    with pytest.raises(ValueError, match="does not fit in float16"):
+        convert_weights_file(wide, tmp_path / "narrow.weights.h5", "float16")
+    with h5py.File(wide, "a") as h5:
+        h5["layers/dense/vars/0"][1] = 60_000.0
+    convert_weights_file(wide, tmp_path / "narrow.weights.h5", "float16")
+    assert weights_file_dtypes(tmp_path / "narrow.weights.h5") == {"float16"}
