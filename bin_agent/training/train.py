@@ -47,6 +47,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,8 +67,10 @@ Progress = Callable[[str], None]
 
 
 SHIPPED_FLOAT_WEIGHTS = DEFAULT_MODEL.with_name("waste_mobilenetv2_float.weights.h5")
-"""The float weights of the shipped model (``full.save_weights`` of its run), shipped
-beside it so a retrain starts from it (``bin-agent train --init-weights shipped``)."""
+"""The float weights of the shipped model (rebuilt from its int8 file by
+``scripts/float_weights_from_tflite.py``), stored as float16 to halve the file, shipped
+beside it so a retrain starts from it (``bin-agent train --init-weights shipped``);
+:func:`load_run_weights` turns them into float32."""
 
 
 class TrainingSetupError(BinAgentError, ValueError):
@@ -161,14 +164,61 @@ def build_models(config: TrainConfig):
     return full, lower, upper, upper_head, pooled, head
 
 
+def weights_file_dtypes(path: Path) -> set[str]:
+    """The dtypes of the arrays in a Keras ``.weights.h5`` file (``{"float16"}`` for the
+    shipped float weights, ``{"float32"}`` for a run's)."""
+    import h5py
+
+    found: set[str] = set()
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda _, obj: found.add(str(obj.dtype)) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def convert_weights_file(source: Path, target: Path, dtype: str) -> None:
+    """Copy a Keras ``.weights.h5`` file with every floating-point array cast to ``dtype``;
+    groups, attributes and names stay as they are, so Keras loads the copy as it would
+    the original. Refuses a cast that would turn a finite value infinite (float16 ends
+    at 65504)."""
+    import h5py
+
+    want = np.dtype(dtype)
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        dst.attrs.update(src.attrs)
+
+        def copy(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Group):
+                dst.require_group(name).attrs.update(obj.attrs)
+                return
+            values = obj[()]
+            if np.issubdtype(values.dtype, np.floating) and values.dtype != want:
+                cast = values.astype(want)
+                if not np.array_equal(np.isfinite(cast), np.isfinite(values)):
+                    raise ValueError(f"{source}: {name} does not fit in {dtype}")
+                values = cast
+            dst.create_dataset(name, data=values).attrs.update(obj.attrs)
+
+        src.visititems(copy)
+
+
 def load_run_weights(full, path: Path) -> None:
-    """Load a run's ``best.weights.h5`` into ``full``; any other file is one
-    clear error. (The cut and the input size do not change the weights, so a
-    run with another cut or size loads too.)"""
+    """Load a run's ``best.weights.h5`` (or the shipped float16 weights) into ``full``;
+    any other file is one clear error. (The cut and the input size do not change the
+    weights, so a run with another cut or size loads too.)
+
+    A file not all float32 is converted to a float32 copy first, so the model trains
+    from float32 weights without relying on the backend: Keras 3.15's own loader does
+    cast (``Variable.assign`` converts to the variable's dtype), an unwritten promise.
+    float16 -> float32 is exact, so the model holds exactly the stored values."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     try:
-        full.load_weights(path)
+        with tempfile.TemporaryDirectory(prefix="bin-agent-weights-") as tmp:
+            readable = path
+            if weights_file_dtypes(path) != {"float32"}:
+                readable = Path(tmp) / "float32.weights.h5"
+                convert_weights_file(path, readable, "float32")
+            full.load_weights(readable)
     except (ValueError, OSError) as exc:
         raise TrainingSetupError(
             f"{path}: not the weights of a bin-agent MobileNetV2 run ({type(exc).__name__}: "
