@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,28 @@ def test_learn_deploys_a_head_better_on_the_bins_labels_judged_out_of_fold(tmp_p
     # Versioned like any deploy: a rollback returns to the shipped model.
     deploy.rollback(config)
     assert build_classifier(config).version == result["previous_version"]
+
+
+def test_a_later_learn_judges_the_learnt_head_only_on_labels_it_was_not_fitted_on(tmp_path, labelled_bin, trashnet_dir):
+    # A learnt head is right on nearly all the labels it was fitted on: judged on them, no
+    # later refit could ever look better, and the bin would stop learning after one learn.
+    config_file = make_config(tmp_path, labelled_bin)
+    first = json.loads(cli("learn", "--config", str(config_file), "--json").stdout)
+    assert first["deployed"] and first["held_out"] == first["labels"] == PER_CLASS * 6 - 7, first
+    again = cli("learn", "--config", str(config_file), "--json")
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert not result["deployed"] and result["held_out"] == 0 and "fitted on all" in result["reason"], result
+    # Items answered since are what the next learn judges the learnt head on.
+    config = preflight.load(config_file)
+    learnt = build_classifier(config)
+    answered = bin_photos(trashnet_dir, 5, seed=8, offset=PER_CLASS + 8)  # TrashNet's test trash is used up
+    write_captures(
+        tmp_path / "state" / "capture", answered, learnt, start=datetime(2026, 12, 2, tzinfo=UTC), prefix="n"
+    )
+    result = json.loads(cli("learn", "--config", str(config_file), "--json").stdout)
+    assert len(answered) == 25 and result["labels"] == first["labels"] + 25 and result["held_out"] == 25, result
+    assert result["accuracy_before"] < 1.0  # the learnt head, on items it never saw
 
 
 def test_learn_refuses_a_refitted_head_that_is_not_better(tmp_path, trashnet_dir):

@@ -26,14 +26,17 @@ def _config(path: Path) -> Config:
 # ---------------------------------------------------------------------- deploy
 
 
+RELOAD_HINT = (
+    "the running agent switches before its next item after `systemctl reload bin-agent` "
+    "(SIGHUP) or MQTT cmd/reload_model"
+)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from ..learning import deploy
 
     config = _config(args.config)
-    reload_hint = (
-        "the running agent switches before its next item after `systemctl reload bin-agent` "
-        "(SIGHUP) or MQTT cmd/reload_model"
-    )
+    reload_hint = RELOAD_HINT
     try:
         if args.list:
             rows = deploy.installed(config)
@@ -206,17 +209,21 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return 0
     before, after = result["accuracy_before"], result["accuracy_after"]
     print(
-        f"{result['labels']} labels: {result['used']} used with {result['memory']} memory photos, "
-        f"{result['held_out']} held out ({result['embedded']} newly embedded, {result['seconds']:.1f} s)"
+        f"{result['labels']} labels with {result['memory']} memory photos, each judged by a head refitted "
+        f"without its fold ({result['folds']} folds; {result['embedded']} newly embedded, "
+        f"{result['seconds']:.1f} s)"
     )
     if before is not None:
         print(
-            f"held-out accuracy {before:.3f} -> {after:.3f} "
+            f"current head {before:.3f} -> refit {after:.3f} on them "
             f"(+{result['fixes']} / -{result['breaks']}, one-sided sign test p = {result['p_value']:.3f})"
         )
-    print(("deployed " + result["version"]) if result["deployed"] else f"not deployed: {result['reason']}")
     if result["deployed"]:
-        print("the running agent switches before its next item after cmd/reload_model or SIGHUP")
+        kind = "the current head with the threshold fitted on this bin's labels" if result["threshold_only"] else ""
+        print(f"deployed {result['version']}" + (f": {kind}" if kind else ""))
+        print(RELOAD_HINT)
+    else:
+        print(f"not deployed: {result['reason']}")
     return 0
 
 

@@ -19,14 +19,16 @@ its calibration) is refitted, in NumPy (:mod:`bin_agent.classify.head`).
    warm-started from the model's own dense layer (which lives in the memory's
    space) and pulled towards it by L2. The shift is folded into the bias, so
    the head stays one dense layer on the raw embedding.
-3. Verdict, cross-fitted over all the bin's labels: each class's labels, in
-   time order, are cut into ``verdict_blocks`` stretches; fold k is stretch k of
+3. Verdict, cross-fitted over the bin's labels: each class's labels, in time
+   order, are cut into ``verdict_blocks`` stretches; fold k is stretch k of
    every class (every fold has every class and is a stretch of time). Each fold
-   is predicted by a head refitted without it (alignment included). Those
+   is predicted by a head refitted without it (alignment included). On the
+   labels the current head was not fitted on (all of them on a first learn; a
+   learnt head lists its labels' event ids in its info, ``fitted_on``), those
    out-of-fold answers must be right where the current head is wrong more
    often than the reverse, with a one-sided exact sign test p ≤ ``max_p`` on
-   the labels where they differ. Every label judges, none is spent on a
-   hold-out alone; the head deployed is the one refitted on all of them.
+   the labels where they differ. No label is spent on a hold-out alone; the
+   head deployed is the one refitted on all of them.
 4. The temperature (negative log-likelihood) and the confidence threshold
    are fitted on the same out-of-fold logits: the threshold is the lowest at
    which the sorted items are right as often as the current head's are now (or
@@ -80,6 +82,8 @@ from .memory import Memory, TrainingMemoryError, memory_path
 
 log = logging.getLogger(__name__)
 
+FITTED_ON = "fitted_on"
+"""In a learnt head's info: the event ids of the labels it was fitted on (not judged on)."""
 LEARNING_FOLDER = "learning"
 """Under the state dir: the last result, the watch, the candidate being built."""
 CACHE_PREFIX = "embeddings-"
@@ -328,28 +332,25 @@ def cross_fitted_logits(
     return logits
 
 
-def calibrate(
-    head: Head,
-    logits: np.ndarray,
-    labels: np.ndarray,
-    current: Head,
-    x: np.ndarray,
-    config: Config,
-    threshold_now: float,
-) -> float | None:
-    """Set ``head``'s temperature (negative log-likelihood of ``logits``, predictions of
-    items it was not fitted on) and threshold: the lowest at which the sorted items are
-    right as often as the ``current`` head's sorted items are now at ``threshold_now``
-    (or ``target_accuracy``, if lower). Returns that target."""
-    head.temperature = fit_temperature(logits, labels)
-    probs = softmax(logits / head.temperature)
+def accuracy_to_keep(current: Head, x: np.ndarray, y: np.ndarray, threshold_now: float, config: Config) -> float:
+    """How often the ``current`` head's sorted items (confidence ≥ ``threshold_now``) are
+    right on labels it was not fitted on, or ``target_accuracy`` if that is lower: the bar
+    a fitted threshold must keep."""
     now = current.probabilities(x)
     sorted_now = now.max(axis=1) >= threshold_now
     target = config.learning.target_accuracy
     if sorted_now.any():
-        target = min(target, float((now.argmax(axis=1) == labels)[sorted_now].mean()))
-    head.threshold = fit_threshold(probs.max(axis=1), probs.argmax(axis=1) == labels, target)
+        target = min(target, float((now.argmax(axis=1) == y)[sorted_now].mean()))
     return target
+
+
+def calibrate(head: Head, logits: np.ndarray, labels: np.ndarray, target: float) -> None:
+    """Set ``head``'s temperature (negative log-likelihood of ``logits``, its predictions of
+    items it was not fitted on) and threshold: the lowest at which the sorted items are
+    right at least ``target`` of the time (None: none qualifies)."""
+    head.temperature = fit_temperature(logits, labels)
+    probs = softmax(logits / head.temperature)
+    head.threshold = fit_threshold(probs.max(axis=1), probs.argmax(axis=1) == labels, target)
 
 
 def learn(config: Config) -> LearnResult:
@@ -374,14 +375,29 @@ def learn(config: Config) -> LearnResult:
         memory = None
     result.memory = len(memory.labels) if memory is not None else 0
     x, y = data.embeddings, data.labels
-    result.used = result.held_out = len(y)
+    ids = [item.event_id for item in data.items]
+    # The current head is judged only on labels it was not fitted on (a head a learn
+    # deployed is right on nearly all of its own): on a first learn all of them, later the
+    # labels that came since.
+    listed = current.info.get(FITTED_ON)
+    fitted_on = {str(event_id) for event_id in listed} if isinstance(listed, list) else set()
+    unseen = np.array([event_id not in fitted_on for event_id in ids], bool)
+    result.used, result.held_out = len(y), int(unseen.sum())
+    if not unseen.any():
+        result.reason = (
+            f"the current head was fitted on all {len(y)} labels; the next learn judges it on the labels that "
+            "come after"
+        )
+        result.seconds = time.perf_counter() - started
+        return result
     result.folds = len(verdict_folds(y, section.verdict_blocks))
     fit_started = time.perf_counter()
     out_of_fold = cross_fitted_logits(classifier, x, y, memory, config)
     weights, bias = refit(classifier, x, y, memory, config)
     result.fit_seconds = time.perf_counter() - fit_started
-    before = current.predict(x) == y
-    after = out_of_fold.argmax(axis=1) == y
+    x_unseen, y_unseen = x[unseen], y[unseen]
+    before = current.predict(x_unseen) == y_unseen
+    after = out_of_fold[unseen].argmax(axis=1) == y_unseen
     result.accuracy_before, result.accuracy_after = float(before.mean()), float(after.mean())
     result.fixes, result.breaks = int(np.sum(after & ~before)), int(np.sum(before & ~after))
     result.p_value = one_sided_sign_test(result.fixes, result.breaks)
@@ -392,24 +408,27 @@ def learn(config: Config) -> LearnResult:
     )
     backbone = deploy.sha256(classifier.files.model)
     better = result.fixes > result.breaks and result.p_value <= section.max_p
+    result.target_accuracy = accuracy_to_keep(current, x_unseen, y_unseen, threshold_now, config)
+    judged = (
+        f"the {result.held_out} labels the current head was not fitted on (each judged by a head refitted without it)"
+    )
     if better:
         candidate = Head(weights, bias, list(classifier.labels), version, backbone_sha256=backbone)
+        candidate.info[FITTED_ON] = sorted(ids)
         # Calibrated on the out-of-fold logits: what the refit says about items it has not seen.
-        result.target_accuracy = calibrate(candidate, out_of_fold, y, current, x, config, threshold_now)
-        why = (
-            f"better on the bin's {len(y)} labels, each judged by a head refitted without it "
-            f"({result.fixes} fixes, {result.breaks} breaks, p = {result.p_value:.3f})"
-        )
+        calibrate(candidate, out_of_fold, y, result.target_accuracy)
+        why = f"better on {judged}: {result.fixes} fixes, {result.breaks} breaks, p = {result.p_value:.3f}"
     else:
         not_better = (
-            f"the refitted head is not better on the bin's {len(y)} labels (each judged by a head refitted "
-            f"without it): right on {result.fixes} the current head gets wrong, wrong on {result.breaks} it "
-            f"gets right (one-sided sign test p = {result.p_value:.3f}, needs <= {section.max_p})"
+            f"the refitted head is not better on {judged}: right on {result.fixes} the current head gets wrong, "
+            f"wrong on {result.breaks} it gets right (one-sided sign test p = {result.p_value:.3f}, "
+            f"needs <= {section.max_p})"
         )
-        # The current head's own answers on the bin's labels (never fitted on them) may
-        # still show its threshold sends right answers to the fallback, or wrong ones through.
+        # The current head's own answers on labels it was not fitted on may still show its
+        # threshold sends right answers to the fallback, or wrong ones through.
         candidate = Head(current.weights, current.bias, list(classifier.labels), version, backbone_sha256=backbone)
-        result.target_accuracy = calibrate(candidate, current.logits(x), y, current, x, config, threshold_now)
+        candidate.info[FITTED_ON] = sorted(fitted_on)
+        calibrate(candidate, current.logits(x_unseen), y_unseen, result.target_accuracy)
         if configured is not None or candidate.threshold is None or candidate.threshold == threshold_now:
             result.reason = not_better
             result.temperature, result.threshold = candidate.temperature, candidate.threshold
@@ -418,7 +437,7 @@ def learn(config: Config) -> LearnResult:
         why = f"threshold only: {not_better}; its threshold on the bin's labels is {candidate.threshold} (was {threshold_now})"
         result.threshold_only = True
     result.temperature, result.threshold = candidate.temperature, candidate.threshold
-    candidate.info = {k: v for k, v in result.as_dict().items() if k not in ("version", "per_class")}
+    candidate.info |= {k: v for k, v in result.as_dict().items() if k not in ("version", "per_class")}
     try:
         installed = install_head(config, classifier, candidate)
     except (deploy.DeployError, OSError) as exc:
