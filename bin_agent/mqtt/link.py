@@ -45,6 +45,7 @@ so only the newest matters and at most one is waiting for its PUBACK at a time
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -73,6 +74,9 @@ LOG_INTERVAL_SECONDS = 60.0
 """A failure that repeats (broker down, refused login, ACL) is logged at most this often."""
 PACKET_HEADROOM_BYTES = 512
 """Room for the PUBLISH fixed header, topic length, packet id and properties of a command."""
+READ_AHEAD = 200
+"""Undelivered events the pump reads from the outbox per query: a backlog of 10,000
+events after an outage costs ~50 queries instead of one per PUBACK."""
 MAX_TRACKED_PUBLISHES = 256
 MAX_QUEUED_OTHER = MAX_TRACKED_PUBLISHES
 """paho holds at most ``max_inflight`` events plus this many other QoS 1 messages
@@ -178,6 +182,12 @@ class MqttLink:
         # mid → outbox seq for what paho holds; touched only by the pump thread.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
+        # Events read from the outbox, oldest first, not yet handed to paho; touched only by
+        # the pump thread. Every event after _last_handed up to _read_to is in it (or was
+        # acknowledged meanwhile): the store is asked again only once it is empty and the
+        # store has numbered an event after _read_to.
+        self._ahead: collections.deque[Any] = collections.deque()
+        self._read_to = 0
         # Set by a (re)connect and by the end of a refusal pause: hand over from the oldest pending event.
         self._rewind = False
         # After the broker refused an event (ACL), handing over pauses until this time.
@@ -470,18 +480,22 @@ class MqttLink:
             # older than the last one handed over: start again from the oldest pending.
             # Those paho still holds are skipped below; it re-sends them itself.
             self._rewind = False
-            self._last_handed = 0
+            self._read_again()
         if self.store.reopened != self._store_reopened:
             # A database that a full disk kept closed at start has opened:
             # its older events come after the ones held in memory.
             self._store_reopened = self.store.reopened
-            self._last_handed = 0
+            self._read_again()
         room = self.settings.max_inflight - len(self._inflight)
         if room <= 0:
             return
         handed = set(self._inflight.values())
-        for entry in self.store.pending(self._last_handed, room):
+        while room > 0:
+            entry = self._next_pending()
+            if entry is None:
+                return
             if entry.seq in handed:
+                self._ahead.popleft()
                 self._last_handed = entry.seq
                 continue
             info = self.client.publish(entry.topic, entry.payload, qos=1, retain=False)
@@ -493,10 +507,31 @@ class MqttLink:
                     entry.event_id,
                     self._paho.error_string(info.rc),
                 )
-                return
+                return  # it stays first in the read-ahead
             # NO_CONN still queues a QoS 1 message inside paho: it goes out on reconnect.
+            self._ahead.popleft()
             self._inflight[info.mid] = entry.seq
             self._last_handed = entry.seq
+            room -= 1
+
+    def _read_again(self) -> None:
+        """Forget the read-ahead: the next hand-over reads from the oldest pending event."""
+        self._ahead.clear()
+        self._last_handed = 0
+        self._read_to = 0
+
+    def _next_pending(self) -> Any:
+        """The oldest event not handed over yet (None: none), read :data:`READ_AHEAD` at a time."""
+        if not self._ahead:
+            newest = self.store.last_seq
+            if newest <= self._read_to:
+                return None  # nothing numbered since the last read: no query
+            batch = self.store.pending(self._last_handed, READ_AHEAD)
+            # A short batch holds every event numbered up to ``newest``; a full one may
+            # have left newer ones behind: read on after its last one.
+            self._read_to = batch[-1].seq if len(batch) >= READ_AHEAD else newest
+            self._ahead.extend(batch)
+        return self._ahead[0] if self._ahead else None
 
     # ------------------------------------------------------------------ callbacks (paho's thread)
 
