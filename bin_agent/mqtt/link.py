@@ -15,8 +15,9 @@ topic               QoS    retained  what
 Delivery of events is at-least-once and survives broker outages and agent
 crashes: the agent writes each event to the :class:`~bin_agent.store.Store`
 first; a pump thread hands the oldest unacknowledged events to paho (at most
-``max_inflight`` at a time, only while connected) and deletes each one when
-its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
+``max_inflight`` at a time, only while connected; read from the outbox
+:data:`READ_AHEAD` at a time, so a backlog costs one query per batch, not one
+per PUBACK) and deletes each one when its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
 
@@ -176,9 +177,12 @@ class MqttLink:
         # Set on SUBACK: from then on commands sent to the bin reach it.
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
-        self._wake = threading.Event()
-        # (mid, refusal reason or None) from on_publish, applied by the pump thread.
-        self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
+        # Set while a wake-up (None) waits in _acks: at most one waits at a time.
+        self._wake_queued = False
+        # (mid, refusal reason or None) from on_publish, applied by the pump thread; None
+        # wakes it for another reason (new events, a connect, stop). The pump blocks on this
+        # queue alone: a PUBACK costs paho's thread one put, not an Event's lock and notify.
+        self._acks: queue.SimpleQueue[tuple[int, str | None] | None] = queue.SimpleQueue()
         # mid → outbox seq for what paho holds; touched only by the pump thread.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
@@ -290,7 +294,9 @@ class MqttLink:
 
     def wake(self) -> None:
         """New events are in the outbox."""
-        self._wake.set()
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._acks.put(None)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed to the command topics."""
@@ -313,7 +319,7 @@ class MqttLink:
         """Publish the final ``state`` and ``offline``, disconnect, stop the threads.
         The outbox keeps the rest."""
         self._stopping.set()
-        self._wake.set()
+        self._acks.put(None)
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=5)
         if self.connected:
@@ -393,10 +399,12 @@ class MqttLink:
 
     def _pump(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(timeout=1.0)
-            self._wake.clear()
             try:
-                self._apply_acks()
+                first = self._acks.get(timeout=1.0)
+            except queue.Empty:
+                first = None
+            try:
+                self._apply_acks(first)
                 self._hand_over()
             except Exception:
                 # A full disk or a locked database must not end delivery for good;
@@ -407,13 +415,22 @@ class MqttLink:
                 time.sleep(1.0)
         self._apply_acks()
 
-    def _apply_acks(self) -> None:
+    def _apply_acks(self, first: tuple[int, str | None] | None = None) -> None:
+        """Apply ``first`` and every acknowledgement queued since."""
         acknowledged = 0
+        item = first
         while True:
-            try:
-                mid, refusal = self._acks.get_nowait()
-            except queue.Empty:
-                break
+            if item is None:
+                # A wake-up (or nothing yet): cleared before the hand-over reads the store, so
+                # a wake() skipped because one was queued is for events that read will see.
+                self._wake_queued = False
+                try:
+                    item = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                continue
+            mid, refusal = item
+            item = None
             seq = self._inflight.pop(mid, None)
             if seq is None:
                 with self._other_lock:
@@ -576,7 +593,7 @@ class MqttLink:
             except Exception:
                 log.exception("a connect hook failed")
         self.publish_state()
-        self._wake.set()
+        self.wake()
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` around the connection attempt,
@@ -657,7 +674,6 @@ class MqttLink:
         # MQTT 5 PUBACK reason codes >= 0x80 (e.g. 0x87 Not authorized: the ACL) mean
         # the broker did NOT take the message; "No matching subscribers" is a success.
         self._acks.put((mid, str(reason_code) if reason_code.is_failure else None))
-        self._wake.set()
 
     def _handle_paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
         # paho reports an exception in one of our callbacks here (suppress_exceptions),
