@@ -764,6 +764,12 @@ class Store:
                     entries.append(OutboxEntry(held.seq, held.event_id, held.topic, held.payload))
             return entries
 
+    @property
+    def last_seq(self) -> int:
+        """The highest event number handed out so far: an event numbered after the last
+        one the pump read is new to it (without a query)."""
+        return self._last_seq
+
     def pending_count(self) -> int:
         with self._lock:
             in_database = max(0, self._db_pending - len(self._acked))

@@ -303,3 +303,76 @@ def test_paho_holds_a_bounded_number_of_messages_for_a_silent_broker(tmp_path, m
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith(f"not sent: {TOPICS.base}/alert/"), warnings
     print(f"\n2,000 retained publishes to a SIGSTOPped broker: paho held {held} (cap {cap})")
+
+
+def count_outbox_reads(store: Store) -> list[str]:
+    """Every query the store's connection runs that reads undelivered events (SQLite's trace
+    callback: what really reaches the database, whichever method sends it)."""
+    reads: list[str] = []
+    assert store._db is not None
+    store._db.set_trace_callback(lambda sql: reads.append(sql) if "FROM outbox WHERE seq >" in sql else None)
+    return reads
+
+
+def test_a_backlog_is_read_from_the_outbox_in_batches_delivered_in_order(tmp_path, mosquitto, subscriber_factory):
+    """2,000 events recorded during an outage: the pump reads them 200 at a time (not one
+    query per PUBACK: ~2,300 for 10,000 events before) and every one reaches the broker
+    once, in order."""
+    sub = subscriber_factory(mosquitto.port, TOPICS.event)
+    store = Store(tmp_path / "s.db")
+    ids = add_events(store, 0, 2000)
+    reads = count_outbox_reads(store)
+    link = make_link(store, mosquitto.port)
+    link.start()
+    try:
+        assert sub.wait_for(lambda: len(received_ids(sub)) >= len(ids), 60), len(received_ids(sub))
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
+        time.sleep(0.3)  # anything sent twice would be here by now
+    finally:
+        link.stop()
+    assert received_ids(sub) == ids, "every event once, oldest first"
+    assert link.delivered == len(ids)
+    assert len(reads) <= len(ids) // 200 + 2, f"{len(reads)} outbox queries for {len(ids)} events"
+    print(f"\n{len(ids)} events: {len(reads)} outbox queries")
+
+
+def test_events_recorded_while_a_backlog_drains_and_a_dropped_connection_lose_nothing(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """While a backlog drains, more events are recorded and the broker drops the bin mid-batch
+    (another login with its client id): every event arrives, first copies in order; only what
+    was in flight at the drop may come twice."""
+    import threading
+
+    import paho.mqtt.client as paho
+
+    sub = subscriber_factory(mosquitto.port, TOPICS.event)
+    store = Store(tmp_path / "s.db")
+    backlog = add_events(store, 0, 3000)
+    link = make_link(store, mosquitto.port)
+    recorded: list[str] = []
+    recorder = threading.Thread(target=lambda: recorded.extend(add_events(store, 3000, 400)))
+    link.start()
+    try:
+        assert sub.wait_for(lambda: len(received_ids(sub)) >= 200, 30)
+        recorder.start()
+        at_drop = len(received_ids(sub))
+        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-under-test", protocol=paho.MQTTv5)
+        thief.connect("127.0.0.1", mosquitto.port, 5)
+        thief.loop_start()
+        assert_eventually(lambda: link.disconnects >= 1, 10)
+        thief.disconnect()
+        thief.loop_stop()
+        recorder.join(60)
+        ids = backlog + recorded
+        assert len(ids) == 3400
+        assert sub.wait_for(lambda: set(received_ids(sub)) >= set(ids), 60), len(set(received_ids(sub)))
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
+    finally:
+        link.stop()
+    got = received_ids(sub)
+    first_copies = list(dict.fromkeys(got))
+    assert first_copies == ids, "nothing skipped, oldest first"
+    assert len(got) - len(ids) <= link.settings.max_inflight * link.disconnects, "only in-flight events twice"
+    assert at_drop < len(ids), "the connection dropped mid-backlog"
+    print(f"\n{len(ids)} events, dropped at {at_drop}: {len(got) - len(ids)} sent twice")

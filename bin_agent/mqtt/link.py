@@ -15,8 +15,9 @@ topic               QoS    retained  what
 Delivery of events is at-least-once and survives broker outages and agent
 crashes: the agent writes each event to the :class:`~bin_agent.store.Store`
 first; a pump thread hands the oldest unacknowledged events to paho (at most
-``max_inflight`` at a time, only while connected) and deletes each one when
-its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
+``max_inflight`` at a time, only while connected; read from the outbox
+:data:`READ_AHEAD` at a time, so a backlog costs one query per batch, not one
+per PUBACK) and deletes each one when its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
 
@@ -45,6 +46,7 @@ so only the newest matters and at most one is waiting for its PUBACK at a time
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -73,6 +75,9 @@ LOG_INTERVAL_SECONDS = 60.0
 """A failure that repeats (broker down, refused login, ACL) is logged at most this often."""
 PACKET_HEADROOM_BYTES = 512
 """Room for the PUBLISH fixed header, topic length, packet id and properties of a command."""
+READ_AHEAD = 200
+"""Undelivered events the pump reads from the outbox per query: a backlog of 10,000
+events after an outage costs ~50 queries instead of one per PUBACK."""
 MAX_TRACKED_PUBLISHES = 256
 MAX_QUEUED_OTHER = MAX_TRACKED_PUBLISHES
 """paho holds at most ``max_inflight`` events plus this many other QoS 1 messages
@@ -172,12 +177,21 @@ class MqttLink:
         # Set on SUBACK: from then on commands sent to the bin reach it.
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
-        self._wake = threading.Event()
-        # (mid, refusal reason or None) from on_publish, applied by the pump thread.
-        self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
+        # Set while a wake-up (None) waits in _acks: at most one waits at a time.
+        self._wake_queued = False
+        # (mid, refusal reason or None) from on_publish, applied by the pump thread; None
+        # wakes it for another reason (new events, a connect, stop). The pump blocks on this
+        # queue alone: a PUBACK costs paho's thread one put, not an Event's lock and notify.
+        self._acks: queue.SimpleQueue[tuple[int, str | None] | None] = queue.SimpleQueue()
         # mid → outbox seq for what paho holds; touched only by the pump thread.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
+        # Events read from the outbox, oldest first, not yet handed to paho; touched only by
+        # the pump thread. Every event after _last_handed up to _read_to is in it (or was
+        # acknowledged meanwhile): the store is asked again only once it is empty and the
+        # store has numbered an event after _read_to.
+        self._ahead: collections.deque[Any] = collections.deque()
+        self._read_to = 0
         # Set by a (re)connect and by the end of a refusal pause: hand over from the oldest pending event.
         self._rewind = False
         # After the broker refused an event (ACL), handing over pauses until this time.
@@ -280,7 +294,9 @@ class MqttLink:
 
     def wake(self) -> None:
         """New events are in the outbox."""
-        self._wake.set()
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._acks.put(None)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed to the command topics."""
@@ -303,7 +319,7 @@ class MqttLink:
         """Publish the final ``state`` and ``offline``, disconnect, stop the threads.
         The outbox keeps the rest."""
         self._stopping.set()
-        self._wake.set()
+        self._acks.put(None)
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=5)
         if self.connected:
@@ -383,10 +399,12 @@ class MqttLink:
 
     def _pump(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(timeout=1.0)
-            self._wake.clear()
             try:
-                self._apply_acks()
+                first = self._acks.get(timeout=1.0)
+            except queue.Empty:
+                first = None
+            try:
+                self._apply_acks(first)
                 self._hand_over()
             except Exception:
                 # A full disk or a locked database must not end delivery for good;
@@ -397,13 +415,22 @@ class MqttLink:
                 time.sleep(1.0)
         self._apply_acks()
 
-    def _apply_acks(self) -> None:
+    def _apply_acks(self, first: tuple[int, str | None] | None = None) -> None:
+        """Apply ``first`` and every acknowledgement queued since."""
         acknowledged = 0
+        item = first
         while True:
-            try:
-                mid, refusal = self._acks.get_nowait()
-            except queue.Empty:
-                break
+            if item is None:
+                # A wake-up (or nothing yet): cleared before the hand-over reads the store, so
+                # a wake() skipped because one was queued is for events that read will see.
+                self._wake_queued = False
+                try:
+                    item = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                continue
+            mid, refusal = item
+            item = None
             seq = self._inflight.pop(mid, None)
             if seq is None:
                 with self._other_lock:
@@ -470,18 +497,22 @@ class MqttLink:
             # older than the last one handed over: start again from the oldest pending.
             # Those paho still holds are skipped below; it re-sends them itself.
             self._rewind = False
-            self._last_handed = 0
+            self._read_again()
         if self.store.reopened != self._store_reopened:
             # A database that a full disk kept closed at start has opened:
             # its older events come after the ones held in memory.
             self._store_reopened = self.store.reopened
-            self._last_handed = 0
+            self._read_again()
         room = self.settings.max_inflight - len(self._inflight)
         if room <= 0:
             return
         handed = set(self._inflight.values())
-        for entry in self.store.pending(self._last_handed, room):
+        while room > 0:
+            entry = self._next_pending()
+            if entry is None:
+                return
             if entry.seq in handed:
+                self._ahead.popleft()
                 self._last_handed = entry.seq
                 continue
             info = self.client.publish(entry.topic, entry.payload, qos=1, retain=False)
@@ -493,10 +524,31 @@ class MqttLink:
                     entry.event_id,
                     self._paho.error_string(info.rc),
                 )
-                return
+                return  # it stays first in the read-ahead
             # NO_CONN still queues a QoS 1 message inside paho: it goes out on reconnect.
+            self._ahead.popleft()
             self._inflight[info.mid] = entry.seq
             self._last_handed = entry.seq
+            room -= 1
+
+    def _read_again(self) -> None:
+        """Forget the read-ahead: the next hand-over reads from the oldest pending event."""
+        self._ahead.clear()
+        self._last_handed = 0
+        self._read_to = 0
+
+    def _next_pending(self) -> Any:
+        """The oldest event not handed over yet (None: none), read :data:`READ_AHEAD` at a time."""
+        if not self._ahead:
+            newest = self.store.last_seq
+            if newest <= self._read_to:
+                return None  # nothing numbered since the last read: no query
+            batch = self.store.pending(self._last_handed, READ_AHEAD)
+            # A short batch holds every event numbered up to ``newest``; a full one may
+            # have left newer ones behind: read on after its last one.
+            self._read_to = batch[-1].seq if len(batch) >= READ_AHEAD else newest
+            self._ahead.extend(batch)
+        return self._ahead[0] if self._ahead else None
 
     # ------------------------------------------------------------------ callbacks (paho's thread)
 
@@ -541,7 +593,7 @@ class MqttLink:
             except Exception:
                 log.exception("a connect hook failed")
         self.publish_state()
-        self._wake.set()
+        self.wake()
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` around the connection attempt,
@@ -622,7 +674,6 @@ class MqttLink:
         # MQTT 5 PUBACK reason codes >= 0x80 (e.g. 0x87 Not authorized: the ACL) mean
         # the broker did NOT take the message; "No matching subscribers" is a success.
         self._acks.put((mid, str(reason_code) if reason_code.is_failure else None))
-        self._wake.set()
 
     def _handle_paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
         # paho reports an exception in one of our callbacks here (suppress_exceptions),
