@@ -38,9 +38,9 @@ def lda_head(
     shift = learn.alignment(x, y, memory).astype(np.float64)
     aligned = x.astype(np.float64) + shift
     classes = len(memory.classes)
-    memory_means = np.stack([memory.embeddings[memory.labels == c].mean(axis=0) for c in range(classes)])
+    memory_means = memory.class_means
     residuals = [memory.embeddings - memory_means[memory.labels]]
-    means = memory_means.astype(np.float64)
+    means = memory_means.copy()
     for c in range(classes):
         members = aligned[y == c]
         if len(members):

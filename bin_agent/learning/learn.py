@@ -271,10 +271,7 @@ def alignment(bin_embeddings: np.ndarray, bin_labels: np.ndarray, memory: Memory
     share = np.where(present, share, 0.0)
     if share.sum() == 0:
         return np.zeros(bin_embeddings.shape[1], np.float32)
-    class_means = np.zeros((n_classes, memory.embeddings.shape[1]), np.float64)
-    for c in np.flatnonzero(present):
-        class_means[c] = memory.embeddings[memory.labels == c].mean(axis=0)
-    memory_mean = (share / share.sum()) @ class_means
+    memory_mean = (share / share.sum()) @ memory.class_means
     return (memory_mean - bin_embeddings.mean(axis=0)).astype(np.float32)
 
 
@@ -318,14 +315,19 @@ def verdict_folds(labels: np.ndarray, blocks: int) -> list[np.ndarray]:
 
 
 def cross_fitted_logits(
-    classifier: Classifier, x: np.ndarray, y: np.ndarray, memory: Memory | None, config: Config
+    classifier: Classifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    memory: Memory | None,
+    config: Config,
+    folds: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Logits of every bin label from a head refitted without its fold
-    (:func:`verdict_folds`): what a refitted head says about items it has not seen,
-    for the verdict and the calibration."""
+    """Logits of every bin label from a head refitted without its fold (``folds``, default
+    :func:`verdict_folds` of ``y``): what a refitted head says about items it has not
+    seen, for the verdict and the calibration."""
     logits = np.zeros((len(y), len(classifier.labels)), np.float32)
     everything = np.arange(len(y))
-    for fold in verdict_folds(y, config.learning.verdict_blocks):
+    for fold in folds if folds is not None else verdict_folds(y, config.learning.verdict_blocks):
         keep = np.setdiff1d(everything, fold)
         weights, bias = refit(classifier, x[keep], y[keep], memory, config)
         logits[fold] = x[fold] @ weights.T + bias
@@ -357,8 +359,15 @@ def learn(config: Config) -> LearnResult:
     """Refit, judge, and deploy when better (see the module doc). Never raises for a
     verdict: the result says what happened and why."""
     started = time.perf_counter()
-    section = config.learning
     result = LearnResult(time=utc_now_iso())
+    _learn(config, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _learn(config: Config, result: LearnResult) -> None:
+    """:func:`learn`'s work, filling ``result``."""
+    section = config.learning
     active = deploy.active_model_path(config)
     classifier = embedding_classifier(active, config)
     current = head_of(classifier)
@@ -368,8 +377,7 @@ def learn(config: Config) -> LearnResult:
     result.per_class = {c: int(np.sum(data.labels == i)) for i, c in enumerate(classifier.labels)}
     if len(data.labels) < section.min_labels:
         result.reason = f"{len(data.labels)} labelled capture(s); a learn needs {section.min_labels}"
-        result.seconds = time.perf_counter() - started
-        return result
+        return
     memory = load_memory(config, deploy.sha256(classifier.files.model))
     if memory is not None and memory.classes != list(classifier.labels):
         memory = None
@@ -388,11 +396,11 @@ def learn(config: Config) -> LearnResult:
             f"the current head was fitted on all {len(y)} labels; the next learn judges it on the labels that "
             "come after"
         )
-        result.seconds = time.perf_counter() - started
-        return result
-    result.folds = len(verdict_folds(y, section.verdict_blocks))
+        return
+    folds = verdict_folds(y, section.verdict_blocks)
+    result.folds = len(folds)
     fit_started = time.perf_counter()
-    out_of_fold = cross_fitted_logits(classifier, x, y, memory, config)
+    out_of_fold = cross_fitted_logits(classifier, x, y, memory, config, folds)
     weights, bias = refit(classifier, x, y, memory, config)
     result.fit_seconds = time.perf_counter() - fit_started
     x_unseen, y_unseen = x[unseen], y[unseen]
@@ -432,8 +440,7 @@ def learn(config: Config) -> LearnResult:
         if configured is not None or candidate.threshold is None or candidate.threshold == threshold_now:
             result.reason = not_better
             result.temperature, result.threshold = candidate.temperature, candidate.threshold
-            result.seconds = time.perf_counter() - started
-            return result
+            return
         why = f"threshold only: {not_better}; its threshold on the bin's labels is {candidate.threshold} (was {threshold_now})"
         result.threshold_only = True
     result.temperature, result.threshold = candidate.temperature, candidate.threshold
@@ -442,14 +449,11 @@ def learn(config: Config) -> LearnResult:
         installed = install_head(config, classifier, candidate)
     except (deploy.DeployError, OSError) as exc:
         result.reason = f"{why}; not deployed: {exc}"
-        result.seconds = time.perf_counter() - started
-        return result
+        return
     result.deployed, result.version = True, candidate.version
     result.reason = f"{why}: deployed {installed.parent.name}"
     if better:  # a threshold-only deploy answers as the previous head does: nothing to watch
         start_watch(config, candidate.version, classifier.version)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def install_head(config: Config, classifier: Classifier, head: Head) -> Path:

@@ -27,6 +27,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,15 @@ class Memory:
     classes: list[str]
     backbone_sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def class_means(self) -> np.ndarray:
+        """(classes × features) float64: each class's mean embedding (zeros for a class with
+        no photo), computed once per memory (a learn aligns with it once per fold)."""
+        means = np.zeros((len(self.classes), self.embeddings.shape[1]), np.float64)
+        for c in np.unique(self.labels):
+            means[c] = self.embeddings[self.labels == c].mean(axis=0)
+        return means
 
     @classmethod
     def load(cls, path: str | Path) -> Memory:
