@@ -64,7 +64,8 @@ def synthetic_bin() -> Any:
     return module
 
 
-def config_text(work: Path, replay: Path, port: int, *, capture: bool) -> str:
+def config_text(work: Path, replay: Path, port: int, *, capture: bool, model: Path | None = None) -> str:
+    model_path = f'path = "{model.resolve()}"\n' if model else ""
     return f"""
 [agent]
 bin_id = "{BIN_ID}"
@@ -81,7 +82,7 @@ empty_frame = "{replay / "empty.jpg"}"
 realtime = false
 
 [model]
-num_threads = 2
+{model_path}num_threads = 2
 
 [actuator]
 pin_factory = "mock"
@@ -227,13 +228,13 @@ def sort_and_answer(broker: Broker, config: Path, log: Path, expected: int) -> d
     return {"figures": figures(events), "answered": sum(answered.values())}
 
 
-def studio(items: list[ds.Item]) -> dict[str, Any]:
+def studio(items: list[ds.Item], model: Path | None = None) -> dict[str, Any]:
     from bin_agent import DEFAULT_MODEL
     from bin_agent.classify.classifier import Classifier
     from bin_agent.classify.preprocess import load_image
     from bin_agent.router import confidence_threshold
 
-    classifier = Classifier.from_model_path(DEFAULT_MODEL, num_threads=2)
+    classifier = Classifier.from_model_path(model or DEFAULT_MODEL, num_threads=2)
     threshold, _ = confidence_threshold(None, classifier.recommended_threshold, classifier.threshold)
     results = [classifier.classify(load_image(item.path)) for item in items]
     right = [r.label == CLASSES[i.label] for r, i in zip(results, items)]
@@ -277,6 +278,11 @@ def main() -> int:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--answered", type=int, default=150, help="items of set 1 (answered)")
     parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="int8 model to measure (default: the shipped one); its training memory beside it (scripts/build_memory.py)",
+    )
     args = parser.parse_args()
     if shutil.which("mosquitto") is None:
         raise SystemExit("needs mosquitto on PATH")
@@ -296,13 +302,13 @@ def main() -> int:
     module = synthetic_bin()
     module.make_bin(set1, args.work / "set1", seed=args.seed, one_floor=True, flat=True)
     module.make_bin(set2, args.work / "set2", seed=args.seed, one_floor=True, flat=True)  # same seed: same bin
-    studio_figures = studio(set2)  # first: the photos before they are laid in the bin
-    print(f"set 2 studio photos, shipped model: {studio_figures}", flush=True)
+    studio_figures = studio(set2, args.model)  # first: the photos before they are laid in the bin
+    print(f"set 2 studio photos, {args.model or 'shipped model'}: {studio_figures}", flush=True)
     sort1, sort2 = args.work / "sort1.toml", args.work / "sort2.toml"
     broker = Broker(args.work)
     try:
-        sort1.write_text(config_text(args.work, args.work / "set1", broker.port, capture=True))
-        sort2.write_text(config_text(args.work, args.work / "set2", broker.port, capture=False))
+        sort1.write_text(config_text(args.work, args.work / "set1", broker.port, capture=True, model=args.model))
+        sort2.write_text(config_text(args.work, args.work / "set2", broker.port, capture=False, model=args.model))
         before = figures(sort_set(broker, sort2, args.work / "before.log", len(set2)))
         print(f"set 2 before: {before}", flush=True)
         taught = sort_and_answer(broker, sort1, args.work / "set1.log", len(set1))
