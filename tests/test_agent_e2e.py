@@ -56,8 +56,9 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     assert len(events) == n_photos, "one event per photo, no more, no less"
     assert len({e["id"] for e in events}) == n_photos
     router = config.router
-    # Unset in the config: the shipped model's recommended threshold (its metadata's 0.8).
-    assert router.confidence_threshold is None and agent.router.confidence_threshold == 0.8
+    # Unset in the config: the shipped model's recommended threshold (from its metadata).
+    recommended = json.loads(Path(MODEL).with_suffix(".json").read_text())["recommended_confidence_threshold"]["value"]
+    assert router.confidence_threshold is None and agent.router.confidence_threshold == recommended
     for event in events:
         expected = router.compartments[event["class"]] if not event["fallback"] else router.fallback
         assert event["compartment"] == expected
