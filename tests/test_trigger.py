@@ -491,6 +491,23 @@ def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
     )
 
 
+@pytest.mark.parametrize("shape", [(60, 80), (59, 81), (1, 7), (3, 1)])
+def test_the_threshold_maps_median_and_edge_padding_are_numpys_to_the_bit(shape: tuple[int, int]) -> None:
+    """The threshold map's shortcuts (one partition for np.median, one take for
+    np.pad's edge mode) give numpy's own float32 values, odd sizes included."""
+    from bin_agent.triggers.motion import _box3x3, _median
+
+    rng = np.random.default_rng(sum(shape))
+    for values in (rng.gamma(2.0, 1.0, shape).astype(np.float32), np.round(rng.random(shape) * 4).astype(np.float32)):
+        median = _median(values)
+        assert median == np.median(values) and median.dtype == np.float32
+        padded = np.pad(values, 1, mode="edge")
+        rows = padded[:-2] + padded[1:-1] + padded[2:]
+        expected = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+        expected *= np.float32(1.0 / 9.0)
+        assert np.array_equal(_box3x3(values), expected)
+
+
 def test_initialisation_and_resize() -> None:
     trigger = motion_trigger(init_frames=3)
     scene = Scene(seed=11)
