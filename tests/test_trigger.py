@@ -412,6 +412,102 @@ def test_request_while_occupied_gives_the_item_box() -> None:
     assert trigger.item_box == pytest.approx((200 / W, 50 / H, 260 / W, 110 / H), abs=8 / W)
 
 
+def runs(values: Iterable[Any]) -> list[list[Any]]:
+    """``values`` as runs of ``[value, count]``."""
+    out: list[list[Any]] = []
+    for value in values:
+        if out and out[-1][0] == value:
+            out[-1][1] += 1
+        else:
+            out.append([value, 1])
+    return out
+
+
+def trace(
+    trigger: MotionTrigger, scene: Scene, script: Script, seconds: float, fps: float, requests: Iterable[int]
+) -> dict[str, Any]:
+    """Every decision of ``trigger`` over a sequence: the frames that fired with
+    their boxes, each frame's state and changed blocks (as runs), the possible
+    items; ``request()`` before each frame in ``requests``."""
+    image = np.zeros((4, 4, 3), np.uint8)
+    requested = set(requests)
+    fired: list[tuple[int, NormBox | None]] = []
+    states, changed = [], []
+    for k in range(int(round(seconds * fps))):
+        if k in requested:
+            trigger.request()
+        items, gain = script(k / fps)
+        if trigger.update(Frame(image=image, lores=scene.render(items, gain), timestamp=1000.0 + k / fps, index=k)):
+            fired.append((k, trigger.item_box))
+        states.append(trigger.state)
+        blocks = 0 if trigger.threshold_map is None else trigger.threshold_map.size
+        changed.append(round(trigger.stats["changed"] * blocks))
+    return {"fired": fired, "states": runs(states), "changed": runs(changed), "possible": trigger.possible_items}
+
+
+def busy_bin(t: float) -> tuple[list[Item], float | np.ndarray]:
+    """Light brighter on the right for 2 s, an item dropped and taken out by a
+    hand, a crumb that stays, a dark item dropped beside it."""
+    gain: float | np.ndarray = (
+        1.0 + 0.15 * np.linspace(0.0, 1.0, W, dtype=np.float32)[None, :] if 2.0 <= t < 4.0 else 1.0
+    )
+    items = falling(t, 6.0, 100, 60) if t < 11.0 else []
+    items += hand(t, 10.0, 2.0)
+    items += falling(t, 14.0, 150, 200, size=12, seed=5)
+    items += falling(t, 18.0, 30, 200, seed=3, level=40.0)
+    return items, gain
+
+
+def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
+    """What the idle path's shortcuts (kept buffers, the light fit kept while
+    its blocks stay the same, no refit check when nothing changed) must not
+    change: on a fixed sequence (an uneven light, a drop, a hand taking the
+    item, a crumb, a second drop, a request while empty and one while
+    occupied) the frames that fire and their boxes, every frame's state and
+    changed blocks, and the learned maps, as the trigger gave them before."""
+    trigger = motion_trigger()
+    got = trace(trigger, Scene(seed=21), busy_bin, 24.0, 10, requests=[50, 95])
+    first, second = (60 / W, 100 / H, 120 / W, 160 / H), (200 / W, 28 / H, 260 / W, 92 / H)
+    assert got["fired"] == [(50, None), (74, first), (95, first), (194, second)]
+    assert got["states"] == [
+        ["initialising", 4], ["empty", 57], ["settling", 13], ["occupied", 53], ["empty", 15],
+        ["settling", 12], ["empty", 27], ["settling", 13], ["occupied", 46],
+    ]  # fmt: skip
+    assert got["changed"] == [
+        [0, 61], [150, 1], [225, 39], [405, 1], [555, 1], [735, 1], [885, 1], [1065, 1], [1125, 1], [1155, 1],
+        [1125, 1], [1155, 1], [900, 1], [930, 1], [900, 1], [930, 1], [898, 1], [836, 1], [657, 1], [507, 1],
+        [327, 1], [176, 1], [0, 21], [3, 1], [12, 13], [0, 26], [90, 1], [180, 1], [225, 1], [240, 56],
+    ]  # fmt: skip
+    assert got["possible"] == 1
+    noise, threshold = trigger.noise_map, trigger.threshold_map
+    assert noise is not None and threshold is not None
+    # float32 sums in a fixed order; another BLAS may round the light fit's
+    # products differently in the last bit, hence 1e-6 and not equality.
+    assert [float(noise.sum()), float(noise[::9, ::11].sum()), float(np.median(noise))] == pytest.approx(
+        [5822.81640625, 66.77104949951172, 1.1651942729949951], rel=1e-6
+    )
+    assert [float(threshold.sum()), float(threshold.min()), float(threshold.max())] == pytest.approx(
+        [34936.90234375, 5.704641819000244, 9.762218475341797], rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("shape", [(60, 80), (59, 81), (1, 7), (3, 1)])
+def test_the_threshold_maps_median_and_edge_padding_are_numpys_to_the_bit(shape: tuple[int, int]) -> None:
+    """The threshold map's shortcuts (one partition for np.median, one take for
+    np.pad's edge mode) give numpy's own float32 values, odd sizes included."""
+    from bin_agent.triggers.motion import _box3x3, _median
+
+    rng = np.random.default_rng(sum(shape))
+    for values in (rng.gamma(2.0, 1.0, shape).astype(np.float32), np.round(rng.random(shape) * 4).astype(np.float32)):
+        median = _median(values)
+        assert median == np.median(values) and median.dtype == np.float32
+        padded = np.pad(values, 1, mode="edge")
+        rows = padded[:-2] + padded[1:-1] + padded[2:]
+        expected = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+        expected *= np.float32(1.0 / 9.0)
+        assert np.array_equal(_box3x3(values), expected)
+
+
 def test_initialisation_and_resize() -> None:
     trigger = motion_trigger(init_frames=3)
     scene = Scene(seed=11)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -29,65 +30,131 @@ def _has_lasted(since: float, now: float, seconds: float) -> bool:
     return now - since >= seconds - TIME_TOLERANCE_SECONDS
 
 
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor`` x ``factor`` blocks of a 2-D ``uint8`` image into ``float32``.
+class _ZoneBlocks:
+    """The ``factor`` x ``factor`` block means (``float32``) of the drop zone of
+    ``uint8`` frames of one size. Averaging 16 pixels cuts sensor noise by 4x;
+    edge rows and columns that do not fill a whole block are left out.
 
-    Edge rows/columns that do not fill a whole block are dropped. Averaging
-    16 pixels cuts sensor noise by 4x. The sums are strided integer adds
-    (``factor`` row slices, then ``factor`` column slices): numpy's reduction
-    over the two block axes of a reshaped array walks memory in small steps
-    and took 10x longer at 320x240.
+    Only the zone's pixels are summed (the blocks are those of the whole frame:
+    the zone is cut at block edges), into integer buffers made once, since an
+    idle bin does this for every frame. The rows of a block are summed by
+    one reduction over the lines of each block row (memory read in order),
+    the columns by ``factor`` strided adds: numpy's reduction over the two
+    block axes of a reshaped array walks memory in small steps and took 10x
+    longer at 320x240. Integer sums are exact in any order, and the one
+    scaling to ``float32`` is exact too, so the means are the same whichever
+    way they are summed.
     """
-    if factor == 1:
-        return image.astype(np.float32)
-    h = image.shape[0] // factor * factor
-    w = image.shape[1] // factor * factor
-    # 16-bit sums are exact up to 16x16 blocks (256 * 255 < 65536).
-    dtype = np.uint16 if factor <= 16 else np.uint32
-    rows = image[:h, :w].reshape(h // factor, factor * w)
-    sums: np.ndarray = rows[:, :w].astype(dtype)
-    for k in range(1, factor):
-        sums += rows[:, k * w : (k + 1) * w]
-    blocks: np.ndarray = sums[:, 0::factor].copy()
-    for k in range(1, factor):
-        blocks += sums[:, k::factor]
-    out = blocks.astype(np.float32)
-    out *= np.float32(1.0 / (factor * factor))
-    return out
+
+    def __init__(self, factor: int, rows: slice, cols: slice) -> None:
+        self.factor = factor
+        self._window = (slice(rows.start * factor, rows.stop * factor), slice(cols.start * factor, cols.stop * factor))
+        height, width = rows.stop - rows.start, cols.stop - cols.start
+        # 16-bit sums are exact up to 16x16 blocks (256 * 255 < 65536).
+        dtype = np.uint16 if factor <= 16 else np.uint32
+        self._row_sums = np.empty((height, width * factor), dtype)
+        self._sums = np.empty((height, width), dtype)
+        self._scale = np.float32(1.0 / (factor * factor))
+
+    def __call__(self, lores: np.ndarray) -> np.ndarray:
+        """A new ``float32`` array of the zone's block means (a new one each
+        time: a frame may be kept as the reference of a still scene)."""
+        window = lores[self._window]
+        f = self.factor
+        if f == 1:
+            return window.astype(np.float32)
+        lines = window.reshape(-1, f, window.shape[1])  # block row, line in the block, pixel
+        row_sums, sums = self._row_sums, self._sums
+        np.add.reduce(lines, axis=1, dtype=row_sums.dtype, out=row_sums)
+        np.add(row_sums[:, 0::f], row_sums[:, 1::f], out=sums)
+        for k in range(2, f):
+            np.add(sums, row_sums[:, k::f], out=sums)
+        return np.multiply(sums, self._scale, dtype=np.float32)
 
 
-def _fit_plane(basis: np.ndarray, weights: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
-    """Weighted least squares ``ratio ~ a + b x + c y`` (``basis`` rows 1, x, y),
-    or ``None`` when under a quarter of the blocks have weight or the system is singular."""
-    if np.count_nonzero(weights) < weights.size // 4:
-        return None
-    weighted = basis * weights
-    # Python floats from here: a 3x3 system costs less by Cramer's rule on
-    # lists than through numpy's per-call overhead (np.linalg.solve included).
-    n: list[list[float]] = (weighted @ basis.T).tolist()
-    r: list[float] = (weighted @ ratio).tolist()
+class _LightFit:
+    """Weighted least squares ``ratio ~ a + b x + c y`` (``basis`` rows 1, x, y)
+    on the blocks that ``weights`` (``bool``) selects.
 
-    def det3(m: list[list[float]]) -> float:
-        return (
-            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    The normal equations depend on the blocks only, not on the frame: an idle
+    bin fits on the same blocks frame after frame, so they are built once for
+    a set of blocks and only the right-hand side is computed per frame.
+    :meth:`solve` gives ``None`` when under a quarter of the blocks are
+    selected or the system is singular.
+    """
+
+    def __init__(self, basis: np.ndarray, weights: np.ndarray) -> None:
+        self.weights = weights
+        self.count = int(np.count_nonzero(weights))
+        self.usable = self.count >= weights.size // 4
+        if not self.usable:
+            return
+        self._weighted = basis * weights
+        # Python floats from here: a 3x3 system costs less by Cramer's rule on
+        # lists than through numpy's per-call overhead (np.linalg.solve included).
+        n: list[list[float]] = (self._weighted @ basis.T).tolist()
+        self._n = n
+        self._det = _det3(n)
+        self.usable = abs(self._det) >= 1e-9 * max(1.0, abs(n[0][0])) ** 3
+        # The 2x2 minors of Cramer's determinants that hold no right-hand side.
+        self._minors = (
+            n[1][1] * n[2][2] - n[1][2] * n[2][1],
+            n[1][0] * n[2][2] - n[1][2] * n[2][0],
+            n[1][0] * n[2][1] - n[1][1] * n[2][0],
         )
 
-    det = det3(n)
-    if abs(det) < 1e-9 * max(1.0, abs(n[0][0])) ** 3:
-        return None
-    coef = [det3([[r[i] if j == k else n[i][j] for j in range(3)] for i in range(3)]) / det for k in range(3)]
-    return coef[0], coef[1], coef[2]
+    def solve(self, ratio: np.ndarray) -> tuple[float, float, float] | None:
+        if not self.usable:
+            return None
+        r0, r1, r2 = (self._weighted @ ratio).tolist()
+        n, det, (m0, m1, m2) = self._n, self._det, self._minors
+        # _det3 of n with column k replaced by r, written out (the same
+        # products and sums in the same order: the same floats).
+        d0 = r0 * m0 - n[0][1] * (r1 * n[2][2] - n[1][2] * r2) + n[0][2] * (r1 * n[2][1] - n[1][1] * r2)
+        d1 = n[0][0] * (r1 * n[2][2] - n[1][2] * r2) - r0 * m1 + n[0][2] * (n[1][0] * r2 - r1 * n[2][0])
+        d2 = n[0][0] * (n[1][1] * r2 - r1 * n[2][1]) - n[0][1] * (n[1][0] * r2 - r1 * n[2][0]) + r0 * m2
+        return d0 / det, d1 / det, d2 / det
+
+
+def _det3(m: list[list[float]]) -> float:
+    return (
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _edge_padding(shape: tuple[int, ...]) -> np.ndarray:
+    """Flat indices that pad an array of ``shape`` by one element on each
+    side with a copy of its edge (``np.pad``'s ``"edge"``), for ``take``."""
+    rows = np.clip(np.arange(-1, shape[0] + 1), 0, shape[0] - 1)
+    cols = np.clip(np.arange(-1, shape[1] + 1), 0, shape[1] - 1)
+    return rows[:, None] * shape[1] + cols[None, :]
 
 
 def _box3x3(image: np.ndarray) -> np.ndarray:
     """Mean of each element's 3x3 neighbourhood (edges: the neighbours that exist)."""
-    padded = np.pad(image, 1, mode="edge")
-    rows = padded[:-2] + padded[1:-1] + padded[2:]
-    out = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    # One take pads the edges: np.pad cost 15 us of Python per call here.
+    padded = image.take(_edge_padding(image.shape))
+    rows = padded[:-2] + padded[1:-1]
+    rows += padded[2:]
+    out = rows[:, :-2] + rows[:, 1:-1]
+    out += rows[:, 2:]
     out *= np.float32(1.0 / 9.0)
     return out
+
+
+def _median(values: np.ndarray) -> np.floating[Any]:
+    """``np.median`` of a finite ``float32`` array, the same float: the middle
+    one or two values by one partition, without np.median's 20 us of Python."""
+    flat = values.ravel()
+    half = flat.size // 2
+    if flat.size % 2:
+        return np.partition(flat, half)[half]
+    part = np.partition(flat, (half - 1, half))
+    # np.median's mean of the two: their float32 sum, halved.
+    return (part[half - 1] + part[half]) / np.float32(2.0)
 
 
 def _open3x3(mask: np.ndarray) -> np.ndarray:
@@ -396,9 +463,18 @@ class MotionTrigger:
         self._background: np.ndarray | None = None
         self._noise: np.ndarray | None = None
         self._threshold: np.ndarray | None = None
-        # The blocks that count in the gain: not changed in the last frame, not near black.
+        # The blocks that count in the gain (bool, every FIT_STRIDE-th block):
+        # not changed in the last frame, not near black.
         self._gain_weights: np.ndarray | None = None
+        # The fit on the last weights, kept while the same array comes back.
+        self._light_fit: _LightFit | None = None
+        # _fit_sample of the background, until the background changes; the
+        # last one's blocks above black, reused while they stay the same.
+        self._sample: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_valid: np.ndarray | None = None
+        self._blocks: _ZoneBlocks | None = None
         self._basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._basis_shape: tuple[int, ...] | None = None
         self._learn_dt = 0.0
         self._learn_count = 0
         # Share of the empty bin's blocks changed by noise alone (running mean).
@@ -527,9 +603,16 @@ class MotionTrigger:
         3x3 neighbourhood, and no less than half the view's median."""
         self._noise = noise
         smooth = _box3x3(noise)
-        np.maximum(smooth, np.float32(0.5) * np.median(smooth), out=smooth)
-        threshold = smooth * np.float32(self.noise_factor)
-        np.clip(threshold, self.min_pixel_threshold, self.pixel_threshold, out=threshold)
+        floor = np.float32(0.5) * _median(smooth)
+        factor = np.float32(self.noise_factor)
+        threshold = smooth * factor
+        # max(smooth, floor) * factor, clipped: rounding keeps the order of
+        # products, so it is max(smooth * factor, floor * factor), and the
+        # floor and the clip's lower bound are one maximum (np.clip's Python
+        # costs more than a ufunc).
+        low = max(floor * factor, np.float32(self.min_pixel_threshold))
+        np.maximum(threshold, low, out=threshold)
+        np.minimum(threshold, np.float32(self.pixel_threshold), out=threshold)
         self._threshold = threshold
 
     def _compensate(self, small: np.ndarray, background: np.ndarray, robust: bool = False) -> tuple[np.ndarray, float]:
@@ -550,41 +633,80 @@ class MotionTrigger:
         if not self.compensate_gain:
             return small, 1.0
         basis, x, y = self._plane_basis(small.shape)
-        sample_bg = background.ravel()[::FIT_STRIDE]
-        valid = sample_bg > 8.0
+        floor, valid = self._fit_sample(background)
         weights = self._gain_weights
-        if weights is None or weights.shape != sample_bg.shape or np.count_nonzero(weights) < weights.size // 4:
+        fit = None if weights is None or weights.shape != valid.shape else self._fit_on(basis, weights)
+        if fit is None or fit.count < valid.size // 4:
             # Most of the view changed (a shadow over the bin, a light step
             # the last frame could not fit): fit on all of it, robustly.
-            weights = valid.astype(np.float32)
+            fit = self._fit_on(basis, valid)
             robust = True
-        ratio = small.ravel()[::FIT_STRIDE] / np.maximum(sample_bg, np.float32(1.0))
-        plane = _fit_plane(basis, weights, ratio)
+        ratio = small.ravel()[::FIT_STRIDE] / floor
+        plane = fit.solve(ratio)
         if plane is not None and robust:
             a, b, c = plane
             distance = np.abs(ratio - (a + b * basis[1] + c * basis[2]))
             cut = 3.0 * float(np.median(distance[valid])) + 1e-3
-            plane = _fit_plane(basis, (valid & (distance <= cut)).astype(np.float32), ratio) or plane
+            plane = _LightFit(basis, valid & (distance <= cut)).solve(ratio) or plane
         if plane is None:
             return small, 1.0
         a, b, c = plane
         centre = float(min(max(a, 0.25), 4.0))
         if abs(b) < 1e-3 and abs(c) < 1e-3:  # even light: one division
             return (small / np.float32(centre) if centre != 1.0 else small), centre
-        gain = np.float32(a) + np.float32(b) * x
-        gain += np.float32(c) * y
-        np.clip(gain, 0.25, 4.0, out=gain)
+        # a + b x over a row plus c y down a column: the same float32 sums as
+        # over every block, with one pass over the view instead of three.
+        gain = (np.float32(a) + np.float32(b) * x) + np.float32(c) * y
+        np.maximum(gain, np.float32(0.25), out=gain)  # np.clip, for less Python
+        np.minimum(gain, np.float32(4.0), out=gain)
         return small / gain, centre
 
+    def _fit_on(self, basis: np.ndarray, weights: np.ndarray) -> _LightFit:
+        """The light fit on ``weights``' blocks: the last one while the same
+        array comes back (an idle bin's, see :meth:`_track`; weight arrays are
+        never changed in place)."""
+        if self._light_fit is None or self._light_fit.weights is not weights:
+            self._light_fit = _LightFit(basis, weights)
+        return self._light_fit
+
+    def _fit_sample(self, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``FIT_STRIDE``-th block of ``background``: at least 1 (the
+        divisor of the ratio), and whether above 8 grey levels (near-black
+        blocks tell nothing of the light). Kept for the trigger's background
+        until it changes (:meth:`_background_changed`), which is once in
+        ``LEARN_EVERY`` frames while idle."""
+        if background is self._background and self._sample is not None:
+            return self._sample
+        blocks = background.ravel()[::FIT_STRIDE]
+        floor, valid = np.maximum(blocks, np.float32(1.0)), blocks > 8.0
+        if background is self._background:
+            # The same blocks above black as before (the usual case: learning
+            # moves the background by a fraction of a grey level): the same
+            # array, so the fit on them is kept.
+            last = self._last_valid
+            if last is not None and last.shape == valid.shape and np.array_equal(last, valid):
+                valid = last
+            self._sample, self._last_valid = (floor, valid), valid
+        return floor, valid
+
+    def _set_background(self, background: np.ndarray) -> None:
+        self._background = background
+        self._background_changed()
+
+    def _background_changed(self) -> None:
+        """Forget what was derived from the background: call after every change to it."""
+        self._sample = None
+
     def _plane_basis(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(3, n)`` 1, x and y of every ``FIT_STRIDE``-th block, and x and y
-        (-1 to 1 across the view) of all blocks."""
-        if self._basis is None or self._basis[1].shape != shape:
+        """``(3, n)`` 1, x and y of every ``FIT_STRIDE``-th block, and x (-1 to
+        1 across the view) of a row of blocks and y (-1 to 1 down it) of a column."""
+        if self._basis is None or self._basis_shape != shape:
             y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
             x = 2 * x / max(shape[1] - 1, 1) - 1
             y = 2 * y / max(shape[0] - 1, 1) - 1
             xs, ys = x.ravel()[::FIT_STRIDE], y.ravel()[::FIT_STRIDE]
-            self._basis = (np.stack([np.ones(xs.size, np.float32), xs, ys]), x, y)
+            self._basis = (np.stack([np.ones(xs.size, np.float32), xs, ys]), x[:1].copy(), y[:, :1].copy())
+            self._basis_shape = shape
         return self._basis
 
     def _changed_fraction(self, small: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -611,7 +733,9 @@ class MotionTrigger:
             self._shape = lores.shape
             self._factor = max(1, -(-lores.shape[1] // self.max_width))
             self._rows, self._cols = _zone_slices(self.drop_zone, lores.shape, self._factor)
-        small = _block_mean(lores, self._factor)[self._rows, self._cols]
+            self._blocks = _ZoneBlocks(self._factor, self._rows, self._cols)
+        assert self._blocks is not None
+        small = self._blocks(lores)
 
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
@@ -626,22 +750,25 @@ class MotionTrigger:
         diff = comp - background
         absdiff = np.abs(diff)
         mask = absdiff > self._threshold
-        if self.compensate_gain and self._gain_weights is not None:
+        changed_blocks = int(np.count_nonzero(mask))
+        weights = self._gain_weights
+        # With no block changed, no block of the fit did: nothing to refit.
+        if changed_blocks and self.compensate_gain and weights is not None:
             # Something new in view (an item arriving) was in the fit and
             # pulled the light towards it: fit again without it.
-            sample = ~mask.ravel()[::FIT_STRIDE]
-            if np.count_nonzero(self._gain_weights > sample) > max(2, sample.size // 100):
+            if np.count_nonzero(weights & mask.ravel()[::FIT_STRIDE]) > max(2, weights.size // 100):
                 comp, self._gain = self._compensate(small, background, robust=True)
                 diff = comp - background
                 absdiff = np.abs(diff)
                 mask = absdiff > self._threshold
-        changed_blocks = int(np.count_nonzero(mask))
+                changed_blocks = int(np.count_nonzero(mask))
         self._changed = changed_blocks / small.size
         self._changed_mask = mask
         if self.compensate_gain:
-            weights = ~mask.ravel()[::FIT_STRIDE]
-            weights &= background.ravel()[::FIT_STRIDE] > 8.0
-            self._gain_weights = weights.astype(np.float32)
+            valid = self._fit_sample(background)[1]
+            # An idle bin changes no block: the next fit is on the same array
+            # as this one, and its normal equations are kept (_fit_on).
+            self._gain_weights = valid & ~mask.ravel()[::FIT_STRIDE] if changed_blocks else valid
 
         if self._state == "empty":
             if changed_blocks >= max(MIN_ENTRY_BLOCKS, self.min_area_in_force * small.size / 4):
@@ -704,7 +831,7 @@ class MotionTrigger:
             # The mean of the still frames, not one noisy frame: the noise of a
             # frame taken as background would add to every later comparison.
             assert self._evidence is not None
-            self._background = background + self._evidence / np.float32(self._evidence_frames)
+            self._set_background(background + self._evidence / np.float32(self._evidence_frames))
             self._gain_weights = None
             self._state = "empty"
         return False
@@ -727,7 +854,7 @@ class MotionTrigger:
             return
         n = self._init_count
         mean = self._init_sum / n
-        self._background = mean.astype(np.float32)
+        self._set_background(mean.astype(np.float32))
         if n > 1:
             spread = np.sqrt(np.maximum(self._init_squares / n - mean * mean, 0.0) * n / (n - 1))
             # Mean absolute deviation of a normal variable is 0.8 sigma. A few
@@ -756,6 +883,7 @@ class MotionTrigger:
         alpha = min(1.0, dt / self.background_seconds)
         if alpha > 0.0:
             background += np.float32(alpha) * (small - background)
+            self._background_changed()
         beta = min(1.0, dt / self.noise_seconds)
         if beta > 0.0:
             # Robust running mean absolute deviation: a deviation counts at
@@ -822,6 +950,7 @@ class MotionTrigger:
             )
             # Take it into the background, or it would be counted again and again.
             self._background[seen] += mean[seen]
+            self._background_changed()
         self._state = "empty"
         return False
 
@@ -834,7 +963,7 @@ class MotionTrigger:
             return False
         log.info("absorbed item gone: restoring the empty-bin background")
         # Saved under the old light: take this frame's light on it.
-        self._background = self._empty_background * (small / np.maximum(comp, np.float32(1e-3)))
+        self._set_background(self._empty_background * (small / np.maximum(comp, np.float32(1e-3))))
         self._gain_weights = None
         self._empty_background = None
         self._state = "empty"
