@@ -284,7 +284,8 @@ class Agent:
             return self.asker.ask(image, classification, route, reason, self.classifier.labels, self.stop_event)
 
     def publish_unsure(self, question: dict[str, Any], image: bytes | None) -> None:
-        """The retained ``unsure`` question (and its crop on ``unsure/image``); skipped offline."""
+        """The retained ``unsure`` question (and its crop on ``unsure/image``); skipped offline, sent
+        again by :meth:`Asker.republish` on the next connect."""
         if self.mqtt is None or not self.mqtt.connected:
             return
         topics = self._topics()
@@ -588,6 +589,8 @@ class Agent:
         if self.fill is not None:
             self.fill.forget_published()
             self._publish_full_alert()
+        if self.asker is not None:
+            self.asker.republish()
 
     def _topics(self) -> Topics:
         return Topics.for_bin(self.config.mqtt.topic_prefix, self.config.agent.bin_id)

@@ -209,6 +209,11 @@ class Asker:
         self._lock = threading.Lock()
         self._answered = threading.Event()
         self._pending: _Pending | None = None
+        # The question last published (and its JPEG): sent again on a reconnect, so an
+        # item asked about while the link was down still reaches the dashboard.
+        self._latest: tuple[dict[str, Any], bytes | None] | None = None
+        # A reconnect's resend and the loop's answer must not cross: the last one sent is the latest.
+        self._publish_lock = threading.Lock()
         self._last_edge: dict[str, float] = {}
         self.asked = 0
         self.answered = 0
@@ -470,8 +475,26 @@ class Asker:
             return
         try:
             jpeg = small_jpeg(image, self.image_max_bytes) if image is not None else None
-            self.publish(question, jpeg)
+            photo = jpeg
+            if photo is None and self._latest is not None and self._latest[0]["event_id"] == question["event_id"]:
+                photo = self._latest[1]  # the answer to a question: its photo stays the same
+            with self._publish_lock:
+                self._latest = (dict(question), photo)
+                self.publish(question, jpeg)
         except Exception:  # the remote side is a bonus: never let it stop sorting
+            log.exception("cannot publish the unsure item")
+
+    def republish(self) -> None:
+        """Send the latest question again (the MQTT link calls this on every connect):
+        one asked while offline is then seen, and one answered or timed out while
+        offline no longer shows as waiting."""
+        if self.publish is None:
+            return
+        try:
+            with self._publish_lock:
+                if self._latest is not None:
+                    self.publish(*self._latest)
+        except Exception:
             log.exception("cannot publish the unsure item")
 
     def close(self) -> None:

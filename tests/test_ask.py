@@ -268,6 +268,59 @@ def test_a_remote_answer_over_mqtt_routes_the_waiting_item_and_later_corrects_it
     assert labels[item.event_id]["label"] == other and labels[item.event_id]["source"] == "mqtt"
 
 
+def test_an_item_asked_about_while_the_broker_is_down_reaches_the_dashboard_once_it_is_up(
+    tmp_path, mosquitto_stopped, subscriber_factory
+):
+    config = ask_config(tmp_path, port=mosquitto_stopped.port, mqtt=True, mode="remote", timeout_seconds=30.0)
+    routes = config.router.compartments
+    with Running(config) as run:
+        question = run.waiting()  # asked offline: nothing could be published
+        assert not run.agent.mqtt.connected
+        mosquitto_stopped.start()
+        sub = subscriber_factory(mosquitto_stopped.port, "smartbin/test-bin/unsure/#")
+        assert sub.wait_for(lambda: sub.on("test-bin/unsure") and sub.on("test-bin/unsure/image"), 20), (
+            "the waiting question is sent on the connect"
+        )
+        sent = json.loads(sub.on("test-bin/unsure")[-1].payload)
+        assert sent["event_id"] == question["event_id"] and sent["waiting"]
+        assert sub.on("test-bin/unsure/image")[-1].payload[:2] == b"\xff\xd8"
+        label = next(c for c in CLASSES if routes[c] != config.router.fallback)
+        sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"event_id": question["event_id"], "label": label}))
+        item = run.wait_items(1)[0]
+    assert item.answer["source"] == "mqtt" and item.route.compartment == routes[label]
+
+
+def test_an_answer_given_while_the_broker_is_down_no_longer_shows_as_waiting_after_the_reconnect(
+    tmp_path, mosquitto, subscriber_factory
+):
+    config = ask_config(
+        tmp_path, port=mosquitto.port, mqtt=True, mode="buttons", buttons=COMPARTMENT_PINS, timeout_seconds=30.0
+    )
+    with Running(config) as run:
+        question = run.waiting()
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/unsure")
+        assert sub.wait_for(lambda: any(json.loads(m.payload)["waiting"] for m in sub.messages), 20)
+        mosquitto.kill()
+        assert wait_until(lambda: not run.agent.mqtt.connected, 20)
+        press(run.agent, COMPARTMENT_PINS[question["candidates"][0]])  # answered at the bin, offline
+        run.wait_items(1)
+        mosquitto.start()
+        late = subscriber_factory(mosquitto.port, "smartbin/test-bin/unsure")
+        assert late.wait_for(lambda: late.messages and not json.loads(late.messages[-1].payload)["waiting"], 20), (
+            "the dashboard's retained question is replaced by its answer"
+        )
+        assert json.loads(late.messages[-1].payload)["answer"]["source"] == "button"
+
+
+def wait_until(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
 def test_home_assistant_gets_the_unsure_image_a_select_of_the_classes_and_a_confirm_button(tmp_path):
     config = ask_config(tmp_path, mqtt=True, mode="remote")
     messages = discovery_messages(config, list(CLASSES))
