@@ -226,7 +226,15 @@ def _text(value: str, where: str, problems: list[str]) -> Any:
 
 
 def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list[str]) -> bool:
-    """The field's range and rule; False (and a problem named ``where``) if one fails."""
+    """The field's rule and range; False (and a problem named ``where``) if one fails.
+
+    The rule goes first: it can say why a value is wrong where the range only says that it
+    is (a pin's -1, the "none" of earlier releases, is below the minimum but needs the fix)."""
+    check: Check | None = spec.metadata.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return False
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and value < low:
@@ -235,11 +243,6 @@ def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list
         if high is not None and value > high:
             problems.append(f"{where}: {value} is above the maximum {high}")
             return False
-    check: Check | None = spec.metadata.get("check")
-    problem = check(value) if check is not None else None
-    if problem:
-        problems.append(f"{where}: {problem}")
-        return False
     return True
 
 

@@ -110,6 +110,14 @@ def control_character_problem(value: str) -> str | None:
     return None
 
 
+def _not_minus_one(value: int) -> str | None:
+    """Pins and the gpiochip once took -1 for "none"; installed configs may still say so.
+    TOML has no null, so "none" is now the key left out: say that, not just "below 0"."""
+    if value == -1:
+        return "-1 no longer means none or auto: leave the key out (or comment it out)"
+    return None
+
+
 def quoted(value: str, limit: int = 60) -> str:
     """A value quoted for a one-line message, shortened when long."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
@@ -434,13 +442,14 @@ class ActuatorSection:
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
     )
-    gpiochip: int = _opt(
-        -1,
-        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; -1: found by its controller "
+    gpiochip: int | None = _opt(
+        None,
+        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; unset: found by its controller "
         "(1f000d0000.gpio on a Pi 5, fe200000.gpio on a Pi 4), where gpiozero guesses 0 or 4 and recent "
         "Pi 5 kernels number the chips from 10.",
-        min=-1,
+        min=0,
         max=63,
+        check=_not_minus_one,
     )
     servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
         "gpiozero",
@@ -454,8 +463,12 @@ class ActuatorSection:
     servo: ServoSection = _sub(ServoSection, "Single-servo chute or tray.")
     flaps: dict[str, FlapSection] = _opt({}, "Compartment → flap servo (kind = 'flaps').")
     leds: dict[str, int] = _opt({}, "Compartment → LED pin (kind = 'leds').")
-    status_led_pin: int = _opt(-1, "Status LED (on: ready, blink: busy, fast: error); -1: none.", min=-1, max=27)
-    buzzer_pin: int = _opt(-1, "Buzzer that beeps once per sorted item; -1: none.", min=-1, max=27)
+    status_led_pin: int | None = _opt(
+        None, "Status LED (on: ready, blink: busy, fast: error); unset: none.", min=0, max=27, check=_not_minus_one
+    )
+    buzzer_pin: int | None = _opt(
+        None, "Buzzer that beeps once per sorted item; unset: none.", min=0, max=27, check=_not_minus_one
+    )
 
 
 @dataclass
@@ -633,8 +646,20 @@ class AskSection:
         "(yes_pin, next_pin); remote: no buttons, only Home Assistant / MQTT answers.",
     )
     buttons: dict[str, int] = _opt({}, "mode = 'buttons': compartment -> BCM pin of its button.")
-    yes_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the yes button (the shown compartment).", min=-1, max=27)
-    next_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the next button (show the next candidate).", min=-1, max=27)
+    yes_pin: int | None = _opt(
+        None,
+        "mode = 'yes_next': BCM pin of the yes button (the shown compartment).",
+        min=0,
+        max=27,
+        check=_not_minus_one,
+    )
+    next_pin: int | None = _opt(
+        None,
+        "mode = 'yes_next': BCM pin of the next button (show the next candidate).",
+        min=0,
+        max=27,
+        check=_not_minus_one,
+    )
     leds: dict[str, int] = _opt(
         {},
         "Compartment -> BCM pin of an LED that shows the candidates (e.g. the lamp of an "
