@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import tomllib
@@ -188,31 +189,32 @@ def test_check_config_cli_exit_78_and_no_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("key", WAS_MINUS_ONE)
-def test_an_old_minus_one_for_none_is_refused_with_the_fix(tmp_path, key):
+def test_an_old_minus_one_for_none_is_read_as_unset_and_named(tmp_path, key, caplog):
     section, name = key.split(".")
     data = base_config(tmp_path)
     assert getattr(getattr(preflight.load_dict(data, base_dir=tmp_path), section), name) is None, "unset by default"
     data.setdefault(section, {})[name] = -1
-    assert problems_of(data, tmp_path) == [
-        f"{key}: -1 no longer means none or auto: leave the key out (or comment it out)"
-    ]
-    # Other values below the range still get the range.
+    with caplog.at_level(logging.WARNING):
+        config = preflight.load_dict(data, base_dir=tmp_path)
+    assert getattr(getattr(config, section), name) is None
+    assert f"{key}: -1 meant none in earlier releases; read as unset, delete this line" in caplog.text
+    # Other values below the range are still errors naming the key.
     data[section][name] = -2
     assert problems_of(data, tmp_path) == [f"{key}: -2 is below the minimum 0"]
 
 
-def test_an_installed_config_with_minus_ones_exits_78_naming_each_key(tmp_path):
-    """An upgrade keeps the bin's config: check-config (and the service) stop with exit 78
-    and one line per key saying what to do, not a traceback."""
+def test_an_installed_config_with_minus_ones_still_runs_and_names_each_key(tmp_path):
+    """An upgrade keeps the bin's config (the installer never overwrites it): the old
+    "none" must not stop the bin with exit 78; check-config names each line to delete."""
     data = base_config(tmp_path)
     for key in WAS_MINUS_ONE:
         section, name = key.split(".")
         data.setdefault(section, {})[name] = -1
+    data["ask"].update(enabled=False)
     result = run_cli("check-config", str(write_toml(tmp_path / "old.toml", data)))
-    assert result.returncode == EX_CONFIG, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     for key in WAS_MINUS_ONE:
-        assert f"{key}: -1 no longer means none or auto: leave the key out" in result.stderr, key
+        assert f"{key}: -1 meant none in earlier releases" in result.stderr, key
 
 
 def test_yes_next_without_its_pins_names_both_and_no_clash(tmp_path):

@@ -83,7 +83,6 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("angle-outside-range", {"actuator.servo.angles": {**ANGLES, "residual": 120.0}}, "actuator.servo.angles.residual"),
     ("buzzer-pin-28", {"actuator.buzzer_pin": 28}, "actuator.buzzer_pin"),
     ("status-led-clash", {"actuator.status_led_pin": 18}, "actuator.status_led_pin"),
-    ("status-led-old-minus-one", {"actuator.status_led_pin": -1}, "actuator.status_led_pin"),
     ("port-70000", {"mqtt.port": 70000}, "mqtt.port"),
     ("keepalive-zero", {"mqtt.keepalive": 0}, "mqtt.keepalive"),
     ("max-inflight-zero", {"mqtt.max_inflight": 0}, "mqtt.max_inflight"),

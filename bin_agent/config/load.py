@@ -106,6 +106,11 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
             problems.append(f"{key_path}: unknown key{hint}")
             continue
+        was_none = fields[key].metadata.get("was_none")
+        if was_none is not None and type(value) is int and value == was_none:
+            # An upgrade keeps the installed config: an old "none" must not stop the bin.
+            log.warning("%s: %d meant none in earlier releases; read as unset, delete this line", key_path, value)
+            continue
         converted = _convert(hints[key], value, key_path, problems, base_dir)
         if converted is not _INVALID and _check_value(fields[key], converted, key_path, problems):
             values[key] = converted
@@ -226,15 +231,7 @@ def _text(value: str, where: str, problems: list[str]) -> Any:
 
 
 def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list[str]) -> bool:
-    """The field's rule and range; False (and a problem named ``where``) if one fails.
-
-    The rule goes first: it can say why a value is wrong where the range only says that it
-    is (a pin's -1, the "none" of earlier releases, is below the minimum but needs the fix)."""
-    check: Check | None = spec.metadata.get("check")
-    problem = check(value) if check is not None else None
-    if problem:
-        problems.append(f"{where}: {problem}")
-        return False
+    """The field's range and rule; False (and a problem named ``where``) if one fails."""
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and value < low:
@@ -243,6 +240,11 @@ def _check_value(spec: dataclasses.Field, value: Any, where: str, problems: list
         if high is not None and value > high:
             problems.append(f"{where}: {value} is above the maximum {high}")
             return False
+    check: Check | None = spec.metadata.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return False
     return True
 
 

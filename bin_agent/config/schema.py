@@ -32,10 +32,13 @@ def _opt(
     max: float | None = None,
     check: Check | None = None,
     required: bool = False,
+    was_none: int | None = None,
 ) -> Any:
     """A config field with documentation, an optional inclusive range and an optional rule.
-    ``required``: a table that is given must name it (the default only fills the dataclass)."""
-    meta = {"help": help, "min": min, "max": max, "check": check, "required": required}
+    ``required``: a table that is given must name it (the default only fills the dataclass).
+    ``was_none``: the value that meant "none" before the option became ``X | None``; an
+    installed config that still says it is read as unset, with a warning naming the key."""
+    meta = {"help": help, "min": min, "max": max, "check": check, "required": required, "was_none": was_none}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -107,14 +110,6 @@ def control_character_problem(value: str) -> str | None:
     if bad:
         shown = ", ".join(json.dumps(c) for c in bad[:3])
         return f"contains a control or non-printable character ({shown})"
-    return None
-
-
-def _not_minus_one(value: int) -> str | None:
-    """Pins and the gpiochip once took -1 for "none"; installed configs may still say so.
-    TOML has no null, so "none" is now the key left out: say that, not just "below 0"."""
-    if value == -1:
-        return "-1 no longer means none or auto: leave the key out (or comment it out)"
     return None
 
 
@@ -449,7 +444,7 @@ class ActuatorSection:
         "Pi 5 kernels number the chips from 10.",
         min=0,
         max=63,
-        check=_not_minus_one,
+        was_none=-1,
     )
     servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
         "gpiozero",
@@ -464,10 +459,10 @@ class ActuatorSection:
     flaps: dict[str, FlapSection] = _opt({}, "Compartment → flap servo (kind = 'flaps').")
     leds: dict[str, int] = _opt({}, "Compartment → LED pin (kind = 'leds').")
     status_led_pin: int | None = _opt(
-        None, "Status LED (on: ready, blink: busy, fast: error); unset: none.", min=0, max=27, check=_not_minus_one
+        None, "Status LED (on: ready, blink: busy, fast: error); unset: none.", min=0, max=27, was_none=-1
     )
     buzzer_pin: int | None = _opt(
-        None, "Buzzer that beeps once per sorted item; unset: none.", min=0, max=27, check=_not_minus_one
+        None, "Buzzer that beeps once per sorted item; unset: none.", min=0, max=27, was_none=-1
     )
 
 
@@ -651,14 +646,14 @@ class AskSection:
         "mode = 'yes_next': BCM pin of the yes button (the shown compartment).",
         min=0,
         max=27,
-        check=_not_minus_one,
+        was_none=-1,
     )
     next_pin: int | None = _opt(
         None,
         "mode = 'yes_next': BCM pin of the next button (show the next candidate).",
         min=0,
         max=27,
-        check=_not_minus_one,
+        was_none=-1,
     )
     leds: dict[str, int] = _opt(
         {},
