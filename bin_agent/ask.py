@@ -244,7 +244,9 @@ class Asker:
         if section.mode == "buttons":
             pins = dict(section.buttons)
         elif section.mode == "yes_next":
-            pins = {"yes": section.yes_pin, "next": section.next_pin}
+            # Both are set: check_relations refuses yes_next without them.
+            given = {"yes": section.yes_pin, "next": section.next_pin}
+            pins = {name: pin for name, pin in given.items() if pin is not None}
         lights = None
         created: list[Any] = []
         try:

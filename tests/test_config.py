@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import tomllib
@@ -21,7 +22,18 @@ def problems_of(data, tmp_path) -> list[str]:
 
 # Options whose default depends on where bin-agent is installed, or is "unset" (TOML has no
 # null): documented as a commented-out example line, so the shipped file keeps the default.
-COMMENTED_OUT = {"model.path", "router.confidence_threshold"}
+COMMENTED_OUT = {
+    "model.path",
+    "router.confidence_threshold",
+    "actuator.gpiochip",
+    "actuator.status_led_pin",
+    "actuator.buzzer_pin",
+    "ask.yes_pin",
+    "ask.next_pin",
+}
+
+# Options whose "none" (or "find it") was -1 before they became "int | None".
+WAS_MINUS_ONE = ["actuator.gpiochip", "actuator.status_led_pin", "actuator.buzzer_pin", "ask.yes_pin", "ask.next_pin"]
 
 
 def test_shipped_config_documents_every_option():
@@ -174,6 +186,50 @@ def test_check_config_cli_exit_78_and_no_traceback(tmp_path):
     result = run_cli("check-config", str(write_toml(tmp_path / "clash.toml", data)))
     assert result.returncode == EX_CONFIG
     assert "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin" in result.stderr
+
+
+@pytest.mark.parametrize("key", WAS_MINUS_ONE)
+def test_an_old_minus_one_for_none_is_read_as_unset_and_named(tmp_path, key, caplog):
+    section, name = key.split(".")
+    data = base_config(tmp_path)
+    assert getattr(getattr(preflight.load_dict(data, base_dir=tmp_path), section), name) is None, "unset by default"
+    data.setdefault(section, {})[name] = -1
+    with caplog.at_level(logging.WARNING):
+        config = preflight.load_dict(data, base_dir=tmp_path)
+    assert getattr(getattr(config, section), name) is None
+    assert f"{key}: -1 meant none in earlier releases; read as unset, delete this line" in caplog.text
+    # Other values below the range are still errors naming the key.
+    data[section][name] = -2
+    assert problems_of(data, tmp_path) == [f"{key}: -2 is below the minimum 0"]
+
+
+def test_an_installed_config_with_minus_ones_still_runs_and_names_each_key(tmp_path):
+    """An upgrade keeps the bin's config (the installer never overwrites it): the old
+    "none" must not stop the bin with exit 78; check-config names each line to delete."""
+    data = base_config(tmp_path)
+    for key in WAS_MINUS_ONE:
+        section, name = key.split(".")
+        data.setdefault(section, {})[name] = -1
+    data["ask"].update(enabled=False)
+    result = run_cli("check-config", str(write_toml(tmp_path / "old.toml", data)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for key in WAS_MINUS_ONE:
+        assert f"{key}: -1 meant none in earlier releases" in result.stderr, key
+
+
+def test_yes_next_without_its_pins_names_both_and_no_clash(tmp_path):
+    """Unset pins are not pins: yes_next asks for both, and two unset ones do not "clash"."""
+    data = base_config(tmp_path)
+    data["ask"] = {"enabled": True, "mode": "yes_next"}
+    problems = problems_of(data, tmp_path)
+    assert problems == [
+        'ask.yes_pin: mode = "yes_next" needs the BCM pin of its button',
+        'ask.next_pin: mode = "yes_next" needs the BCM pin of its button',
+    ], problems
+    data["ask"].update(yes_pin=5, next_pin=5)
+    assert problems_of(data, tmp_path) == [
+        "ask.next_pin: GPIO5 is already used by ask.yes_pin; give each device its own pin"
+    ]
 
 
 @pytest.mark.parametrize("content", ["[camera\nsource=", "\x00\x01binary", ""])

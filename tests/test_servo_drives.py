@@ -450,7 +450,7 @@ def test_lgpio_opens_the_headers_chip_on_a_pi5_kernel_that_numbers_chips_from_11
 
 def test_the_gpiochip_setting_is_in_the_config(tmp_path):
     data = base_config(tmp_path, mqtt=False)
-    assert preflight.load_dict(data, base_dir=tmp_path).actuator.gpiochip == -1
+    assert preflight.load_dict(data, base_dir=tmp_path).actuator.gpiochip is None
     data["actuator"]["gpiochip"] = 99
     with pytest.raises(Exception) as info:
         preflight.load_dict(data, base_dir=tmp_path)

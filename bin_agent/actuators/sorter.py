@@ -103,14 +103,14 @@ def find_header_gpiochip(root: Path | None = None) -> int | None:
     return None
 
 
-def make_pin_factory(name: str, gpiochip: int = -1) -> Any:
+def make_pin_factory(name: str, gpiochip: int | None = None) -> Any:
     """Create the gpiozero pin factory named in the config.
 
     ``mock`` gives gpiozero's ``MockFactory`` with PWM-capable mock pins;
     ``default`` lets gpiozero choose (``$GPIOZERO_PIN_FACTORY`` or its own order).
     Returns ``None`` for ``default``: gpiozero then uses its global factory.
 
-    :param gpiochip: ``lgpio``: the ``/dev/gpiochipN`` to open; ``-1``: the
+    :param gpiochip: ``lgpio``: the ``/dev/gpiochipN`` to open; ``None``: the
         header's, found by :func:`find_header_gpiochip` (else gpiozero's guess).
 
     :raises ActuatorError: the factory's library is missing or cannot reach
@@ -128,10 +128,12 @@ def make_pin_factory(name: str, gpiochip: int = -1) -> Any:
         raise ActuatorError(f"unknown pin factory {name!r}") from None
     kwargs: dict[str, Any] = {}
     if name == "lgpio":
-        chip = gpiochip if gpiochip >= 0 else find_header_gpiochip()
+        chip = gpiochip if gpiochip is not None else find_header_gpiochip()
         if chip is not None:
             kwargs["chip"] = chip
-            log.info("lgpio pin factory: /dev/gpiochip%d%s", chip, "" if gpiochip >= 0 else " (the header's, found)")
+            log.info(
+                "lgpio pin factory: /dev/gpiochip%d%s", chip, "" if gpiochip is not None else " (the header's, found)"
+            )
     try:
         module = __import__(module_name, fromlist=[class_name])
         return getattr(module, class_name)(**kwargs)
@@ -336,11 +338,11 @@ class Indicators:
     @classmethod
     def from_config(cls, actuator: ActuatorSection, pin_factory: Any) -> Indicators:
         status_led = buzzer = None
-        if actuator.status_led_pin >= 0:
+        if actuator.status_led_pin is not None:
             from gpiozero import LED
 
             status_led = LED(actuator.status_led_pin, pin_factory=pin_factory)
-        if actuator.buzzer_pin >= 0:
+        if actuator.buzzer_pin is not None:
             from gpiozero import Buzzer
 
             buzzer = Buzzer(actuator.buzzer_pin, pin_factory=pin_factory)

@@ -106,6 +106,11 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
             problems.append(f"{key_path}: unknown key{hint}")
             continue
+        was_none = fields[key].metadata.get("was_none")
+        if was_none is not None and type(value) is int and value == was_none:
+            # An upgrade keeps the installed config: an old "none" must not stop the bin.
+            log.warning("%s: %d meant none in earlier releases; read as unset, delete this line", key_path, value)
+            continue
         converted = _convert(hints[key], value, key_path, problems, base_dir)
         if converted is not _INVALID and _check_value(fields[key], converted, key_path, problems):
             values[key] = converted

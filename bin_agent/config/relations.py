@@ -146,10 +146,10 @@ def _check_actuator(config: Config, problems: list[str]) -> None:
             f"actuator.dwell_seconds: one sort ({travel}dwell_seconds) takes {cycle:g} s, more than "
             f"{MAX_ACTUATION_SECONDS:g} s (systemd stops the agent within 20 s); shorten the dwell or travel time"
         )
-    if actuator.gpiochip >= 0 and actuator.pin_factory != "lgpio":
+    if actuator.gpiochip is not None and actuator.pin_factory != "lgpio":
         problems.append(
             f'actuator.gpiochip: {actuator.gpiochip} applies to pin_factory = "lgpio" only '
-            f'(this config: "{actuator.pin_factory}"); set pin_factory = "lgpio" or gpiochip = -1'
+            f'(this config: "{actuator.pin_factory}"); set pin_factory = "lgpio" or leave gpiochip out'
         )
     if actuator.kind == "servo":
         servo = actuator.servo
@@ -224,9 +224,9 @@ def pins_in_use(config: Config) -> dict[str, int]:
         pins.update({f"actuator.flaps.{k}.pin": v.pin for k, v in actuator.flaps.items()})
     elif actuator.kind == "leds":
         pins.update({f"actuator.leds.{k}": v for k, v in actuator.leds.items()})
-    if actuator.status_led_pin >= 0:
+    if actuator.status_led_pin is not None:
         pins["actuator.status_led_pin"] = actuator.status_led_pin
-    if actuator.buzzer_pin >= 0:
+    if actuator.buzzer_pin is not None:
         pins["actuator.buzzer_pin"] = actuator.buzzer_pin
     if config.trigger.mode == "gpio":
         pins["trigger.gpio.pin"] = config.trigger.gpio.pin
@@ -241,7 +241,11 @@ def pins_in_use(config: Config) -> dict[str, int]:
         if ask.mode == "buttons":
             pins.update({f"ask.buttons.{k}": v for k, v in ask.buttons.items()})
         elif ask.mode == "yes_next":
-            pins.update({"ask.yes_pin": ask.yes_pin, "ask.next_pin": ask.next_pin})
+            # An unset one is reported by _check_ask, not as a pin.
+            if ask.yes_pin is not None:
+                pins["ask.yes_pin"] = ask.yes_pin
+            if ask.next_pin is not None:
+                pins["ask.next_pin"] = ask.next_pin
         pins.update({f"ask.leds.{k}": v for k, v in ask.leds.items()})
     return pins
 
@@ -319,7 +323,7 @@ def _check_ask(config: Config, problems: list[str]) -> None:
         _need_each(needed, ask.buttons, "ask.buttons", "<BCM pin>", problems)
     elif ask.mode == "yes_next":
         for key in ("yes_pin", "next_pin"):
-            if getattr(ask, key) < 0:
+            if getattr(ask, key) is None:
                 problems.append(f'ask.{key}: mode = "yes_next" needs the BCM pin of its button')
     elif not (ask.remote and config.mqtt.enabled):
         problems.append('ask.mode: "remote" needs ask.remote = true and mqtt.enabled = true (nothing could answer)')

@@ -32,10 +32,13 @@ def _opt(
     max: float | None = None,
     check: Check | None = None,
     required: bool = False,
+    was_none: int | None = None,
 ) -> Any:
     """A config field with documentation, an optional inclusive range and an optional rule.
-    ``required``: a table that is given must name it (the default only fills the dataclass)."""
-    meta = {"help": help, "min": min, "max": max, "check": check, "required": required}
+    ``required``: a table that is given must name it (the default only fills the dataclass).
+    ``was_none``: the value that meant "none" before the option became ``X | None``; an
+    installed config that still says it is read as unset, with a warning naming the key."""
+    meta = {"help": help, "min": min, "max": max, "check": check, "required": required, "was_none": was_none}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -434,13 +437,14 @@ class ActuatorSection:
         "gpiozero pin factory: lgpio (Pi 5), pigpio (hardware-timed PWM, needs pigpiod), "
         "mock (no hardware), default (gpiozero's choice).",
     )
-    gpiochip: int = _opt(
-        -1,
-        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; -1: found by its controller "
+    gpiochip: int | None = _opt(
+        None,
+        "pin_factory = lgpio: the /dev/gpiochipN of the 40-pin header; unset: found by its controller "
         "(1f000d0000.gpio on a Pi 5, fe200000.gpio on a Pi 4), where gpiozero guesses 0 or 4 and recent "
         "Pi 5 kernels number the chips from 10.",
-        min=-1,
+        min=0,
         max=63,
+        was_none=-1,
     )
     servo_drive: Literal["gpiozero", "kernel_pwm", "pca9685"] = _opt(
         "gpiozero",
@@ -454,8 +458,12 @@ class ActuatorSection:
     servo: ServoSection = _sub(ServoSection, "Single-servo chute or tray.")
     flaps: dict[str, FlapSection] = _opt({}, "Compartment → flap servo (kind = 'flaps').")
     leds: dict[str, int] = _opt({}, "Compartment → LED pin (kind = 'leds').")
-    status_led_pin: int = _opt(-1, "Status LED (on: ready, blink: busy, fast: error); -1: none.", min=-1, max=27)
-    buzzer_pin: int = _opt(-1, "Buzzer that beeps once per sorted item; -1: none.", min=-1, max=27)
+    status_led_pin: int | None = _opt(
+        None, "Status LED (on: ready, blink: busy, fast: error); unset: none.", min=0, max=27, was_none=-1
+    )
+    buzzer_pin: int | None = _opt(
+        None, "Buzzer that beeps once per sorted item; unset: none.", min=0, max=27, was_none=-1
+    )
 
 
 @dataclass
@@ -633,8 +641,20 @@ class AskSection:
         "(yes_pin, next_pin); remote: no buttons, only Home Assistant / MQTT answers.",
     )
     buttons: dict[str, int] = _opt({}, "mode = 'buttons': compartment -> BCM pin of its button.")
-    yes_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the yes button (the shown compartment).", min=-1, max=27)
-    next_pin: int = _opt(-1, "mode = 'yes_next': BCM pin of the next button (show the next candidate).", min=-1, max=27)
+    yes_pin: int | None = _opt(
+        None,
+        "mode = 'yes_next': BCM pin of the yes button (the shown compartment).",
+        min=0,
+        max=27,
+        was_none=-1,
+    )
+    next_pin: int | None = _opt(
+        None,
+        "mode = 'yes_next': BCM pin of the next button (show the next candidate).",
+        min=0,
+        max=27,
+        was_none=-1,
+    )
     leds: dict[str, int] = _opt(
         {},
         "Compartment -> BCM pin of an LED that shows the candidates (e.g. the lamp of an "

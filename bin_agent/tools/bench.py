@@ -134,7 +134,8 @@ def bench_config_data(config_path: Path | None, workdir: Path, port: int | None,
     )
     data.setdefault("trigger", {})["mode"] = "motion"
     actuator = data.setdefault("actuator", {})
-    actuator.update(pin_factory="mock", servo_drive="gpiozero", gpiochip=-1)
+    actuator.update(pin_factory="mock", servo_drive="gpiozero")
+    actuator.pop("gpiochip", None)  # the mock factory has no chip
     if quick:  # seconds, not the servo's real cycle
         actuator["dwell_seconds"] = 0.0
         actuator.setdefault("servo", {})["travel_seconds"] = 0.0
