@@ -17,7 +17,11 @@ crashes: the agent writes each event to the :class:`~bin_agent.store.Store`
 first; a pump thread hands the oldest unacknowledged events to paho (at most
 ``max_inflight`` at a time, only while connected; read from the outbox
 :data:`READ_AHEAD` at a time, so a backlog costs one query per batch, not one
-per PUBACK) and deletes each one when its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
+per PUBACK) and deletes each one when its PUBACK arrives. While a backlog drains,
+paho's own thread hands over the next event already read ahead on each event
+PUBACK (one in for one out), so the window refills without a hop to the pump
+thread; the pump, woken only when needed, deletes what was acknowledged and
+reads on. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
 
