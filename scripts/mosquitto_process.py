@@ -45,7 +45,10 @@ class Mosquitto:
         self.binary = binary
         self.port = port if port is not None else free_port()
         self.conf = workdir / "mosquitto.conf"
-        text = f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        # A test's subscriber (paho, sharing the GIL with the agent under test) can fall more
+        # than mosquitto's default 1,000 QoS 1 messages behind a fast flush: the broker would
+        # then drop what the agent delivered (PUBACK'd) and the test would blame the agent.
+        text = f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
         if persistence:
             text += f"persistence true\npersistence_location {workdir}/\n"
             if os.geteuid() == 0:

@@ -376,3 +376,68 @@ def test_events_recorded_while_a_backlog_drains_and_a_dropped_connection_lose_no
     assert len(got) - len(ids) <= link.settings.max_inflight * link.disconnects, "only in-flight events twice"
     assert at_drop < len(ids), "the connection dropped mid-backlog"
     print(f"\n{len(ids)} events, dropped at {at_drop}: {len(got) - len(ids)} sent twice")
+
+
+def test_paho_s_thread_keeps_the_window_full_and_a_drop_mid_backlog_loses_or_doubles_nothing(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """paho's thread hands over the next read-ahead event on each event PUBACK (``_refill``):
+    most of a backlog goes out that way; paho never holds more than ``max_inflight`` events,
+    nor one event twice at once; the broker drops the bin mid-backlog (another login with its
+    client id) and every event still arrives, first copies in order, only what was in flight
+    at the drop twice, and the outbox empties."""
+    import json
+    import threading
+
+    import paho.mqtt.client as paho
+
+    sub = subscriber_factory(mosquitto.port, TOPICS.event)
+    store = Store(tmp_path / "s.db")
+    ids = add_events(store, 0, 3000)
+    link = make_link(store, mosquitto.port)
+    held_most = [0]
+    held_twice: list[list[str]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        # What paho holds, under paho's own lock (the one it holds while calling on_publish).
+        client = link.client
+        while not sampling.is_set():
+            with client._out_message_mutex:
+                held = [json.loads(m.payload)["id"] for m in client._out_messages.values() if m.topic == TOPICS.event]
+            held_most[0] = max(held_most[0], len(held))
+            if len(held) != len(set(held)):
+                held_twice.append(held)
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    link.start()
+    sampler.start()
+    try:
+        assert sub.wait_for(lambda: len(received_ids(sub)) >= 300, 30)
+        assert link.refilled > 0, "paho's thread refilled nothing before the drop"
+        at_drop = len(received_ids(sub))
+        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-under-test", protocol=paho.MQTTv5)
+        thief.connect("127.0.0.1", mosquitto.port, 5)
+        thief.loop_start()
+        assert_eventually(lambda: link.disconnects >= 1, 10)
+        thief.disconnect()
+        thief.loop_stop()
+        assert sub.wait_for(lambda: set(received_ids(sub)) >= set(ids), 60), len(set(received_ids(sub)))
+        assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
+    finally:
+        sampling.set()
+        sampler.join(5)
+        link.stop()
+    got = received_ids(sub)
+    assert list(dict.fromkeys(got)) == ids, "nothing skipped, oldest first"
+    assert len(got) - len(ids) <= link.settings.max_inflight * link.disconnects, "only in-flight events twice"
+    assert at_drop < len(ids), "the connection dropped mid-backlog"
+    assert held_most[0] <= link.settings.max_inflight, f"paho held {held_most[0]} events at once"
+    assert not held_twice, f"paho held an event twice at once: {held_twice[0]}"
+    assert link.delivered >= len(ids)
+    assert link.refilled >= len(ids) // 2, f"paho's thread refilled only {link.refilled} of {len(ids)}"
+    print(
+        f"\n{len(ids)} events, dropped at {at_drop}: {link.refilled} refilled by paho's thread, "
+        f"{len(got) - len(ids)} sent twice, at most {held_most[0]} held by paho"
+    )

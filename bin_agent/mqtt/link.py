@@ -17,7 +17,11 @@ crashes: the agent writes each event to the :class:`~bin_agent.store.Store`
 first; a pump thread hands the oldest unacknowledged events to paho (at most
 ``max_inflight`` at a time, only while connected; read from the outbox
 :data:`READ_AHEAD` at a time, so a backlog costs one query per batch, not one
-per PUBACK) and deletes each one when its PUBACK arrives. paho itself re-sends what it was handed after a reconnect;
+per PUBACK) and deletes each one when its PUBACK arrives. While a backlog drains,
+paho's own thread hands over the next event already read ahead on each event
+PUBACK (one in for one out), so the window refills without a hop to the pump
+thread; the pump, woken only when needed, deletes what was acknowledged and
+reads on. paho itself re-sends what it was handed after a reconnect;
 after a restart of the agent the pump starts again from the oldest event in
 the outbox. Nothing here ever blocks the sorting loop.
 
@@ -78,6 +82,11 @@ PACKET_HEADROOM_BYTES = 512
 READ_AHEAD = 200
 """Undelivered events the pump reads from the outbox per query: a backlog of 10,000
 events after an outage costs ~50 queries instead of one per PUBACK."""
+READ_AGAIN_BELOW = 100
+"""The pump reads on once fewer events than this wait in the read-ahead."""
+ACKS_PER_WAKE = 50
+"""While paho's thread keeps the window full itself, it wakes the pump once this many
+event PUBACKs wait to be applied (deleted from the outbox)."""
 MAX_TRACKED_PUBLISHES = 256
 MAX_QUEUED_OTHER = MAX_TRACKED_PUBLISHES
 """paho holds at most ``max_inflight`` events plus this many other QoS 1 messages
@@ -177,21 +186,27 @@ class MqttLink:
         # Set on SUBACK: from then on commands sent to the bin reach it.
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
-        # Set while a wake-up (None) waits in _acks: at most one waits at a time.
+        # Set while a wake-up waits in _wakes: at most one waits at a time.
         self._wake_queued = False
-        # (mid, refusal reason or None) from on_publish, applied by the pump thread; None
-        # wakes it for another reason (new events, a connect, stop). The pump blocks on this
-        # queue alone: a PUBACK costs paho's thread one put, not an Event's lock and notify.
-        self._acks: queue.SimpleQueue[tuple[int, str | None] | None] = queue.SimpleQueue()
-        # mid → outbox seq for what paho holds; touched only by the pump thread.
+        # (mid, refusal reason or None) from on_publish, applied by the pump thread.
+        self._acks: collections.deque[tuple[int, str | None]] = collections.deque()
+        # The pump blocks on this queue alone; paho's thread wakes it only when it is needed
+        # (see _handle_publish), not on every PUBACK: a wake-up per PUBACK cost paho's thread
+        # a futex wake and then the GIL, taken back and forth with the pump, on every send.
+        self._wakes: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # The hand-over state, shared by the pump and paho's thread (which hands over one
+        # read-ahead event per event PUBACK, see _refill): changed only under _hand_lock.
+        # mid → outbox seq for what paho holds, until the pump has applied its PUBACK.
         self._inflight: dict[int, int] = {}
         self._last_handed = 0
-        # Events read from the outbox, oldest first, not yet handed to paho; touched only by
-        # the pump thread. Every event after _last_handed up to _read_to is in it (or was
-        # acknowledged meanwhile): the store is asked again only once it is empty and the
-        # store has numbered an event after _read_to.
+        # Events read from the outbox, oldest first, not yet handed to paho. Every event after
+        # _last_handed up to _read_to is in it (or was acknowledged meanwhile): the store is
+        # asked again only once it runs low and the store has numbered an event after _read_to.
         self._ahead: collections.deque[Any] = collections.deque()
         self._read_to = 0
+        self._hand_lock = threading.Lock()
+        # Event PUBACKs that paho's thread answered with the next event (for the figures and tests).
+        self.refilled = 0
         # Set by a (re)connect and by the end of a refusal pause: hand over from the oldest pending event.
         self._rewind = False
         # After the broker refused an event (ACL), handing over pauses until this time.
@@ -296,7 +311,7 @@ class MqttLink:
         """New events are in the outbox."""
         if not self._wake_queued:
             self._wake_queued = True
-            self._acks.put(None)
+            self._wakes.put(None)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed to the command topics."""
@@ -319,7 +334,7 @@ class MqttLink:
         """Publish the final ``state`` and ``offline``, disconnect, stop the threads.
         The outbox keeps the rest."""
         self._stopping.set()
-        self._acks.put(None)
+        self._wakes.put(None)
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=5)
         if self.connected:
@@ -399,12 +414,14 @@ class MqttLink:
 
     def _pump(self) -> None:
         while not self._stopping.is_set():
+            # Also every second unwoken: acknowledgements left waiting (fewer than
+            # ACKS_PER_WAKE when the connection dropped) are applied within a second.
             try:
-                first = self._acks.get(timeout=1.0)
+                self._wakes.get(timeout=1.0)
             except queue.Empty:
-                first = None
+                pass
             try:
-                self._apply_acks(first)
+                self._apply_acks()
                 self._hand_over()
             except Exception:
                 # A full disk or a locked database must not end delivery for good;
@@ -415,23 +432,18 @@ class MqttLink:
                 time.sleep(1.0)
         self._apply_acks()
 
-    def _apply_acks(self, first: tuple[int, str | None] | None = None) -> None:
-        """Apply ``first`` and every acknowledgement queued since."""
+    def _apply_acks(self) -> None:
+        """Apply every acknowledgement received so far."""
+        # Cleared before the acknowledgements are taken and the hand-over reads the store:
+        # a wake-up skipped because one was queued is for what they will see.
+        self._wake_queued = False
         acknowledged = 0
-        item = first
-        while True:
-            if item is None:
-                # A wake-up (or nothing yet): cleared before the hand-over reads the store, so
-                # a wake() skipped because one was queued is for events that read will see.
-                self._wake_queued = False
-                try:
-                    item = self._acks.get_nowait()
-                except queue.Empty:
-                    break
-                continue
-            mid, refusal = item
-            item = None
-            seq = self._inflight.pop(mid, None)
+        while self._acks:
+            mid, refusal = self._acks.popleft()
+            with self._hand_lock:
+                # Only now does an acknowledged event leave _inflight: until the store knows,
+                # a rewind must skip it (or it would be read again and sent a second time).
+                seq = self._inflight.pop(mid, None)
             if seq is None:
                 with self._other_lock:
                     topic = self._other_topics.pop(mid, None)
@@ -492,27 +504,39 @@ class MqttLink:
                 return
             self._refused_until = None
             self._rewind = True
-        if self._rewind:
-            # The refused events (or those a lost connection left unacknowledged) are
-            # older than the last one handed over: start again from the oldest pending.
-            # Those paho still holds are skipped below; it re-sends them itself.
-            self._rewind = False
-            self._read_again()
-        if self.store.reopened != self._store_reopened:
-            # A database that a full disk kept closed at start has opened:
-            # its older events come after the ones held in memory.
-            self._store_reopened = self.store.reopened
-            self._read_again()
-        room = self.settings.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        handed = set(self._inflight.values())
-        while room > 0:
-            entry = self._next_pending()
-            if entry is None:
-                return
-            if entry.seq in handed:
-                self._ahead.popleft()
+        with self._hand_lock:
+            if self._rewind:
+                # The refused events (or those a lost connection left unacknowledged) are
+                # older than the last one handed over: start again from the oldest pending.
+                # Those paho still holds are skipped below; it re-sends them itself.
+                self._rewind = False
+                self._read_again()
+            if self.store.reopened != self._store_reopened:
+                # A database that a full disk kept closed at start has opened:
+                # its older events come after the ones held in memory.
+                self._store_reopened = self.store.reopened
+                self._read_again()
+            room = self.settings.max_inflight - len(self._inflight)
+            while room > 0:
+                if not self._ahead:
+                    self._read_more()
+                if not self._hand_first():
+                    break
+                room -= 1
+            if len(self._ahead) < READ_AGAIN_BELOW:
+                # Read on before paho's thread, refilling per PUBACK, finds the read-ahead empty.
+                self._read_more()
+
+    def _hand_first(self) -> bool:
+        """Hand paho the oldest read-ahead event not in flight yet (under _hand_lock).
+        Returns whether one was handed over."""
+        inflight = self._inflight
+        ahead = self._ahead
+        while ahead:
+            entry = ahead[0]
+            if entry.seq in inflight.values():
+                # Read again after a rewind while paho still holds it: paho re-sends it itself.
+                ahead.popleft()
                 self._last_handed = entry.seq
                 continue
             info = self.client.publish(entry.topic, entry.payload, qos=1, retain=False)
@@ -524,12 +548,13 @@ class MqttLink:
                     entry.event_id,
                     self._paho.error_string(info.rc),
                 )
-                return  # it stays first in the read-ahead
+                return False  # it stays first in the read-ahead
             # NO_CONN still queues a QoS 1 message inside paho: it goes out on reconnect.
-            self._ahead.popleft()
-            self._inflight[info.mid] = entry.seq
+            ahead.popleft()
+            inflight[info.mid] = entry.seq
             self._last_handed = entry.seq
-            room -= 1
+            return True
+        return False
 
     def _read_again(self) -> None:
         """Forget the read-ahead: the next hand-over reads from the oldest pending event."""
@@ -537,18 +562,43 @@ class MqttLink:
         self._last_handed = 0
         self._read_to = 0
 
-    def _next_pending(self) -> Any:
-        """The oldest event not handed over yet (None: none), read :data:`READ_AHEAD` at a time."""
-        if not self._ahead:
-            newest = self.store.last_seq
-            if newest <= self._read_to:
-                return None  # nothing numbered since the last read: no query
-            batch = self.store.pending(self._last_handed, READ_AHEAD)
-            # A short batch holds every event numbered up to ``newest``; a full one may
-            # have left newer ones behind: read on after its last one.
-            self._read_to = batch[-1].seq if len(batch) >= READ_AHEAD else newest
-            self._ahead.extend(batch)
-        return self._ahead[0] if self._ahead else None
+    def _read_more(self) -> None:
+        """Append the next :data:`READ_AHEAD` pending events to the read-ahead (under _hand_lock;
+        no query while nothing was numbered since the last read)."""
+        newest = self.store.last_seq
+        if newest <= self._read_to:
+            return
+        after = self._ahead[-1].seq if self._ahead else self._last_handed
+        batch = self.store.pending(after, READ_AHEAD)
+        # A short batch holds every event numbered up to ``newest``; a full one may
+        # have left newer ones behind: read on after its last one.
+        self._read_to = batch[-1].seq if len(batch) >= READ_AHEAD else newest
+        self._ahead.extend(batch)
+
+    def _refill(self, mid: int) -> bool:
+        """In paho's thread, on the PUBACK of ``mid``: if it was an event, hand paho the next
+        read-ahead event at once, so the window stays full without waking the pump first.
+
+        paho calls this holding its message lock, which the pump needs to publish while it
+        holds _hand_lock: only try that lock; the pump, busy handing over, fills the room."""
+        if not self._hand_lock.acquire(blocking=False):
+            return False
+        try:
+            if (
+                mid in self._inflight
+                and not self._rewind
+                and self._refused_until is None
+                and not self._stopping.is_set()
+                and self._hand_first()
+            ):
+                # One in for one out: paho still counts ``mid`` in flight until this returns
+                # (it queues the new one and sends it right after), and the pump counts it
+                # until it has applied its PUBACK, so neither window grows.
+                self.refilled += 1
+                return True
+            return False
+        finally:
+            self._hand_lock.release()
 
     # ------------------------------------------------------------------ callbacks (paho's thread)
 
@@ -670,10 +720,27 @@ class MqttLink:
         self._subscribed.set()
 
     def _handle_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        # paho calls this holding its message lock: only hand the mid to the pump.
+        # paho calls this holding its message lock: hand the next event over if one was
+        # read ahead (_refill), leave the rest to the pump and wake it only when needed.
         # MQTT 5 PUBACK reason codes >= 0x80 (e.g. 0x87 Not authorized: the ACL) mean
         # the broker did NOT take the message; "No matching subscribers" is a success.
-        self._acks.put((mid, str(reason_code) if reason_code.is_failure else None))
+        if reason_code.is_failure:
+            if mid in self._inflight:
+                # A refused event: no refill from here until the pump has paused and resumed.
+                self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
+            self._acks.append((mid, str(reason_code)))
+            self.wake()
+            return
+        refilled = self._refill(mid)
+        self._acks.append((mid, None))
+        # Woken when the window is not full again (a state's PUBACK, the last events, the
+        # pump busy), the read-ahead runs low, or enough acknowledgements wait to be applied.
+        if (
+            not refilled
+            or len(self._acks) >= ACKS_PER_WAKE
+            or (len(self._ahead) < READ_AGAIN_BELOW and self.store.last_seq > self._read_to)
+        ):
+            self.wake()
 
     def _handle_paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
         # paho reports an exception in one of our callbacks here (suppress_exceptions),
