@@ -336,6 +336,19 @@ def test_a_backlog_is_read_from_the_outbox_in_batches_delivered_in_order(tmp_pat
     print(f"\n{len(ids)} events: {len(reads)} outbox queries")
 
 
+def take_over_client_id(port: int, link: MqttLink) -> None:
+    """Another login with the bin's client id: the broker drops the bin (a real drop
+    mid-backlog); the intruder leaves once the bin has noticed."""
+    import paho.mqtt.client as paho
+
+    thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-under-test", protocol=paho.MQTTv5)
+    thief.connect("127.0.0.1", port, 5)
+    thief.loop_start()
+    assert_eventually(lambda: link.disconnects >= 1, 10)
+    thief.disconnect()
+    thief.loop_stop()
+
+
 def test_events_recorded_while_a_backlog_drains_and_a_dropped_connection_lose_nothing(
     tmp_path, mosquitto, subscriber_factory
 ):
@@ -343,8 +356,6 @@ def test_events_recorded_while_a_backlog_drains_and_a_dropped_connection_lose_no
     (another login with its client id): every event arrives, first copies in order; only what
     was in flight at the drop may come twice."""
     import threading
-
-    import paho.mqtt.client as paho
 
     sub = subscriber_factory(mosquitto.port, TOPICS.event)
     store = Store(tmp_path / "s.db")
@@ -357,12 +368,7 @@ def test_events_recorded_while_a_backlog_drains_and_a_dropped_connection_lose_no
         assert sub.wait_for(lambda: len(received_ids(sub)) >= 200, 30)
         recorder.start()
         at_drop = len(received_ids(sub))
-        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-under-test", protocol=paho.MQTTv5)
-        thief.connect("127.0.0.1", mosquitto.port, 5)
-        thief.loop_start()
-        assert_eventually(lambda: link.disconnects >= 1, 10)
-        thief.disconnect()
-        thief.loop_stop()
+        take_over_client_id(mosquitto.port, link)
         recorder.join(60)
         ids = backlog + recorded
         assert len(ids) == 3400
@@ -388,8 +394,6 @@ def test_paho_s_thread_keeps_the_window_full_and_a_drop_mid_backlog_loses_or_dou
     at the drop twice, and the outbox empties."""
     import json
     import threading
-
-    import paho.mqtt.client as paho
 
     sub = subscriber_factory(mosquitto.port, TOPICS.event)
     store = Store(tmp_path / "s.db")
@@ -417,12 +421,7 @@ def test_paho_s_thread_keeps_the_window_full_and_a_drop_mid_backlog_loses_or_dou
         assert sub.wait_for(lambda: len(received_ids(sub)) >= 300, 30)
         assert link.refilled > 0, "paho's thread refilled nothing before the drop"
         at_drop = len(received_ids(sub))
-        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-under-test", protocol=paho.MQTTv5)
-        thief.connect("127.0.0.1", mosquitto.port, 5)
-        thief.loop_start()
-        assert_eventually(lambda: link.disconnects >= 1, 10)
-        thief.disconnect()
-        thief.loop_stop()
+        take_over_client_id(mosquitto.port, link)
         assert sub.wait_for(lambda: set(received_ids(sub)) >= set(ids), 60), len(set(received_ids(sub)))
         assert sub.wait_for(lambda: store.pending_count() == 0, 10), "outbox never drained"
     finally:
