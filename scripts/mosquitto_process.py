@@ -62,19 +62,35 @@ class Mosquitto:
         self.kills = 0
 
     def start(self) -> None:
-        """Start it and wait (10 s at most) until it accepts connections."""
+        """Start it and wait (10 s at most) until it accepts connections and has set up its
+        signal handlers.
+
+        mosquitto opens its listeners *before* it installs its handlers (``listeners__start``
+        then ``signal__setup`` in its ``main``), so a SIGHUP sent as soon as the port answers
+        can still meet the default action and end the broker. Its "running" line is logged
+        after the handlers, so that line, not the open port, means ready.
+        """
+        logged_before = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}") from None
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            if self._says_running(logged_before):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}")
+
+    def _says_running(self, offset: int) -> bool:
+        """Whether the log, from ``offset`` on, has mosquitto's "version X running" line."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return b" running\n" in log.read()
 
     def stop(self) -> None:
         """A clean stop (SIGTERM): with ``persistence`` the broker saves its sessions."""
