@@ -70,7 +70,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +170,17 @@ CREATE TABLE IF NOT EXISTS emptied (
 # is damaged, not that the disk refused a write.
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+
+
+def consecutive_runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``seqs`` as (first, last) runs of consecutive numbers, in order: {1, 2, 3, 7} -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
 
 
 class StoreError(BinAgentError, RuntimeError):
@@ -665,10 +676,19 @@ class Store:
         It is gone from :meth:`pending` at once; the delete is committed with
         others (:data:`ACK_BATCH`, :data:`ACK_DELAY_SECONDS`), without a sync.
         """
+        self.acknowledge_many((seq,))
+
+    def acknowledge_many(self, seqs: Iterable[int]) -> None:
+        """:meth:`acknowledge` for each of ``seqs``, under one lock: the pump applies the
+        PUBACKs of a wake-up together (tens of them), not one lock and clock read each."""
         with self._lock:
-            if self._unsaved.events.pop(seq, None) is not None:
+            added = False
+            for seq in seqs:
+                if self._unsaved.events.pop(seq, None) is None:
+                    self._acked.add(seq)
+                    added = True
+            if not added:
                 return
-            self._acked.add(seq)
             now = time.monotonic()
             if self._acked_since is None:
                 self._acked_since = now
@@ -691,7 +711,11 @@ class Store:
         """Inside the caller's transaction; returns how many rows went."""
         if not self._acked:
             return 0
-        cursor = self._db_execute_many("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in self._acked])
+        # One statement per run of consecutive seqs (PUBACKs come in order, so a flush's batch
+        # is one or a few runs), not one per seq: each statement is a sqlite3_step that lets go
+        # of the GIL and takes it back, a hand-off that paho's thread, sending, pays for too.
+        # Every seq inside a run was acknowledged, so the range deletes nothing else.
+        cursor = self._db_execute_many("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", consecutive_runs(self._acked))
         return max(cursor.rowcount, 0)
 
     def _acknowledged_deleted(self, deleted: int) -> None:

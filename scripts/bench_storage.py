@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 PAYLOAD = {"class": "glass", "confidence": 0.93, "compartment": "glass", "pad": "x" * 500}
@@ -196,7 +197,7 @@ def trigger_to_puback(port: int, directory: Path, items: int) -> list[float]:
     assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
     fired: list[float] = []
     acked: list[float] = []
-    update, acknowledge = agent.trigger.update, agent.store.acknowledge
+    update, acknowledge_many = agent.trigger.update, agent.store.acknowledge_many
 
     def timed_update(frame):  # noqa: ANN001, ANN202
         result = update(frame)
@@ -204,14 +205,16 @@ def trigger_to_puback(port: int, directory: Path, items: int) -> list[float]:
             fired.append(time.perf_counter())
         return result
 
-    def timed_acknowledge(seq: int) -> None:
-        acknowledge(seq)
-        acked.append(time.perf_counter())
+    def timed_acknowledge_many(seqs: Iterable[int]) -> None:
+        # The pump tells the store a wake-up's PUBACKs together (one item's event here).
+        seqs = list(seqs)
+        acknowledge_many(seqs)
+        acked.extend([time.perf_counter()] * len(seqs))
         if len(acked) >= items:
             agent.stop()
 
     agent.trigger.update = timed_update  # type: ignore[method-assign]
-    agent.store.acknowledge = timed_acknowledge  # type: ignore[method-assign]
+    agent.store.acknowledge_many = timed_acknowledge_many  # type: ignore[method-assign]
     agent.run()
     return [1000.0 * (a - f) for f, a in zip(fired, acked, strict=False)]
 

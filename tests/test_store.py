@@ -67,3 +67,21 @@ def test_database_is_in_wal_mode(tmp_path):
     Store(tmp_path / "s.db").close()
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_acknowledged_events_leave_the_outbox_and_the_unacknowledged_between_them_stay(tmp_path):
+    """The acknowledged seqs are deleted as runs of consecutive numbers (one statement per
+    run): a gap between two runs is an event without its PUBACK and must stay, in order."""
+    store = Store(tmp_path / "s.db")
+    for n in range(12):
+        record(store, n)
+    seqs = [entry.seq for entry in store.pending(limit=12)]
+    acknowledged = {seqs[i] for i in (0, 1, 2, 4, 5, 8, 11)}
+    store.acknowledge_many(sorted(acknowledged - {seqs[11]}, reverse=True))  # any order
+    store.acknowledge(seqs[11])
+    store.close()  # commits the deletes
+    rows = sqlite3.connect(tmp_path / "s.db").execute("SELECT seq FROM outbox ORDER BY seq").fetchall()
+    assert [seq for (seq,) in rows] == [seq for seq in seqs if seq not in acknowledged]
+    again = Store(tmp_path / "s.db")
+    assert [entry.event_id for entry in again.pending()] == ["id-3", "id-6", "id-7", "id-9", "id-10"]
+    assert again.pending_count() == 5

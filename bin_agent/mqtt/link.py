@@ -437,38 +437,53 @@ class MqttLink:
         # Cleared before the acknowledgements are taken and the hand-over reads the store:
         # a wake-up skipped because one was queued is for what they will see.
         self._wake_queued = False
-        acknowledged = 0
-        while self._acks:
-            mid, refusal = self._acks.popleft()
-            with self._hand_lock:
-                # Only now does an acknowledged event leave _inflight: until the store knows,
-                # a rewind must skip it (or it would be read again and sent a second time).
-                seq = self._inflight.pop(mid, None)
-            if seq is None:
-                with self._other_lock:
-                    topic = self._other_topics.pop(mid, None)
-                if refusal is not None:
-                    self.refused += 1
-                    self._log_refusal(topic or "a status/state/result topic", refusal)
-                with self._state_lock:
-                    stale = mid == self._state_mid and self._state_stale
-                    if mid == self._state_mid:
-                        self._state_mid = None
-                if stale:
-                    self.publish_state()
-            elif refusal is None:
-                self.store.acknowledge(seq)
-                self.delivered += 1
-                acknowledged += 1
-            else:
-                # Kept in the outbox; tried again (oldest first) after a pause.
-                self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
-                self.refused += 1
-                self._log_refusal(self.topics.event, refusal)
+        # Told to the store together (one lock), before anything this thread does next reads
+        # it: a rewind (_hand_over) or a state (publish_state) comes only after that.
+        acknowledged: list[int] = []
+        delivered_before = self.delivered
+        try:
+            while self._acks:
+                self._apply_ack(*self._acks.popleft(), acknowledged)
+        finally:
+            # Even if a refusal's log line failed: these left _inflight, so the store must know.
+            if acknowledged:
+                self.store.acknowledge_many(acknowledged)
+                self.delivered += len(acknowledged)
         # The state went out with the new event still queued: say when the backlog is gone,
         # so dashboards do not show a backlog of 1 after every item.
-        if acknowledged and self.store.pending_count() == 0:
+        if self.delivered > delivered_before and self.store.pending_count() == 0:
             self.publish_state()
+
+    def _apply_ack(self, mid: int, refusal: str | None, acknowledged: list[int]) -> None:
+        """Apply one acknowledgement; an event's seq is appended to ``acknowledged`` for the
+        caller to tell the store."""
+        with self._hand_lock:
+            # Only now does an acknowledged event leave _inflight: until the store knows,
+            # a rewind must skip it (or it would be read again and sent a second time).
+            seq = self._inflight.pop(mid, None)
+        if seq is None:
+            with self._other_lock:
+                topic = self._other_topics.pop(mid, None)
+            if refusal is not None:
+                self.refused += 1
+                self._log_refusal(topic or "a status/state/result topic", refusal)
+            with self._state_lock:
+                stale = mid == self._state_mid and self._state_stale
+                if mid == self._state_mid:
+                    self._state_mid = None
+            if stale:
+                # The state reports the backlog: tell the store what was acknowledged first.
+                self.store.acknowledge_many(acknowledged)
+                self.delivered += len(acknowledged)
+                acknowledged.clear()
+                self.publish_state()
+        elif refusal is None:
+            acknowledged.append(seq)
+        else:
+            # Kept in the outbox; tried again (oldest first) after a pause.
+            self._refused_until = time.monotonic() + self.settings.reconnect_max_seconds
+            self.refused += 1
+            self._log_refusal(self.topics.event, refusal)
 
     def _log_refusal(self, topic: str, reason: str) -> None:
         if self.settings.username:
