@@ -459,8 +459,14 @@ class MqttLink:
         caller to tell the store."""
         with self._hand_lock:
             # Only now does an acknowledged event leave _inflight: until the store knows,
-            # a rewind must skip it (or it would be read again and sent a second time).
+            # a rewind must skip it (or it would be read again and sent a second time);
+            # _apply_acks tells the store before this thread reads it again.
             seq = self._inflight.pop(mid, None)
+            if seq is not None and self._ahead and self._ahead[0].seq <= seq:
+                # Read again by a rewind while paho still held it (_hand_first skips such
+                # events only while they are in flight): acknowledged now, it must not be
+                # handed over a second time. The read-ahead holds older events only after a rewind.
+                self._forget_read_ahead(seq)
         if seq is None:
             with self._other_lock:
                 topic = self._other_topics.pop(mid, None)
@@ -576,6 +582,15 @@ class MqttLink:
         self._ahead.clear()
         self._last_handed = 0
         self._read_to = 0
+
+    def _forget_read_ahead(self, seq: int) -> None:
+        """Drop the event ``seq`` from the read-ahead, if it is there (under _hand_lock)."""
+        for index, entry in enumerate(self._ahead):
+            if entry.seq == seq:
+                del self._ahead[index]
+                return
+            if entry.seq > seq:
+                return
 
     def _read_more(self) -> None:
         """Append the next :data:`READ_AHEAD` pending events to the read-ahead (under _hand_lock;
