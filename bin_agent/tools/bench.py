@@ -566,33 +566,58 @@ def thread_candidates() -> list[int]:
     return [n for n in (1, 2, 4) if n == 1 or n <= cores]
 
 
-def bench_threads(config: Any, items: int, gap_seconds: float, batch_views: bool = True) -> dict[str, Any]:
-    """Milliseconds per item (``classify()``: preprocess and every view) for each thread
-    count, each item after ``gap_seconds`` of idleness, as items come in a bin: a
-    thread pool that has gone to sleep has to wake up first."""
+@dataclass
+class ItemTimes:
+    """Milliseconds per item for each interpreter thread count, and the views an item is."""
+
+    views: int
+    by_threads: dict[int, Figures]
+
+    @property
+    def best_num_threads(self) -> int:
+        return min(self.by_threads, key=lambda threads: self.by_threads[threads].median)
+
+
+def time_items_by_threads(config: Any, items: int, gap_seconds: float, batch_views: bool = True) -> ItemTimes:
+    """Time ``items`` items (``classify()``: preprocess and every view) for each of
+    :func:`thread_candidates`, each item after ``gap_seconds`` of idleness, as items come in
+    a bin: a thread pool that has gone to sleep has to wake up first.
+
+    The thread counts take turns item by item (1, 2, 1, 2, ...): a burst of other work on a
+    shared machine, as long as up to one item per thread count, then adds to at most one of
+    each count's items and leaves the medians alone. Timed one count after the other, it
+    slowed one count's items only, and ``doctor`` advised the wrong ``num_threads``."""
     import numpy as np
 
     from ..agent import build_classifier
 
     image = np.random.default_rng(2).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    per_threads: dict[str, Any] = {}
-    medians: dict[int, float] = {}
+    classifiers = {}
     for threads in thread_candidates():
         classifier = build_classifier(config, num_threads=threads)
         if not batch_views:
             one_by_one(classifier)
         for _ in range(2):
             classifier.classify(image)  # warm-up: the first invokes allocate
-        figures = Figures()
-        for _ in range(items):
+        classifiers[threads] = classifier
+    times = ItemTimes(views=next(iter(classifiers.values())).views, by_threads={n: Figures() for n in classifiers})
+    for _ in range(items):
+        for threads in classifiers:
             time.sleep(gap_seconds)
             started = time.perf_counter()
-            classifier.classify(image)
-            figures.add((time.perf_counter() - started) * 1000.0)
-        per_threads[str(threads)] = figures.summary()
-        medians[threads] = figures.median
-    best = min(medians, key=lambda n: medians[n])
-    return {"item_ms_by_threads": per_threads, "best_num_threads": best, "gap_seconds": gap_seconds}
+            classifiers[threads].classify(image)
+            times.by_threads[threads].add((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def bench_threads(config: Any, items: int, gap_seconds: float, batch_views: bool = True) -> dict[str, Any]:
+    """Milliseconds per item for each thread count (:func:`time_items_by_threads`)."""
+    times = time_items_by_threads(config, items, gap_seconds, batch_views)
+    return {
+        "item_ms_by_threads": {str(n): figures.summary() for n, figures in times.by_threads.items()},
+        "best_num_threads": times.best_num_threads,
+        "gap_seconds": gap_seconds,
+    }
 
 
 # ---------------------------------------------------------------------- the whole bench

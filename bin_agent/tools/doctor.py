@@ -292,34 +292,20 @@ SPEED_GAP_SECONDS = 0.3
 
 
 def check_speed(config: Config) -> Check:
-    """One item (preprocessing and every view) with 1, 2 (and 4) interpreter threads,
-    after an idle gap as in a bin: which ``model.num_threads`` is fastest here, and
+    """Items (preprocessing and every view) with 1, 2 (and 4) interpreter threads, taking
+    turns, each after an idle gap as in a bin: which ``model.num_threads`` is fastest here, and
     whether an item fits in a frame at ``camera.fps``. ``bin-agent bench`` has the rest."""
-    import numpy as np
-
-    from ..agent import build_classifier
     from ..classify.classifier import ModelFilesError
     from ..classify.runtime import RuntimeUnavailable
-    from .bench import thread_candidates
+    from .bench import time_items_by_threads
 
-    image = np.random.default_rng(2).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    medians: dict[int, float] = {}
-    views = 1
     try:
-        for threads in thread_candidates():
-            classifier = build_classifier(config, num_threads=threads)
-            views = classifier.views
-            classifier.classify(image)  # warm-up
-            times = []
-            for _ in range(SPEED_ITEMS):
-                time.sleep(SPEED_GAP_SECONDS)
-                started = time.perf_counter()
-                classifier.classify(image)
-                times.append((time.perf_counter() - started) * 1000.0)
-            medians[threads] = sorted(times)[len(times) // 2]
+        times = time_items_by_threads(config, SPEED_ITEMS, SPEED_GAP_SECONDS)
     except (ModelFilesError, RuntimeUnavailable) as exc:
         return Check("speed", "fail", f"{config.model.path.name}: {exc}")
-    best = min(medians, key=lambda n: medians[n])
+    medians = {threads: figures.median for threads, figures in times.by_threads.items()}
+    best = times.best_num_threads
+    views = times.views
     configured = config.model.num_threads
     shown = ", ".join(f"{n} thread(s) {ms:.0f} ms" for n, ms in medians.items())
     detail = f"one item ({views} view(s)): {shown}; fastest: num_threads = {best}"
