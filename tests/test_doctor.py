@@ -75,10 +75,19 @@ def line_of(lines: list[str], check: str) -> str:
     return found[0]
 
 
+def not_ok_apart_from_speed(lines: list[str]) -> list[str]:
+    """The lines that are not ``ok``, leaving out ``speed``, which may only be ``ok`` or
+    ``warn``. Its verdict is this machine's at that moment: beside two busy loops, a
+    1-thread item took 7 ms and a 2-thread item 2 ms, and ``doctor`` rightly advised
+    ``num_threads = 2`` against the tests' 1."""
+    assert line_of(lines, "speed").split()[0] in ("ok", "warn"), lines
+    return [line for line in lines if not line.startswith("ok    ") and line != line_of(lines, "speed")]
+
+
 def test_all_ok_on_mock_pins_replay_and_a_real_broker(tmp_path, photo_dir, mosquitto, capsys):
     code, lines = run_doctor(capsys, doctor_config(tmp_path, photo_dir, mosquitto.port))
     assert [line.split()[1] for line in lines] == CHECKS, lines
-    assert all(line.startswith("ok    ") for line in lines), "\n".join(lines)
+    assert not_ok_apart_from_speed(lines) == [], "\n".join(lines)
     assert code == 0
     assert "replay: first frame 160x120" in line_of(lines, "camera")
     assert "connected anonymously (CONNACK: Success)" in line_of(lines, "broker")
@@ -90,7 +99,7 @@ def test_broker_down_is_a_fail_line_and_exit_1(tmp_path, photo_dir, mosquitto_st
     assert line_of(lines, "broker").startswith("fail  broker")
     assert "cannot connect (ConnectionRefusedError" in line_of(lines, "broker")
     # Everything else is still checked and fine.
-    assert [ln for ln in lines if not ln.startswith("ok")] == [line_of(lines, "broker")]
+    assert not_ok_apart_from_speed(lines) == [line_of(lines, "broker")]
 
 
 @pytest.fixture
