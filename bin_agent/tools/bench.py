@@ -585,8 +585,8 @@ def time_items_by_threads(config: Any, items: int, gap_seconds: float, batch_vie
 
     The thread counts take turns item by item (1, 2, 1, 2, ...): a burst of other work on a
     shared machine, as long as up to one item per thread count, then adds to at most one of
-    each count's items and leaves the medians alone. Timed one count after the other, it
-    slowed one count's items only, and ``doctor`` advised the wrong ``num_threads``."""
+    each count's items and leaves the medians alone (timed one count after the other, it
+    could slow one count's items only). Sustained load still changes the answer, rightly."""
     import numpy as np
 
     from ..agent import build_classifier
