@@ -276,7 +276,7 @@ class MotionSection:
     idle_look_seconds: float = _opt(
         0.2,
         "While the empty bin stays quiet (no block changed at the last look), look at a frame only this often: "
-        "an item's first look comes up to this much later, for half the idle CPU at 10 fps (0: every frame).",
+        "an item's first look comes up to this much later, for less idle CPU (0: every frame).",
         min=0,
         max=5,
     )

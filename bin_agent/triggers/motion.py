@@ -305,9 +305,9 @@ class MotionTrigger:
       again (the stuck item was taken out) that background is restored
       without an event. Set ``absorb_seconds=None`` to never absorb.
     * While the bin is empty and quiet (no block changed at the last look),
-      only a frame every ``idle_look_seconds`` is looked at: learning the
-      empty bin is the trigger's whole idle cost, and it changes over seconds.
-      Any changed block, and every state but ``"empty"``, brings back every
+      only a frame every ``idle_look_seconds`` is looked at (an empty bin
+      changes over seconds, and a frame not looked at is not even read).
+      The skipped frames still count towards learning. Any changed block, and every state but ``"empty"``, brings back every
       frame; an item's first look comes at most ``idle_look_seconds`` later.
     * Time is ``frame.timestamp`` only, never the wall clock, so replayed and
       synthetic sequences behave exactly like live ones. Non-increasing
