@@ -4,7 +4,9 @@ mock pins, a mosquitto of its own on loopback).
     python scripts/bench_idle_profile.py [SECONDS] [--profile]   # CPU per thread; main-thread
                                                                  # CPU per frame by part
     python scripts/bench_idle_profile.py --trigger-gap           # update() back to back vs 100 ms apart,
-                                                                 # and 100 ms apart with the frame read first
+                                                                 # and 100 ms apart with the frame read first;
+                                                                 # by frame: looks that learn, other looks,
+                                                                 # frames not read (idle looks)
 """
 
 from __future__ import annotations
@@ -100,10 +102,22 @@ def idle(seconds: float, profile: bool) -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 
+class _CountedLores:
+    """A frame's ``lores`` that notes whether the trigger read it (looked at the frame)."""
+
+    def __init__(self, pixels: Any) -> None:
+        self.pixels, self.read = pixels, False
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        self.read = True
+        return self.pixels
+
+
 def trigger_gap() -> None:
     import numpy as np
 
     from bin_agent.config.schema import CameraSection, TriggerSection
+    from bin_agent.sources.base import Frame
     from bin_agent.tools.bench import trigger_frames
     from bin_agent.triggers import build_trigger
 
@@ -113,17 +127,33 @@ def trigger_gap() -> None:
     # much of the 100 ms figure is the frame coming from memory.
     for gap, read_first in ((0.0, False), (0.1, False), (0.1, True)) * 2:
         trigger = build_trigger(TriggerSection(), drop_zone=CameraSection().zone, pin_factory=None)
-        spent = []
-        for frame in frames:
+        spent: list[float] = []
+        kinds: dict[str, list[float]] = {"learning": [], "other": [], "not read": []}
+        for index, frame in enumerate(frames):
             time.sleep(gap)
             if read_first:
                 frame.lores.tobytes()
+            lores = _CountedLores(frame.lores)
+            counted = Frame(frame.image, lores, frame.timestamp, frame.index)  # type: ignore[arg-type]
+            noise = getattr(trigger, "noise_map", None)
             started = time.thread_time()
-            trigger.update(frame)
-            spent.append(time.thread_time() - started)
+            trigger.update(counted)
+            took = time.thread_time() - started
+            if index < 20:  # the first background and noise map
+                continue
+            spent.append(took)
+            after = getattr(trigger, "noise_map", None)
+            learnt = noise is not None and after is not None and not np.array_equal(noise, after)
+            kinds["learning" if learnt else "other" if lores.read else "not read"].append(took)
         trigger.close()
         how = ", the frame read first" if read_first else ""
-        print(f"frames {gap:.1f} s apart{how}: update() median {1e3 * float(np.median(spent[20:])):.3f} ms CPU")
+        by_kind = ", ".join(
+            f"{kind} {1e3 * float(np.median(times)):.3f} ms ({len(times)})" for kind, times in kinds.items() if times
+        )
+        # The mean, not the median: with idle looks half the frames are not read at all.
+        print(
+            f"frames {gap:.1f} s apart{how}: update() mean {1e3 * float(np.mean(spent)):.3f} ms CPU; medians: {by_kind}"
+        )
 
 
 if __name__ == "__main__":

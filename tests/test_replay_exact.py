@@ -30,8 +30,9 @@ def scene_frames() -> list[np.ndarray]:
     return ([empty] * EMPTY_FRAMES + [item] * ITEM_FRAMES) * SCENES + [empty] * EMPTY_FRAMES
 
 
-def fired_frames(clock_start: float, settle_seconds: float) -> list[int]:
+def fired_frames(clock_start: float, settle_seconds: float, idle_look_seconds: float) -> list[int]:
     section = TriggerSection(mode="motion", settle_seconds=settle_seconds)
+    section.motion.idle_look_seconds = idle_look_seconds
     trigger = MotionTrigger.from_config(section, max_width=8)
     fired = []
     for index, lores in enumerate(scene_frames()):
@@ -48,7 +49,12 @@ def test_settle_fires_on_the_same_frame_wherever_the_clock_starts(clock_start, s
     # settle_seconds on frame 25k+10+settle*fps, in every scene and for any clock start.
     settle_frames = round(settle_seconds * FPS)
     expected = [k * (EMPTY_FRAMES + ITEM_FRAMES) + EMPTY_FRAMES + settle_frames for k in range(SCENES)]
-    assert fired_frames(clock_start, settle_seconds) == expected
+    assert fired_frames(clock_start, settle_seconds, idle_look_seconds=0.0) == expected
+    # Looking at a quiet empty bin every other frame: the item is first seen on its
+    # first frame or the next, and the looks fall on the same frames for any clock start.
+    idle = fired_frames(clock_start, settle_seconds, idle_look_seconds=2 / FPS)
+    assert idle == fired_frames(0.0, settle_seconds, idle_look_seconds=2 / FPS)
+    assert all(0 <= late - exact <= 1 for exact, late in zip(expected, idle)) and len(idle) == SCENES, idle
 
 
 # --------------------------------------------------------------------------- replay end to end

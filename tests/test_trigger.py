@@ -464,8 +464,10 @@ def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
     change: on a fixed sequence (an uneven light, a drop, a hand taking the
     item, a crumb, a second drop, a request while empty and one while
     occupied) the frames that fire and their boxes, every frame's state and
-    changed blocks, and the learned maps, as the trigger gave them before."""
-    trigger = motion_trigger()
+    changed blocks, and the learned maps, as the trigger gave them before.
+    Every frame is looked at (``idle_look_seconds = 0``): the idle looks have
+    their own tests below."""
+    trigger = motion_trigger(idle_look_seconds=0.0)
     got = trace(trigger, Scene(seed=21), busy_bin, 24.0, 10, requests=[50, 95])
     first, second = (60 / W, 100 / H, 120 / W, 160 / H), (200 / W, 28 / H, 260 / W, 92 / H)
     assert got["fired"] == [(50, None), (74, first), (95, first), (194, second)]
@@ -489,6 +491,98 @@ def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
     assert [float(threshold.sum()), float(threshold.min()), float(threshold.max())] == pytest.approx(
         [34936.90234375, 5.704641819000244, 9.762218475341797], rel=1e-6
     )
+
+
+class CountedLores:
+    """A ``lores`` frame that counts how often the trigger reads its pixels."""
+
+    reads = 0
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        CountedLores.reads += 1
+        return self.pixels
+
+
+def looks(trigger: MotionTrigger, scene: Scene, script: Script, seconds: float, fps: float = 10) -> dict[str, Any]:
+    """Feed a sequence: which frames the trigger read, per state before the
+    frame; the frames read that changed a block; the frames that fired; how
+    often the noise map changed."""
+    image = np.zeros((4, 4, 3), np.uint8)
+    read: dict[str, list[int]] = {}
+    fired, changed, learnt, last_noise = [], [], 0, None
+    for k in range(int(round(seconds * fps))):
+        items, gain = script(k / fps)
+        before, state = CountedLores.reads, trigger.state
+        lores: Any = CountedLores(scene.render(items, gain))
+        if trigger.update(Frame(image=image, lores=lores, timestamp=1000.0 + k / fps, index=k)):
+            fired.append(k)
+        if CountedLores.reads > before:
+            read.setdefault(state, []).append(k)
+            if trigger.stats["changed"] > 0:
+                changed.append(k)
+        noise = trigger.noise_map
+        if noise is not None and last_noise is not None and not np.array_equal(noise, last_noise):
+            learnt += 1
+        last_noise = noise
+    return {"read": read, "fired": fired, "changed": changed, "learnt": learnt, "frames": int(round(seconds * fps))}
+
+
+def test_a_quiet_empty_bin_is_read_once_per_idle_look_and_learnt_from_as_often_as_every_frame() -> None:
+    """An empty bin with nothing changing, at 10 fps with ``idle_look_seconds``
+    0.2: every other frame is read (half the idle work), and the noise map
+    learns as often as when every frame is read (the skipped frames count
+    towards learning: the estimate is as good)."""
+    every = looks(motion_trigger(idle_look_seconds=0.0), Scene(seed=31), lambda t: ([], 1.0), 30.0)
+    idle = looks(motion_trigger(idle_look_seconds=0.2), Scene(seed=31), lambda t: ([], 1.0), 30.0)
+    assert len(every["read"]["empty"]) == every["frames"] - 5  # all but the 5 that initialise
+    quiet = idle["read"]["empty"]
+    gaps = [b - a for a, b in zip(quiet, quiet[1:])]
+    # Every other frame; the frame after a look that a noise spike changed is read too.
+    assert quiet[0] == 5 and set(gaps) <= {1, 2} and gaps.count(2) >= 0.9 * len(gaps), gaps
+    spiked = [k for k in idle["changed"] if k + 1 < idle["frames"]]
+    assert spiked and all(k + 1 in quiet for k in spiked), spiked
+    assert abs(idle["learnt"] - every["learnt"]) <= 1, (idle["learnt"], every["learnt"])
+    assert every["learnt"] >= 70  # every fourth frame of 295
+
+
+def test_a_change_brings_back_every_frame_and_items_fire_at_most_one_frame_later() -> None:
+    """Idle looks against every frame on a busy bin (an uneven light, a drop, a
+    hand, a crumb, a second drop) and on a dim, small, faint item: the same
+    items fire, each at most one frame (one skipped frame) later; from the
+    first look that sees a change until the bin is empty and quiet again
+    every frame is read."""
+    faint = Scene(seed=8, noise=3.0)
+
+    def dim_item(t: float) -> tuple[list[Item], float]:
+        return falling(t, 4.0, 100, 140, size=20, level=faint.floor[110, 150] + 10, seed=4), 0.6
+
+    for scene, script, seconds in ((Scene(seed=21), busy_bin, 24.0), (faint, dim_item, 8.0)):
+        every = looks(motion_trigger(idle_look_seconds=0.0), scene, script, seconds)
+        idle = looks(motion_trigger(idle_look_seconds=0.2), scene, script, seconds)
+        assert every["fired"], "the scene has items"
+        assert len(idle["fired"]) == len(every["fired"])
+        assert all(0 <= b - a <= 1 for a, b in zip(every["fired"], idle["fired"])), (every["fired"], idle["fired"])
+        # every frame from the first look at a change (entering "settling") to each fire
+        settling = set(idle["read"]["settling"])
+        for fired in idle["fired"]:
+            start = max(k for k in idle["read"]["empty"] if k < fired)
+            assert all(k in settling for k in range(start + 1, fired + 1)), (start, fired)
+
+
+def test_a_clock_that_goes_back_is_looked_at_at_once() -> None:
+    """A replay that starts again (timestamps back to the start) is not skipped
+    until the old clock's next look: the first frame of the new clock is read."""
+    trigger = motion_trigger(idle_look_seconds=2.0)
+    scene = Scene(seed=5)
+    image = np.zeros((4, 4, 3), np.uint8)
+    for k in range(20):
+        trigger.update(Frame(image=image, lores=scene.render(), timestamp=500.0 + k / 10, index=k))
+    before = CountedLores.reads
+    trigger.update(Frame(image=image, lores=CountedLores(scene.render()), timestamp=10.0, index=0))  # type: ignore[arg-type]
+    assert CountedLores.reads == before + 1
 
 
 @pytest.mark.parametrize("shape", [(60, 80), (59, 81), (1, 7), (3, 1)])

@@ -273,6 +273,13 @@ class MotionSection:
         "An item that never leaves is absorbed into the background after this long (0: never).",
         min=0,
     )
+    idle_look_seconds: float = _opt(
+        0.2,
+        "While the empty bin stays quiet (no block changed at the last look), look at a frame only this often: "
+        "an item's first look comes up to this much later, for less idle CPU (0: every frame).",
+        min=0,
+        max=5,
+    )
 
 
 @dataclass

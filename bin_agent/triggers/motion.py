@@ -304,6 +304,11 @@ class MotionTrigger:
       empty-bin background is remembered: when the scene later matches it
       again (the stuck item was taken out) that background is restored
       without an event. Set ``absorb_seconds=None`` to never absorb.
+    * While the bin is empty and quiet (no block changed at the last look),
+      only a frame every ``idle_look_seconds`` is looked at (an empty bin
+      changes over seconds, and a frame not looked at is not even read).
+      The skipped frames still count towards learning. Any changed block, and every state but ``"empty"``, brings back every
+      frame; an item's first look comes at most ``idle_look_seconds`` later.
     * Time is ``frame.timestamp`` only, never the wall clock, so replayed and
       synthetic sequences behave exactly like live ones. Non-increasing
       timestamps are tolerated (treated as no time passing).
@@ -337,6 +342,8 @@ class MotionTrigger:
         adaptation while empty; longer absorbs less.
     :param absorb_seconds: seconds a fired, still scene may persist before it
         is absorbed into the background (see above), or ``None`` for never.
+    :param idle_look_seconds: while the empty bin is quiet, the least frame
+        time between two frames looked at (see above); 0 looks at every frame.
     :param drop_zone: the part of the frame watched, as fractions
         ``(x0, y0, x1, y1)`` of the full frame. Default: the whole frame.
     :param clear_area: fraction below which the scene counts as empty again
@@ -362,6 +369,7 @@ class MotionTrigger:
         rearm_seconds: float,
         background_seconds: float,
         absorb_seconds: float | None,
+        idle_look_seconds: float,
         drop_zone: NormBox = FULL_FRAME,
         clear_area: float | None = None,
         init_frames: int = 5,
@@ -386,6 +394,7 @@ class MotionTrigger:
         for name, value in (
             ("settle_seconds", settle_seconds),
             ("rearm_seconds", rearm_seconds),
+            ("idle_look_seconds", idle_look_seconds),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -414,6 +423,7 @@ class MotionTrigger:
         self.background_seconds = float(background_seconds)
         self.noise_seconds = float(noise_seconds)
         self.absorb_seconds = None if absorb_seconds is None else float(absorb_seconds)
+        self.idle_look_seconds = float(idle_look_seconds)
         self.init_frames = int(init_frames)
         self.max_width = int(max_width)
         self.compensate_gain = bool(compensate_gain)
@@ -444,6 +454,7 @@ class MotionTrigger:
             rearm_seconds=motion.rearm_seconds,
             background_seconds=motion.background_seconds,
             absorb_seconds=motion.absorb_seconds or None,  # 0 in the config: never
+            idle_look_seconds=motion.idle_look_seconds,
             drop_zone=drop_zone,
             **tuning,
         )
@@ -492,6 +503,8 @@ class MotionTrigger:
         self._occupied_since = 0.0
         self._empty_since: float | None = None
         self._last_t: float | None = None
+        # Set after a look at a quiet empty bin: frames before it are not looked at.
+        self._next_look: float | None = None
         self._changed = 0.0
         self._motion = 0.0
         self._gain = 1.0
@@ -717,10 +730,23 @@ class MotionTrigger:
         return float(np.count_nonzero(mask)) / small.size, comp, mask
 
     def _track(self, frame: Frame) -> bool:
+        t = float(frame.timestamp)
+        next_look, self._next_look = self._next_look, None
+        if (
+            next_look is not None
+            and self._last_t is not None
+            and self._last_t <= t < next_look - TIME_TOLERANCE_SECONDS
+        ):
+            # The empty bin was quiet at the last look: this frame is not even read (a size
+            # change waits for the next look). A clock that went back is looked at.
+            self._next_look = next_look
+            # It counts towards the next learning all the same: the empty bin is learnt
+            # from as many frames a second as when every frame is looked at.
+            self._learn_count += 1
+            return False
         lores = np.asarray(frame.lores)
         if lores.ndim != 2:
             raise ValueError(f"frame.lores must be 2-D grayscale, got shape {lores.shape}")
-        t = float(frame.timestamp)
 
         if self._shape != lores.shape:
             if self._shape is not None:
@@ -777,6 +803,8 @@ class MotionTrigger:
                 return False
             self._motion = 0.0
             self._learn_empty(small, absdiff, dt)
+            if not changed_blocks and self.idle_look_seconds > 0.0:
+                self._next_look = t + self.idle_look_seconds
             return False
 
         # Stillness: compare against the frame at which the scene last stopped.
