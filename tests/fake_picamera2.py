@@ -72,10 +72,17 @@ def libcamera_module() -> types.ModuleType:
 
 
 class Request:
+    """A completed request: ``make_array`` copies a stream (as picamera2's does, every
+    call); after ``release`` its buffers are back with the camera and ``make_array``
+    fails (picamera2's request then has no buffers). Each call is in ``camera.calls``."""
+
     def __init__(self, camera: FakePicamera2, seq: int) -> None:
         self.camera, self.seq, self.released = camera, seq, False
 
     def make_array(self, name: str) -> np.ndarray:
+        self.camera.calls.append(("make_array", (self.seq, name)))
+        if self.released:
+            raise AttributeError("'NoneType' object has no attribute 'buffers'")
         stream = self.camera.camera_config[name]
         width, height = stream["size"]
         if stream["format"] == "YUV420":
@@ -87,9 +94,13 @@ class Request:
         return image
 
     def get_metadata(self) -> dict[str, Any]:
+        self.camera.calls.append(("get_metadata", self.seq))
         return dict(self.camera.metadata_of(self.seq))
 
     def release(self) -> None:
+        self.camera.calls.append(("release", self.seq))
+        if self.released:
+            raise RuntimeError("CompletedRequest: lock now has negative ref_count")
         self.released = True
 
 

@@ -328,6 +328,30 @@ def test_a_picamera2_too_old_to_time_out_is_a_fail_line(monkeypatch, tmp_path, v
         assert "0.3.20" in check.detail and "apt install --only-upgrade python3-picamera2" in check.detail
 
 
+def test_doctor_classifies_the_pi_camera_s_first_frame(monkeypatch, tmp_path, photo_dir):
+    """The camera copies a frame's main stream out only when it is asked for, while the
+    frame's request is held: doctor reads the image before it closes the camera, and the
+    model line classifies that frame, not a grey stand-in (stand-in picamera2)."""
+    from bin_agent import preflight
+    from tests import fake_picamera2
+
+    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2.picamera2_module())
+    monkeypatch.setitem(sys.modules, "libcamera", fake_picamera2.libcamera_module())
+    monkeypatch.setattr(fake_picamera2.FakePicamera2, "instances", [])
+    path = doctor_config(tmp_path, photo_dir, 1, camera={"source": "picamera2", "warmup_seconds": 0.1})
+    config = preflight.load(path)
+    camera, image = doctor.check_camera(config)
+    assert camera.status == "ok" and "first frame 640x480" in camera.detail, camera
+    assert image is not None and image.shape == (480, 640, 3)
+    (fake_camera,) = fake_picamera2.FakePicamera2.instances
+    names = [call for call, _ in fake_camera.calls]
+    assert names.index("close") > max(
+        i for i, (call, args) in enumerate(fake_camera.calls) if args == (int(image[0, 0, 0]), "main")
+    )
+    model = doctor.check_model(config, image)
+    assert model.status == "ok" and "the camera frame is" in model.detail, model
+
+
 # --------------------------------------------------------------------------- servo drives (issue 23, item 5)
 
 

@@ -125,6 +125,100 @@ def test_a_camera_without_autofocus_gets_no_focus_controls(camera_modules, monke
     assert calls(camera, "set_controls") == []
 
 
+def test_the_main_stream_is_copied_only_for_the_frames_whose_image_is_read(camera_modules):
+    """An idle bin copies only the lores stream of each frame; the main stream of a
+    frame (the one the trigger fires on) is copied when its image is read, from that
+    frame's own request, which then goes straight back to the camera. Every request
+    is given back once, and metadata is read only during the warm-up."""
+    source, camera = started()
+    warm_up = len(camera.calls)
+    images = {}
+    for k in range(10):
+        frame = source.read()
+        if k in (3, 7):  # the frames the trigger fired on
+            images[k] = frame.image
+    source.close()
+    after = camera.calls[warm_up:]
+    seqs = [args[0] for call, args in after if call == "make_array" and args[1] == "lores"]
+    assert len(seqs) == 10
+    copied = [args[0] for call, args in after if call == "make_array" and args[1] == "main"]
+    assert copied == [seqs[3], seqs[7]]
+    assert [int(images[k][0, 0, 0]) for k in (3, 7)] == [seqs[3] % 256, seqs[7] % 256]
+    assert sorted(args for call, args in after if call == "release") == seqs
+    assert [call for call, _ in after if call == "get_metadata"] == []
+
+
+def test_a_frame_s_image_is_its_own_and_its_request_goes_back_once_copied(camera_modules):
+    source, camera = started()
+    first = source.read()
+    start = len(camera.calls)
+    image = first.image
+    assert first.image is image  # copied once
+    (seq,) = [args[0] for call, args in camera.calls[start:] if call == "make_array" and args[1] == "main"]
+    assert int(image[0, 0, 0]) == seq % 256
+    # Given back right after the copy, not held until the next frame.
+    assert camera.calls[start:] == [("make_array", (seq, "main")), ("release", seq)]
+    second = source.read()
+    assert [call for call, args in camera.calls if call == "release" and args == seq] == ["release"]
+    assert int(second.image[0, 0, 0]) == (seq + 1) % 256
+    source.close()
+
+
+def test_an_image_read_after_the_next_frame_is_a_clear_error_not_another_frame(camera_modules):
+    source, _ = started()
+    first = source.read()
+    source.read()
+    with pytest.raises(SourceError, match="image of frame 0 was asked for after the next frame was read"):
+        _ = first.image
+    source.close()
+
+
+def test_close_gives_a_held_request_back_before_stopping(camera_modules):
+    source, camera = started()
+    frame = source.read()
+    seq = [args[0] for call, args in camera.calls if call == "make_array"][-1]
+    source.close()
+    names = [call for call, _ in camera.calls]
+    assert ("release", seq) in camera.calls
+    assert camera.calls.index(("release", seq)) < names.index("stop")
+    with pytest.raises(SourceError):
+        _ = frame.image
+
+
+def test_the_agent_classifies_the_frame_the_trigger_fired_on_with_one_copy(camera_modules, tmp_path):
+    """The whole loop on the stand-in camera: frames flow (lores only), a classification
+    is asked for, and the agent sorts one item from the frame it was asked on, copying
+    that frame's main stream once; every request goes back to the camera."""
+    import threading
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from tests.helpers import wait_for
+
+    data = base_config(tmp_path, mqtt=False)
+    data["trigger"]["mode"] = "manual"
+    data["camera"] = {"source": "picamera2", "warmup_seconds": 0.1}
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+    try:
+        assert wait_for(lambda: agent.frames_seen >= 5, 10)
+        agent.trigger.request()
+        assert wait_for(lambda: agent.items_sorted == 1, 15)
+    finally:
+        agent.stop()
+        runner.join(30)
+    (camera,) = fake.FakePicamera2.instances
+    lores = [args[0] for call, args in camera.calls if call == "make_array" and args[1] == "lores"]
+    main = [args[0] for call, args in camera.calls if call == "make_array" and args[1] == "main"]
+    released = [args for call, args in camera.calls if call == "release"]
+    assert len(main) == 1 and main[0] in lores, "one copy of the main stream, of a frame the agent read"
+    assert len(lores) >= agent.frames_seen >= 5
+    # Every request given back once: the warm-up's (metadata only) and each frame's.
+    warm_up = [args for call, args in camera.calls if call == "get_metadata"]
+    assert sorted(released) == sorted(warm_up + lores)
+
+
 # --------------------------------------------------------------------------- import failures
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -23,11 +23,14 @@ class SourceError(BinAgentError, RuntimeError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
 class Frame:
     """One capture of the drop zone.
 
-    :param image: the main stream, ``(H, W, 3)`` RGB ``uint8``: what gets classified.
+    :param image: the main stream, ``(H, W, 3)`` RGB ``uint8``: what gets
+        classified. A source may give instead a function that returns it, called
+        the first time :attr:`image` is read: a camera then copies its main
+        stream only for the frames that are classified, not for every frame the
+        trigger looks at (see :class:`~bin_agent.sources.picamera.PicameraSource`).
     :param lores: the low-resolution stream as grayscale ``(h, w)`` ``uint8``
         (the Y plane of the camera's YUV420 stream): what the trigger watches.
     :param timestamp: capture time in seconds on the monotonic clock. Triggers
@@ -37,11 +40,32 @@ class Frame:
     :param name: where the frame came from (file name for replay), for logs.
     """
 
-    image: np.ndarray
-    lores: np.ndarray
-    timestamp: float
-    index: int
-    name: str = ""
+    __slots__ = ("_image", "index", "lores", "name", "timestamp")
+
+    def __init__(
+        self,
+        image: np.ndarray | Callable[[], np.ndarray],
+        lores: np.ndarray,
+        timestamp: float,
+        index: int,
+        name: str = "",
+    ) -> None:
+        self._image = image
+        self.lores = lores
+        self.timestamp = timestamp
+        self.index = index
+        self.name = name
+
+    @property
+    def image(self) -> np.ndarray:
+        """The main stream (read from the source the first time, if it gave a function)."""
+        image = self._image
+        if not isinstance(image, np.ndarray):
+            image = self._image = image()
+        return image
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, timestamp={self.timestamp!r}, name={self.name!r})"
 
 
 class FrameSource(Protocol):

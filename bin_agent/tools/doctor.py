@@ -101,9 +101,9 @@ def _checks(config_path: Path) -> Iterator[Check]:
     yield config_check
     if config is None:
         return
-    camera, frame = check_camera(config)
+    camera, camera_image = check_camera(config)
     yield camera
-    yield check_model(config, frame)
+    yield check_model(config, camera_image)
     yield check_speed(config)
     factory_check, factory = open_pin_factory(config)
     yield factory_check
@@ -229,7 +229,8 @@ def check_litert() -> Check:
 
 
 def check_camera(config: Config) -> tuple[Check, Any]:
-    """Open the configured frame source, read one frame, close it. Returns the frame too."""
+    """Open the configured frame source, read one frame, close it. Returns the frame's
+    image too (read before the source is closed: a camera copies it out only on demand)."""
     from ..agent import StartupError, build_source
 
     source_name = config.camera.source
@@ -241,6 +242,7 @@ def check_camera(config: Config) -> tuple[Check, Any]:
     try:
         source.start()
         frame = source.read()
+        image = None if frame is None else frame.image
     except Exception as exc:  # SourceError, and whatever a camera library raises
         return Check("camera", "fail", f"{source_name}: {type(exc).__name__}: {exc}"), None
     finally:
@@ -249,14 +251,14 @@ def check_camera(config: Config) -> tuple[Check, Any]:
         except Exception:
             pass
     seconds = time.monotonic() - started
-    if frame is None:
+    if image is None:
         return Check("camera", "fail", f"{source_name}: started but delivered no frame"), None
-    height, width = frame.image.shape[:2]
-    return Check("camera", "ok", f"{source_name}: first frame {width}x{height} after {seconds:.2f} s"), frame
+    height, width = image.shape[:2]
+    return Check("camera", "ok", f"{source_name}: first frame {width}x{height} after {seconds:.2f} s"), image
 
 
-def check_model(config: Config, frame: Any) -> Check:
-    """Load the configured model and classify the camera's frame (or a grey image)."""
+def check_model(config: Config, camera_image: Any) -> Check:
+    """Load the configured model and classify the camera's image (or a grey image)."""
     import numpy as np
 
     from ..agent import build_classifier
@@ -267,8 +269,8 @@ def check_model(config: Config, frame: Any) -> Check:
         classifier = build_classifier(config)
     except (ModelFilesError, RuntimeUnavailable) as exc:
         return Check("model", "fail", f"{config.model.path}: {exc}")
-    image = frame.image if frame is not None else np.full((240, 320, 3), 128, np.uint8)
-    what = "the camera frame" if frame is not None else "a grey test image"
+    image = camera_image if camera_image is not None else np.full((240, 320, 3), 128, np.uint8)
+    what = "the camera frame" if camera_image is not None else "a grey test image"
     try:
         result = classifier.classify(image)
     except Exception as exc:
