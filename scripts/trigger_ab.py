@@ -11,7 +11,11 @@ and an absorb time with requests; and synthetic scenes at several lores sizes (b
 sizes 1-8), drop zones, ``max_width`` and gain settings (light steps, an uneven light,
 items dropped, staying and taken out, a hand, a crumb, requests, a resize).
 
-    python scripts/trigger_ab.py [FOLDER ...] [--baseline main] [--no-synthetic]
+    python scripts/trigger_ab.py [FOLDER ...] [--baseline main] [--no-synthetic] [--idle-look-seconds S]
+
+Both triggers get ``[trigger.motion] idle_look_seconds`` = S (default: the config's). A
+revision before idle looks (before 44d44b7) looks at every frame: compare with it at
+``--idle-look-seconds 0``.
 
 Prints one line per run and exits 1 at the first difference, naming the frame and what
 differed.
@@ -23,6 +27,7 @@ import argparse
 import itertools
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +144,18 @@ def main() -> None:
     parser.add_argument("folders", type=Path, nargs="*", help="frame folders (replayed as a sequence)")
     parser.add_argument("--baseline", default="main", help="git revision to compare with")
     parser.add_argument("--no-synthetic", action="store_true", help="only the folders")
+    parser.add_argument(
+        "--idle-look-seconds",
+        type=float,
+        default=MotionSection().idle_look_seconds,
+        help="for both triggers (0 against a revision before idle looks)",
+    )
     args = parser.parse_args()
     old_class = baseline_class(args.baseline)
     total = [0, 0]
 
     def run(label: str, frames: Iterable[Frame], section: TriggerSection, **kw: Any) -> None:
+        section = replace(section, motion=replace(section.motion, idle_look_seconds=args.idle_look_seconds))
         try:
             count, fires = replay(old_class, frames, section, **kw)
         except Differs as exc:

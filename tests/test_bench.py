@@ -43,6 +43,11 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     assert report["startup_to_ready_s"] is not None, "bin-agent run never said READY=1"
     assert report["idle_fps"] > 0 and report["rss_mb"] > 0
     assert report["best_num_threads"] in (1, 2, 4)
+    # The trigger with the config's idle looks (per frame: its mean) and with every frame looked at.
+    assert report["idle_look_seconds"] == 0.2
+    for key in ("trigger_us_per_frame", "trigger_us_per_look"):
+        assert report[key]["n"] == 50 and report[key]["mean"] > 0, key
+    assert report["stages_ms"]["trigger"] == round(report["trigger_us_per_look"]["median"] / 1000.0, 3)
 
 
 def test_bench_table_names_the_figures():
@@ -56,7 +61,9 @@ def test_bench_table_names_the_figures():
         "batched_views": True,
         "num_threads": 2,
         "bare_invoke_ms": summary,
-        "trigger_us_per_frame": summary,
+        "trigger_us_per_frame": {**summary, "mean": 1.5},
+        "trigger_us_per_look": summary,
+        "idle_look_seconds": 0.2,
         "stages_ms": {"trigger": 0.4, "invoke": summary},
         "path_ms": summary,
         "path_ratio": 1.05,
@@ -76,3 +83,6 @@ def test_bench_table_names_the_figures():
     text = table(report)
     for name in ("path_ratio", "settled -> servo", "settled -> MQTT", "flush_ratio 4.00", "start-up -> READY"):
         assert name in text
+    # Per frame the mean (half the frames of a quiet bin are not looked at), and a look apart.
+    assert "trigger / frame    mean 1.50 us (n 3, a quiet bin looked at every 0.2 s)" in text
+    assert "trigger / look     2.00 us" in text
