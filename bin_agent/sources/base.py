@@ -30,7 +30,7 @@ class Frame:
         classified. A source may give instead a function that returns it, called
         the first time :attr:`image` is read: a camera then copies its main
         stream only for the frames that are classified, not for every frame the
-        trigger looks at (see :class:`~bin_agent.sources.picamera.PicameraSource`).
+        trigger looks at (see :class:`~bin_agent.sources.picamera.PiCameraSource`).
     :param lores: the low-resolution stream as grayscale ``(h, w)`` ``uint8``
         (the Y plane of the camera's YUV420 stream): what the trigger watches.
     :param timestamp: capture time in seconds on the monotonic clock. Triggers

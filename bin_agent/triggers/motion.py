@@ -731,7 +731,7 @@ class MotionTrigger:
 
     def _track(self, frame: Frame) -> bool:
         t = float(frame.timestamp)
-        next_look, self._next_look = self._next_look, None
+        next_look = self._next_look
         if (
             next_look is not None
             and self._last_t is not None
@@ -739,11 +739,11 @@ class MotionTrigger:
         ):
             # The empty bin was quiet at the last look: this frame is not even read (a size
             # change waits for the next look). A clock that went back is looked at.
-            self._next_look = next_look
             # It counts towards the next learning all the same: the empty bin is learnt
             # from as many frames a second as when every frame is looked at.
             self._learn_count += 1
             return False
+        self._next_look = None
         lores = np.asarray(frame.lores)
         if lores.ndim != 2:
             raise ValueError(f"frame.lores must be 2-D grayscale, got shape {lores.shape}")
