@@ -45,6 +45,7 @@ from .actuators.sorter import GuidanceSorter, Indicators, Sorter, build_sorter, 
 from .actuators.worker import SortWorker
 from .ask import Asked, Asker
 from .classify.classifier import Classification, Classifier, ModelFiles, describe
+from .classify.preprocess import PreprocessSpec
 from .config import (
     CameraSection,
     Config,
@@ -190,9 +191,7 @@ class Agent:
 
     def region_to_classify(self, image: Any) -> PixelBox:
         """The region of ``image`` to classify for the item the trigger saw."""
-        return region_to_classify(
-            self.config.camera, self.classifier.spec.input_size, image.shape, self.trigger.item_box
-        )
+        return region_to_classify(self.config.camera, self.classifier.spec, image.shape, self.trigger.item_box)
 
     def handle_item(
         self, image: Any, source_name: str = "", trigger_ms: float = 0.0, region: PixelBox | None = None
@@ -603,15 +602,18 @@ class Agent:
 
 
 def region_to_classify(
-    camera: CameraSection, input_size: tuple[int, int], image_shape: tuple[int, ...], item_box: NormBox | None
+    camera: CameraSection, spec: PreprocessSpec, image_shape: tuple[int, ...], item_box: NormBox | None
 ) -> PixelBox:
     """The item's box (if the trigger knows it) grown by ``camera.crop_margin``,
-    made the shape of the model input (``(height, width)``) and kept inside
-    ``camera.drop_zone``; the drop zone if the box is unknown. Pixels of a
-    frame of ``image_shape`` (``(height, width, ...)``)."""
+    brought to the shape the model's preprocessing expects (the input's, or
+    within ``spec.item_stretch`` of it) and kept inside ``camera.drop_zone``;
+    the drop zone if the box is unknown. Pixels of a frame of ``image_shape``
+    (``(height, width, ...)``)."""
     height, width = image_shape[0], image_shape[1]
-    input_h, input_w = input_size
-    return crop_box((width, height), item_box, camera.crop_margin, camera.zone, aspect=input_w / input_h)
+    input_h, input_w = spec.input_size
+    return crop_box(
+        (width, height), item_box, camera.crop_margin, camera.zone, aspect=input_w / input_h, stretch=spec.item_stretch
+    )
 
 
 # ---------------------------------------------------------------------- assembly

@@ -65,30 +65,35 @@ def crop_box(
     margin: float,
     zone: NormBox = FULL_FRAME,
     aspect: float = 1.0,
+    stretch: float = 1.0,
 ) -> PixelBox:
     """The pixel region of a ``(width, height)`` frame to classify.
 
     With no ``box`` (the trigger does not know where the item is) it is the
     drop ``zone`` as it is. With a ``box`` (the item's bounding box) it is
-    that box grown by ``margin`` times its width and height on each side (the
-    model sees the item with some of what surrounds it, as in its training
-    photos), then widened or heightened around its centre to the ``aspect``
-    (width / height) of the model input, so resizing to the input does not
-    distort the item; then moved, without resizing, to lie inside the zone;
-    and only cut at the zone's edges if it is larger than the zone (then it
-    is only "square-ish").
+    that box grown by ``margin`` times its width and height on each side, then
+    widened or heightened around its centre until its aspect (width / height)
+    lies within ``stretch`` times the ``aspect`` of the model input (with
+    ``stretch = 1``: exactly that aspect, so resizing to the input does not
+    distort the item; above 1 the resize may squash it by up to that factor,
+    as a model trained on squashed photos saw its items); then moved, without
+    resizing, to lie inside the zone; and only cut at the zone's edges if it
+    is larger than the zone (then its aspect is only near the one wanted).
 
     :param frame_size: ``(width, height)`` of the frame in pixels.
     :param box: the item's :data:`NormBox`, or ``None``.
     :param margin: added on each side, as a fraction of the box's size (>= 0).
     :param zone: the drop zone (:data:`NormBox`); the result never leaves it.
-    :param aspect: width / height of the region wanted (> 0).
+    :param aspect: width / height of the model input (> 0).
+    :param stretch: how far (a factor >= 1) the region's aspect may stay from ``aspect``.
     :returns: ``(left, top, right, bottom)`` pixels, at least 1x1.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     if aspect <= 0:
         raise ValueError(f"aspect must be > 0, got {aspect}")
+    if stretch < 1:
+        raise ValueError(f"stretch must be >= 1, got {stretch}")
     width, height = frame_size
     zx0, zy0, zx1, zy1 = (zone[0] * width, zone[1] * height, zone[2] * width, zone[3] * height)
     if box is None:
@@ -101,10 +106,10 @@ def crop_box(
         return to_pixels(zone, frame_size)
     box_w, box_h = bx1 - bx0, by1 - by0
     w, h = box_w * (1 + 2 * margin), box_h * (1 + 2 * margin)
-    if w / h < aspect:
-        w = h * aspect
-    else:
-        h = w / aspect
+    if w / h < aspect / stretch:
+        w = h * aspect / stretch
+    elif w / h > aspect * stretch:
+        h = w / (aspect * stretch)
     cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
     x0, x1 = _fit(cx - w / 2, cx + w / 2, zx0, zx1)
     y0, y1 = _fit(cy - h / 2, cy + h / 2, zy0, zy1)

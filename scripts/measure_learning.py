@@ -64,8 +64,11 @@ def synthetic_bin() -> Any:
     return module
 
 
-def config_text(work: Path, replay: Path, port: int, *, capture: bool, model: Path | None = None) -> str:
+def config_text(
+    work: Path, replay: Path, port: int, *, capture: bool, model: Path | None = None, crop_margin: float | None = None
+) -> str:
     model_path = f'path = "{model.resolve()}"\n' if model else ""
+    margin = "" if crop_margin is None else f"crop_margin = {crop_margin}\n"
     return f"""
 [agent]
 bin_id = "{BIN_ID}"
@@ -75,7 +78,7 @@ drain_seconds = 10.0
 
 [camera]
 source = "replay"
-
+{margin}
 [camera.replay]
 path = "{replay}"
 empty_frame = "{replay / "empty.jpg"}"
@@ -283,6 +286,7 @@ def main() -> int:
         type=Path,
         help="int8 model to measure (default: the shipped one); its training memory beside it (scripts/build_memory.py)",
     )
+    parser.add_argument("--crop-margin", type=float, help="camera.crop_margin of both sorts (default: the config's)")
     args = parser.parse_args()
     if shutil.which("mosquitto") is None:
         raise SystemExit("needs mosquitto on PATH")
@@ -307,8 +311,21 @@ def main() -> int:
     sort1, sort2 = args.work / "sort1.toml", args.work / "sort2.toml"
     broker = Broker(args.work)
     try:
-        sort1.write_text(config_text(args.work, args.work / "set1", broker.port, capture=True, model=args.model))
-        sort2.write_text(config_text(args.work, args.work / "set2", broker.port, capture=False, model=args.model))
+        sort1.write_text(
+            config_text(
+                args.work, args.work / "set1", broker.port, capture=True, model=args.model, crop_margin=args.crop_margin
+            )
+        )
+        sort2.write_text(
+            config_text(
+                args.work,
+                args.work / "set2",
+                broker.port,
+                capture=False,
+                model=args.model,
+                crop_margin=args.crop_margin,
+            )
+        )
         before = figures(sort_set(broker, sort2, args.work / "before.log", len(set2)))
         print(f"set 2 before: {before}", flush=True)
         taught = sort_and_answer(broker, sort1, args.work / "set1.log", len(set1))

@@ -33,6 +33,35 @@ def test_margin_zero_and_matching_aspect_is_the_box_itself() -> None:
     assert crop_box(FRAME, (0.25, 0.25, 0.5, 0.5), 0.0, aspect=160 / 120) == (160, 120, 320, 240)
 
 
+def test_stretch_keeps_the_box_shape_within_the_factor() -> None:
+    # 64 x 48 px (aspect 1.33) lies within 2x of square: the box itself, no floor added.
+    assert crop_box(FRAME, (0.4, 0.4, 0.5, 0.5), 0.0, stretch=2.0) == (256, 192, 320, 240)
+    # A tall item, 64 x 288 px (aspect 0.22), is widened only to aspect 1/2: 144 px.
+    left, top, right, bottom = crop_box(FRAME, (0.45, 0.2, 0.55, 0.8), 0.0, stretch=2.0)
+    assert (top, bottom, right - left) == (96, 384, 144)
+    assert (left + right) / 2 == pytest.approx(320, abs=1)
+    # A wide one, 384 x 48 px, is heightened to aspect 2: 192 px.
+    left, top, right, bottom = crop_box(FRAME, (0.2, 0.45, 0.8, 0.55), 0.0, stretch=2.0)
+    assert (left, right, bottom - top) == (128, 512, 192)
+
+
+def test_region_follows_the_models_preprocessing() -> None:
+    """A model trained on squashed photos gets the item's own box (the margin added),
+    one that keeps the aspect gets the box made its input's shape."""
+    from bin_agent.agent import region_to_classify
+    from bin_agent.classify.preprocess import ITEM_STRETCH, PreprocessSpec
+    from bin_agent.config import CameraSection
+
+    camera = CameraSection(crop_margin=0.0)
+    item = (0.4, 0.3, 0.5, 0.5)  # 64 x 96 px in 640 x 480
+    squashing = PreprocessSpec(input_size=(160, 160), keep_aspect=False)
+    assert squashing.item_stretch == ITEM_STRETCH
+    assert region_to_classify(camera, squashing, (480, 640, 3), item) == (256, 144, 320, 240)
+    keeping = PreprocessSpec(input_size=(160, 160), keep_aspect=True)
+    left, top, right, bottom = region_to_classify(camera, keeping, (480, 640, 3), item)
+    assert (right - left, bottom - top) == (96, 96)
+
+
 def test_a_box_at_the_edge_is_moved_inside_not_cut() -> None:
     left, top, right, bottom = crop_box(FRAME, (0.0, 0.0, 0.1, 0.1), 0.15)
     assert (left, top) == (0, 0)
@@ -86,6 +115,8 @@ def test_bad_margin_or_aspect() -> None:
         crop_box(FRAME, FULL_FRAME, -0.1)
     with pytest.raises(ValueError):
         crop_box(FRAME, FULL_FRAME, 0.1, aspect=0)
+    with pytest.raises(ValueError):
+        crop_box(FRAME, FULL_FRAME, 0.1, stretch=0.5)
 
 
 def test_pixels_and_fractions_round_trip() -> None:

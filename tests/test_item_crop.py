@@ -79,16 +79,23 @@ def test_small_item_on_a_large_background_is_classified_as_the_item_alone(tmp_pa
     assert len(events) == len(items), "one event per item"
 
     classifier = Classifier(ModelFiles.beside(SHIPPED_MODEL), num_threads=1)
-    same = []
+    same, whole = [], 0
     for (photo, pasted), event in zip(items, events):
-        # The region classified holds the whole item, with a margin, and not much more.
+        # The region classified is the item's box (no margin, its own shape: docs/learning.md,
+        # "The region classified"): it holds the item and little of the floor around it.
         x0, y0, x1, y1 = event["box"]
         px0, py0, px1, py1 = pasted
-        assert x0 <= px0 + 0.01 and y0 <= py0 + 0.01 and x1 >= px1 - 0.01 and y1 >= py1 - 0.01, event["box"]
-        assert (x1 - x0) * (y1 - y0) < 4 * (px1 - px0) * (py1 - py0), event["box"]
+        item_area = (px1 - px0) * (py1 - py0)
+        inside = max(0.0, min(x1, px1) - max(x0, px0)) * max(0.0, min(y1, py1) - max(y0, py0))
+        assert inside >= 0.85 * item_area, (event["box"], pasted)
+        whole += x0 <= px0 + 0.01 and y0 <= py0 + 0.01 and x1 >= px1 - 0.01 and y1 >= py1 - 0.01
+        assert (x1 - x0) * (y1 - y0) < 1.3 * item_area, (event["box"], pasted)
         alone = classifier.classify(load_image(photo))
         same.append(alone.label == event["class"])
-    # 11 of 12 when this test was written; the whole frame (no crop) gives 3 of 12.
+    # The motion mask can miss an edge that looks like the floor (11 of 12 whole when written).
+    assert whole >= len(items) - 1
+    # 12 of 12 when the box became the region (11 with the square crop and 0.15 margin);
+    # the whole frame (no crop) gives 3 of 12.
     assert sum(same) >= len(items) - 1, [
         (photo.name, event["class"]) for (photo, _), event, ok in zip(items, events, same) if not ok
     ]

@@ -44,6 +44,17 @@ class ImageError(BinAgentError, ValueError):
     exit_code = os.EX_DATAERR
 
 
+ITEM_STRETCH = 2.0
+"""How far the region of an item may be squashed into the input of a model whose
+preprocessing squashes (``keep_aspect`` false; see :func:`~bin_agent.geometry.crop_box`).
+Such a model was trained on whole photos squashed to its input (TrashNet's 4:3 ones by
+1.33), so it knows items squashed, and on held-out items laid in a synthetic bin the
+item's own box classified better than the box widened to the input's shape
+(``scripts/crop_shape.py``, validation: 0.80 against 0.75 right for cut-out TrashNet
+items with no margin). The bound keeps a long thin item (a straw) from being squashed
+further than that; up to it the result was the same as with no bound."""
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How a frame becomes a model input.
@@ -92,6 +103,12 @@ class PreprocessSpec:
             mean=_triple(prep.get("mean", 0.0)),
             std=_triple(prep.get("std", 1.0)),
         )
+
+    @property
+    def item_stretch(self) -> float:
+        """How far an item's region may be squashed into the input: 1 when the
+        preprocessing keeps the aspect, else :data:`ITEM_STRETCH`."""
+        return 1.0 if self.keep_aspect else ITEM_STRETCH
 
     def to_metadata(self) -> dict[str, Any]:
         """The inverse of :meth:`from_metadata` (``input_size`` + ``preprocessing``)."""
@@ -248,6 +265,7 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "ITEM_STRETCH",
     "Box",
     "ImageError",
     "PreprocessSpec",

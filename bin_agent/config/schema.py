@@ -211,8 +211,9 @@ class CameraSection:
         "the motion trigger watches only it, and what is classified never leaves it.",
     )
     crop_margin: float = _opt(
-        0.15,
-        "The item's box is grown by this share of its size on each side before it is classified.",
+        0.0,
+        "The item's box is grown by this share of its size on each side before it is classified "
+        "(0: the box itself, which classified best; see docs/learning.md).",
         min=0,
         max=2,
     )

@@ -127,7 +127,7 @@ def _classified(config: Config, image: np.ndarray, item_box: NormBox) -> NormBox
     except (ModelFilesError, KeyError, TypeError, ValueError):
         return None
     height, width = image.shape[:2]
-    region = region_to_classify(config.camera, spec.input_size, image.shape, item_box)
+    region = region_to_classify(config.camera, spec, image.shape, item_box)
     return to_normalised(region, (width, height))
 
 
