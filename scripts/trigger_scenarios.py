@@ -10,7 +10,9 @@ reads the events from the agent's database and scores them against the truth:
 
 * an event on a frame from an item's fall to the hand taking it away counts for that item;
   a second one for the same item is a *double*; an item with none is *missed*;
-* an event anywhere else (hands waving through, shadows, light steps, drift) is *false*.
+* an event anywhere else (hands waving through, shadows, light steps, drift) is *false*;
+* an item whose first event has its photo's class is *right* (the shipped model on the
+  region the agent classified: small items, a dim bin, a cheap camera).
 
     python scripts/trigger_scenarios.py ../shared/data/trashnet --split models/waste_split.json \\
         --subset test --items 20 --work /tmp/exp/scenarios
@@ -65,8 +67,8 @@ def write_config(path: Path, frames: Path, state: Path) -> None:
     )
 
 
-def fired_frames(state: Path) -> list[int]:
-    """The frame index of every event the agent recorded (from its ``source``)."""
+def fired_frames(state: Path) -> list[tuple[int, str]]:
+    """The frame index (from its ``source``) and class of every event the agent recorded."""
     connection = sqlite3.connect(state / "bin-agent.db")
     try:
         rows = connection.execute("SELECT payload FROM outbox ORDER BY seq").fetchall()
@@ -79,18 +81,21 @@ def fired_frames(state: Path) -> list[int]:
             continue
         match = re.search(r"frame-(\d+)", str(event.get("source", "")))
         if match:
-            frames.append(int(match.group(1)))
+            frames.append((int(match.group(1)), str(event["class"])))
     return frames
 
 
-def score(truth: dict[str, Any], fired: list[int]) -> dict[str, int]:
-    """Items, missed, double and false events (see the module doc)."""
+def score(truth: dict[str, Any], fired: list[tuple[int, str]]) -> dict[str, int]:
+    """Items, missed, double and false events (see the module doc), and the items whose
+    first event has the class of the item's photo (``right``)."""
     hits = [0] * len(truth["items"])
+    right = 0
     false = 0
-    for frame in fired:
+    for frame, class_name in fired:
         for k, item in enumerate(truth["items"]):
             if item["start"] <= frame < item["end"]:
                 hits[k] += 1
+                right += hits[k] == 1 and class_name == item["photo"].split("/", 1)[0]
                 break
         else:
             false += 1
@@ -100,10 +105,11 @@ def score(truth: dict[str, Any], fired: list[int]) -> dict[str, int]:
         "double": sum(max(0, h - 1) for h in hits),
         "false": false,
         "events": len(fired),
+        "right": right,
     }
 
 
-def run_agent(frames: Path, work: Path, agent_tree: Path) -> list[int]:
+def run_agent(frames: Path, work: Path, agent_tree: Path) -> list[tuple[int, str]]:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     config = work / "bin.toml"
@@ -165,11 +171,11 @@ def main() -> None:
         run_dir = args.work / f"run-{name}"
         run_dir.mkdir(parents=True, exist_ok=True)
         fired = run_agent(frames, run_dir, args.agent_tree.resolve())
-        figures[name] = score(truth, fired) | {"frames": truth["frames"], "fired": fired}
+        figures[name] = score(truth, fired) | {"frames": truth["frames"], "fired": [frame for frame, _ in fired]}
         result = figures[name]
         print(
             f"{name:14s} items {result['items']:3d}  missed {result['missed']:2d}  double {result['double']:2d}  "
-            f"false {result['false']:2d}  ({truth['frames']} frames)",
+            f"false {result['false']:2d}  right class {result['right']:3d}  ({truth['frames']} frames)",
             flush=True,
         )
     if args.json:
