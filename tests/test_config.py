@@ -188,6 +188,23 @@ def test_check_config_cli_exit_78_and_no_traceback(tmp_path):
     assert "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin" in result.stderr
 
 
+def test_an_installed_config_with_the_old_crop_margin_keeps_it_and_says_so(tmp_path, caplog):
+    """The installer keeps /etc/bin-agent/bin-agent.toml, whose template said crop_margin =
+    0.15 before the default became 0: the value is kept (someone may have chosen it) and named."""
+    data = base_config(tmp_path)
+    assert preflight.load_dict(data, base_dir=tmp_path).camera.crop_margin == 0.0
+    data["camera"]["crop_margin"] = 0.15
+    with caplog.at_level(logging.WARNING):
+        assert preflight.load_dict(data, base_dir=tmp_path).camera.crop_margin == 0.15
+    assert "camera.crop_margin = 0.15: the config template's value before 2026-12-06" in caplog.text
+    assert "delete this line" in caplog.text
+    caplog.clear()
+    data["camera"]["crop_margin"] = 0.1
+    with caplog.at_level(logging.WARNING):
+        assert preflight.load_dict(data, base_dir=tmp_path).camera.crop_margin == 0.1
+    assert "crop_margin" not in caplog.text
+
+
 @pytest.mark.parametrize("key", WAS_MINUS_ONE)
 def test_an_old_minus_one_for_none_is_read_as_unset_and_named(tmp_path, key, caplog):
     section, name = key.split(".")

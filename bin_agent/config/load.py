@@ -111,6 +111,9 @@ def _build(cls: type, raw: Any, where: str, problems: list[str], base_dir: Path)
             # An upgrade keeps the installed config: an old "none" must not stop the bin.
             log.warning("%s: %d meant none in earlier releases; read as unset, delete this line", key_path, value)
             continue
+        old_default = fields[key].metadata.get("old_default")
+        if old_default is not None and type(value) is type(old_default[0]) and value == old_default[0]:
+            log.warning("%s = %r: %s", key_path, value, old_default[1])
         converted = _convert(hints[key], value, key_path, problems, base_dir)
         if converted is not _INVALID and _check_value(fields[key], converted, key_path, problems):
             values[key] = converted

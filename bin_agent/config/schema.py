@@ -33,12 +33,24 @@ def _opt(
     check: Check | None = None,
     required: bool = False,
     was_none: int | None = None,
+    old_default: tuple[Any, str] | None = None,
 ) -> Any:
     """A config field with documentation, an optional inclusive range and an optional rule.
     ``required``: a table that is given must name it (the default only fills the dataclass).
     ``was_none``: the value that meant "none" before the option became ``X | None``; an
-    installed config that still says it is read as unset, with a warning naming the key."""
-    meta = {"help": help, "min": min, "max": max, "check": check, "required": required, "was_none": was_none}
+    installed config that still says it is read as unset, with a warning naming the key.
+    ``old_default``: the value the config template of earlier releases wrote, and why the
+    default changed; an installed config that still says it keeps it (a value someone may
+    have chosen is never overridden), with a warning naming the key."""
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "check": check,
+        "required": required,
+        "was_none": was_none,
+        "old_default": old_default,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -216,6 +228,12 @@ class CameraSection:
         "(0: the box itself, which classified best; see docs/learning.md).",
         min=0,
         max=2,
+        old_default=(
+            0.15,
+            "the config template's value before 2026-12-06; the item's own box (0) is classified "
+            "10 points better in a synthetic bin (docs/learning.md, 'The region classified'): "
+            "delete this line unless 0.15 was chosen for this bin",
+        ),
     )
     replay: ReplaySection = _sub(ReplaySection, "Settings of the replay source.")
 
