@@ -286,6 +286,11 @@ def main() -> int:
         type=Path,
         help="int8 model to measure (default: the shipped one); its training memory beside it (scripts/build_memory.py)",
     )
+    parser.add_argument(
+        "--cut-out",
+        action="store_true",
+        help="lay the items cut out of their boards (as in a real bin), not the boards",
+    )
     parser.add_argument("--crop-margin", type=float, help="camera.crop_margin of both sorts (default: the config's)")
     args = parser.parse_args()
     if shutil.which("mosquitto") is None:
@@ -304,8 +309,9 @@ def main() -> int:
         set1 += members[:cut]
         set2 += members[cut:]
     module = synthetic_bin()
-    module.make_bin(set1, args.work / "set1", seed=args.seed, one_floor=True, flat=True)
-    module.make_bin(set2, args.work / "set2", seed=args.seed, one_floor=True, flat=True)  # same seed: same bin
+    module.make_bin(set1, args.work / "set1", seed=args.seed, one_floor=True, flat=True, cut=args.cut_out)
+    # The same seed: the same bin.
+    module.make_bin(set2, args.work / "set2", seed=args.seed, one_floor=True, flat=True, cut=args.cut_out)
     studio_figures = studio(set2, args.model)  # first: the photos before they are laid in the bin
     print(f"set 2 studio photos, {args.model or 'shipped model'}: {studio_figures}", flush=True)
     sort1, sort2 = args.work / "sort1.toml", args.work / "sort2.toml"
@@ -346,6 +352,7 @@ def main() -> int:
     result = {
         "source": str(args.source),
         "subset": args.subset,
+        "cut_out": args.cut_out,
         "set1_items": len(set1),
         "set2_items": len(set2),
         "set2_studio_shipped_model": studio_figures,

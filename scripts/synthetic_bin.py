@@ -65,25 +65,38 @@ def camera(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
-def bin_photo(photo: np.ndarray, rng: np.random.Generator, floor: np.ndarray | None = None) -> np.ndarray:
+def bin_photo(
+    photo: np.ndarray, rng: np.random.Generator, floor: np.ndarray | None = None, cut: bool = False
+) -> np.ndarray:
     """The photo as the bin's camera sees it: the board with its item lies on the bin's
     floor (``floor``, else a new one), 55-75 % of the frame high (at most 95 % wide), under the warm LED,
-    through a cheap camera."""
+    through a cheap camera. ``cut``: only the item, cut out of its board (:func:`cut_out`) at
+    the board's scale, lies on the floor, as an item lies in a real bin."""
     factor = rng.uniform(0.55, 0.75) * HEIGHT / photo.shape[0]
     # A panorama-shaped photo (other datasets than TrashNet's 4:3) is shrunk to fit the frame.
     factor = min(factor, 0.95 * WIDTH / photo.shape[1])
     size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
-    tray = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR), np.float32)
+    board = Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR)
+    if cut:
+        item, alpha = cut_out(np.asarray(board))
+        tray, alpha = item.astype(np.float32), alpha[..., None]
+    else:
+        tray, alpha = np.asarray(board, np.float32), np.ones((size[1], size[0], 1), np.float32)
+    height, width = tray.shape[:2]
     out = bin_floor(rng) if floor is None else floor.copy()
-    x = int(rng.uniform(0, WIDTH - size[0]))
-    y = int(rng.uniform(0, HEIGHT - size[1]))
+    x = int(rng.uniform(0, WIDTH - width))
+    y = int(rng.uniform(0, HEIGHT - height))
     # The light falls on the tray too: warm cast, under-exposed, brighter under the spot.
-    light = out[y : y + size[1], x : x + size[0]].mean(axis=-1, keepdims=True) / 70.0
-    out[y : y + size[1], x : x + size[0]] = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    under = out[y : y + height, x : x + width]
+    light = under.mean(axis=-1, keepdims=True) / 70.0
+    lit = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    out[y : y + height, x : x + width] = alpha * lit + (1 - alpha) * under
     return camera(out, rng)
 
 
-def make_bin(items: list[ds.Item], out: Path, *, seed: int = 7, one_floor: bool = False, flat: bool = False) -> int:
+def make_bin(
+    items: list[ds.Item], out: Path, *, seed: int = 7, one_floor: bool = False, flat: bool = False, cut: bool = False
+) -> int:
     """Write the bin's view of ``items`` under ``out`` (see the module doc); returns how many."""
     rng = np.random.default_rng(seed)
     floor = bin_floor(rng) if one_floor else None
@@ -91,7 +104,7 @@ def make_bin(items: list[ds.Item], out: Path, *, seed: int = 7, one_floor: bool 
     if floor is not None:
         Image.fromarray(camera(floor, rng)).save(out / "empty.jpg", quality=95)
     for item in items:
-        made = bin_photo(load_image(item.path), rng, floor)
+        made = bin_photo(load_image(item.path), rng, floor, cut)
         class_name, name = item.key.split("/", 1)
         target = out / f"{class_name}__{Path(name).stem}.jpg" if flat else (out / item.key).with_suffix(".jpg")
         target.parent.mkdir(parents=True, exist_ok=True)
