@@ -73,6 +73,14 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "waste_mobilenetv2_int8.tflite")
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.15])
     parser.add_argument("--shapes", nargs="+", default=["square", "own", "within 2"], help="square, own, 'within S'")
+    parser.add_argument(
+        "--board-height",
+        type=float,
+        nargs=2,
+        default=[0.55, 0.75],
+        metavar=("LOW", "HIGH"),
+        help="the board's height as a share of the frame's, drawn between these (default 0.55 0.75)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -90,8 +98,8 @@ def main() -> int:
             photo = load_image(item.path)
             truth = ds.CLASSES[item.label]
             studio += classifier.classify(photo).label == truth
-            # The board 55-75 % of the frame high, as synthetic_bin.bin_photo lays it.
-            factor = min(rng.uniform(0.55, 0.75) * sb.HEIGHT / photo.shape[0], 0.95 * sb.WIDTH / photo.shape[1])
+            # The board 55-75 % of the frame high by default, as synthetic_bin.bin_photo lays it.
+            factor = min(rng.uniform(*args.board_height) * sb.HEIGHT / photo.shape[0], 0.95 * sb.WIDTH / photo.shape[1])
             scaled = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
             board = np.asarray(Image.fromarray(photo).resize(scaled, Image.Resampling.BILINEAR))
             cut, alpha = sb.cut_out(board)
@@ -109,7 +117,11 @@ def main() -> int:
             if number % 100 == 0:
                 print(f"  {root.name}: {number}/{len(items)}", file=sys.stderr, flush=True)
         n = len(items)
-        print(f"{root.name}, {args.subset} ({n} photos): the photos themselves {studio / n:.3f}")
+        low, high = args.board_height
+        print(
+            f"{root.name}, {args.subset} ({n} photos), boards {low:g}-{high:g} of the frame high: "
+            f"the photos themselves {studio / n:.3f}"
+        )
         print("  laid as   shape      " + "  ".join(f"margin {m:<5g}" for m in args.margins))
         for way in ("board", "cut out"):
             for shape in args.shapes:

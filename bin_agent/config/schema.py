@@ -181,7 +181,11 @@ class ReplaySection:
 @dataclass
 class CameraSection:
     source: Literal["picamera2", "replay"] = _opt("picamera2", "Where frames come from.")
-    main_size: list[int] = _opt([640, 480], "Main stream [width, height]: what is classified.")
+    main_size: list[int] = _opt(
+        [640, 480],
+        "Main stream [width, height]: what is classified. Items under about 150 px are classified "
+        "worse (docs/learning.md, 'How many pixels an item needs'): raise it where they are smaller.",
+    )
     lores_size: list[int] = _opt([320, 240], "Low-res stream [width, height]: what the trigger watches.")
     fps: float = _opt(10.0, "Camera frame rate.", min=1, max=60)
     hflip: bool = _opt(False, "Mirror the picture horizontally (camera mounted mirrored).")
