@@ -12,7 +12,8 @@ box (no motion trigger: this is about the crop alone) grown by each margin and
 * ``within S``: widened only as far as needed to come within S times the input's shape
   (the agent now: ``bin_agent.classify.preprocess.ITEM_STRETCH``);
 
-and classified by the model (all its views) as the agent classifies a region. Prints the share
+each region made by the agent's own ``bin_agent.geometry.crop_box`` (moved, not cut, at
+the frame's edges) and classified by the model (all its views) as the agent classifies a region. Prints the share
 right per source, way of laying, shape and margin.
 
     BIN_AGENT_SHARED=../shared python scripts/crop_shape.py ../shared/data/trashnet data/wcnn \\
@@ -24,7 +25,6 @@ Choose on ``val``; ``test`` is for reading once.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,35 +35,19 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 
 
-def synthetic_bin() -> Any:
-    spec = importlib.util.spec_from_file_location("synthetic_bin", REPO / "scripts" / "synthetic_bin.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def region(box: tuple[float, float, float, float], size: tuple[int, int], margin: float, shape: str) -> tuple[int, ...]:
-    """Pixels of ``box`` (fractions) grown by ``margin`` and brought to ``shape`` (square input)."""
-    width, height = size
-    w, h = (box[2] - box[0]) * width * (1 + 2 * margin), (box[3] - box[1]) * height * (1 + 2 * margin)
+def stretch_of(shape: str) -> float:
+    """``crop_box``'s ``stretch`` for a shape named on the command line."""
     if shape == "square":
-        w = h = max(w, h)
-    elif shape != "own":
-        stretch = float(shape.split()[1])
-        if w / h > stretch:
-            h = w / stretch
-        elif h / w > stretch:
-            w = h / stretch
-    cx, cy = (box[0] + box[2]) / 2 * width, (box[1] + box[3]) / 2 * height
-    left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
-    return left, top, min(width, max(left + 1, round(cx + w / 2))), min(height, max(top + 1, round(cy + h / 2)))
+        return 1.0
+    if shape == "own":
+        return float("inf")
+    return float(shape.split()[1])
 
 
 def main() -> int:
     from bin_agent.classify.classifier import Classifier
     from bin_agent.classify.preprocess import load_image
+    from bin_agent.geometry import crop_box
     from bin_agent.training import dataset as ds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,7 +68,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    sb = synthetic_bin()
+    import synthetic_bin as sb  # beside this script: its directory is on sys.path
+
     size = (sb.WIDTH, sb.HEIGHT)
     classifier = Classifier.from_model_path(args.model, num_threads=2)
     document = ds.read_split(args.split)
@@ -110,7 +95,7 @@ def main() -> int:
                 frame, box = lay(sb, floor, layer.astype(np.float32), layer_alpha, rng)
                 for shape in args.shapes:
                     for margin in args.margins:
-                        left, top, right_px, bottom = region(box, size, margin, shape)
+                        left, top, right_px, bottom = crop_box(size, box, margin, stretch=stretch_of(shape))
                         label = classifier.classify(np.ascontiguousarray(frame[top:bottom, left:right_px])).label
                         key = (way, shape, margin)
                         right[key] = right.get(key, 0) + (label == truth)

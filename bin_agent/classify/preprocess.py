@@ -50,7 +50,7 @@ preprocessing squashes (``keep_aspect`` false; see :func:`~bin_agent.geometry.cr
 Such a model was trained on whole photos squashed to its input (TrashNet's 4:3 ones by
 1.33), so it knows items squashed, and on held-out items laid in a synthetic bin the
 item's own box classified better than the box widened to the input's shape
-(``scripts/crop_shape.py``, validation: 0.80 against 0.75 right for cut-out TrashNet
+(``scripts/crop_shape.py``, validation: 0.81 against 0.74 right for cut-out TrashNet
 items with no margin). The bound keeps a long thin item (a straw) from being squashed
 further than that; up to it the result was the same as with no bound."""
 
