@@ -319,8 +319,10 @@ class Augmentation:
     item_scale: tuple[float, float] = (0.45, 0.9)  # the item's longer side over the view's side
     # this share of the pasted items is then seen as the agent sees an item in the bin: the item's
     # box as the motion trigger finds it, no margin, squashed into the input within the model's
-    # item stretch (bin_agent.geometry.crop_box), instead of the whole canvas
-    item_crop_p: float = 0.5
+    # item stretch (bin_agent.geometry.crop_box), instead of the whole canvas. Off by default: at
+    # 0.5 (run v5c) the crops were classified better but less confidently, and the validation
+    # bins sent more items to the fallback than without it (models/README.md, "This model: v5n")
+    item_crop_p: float = 0.0
     item_crop_scale: tuple[float, float] = (0.3, 0.7)  # the item's longer side over the floor's side
     # each edge of the trigger's box lies this far outside the item's (a share of its size; below
     # 0: inside): a block-wise motion box cuts a little off or takes a little floor and shadow
