@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bin_agent import CLASSES, DEFAULT_MODEL  # noqa: E402
+from bin_agent.errors import BinAgentError  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 from bin_agent.training.train import (  # noqa: E402
     SHIPPED_FLOAT_WEIGHTS,
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--float32", action="store_true", help="write float32 (default: float16, half the size)")
     args = parser.parse_args(argv)
+    if not args.trashnet.is_dir():  # before anything is written: the proof needs the photos
+        parser.error(f"{args.trashnet}: no such folder (the TrashNet photos, ../shared/data/trashnet)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     started = time.perf_counter()
@@ -271,4 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BinAgentError as error:
+        print(f"float_weights_from_tflite.py: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,60 @@ def test_composite_pastes_the_item_at_the_asked_scale_on_a_new_background():
         assert 0.15 < red < 0.27, red
         board = (np.abs(view.astype(int) - BOARD).sum(axis=-1) < 15).mean()
         assert board < 0.5  # the board around the item is gone
+
+
+def test_composite_placed_says_where_the_item_landed():
+    rng = np.random.default_rng(9)
+    photo = studio_photo(rng)
+    mask = bg.item_mask(photo)
+    assert mask is not None
+    for seed in range(8):
+        view, (left, top, right, bottom) = bg.composite_placed(
+            photo, mask, 320, np.random.default_rng(seed), scale=(0.3, 0.5)
+        )
+        red = np.abs(view.astype(int) - ITEM).sum(axis=-1) < 40
+        rows, cols = np.nonzero(red.any(axis=1))[0], np.nonzero(red.any(axis=0))[0]
+        # the placed box is the mask's box (padded by a thirtieth of the item) cut at the canvas
+        tolerance = 0.06 * max(right - left, bottom - top) + 2
+        assert abs(cols[0] - left) <= tolerance and abs(cols[-1] + 1 - right) <= tolerance
+        assert abs(rows[0] - top) <= tolerance and abs(rows[-1] + 1 - bottom) <= tolerance
+
+
+PLAIN = ds.Augmentation(
+    background_p=1.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    channel_gain=0.0,
+    blur_p=0.0,
+    camera=bg.CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0),
+)
+
+
+def red_extent(view: np.ndarray) -> tuple[float, float, float]:
+    """Share of the view that is the item, and the share of its width and height the item spans."""
+    red = np.abs(view.astype(int) - ITEM).sum(axis=-1) < 40
+    rows, cols = np.nonzero(red.any(axis=1))[0], np.nonzero(red.any(axis=0))[0]
+    return float(red.mean()), (cols[-1] + 1 - cols[0]) / view.shape[1], (rows[-1] + 1 - rows[0]) / view.shape[0]
+
+
+def test_a_view_cut_as_the_agent_cuts_is_filled_by_the_item_squashed_within_two_to_one():
+    spec = PreprocessSpec(input_size=(160, 160))
+    cropped = replace(PLAIN, item_crop_p=1.0)
+    whole = replace(PLAIN, item_crop_p=0.0)
+    photo = studio_photo(np.random.default_rng(10))  # a 180x120 item: 3:2, squashed to fill the square
+    for seed in range(10):
+        share, across, down = red_extent(ds.augment(photo, spec, np.random.default_rng(seed), cropped))
+        # the trigger's box is off by -6..+12 % of the item per edge, around the mask's box (which is
+        # padded by a thirtieth per side): the item spans >= 1/1.31 of it
+        assert share > 0.55 and min(across, down) > 0.74, (seed, share, across, down)
+        share, across, down = red_extent(ds.augment(photo, spec, np.random.default_rng(seed), whole))
+        assert share < 0.5 and min(across, down) < 0.92  # pasted whole at 0.45-0.9 of the view
+    long_item = studio_photo(np.random.default_rng(11), box=(100, 170, 400, 230))  # 5:1: squashed to 2:1 only
+    for seed in range(10):
+        share, across, down = red_extent(ds.augment(long_item, spec, np.random.default_rng(seed), cropped))
+        long_side, short_side = max(across, down), min(across, down)  # turned by quarter turns
+        assert long_side > 0.74 and 0.25 < short_side < 0.6  # 2 x 1/5 = 0.4, give or take the box, (seed, across, down)
 
 
 def test_backgrounds_vary_and_stay_in_range():

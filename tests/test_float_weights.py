@@ -121,3 +121,17 @@ def test_a_weight_too_large_for_float16_is_refused_not_stored_as_infinity(tmp_pa
         h5["layers/dense/vars/0"][1] = 60_000.0
     convert_weights_file(wide, tmp_path / "narrow.weights.h5", "float16")
     assert weights_file_dtypes(tmp_path / "narrow.weights.h5") == {"float16"}
+
+
+def test_a_missing_trashnet_folder_is_named_before_any_weights_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    needs_tensorflow()  # the script imports the trainer
+    from scripts.float_weights_from_tflite import main
+
+    out = tmp_path / "float.weights.h5"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "no-trashnet"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "no-trashnet: no such folder" in capsys.readouterr().err
+    assert not out.exists()

@@ -150,8 +150,10 @@ def test_learn_refuses_a_refitted_head_that_is_not_better(tmp_path, trashnet_dir
 
 
 def test_learn_redeploys_the_current_head_with_the_threshold_the_bins_labels_support(tmp_path, trashnet_dir):
-    # The person confirms everything the shipped model said: no refit can be better, but
-    # its answers were right even below its threshold, where items went to the fallback.
+    # The person confirms everything the shipped model said: no refit can be better (a refit
+    # may still differ on an item or two, the captures being JPEGs and the head applied to the
+    # views' mean embedding, but not by enough to pass the verdict), and its answers were right
+    # even below its threshold, where items went to the fallback.
     classifier = Classifier.from_model_path(SHIPPED_MODEL, num_threads=1)
     photos = bin_photos(trashnet_dir, 8, seed=5, offset=PER_CLASS)
     said = [classifier.classify(image).label for image, _ in photos]
@@ -160,7 +162,7 @@ def test_learn_redeploys_the_current_head_with_the_threshold_the_bins_labels_sup
     done = cli("learn", "--config", str(config_file), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["deployed"] and result["fixes"] == 0, result
+    assert result["deployed"] and result["p_value"] > 0.05, result
     assert result["reason"].startswith("threshold only") and result["threshold_only"]
     assert result["threshold"] < classifier.recommended_threshold
     config = preflight.load(config_file)

@@ -92,6 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"--balance-sources {args.balance_sources}: expected a power from 0 to 1")
     if not 0.0 <= args.background_p <= 1.0:
         return _fail(f"--background-p {args.background_p}: expected a share from 0 to 1")
+    if not 0.0 <= args.item_crop_p <= 1.0:
+        return _fail(f"--item-crop-p {args.item_crop_p}: expected a share from 0 to 1")
     try:
         class_factors = ds.parse_class_factors(args.class_weight)
     except ds.DatasetError as exc:
@@ -124,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_weights=Path(args.init_weights) if args.init_weights else None,
         class_factors=class_factors,
         balance_sources=args.balance_sources,
-        augmentation=ds.Augmentation(background_p=args.background_p),
+        augmentation=ds.Augmentation(background_p=args.background_p, item_crop_p=args.item_crop_p),
         name=args.name,
         version=args.version or "",
     )
@@ -281,6 +283,13 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=ds.Augmentation.background_p,
         help="share of views of a plain-background photo whose item is pasted on a new background "
         f"(default {ds.Augmentation.background_p}; 0 turns background replacement off)",
+    )
+    p.add_argument(
+        "--item-crop-p",
+        type=float,
+        default=ds.Augmentation.item_crop_p,
+        help="share of the pasted items then cut out as the agent cuts an item out of a bin frame: "
+        f"its own box, squashed into the input (default {ds.Augmentation.item_crop_p}; 0: the whole canvas)",
     )
     p.add_argument(
         "--include-val",

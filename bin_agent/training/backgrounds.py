@@ -192,6 +192,14 @@ def composite(
     """The item of ``image`` pasted on a new background: ``side`` x ``side``
     uint8, the item's longer side ``scale`` of the canvas, at a random place
     (up to a tenth of it may leave the canvas), sometimes with a soft shadow."""
+    return composite_placed(image, mask, side, rng, scale)[0]
+
+
+def composite_placed(
+    image: np.ndarray, mask: ItemMask, side: int, rng: np.random.Generator, scale: tuple[float, float] = (0.45, 0.9)
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """:func:`composite`, and where the item landed: ``(left, top, right,
+    bottom)`` canvas pixels of its box (the mask's box, cut at the canvas)."""
     left, top, right, bottom = mask.box
     pad_x, pad_y = max(2, (right - left) // 30), max(2, (bottom - top) // 30)
     height, width = image.shape[:2]
@@ -242,7 +250,8 @@ def composite(
         dx, dy = (rng.uniform(-0.08, 0.08, 2) * side).astype(int)
         paste(np.zeros_like(item), shadow, x + dx, y + dy)  # black, through the shadow's alpha
     paste(item, alpha, x, y)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    placed = (max(0, x), max(0, y), min(side, x + size[0]), min(side, y + size[1]))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), placed
 
 
 # --------------------------------------------------------------- camera effects

@@ -24,7 +24,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 from .. import CLASSES
 from ..classify.preprocess import Box, ImageError, PreprocessSpec, crop_resize, fit_to_input, load_image
 from ..errors import BinAgentError
-from .backgrounds import CameraEffects, camera_effects, composite, item_mask
+from ..geometry import crop_box
+from .backgrounds import CameraEffects, ItemMask, camera_effects, composite, composite_placed, item_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SUBSETS = ("train", "val", "test")
@@ -316,6 +317,16 @@ class Augmentation:
     # a plain-background photo's item pasted on a new background this often (backgrounds.py)
     background_p: float = 0.8
     item_scale: tuple[float, float] = (0.45, 0.9)  # the item's longer side over the view's side
+    # this share of the pasted items is then seen as the agent sees an item in the bin: the item's
+    # box as the motion trigger finds it, no margin, squashed into the input within the model's
+    # item stretch (bin_agent.geometry.crop_box), instead of the whole canvas. Off by default: at
+    # 0.5 (run v5c) the crops were classified better but less confidently, and the validation
+    # bins sent more items to the fallback than without it (models/README.md, "This model: v5n")
+    item_crop_p: float = 0.0
+    item_crop_scale: tuple[float, float] = (0.3, 0.7)  # the item's longer side over the floor's side
+    # each edge of the trigger's box lies this far outside the item's (a share of its size; below
+    # 0: inside): a block-wise motion box cuts a little off or takes a little floor and shadow
+    item_crop_edge: tuple[float, float] = (-0.06, 0.12)
     camera: CameraEffects = field(default_factory=CameraEffects)
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,7 +361,10 @@ def augment(
     if height == width and rng.random() < aug.background_p:
         mask = item_mask(image)
         if mask is not None:
-            pixels = composite(image, mask, width, rng, aug.item_scale)
+            if rng.random() < aug.item_crop_p:
+                pixels = _as_cropped_in_bin(image, mask, spec, rng, aug)
+            else:
+                pixels = composite(image, mask, width, rng, aug.item_scale)
             pixels = np.rot90(pixels, quarter_turns)
             if mirror:
                 pixels = pixels[:, ::-1]
@@ -368,6 +382,26 @@ def augment(
     if mirror:
         pixels = pixels[:, ::-1]
     return _jitter(np.ascontiguousarray(pixels), rng, aug)
+
+
+def _as_cropped_in_bin(
+    image: np.ndarray, mask: ItemMask, spec: PreprocessSpec, rng: np.random.Generator, aug: Augmentation
+) -> np.ndarray:
+    """The item pasted on a floor twice the input's side, then cut out by the
+    region the agent would classify (``bin_agent.agent.region_to_classify``
+    with the trigger's box): a square input, the item filling it."""
+    side = 2 * spec.input_size[1]
+    floor, (left, top, right, bottom) = composite_placed(image, mask, side, rng, aug.item_crop_scale)
+    item_w, item_h = right - left, bottom - top
+    edges = rng.uniform(*aug.item_crop_edge, size=4) * np.array([item_w, item_h, item_w, item_h])
+    box = (
+        max(0.0, (left - edges[0]) / side),
+        max(0.0, (top - edges[1]) / side),
+        min(1.0, (right + edges[2]) / side),
+        min(1.0, (bottom + edges[3]) / side),
+    )
+    region = crop_box((side, side), box, margin=0.0, stretch=spec.item_stretch)
+    return crop_resize(floor, region, spec.input_size)
 
 
 def _jitter(pixels: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
