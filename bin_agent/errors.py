@@ -9,7 +9,10 @@ traceback) and exits with :attr:`BinAgentError.exit_code`. The statuses are syse
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 EX_CONFIG = os.EX_CONFIG
 """Exit status for configuration errors (sysexits.h); systemd does not restart on it."""
@@ -44,3 +47,16 @@ class ConfigError(BinAgentError):
         lines = [f"config error: {where}{len(self.problems)} problems"]
         lines += [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)
+
+
+def run_script(main: Callable[[], int | None]) -> NoReturn:
+    """Exit with ``main()``'s status, as the CLI ends its commands: a :class:`BinAgentError`
+    becomes one line on stderr, the program's name first, and its exit status, never a
+    traceback. The operator's scripts (``scripts/*.py``) end through it."""
+    try:
+        status = main()
+    except BinAgentError as exc:
+        message = exc.describe() if isinstance(exc, ConfigError) else str(exc)
+        print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr)
+        status = exc.exit_code
+    raise SystemExit(status or 0)

@@ -18,7 +18,8 @@
 #     (pip download --platform), with the constraints scripts/install-pi.sh
 #     writes (numpy<2 on Python < 3.12): the arm64 pip installs them offline;
 #  3. a venv made the way scripts/install-pi.sh makes it (--system-site-packages,
-#     the constraints file in the venv's pip.conf), bin-agent's wheel installed;
+#     the constraints file in the venv's pip.conf), bin-agent's wheel installed
+#     (and lgpio's PyPI wheel for Raspberry Pi OS's python3-lgpio, not in Debian);
 #  4. `bin-agent check-config` and `bin-agent classify --json` on the shipped
 #     model and a few photos, under emulation and here; the probabilities are
 #     compared (int8 model: both must give the same label; the largest
@@ -69,6 +70,12 @@ cp "$SRC/scripts/constraints-bookworm.txt" "$WORK/wheels/constraints.txt"
 "$HOST_PY" -m pip download -q --only-binary=:all: --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
     --python-version 3.11 --implementation cp --abi cp311 -c "$WORK/wheels/constraints.txt" \
     -d "$WORK/wheels" "$WHEEL"
+# The GPIO library the shipped config's pin factory (lgpio) imports: Raspberry Pi OS installs
+# python3-lgpio from its own archive (install-pi.sh); Debian has no such package, so the same
+# library's aarch64 wheel from PyPI stands in for it here (check-config imports it).
+"$HOST_PY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_36_aarch64 \
+    --platform manylinux_2_34_aarch64 --python-version 3.11 --implementation cp --abi cp311 \
+    -d "$WORK/wheels" "lgpio>=0.2"
 ls "$WORK/wheels" | sed 's/^/   /'
 
 say "3. venv as scripts/install-pi.sh makes it (system site packages, constraints in pip.conf)"
@@ -80,8 +87,8 @@ cp "$SRC/scripts/constraints-bookworm.txt" "$ROOT/opt/bin-agent/venv/constraints
 printf "[global]\nconstraint = /opt/bin-agent/venv/constraints.txt\n" >"$ROOT/opt/bin-agent/venv/pip.conf"
 # Debian's pip (a system site package) runs inside the venv; installs offline.
 arm /opt/bin-agent/venv/bin/python -m pip install -q --no-index --find-links /wheels \
-    --disable-pip-version-check "/wheels/$(basename "$WHEEL")"
-arm /opt/bin-agent/venv/bin/python -c 'import numpy, ai_edge_litert, bin_agent; print("   venv: numpy", numpy.__version__, numpy.__file__, "| bin_agent", bin_agent.__version__)'
+    --disable-pip-version-check "/wheels/$(basename "$WHEEL")" lgpio
+arm /opt/bin-agent/venv/bin/python -c 'import numpy, ai_edge_litert, bin_agent, lgpio; print("   venv: numpy", numpy.__version__, numpy.__file__, "| bin_agent", bin_agent.__version__, "| lgpio", lgpio.__file__)'
 
 say "4. check-config and classify, arm64 (emulated) and $(uname -m)"
 cp "$SRC/config/bin-agent.toml" "$ROOT/etc/bin-agent/bin-agent.toml"

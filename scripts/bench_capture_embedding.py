@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from bin_agent import DEFAULT_MODEL  # noqa: E402
 from bin_agent.classify.classifier import Classifier, ModelFiles  # noqa: E402
 from bin_agent.classify.preprocess import load_image  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.learning.capture import encode_embedding  # noqa: E402
 
 
@@ -68,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bin_agent
 from bin_agent import preflight
+from bin_agent.errors import run_script
 from bin_agent.tools.bench import bench_config_data, bench_flush, loopback_broker, toml_text
 
 
@@ -32,4 +33,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bin_agent import DEFAULT_MODEL  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.learning.learn import cross_fitted_logits, embedding_classifier, refit  # noqa: E402
 from bin_agent.learning.memory import Memory, memory_path  # noqa: E402
 
@@ -74,4 +75,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from bin_agent.ask import small_jpeg
+from bin_agent.errors import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bin_agent.config import MqttSection
+from bin_agent.errors import run_script
 from bin_agent.mqtt.commands import CommandGate, CommandRejected
 from bin_agent.mqtt.link import MqttLink, Topics
 from bin_agent.store import Store
@@ -105,4 +106,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bin_agent.classify.classifier import Classifier
 from bin_agent.classify.preprocess import load_image
+from bin_agent.errors import run_script
 from bin_agent.learning.deploy import sha256
 from bin_agent.learning.memory import build, memory_path, pick_per_class
 from bin_agent.training import dataset as ds
@@ -55,6 +56,8 @@ def main() -> int:
         photos += [(item.path, item.label) for item in items]
         origin += [ds.dataset_name(folder)] * len(items)
         sources[f"{ds.dataset_name(folder)}/{args.subset}"] = len(items)
+    if not photos:  # a memory of nothing would replace the shipped one and teach learn nothing
+        parser.error(f"no {args.subset} photos in {' '.join(map(str, args.datasets))}: nothing written")
     picked = pick_per_class([label for _, label in photos], args.per_class, origin if args.per_source else None)
     chosen = [photos[i] for i in picked]
     taken = {name: sum(1 for i in picked if origin[i] == name) for name in dict.fromkeys(origin)}
@@ -87,4 +90,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bin_agent.errors import run_script
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -131,4 +133,4 @@ def lay(sb: Any, floor: np.ndarray, layer: np.ndarray, alpha: np.ndarray, rng: n
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -56,7 +56,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bin_agent import CLASSES, DEFAULT_MODEL  # noqa: E402
-from bin_agent.errors import BinAgentError  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 from bin_agent.training.train import (  # noqa: E402
     SHIPPED_FLOAT_WEIGHTS,
@@ -274,8 +274,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except BinAgentError as error:
-        print(f"float_weights_from_tflite.py: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
+    run_script(main)

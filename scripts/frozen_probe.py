@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bin_agent import CLASSES  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 
 SUBSET_CODE = {"train": 0, "val": 1, "test": 2}
@@ -218,4 +219,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

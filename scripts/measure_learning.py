@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bin_agent import CLASSES  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 from scripts.mosquitto_process import Mosquitto  # noqa: E402
 
@@ -296,9 +297,9 @@ def main() -> int:
     if shutil.which("mosquitto") is None:
         raise SystemExit("needs mosquitto on PATH")
     started = time.perf_counter()
+    items = pick_items(args.source, args.split, args.subset, args.sample, args.seed)  # a bad --source: work kept
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    items = pick_items(args.source, args.split, args.subset, args.sample, args.seed)
     random.Random(args.seed).shuffle(items)
     share = args.answered / len(items)
     set1: list[ds.Item] = []
@@ -368,4 +369,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

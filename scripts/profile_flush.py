@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from bin_agent import preflight
+from bin_agent.errors import run_script
 from bin_agent.mqtt import link
 from bin_agent.tools.bench import bench_config_data, bench_flush, loopback_broker, toml_text
 
@@ -77,4 +78,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "models")
     args = parser.parse_args(argv)
+    needed = [args.run / f"{NAME}{suffix}" for suffix in (".json", ".tflite", ".labels.txt")]
+    for path in [*needed, args.run / "training_report.json", args.val, args.test]:
+        if not path.is_file():  # before anything in --out is replaced
+            parser.error(
+                f"{path}: not there (RUN is a `bin-agent train --out` folder; --val/--test `bin-agent evaluate --out` reports)"
+            )
     meta = json.loads((args.run / f"{NAME}.json").read_text())
     model = (args.run / f"{NAME}.tflite").read_bytes()
     if meta["sha256"] != hashlib.sha256(model).hexdigest():

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from bin_agent.classify.preprocess import load_image
+from bin_agent.errors import run_script
 from bin_agent.training import dataset as ds
 
 WIDTH, HEIGHT = 640, 480
@@ -381,4 +382,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

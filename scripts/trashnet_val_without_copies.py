@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 from bin_agent.training.evaluate import evaluate_items  # noqa: E402
 
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bin_agent.config import MotionSection, TriggerSection
+from bin_agent.errors import run_script
 from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
 from bin_agent.sources.replay import ReplaySource
@@ -199,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bin_agent import preflight  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.learning import deploy, learn  # noqa: E402
 
 
@@ -117,4 +118,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bin_agent import CLASSES  # noqa: E402
+from bin_agent.errors import run_script  # noqa: E402
 from bin_agent.training import dataset as ds  # noqa: E402
 
 
@@ -271,10 +272,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--alpha", type=float, required=True)
             p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if not (args.run / "training_report.json").is_file():
+        parser.error(f"{args.run}: not a `bin-agent train --out` folder (no training_report.json)")
     if args.command == "export":
         return export(args)
     return scan_int8(args) if args.int8 else scan(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -1,0 +1,91 @@
+"""The operator's scripts (``scripts/*.py``) end as the CLI's commands do: an input they
+refuse is one line naming it and an exit status, never a traceback, and nothing the
+script would have replaced is touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bin_agent.errors import EX_CONFIG, BinAgentError, ConfigError, run_script
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def test_run_script_turns_an_error_a_person_can_act_on_into_one_line_and_its_status(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/somewhere/tool.py"])
+
+    class Refused(BinAgentError):
+        exit_code = 65
+
+    def refuses() -> int:
+        raise Refused("/photos: no such dataset folder")
+
+    def misconfigured() -> int:
+        raise ConfigError(["agent.bin_id: must not be empty"], "bin.toml")
+
+    for main, status, line in (
+        (refuses, 65, "tool.py: /photos: no such dataset folder"),
+        (misconfigured, EX_CONFIG, "tool.py: config error: bin.toml: agent.bin_id: must not be empty"),
+        (lambda: None, 0, ""),
+        (lambda: 3, 3, ""),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            run_script(main)
+        assert ended.value.code == status
+        assert capsys.readouterr().err.strip() == line
+
+
+def test_a_script_given_a_missing_dataset_names_it_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-photos"
+    done = script("crop_shape.py", str(missing))
+    assert done.returncode == os.EX_DATAERR, done.stderr
+    assert done.stderr.strip() == f"crop_shape.py: {missing}: no such dataset folder"
+
+
+def test_build_memory_with_no_photos_writes_no_memory(tmp_path: Path) -> None:
+    # all its datasets missing: a memory of nothing would replace the shipped one
+    out = tmp_path / "model.memory.npz"
+    done = script("build_memory.py", str(tmp_path / "no-photos"), "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    assert "no train photos in" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_ship_model_with_a_missing_run_replaces_nothing(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = models / "waste_mobilenetv2_int8.tflite"
+    shipped.write_bytes(b"the shipped model")
+    run = tmp_path / "runs" / "v9"
+    done = script(
+        "ship_model.py",
+        str(run),
+        "--version",
+        "v9",
+        "--val",
+        str(tmp_path / "val.json"),
+        "--test",
+        str(tmp_path / "test.json"),
+        "--out",
+        str(models),
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{run / 'waste_mobilenetv2_int8.json'}: not there" in done.stderr and "Traceback" not in done.stderr
+    assert shipped.read_bytes() == b"the shipped model" and sorted(models.iterdir()) == [shipped]
