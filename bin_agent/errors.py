@@ -29,6 +29,10 @@ class BinAgentError(Exception):
 
     exit_code: int = os.EX_SOFTWARE
 
+    def describe(self) -> str:
+        """The message for a person (what the CLI and the scripts print)."""
+        return str(self)
+
 
 class ConfigError(BinAgentError):
     """One or more configuration problems, each a line naming the key and the fix."""
@@ -56,7 +60,6 @@ def run_script(main: Callable[[], int | None]) -> NoReturn:
     try:
         status = main()
     except BinAgentError as exc:
-        message = exc.describe() if isinstance(exc, ConfigError) else str(exc)
-        print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: {exc.describe()}", file=sys.stderr)
         status = exc.exit_code
     raise SystemExit(status or 0)

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "models")
     args = parser.parse_args(argv)
-    needed = [args.run / f"{NAME}{suffix}" for suffix in (".json", ".tflite", ".labels.txt")]
-    for path in [*needed, args.run / "training_report.json", args.val, args.test]:
+    run_files = [args.run / f"{NAME}{suffix}" for suffix in (".json", ".tflite", ".labels.txt")]
+    for path in [*run_files, args.run / "training_report.json", args.val, args.test]:
         if not path.is_file():  # before anything in --out is replaced
             parser.error(
                 f"{path}: not there (RUN is a `bin-agent train --out` folder; --val/--test `bin-agent evaluate --out` reports)"

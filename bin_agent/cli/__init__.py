@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import EX_CONFIG, BinAgentError, ConfigError
+from ..errors import EX_CONFIG, BinAgentError
 from ..tools.doctor import ONLY_64BIT, python_is_64bit
 from .common import absolute_config, fail
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BinAgentError as exc:
         # The one place an error a person can act on becomes a line and an exit status.
-        return fail(exc.describe() if isinstance(exc, ConfigError) else str(exc), exc.exit_code)
+        return fail(exc.describe(), exc.exit_code)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
