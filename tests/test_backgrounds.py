@@ -196,3 +196,27 @@ def test_threshold_for_accuracy_is_the_lowest_that_reaches_the_target():
     row = threshold_for_accuracy(conf, correct, 0.97)
     assert row is not None and row["threshold"] == 0.75 and row["sorted_share"] == 0.5
     assert threshold_for_accuracy(conf, np.zeros(8, dtype=bool), 0.97) is None
+
+
+def test_uneven_light_darkens_part_of_a_view_and_never_brightens_it():
+    evenly = bg.CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0)
+    unevenly = replace(evenly, uneven_light_p=1.0)
+    grey = np.full((160, 160, 3), 150, np.uint8)
+    assert np.array_equal(bg.camera_effects(grey, np.random.default_rng(0), evenly), grey)
+    spreads = []
+    for seed in range(20):
+        view = bg.camera_effects(grey, np.random.default_rng(seed), unevenly).astype(int)
+        assert view.max() <= 150 and view.min() >= round(150 * 0.35) - 1  # at most the light; at least its floor
+        spreads.append(view.max() - view.min())
+    # a spot on a floor of 0.35-0.8 of its light: most views differ by over a tenth across
+    assert np.median(spreads) > 15, spreads
+
+
+def test_views_are_lit_evenly_unless_uneven_light_is_asked_for():
+    effects = bg.CameraEffects()
+    assert effects.uneven_light_p == 0.0  # the shipped model was trained without it
+    # drawn only when enabled: a view made without it is the same as before the option existed
+    grey = np.full((32, 32, 3), 120, np.uint8)
+    a = bg.camera_effects(grey, np.random.default_rng(3), effects)
+    b = bg.camera_effects(grey, np.random.default_rng(3), replace(effects, uneven_light_p=0.0))
+    assert np.array_equal(a, b)

@@ -236,11 +236,12 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
         assert "threshold_for_target" in section
 
 
+@pytest.mark.parametrize("option", ["--background-p", "--item-crop-p", "--uneven-light-p"])
 @pytest.mark.parametrize("value", ["-0.1", "1.5"])
-def test_train_rejects_a_background_share_outside_0_1(photos: Path, tmp_path: Path, capsys, value: str) -> None:
-    code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--background-p", value])
+def test_train_rejects_a_share_outside_0_1(photos: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
+    code = main(["train", str(photos), "--out", str(tmp_path / "run"), option, value])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: --background-p") and "\n" not in err
+    assert code == 2 and err.startswith(f"error: {option}") and "\n" not in err
 
 
 def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Path, tmp_path: Path) -> None:
