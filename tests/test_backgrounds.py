@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,7 +100,9 @@ PLAIN = ds.Augmentation(
     saturation=0.0,
     channel_gain=0.0,
     blur_p=0.0,
-    camera=bg.CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0),
+    camera=bg.CameraEffects(
+        temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+    ),
 )
 
 
@@ -199,7 +202,9 @@ def test_threshold_for_accuracy_is_the_lowest_that_reaches_the_target():
 
 
 def test_uneven_light_darkens_part_of_a_view_and_never_brightens_it():
-    evenly = bg.CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0)
+    evenly = bg.CameraEffects(
+        temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+    )
     unevenly = replace(evenly, uneven_light_p=1.0)
     grey = np.full((160, 160, 3), 150, np.uint8)
     assert np.array_equal(bg.camera_effects(grey, np.random.default_rng(0), evenly), grey)
@@ -212,11 +217,15 @@ def test_uneven_light_darkens_part_of_a_view_and_never_brightens_it():
     assert np.median(spreads) > 15, spreads
 
 
-def test_views_are_lit_evenly_unless_uneven_light_is_asked_for():
-    effects = bg.CameraEffects()
-    assert effects.uneven_light_p == 0.0  # the shipped model was trained without it
-    # drawn only when enabled: a view made without it is the same as before the option existed
-    grey = np.full((32, 32, 3), 120, np.uint8)
-    a = bg.camera_effects(grey, np.random.default_rng(3), effects)
-    b = bg.camera_effects(grey, np.random.default_rng(3), replace(effects, uneven_light_p=0.0))
-    assert np.array_equal(a, b)
+def test_the_trainers_uneven_light_is_the_shipped_models() -> None:
+    # A retrain (`--init-weights shipped`, "Teach the bin your items") sees the light the shipped model saw.
+    import json
+
+    from bin_agent import DEFAULT_MODEL_NAME
+    from bin_agent.classify.classifier import ModelFiles
+
+    model = Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    settings = json.loads(ModelFiles.beside(model).metadata.read_text())["trained_on"]["settings"]
+    camera = settings["augmentation"]["camera"]
+    assert bg.CameraEffects().uneven_light_p == camera["uneven_light_p"]
+    assert list(bg.CameraEffects().uneven_light_low) == camera["uneven_light_low"]

@@ -272,8 +272,9 @@ class CameraEffects:
     # One lamp over a dark bin lights an item unevenly (brighter under it, falling off
     # towards the bin's walls), which an even exposure change does not imitate: this share
     # of views is multiplied by a smooth light field (:func:`uneven_light`) whose darkest
-    # part gets ``uneven_light_low`` of its brightest part's light.
-    uneven_light_p: float = 0.0
+    # part gets ``uneven_light_low`` of its brightest part's light. The shipped model (v6l)
+    # was trained with half of its views so lit (models/README.md, "This model: v6l").
+    uneven_light_p: float = 0.5
     uneven_light_low: tuple[float, float] = (0.35, 0.8)
 
 
