@@ -236,7 +236,7 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
         assert "threshold_for_target" in section
 
 
-@pytest.mark.parametrize("option", ["--background-p", "--item-crop-p", "--uneven-light-p"])
+@pytest.mark.parametrize("option", ["--background-p", "--item-crop-p", "--uneven-light-p", "--colour-temperature"])
 @pytest.mark.parametrize("value", ["-0.1", "1.5"])
 def test_train_rejects_a_share_outside_0_1(photos: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), option, value])

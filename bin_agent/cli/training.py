@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"--item-crop-p {args.item_crop_p}: expected a share from 0 to 1")
     if not 0.0 <= args.uneven_light_p <= 1.0:
         return _fail(f"--uneven-light-p {args.uneven_light_p}: expected a share from 0 to 1")
+    if not 0.0 <= args.colour_temperature < 1.0:
+        return _fail(f"--colour-temperature {args.colour_temperature}: expected a gain shift from 0 to below 1")
     try:
         class_factors = ds.parse_class_factors(args.class_weight)
     except ds.DatasetError as exc:
@@ -132,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augmentation=ds.Augmentation(
             background_p=args.background_p,
             item_crop_p=args.item_crop_p,
-            camera=CameraEffects(uneven_light_p=args.uneven_light_p),
+            camera=CameraEffects(temperature=args.colour_temperature, uneven_light_p=args.uneven_light_p),
         ),
         name=args.name,
         version=args.version or "",
@@ -305,6 +307,13 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=CameraEffects.uneven_light_p,
         help="share of views lit unevenly, as by one lamp over a dark bin "
         f"(default {CameraEffects.uneven_light_p}; 0: every view lit evenly)",
+    )
+    p.add_argument(
+        "--colour-temperature",
+        type=float,
+        default=CameraEffects.temperature,
+        help="how far the views' red and blue gains are shifted, one up and the other down, as by a warm or "
+        f"cold light the camera's white balance did not correct (default +-{CameraEffects.temperature})",
     )
     p.add_argument(
         "--include-val",
