@@ -257,3 +257,33 @@ def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Pa
     assert result.returncode == 69, err
     assert "Traceback" not in err and "\n" not in err
     assert "pip install -e '.[train]'" in err and not (tmp_path / "run").exists()
+
+
+def test_train_hands_the_augmentation_options_to_the_run(photos: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("tensorflow")  # train checks for it before anything else
+    from bin_agent.training import train as train_module
+
+    seen = {}
+
+    def fake_train(config, progress=None):
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    options = [
+        "--background-p",
+        "0.3",
+        "--item-crop-p",
+        "0.2",
+        "--uneven-light-p",
+        "0.7",
+        "--colour-temperature",
+        "0.25",
+    ]
+    assert main(["train", str(photos), "--out", str(tmp_path / "run"), *options]) == 0
+    augmentation = seen["config"].augmentation
+    assert (augmentation.background_p, augmentation.item_crop_p) == (0.3, 0.2)
+    assert (augmentation.camera.uneven_light_p, augmentation.camera.temperature) == (0.7, 0.25)
+    assert main(["train", str(photos), "--out", str(tmp_path / "run2")]) == 0
+    defaults = seen["config"].augmentation
+    assert defaults == ds.Augmentation()  # the trainer's defaults, the shipped recipe's
