@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,7 +100,9 @@ PLAIN = ds.Augmentation(
     saturation=0.0,
     channel_gain=0.0,
     blur_p=0.0,
-    camera=bg.CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0),
+    camera=bg.CameraEffects(
+        temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+    ),
 )
 
 
@@ -196,3 +199,33 @@ def test_threshold_for_accuracy_is_the_lowest_that_reaches_the_target():
     row = threshold_for_accuracy(conf, correct, 0.97)
     assert row is not None and row["threshold"] == 0.75 and row["sorted_share"] == 0.5
     assert threshold_for_accuracy(conf, np.zeros(8, dtype=bool), 0.97) is None
+
+
+def test_uneven_light_darkens_part_of_a_view_and_never_brightens_it():
+    evenly = bg.CameraEffects(
+        temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+    )
+    unevenly = replace(evenly, uneven_light_p=1.0)
+    grey = np.full((160, 160, 3), 150, np.uint8)
+    assert np.array_equal(bg.camera_effects(grey, np.random.default_rng(0), evenly), grey)
+    spreads = []
+    for seed in range(20):
+        view = bg.camera_effects(grey, np.random.default_rng(seed), unevenly).astype(int)
+        assert view.max() <= 150 and view.min() >= round(150 * 0.35) - 1  # at most the light; at least its floor
+        spreads.append(view.max() - view.min())
+    # a spot on a floor of 0.35-0.8 of its light: most views differ by over a tenth across
+    assert np.median(spreads) > 15, spreads
+
+
+def test_the_trainers_uneven_light_is_the_shipped_models() -> None:
+    # A retrain (`--init-weights shipped`, "Teach the bin your items") sees the light the shipped model saw.
+    import json
+
+    from bin_agent import DEFAULT_MODEL_NAME
+    from bin_agent.classify.classifier import ModelFiles
+
+    model = Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    settings = json.loads(ModelFiles.beside(model).metadata.read_text())["trained_on"]["settings"]
+    camera = settings["augmentation"]["camera"]
+    assert bg.CameraEffects().uneven_light_p == camera["uneven_light_p"]
+    assert list(bg.CameraEffects().uneven_light_low) == camera["uneven_light_low"]

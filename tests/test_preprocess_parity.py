@@ -58,7 +58,9 @@ def test_augmented_view_is_a_crop_resize_of_the_photo(trashnet_dir: Path) -> Non
         channel_gain=0.0,
         blur_p=0.0,
         background_p=0.0,
-        camera=CameraEffects(temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0),
+        camera=CameraEffects(
+            temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+        ),
     )
     views = {ds.augment(image, spec, np.random.default_rng(s), no_jitter).tobytes() for s in range(40)}
     # without jitter the only freedom left is the 8 rotations/mirrors of exactly

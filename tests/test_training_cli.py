@@ -236,11 +236,12 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
         assert "threshold_for_target" in section
 
 
+@pytest.mark.parametrize("option", ["--background-p", "--item-crop-p", "--uneven-light-p", "--colour-temperature"])
 @pytest.mark.parametrize("value", ["-0.1", "1.5"])
-def test_train_rejects_a_background_share_outside_0_1(photos: Path, tmp_path: Path, capsys, value: str) -> None:
-    code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--background-p", value])
+def test_train_rejects_a_share_outside_0_1(photos: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
+    code = main(["train", str(photos), "--out", str(tmp_path / "run"), option, value])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: --background-p") and "\n" not in err
+    assert code == 2 and err.startswith(f"error: {option}") and "\n" not in err
 
 
 def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Path, tmp_path: Path) -> None:
@@ -256,3 +257,33 @@ def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Pa
     assert result.returncode == 69, err
     assert "Traceback" not in err and "\n" not in err
     assert "pip install -e '.[train]'" in err and not (tmp_path / "run").exists()
+
+
+def test_train_hands_the_augmentation_options_to_the_run(photos: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("tensorflow")  # train checks for it before anything else
+    from bin_agent.training import train as train_module
+
+    seen = {}
+
+    def fake_train(config, progress=None):
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    options = [
+        "--background-p",
+        "0.3",
+        "--item-crop-p",
+        "0.2",
+        "--uneven-light-p",
+        "0.7",
+        "--colour-temperature",
+        "0.25",
+    ]
+    assert main(["train", str(photos), "--out", str(tmp_path / "run"), *options]) == 0
+    augmentation = seen["config"].augmentation
+    assert (augmentation.background_p, augmentation.item_crop_p) == (0.3, 0.2)
+    assert (augmentation.camera.uneven_light_p, augmentation.camera.temperature) == (0.7, 0.25)
+    assert main(["train", str(photos), "--out", str(tmp_path / "run2")]) == 0
+    defaults = seen["config"].augmentation
+    assert defaults == ds.Augmentation()  # the trainer's defaults, the shipped recipe's

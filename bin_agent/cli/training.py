@@ -62,6 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..classify.classifier import ModelFilesError
     from ..classify.preprocess import ImageError
     from ..training import dataset as ds
+    from ..training.backgrounds import CameraEffects
 
     # Before any photo is read: without the extra the run would end in a traceback.
     for module in ("tensorflow", "keras"):
@@ -94,6 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"--background-p {args.background_p}: expected a share from 0 to 1")
     if not 0.0 <= args.item_crop_p <= 1.0:
         return _fail(f"--item-crop-p {args.item_crop_p}: expected a share from 0 to 1")
+    if not 0.0 <= args.uneven_light_p <= 1.0:
+        return _fail(f"--uneven-light-p {args.uneven_light_p}: expected a share from 0 to 1")
+    if not 0.0 <= args.colour_temperature < 1.0:
+        return _fail(f"--colour-temperature {args.colour_temperature}: expected a gain shift from 0 to below 1")
     try:
         class_factors = ds.parse_class_factors(args.class_weight)
     except ds.DatasetError as exc:
@@ -126,7 +131,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_weights=Path(args.init_weights) if args.init_weights else None,
         class_factors=class_factors,
         balance_sources=args.balance_sources,
-        augmentation=ds.Augmentation(background_p=args.background_p, item_crop_p=args.item_crop_p),
+        augmentation=ds.Augmentation(
+            background_p=args.background_p,
+            item_crop_p=args.item_crop_p,
+            camera=CameraEffects(temperature=args.colour_temperature, uneven_light_p=args.uneven_light_p),
+        ),
         name=args.name,
         version=args.version or "",
     )
@@ -183,6 +192,7 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
             subparsers.add_parser(name, help=text)
         return
     from ..training import dataset as ds
+    from ..training.backgrounds import CameraEffects
 
     p = subparsers.add_parser("split", help=HELP["split"])
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR", help="folder-per-class photo folders")
@@ -290,6 +300,20 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=ds.Augmentation.item_crop_p,
         help="share of the pasted items then cut out as the agent cuts an item out of a bin frame: "
         f"its own box, squashed into the input (default {ds.Augmentation.item_crop_p}; 0: the whole canvas)",
+    )
+    p.add_argument(
+        "--uneven-light-p",
+        type=float,
+        default=CameraEffects.uneven_light_p,
+        help="share of views lit unevenly, as by one lamp over a dark bin "
+        f"(default {CameraEffects.uneven_light_p}; 0: every view lit evenly)",
+    )
+    p.add_argument(
+        "--colour-temperature",
+        type=float,
+        default=CameraEffects.temperature,
+        help="how far the views' red and blue gains are shifted, one up and the other down, as by a warm or "
+        f"cold light the camera's white balance did not correct (default +-{CameraEffects.temperature})",
     )
     p.add_argument(
         "--include-val",

@@ -22,6 +22,7 @@ on tables, outdoors) keep their own background and get the camera effects only.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,6 +269,28 @@ class CameraEffects:
     noise_sigma: tuple[float, float] = (2.0, 9.0)
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 92)
+    # One lamp over a dark bin lights an item unevenly (brighter under it, falling off
+    # towards the bin's walls), which an even exposure change does not imitate: this share
+    # of views is multiplied by a smooth light field (:func:`uneven_light`) whose darkest
+    # part gets ``uneven_light_low`` of its brightest part's light. The shipped model (v6l)
+    # was trained with half of its views so lit (models/README.md, "This model: v6l").
+    uneven_light_p: float = 0.5
+    uneven_light_low: tuple[float, float] = (0.35, 0.8)
+
+
+def uneven_light(
+    height: int, width: int, rng: np.random.Generator, low: tuple[float, float] = (0.35, 0.8)
+) -> np.ndarray:
+    """A smooth light field (``height`` x ``width`` x 1, at most 1): a spot of light of
+    random centre (possibly outside the view), size and elongation, falling off to a floor
+    of ``low`` (drawn) of its peak."""
+    floor = rng.uniform(*low)
+    cx, cy = rng.uniform(-0.25, 1.25, size=2) * np.array([width, height])
+    sx = rng.uniform(0.3, 1.0) * max(height, width)
+    sy = sx * math.exp(rng.uniform(-0.4, 0.4))
+    y, x = np.ogrid[0:height, 0:width]
+    spot = np.exp(-(((x - cx) / sx) ** 2) - ((y - cy) / sy) ** 2).astype(np.float32)
+    return (floor + (1.0 - floor) * spot)[..., None]
 
 
 def camera_effects(
@@ -277,6 +300,9 @@ def camera_effects(
     out = pixels.astype(np.float32) / 255.0
     shift = rng.uniform(-effects.temperature, effects.temperature)
     out *= np.array([1 + shift, 1.0, 1 - shift], np.float32)
+    # Drawn only when enabled, so a run without it sees the same random numbers as before.
+    if effects.uneven_light_p and rng.random() < effects.uneven_light_p:
+        out *= uneven_light(out.shape[0], out.shape[1], rng, effects.uneven_light_low)
     out = np.clip(out * rng.uniform(*effects.exposure), 0, 1) ** np.exp(rng.uniform(-effects.gamma, effects.gamma))
     out *= 255.0
     if rng.random() < effects.noise_p:

@@ -321,7 +321,7 @@ class Augmentation:
     # box as the motion trigger finds it, no margin, squashed into the input within the model's
     # item stretch (bin_agent.geometry.crop_box), instead of the whole canvas. Off by default: at
     # 0.5 (run v5c) the crops were classified better but less confidently, and the validation
-    # bins sent more items to the fallback than without it (models/README.md, "This model: v5n")
+    # bins sent more items to the fallback than without it (models/README.md, "The model before: v5n")
     item_crop_p: float = 0.0
     item_crop_scale: tuple[float, float] = (0.3, 0.7)  # the item's longer side over the floor's side
     # each edge of the trigger's box lies this far outside the item's (a share of its size; below
