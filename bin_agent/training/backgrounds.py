@@ -278,12 +278,10 @@ class CameraEffects:
     uneven_light_low: tuple[float, float] = (0.35, 0.8)
 
 
-def uneven_light(
-    height: int, width: int, rng: np.random.Generator, low: tuple[float, float] = (0.35, 0.8)
-) -> np.ndarray:
+def uneven_light(height: int, width: int, rng: np.random.Generator, low: tuple[float, float]) -> np.ndarray:
     """A smooth light field (``height`` x ``width`` x 1, at most 1): a spot of light of
     random centre (possibly outside the view), size and elongation, falling off to a floor
-    of ``low`` (drawn) of its peak."""
+    drawn from ``low`` (:attr:`CameraEffects.uneven_light_low`) of its peak."""
     floor = rng.uniform(*low)
     cx, cy = rng.uniform(-0.25, 1.25, size=2) * np.array([width, height])
     sx = rng.uniform(0.3, 1.0) * max(height, width)
