@@ -52,11 +52,12 @@ def test_run_script_turns_an_error_a_person_can_act_on_into_one_line_and_its_sta
         assert capsys.readouterr().err.strip() == line
 
 
-def test_a_script_given_a_missing_dataset_names_it_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["crop_shape.py", "bin_look_costs.py"])
+def test_a_script_given_a_missing_dataset_names_it_in_one_line(tmp_path: Path, name: str) -> None:
     missing = tmp_path / "no-photos"
-    done = script("crop_shape.py", str(missing))
+    done = script(name, str(missing))
     assert done.returncode == os.EX_DATAERR, done.stderr
-    assert done.stderr.strip() == f"crop_shape.py: {missing}: no such dataset folder"
+    assert done.stderr.strip() == f"{name}: {missing}: no such dataset folder"
 
 
 def test_build_memory_with_no_photos_writes_no_memory(tmp_path: Path) -> None:
