@@ -19,7 +19,11 @@ brightened until its 97th luminance percentile reaches 200, at most 2.5 times) a
 (half of a grey-world white balance). Prints the share right per way of laying and variant.
 
     BIN_AGENT_SHARED=../shared python scripts/bin_look_costs.py ../shared/data/trashnet data/wcnn \\
-        --split models/waste_split.json --subset val [--model M]
+        --split models/waste_split.json --subset val [--model M] [--per-class] [--save-misses DIR]
+
+``--per-class`` adds the share right per class on the white floor (where only the crop and the
+cut-out differ from the photo); ``--save-misses`` writes the photos whose cut-out it got wrong,
+to look at what the cut-out did to them.
 
 Choose on ``val``; ``test`` is for reading once.
 """
@@ -81,7 +85,19 @@ def main() -> int:
     parser.add_argument("--subset", default="val", choices=["val", "test"])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "waste_mobilenetv2_int8.tflite")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--per-class", action="store_true", help="also the share right per class, for the photos and the white floor"
+    )
+    parser.add_argument(
+        "--save-misses",
+        type=Path,
+        metavar="DIR",
+        help="write up to 24 items whose photo is right and whose cut-out on the white floor is wrong: "
+        "the photo beside the crop classified (PNG; never commit them: they are dataset photos)",
+    )
     args = parser.parse_args()
+    if args.save_misses is not None:
+        args.save_misses.mkdir(parents=True, exist_ok=True)
 
     import synthetic_bin as sb  # beside this script: its directory is on sys.path
 
@@ -94,11 +110,16 @@ def main() -> int:
         rng = np.random.default_rng(args.seed)
         floor = sb.bin_floor(rng)
         right: dict[tuple[str, str], int] = {}
-        studio = 0
+        by_class: dict[tuple[str, str], int] = {}  # (class, "photo" | way) -> right, on the white floor
+        counts: dict[str, int] = {}
+        studio = saved = 0
         for number, item in enumerate(items, 1):
             photo = load_image(item.path)
             truth = ds.CLASSES[item.label]
-            studio += classifier.classify(photo).label == truth
+            photo_right = classifier.classify(photo).label == truth
+            studio += photo_right
+            counts[truth] = counts.get(truth, 0) + 1
+            by_class[(truth, "photo")] = by_class.get((truth, "photo"), 0) + photo_right
             factor = min(rng.uniform(0.55, 0.75) * sb.HEIGHT / photo.shape[0], 0.95 * sb.WIDTH / photo.shape[1])
             scaled = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
             board = np.asarray(Image.fromarray(photo).resize(scaled, Image.Resampling.BILINEAR))
@@ -111,12 +132,25 @@ def main() -> int:
                 for variant, crop in crops.items():
                     label = classifier.classify(np.ascontiguousarray(crop)).label
                     right[(way, variant)] = right.get((way, variant), 0) + (label == truth)
+                    if variant != "white floor":
+                        continue
+                    by_class[(truth, way)] = by_class.get((truth, way), 0) + (label == truth)
+                    if args.save_misses and way == "cut out" and photo_right and label != truth and saved < 24:
+                        side = [np.asarray(Image.fromarray(view).resize((240, 180))) for view in (photo, crop)]
+                        name = f"{saved:02d}-{Path(item.path).stem}-as-{label}.png"
+                        Image.fromarray(np.concatenate(side, axis=1)).save(args.save_misses / name)
+                        saved += 1
             if number % 100 == 0:
                 print(f"  {root.name}: {number}/{len(items)}", file=sys.stderr, flush=True)
         n = len(items)
         print(f"{root.name}, {args.subset} ({n} photos): the photos themselves {studio / n:.3f}")
         for way in ("board", "cut out"):
             print(f"  {way:<8} " + ", ".join(f"{v} {right[(way, v)] / n:.3f}" for v in VARIANTS), flush=True)
+        if args.per_class:
+            print("  per class: photos / board on the white floor / cut out on the white floor")
+            for name in sorted(counts):
+                shares = [by_class.get((name, key), 0) / counts[name] for key in ("photo", "board", "cut out")]
+                print(f"    {name:<10} {counts[name]:4d}  " + " / ".join(f"{share:.2f}" for share in shares))
     return 0
 
 
