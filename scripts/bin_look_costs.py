@@ -31,31 +31,17 @@ Choose on ``val``; ``test`` is for reading once.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from bin_agent.errors import run_script
 
-REPO = Path(__file__).resolve().parent.parent
-CAST = np.array([1.1, 0.97, 0.8], np.float32)  # synthetic_bin.bin_photo's warm LED
 VARIANTS = ("whole look", "no cast", "no dim", "no cast, no dim", "no noise/JPEG", "white floor", "gain", "grey 0.5")
-
-
-def through_camera(frame: np.ndarray, rng: np.random.Generator, noisy: bool) -> np.ndarray:
-    """``synthetic_bin.camera`` (sensor noise, JPEG 75), or only the rounding when not ``noisy``."""
-    if noisy:
-        frame = frame + rng.normal(0, 4.0, frame.shape)
-    pixels = np.clip(np.round(frame), 0, 255).astype(np.uint8)
-    if not noisy:
-        return pixels
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 def gain(crop: np.ndarray, target: float = 200.0, most: float = 2.5) -> np.ndarray:
@@ -74,17 +60,15 @@ def grey_world(crop: np.ndarray, strength: float = 0.5) -> np.ndarray:
 
 
 def main() -> int:
+    import synthetic_bin as sb  # beside this script: its directory is on sys.path
+
     from bin_agent.classify.classifier import Classifier
     from bin_agent.classify.preprocess import load_image
     from bin_agent.geometry import crop_box
     from bin_agent.training import dataset as ds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("datasets", type=Path, nargs="+")
-    parser.add_argument("--split", type=Path, default=REPO / "models" / "waste_split.json")
-    parser.add_argument("--subset", default="val", choices=["val", "test"])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "waste_mobilenetv2_int8.tflite")
-    parser.add_argument("--seed", type=int, default=7)
+    sb.held_out_arguments(parser)
     parser.add_argument(
         "--per-class", action="store_true", help="also the share right per class, for the photos and the white floor"
     )
@@ -98,8 +82,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.save_misses is not None:
         args.save_misses.mkdir(parents=True, exist_ok=True)
-
-    import synthetic_bin as sb  # beside this script: its directory is on sys.path
 
     size = (sb.WIDTH, sb.HEIGHT)
     classifier = Classifier.from_model_path(args.model, num_threads=2)
@@ -120,9 +102,7 @@ def main() -> int:
             studio += photo_right
             counts[truth] = counts.get(truth, 0) + 1
             by_class[(truth, "photo")] = by_class.get((truth, "photo"), 0) + photo_right
-            factor = min(rng.uniform(0.55, 0.75) * sb.HEIGHT / photo.shape[0], 0.95 * sb.WIDTH / photo.shape[1])
-            scaled = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
-            board = np.asarray(Image.fromarray(photo).resize(scaled, Image.Resampling.BILINEAR))
+            board = sb.scaled_board(photo, rng)
             cut, alpha = sb.cut_out(board)
             for way, layer, layer_alpha in (
                 ("board", board, np.ones(board.shape[:2], np.float32)),
@@ -155,7 +135,7 @@ def main() -> int:
 
 
 def look_variants(
-    sb: object,
+    sb: Any,
     floor: np.ndarray,
     white: np.ndarray,
     layer: np.ndarray,
@@ -179,12 +159,12 @@ def look_variants(
 
     def render(cast: bool = True, dim: bool = True, noisy: bool = True, under: np.ndarray = floor) -> np.ndarray:
         out = under.copy()
-        lit = layer * CAST if cast else layer.copy()
+        lit = layer * sb.LED_CAST if cast else layer.copy()
         if dim:  # synthetic_bin.bin_photo: the floor's light under the item
-            lit *= np.clip(out[y : y + height, x : x + width].mean(axis=-1, keepdims=True) / 70.0, 0.5, 1.2)
+            lit *= sb.light_on_item(out[y : y + height, x : x + width])
         a = alpha[..., None]
         out[y : y + height, x : x + width] = a * lit + (1 - a) * out[y : y + height, x : x + width]
-        frame = through_camera(out, np.random.default_rng(noise_seed), noisy)
+        frame = sb.camera(out, np.random.default_rng(noise_seed), noisy)
         return frame[top:bottom, left:right]
 
     whole = np.ascontiguousarray(render())

@@ -26,15 +26,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from bin_agent.errors import run_script
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def stretch_of(shape: str) -> float:
@@ -47,16 +43,15 @@ def stretch_of(shape: str) -> float:
 
 
 def main() -> int:
+    import synthetic_bin as sb  # beside this script: its directory is on sys.path
+
     from bin_agent.classify.classifier import Classifier
     from bin_agent.classify.preprocess import load_image
     from bin_agent.geometry import crop_box
     from bin_agent.training import dataset as ds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("datasets", type=Path, nargs="+")
-    parser.add_argument("--split", type=Path, default=REPO / "models" / "waste_split.json")
-    parser.add_argument("--subset", default="val", choices=["val", "test"])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "waste_mobilenetv2_int8.tflite")
+    sb.held_out_arguments(parser)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.15])
     parser.add_argument("--shapes", nargs="+", default=["square", "own", "within 2"], help="square, own, 'within S'")
     parser.add_argument(
@@ -67,10 +62,7 @@ def main() -> int:
         metavar=("LOW", "HIGH"),
         help="the board's height as a share of the frame's, drawn between these (default 0.55 0.75)",
     )
-    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-
-    import synthetic_bin as sb  # beside this script: its directory is on sys.path
 
     size = (sb.WIDTH, sb.HEIGHT)
     classifier = Classifier.from_model_path(args.model, num_threads=2)
@@ -86,9 +78,7 @@ def main() -> int:
             truth = ds.CLASSES[item.label]
             studio += classifier.classify(photo).label == truth
             # The board 55-75 % of the frame high by default, as synthetic_bin.bin_photo lays it.
-            factor = min(rng.uniform(*args.board_height) * sb.HEIGHT / photo.shape[0], 0.95 * sb.WIDTH / photo.shape[1])
-            scaled = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
-            board = np.asarray(Image.fromarray(photo).resize(scaled, Image.Resampling.BILINEAR))
+            board = sb.scaled_board(photo, rng, tuple(args.board_height))
             cut, alpha = sb.cut_out(board)
             for way, layer, layer_alpha in (
                 ("board", board, np.ones(board.shape[:2], np.float32)),
@@ -123,8 +113,7 @@ def lay(sb: Any, floor: np.ndarray, layer: np.ndarray, alpha: np.ndarray, rng: n
     out = floor.copy()
     h, w = layer.shape[:2]
     x, y = int(rng.uniform(0, sb.WIDTH - w)), int(rng.uniform(0, sb.HEIGHT - h))
-    light = out[y : y + h, x : x + w].mean(axis=-1, keepdims=True) / 70.0
-    lit = layer * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    lit = layer * sb.LED_CAST * sb.light_on_item(out[y : y + h, x : x + w])
     a = alpha[..., None]
     out[y : y + h, x : x + w] = a * lit + (1 - a) * out[y : y + h, x : x + w]
     rows, cols = np.flatnonzero(alpha.max(axis=1) > 0.5), np.flatnonzero(alpha.max(axis=0) > 0.5)

@@ -57,10 +57,44 @@ def bin_floor(rng: np.random.Generator) -> np.ndarray:
     return floor
 
 
-def camera(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The cheap camera: sensor noise, JPEG 75."""
-    out = out + rng.normal(0, 4.0, out.shape)
+LED_CAST = np.array([1.1, 0.97, 0.8], np.float32)
+"""The warm LED's colour: the red, green and blue gains of what it lights."""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def light_on_item(under: np.ndarray) -> np.ndarray:
+    """The LED's light on an item lying over ``under`` (the floor beneath it), per pixel:
+    brighter under the spot, 0.5-1.2 of a white board's."""
+    return np.clip(under.mean(axis=-1, keepdims=True) / 70.0, 0.5, 1.2)
+
+
+def scaled_board(
+    photo: np.ndarray, rng: np.random.Generator, heights: tuple[float, float] = (0.55, 0.75)
+) -> np.ndarray:
+    """The photo (its board and item) at the size it lies in the frame: ``heights`` (drawn)
+    of the frame high, at most 95 % of it wide (a panorama-shaped photo is shrunk to fit)."""
+    factor = min(rng.uniform(*heights) * HEIGHT / photo.shape[0], 0.95 * WIDTH / photo.shape[1])
+    size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
+    return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR))
+
+
+def held_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the scripts that lay held-out photos in this bin and classify them
+    (``crop_shape.py``, ``bin_look_costs.py``)."""
+    parser.add_argument("datasets", type=Path, nargs="+")
+    parser.add_argument("--split", type=Path, default=REPO / "models" / "waste_split.json")
+    parser.add_argument("--subset", default="val", choices=["val", "test"])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "waste_mobilenetv2_int8.tflite")
+    parser.add_argument("--seed", type=int, default=7)
+
+
+def camera(out: np.ndarray, rng: np.random.Generator, noisy: bool = True) -> np.ndarray:
+    """The cheap camera: sensor noise, JPEG 75 (``noisy`` False: only the rounding to pixels)."""
+    if noisy:
+        out = out + rng.normal(0, 4.0, out.shape)
     pixels = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if not noisy:
+        return pixels
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
@@ -73,24 +107,19 @@ def bin_photo(
     floor (``floor``, else a new one), 55-75 % of the frame high (at most 95 % wide), under the warm LED,
     through a cheap camera. ``cut``: only the item, cut out of its board (:func:`cut_out`) at
     the board's scale, lies on the floor, as an item lies in a real bin."""
-    factor = rng.uniform(0.55, 0.75) * HEIGHT / photo.shape[0]
-    # A panorama-shaped photo (other datasets than TrashNet's 4:3) is shrunk to fit the frame.
-    factor = min(factor, 0.95 * WIDTH / photo.shape[1])
-    size = (round(photo.shape[1] * factor), round(photo.shape[0] * factor))
-    board = Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR)
+    board = scaled_board(photo, rng)
     if cut:
-        item, alpha = cut_out(np.asarray(board))
+        item, alpha = cut_out(board)
         tray, alpha = item.astype(np.float32), alpha[..., None]
     else:
-        tray, alpha = np.asarray(board, np.float32), np.ones((size[1], size[0], 1), np.float32)
+        tray, alpha = board.astype(np.float32), np.ones((*board.shape[:2], 1), np.float32)
     height, width = tray.shape[:2]
     out = bin_floor(rng) if floor is None else floor.copy()
     x = int(rng.uniform(0, WIDTH - width))
     y = int(rng.uniform(0, HEIGHT - height))
     # The light falls on the tray too: warm cast, under-exposed, brighter under the spot.
     under = out[y : y + height, x : x + width]
-    light = under.mean(axis=-1, keepdims=True) / 70.0
-    lit = tray * np.array([1.1, 0.97, 0.8], np.float32) * np.clip(light, 0.5, 1.2)
+    lit = tray * LED_CAST * light_on_item(under)
     out[y : y + height, x : x + width] = alpha * lit + (1 - alpha) * under
     return camera(out, rng)
 
