@@ -6,10 +6,10 @@ trigger, router, store and MQTT link; gpiozero's ``MockFactory`` for the pins,
 a replay source for the frames, a real mosquitto on loopback for the broker):
 
 * **the item path**: from the settled frame to the servo command
-  (``path_ms``: trigger, crop, preprocess, ``invoke()`` x views, route) and to
-  the event handed to MQTT (``event_ms``: then the servo cycle, the record
-  and the hand-over to paho, in whatever order the agent has them), split by
-  stage, against the bare ``invoke()`` of the same interpreter in the same
+  (``path_ms``: trigger, crop, preprocess, ``invoke()`` x views, route, the
+  record, then ``servo``: from the record to the command in the sort's thread)
+  and to the event handed to MQTT (``event_ms``; ``publish``: from the record to
+  the hand-over to paho), split by stage, against the bare ``invoke()`` of the same interpreter in the same
   run: ``path_ratio = path_ms / (views x bare invoke)``;
 * **the trigger**: ``update()`` per 320x240 frame of an empty bin, as configured (a quiet
   bin is looked at every ``idle_look_seconds``: ``trigger_us_per_frame``, whose mean is the
@@ -342,7 +342,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
     bare_invoke.times_ms(5)  # warm-up: the first invokes allocate
     agent.handle_item(image, "bench-warm-up", 0.0, agent.region_to_classify(image))
     stamps = Stamps(agent)
-    stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "publish")}
+    stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "servo", "publish")}
     path, event, bare = Figures(), Figures(), Figures()
     trigger_ms = trigger_us / 1000.0
     try:
@@ -369,6 +369,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
             stages["route"].add(latency["route"])
             assert stamps.servo is not None and stamps.recording is not None and stamps.recorded is not None
             stages["record"].add((stamps.recorded - stamps.recording) * 1000.0)
+            stages["servo"].add((stamps.servo - stamps.recorded) * 1000.0)
             path.add(trigger_ms + (stamps.servo - started) * 1000.0)
             if stamps.published is not None:
                 stages["publish"].add((stamps.published - stamps.recorded) * 1000.0)
