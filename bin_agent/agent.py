@@ -10,8 +10,8 @@ The loop reads top to bottom, once per frame::
         asked = self.ask(...)        # unsure: a person may answer (bin_agent.ask)
         chute.wait_for_chute()       # the previous item's sort is over: one at a time
         store.record_event(...)      # durable outbox + counts: one transaction, one sync
-        chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
         mqtt.wake()                  # published while the mechanics move
+        chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
         mqtt.publish_state()         # never blocks sorting
 
 The item is recorded before the mechanics move: one inside the servo when the
@@ -242,21 +242,10 @@ class Agent:
             compartment=route.compartment,
             fallback=route.fallback,
         )
-        self.items_sorted += 1
-        number = self.items_sorted
-
-        def sorted_(seconds: float) -> None:  # in the sort's thread
-            self.store.mark_actuated(seq)
-            self.indicators.sorted_item()
-            self.indicators.ready()
-            log.debug("item %d: sorted into %s in %.0f ms", number, route.compartment, seconds * 1000.0)
-
-        # The servo first: woken first, the MQTT link's thread would take the interpreter
-        # (its read of the outbox and hand-over to paho) before the sort's thread commands
-        # the servo, and the item would wait for its own event (about 2 ms here).
-        self._chute.start(route.compartment, sorted_)
         if self.mqtt is not None:
             self.mqtt.wake()  # the event goes out while the mechanics move
+        self.items_sorted += 1
+        number = self.items_sorted
         # With print_events the line below already says it: keep the log quiet.
         log.log(
             logging.DEBUG if self.out is not None else logging.INFO,
@@ -269,6 +258,14 @@ class Agent:
         )
         if self.out is not None:
             print(item.line(number), file=self.out, flush=True)
+
+        def sorted_(seconds: float) -> None:  # in the sort's thread
+            self.store.mark_actuated(seq)
+            self.indicators.sorted_item()
+            self.indicators.ready()
+            log.debug("item %d: sorted into %s in %.0f ms", number, route.compartment, seconds * 1000.0)
+
+        self._chute.start(route.compartment, sorted_)
         self._watch_storage()
         if self.capture is not None:  # queued for the writer thread: never waits
             self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)

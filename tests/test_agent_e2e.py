@@ -92,36 +92,6 @@ def test_n_photos_give_n_events_right_compartments_and_counts(tmp_path, photo_di
     assert sub.wait_for(lambda: sub.on("/status") and sub.on("/status")[-1].payload == b"offline", 5)
 
 
-def test_the_servo_is_commanded_before_the_mqtt_link_is_woken_for_the_event(tmp_path, photo_dir, mosquitto):
-    """The item is recorded, then its sort starts, then the MQTT link is woken to send
-    the event. Woken first, the link's thread reads the outbox and hands the event to
-    paho while the sort's thread waits for the interpreter: the servo waited for the
-    event (about 2 ms of each item's path here, ``bin-agent bench``'s ``servo`` stage)."""
-    data = base_config(tmp_path, photo_dir, port=mosquitto.port, model=MODEL)
-    data["actuator"]["servo"]["travel_seconds"] = 0.05  # a sort still running when the link is woken
-    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
-    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
-    recorded: list[str] = []
-    sort_started_at_wake: list[bool] = []
-    record_event, wake = agent.store.record_event, agent.mqtt.wake
-
-    def record_and_note(*args, **kwargs):
-        seq = record_event(*args, **kwargs)
-        recorded.append(kwargs["event_id"])
-        return seq
-
-    def wake_and_note() -> None:
-        if len(recorded) > len(sort_started_at_wake):  # the first wake after an item's record
-            sort_started_at_wake.append(agent.chute.busy_seconds() > 0.0)
-        wake()
-
-    agent.store.record_event = record_and_note  # type: ignore[method-assign]
-    agent.mqtt.wake = wake_and_note  # type: ignore[method-assign]
-    assert agent.run() == 0
-    assert len(recorded) == len(list(photo_dir.iterdir())) == len(sort_started_at_wake)
-    assert all(sort_started_at_wake), f"woken before the sort started: {sort_started_at_wake}"
-
-
 def test_mqtt_commands_classify_reset_counts_and_hostile_payloads(tmp_path, photo_dir, mosquitto, subscriber_factory):
     import threading
 
