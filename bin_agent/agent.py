@@ -163,6 +163,10 @@ class Agent:
                     log.error("%s", exc)
                     self.status = "camera_error"
                     self.indicators.error()
+                    # Said now, not after closing: a camera whose driver is stuck can
+                    # freeze the whole process in its stop() (sources/picamera.py), and
+                    # the dashboard would keep "running" until the broker's will says offline.
+                    self._publish_state()
                     exit_code = 1
                     break
                 if frame is None:

@@ -23,11 +23,16 @@ Sensor modes and jobs, as picamera2 0.3.20+ has them:
   queued; ``stop()`` then waits behind it (picamera2 dispatches ``stop_`` as a
   job) - for ever on a real camera, ``stop_hang_seconds`` here, after which it
   raises so a test cannot hang; ``cancel_all_and_flush()`` empties the queue.
+* ``stop_blocks``: an event ``stop()`` waits for (at most 30 s), as a Pi 4's ISP
+  driver stuck after a frontend timeout never returns from stopping the stream
+  (picamera2 #1264, #1275; a real one holds the interpreter lock too, so no
+  thread of the process runs meanwhile: that part a stand-in cannot show).
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 import time
 import types
 from typing import Any, ClassVar
@@ -150,6 +155,7 @@ class FakePicamera2:
     modes: list[dict[str, Any]] = IMX219_MODES
     stall_after: int | None = None  # no frame comes after this many
     stop_hang_seconds = 3.0  # how long stop() waits behind a queued job before the fake gives up
+    stop_blocks: threading.Event | None = None  # stop() waits for it: a driver stuck in streamoff
 
     def __init__(self, camera_num: int = 0) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -297,6 +303,8 @@ class FakePicamera2:
 
     def stop(self) -> None:
         self.calls.append(("stop", None))
+        if self.stop_blocks is not None:
+            self.stop_blocks.wait(30.0)
         if self.jobs:  # picamera2 dispatches stop_ as a job: it waits behind the queued one
             time.sleep(self.stop_hang_seconds)
             raise RuntimeError("stop() hung behind a capture job that never finished")

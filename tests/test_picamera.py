@@ -4,6 +4,7 @@ What only a real camera shows (focus sharpness, AE/AWB settling times) is not te
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -325,3 +326,44 @@ def test_a_camera_that_stops_delivering_frames_fails_the_read_and_still_closes(c
     names = [name for name, _ in camera.calls]
     assert names.index("cancel_all_and_flush") < names.index("stop")
     assert calls(camera, "close")
+
+
+@pytest.mark.parametrize("frames_before_the_stall", [2, 40], ids=["in the warm-up", "while running"])
+def test_a_camera_that_stops_delivering_frames_is_reported_before_its_stop_can_hang(
+    camera_modules, monkeypatch, tmp_path, mosquitto, subscriber_factory, caplog, frames_before_the_stall
+):
+    """After a frame timeout a Pi 4's camera driver may never return from stopping the
+    stream, and libcamera's stop holds the interpreter lock, so nothing runs after it
+    (picamera2 #1264, #1275). The retained state says ``camera_error`` before the source
+    is closed, and the log says what a hang there means. Before: the state stayed
+    ``running`` (published only after the close) until the broker's will said offline."""
+    import threading
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from tests.helpers import wait_for
+
+    stop_blocks = threading.Event()
+    monkeypatch.setattr(fake.FakePicamera2, "stop_blocks", stop_blocks)
+    monkeypatch.setattr(fake.FakePicamera2, "stall_after", frames_before_the_stall)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/state")
+    data = base_config(tmp_path, port=mosquitto.port)
+    data["trigger"]["mode"] = "manual"
+    data["camera"] = {"source": "picamera2", "warmup_seconds": 0.1, "frame_timeout_seconds": 0.5}
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
+    exit_codes: list[int] = []
+    runner = threading.Thread(target=lambda: exit_codes.append(agent.run()))
+    runner.start()
+    try:
+        assert wait_for(lambda: any(("stop", None) in c.calls for c in fake.FakePicamera2.instances), 15)
+        states = [json.loads(m.payload)["status"] for m in sub.on("/state")]
+        assert wait_for(lambda: "camera_error" in [json.loads(m.payload)["status"] for m in sub.on("/state")], 3), (
+            f"while stop() hangs the dashboard reads {states}"
+        )
+        assert "only a reboot frees it" in caplog.text
+    finally:
+        stop_blocks.set()
+        runner.join(30)
+    assert exit_codes == [1]
+    assert (agent.frames_seen > 0) == (frames_before_the_stall > 20), "the stall came where the test says"

@@ -72,7 +72,8 @@ class FrameSource(Protocol):
     """A camera or a replay. ``read`` blocks until the next frame is due.
 
     ``read`` returns ``None`` once a finite source is exhausted and raises
-    :class:`SourceError` when a camera fails.
+    :class:`SourceError` when a camera fails. ``close`` is called after
+    ``start``, also when ``start`` raised (a camera may be open by then).
     """
 
     def start(self) -> None: ...

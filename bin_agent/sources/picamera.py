@@ -24,7 +24,16 @@ A camera that stops delivering frames (a loose ribbon cable) leaves its
 capture job queued in picamera2, and ``stop()`` is queued behind it, for ever:
 after a frame timeout, and before stopping, the queue is emptied with
 ``cancel_all_and_flush()`` (picamera2 >= 0.3.20; ``wait(timeout=)`` needs
-0.3.17: ``bin-agent doctor`` checks the version).
+0.3.17: ``bin-agent doctor`` checks the version). Below picamera2 it can be
+worse: after a "Camera frontend has timed out!" a Pi 4's ISP driver may never
+return from stopping the stream (picamera2 #1264, #1275: the process in the
+kernel's D state, ``vb2_wait_for_all_buffers``), and libcamera's Python
+``Camera.stop`` does not release the interpreter lock while it waits
+(``src/py/libcamera/py_main.cpp``), so every thread of the process stops with
+it. Nothing in the process can undo that; only a reboot frees the camera. So
+after a frame timeout the agent publishes ``camera_error`` before it closes
+the source, and :meth:`PiCameraSource.close` logs what a hang there means
+before it calls ``stop()``: the last line in the journal says it.
 
 Per frame only what the trigger needs is copied out of the camera's buffers:
 the lores stream (0.1 MB at 320x240). The main stream (0.9 MB at 640x480 RGB)
@@ -180,6 +189,7 @@ class PiCameraSource:
         """What was fixed after the warm-up (``AeEnable``, ``ExposureTime``…), for logs and doctor."""
         self._camera: Any = None
         self._index = 0
+        self._timed_out = False  # a frame never came: stop() may hang in the driver (module doc)
         # The last frame's request, until its image is copied or the next frame is read.
         self._held: Any = None
 
@@ -231,11 +241,9 @@ class PiCameraSource:
             self.fps,
             (configured.get("sensor") or {}).get("output_size"),
         )
-        try:
-            self._warm_up(controls.AfStateEnum if scan else None)
-        except SourceError:
-            self.close()
-            raise
+        # A warm-up that fails leaves the camera to close(), as every caller does: the agent
+        # says camera_error first, and stop() may hang for good after a frame timeout.
+        self._warm_up(controls.AfStateEnum if scan else None)
 
     def read(self) -> Frame | None:
         """The next frame: its lores Y plane is copied now; its main stream only if
@@ -265,6 +273,11 @@ class PiCameraSource:
     def close(self) -> None:
         self._release_held()
         if self._camera is not None:
+            if self._timed_out:
+                log.error(
+                    "camera: stopping it after a frame timeout; if the agent hangs here, the camera's "
+                    "kernel driver is stuck (picamera2 #1264, #1275) and only a reboot frees it"
+                )
             try:
                 # A capture job left queued by a timeout would hold stop() for ever.
                 self._flush()
@@ -321,6 +334,7 @@ class PiCameraSource:
             return self._camera.wait(job, timeout=self.timeout_seconds)
         except TimeoutError:  # concurrent.futures.TimeoutError is the built-in since 3.11
             # The job stays queued: cancel it now, so stop() can run.
+            self._timed_out = True
             self._flush()
             raise SourceError(f"camera delivered no frame for {self.timeout_seconds:.1f} s") from None
         except Exception as exc:

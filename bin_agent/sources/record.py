@@ -40,8 +40,8 @@ def record(source: FrameSource, folder: Path, seconds: float, image_format: Lite
         raise SourceError(f"record: {folder} already holds images; choose an empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     saved = 0
-    source.start()
     try:
+        source.start()
         first: float | None = None
         while (frame := source.read()) is not None:
             if first is None:
