@@ -117,6 +117,7 @@ class Agent:
     _pending_trigger_mode: TriggerMode | None = None
     _next_history_prune: float = 0.0
     storage_degraded: bool = False
+    sort_error: str | None = None  # the last sort's error as last seen by the loop: state "actuator_error"
     # A classifier built by reload_model, taken by the loop between two items.
     staged_classifier: Classifier | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -184,6 +185,7 @@ class Agent:
                     self.notifier.watchdog_if_due()
                 self.store.retry_if_due()  # while the disk is full: is there room again?
                 self._watch_storage()
+                self._watch_sorting()
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
@@ -271,6 +273,7 @@ class Agent:
 
         self._chute.start(route.compartment, sorted_)
         self._watch_storage()
+        self._watch_sorting()
         if self.capture is not None:  # queued for the writer thread: never waits
             self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
         self._publish_state()
@@ -364,7 +367,7 @@ class Agent:
             self._publish_state()
         elif command.name == "ping":
             reply["pong"] = utc_now_iso()
-            reply["status"] = self.status
+            reply["status"] = self.reported_status()
         elif command.name == "emptied":
             return self._command_emptied(command.args, reply)
         elif command.name == "trigger_mode":
@@ -518,9 +521,10 @@ class Agent:
     def state(self) -> dict[str, Any]:
         """The retained ``state`` payload."""
         last = self.store.last_item()
+        sort_error = self.sort_error  # read once: the loop may clear it meanwhile
         return {
             "bin_id": self.config.agent.bin_id,
-            "status": self.status,
+            "status": self._status_with(sort_error),
             "counts": self.store.counts().as_dict(),
             "last_item": last,
             "outbox_pending": self.store.pending_count(),
@@ -528,6 +532,7 @@ class Agent:
             "outbox_dropped": self.store.outbox_dropped,
             "storage": self.store.health(),
             "capture_dropped": self.capture.dropped if self.capture is not None else 0,
+            "sort_error": sort_error,
             **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
             **({"learning": self.learning.state()} if self.learning is not None else {}),
@@ -539,6 +544,13 @@ class Agent:
             "updated": utc_now_iso(),
             **self._dashboard_state(last),
         }
+
+    def reported_status(self) -> str:
+        """The status the state says: ``actuator_error`` while running with failing sorts."""
+        return self._status_with(self.sort_error)
+
+    def _status_with(self, sort_error: str | None) -> str:
+        return "actuator_error" if self.status == "running" and sort_error is not None else self.status
 
     def _dashboard_state(self, last: dict[str, Any] | None) -> dict[str, Any]:
         """The keys dashboards read (Home Assistant's value templates, ``bin-agent monitor``)."""
@@ -555,11 +567,26 @@ class Agent:
     def _status_line(self) -> str:
         """The one line ``systemctl status`` shows."""
         line = f"sorting; model {self.classifier.version}"
+        if self.sort_error is not None:
+            line += f"; THE SORT FAILS ({self.sort_error}): items are counted, see the log"
         if self.store.degraded:
             line += "; STORAGE FULL OR FAILING: events held in memory, see the log"
         elif self.store.incident is not None:
             line += f"; state database {self.store.incident['kind']} at start, see the log"
         return line
+
+    def _watch_sorting(self) -> None:
+        """Say it when the mechanics start failing (or work again): the bin goes on
+        classifying and counting; each item's sort tries them again (actuators/worker.py).
+        One field: the state's status and ``sort_error`` both come from it (:meth:`reported_status`)."""
+        failure = self._chute.failure
+        if (failure is None) == (self.sort_error is None):
+            return
+        self.sort_error = failure
+        if failure is not None:
+            self.indicators.error()
+        self.notifier.status(self._status_line())
+        self._publish_state()
 
     def _watch_storage(self) -> None:
         """Say it when the database stops (or starts again) taking writes."""

@@ -123,3 +123,56 @@ def test_mock_factory_is_pwm_capable():
     s = servo(factory)
     s.angle = 10
     assert factory.pin(18).frequency == 50
+
+
+class FlakyPWMPin(MockPWMPin):
+    """A PWM pin whose next ``failures`` writes raise, as a PCA9685 answers
+    ``Remote I/O error`` over a loose I²C wire (or lgpio a chip that went away)."""
+
+    failures = 0
+
+    def _set_state(self, value):
+        if FlakyPWMPin.failures > 0:
+            FlakyPWMPin.failures -= 1
+            raise OSError(121, "Remote I/O error")
+        super()._set_state(value)
+
+
+def test_a_sort_that_fails_is_reported_and_no_item_is_lost(
+    tmp_path, trashnet_dir, mosquitto, subscriber_factory, caplog
+):
+    """The first two of four items' sorts fail at the servo. Every item is still counted and
+    published, the state says ``actuator_error`` with the reason while the sorts fail, and
+    no error once one works. Before: the failure was raised in the main loop at
+    the next item, which was dropped uncounted, and the agent exited with a traceback."""
+    import json
+    import logging
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from tests.helpers import TINY_MODELS, base_config
+
+    caplog.set_level(logging.INFO, logger="bin_agent.actuators.worker")
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n, photo in enumerate(sorted((trashnet_dir / "glass").iterdir())[:4]):
+        (photos / f"{n}_{photo.name}").symlink_to(photo)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    data = base_config(tmp_path, photos, port=mosquitto.port, model=TINY_MODELS / "tiny_uint8.tflite")
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path), pin_factory=MockFactory(pin_class=FlakyPWMPin))
+    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
+    FlakyPWMPin.failures = 2  # after the start-up homing: the first two sorts fail at their first write
+    try:
+        assert agent.run() == 0
+    finally:
+        FlakyPWMPin.failures = 0
+    assert agent.items_sorted == 4
+    assert sub.wait_for(lambda: len(sub.on("/event")) == 4, 10), "every item published"
+    assert agent.store.counts().total == 4, "every item counted"
+    states = [json.loads(m.payload) for m in sub.on("/state")]
+    failing = [s for s in states if s["status"] == "actuator_error"]
+    assert failing and all("Remote I/O error" in s["sort_error"] for s in failing)
+    # The state is published coalesced (the latest when the link sends it): the last one says it.
+    assert states[-1]["status"] == "stopped" and states[-1]["sort_error"] is None, "sorting worked again"
+    assert "sorting works again after 2 failed sort(s)" in caplog.text

@@ -7,6 +7,14 @@ the watchdog) while the servo travels, dwells and returns; the next item waits
 for the chute: :meth:`SortWorker.wait_for_chute` blocks until the previous sort
 is over, and :meth:`SortWorker.close` waits for a sort in progress (a SIGTERM
 lets the item land, within systemd's ``TimeoutStopSec``).
+
+A sort that fails (a PCA9685 answering ``Remote I/O error`` over a loose I²C
+wire, a pin daemon gone) is logged and kept in :attr:`SortWorker.failure`
+until a sort succeeds; the agent shows it (state ``actuator_error``) and goes
+on: the next item is classified, counted and published as before, and its
+sort tries the mechanics again. (It used to be raised again in the main loop
+at the next item: that item was dropped uncounted and the agent exited with a
+traceback.)
 """
 
 from __future__ import annotations
@@ -26,9 +34,8 @@ class SortWorker:
 
     :param sorter: the mechanics.
 
-    A sort that raises is logged; the exception is raised again in the caller's
-    thread by the next :meth:`wait_for_chute` (or :meth:`close`), as if the sort
-    had run there.
+    A sort that raises is logged (with its traceback the first time in a row)
+    and counted; :attr:`failure` says what went wrong until a sort succeeds.
     """
 
     def __init__(self, sorter: Sorter) -> None:
@@ -36,7 +43,10 @@ class SortWorker:
         self._idle = threading.Event()
         self._idle.set()
         self._started: float | None = None  # monotonic start of the sort in progress
-        self._error: BaseException | None = None
+        self.failure: str | None = None
+        """The last sort's error (``"OSError: [Errno 121] Remote I/O error"``); None once one succeeds."""
+        self.failed_sorts = 0
+        """Sorts that failed since the last one that succeeded."""
 
     def busy_seconds(self) -> float:
         """How long the sort in progress has been running (0.0: the chute is free)."""
@@ -45,12 +55,8 @@ class SortWorker:
 
     def wait_for_chute(self, timeout: float | None = None) -> bool:
         """Wait until no sort is in progress (at most ``timeout`` seconds);
-        returns whether the chute is free. Raises the exception of a sort that failed."""
-        free = self._idle.wait(timeout)
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-        return free
+        returns whether the chute is free."""
+        return self._idle.wait(timeout)
 
     def start(self, compartment: str, done: Callable[[float], None]) -> None:
         """Start sorting into ``compartment`` after the previous sort is over;
@@ -65,9 +71,17 @@ class SortWorker:
         started = time.perf_counter()
         try:
             self.sorter.sort(compartment)
-        except BaseException as exc:  # handed to the main loop: it decides, as before
-            self._error = exc
+        except Exception as exc:
+            self.failed_sorts += 1
+            self.failure = f"{type(exc).__name__}: {exc}"
+            if self.failed_sorts == 1:
+                log.exception("the sort into %s failed; the next item tries again", compartment)
+            else:
+                log.error("the sort into %s failed again (%d in a row): %s", compartment, self.failed_sorts, self.failure)
         else:
+            if self.failure is not None:
+                log.info("sorting works again after %d failed sort(s)", self.failed_sorts)
+            self.failure, self.failed_sorts = None, 0
             try:
                 done(time.perf_counter() - started)
             except Exception:
