@@ -77,7 +77,9 @@ class SortWorker:
             if self.failed_sorts == 1:
                 log.exception("the sort into %s failed; the next item tries again", compartment)
             else:
-                log.error("the sort into %s failed again (%d in a row): %s", compartment, self.failed_sorts, self.failure)
+                log.error(
+                    "the sort into %s failed again (%d in a row): %s", compartment, self.failed_sorts, self.failure
+                )
         else:
             if self.failure is not None:
                 log.info("sorting works again after %d failed sort(s)", self.failed_sorts)
