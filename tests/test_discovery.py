@@ -155,6 +155,7 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
             "inference_latency",
             "outbox_pending",
             "possible_items",
+            "problem",
             "classify",
             "reset_counts",
             "trigger_mode",
@@ -170,6 +171,18 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     )
     select = messages["homeassistant/select/test-bin/trigger_mode/config"]
     assert select["options"] == ["motion", "manual"]
+    problem = messages["homeassistant/binary_sensor/test-bin/problem/config"]
+    for status, storage, shown in (
+        ("running", "ok", "OFF"),
+        ("stopped", "ok", "OFF"),
+        ("camera_error", "ok", "ON"),
+        ("actuator_error", "ok", "ON"),
+        ("running", "full", "ON"),
+    ):
+        state = {"status": status, "sort_error": None, "storage": {"status": storage}}
+        assert render(problem["value_template"], json.dumps(state)) == shown, (status, storage)
+    attributes = json.loads(render(problem["json_attributes_template"], json.dumps(state)))
+    assert attributes == {"status": "running", "sort_error": None, "storage": "full"}
     missed = messages["homeassistant/sensor/test-bin/possible_items/config"]
     assert missed["value_template"] == "{{ value_json.possible_items_not_classified | default(0) }}"
     # Stable: the same config gives the same payloads.

@@ -173,6 +173,25 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         icon="mdi:eye-off-outline",
         entity_category="diagnostic",
     )
+    # One entity an automation can watch for "the bin needs a person": the camera gone, the
+    # mechanics failing, the disk full or failing; the state's words in the attributes.
+    add(
+        "binary_sensor",
+        "problem",
+        name="Problem",
+        state_topic=topics.state,
+        value_template=(
+            "{{ 'ON' if value_json.status in ['camera_error', 'actuator_error'] "
+            "or value_json.storage.status != 'ok' else 'OFF' }}"
+        ),
+        device_class="problem",
+        entity_category="diagnostic",
+        json_attributes_topic=topics.state,
+        json_attributes_template=(
+            "{{ {'status': value_json.status, 'sort_error': value_json.sort_error, "
+            "'storage': value_json.storage.status} | tojson }}"
+        ),
+    )
     sensor(
         "outbox_pending",
         "Outbox backlog",
