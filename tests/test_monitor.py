@@ -21,10 +21,12 @@ N_BINS = 100
 
 
 def bin_state(n: int) -> dict:
-    """A state shaped like the agent's (see Agent.state)."""
+    """A state shaped like the agent's (see Agent.state); bin 7's sorts fail, bin 8's disk is full."""
     return {
         "bin_id": f"bin-{n:03d}",
-        "status": "running",
+        "status": "actuator_error" if n == 7 else "running",
+        "sort_error": "OSError: [Errno 121] Remote I/O error" if n == 7 else None,
+        "storage": {"status": "full" if n == 8 else "ok"},
         "counts": {
             "classes": {"glass": n, "paper": 2 * n},
             "compartments": {"glass": n, "paper": 2 * n},
@@ -68,6 +70,7 @@ def test_hundred_bins_as_json_and_table(mosquitto, capsys):
         assert seen["summary"]["online"] == N_BINS - len(offline) and seen["summary"]["offline"] == len(offline)
         assert seen["summary"]["items"] == sum(3 * n for n in range(N_BINS))
         assert "bin-090/paper" in seen["summary"]["full"]
+        assert seen["summary"]["problems"] == {"bin-007": "actuator_error", "bin-008": "storage full"}
 
         # Only the bins asked for.
         assert (
@@ -82,6 +85,12 @@ def test_hundred_bins_as_json_and_table(mosquitto, capsys):
         assert len(rows) == N_BINS
         assert rows[90].split()[:3] == ["bin-090", "online", "270"] and "pap 90!" in rows[90]
         assert rows[50].split()[1] == "offline"
+        assert rows[7].split()[1:3] == ["online:", "actuator_error"] and rows[8].split()[1:4] == [
+            "online:",
+            "storage",
+            "full",
+        ]
+        assert "problems: bin-007 (actuator_error), bin-008 (storage full)" in table[0]
     finally:
         simulator.disconnect()
         simulator.loop_stop()

@@ -40,6 +40,10 @@ from .link import Topics
 COMPONENTS = ("sensor", "binary_sensor", "button", "select", "image")
 MODEL = "bin-agent camera sorting bin"
 
+PROBLEM_STATUSES = ("camera_error", "actuator_error")
+"""The state's statuses in which a bin needs a person (its camera gone, its mechanics
+failing); with a full or failing disk, what the "Problem" sensor and ``bin-agent monitor`` show."""
+
 
 def node_id(bin_id: str) -> str:
     """The bin id as a discovery topic level (``[a-zA-Z0-9_-]+``).
@@ -181,7 +185,7 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         name="Problem",
         state_topic=topics.state,
         value_template=(
-            "{{ 'ON' if value_json.status in ['camera_error', 'actuator_error'] "
+            f"{{{{ 'ON' if value_json.status in {list(PROBLEM_STATUSES)} "
             "or value_json.storage.status != 'ok' else 'OFF' }}"
         ),
         device_class="problem",

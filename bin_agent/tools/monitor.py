@@ -1,8 +1,9 @@
 """``bin-agent monitor``: a live view of one bin or a fleet, from any machine on the broker.
 
 It only reads what the bins already publish: the retained ``state`` (counts,
-fill, last item, outbox backlog) and ``status`` (``online``, or ``offline``
-from a clean stop or the Last Will) under ``<topic_prefix>/<bin_id>/``. So it
+fill, last item, outbox backlog, and what needs a person: ``camera_error``,
+``actuator_error``, a full or failing disk) and ``status`` (``online``, or
+``offline`` from a clean stop or the Last Will) under ``<topic_prefix>/<bin_id>/``. So it
 needs no access to the bins themselves, and a monitor started later sees every
 bin at once from the retained messages.
 
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ..mqtt.client import Message
+from ..mqtt.discovery import PROBLEM_STATUSES
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -90,8 +92,20 @@ class Fleet:
         return {"summary": summary(bins), "bins": {k: v.as_dict() for k, v in bins.items()}}
 
 
+def problem(state: dict[str, Any] | None) -> str | None:
+    """What needs a person at this bin, from its last state: its error status, or a
+    disk that is full or failing (``storage full``); None when nothing does. The rule of
+    Home Assistant's "Problem" sensor (:mod:`bin_agent.mqtt.discovery`)."""
+    state = state or {}
+    if state.get("status") in PROBLEM_STATUSES:
+        return str(state["status"])
+    storage = (state.get("storage") or {}).get("status", "ok")
+    return None if storage == "ok" else f"storage {storage}"
+
+
 def summary(bins: dict[str, BinView]) -> dict[str, Any]:
     full = sorted(f"{b.bin_id}/{c}" for b in bins.values() for c in (b.state or {}).get("full", []))
+    problems = {b.bin_id: p for b in bins.values() if (p := problem(b.state)) is not None}
     return {
         "bins": len(bins),
         "online": sum(b.status == "online" for b in bins.values()),
@@ -99,6 +113,7 @@ def summary(bins: dict[str, BinView]) -> dict[str, Any]:
         "items": sum(((b.state or {}).get("counts") or {}).get("total", 0) for b in bins.values()),
         "outbox_pending": sum((b.state or {}).get("outbox_pending") or 0 for b in bins.values()),
         "full": full,
+        "problems": dict(sorted(problems.items())),
     }
 
 
@@ -114,9 +129,10 @@ def _row(view: BinView, now: float) -> list[str]:
     full = set(state.get("full") or [])
     last = state.get("last_item") or {}
     share = state.get("fallback_share")
+    trouble = problem(state)
     return [
         view.bin_id,
-        view.status,
+        view.status if trouble is None else f"{view.status}: {trouble}",
         str(counts.get("total", "-")),
         " ".join(f"{_abbrev(k)} {v}" for k, v in sorted(classes.items())) or "-",
         "-" if share is None else f"{share:.0f}%",
@@ -156,7 +172,8 @@ def render_table(fleet: Fleet, now: float | None = None) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"{s['bins']} bins: {s['online']} online, {s['offline']} offline; {s['items']} items; "
-        f"outbox {s['outbox_pending']}; full: {', '.join(s['full']) or 'none'}   ({stamp} UTC)",
+        f"outbox {s['outbox_pending']}; full: {', '.join(s['full']) or 'none'}; "
+        f"problems: {', '.join(f'{k} ({v})' for k, v in s['problems'].items()) or 'none'}   ({stamp} UTC)",
         "",
     ]
     lines += ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
