@@ -35,6 +35,8 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     assert report["mode"] == "quick" and report["views"] == 4
     for stage in ("trigger", "crop", "preprocess", "invoke", "route", "record", "servo", "publish"):
         assert stage in report["stages_ms"], stage
+    for stage in ("crop", "preprocess", "invoke", "route", "record", "servo", "publish"):
+        assert report["stages_ms"][stage]["n"] == 3, f"{stage}: timed for every item"
     assert report["path_ms"]["n"] == 3 and report["event_ms"]["n"] == 3, "every item's event reached MQTT"
     # settled -> servo command comes before settled -> event handed to MQTT, whatever their order in the agent
     assert report["path_ms"]["median"] > 0 and report["event_ms"]["median"] > 0
