@@ -273,7 +273,6 @@ class Agent:
 
         self._chute.start(route.compartment, sorted_)
         self._watch_storage()
-        self._watch_sorting()
         if self.capture is not None:  # queued for the writer thread: never waits
             self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
         self._publish_state()

@@ -8,9 +8,9 @@ a replay source for the frames, a real mosquitto on loopback for the broker):
 * **the item path**: from the settled frame to the servo command
   (``path_ms``: trigger, crop, preprocess, ``invoke()`` x views, route, the
   record, then ``servo``: from the record to the command in the sort's thread)
-  and to the event handed to MQTT (``event_ms``; ``publish``: from the record to
-  the hand-over to paho), split by stage, against the bare ``invoke()`` of the same interpreter in the same
-  run: ``path_ratio = path_ms / (views x bare invoke)``;
+  and to the event handed to MQTT (``event_ms``; ``publish``: from the record
+  to the hand-over to paho), split by stage, against the bare ``invoke()`` of
+  the same interpreter in the same run: ``path_ratio = path_ms / (views x bare invoke)``;
 * **the trigger**: ``update()`` per 320x240 frame of an empty bin, as configured (a quiet
   bin is looked at every ``idle_look_seconds``: ``trigger_us_per_frame``, whose mean is the
   cost per frame) and with every frame looked at (``trigger_us_per_look``: one look each);
