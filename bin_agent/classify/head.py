@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,11 @@ import numpy as np
 
 HEAD_SUFFIX = ".head.npz"
 HEAD_FORMAT = 1
+
+UNREADABLE_NPZ: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+"""What ``np.load`` of a damaged ``.npz`` raises (truncated by a power cut, a flipped bit on
+the SD card: the zip's own checks, zlib, a file cut before its header): the readers of the
+head, the training memory and the embedding cache turn them into their own one-line error."""
 
 
 class HeadError(ValueError):
@@ -116,8 +123,8 @@ class Head:
                 weights = np.asarray(data["weights"], np.float32)
                 bias = np.asarray(data["bias"], np.float32)
                 meta = json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise HeadError(f"{path}: not a readable head file ({exc})") from None
+        except UNREADABLE_NPZ as exc:
+            raise HeadError(f"{path}: not a readable head file ({type(exc).__name__}: {exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
             raise HeadError(f"{path}: unknown head format {meta.get('format') if isinstance(meta, dict) else None!r}")
         classes = meta.get("classes")
@@ -128,10 +135,16 @@ class Head:
             or len(classes) != weights.shape[0]
         ):
             raise HeadError(f"{path}: weights {weights.shape}, bias {bias.shape} and classes do not agree")
-        temperature = float(meta.get("temperature", 1.0))
-        if not np.isfinite(temperature) or temperature <= 0 or not np.all(np.isfinite(weights)):
-            raise HeadError(f"{path}: temperature {temperature} or weights are not finite and positive")
+        temperature = _number(meta.get("temperature", 1.0))
+        if temperature is None or temperature <= 0 or not (np.all(np.isfinite(weights)) and np.all(np.isfinite(bias))):
+            raise HeadError(
+                f"{path}: temperature {meta.get('temperature')!r} is not a positive number, or its weights or "
+                "bias are not finite"
+            )
         threshold = meta.get("threshold")
+        if threshold is not None and (_number(threshold) is None or not 0 <= float(threshold) <= 1):
+            raise HeadError(f"{path}: threshold {threshold!r} is not a number from 0 to 1")
+        info = meta.get("info") or {}
         return cls(
             weights=weights,
             bias=bias,
@@ -140,8 +153,15 @@ class Head:
             temperature=temperature,
             threshold=None if threshold is None else float(threshold),
             backbone_sha256=str(meta.get("backbone_sha256", "")),
-            info=dict(meta.get("info") or {}),
+            info=dict(info) if isinstance(info, dict) else {},
         )
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float; None when it is not a finite number (a string, a bool, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return None
+    return float(value)
 
 
 # --------------------------------------------------------------------------- fitting

@@ -64,6 +64,7 @@ import numpy as np
 
 from ..classify.classifier import Classifier, ModelFiles
 from ..classify.head import (
+    UNREADABLE_NPZ,
     Head,
     class_balanced_weights,
     fit_dense,
@@ -118,17 +119,19 @@ class EmbeddingCache:
                 self.vectors = dict(zip((str(i) for i in data["ids"]), data["embeddings"].astype(np.float32)))
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: unreadable embedding cache (%s); recomputing", self.path, exc)
+        except UNREADABLE_NPZ as exc:
+            self.vectors = {}
+            log.warning("%s: unreadable embedding cache (%s: %s); recomputing", self.path, type(exc).__name__, exc)
 
     def get(self, item: CapturedItem, classifier: Classifier) -> np.ndarray | None:
         """The item's embedding: kept by capture in its sidecar, else cached, else
         computed from its photo (and cached); None if unreadable."""
+        width = (classifier.embedding_width,)
         kept = decode_embedding(item.info, self.backbone_sha256)
-        if kept is not None and kept.shape == (classifier.embedding_width,):
+        if kept is not None and kept.shape == width and np.all(np.isfinite(kept)):
             return kept  # not cached again: the sidecar holds it, and goes with the photo
         vector = self.vectors.get(item.event_id)
-        if vector is None:
+        if vector is None or vector.shape != width or not np.all(np.isfinite(vector)):
             try:
                 vector = classifier.embed(load_image(item.image)).astype(np.float32)
             except (ImageError, OSError) as exc:
@@ -380,6 +383,16 @@ def _learn(config: Config, result: LearnResult) -> None:
         return
     memory = load_memory(config, deploy.sha256(classifier.files.model))
     if memory is not None and memory.classes != list(classifier.labels):
+        log.warning(
+            "the training memory's classes %s are not the model's; learning from the bin's labels alone", memory.classes
+        )
+        memory = None
+    if memory is not None and memory.embeddings.shape[1] != data.embeddings.shape[1]:
+        log.warning(
+            "the training memory's embeddings have %d features, the model's %d; learning from the bin's labels alone",
+            memory.embeddings.shape[1],
+            data.embeddings.shape[1],
+        )
         memory = None
     result.memory = len(memory.labels) if memory is not None else 0
     x, y = data.embeddings, data.labels

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..classify.head import UNREADABLE_NPZ
+
 MEMORY_SUFFIX = ".memory.npz"
 MEMORY_FORMAT = 1
 
@@ -77,16 +79,25 @@ class Memory:
             raise TrainingMemoryError(
                 f"{path}: no training memory beside the model (scripts/build_memory.py)"
             ) from None
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise TrainingMemoryError(f"{path}: not a readable training memory ({exc})") from None
+        except UNREADABLE_NPZ as exc:
+            raise TrainingMemoryError(f"{path}: not a readable training memory ({type(exc).__name__}: {exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != MEMORY_FORMAT:
             raise TrainingMemoryError(f"{path}: unknown memory format")
         if quantized.ndim != 2 or labels.shape != (quantized.shape[0],):
             raise TrainingMemoryError(f"{path}: embeddings {quantized.shape} and labels {labels.shape} do not agree")
+        classes, scale = meta.get("classes"), meta.get("scale")
+        if not isinstance(classes, list) or not classes:
+            raise TrainingMemoryError(f"{path}: its meta lists no classes")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise TrainingMemoryError(f"{path}: its meta's scale {scale!r} is not a positive number")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise TrainingMemoryError(
+                f"{path}: class indexes {labels.min()}..{labels.max()} outside its {len(classes)} classes"
+            )
         return cls(
-            embeddings=quantized.astype(np.float32) * float(meta["scale"]),
+            embeddings=quantized.astype(np.float32) * float(scale),
             labels=labels,
-            classes=[str(c) for c in meta["classes"]],
+            classes=[str(c) for c in classes],
             backbone_sha256=str(meta.get("backbone_sha256", "")),
             meta=meta,
         )
