@@ -121,6 +121,8 @@ class Agent:
     # A classifier built by reload_model, taken by the loop between two items.
     staged_classifier: Classifier | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Why the agent sorts with a fallback instead of the deployed model (build_agent); None: it does not.
+    model_problem: str | None = None
 
     def __post_init__(self) -> None:
         if self.chute is None:
@@ -505,6 +507,7 @@ class Agent:
         if staged is None:
             return
         previous, self.classifier = self.classifier, staged
+        self.model_problem = None  # a reload builds the deployed model itself, never a fallback
         # The new model (or a head refitted by `bin-agent learn`) brings its own threshold
         # unless the config pins one.
         threshold, source = router_threshold(self.config, staged)
@@ -534,6 +537,7 @@ class Agent:
             "sort_error": sort_error,
             **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
+            "model_problem": self.model_problem,
             **({"learning": self.learning.state()} if self.learning is not None else {}),
             "trigger": self.trigger.state,
             # Settled changes the motion trigger judged smaller than an item (docs/trigger.md).
@@ -566,6 +570,8 @@ class Agent:
     def _status_line(self) -> str:
         """The one line ``systemctl status`` shows."""
         line = f"sorting; model {self.classifier.version}"
+        if self.model_problem is not None:
+            line += "; THE DEPLOYED MODEL CANNOT RUN: sorting with a fallback, see the log"
         if self.sort_error is not None:
             line += f"; THE SORT FAILS ({self.sort_error}): items are counted, see the log"
         if self.store.degraded:
@@ -657,20 +663,56 @@ def router_threshold(config: Config, classifier: Classifier) -> tuple[float, str
     )
 
 
-def build_classifier(config: Config, num_threads: int | None = None) -> Classifier:
-    """The classifier of ``config.model`` (``num_threads`` overrides the config's);
+def build_classifier(config: Config, num_threads: int | None = None, model_file: Path | None = None) -> Classifier:
+    """The classifier of the model the agent runs (the deployed one, else ``model.path``;
+    ``model_file`` instead when given; ``num_threads`` overrides the config's);
     raises :class:`~bin_agent.classifier.ModelFilesError`. With ``[capture]`` on it
     reads each item's embedding, which capture keeps for ``bin-agent learn``."""
     from .learning.deploy import active_model_path
 
     model = config.model
     return Classifier(
-        ModelFiles.beside(active_model_path(config)),
+        ModelFiles.beside(model_file if model_file is not None else active_model_path(config)),
         num_threads=num_threads or model.num_threads,
         views=model.views or None,  # 0: the model metadata's
         embeddings=config.capture.enabled,
         embeddings_if_readable=True,
     )
+
+
+def start_classifier(config: Config) -> tuple[Classifier, str | None]:
+    """The classifier the agent starts with, and why it is a fallback (None: it is not).
+
+    A deployed model that cannot run (a folder lost or cut short by a power cut, a damaged
+    head file) must not keep an unattended bin from sorting: the agent falls back on the
+    previous model, then on ``model.path``, says so (log, ``state.model_problem``, the
+    systemd status line) and sorts. A reload after a rollback or a new deploy takes the
+    deployed model again. Only when ``model.path`` cannot run either does it raise
+    :class:`~bin_agent.classifier.ModelFilesError` (the deployed model's problem first).
+    """
+    from .classify.classifier import ModelFilesError
+    from .learning import deploy
+
+    try:
+        return build_classifier(config), None
+    except ModelFilesError as exc:
+        if not deploy.is_deployed(config):
+            raise
+        problem = f"the deployed model cannot run: {exc}"
+    for name, path in deploy.fallback_models(config):
+        try:
+            classifier = build_classifier(config, model_file=path)
+            deploy.check_classes(classifier, config)
+        except (ModelFilesError, deploy.DeployError) as exc:
+            log.error("%s; %s cannot run either: %s", problem, name, exc)
+            continue
+        problem += (
+            f"; sorting with {name}, version {classifier.version}, instead "
+            "(bin-agent deploy --rollback, or deploy a model, then reload)"
+        )
+        log.error("%s", problem)
+        return classifier, problem[:500]
+    raise ModelFilesError(problem)
 
 
 def build_source(config: Config) -> FrameSource:
@@ -775,7 +817,7 @@ def build_agent(
         undo.callback(trigger.close)
         frame_source = source if source is not None else build_source(config)
         try:
-            classifier = build_classifier(config)
+            classifier, model_problem = start_classifier(config)
         except ModelFilesError as exc:
             raise StartupError(f"model.path: {exc}", os.EX_CONFIG) from None
         fill = None
@@ -809,6 +851,7 @@ def build_agent(
         asker=asker,
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
         trigger_mode=config.trigger.mode,
+        model_problem=model_problem,
     )
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure

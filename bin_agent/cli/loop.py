@@ -33,6 +33,7 @@ RELOAD_HINT = (
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from ..classify.classifier import ModelFilesError
     from ..learning import deploy
 
     config = _config(args.config)
@@ -42,7 +43,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             rows = deploy.installed(config)
             for row in rows:
                 print(f"{row['folder']}  {row['role']}")
-            print(f"in use: {deploy.active_model_path(config)}")
+            try:
+                print(f"in use: {deploy.active_model_path(config)}")
+            except ModelFilesError as exc:  # the listing is how a person sees what to roll back to
+                print(f"in use: none, the deployed model cannot run ({exc}); the agent falls back (see its log)")
+                return 1
             return 0
         if args.rollback:
             before, now = deploy.rollback(config)

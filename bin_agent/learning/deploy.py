@@ -78,11 +78,52 @@ def installed_model(folder: Path) -> Path:
 
 
 def deployed_model(config: Config) -> Path | None:
-    """The deployed model (``models/current``), or None when none is deployed."""
+    """The deployed model (``models/current``), or None when none is deployed.
+
+    :raises DeployError: ``current`` points at a folder that is not there (a power cut, a
+        folder deleted by hand) or that holds no single ``.tflite``: never silently ``model.path``.
+    """
     current = models_dir(config) / CURRENT
-    if not current.exists():
+    if not current.is_symlink() and not current.exists():
         return None
+    if not current.exists():
+        raise DeployError(
+            f"{current} points at {os.readlink(current)}, which is not there (bin-agent deploy --rollback goes back)"
+        )
     return installed_model(current.resolve())
+
+
+def is_deployed(config: Config) -> bool:
+    """Whether ``models/current`` exists as a link, whole or not (the agent then runs it, not ``model.path``)."""
+    return _target(models_dir(config), CURRENT) is not None
+
+
+def fallback_models(config: Config) -> list[tuple[str, Path]]:
+    """What the agent may run when the deployed model cannot, in order: the one ``previous``
+    points at (when it is there), then ``model.path``. Each as (what it is, its ``.tflite``)."""
+    models = models_dir(config)
+    choices: list[tuple[str, Path]] = []
+    previous = _target(models, PREVIOUS)
+    if previous is not None and previous != _target(models, CURRENT):
+        try:
+            choices.append((f"the previous model ({previous})", installed_model(models / previous)))
+        except DeployError as exc:
+            log.warning("the previous model cannot be a fallback: %s", exc)
+    choices.append((f"model.path ({config.model.path})", Path(config.model.path)))
+    return choices
+
+
+def _in_use(config: Config) -> Path:
+    """The model the agent is pointed at, even when it is broken (for messages): the deployed
+    ``.tflite``, else its folder, else ``model.path``."""
+    models = models_dir(config)
+    target = _target(models, CURRENT)
+    if target is None:
+        return Path(config.model.path)
+    try:
+        return installed_model(models / target)
+    except DeployError:
+        return models / target
 
 
 def active_model_path(config: Config) -> Path:
@@ -299,10 +340,11 @@ def rollback(config: Config) -> tuple[Path, Path]:
         raise DeployError(
             f"nothing to roll back: no model was deployed in {models} (the agent uses model.path {config.model.path})"
         )
-    before = active_model_path(config)
+    # Whole or not: rolling back is how a person leaves a deployed model that cannot run.
+    before = _in_use(config)
     _point(models, PREVIOUS, current)
     _point(models, CURRENT, previous)
-    return before, active_model_path(config)
+    return before, _in_use(config)
 
 
 def installed(config: Config) -> list[dict[str, Any]]:

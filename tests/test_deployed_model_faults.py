@@ -1,0 +1,156 @@
+"""The deployed models folder after months unattended: a power cut, a damaged SD card, a
+folder deleted by hand. The bin keeps sorting (the previous model, else ``model.path``) and
+says why; ``bin-agent deploy --rollback`` and ``--list`` still work; the damaged files
+give one line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bin_agent import preflight
+from bin_agent.agent import build_agent
+from bin_agent.classify.classifier import Classifier, ModelFiles
+from bin_agent.classify.head import Head, HeadError
+from bin_agent.learning import deploy
+from tests.helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.test_deploy import copy_model, run_cli
+
+SHIPPED_VERSION = Classifier(ModelFiles.beside(SHIPPED_MODEL), num_threads=1).version
+
+
+def save_head(model: Path, version: str) -> Path:
+    """A head beside ``model``: the model's own dense layer, under ``version``."""
+    head = Classifier(ModelFiles.beside(model), num_threads=1, embeddings=True).builtin_head()
+    head.version = version
+    return head.save(ModelFiles.beside(model).head)
+
+
+@pytest.fixture
+def two_deployed(tmp_path, trashnet_dir):
+    """A config replaying two TrashNet photos with v-one deployed, then v-two (current v-two,
+    previous v-one)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for label in ("glass", "paper"):
+        first = min((trashnet_dir / label).iterdir())
+        (photos / first.name).symlink_to(first)
+    config_file = write_toml(tmp_path / "bin.toml", base_config(tmp_path, photos, mqtt=False, model=SHIPPED_MODEL))
+    config = preflight.load(config_file)
+    for version in ("v-one", "v-two"):
+        candidate = copy_model(SHIPPED_MODEL, tmp_path / version, version)
+        deploy.install(candidate, config, deploy.validate(candidate, config))
+    models = deploy.models_dir(config)
+    return config_file, config, models / os.readlink(models / "current"), models / os.readlink(models / "previous")
+
+
+def damage(kind: str, folder: Path) -> None:
+    model = deploy.installed_model(folder)
+    if kind == "folder-gone":  # current dangles
+        shutil.rmtree(folder)
+    elif kind == "tflite-gone":
+        model.unlink()
+    elif kind == "tflite-cut":
+        model.write_bytes(model.read_bytes()[:1000])
+    elif kind == "metadata-cut":
+        model.with_suffix(".json").write_text('{"input_size": [16')
+    elif kind == "head-cut":  # a head.npz a power cut left short: a zip without its directory
+        head = save_head(model, "headed").read_bytes()
+        model.with_suffix(".head.npz").write_bytes(head[: len(head) // 2])
+    elif kind == "head-nan":
+        path = save_head(model, "headed")
+        with np.load(path) as data:
+            parts = dict(data)
+        parts["bias"] = np.full_like(parts["bias"], np.nan)
+        np.savez(path, **parts)
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["folder-gone", "tflite-gone", "tflite-cut", "metadata-cut", "head-cut", "head-nan"])
+def test_agent_with_a_broken_deployed_model_sorts_with_the_previous_one_and_says_why(two_deployed, kind):
+    config_file, config, current, _ = two_deployed
+    damage(kind, current)
+    agent = build_agent(preflight.load(config_file))
+    version, problem, status_line = agent.classifier.version, agent.state()["model_problem"], agent._status_line()
+    assert agent.run() == 0 and agent.items_sorted == 2, "it sorts"
+    assert version == "v-one", "the previous model, not a crash (exit 78) nor model.path"
+    assert problem is not None and "the deployed model cannot run" in problem and "v-one" in problem, problem
+    assert current.name in problem, "it names what is broken"
+    assert "THE DEPLOYED MODEL CANNOT RUN" in status_line
+
+
+def test_agent_falls_back_on_model_path_when_previous_is_broken_too_and_a_reload_takes_the_fixed_model(
+    two_deployed,
+):
+    config_file, config, current, previous = two_deployed
+    damage("tflite-gone", current)
+    damage("folder-gone", previous)
+    agent = build_agent(preflight.load(config_file))
+    version, problem = agent.classifier.version, agent.state()["model_problem"]
+    # A reload while current is still broken keeps the fallback (and the problem said).
+    refused = agent.reload_model()
+    # A person deploys a whole model: the reload takes it and the problem is gone.
+    candidate = copy_model(SHIPPED_MODEL, current.parent.parent.parent / "v-three", "v-three")
+    deploy.install(candidate, config, deploy.validate(candidate, config))
+    assert agent.reload_model()["ok"]
+    assert agent.run() == 0
+    assert version == SHIPPED_VERSION and "model.path" in problem, problem
+    assert not refused["ok"]
+    assert agent.classifier.version == "v-three"
+    assert agent.model_problem is None
+    assert "CANNOT RUN" not in agent._status_line()
+
+
+def test_a_dangling_current_link_is_not_silently_model_path(two_deployed):
+    _, config, current, _ = two_deployed
+    damage("folder-gone", current)
+    with pytest.raises(deploy.DeployError, match="points at .*which is not there"):
+        deploy.deployed_model(config)
+
+
+def test_rollback_and_list_work_while_the_deployed_model_is_broken(two_deployed):
+    config_file, config, current, previous = two_deployed
+    damage("tflite-gone", current)
+    listing = run_cli("deploy", "--list", "--config", str(config_file))
+    assert listing.returncode == 1 and "Traceback" not in listing.stderr, listing.stderr
+    assert previous.name in listing.stdout and "cannot run" in listing.stdout, listing.stdout
+    back = run_cli("deploy", "--rollback", "--config", str(config_file))
+    assert back.returncode == 0, back.stderr
+    assert deploy.active_model_path(config).parent == previous
+
+
+@pytest.mark.parametrize("cut", [0, 10, 200, -40])
+def test_a_damaged_head_file_is_one_head_error(tmp_path, cut):
+    model = copy_model(SHIPPED_MODEL, tmp_path, "m")
+    data = save_head(model, "h").read_bytes()
+    path = ModelFiles.beside(model).head
+    path.write_bytes(data[:cut])
+    with pytest.raises(HeadError, match="not a readable head file"):
+        Head.load(path)
+
+
+@pytest.mark.parametrize(
+    "meta_change",
+    [{"temperature": "warm"}, {"threshold": "high"}, {"threshold": 7.0}, {"info": [1, 2]}],
+    ids=["temperature-text", "threshold-text", "threshold-7", "info-list"],
+)
+def test_a_head_with_bad_meta_values_is_a_head_error_or_read(tmp_path, meta_change):
+    import json
+
+    model = copy_model(SHIPPED_MODEL, tmp_path, "m")
+    path = save_head(model, "h")
+    with np.load(path) as data:
+        parts = dict(data)
+    meta = json.loads(str(parts["meta"])) | meta_change
+    parts["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **parts)
+    if "info" in meta_change:
+        assert Head.load(path).info == {}
+    else:
+        with pytest.raises(HeadError):
+            Head.load(path)
