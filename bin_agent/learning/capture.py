@@ -131,9 +131,19 @@ def read_captured(sidecar_path: Path) -> CapturedItem | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         log.warning("%s: unreadable capture sidecar; skipped", sidecar_path)
         return None
-    if isinstance(info, dict) and "event_id" in info and "class" in info:
-        return CapturedItem(image, info)
-    return None
+    if not isinstance(info, dict) or "event_id" not in info or "class" not in info:
+        return None
+    confidence = info.get("confidence", 0.0)
+    if (
+        not isinstance(info["event_id"], str)
+        or not isinstance(info["class"], str)
+        or isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+    ):
+        # Damaged on the card, or edited by hand: what it says cannot be trusted or shown.
+        log.warning("%s: capture sidecar with a bad event_id, class or confidence; skipped", sidecar_path)
+        return None
+    return CapturedItem(image, info)
 
 
 class Capture:

@@ -55,21 +55,36 @@ class LabelStore:
         self._lock = threading.Lock()
 
     def all(self) -> dict[str, dict[str, Any]]:
-        """The latest label of each event id."""
+        """The latest label of each event id.
+
+        Read line by line, so one damaged line costs only itself: a line cut by a power cut,
+        the zeros a power cut can leave where an append did not reach the card (stripped: a
+        label appended after them is read), bytes that are not UTF-8, an entry without a
+        string ``label``. The file is never rewritten here.
+
+        :raises LabelError: the file exists but cannot be read (not a file, no permission).
+        """
         labels: dict[str, dict[str, Any]] = {}
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return labels
-        for line in text.splitlines():
+        except OSError as exc:
+            raise LabelError(f"{self.path}: cannot read the labels ({exc.strerror or exc})") from None
+        for raw in data.split(b"\n"):
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a power cut
-            if isinstance(entry, dict) and isinstance(entry.get("event_id"), str):
+                entry = json.loads(raw.strip(b"\x00 \t\r").decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue  # a damaged line: its label is lost, the others are not
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("event_id"), str)
+                and isinstance(entry.get("label"), str)
+            ):
                 if "source" not in entry:  # written before labels said "source" ("by": mqtt/terminal)
                     by = entry.pop("by", "")
                     entry["source"] = "cli" if by == "terminal" else by
+                entry.setdefault("confirmed", entry["label"] == entry.get("predicted"))
                 labels[entry["event_id"]] = entry
         return labels
 
@@ -96,8 +111,13 @@ class LabelStore:
         data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # The last line was cut by a power cut: on its own line, this label is not
+                    # glued to it and lost with it.
+                    data = b"\n" + data
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
@@ -187,7 +207,12 @@ def review_order(
 
 def describe_item(item: CapturedItem) -> str:
     info = item.info
-    top = ", ".join(f"{t['class']} {float(t['confidence']):.2f}" for t in info.get("top3", []))
+    top3 = info.get("top3")
+    top = ", ".join(
+        f"{t.get('class')} {t['confidence']:.2f}"
+        for t in (top3 if isinstance(top3, list) else [])
+        if isinstance(t, dict) and isinstance(t.get("confidence"), (int, float))
+    )
     return (
         f"{item.image}\n  predicted: {info['class']} {float(info.get('confidence', 0)):.2f}   "
         f"top-3: {top}\n  {info.get('time', '')}  model {info.get('model_version', '?')}  "

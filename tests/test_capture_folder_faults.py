@@ -1,0 +1,133 @@
+"""The capture folder after months unattended: power cuts in the middle of an append, zeros
+or foreign bytes on the SD card, sidecars damaged or edited by hand. A person's labels are
+never lost to a neighbouring damaged line; a damaged item is skipped with a line naming it;
+``bin-agent label`` and ``bin-agent learn`` give no traceback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bin_agent import preflight
+from bin_agent.learning import deploy
+from bin_agent.learning.capture import captured_items
+from bin_agent.learning.labels import LabelError, LabelStore
+from bin_agent.learning.learn import embedding_classifier, labelled_captures
+from tests.helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.learning_helpers import write_captures
+
+
+def label_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bin_agent", "label", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"event_id": "a2", "label": "gl', b"\x00" * 512, b"\xff\xfe garbage"],
+    ids=["cut-line", "zeros", "not-utf8"],
+)
+def test_a_label_added_after_a_damaged_last_line_is_kept_and_the_earlier_ones_too(tmp_path, tail):
+    store = LabelStore(tmp_path)
+    store.add("a1", "paper", "paper", "cli")
+    with store.path.open("ab") as f:  # the power cut: the last append reached the card in part
+        f.write(tail)
+    store.add("a3", "glass", "metal", "mqtt")
+    labels = LabelStore(tmp_path).all()
+    assert set(labels) == {"a1", "a3"}, "the label after the damaged line was glued to it and lost"
+    assert labels["a3"]["label"] == "glass" and labels["a3"]["confirmed"] is False
+
+
+def test_labels_after_zeros_or_foreign_bytes_already_on_the_card_are_read(tmp_path):
+    """A file damaged before this fix: a label after a zero-filled stretch on the same line,
+    a line that is not UTF-8, an entry without a label; the readable labels all count."""
+    good = [json.dumps({"event_id": f"b{n}", "label": "paper", "predicted": "glass"}) for n in range(3)]
+    (tmp_path / "labels.jsonl").write_bytes(
+        good[0].encode() + b"\n" + b"\x00" * 300 + good[1].encode() + b"\n\xff\xfe\x00\x01\n"
+        b'{"event_id": "b9"}\n' + good[2].encode() + b"\n"
+    )
+    labels = LabelStore(tmp_path).all()
+    assert set(labels) == {"b0", "b1", "b2"}
+    assert labels["b1"]["confirmed"] is False, "an entry without 'confirmed' gets it (label --list read it)"
+
+
+def test_a_labels_path_that_cannot_be_read_is_one_label_error(tmp_path):
+    (tmp_path / "labels.jsonl").mkdir()
+    with pytest.raises(LabelError, match="cannot read the labels"):
+        LabelStore(tmp_path).all()
+    result = label_cli("--folder", str(tmp_path), "--list")
+    assert result.returncode == 65 and "Traceback" not in result.stderr, result.stderr
+    assert "labels.jsonl: cannot read the labels" in result.stderr
+
+
+@pytest.fixture
+def captured(tmp_path, trashnet_dir):
+    """A config with [capture] and four labelled captures (with embeddings) of TrashNet photos."""
+    from bin_agent.classify.preprocess import load_image
+
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["capture"] = {"enabled": True}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    classifier = embedding_classifier(deploy.active_model_path(config), config)
+    photos = [(load_image(min((trashnet_dir / c).iterdir())), i) for i, c in enumerate(["cardboard", "glass"] * 2)]
+    folder = Path(config.agent.state_dir) / config.capture.folder
+    write_captures(folder, photos, classifier)
+    sidecars = sorted(folder.glob("2*.json"))
+    for path in sidecars:  # as capture keeps them: the embedding the classifier read
+        info = json.loads(path.read_text())
+        embedding = classifier.embed(load_image(path.with_suffix(".jpg")))
+        info["embedding"] = {
+            "backbone_sha256": classifier.backbone_sha256,
+            "float16": base64.b64encode(embedding.astype("<f2").tobytes()).decode(),
+        }
+        path.write_text(json.dumps(info))
+    return config, classifier, folder, sidecars
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"confidence": "high"}, {"class": None}, {"event_id": ["x"]}],
+    ids=["confidence-text", "class-null", "event-id-list"],
+)
+def test_label_list_skips_a_sidecar_with_bad_values_naming_it(captured, change):
+    _, _, folder, sidecars = captured
+    info = json.loads(sidecars[0].read_text()) | change
+    sidecars[0].write_text(json.dumps(info))
+    result = label_cli("--folder", str(folder), "--list")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert sidecars[0].name in result.stderr and "skipped" in result.stderr
+    assert "3 captured" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["nan", "width"])
+def test_learn_recomputes_an_embedding_kept_not_finite_or_of_the_wrong_width(captured, bad):
+    config, classifier, _, sidecars = captured
+    info = json.loads(sidecars[0].read_text())
+    vector = np.full(1280, np.nan) if bad == "nan" else np.ones(100)
+    info["embedding"]["float16"] = base64.b64encode(vector.astype("<f2").tobytes()).decode()
+    sidecars[0].write_text(json.dumps(info))
+    data, cache = labelled_captures(config, classifier)
+    assert len(data.labels) == 4 and cache.computed == 1, "embedded again from its photo"
+    assert np.all(np.isfinite(data.embeddings)), "a NaN would make every refitted head NaN"
+
+
+def test_learn_recomputes_from_a_damaged_embedding_cache(captured, caplog):
+    config, classifier, folder, sidecars = captured
+    for path in sidecars:  # photos captured before embeddings were kept: the cache holds them
+        info = json.loads(path.read_text())
+        del info["embedding"]
+        path.write_text(json.dumps(info))
+    labelled_captures(config, classifier)
+    (cache_file,) = folder.glob("embeddings-*.npz")
+    cache_file.write_bytes(cache_file.read_bytes()[:300])  # cut by a power cut
+    data, cache = labelled_captures(config, classifier)
+    assert len(data.labels) == 4 and cache.computed == 4
+    assert any("unreadable embedding cache" in r.getMessage() for r in caplog.records)
+    assert len(list(captured_items(folder))) == 4, "no photo was deleted"
