@@ -816,7 +816,7 @@ class Store:
     def last_item(self) -> dict[str, Any] | None:
         with self._lock:
             text = self._last_item
-        return json.loads(text) if text else None
+        return _json_object(text)
 
     @property
     def degraded(self) -> bool:
@@ -1489,10 +1489,24 @@ def _history_items(rows: list[Any]) -> list[HistoryItem]:
             confidence=r[3],
             compartment=r[4],
             fallback=bool(r[5]),
-            payload=json.loads(r[6]),
+            payload=_json_object(r[6]) or {},
         )
         for r in rows
     ]
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    """A JSON object kept in a cell, or None when there is none or it is damaged: a bit flipped
+    inside one cell's text passes SQLite's checks, and must cost that item's details only (the
+    history's other columns, the counts and the outbox do not depend on it)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        log.warning("state database: a damaged JSON value ignored: %.60r", text)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class StoreReader:
@@ -1526,7 +1540,7 @@ class StoreReader:
     def last_item(self) -> dict[str, Any] | None:
         """The last sorted item's event as the agent last saved it (None: none yet)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'last_item'").fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        return _json_object(row[0]) if row else None
 
     def close(self) -> None:
         self._db.close()
