@@ -154,3 +154,59 @@ def test_a_head_with_bad_meta_values_is_a_head_error_or_read(tmp_path, meta_chan
     else:
         with pytest.raises(HeadError):
             Head.load(path)
+
+
+MEMORY = SHIPPED_MODEL.with_suffix(".memory.npz")
+
+
+def _memory_damaged(path: Path, kind: str) -> None:
+    import json
+
+    data = MEMORY.read_bytes()
+    if kind == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "flipped":
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    else:
+        with np.load(MEMORY) as stored:
+            parts = dict(stored)
+        meta = json.loads(str(parts["meta"]))
+        if kind == "no-scale":
+            del meta["scale"]
+        elif kind == "labels-outside":
+            parts["labels"] = parts["labels"] + 100
+        parts["meta"] = np.array(json.dumps(meta))
+        np.savez(path, **parts)
+
+
+@pytest.mark.parametrize("kind", ["cut", "flipped", "no-scale", "labels-outside"])
+def test_a_damaged_training_memory_is_one_error_and_learn_goes_on_without_it(tmp_path, kind, caplog):
+    from bin_agent.learning.learn import load_memory
+    from bin_agent.learning.memory import Memory, TrainingMemoryError
+
+    path = tmp_path / "m.memory.npz"
+    _memory_damaged(path, kind)
+    with pytest.raises(TrainingMemoryError, match=str(path)):
+        Memory.load(path)
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["learning"] = {"memory": str(path)}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    assert load_memory(config, deploy.sha256(SHIPPED_MODEL)) is None
+    assert any("learning from the bin's labels alone" in r.getMessage() for r in caplog.records)
+
+
+def test_a_training_memory_of_another_width_is_left_out_not_a_crash_in_the_refit(tmp_path, caplog):
+    from bin_agent.learning.learn import load_memory
+    from bin_agent.learning.memory import Memory
+
+    shipped = Memory.load(MEMORY)
+    narrow = Memory(shipped.embeddings[:, :100], shipped.labels, shipped.classes, "", dict(shipped.meta))
+    path = narrow.save(tmp_path / "narrow.memory.npz")
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["learning"] = {"memory": str(path)}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    assert load_memory(config, deploy.sha256(SHIPPED_MODEL), 1280) is None
+    assert any("100 features, the model's 1280" in r.getMessage() for r in caplog.records)
+    assert load_memory(config, deploy.sha256(SHIPPED_MODEL), 100) is not None

@@ -207,9 +207,10 @@ def head_of(classifier: Classifier) -> Head:
     return classifier.head if classifier.head is not None else classifier.builtin_head()
 
 
-def load_memory(config: Config, backbone_sha256: str) -> Memory | None:
+def load_memory(config: Config, backbone_sha256: str, width: int = 0) -> Memory | None:
     """The training memory (``learning.memory``, else beside ``model.path``); None when
-    there is none; refused when it belongs to another backbone."""
+    there is none or it is damaged; refused when it belongs to another backbone or (``width``:
+    the model's embedding features, 0: not checked) its embeddings have another width."""
     path = config.resolve(config.learning.memory) if config.learning.memory else memory_path(config.model.path)
     try:
         memory = Memory.load(path)
@@ -218,6 +219,14 @@ def load_memory(config: Config, backbone_sha256: str) -> Memory | None:
         return None
     if memory.backbone_sha256 and memory.backbone_sha256 != backbone_sha256:
         log.warning("%s was built for another model; learning from the bin's labels alone", path)
+        return None
+    if width and memory.embeddings.shape[1] != width:
+        log.warning(
+            "%s: its embeddings have %d features, the model's %d; learning from the bin's labels alone",
+            path,
+            memory.embeddings.shape[1],
+            width,
+        )
         return None
     return memory
 
@@ -381,17 +390,10 @@ def _learn(config: Config, result: LearnResult) -> None:
     if len(data.labels) < section.min_labels:
         result.reason = f"{len(data.labels)} labelled capture(s); a learn needs {section.min_labels}"
         return
-    memory = load_memory(config, deploy.sha256(classifier.files.model))
+    memory = load_memory(config, deploy.sha256(classifier.files.model), classifier.embedding_width)
     if memory is not None and memory.classes != list(classifier.labels):
         log.warning(
             "the training memory's classes %s are not the model's; learning from the bin's labels alone", memory.classes
-        )
-        memory = None
-    if memory is not None and memory.embeddings.shape[1] != data.embeddings.shape[1]:
-        log.warning(
-            "the training memory's embeddings have %d features, the model's %d; learning from the bin's labels alone",
-            memory.embeddings.shape[1],
-            data.embeddings.shape[1],
         )
         memory = None
     result.memory = len(memory.labels) if memory is not None else 0
