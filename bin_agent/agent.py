@@ -684,7 +684,7 @@ def start_classifier(config: Config) -> tuple[Classifier, str | None]:
     """The classifier the agent starts with, and why it is a fallback (None: it is not).
 
     A deployed model that cannot run (a folder lost or cut short by a power cut, a damaged
-    head file) must not keep an unattended bin from sorting: the agent falls back on the
+    head file, classes that are not those of ``[router]`` any more) must not keep an unattended bin from sorting: the agent falls back on the
     previous model, then on ``model.path``, says so (log, ``state.model_problem``, the
     systemd status line) and sorts. A reload after a rollback or a new deploy takes the
     deployed model again. Only when ``model.path`` cannot run either does it raise
@@ -694,8 +694,14 @@ def start_classifier(config: Config) -> tuple[Classifier, str | None]:
     from .learning import deploy
 
     try:
-        return build_classifier(config), None
-    except ModelFilesError as exc:
+        classifier = build_classifier(config)
+        if deploy.is_deployed(config):  # model.path's classes are checked with the config
+            try:
+                deploy.check_classes(classifier, config)
+            except deploy.DeployError as exc:
+                raise deploy.DeployError(f"{classifier.files.model}: {exc}") from None
+        return classifier, None
+    except (ModelFilesError, deploy.DeployError) as exc:
         if not deploy.is_deployed(config):
             raise
         problem = f"the deployed model cannot run: {exc}"

@@ -61,6 +61,14 @@ def damage(kind: str, folder: Path) -> None:
     elif kind == "head-cut":  # a head.npz a power cut left short: a zip without its directory
         head = save_head(model, "headed").read_bytes()
         model.with_suffix(".head.npz").write_bytes(head[: len(head) // 2])
+    elif kind == "classes-renamed":  # labels and metadata agree, but [router] has no "rubbish"
+        import json
+
+        labels = model.with_suffix(".labels.txt")
+        labels.write_text(labels.read_text().replace("trash", "rubbish"))
+        meta = json.loads(model.with_suffix(".json").read_text())
+        meta["classes"] = [c if c != "trash" else "rubbish" for c in meta["classes"]]
+        model.with_suffix(".json").write_text(json.dumps(meta))
     elif kind == "head-nan":
         path = save_head(model, "headed")
         with np.load(path) as data:
@@ -71,7 +79,9 @@ def damage(kind: str, folder: Path) -> None:
         raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["folder-gone", "tflite-gone", "tflite-cut", "metadata-cut", "head-cut", "head-nan"])
+@pytest.mark.parametrize(
+    "kind", ["folder-gone", "tflite-gone", "tflite-cut", "metadata-cut", "head-cut", "head-nan", "classes-renamed"]
+)
 def test_agent_with_a_broken_deployed_model_sorts_with_the_previous_one_and_says_why(two_deployed, kind):
     config_file, config, current, _ = two_deployed
     damage(kind, current)
