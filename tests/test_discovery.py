@@ -172,17 +172,22 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     select = messages["homeassistant/select/test-bin/trigger_mode/config"]
     assert select["options"] == ["motion", "manual"]
     problem = messages["homeassistant/binary_sensor/test-bin/problem/config"]
-    for status, storage, shown in (
-        ("running", "ok", "OFF"),
-        ("stopped", "ok", "OFF"),
-        ("camera_error", "ok", "ON"),
-        ("actuator_error", "ok", "ON"),
-        ("running", "full", "ON"),
+    for status, storage, model_problem, shown in (
+        ("running", "ok", None, "OFF"),
+        ("stopped", "ok", None, "OFF"),
+        ("camera_error", "ok", None, "ON"),
+        ("actuator_error", "ok", None, "ON"),
+        ("running", "full", None, "ON"),
+        ("running", "ok", "the deployed model cannot run: ...", "ON"),
+        ("running", "ok", "absent", "OFF"),  # an agent from before model_problem
     ):
-        state = {"status": status, "sort_error": None, "storage": {"status": storage}}
-        assert render(problem["value_template"], json.dumps(state)) == shown, (status, storage)
+        state = {"status": status, "sort_error": None, "storage": {"status": storage}, "model_problem": model_problem}
+        if model_problem == "absent":
+            del state["model_problem"]
+        assert render(problem["value_template"], json.dumps(state)) == shown, (status, storage, model_problem)
+    state = {"status": "running", "sort_error": None, "storage": {"status": "full"}, "model_problem": "x"}
     attributes = json.loads(render(problem["json_attributes_template"], json.dumps(state)))
-    assert attributes == {"status": "running", "sort_error": None, "storage": "full"}
+    assert attributes == {"status": "running", "sort_error": None, "storage": "full", "model_problem": "x"}
     missed = messages["homeassistant/sensor/test-bin/possible_items/config"]
     assert missed["value_template"] == "{{ value_json.possible_items_not_classified | default(0) }}"
     # Stable: the same config gives the same payloads.

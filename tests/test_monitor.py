@@ -179,3 +179,12 @@ def test_a_bin_nothing_is_heard_from_is_no_data_and_exit_66(mosquitto, capsys):
     assert row.split()[1:] == ["?", "-", "-", "-", "-", "-", "-", "-"], "no 'updated 0s' for a bin never heard"
     assert err.startswith("bin-agent: no data from bin nosuchbin under smartbin/") and err.count("\n") == 1
     assert main([*args, "--json"]) == 66
+
+
+def test_a_bin_sorting_with_a_fallback_model_is_a_problem():
+    from bin_agent.tools.monitor import problem
+
+    running = {"status": "running", "storage": {"status": "ok"}}
+    assert problem(running) is None
+    assert problem(running | {"model_problem": None}) is None
+    assert problem(running | {"model_problem": "the deployed model cannot run: ..."}) == "model fallback"

@@ -178,7 +178,8 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         entity_category="diagnostic",
     )
     # One entity an automation can watch for "the bin needs a person": the camera gone, the
-    # mechanics failing, the disk full or failing; the state's words in the attributes.
+    # mechanics failing, the disk full or failing, the deployed model unable to run (a fallback
+    # sorts); the state's words in the attributes.
     add(
         "binary_sensor",
         "problem",
@@ -186,14 +187,15 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         state_topic=topics.state,
         value_template=(
             f"{{{{ 'ON' if value_json.status in {list(PROBLEM_STATUSES)} "
-            "or value_json.storage.status != 'ok' else 'OFF' }}"
+            "or value_json.storage.status != 'ok' or value_json.model_problem | default(none) else 'OFF' }}"
         ),
         device_class="problem",
         entity_category="diagnostic",
         json_attributes_topic=topics.state,
         json_attributes_template=(
             "{{ {'status': value_json.status, 'sort_error': value_json.sort_error, "
-            "'storage': value_json.storage.status} | tojson }}"
+            "'storage': value_json.storage.status, 'model_problem': value_json.model_problem | default(none)} "
+            "| tojson }}"
         ),
     )
     sensor(

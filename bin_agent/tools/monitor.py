@@ -93,14 +93,17 @@ class Fleet:
 
 
 def problem(state: dict[str, Any] | None) -> str | None:
-    """What needs a person at this bin, from its last state: its error status, or a
-    disk that is full or failing (``storage full``); None when nothing does. The rule of
+    """What needs a person at this bin, from its last state: its error status, a
+    disk that is full or failing (``storage full``), or a deployed model that cannot run
+    (``model fallback``: ``state.model_problem``); None when nothing does. The rule of
     Home Assistant's "Problem" sensor (:mod:`bin_agent.mqtt.discovery`)."""
     state = state or {}
     if state.get("status") in PROBLEM_STATUSES:
         return str(state["status"])
     storage = (state.get("storage") or {}).get("status", "ok")
-    return None if storage == "ok" else f"storage {storage}"
+    if storage != "ok":
+        return f"storage {storage}"
+    return "model fallback" if state.get("model_problem") else None
 
 
 def summary(bins: dict[str, BinView]) -> dict[str, Any]:
