@@ -131,3 +131,21 @@ def test_learn_recomputes_from_a_damaged_embedding_cache(captured, caplog):
     assert len(data.labels) == 4 and cache.computed == 4
     assert any("unreadable embedding cache" in r.getMessage() for r in caplog.records)
     assert len(list(captured_items(folder))) == 4, "no photo was deleted"
+
+
+def test_capture_starts_past_an_entry_the_card_cannot_stat_and_leaves_it_alone(tmp_path, caplog):
+    """Before: one dangling sidecar link (or an I/O error on one file) made Capture.start raise,
+    and the agent exit 73 at every restart: the whole bin down for one capture entry."""
+    from bin_agent.learning.capture import Capture
+
+    (tmp_path / "20261201T000000000Z_e1.json").write_text("{}")
+    (tmp_path / "20261201T000000000Z_e1.jpg").write_bytes(b"x" * 30_000)
+    (tmp_path / "20261201T000001000Z_dead.json").symlink_to(tmp_path / "gone")
+    capture = Capture(tmp_path, max_bytes=10_000_000)
+    capture.start()
+    try:
+        assert capture.stats()["folder_mb"] > 0, "the readable item is counted"
+        assert any("cannot read this capture entry" in r.getMessage() for r in caplog.records)
+    finally:
+        capture.close()
+    assert (tmp_path / "20261201T000001000Z_dead.json").is_symlink(), "left alone"

@@ -21,6 +21,7 @@ counted but never deleted.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -292,7 +293,13 @@ class Capture:
         self._bytes = 0
         for path in sorted(self.folder.glob(f"*{SIDECAR_SUFFIX}")):
             image = path.with_suffix(IMAGE_SUFFIX)
-            size = path.stat().st_size + (image.stat().st_size if image.exists() else 0)
+            try:
+                size = path.stat().st_size + (image.stat().st_size if image.exists() else 0)
+            except OSError as exc:
+                # One entry the card cannot stat (a dangling link, an I/O error) must not keep
+                # the bin from starting: it is left where it is, neither counted nor deleted.
+                log.warning("%s: cannot read this capture entry (%s); left alone", path, exc.strerror or exc)
+                continue
             self._items.append((path.stem, size))
             self._bytes += size
 
@@ -301,7 +308,8 @@ class Capture:
         total = 0
         for path in self.folder.iterdir():
             if path.is_file() and path.suffix not in (IMAGE_SUFFIX, SIDECAR_SUFFIX):
-                total += path.stat().st_size
+                with contextlib.suppress(OSError):  # gone meanwhile, or unreadable: not counted
+                    total += path.stat().st_size
         return total
 
     def _enforce_cap(self) -> None:
