@@ -716,7 +716,6 @@ def start_classifier(config: Config) -> tuple[Classifier, str | None]:
             f"; sorting with {name}, version {classifier.version}, instead "
             "(bin-agent deploy --rollback, or deploy a model, then reload)"
         )
-        log.error("%s", problem)
         return classifier, problem[:500]
     raise ModelFilesError(problem)
 
@@ -826,6 +825,8 @@ def build_agent(
             classifier, model_problem = start_classifier(config)
         except ModelFilesError as exc:
             raise StartupError(f"model.path: {exc}", os.EX_CONFIG) from None
+        if model_problem is not None:
+            log.error("%s", model_problem)
         fill = None
         if config.fill.enabled:
             try:

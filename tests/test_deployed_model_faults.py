@@ -220,3 +220,37 @@ def test_a_training_memory_of_another_width_is_left_out_not_a_crash_in_the_refit
     assert load_memory(config, deploy.sha256(SHIPPED_MODEL), 1280) is None
     assert any("100 features, the model's 1280" in r.getMessage() for r in caplog.records)
     assert load_memory(config, deploy.sha256(SHIPPED_MODEL), 100) is not None
+
+
+def test_doctor_fails_the_model_line_naming_the_broken_deployed_model_and_the_fallback(two_deployed):
+    from bin_agent.tools import doctor
+
+    _, config, current, _ = two_deployed
+    whole = doctor.check_model(config, None)
+    assert whole.status == "ok" and f"{current.name}/candidate.tflite (deployed) (v-two)" in whole.detail, whole
+    damage("tflite-gone", current)
+    broken = doctor.check_model(config, None)
+    assert broken.status == "fail", broken
+    assert current.name in broken.detail and "sorting with the previous model" in broken.detail, broken
+
+
+def test_check_config_on_a_broken_deployed_model_warns_and_names_the_fallback_not_a_config_error(two_deployed):
+    config_file, _, current, _ = two_deployed
+    damage("metadata-cut", current)
+    result = run_cli("check-config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert "config error" not in result.stderr and "Traceback" not in result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and current.name in warning[0] and "previous model" in warning[0], result.stderr
+    assert "model candidate.tflite v-one" in result.stdout, result.stdout
+
+
+def test_check_config_prints_the_threshold_a_learnt_head_brings(two_deployed):
+    config_file, config, current, _ = two_deployed
+    path = save_head(deploy.installed_model(current), "v-two-bin")
+    head = Head.load(path)
+    head.threshold = 0.55
+    head.save(path)
+    result = run_cli("check-config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert "confidence threshold 0.55 from" in result.stdout, result.stdout

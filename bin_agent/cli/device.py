@@ -46,13 +46,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config, host=True)
-    from ..agent import build_classifier
+    from ..agent import router_threshold, start_classifier
     from ..classify.classifier import ModelFilesError
 
+    config.model.num_threads = 1
     try:
-        classifier = build_classifier(config, num_threads=1)
+        # As run starts: a deployed model that cannot run is not a config error; run sorts with
+        # a fallback, and this says so.
+        classifier, model_problem = start_classifier(config)
     except ModelFilesError as exc:
         return fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
+    if model_problem is not None:
+        print(f"warning: {model_problem}", file=sys.stderr)
     if config.camera.source == "picamera2":
         # What run would fail on first (not installed, numpy 2 against the apt picamera2).
         from ..sources import SourceError
@@ -62,9 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             import_picamera2()
         except SourceError as exc:
             return fail(f"config error: {args.config}: camera.source: {exc}", exc.exit_code)
-    from ..router import confidence_threshold
-
-    threshold, source = confidence_threshold(config.router.confidence_threshold, classifier.recommended_threshold)
+    threshold, source = router_threshold(config, classifier)  # a learnt head's own threshold included
     print(
         f"{args.config}: OK (bin {config.agent.bin_id}, {config.camera.source} source, "
         f"{config.trigger.mode} trigger, {config.actuator.kind} actuator, "

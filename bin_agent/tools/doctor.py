@@ -261,27 +261,30 @@ def check_model(config: Config, camera_image: Any) -> Check:
     """Load the configured model and classify the camera's image (or a grey image)."""
     import numpy as np
 
-    from ..agent import build_classifier
+    from ..agent import start_classifier
     from ..classify.classifier import ModelFilesError
     from ..classify.runtime import RuntimeUnavailable
 
     try:
-        classifier = build_classifier(config)
+        # As the agent starts: the deployed model, else (broken) the fallback it would sort with.
+        classifier, problem = start_classifier(config)
     except (ModelFilesError, RuntimeUnavailable) as exc:
-        return Check("model", "fail", f"{config.model.path}: {exc}")
+        return Check("model", "fail", str(exc) if str(config.model.path) in str(exc) else f"{config.model.path}: {exc}")
+    if problem is not None:
+        return Check("model", "fail", problem)
+    model = classifier.files.model
+    name = model.name if model == config.model.path else f"{model.parent.name}/{model.name} (deployed)"
     image = camera_image if camera_image is not None else np.full((240, 320, 3), 128, np.uint8)
     what = "the camera frame" if camera_image is not None else "a grey test image"
     try:
         result = classifier.classify(image)
     except Exception as exc:
-        return Check(
-            "model", "fail", f"{config.model.path.name}: classifying {what} fails ({type(exc).__name__}: {exc})"
-        )
+        return Check("model", "fail", f"{name}: classifying {what} fails ({type(exc).__name__}: {exc})")
     return Check(
         "model",
         "ok",
         (
-            f"{config.model.path.name} ({classifier.version}): {what} is {result.label} "
+            f"{name} ({classifier.version}): {what} is {result.label} "
             f"{result.confidence:.2f} in {result.preprocess_ms + result.inference_ms:.0f} ms "
             f"({result.views} view(s))"
         ),
