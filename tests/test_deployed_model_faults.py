@@ -254,3 +254,15 @@ def test_check_config_prints_the_threshold_a_learnt_head_brings(two_deployed):
     result = run_cli("check-config", str(config_file))
     assert result.returncode == 0, result.stderr
     assert "confidence threshold 0.55 from" in result.stdout, result.stdout
+
+
+def test_rollback_onto_a_previous_model_that_is_gone_is_refused_and_changes_nothing(two_deployed):
+    config_file, config, current, previous = two_deployed
+    damage("folder-gone", previous)
+    back = run_cli("deploy", "--rollback", "--config", str(config_file))
+    assert back.returncode == 2 and "Traceback" not in back.stderr, back.stderr
+    assert "cannot roll back onto" in back.stderr and "nothing changed" in back.stderr, back.stderr
+    assert deploy.active_model_path(config).parent == current, "current still points at the whole model"
+    (previous.parent / "previous").unlink()  # what the message says: back to model.path
+    assert run_cli("deploy", "--rollback", "--config", str(config_file)).returncode == 0
+    assert deploy.active_model_path(config) == config.model.path

@@ -340,6 +340,14 @@ def rollback(config: Config) -> tuple[Path, Path]:
         raise DeployError(
             f"nothing to roll back: no model was deployed in {models} (the agent uses model.path {config.model.path})"
         )
+    if previous is not None:
+        try:
+            installed_model(models / previous)
+        except DeployError as exc:
+            raise DeployError(
+                f"cannot roll back onto {previous}: {exc}; nothing changed (deploy a model, or delete the link "
+                f"{models / PREVIOUS} and roll back to model.path)"
+            ) from None
     # Whole or not: rolling back is how a person leaves a deployed model that cannot run.
     before = _in_use(config)
     _point(models, PREVIOUS, current)
