@@ -684,9 +684,10 @@ def start_classifier(config: Config) -> tuple[Classifier, str | None]:
     """The classifier the agent starts with, and why it is a fallback (None: it is not).
 
     A deployed model that cannot run (a folder lost or cut short by a power cut, a damaged
-    head file, classes that are not those of ``[router]`` any more) must not keep an unattended bin from sorting: the agent falls back on the
-    previous model, then on ``model.path``, says so (log, ``state.model_problem``, the
-    systemd status line) and sorts. A reload after a rollback or a new deploy takes the
+    head file, classes that are not those of ``[router]`` any more) must not keep an
+    unattended bin from sorting: the agent falls back on the previous model, then on
+    ``model.path``, says so (``build_agent`` logs it; ``state.model_problem``, the systemd
+    status line, Home Assistant's Problem sensor) and sorts. A reload after a rollback or a new deploy takes the
     deployed model again. Only when ``model.path`` cannot run either does it raise
     :class:`~bin_agent.classifier.ModelFilesError` (the deployed model's problem first).
     """

@@ -149,3 +149,21 @@ def test_capture_starts_past_an_entry_the_card_cannot_stat_and_leaves_it_alone(t
     finally:
         capture.close()
     assert (tmp_path / "20261201T000001000Z_dead.json").is_symlink(), "left alone"
+
+
+@pytest.mark.parametrize("body", [b'{"version": "v-bin.2026', b"\x00" * 64, b'{"since": "x"}'])
+def test_a_damaged_watch_file_ends_the_watch_once_and_says_so(tmp_path, body, caplog):
+    from bin_agent.learning.learn import WATCH_FILE, learning_dir, read_watch
+
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["capture"] = {"enabled": True}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    path = learning_dir(config) / WATCH_FILE
+    path.parent.mkdir(parents=True)
+    path.write_bytes(body)
+    assert read_watch(config) is None
+    warnings = [r.getMessage() for r in caplog.records if "no longer watched" in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    assert (path.parent / f"{WATCH_FILE}.damaged").read_bytes() == body, "kept to look at"
+    assert read_watch(config) is None
+    assert len([r for r in caplog.records if "no longer watched" in r.getMessage()]) == 1, "said once"

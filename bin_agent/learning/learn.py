@@ -50,6 +50,7 @@ the deploy is rolled back by itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -504,11 +505,29 @@ def start_watch(config: Config, version: str, previous_version: str) -> None:
 
 
 def read_watch(config: Config) -> dict[str, Any] | None:
+    """The watch a learn started, or None when there is none. A watch file that is damaged
+    (a power cut, the card) ends the watch: said, not silent, as the deploy is then no longer
+    compared with the model before it."""
+    path = learning_dir(config) / WATCH_FILE
     try:
-        body = json.loads((learning_dir(config) / WATCH_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-    return body if isinstance(body, dict) and isinstance(body.get("version"), str) else None
+    except (OSError, ValueError) as exc:
+        body = exc
+    if isinstance(body, dict) and isinstance(body.get("version"), str):
+        return body
+    damaged = path.with_name(f"{WATCH_FILE}.damaged")  # kept to look at; said once, not at every label
+    with contextlib.suppress(OSError):
+        os.replace(path, damaged)
+    log.warning(
+        "%s: unreadable (%s), moved to %s; the deployed head is no longer watched (bin-agent deploy --rollback "
+        "goes back by hand)",
+        path,
+        body if isinstance(body, Exception) else "no version",
+        damaged.name,
+    )
+    return None
 
 
 def stop_watch(config: Config) -> None:
