@@ -167,3 +167,38 @@ def test_a_damaged_watch_file_ends_the_watch_once_and_says_so(tmp_path, body, ca
     assert (path.parent / f"{WATCH_FILE}.damaged").read_bytes() == body, "kept to look at"
     assert read_watch(config) is None
     assert len([r for r in caplog.records if "no longer watched" in r.getMessage()]) == 1, "said once"
+
+
+def test_a_captured_item_is_on_the_card_before_its_sidecar_is_listed(tmp_path, monkeypatch):
+    """Nothing lost on a power cut: the photo's and the sidecar's data are fsynced before each
+    rename, and the folder after them (a rename written before the data leaves an empty file)."""
+    import os as real_os
+
+    from bin_agent.learning import capture as capture_module
+    from bin_agent.learning.capture import Capture
+    from tests.test_capture import make_item, noise
+
+    synced: list[str] = []
+    real_fsync, real_replace = real_os.fsync, real_os.replace  # the os module itself is patched
+
+    def fsync(fd: int) -> None:
+        synced.append(real_os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    renames: list[tuple[str, int]] = []
+
+    def replace(source, target) -> None:
+        renames.append((Path(target).name, len(synced)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(capture_module.os, "fsync", fsync)
+    monkeypatch.setattr(capture_module.os, "replace", replace)
+    capture = Capture(tmp_path)
+    capture.start()
+    capture.offer(noise(0), make_item())
+    capture.close()
+    (jpg_rename, synced_before_jpg), (json_rename, synced_before_json) = renames
+    assert jpg_rename.endswith(".jpg") and json_rename.endswith(".json")
+    assert synced[0].endswith(".jpg.tmp") and synced_before_jpg == 1, synced
+    assert synced[1].endswith(".json.tmp") and synced_before_json == 2, synced
+    assert synced[2:] == [str(tmp_path)], "the folder, for the renames"

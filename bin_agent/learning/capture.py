@@ -275,14 +275,27 @@ class Capture:
         stem = item_stem(item)
         image_path = self.folder / f"{stem}{IMAGE_SUFFIX}"
         info_path = self.folder / f"{stem}{SIDECAR_SUFFIX}"
-        # Written under a temporary name and renamed: a reader (or a crash)
-        # never sees half a file; the sidecar comes last and marks it complete.
+        # Written under a temporary name, fsynced and renamed: a reader (or a crash) never sees
+        # half a file, and a power cut right after the rename cannot leave an empty photo or
+        # sidecar (the card may write the rename before the data otherwise); the sidecar comes
+        # last and marks the item complete. On the writer thread: sorting never waits for it.
         tmp = image_path.with_name(f".{image_path.name}.tmp")
-        Image.fromarray(image).save(tmp, format="JPEG", quality=self.jpeg_quality)
+        with tmp.open("wb") as f:
+            Image.fromarray(image).save(f, format="JPEG", quality=self.jpeg_quality)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, image_path)
         tmp = info_path.with_name(f".{info_path.name}.tmp")
-        tmp.write_text(json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n", encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as text:
+            text.write(json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n")
+            text.flush()
+            os.fsync(text.fileno())
         os.replace(tmp, info_path)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)  # both renames: the item is on the card once the sidecar is listed
+        finally:
+            os.close(fd)
         size = image_path.stat().st_size + info_path.stat().st_size
         self._items.append((stem, size))
         self._bytes += size
