@@ -266,3 +266,15 @@ def test_rollback_onto_a_previous_model_that_is_gone_is_refused_and_changes_noth
     (previous.parent / "previous").unlink()  # what the message says: back to model.path
     assert run_cli("deploy", "--rollback", "--config", str(config_file)).returncode == 0
     assert deploy.active_model_path(config) == config.model.path
+
+
+def test_the_watch_ends_saying_why_when_the_previous_model_is_gone_not_judged_against_model_path(two_deployed, caplog):
+    from bin_agent.learning.learn import WATCH_FILE, learning_dir, start_watch, watch
+
+    config_file, _, _, previous = two_deployed
+    data = preflight.load(config_file)
+    start_watch(data, "v-two", "v-one")
+    shutil.rmtree(previous)
+    assert watch(data) == {"watching": None}
+    assert any("no longer watched" in r.getMessage() and previous.name in r.getMessage() for r in caplog.records)
+    assert not (learning_dir(data) / WATCH_FILE).exists(), "the watch ended (not an error at every label)"

@@ -555,6 +555,18 @@ def watch(config: Config) -> dict[str, Any]:
     if classifier.version != state["version"]:  # rolled back or replaced by hand: nothing to watch
         stop_watch(config)
         return {"watching": None}
+    previous_link = deploy.models_dir(config) / deploy.PREVIOUS
+    if previous_link.is_symlink() and not previous_link.exists():
+        # Its folder is gone: comparing with model.path instead would judge against the wrong
+        # head, and there is nothing to roll back onto. Said once; the watch ends.
+        log.warning(
+            "%s points at %s, which is not there: model %s is no longer watched",
+            previous_link,
+            os.readlink(previous_link),
+            state["version"],
+        )
+        stop_watch(config)
+        return {"watching": None}
     data, _ = labelled_captures(config, classifier, only_version=state["version"])
     previous = previous_classifier(config)
     now_right = head_of(classifier).predict(data.embeddings) == data.labels
