@@ -24,6 +24,12 @@ item lies in), for ``scripts/trigger_scenarios.py`` (issue 25, ``docs/trigger.md
 
     python scripts/synthetic_bin.py ../shared/data/trashnet --split models/waste_split.json \
         --subset test --sequence dim-cheap --items 20 --out /tmp/exp/dim-cheap
+
+``--removal tray`` takes each item away as the shipped sorter does instead of by a hand:
+the tray the camera watches tilts, the item slides off, and the tray comes back a
+fraction of a degree off (a hobby servo's deadband and backlash), wobbling; ``--pace
+quick`` drops each item 0-1 s after the last one left, without transients
+(:func:`make_sequence`). The hand's sequences stay the same, frame for frame.
 """
 
 from __future__ import annotations
@@ -208,7 +214,8 @@ def bin_light(rng: np.random.Generator, look: Look) -> tuple[np.ndarray, np.ndar
 
 @dataclass
 class Drop:
-    """One item: frames it falls, lands, and is gone again (taken out by a hand)."""
+    """One item: frames it falls, lands, and is gone again (taken out by a hand, or the
+    frame the tray that tipped it off is home again)."""
 
     photo: str
     start: int
@@ -231,8 +238,92 @@ def _hand(t: float, side: int, y: float, level: float) -> tuple[np.ndarray, np.n
     return alpha, np.full_like(alpha, level)
 
 
+TRAVEL_SECONDS = 0.4
+"""``[actuator.servo] travel_seconds`` shipped: the tray's travel each way."""
+DWELL_SECONDS = 1.0
+"""``[actuator] dwell_seconds`` shipped: how long the tilted tray holds."""
+TILT_DEGREES = 35.0
+"""How far the tray tilts towards a compartment (about the view's vertical centre line)."""
+PIT = 15.0
+"""What the camera sees beside a tilted tray: the dark compartments below (reflectance)."""
+TRAY_MARGIN = 8.0
+"""How far (px of 320x240) the tray reaches beyond the camera's view at home."""
+REMOVALS = ("hand", "tray")
+PACES = ("normal", "quick")
+
+
+@dataclass
+class TrayPose:
+    """Where the tray lies, as the camera sees it (pixels of the 320x240 frame).
+
+    ``tilt`` (0-1 of :data:`TILT_DEGREES`, towards ``side`` -1 left or +1 right) is the sort;
+    ``dx``, ``dy``, ``turn`` (radians) and ``scale`` are what a hobby servo leaves when it
+    comes home: its deadband and gear backlash stop it a fraction of a degree off."""
+
+    tilt: float = 0.0
+    side: int = 1
+    dx: float = 0.0
+    dy: float = 0.0
+    turn: float = 0.0
+    scale: float = 1.0
+
+    def is_home_exactly(self) -> bool:
+        return self.tilt == 0.0 and (self.dx, self.dy, self.turn, self.scale) == (0.0, 0.0, 0.0, 1.0)
+
+
+def tray_view(texture: np.ndarray, pose: TrayPose) -> np.ndarray:
+    """``texture`` (the tray's floor with what lies on it, HxWx3, in tray coordinates; its
+    edge goes on beyond the view) as the camera sees it in ``pose``: off by the servo's
+    residual, tilted in perspective (camera about 400 px above), the pit where the tray no
+    longer is; bilinear."""
+    h, w = texture.shape[:2]
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    u, v = u - cx, v - cy
+    angle = np.radians(TILT_DEGREES * pose.tilt) * pose.side
+    sin, cos, k = np.sin(angle), np.cos(angle), 1.0 / 400.0
+    # The tilt in perspective, inverted: image (u, v) -> point (x, y) of the home-pose tray.
+    x = u / (cos - k * sin * u)
+    y = v * (1.0 + k * x * sin)
+    # The residual, inverted: the home-pose point -> the tray's own coordinates.
+    x, y = x - pose.dx, y - pose.dy
+    c, s = np.cos(-pose.turn) / pose.scale, np.sin(-pose.turn) / pose.scale
+    x, y = c * x - s * y + cx, s * x + c * y + cy
+    # The tray reaches TRAY_MARGIN px beyond the view on every side (the drop zone lies on
+    # it): a tray home a little off shows no sliver of the pit at the view's edge.
+    inside = (x >= -TRAY_MARGIN) & (x <= w - 1 + TRAY_MARGIN) & (y >= -TRAY_MARGIN) & (y <= h - 1 + TRAY_MARGIN)
+    x0 = np.clip(np.floor(x), 0, w - 2).astype(np.intp)
+    y0 = np.clip(np.floor(y), 0, h - 2).astype(np.intp)
+    fx = np.clip(x - x0, 0.0, 1.0)[..., None].astype(np.float32)
+    fy = np.clip(y - y0, 0.0, 1.0)[..., None].astype(np.float32)
+    top = texture[y0, x0] * (1 - fx) + texture[y0, x0 + 1] * fx
+    bottom = texture[y0 + 1, x0] * (1 - fx) + texture[y0 + 1, x0 + 1] * fx
+    out = top * (1 - fy) + bottom * fy
+    out[~inside] = PIT
+    # A tilted tray faces the light less.
+    return out * np.float32(1.0 - 0.25 * pose.tilt)
+
+
+def next_home(pose: TrayPose, rng: np.random.Generator) -> TrayPose:
+    """Where the tray comes home after a sort: the last residual plus a new one, within the
+    bounds of a hobby servo's deadband and backlash (at 640x480: about 0.8 px a cycle, at
+    most 2.5 px in all; 0.1 degree a cycle, at most 0.4; a slight change of scale)."""
+    bound = 1.25  # px of 320x240 (2.5 at 640x480)
+    dx = float(np.clip(pose.dx + rng.normal(0, 0.4), -bound, bound))
+    dy = float(np.clip(pose.dy + rng.normal(0, 0.4), -bound, bound))
+    turn = float(np.clip(pose.turn + np.radians(rng.normal(0, 0.1)), -np.radians(0.4), np.radians(0.4)))
+    scale = float(np.clip(pose.scale + rng.normal(0, 0.001), 0.997, 1.003))
+    return TrayPose(dx=dx, dy=dy, turn=turn, scale=scale)
+
+
 def make_sequence(
-    items: list[tuple[str, np.ndarray]], look: Look, out: Path, seed: int = 7, transients: bool = True
+    items: list[tuple[str, np.ndarray]],
+    look: Look,
+    out: Path,
+    seed: int = 7,
+    transients: bool = True,
+    removal: str = "hand",
+    pace: str = "normal",
 ) -> dict[str, Any]:
     """Write the frames of ``items`` (key, RGB photo) dropped one after another into one bin
     that looks like ``look``, as ``frame-NNNNNN.jpg`` in ``out``, with transients between them;
@@ -242,8 +333,25 @@ def make_sequence(
     it), the item falls in from above for 0.3 s and lies still 3 s somewhere in the frame,
     15-30 % of the frame high; a hand reaches in, takes it and leaves (1.2 s). The light
     drifts +-10 % over a minute throughout; a light step (x1.25 or x0.8) sometimes lasts
-    through a whole item."""
+    through a whole item.
+
+    ``removal="tray"``: no hand; the tray the camera looks at takes the item, as the shipped
+    sorter does (``actuator.kind = "servo"``). 0.9-1.2 s after the item landed (the
+    agent fires after ``settle_seconds``, classifies and sorts) the tray tilts towards a
+    compartment (0.4 s), holds (1.0 s) while the item slides off, and comes back (0.4 s), a
+    little off where it left (:func:`next_home`, kept and added to from sort to sort), and
+    wobbles about it for 0.5 s, dying away. The item's ``end`` is the frame the tray is home.
+    ``pace="quick"``: a person dropping one item after another: no transients, each item
+    falls 0-1 s after the tray is home (0-1 s after the hand left with ``removal="hand"``)."""
+    if removal not in REMOVALS or pace not in PACES:
+        raise ValueError(f"removal must be one of {REMOVALS} and pace one of {PACES}")
+    quick = pace == "quick"
+    transients = transients and not quick
     rng = np.random.default_rng(seed)
+    # The tray's own draws: the same photos, and the same transients, with either removal.
+    tray_rng = np.random.default_rng([seed, 1])
+    pose: TrayPose | None = None  # None: the tray has never moved (exactly home)
+    homes: list[dict[str, Any]] = []  # where the tray came home after each sort
     floor, light = bin_light(rng, look)
     cast = np.array(look.cast, np.float32)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,26 +359,45 @@ def make_sequence(
     events: list[dict[str, Any]] = []  # transients, for the record
     n = 0
 
+    def lay(img: np.ndarray, item: tuple[np.ndarray, np.ndarray, int, int], lit: np.ndarray | None) -> None:
+        """Lay ``item`` (pixels, alpha, x, y) on ``img``, lit by ``lit`` (None: reflectance only)."""
+        pixels, alpha, x, y = item
+        h, w = alpha.shape
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + h, SEQ_H), min(x + w, SEQ_W)
+        if y1 > y0 and x1 > x0:
+            a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
+            p = pixels[y0 - y : y1 - y, x0 - x : x1 - x] * look.item_light
+            if lit is not None:
+                p = p * lit[y0:y1, x0:x1, None]
+            img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + p * a
+
     def scene(
         item: tuple[np.ndarray, np.ndarray, int, int] | None,
         hand: tuple[np.ndarray, np.ndarray] | None = None,
         shade: np.ndarray | None = None,
         step: float = 1.0,
+        in_air: bool = False,
+        tray: TrayPose | None = None,
     ) -> None:
+        """One frame; ``in_air``: the item is falling (not on the tray), ``tray``: the tray's
+        pose if not the current one."""
         nonlocal n
         t = n / SEQ_FPS
         gain = step * (1.0 + 0.1 * np.sin(2 * np.pi * t / 60.0)) * look.exposure
         lit = light * gain if shade is None else light * gain * shade
-        img = floor * lit[..., None]
-        if item is not None:
-            pixels, alpha, x, y = item
-            h, w = alpha.shape
-            y0, x0 = max(y, 0), max(x, 0)
-            y1, x1 = min(y + h, SEQ_H), min(x + w, SEQ_W)
-            if y1 > y0 and x1 > x0:
-                a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
-                p = pixels[y0 - y : y1 - y, x0 - x : x1 - x] * look.item_light * lit[y0:y1, x0:x1, None]
-                img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + p * a
+        tray = tray if tray is not None else pose
+        if tray is None:  # the tray never moved: the frames of the hand's sequences, bit for bit
+            img = floor * lit[..., None]
+            if item is not None:
+                lay(img, item, lit)
+        else:  # the tray's floor and what lies on it go where the tray goes; the light stays
+            texture = floor.copy()
+            if item is not None and not in_air:
+                lay(texture, item, None)
+            img = tray_view(texture, tray) * lit[..., None]
+            if item is not None and in_air:
+                lay(img, item, lit)
         if hand is not None:
             a, level = hand
             img = img * (1 - a[..., None]) + (level * lit * a)[..., None] * np.array([1.0, 0.8, 0.7], np.float32)
@@ -290,6 +417,40 @@ def make_sequence(
         for _ in range(round(seconds * SEQ_FPS)):
             scene(None, step=step)
 
+    def tip_off(home: TrayPose | None, item: tuple[np.ndarray, np.ndarray, int, int], step: float) -> TrayPose:
+        """The item lies still until the agent sorts it; the tray tilts, holds while the item
+        slides off, and comes back a little off; returns where it came home."""
+        start = home or TrayPose()
+        for _ in range(round((0.6 + float(tray_rng.uniform(0.3, 0.6))) * SEQ_FPS)):
+            scene(item, step=step)
+        side = int(tray_rng.choice([-1, 1]))
+        travel, dwell = round(TRAVEL_SECONDS * SEQ_FPS), round(DWELL_SECONDS * SEQ_FPS)
+        new_home = next_home(start, tray_rng)
+        homes.append(dataclasses.asdict(new_home))
+        tilts = (
+            [(k + 1) / travel for k in range(travel)]
+            + [1.0] * dwell
+            + [1 - (k + 1) / travel for k in range(travel - 1)]
+        )
+        pixels, alpha, x, y = item
+        sliding = 0.0  # seconds the item has been sliding down the tilted tray
+        for k, tilt in enumerate(tilts):
+            if tilt >= 0.5:
+                sliding += 1 / SEQ_FPS
+            shift = int(round(side * 0.5 * 1500.0 * sliding**2))  # 1500 px/s^2 down the slope
+            on_tray = (pixels, alpha, x + shift, y) if abs(shift) < SEQ_W else None
+            was = start if k < travel + dwell else new_home
+            scene(on_tray, step=step, tray=dataclasses.replace(was, tilt=tilt, side=side))
+        return new_home
+
+    def pose_home_wobble(home: TrayPose, step: float) -> None:
+        """The tray home, wobbling about its new rest along its tilt axis, dying away over 0.5 s."""
+        amplitude = float(tray_rng.uniform(0.5, 1.5))  # px of 320x240
+        for k in range(round(0.5 * SEQ_FPS)):
+            tau = k / SEQ_FPS
+            wobble = amplitude * np.exp(-tau / 0.15) * np.cos(2 * np.pi * 4.0 * tau)
+            scene(None, step=step, tray=dataclasses.replace(home, dx=home.dx + wobble))
+
     for _ in range(10):  # the agent's trigger learns the empty bin first
         scene(None)
     for index, (key, photo) in enumerate(items):
@@ -298,7 +459,8 @@ def make_sequence(
             step = 1.25 if index % 10 == 4 else 0.8
             events.append({"kind": f"light step x{step}", "frame": n})
         kind = ["hand", "shadow", "step", "hand-pause", "none"][index % 5] if transients else "none"
-        empty(0.5, step)
+        if not quick:
+            empty(0.5, step)
         if kind in ("hand", "hand-pause"):
             events.append({"kind": kind, "frame": n})
             side = int(rng.integers(0, 2))
@@ -319,7 +481,8 @@ def make_sequence(
         elif kind == "step":  # a step and back while empty (the lid opened and closed)
             events.append({"kind": "light step x1.3 and back", "frame": n})
             empty(0.7, step * 1.3)
-        empty(1.0, step)
+        if not quick:
+            empty(1.0, step)
         # The item: 15-30 % of the frame high, lying somewhere wholly in view.
         pixels, alpha = cut_out(photo)
         height = int(round(SEQ_H * rng.uniform(0.15, 0.30)))
@@ -340,9 +503,18 @@ def make_sequence(
         y = int(rng.integers(10, SEQ_H - height - 10))
         start = n
         for k in range(3):  # falling in from above the frame
-            scene((pix, alp, x, -height + (y + height) * (k + 1) // 4), step=step)
+            scene((pix, alp, x, -height + (y + height) * (k + 1) // 4), step=step, in_air=True)
         scene((pix, alp, x + 2, y - 2), step=step)  # a small bounce
         land = n
+        if removal == "tray":
+            pose = tip_off(pose, (pix, alp, x, y), step)
+            drops.append(Drop(key, start, land, n, x, y, height))
+            pose_home_wobble(pose, step)
+            if quick:
+                empty(float(rng.uniform(0.0, 1.0)), step)
+            else:
+                empty(0.5, step)
+            continue
         for _ in range(30):
             scene((pix, alp, x, y), step=step)
         # A hand takes it: reaches in over it (0.4 s), holds (0.3 s), leaves with it (0.5 s).
@@ -356,12 +528,15 @@ def make_sequence(
         for reach in np.linspace(reach_to, 0.0, 5):
             scene(None, _hand(float(reach), side, cy, 110), step=step)
         drops.append(Drop(key, start, land, n, x, y, height))
-        empty(1.0, step)
+        empty(float(rng.uniform(0.0, 1.0)) if quick else 1.0, step)
     empty(2.0)
     truth = {
         "fps": SEQ_FPS,
         "frames": n,
         "look": dataclasses.asdict(look),
+        "removal": removal,
+        "pace": pace,
+        "tray_homes": homes,
         "items": [dataclasses.asdict(d) for d in drops],
         "transients": events,
     }
@@ -391,6 +566,12 @@ def main() -> None:
     parser.add_argument("--sequence", choices=sorted(SCENARIOS), help="write a frame sequence of this bin")
     parser.add_argument("--items", type=int, default=20, help="--sequence: items dropped")
     parser.add_argument("--no-transients", action="store_true", help="--sequence: no hands, shadows, light steps")
+    parser.add_argument(
+        "--removal", choices=REMOVALS, default="hand", help="--sequence: who takes each item away (tray: the sort)"
+    )
+    parser.add_argument(
+        "--pace", choices=PACES, default="normal", help="--sequence: quick: items one after another, no transients"
+    )
     args = parser.parse_args()
     items = ds.list_dataset(args.dataset)
     if args.split:
@@ -403,7 +584,15 @@ def main() -> None:
         else:
             chosen = [items[int(k)] for k in rng.choice(len(items), size=min(args.items, len(items)), replace=False)]
         photos = [(item.key, load_image(item.path)) for item in chosen]
-        truth = make_sequence(photos, look, args.out, seed=args.seed, transients=not args.no_transients)
+        truth = make_sequence(
+            photos,
+            look,
+            args.out,
+            seed=args.seed,
+            transients=not args.no_transients,
+            removal=args.removal,
+            pace=args.pace,
+        )
         print(f"wrote {truth['frames']} frames with {len(truth['items'])} items to {args.out}")
         return
     written = make_bin(items, args.out, seed=args.seed, one_floor=args.one_floor, flat=args.flat)

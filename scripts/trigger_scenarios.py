@@ -5,12 +5,16 @@ For each scenario of ``scripts/synthetic_bin.py --sequence`` (dark floor, dim bi
 cheap camera, dark items on a dark floor) it writes the frame sequence once (held-out
 photos: the split file's ``--subset``), replays it through the real agent (``bin-agent run``,
 ``[camera.replay] mode = "sequence"``, ``realtime = false``: a virtual clock, the same events
-on every run; the config's trigger defaults; the shipped model; no actuator, no MQTT),
-reads the events from the agent's database and scores them against the truth:
+on every run; the config's trigger defaults; the shipped model; no actuator (``--removal
+tray``: the shipped servo on gpiozero's mock pins, so the agent tells the trigger of each
+sort), no MQTT), reads the events from the agent's database and scores them against the
+truth:
 
-* an event on a frame from an item's fall to the hand taking it away counts for that item;
-  a second one for the same item is a *double*; an item with none is *missed*;
-* an event anywhere else (hands waving through, shadows, light steps, drift) is *false*;
+* an event on a frame from an item's fall to the hand taking it away (``--removal tray``:
+  to the tray being home again) counts for that item; a second one for the same item is a
+  *double*; an item with none is *missed*;
+* an event anywhere else (hands waving through, shadows, light steps, drift, the tray back
+  home) is *false*;
 * an item whose first event has its photo's class is *right* (the shipped model on the
   region the agent classified: small items, a dim bin, a cheap camera).
 
@@ -18,7 +22,8 @@ reads the events from the agent's database and scores them against the truth:
         --subset test --items 20 --work /tmp/exp/scenarios
 
 ``--agent-tree DIR`` runs the agent of another checkout (e.g. a ``git worktree`` of main)
-on the same frames: the "before" column of ``docs/trigger.md``.
+on the same frames: the "before" column of ``docs/trigger.md``. ``--removal tray`` and
+``--pace quick`` choose how items leave and how fast they come (``synthetic_bin.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("dark-floor", "dim-cheap", "dark-on-dark")
 
 
-def write_config(path: Path, frames: Path, state: Path) -> None:
+def write_config(path: Path, frames: Path, state: Path, removal: str = "hand") -> None:
     """A config with every setting at its default but the replay, the actuator and MQTT
-    (only keys every checkout knows, so ``--agent-tree`` can run an older agent)."""
+    (only keys every checkout knows, so ``--agent-tree`` can run an older agent). The
+    actuator: none; with ``removal="tray"`` the shipped servo (its timings) on gpiozero's
+    mock pins, so the agent sorts (and tells the trigger) as on a Pi; the frames show the
+    tray at the shipped timings in frame time, the mock servo takes its own in wall time."""
     path.write_text(
         "\n".join(
             [
@@ -58,7 +66,7 @@ def write_config(path: Path, frames: Path, state: Path) -> None:
                 "[model]",
                 "num_threads = 1",
                 "[actuator]",
-                'kind = "none"',
+                *(['kind = "servo"', 'pin_factory = "mock"'] if removal == "tray" else ['kind = "none"']),
                 "[mqtt]",
                 "enabled = false",
                 "",
@@ -109,11 +117,11 @@ def score(truth: dict[str, Any], fired: list[tuple[int, str]]) -> dict[str, int]
     }
 
 
-def run_agent(frames: Path, work: Path, agent_tree: Path) -> list[tuple[int, str]]:
+def run_agent(frames: Path, work: Path, agent_tree: Path, removal: str = "hand") -> list[tuple[int, str]]:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     config = work / "bin.toml"
-    write_config(config, frames, state)
+    write_config(config, frames, state, removal)
     env = dict(os.environ, PYTHONPATH=str(agent_tree))
     result = subprocess.run(
         [sys.executable, "-m", "bin_agent", "run", "--config", str(config), "--log-level", "WARNING"],
@@ -139,12 +147,21 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all")
     parser.add_argument("--work", type=Path, required=True, help="frames and agent state go here (kept)")
     parser.add_argument("--agent-tree", type=Path, default=REPO, help="checkout whose agent runs (default: this)")
+    parser.add_argument(
+        "--removal",
+        choices=["hand", "tray"],
+        default="hand",
+        help="who takes each item away: a hand (default), or the tray tilting as the servo sorts",
+    )
+    parser.add_argument("--pace", choices=["normal", "quick"], default="normal", help="quick: items one after another")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
 
     figures = {}
     for name in args.scenario or SCENARIOS:
-        frames = args.work / f"{name}-{args.subset}-{args.items}-{args.seed}"
+        # The hand's normal pace keeps the folder name it always had.
+        variant = "" if (args.removal, args.pace) == ("hand", "normal") else f"-{args.removal}-{args.pace}"
+        frames = args.work / f"{name}{variant}-{args.subset}-{args.items}-{args.seed}"
         if not (frames / "truth.json").is_file():
             subprocess.run(
                 [
@@ -161,6 +178,10 @@ def main() -> None:
                     str(args.items),
                     "--seed",
                     str(args.seed),
+                    "--removal",
+                    args.removal,
+                    "--pace",
+                    args.pace,
                     "--out",
                     str(frames),
                 ],
@@ -168,9 +189,9 @@ def main() -> None:
                 env=dict(os.environ, PYTHONPATH=str(REPO)),
             )
         truth = json.loads((frames / "truth.json").read_text())
-        run_dir = args.work / f"run-{name}"
+        run_dir = args.work / f"run-{name}{variant}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        fired = run_agent(frames, run_dir, args.agent_tree.resolve())
+        fired = run_agent(frames, run_dir, args.agent_tree.resolve(), args.removal)
         figures[name] = score(truth, fired) | {"frames": truth["frames"], "fired": [frame for frame, _ in fired]}
         result = figures[name]
         print(
