@@ -186,6 +186,82 @@ def _zone_slices(zone: NormBox, lores_shape: tuple[int, ...], factor: int) -> tu
     return slice(top, bottom), slice(left, right)
 
 
+def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``image`` at the (fractional) columns ``xs`` and rows ``ys``, bilinear;
+    beyond the edge, the edge."""
+    rows, cols = image.shape
+    xs = np.clip(xs, 0.0, cols - 1.0)
+    ys = np.clip(ys, 0.0, rows - 1.0)
+    x0 = np.minimum(xs.astype(np.intp), cols - 2) if cols > 1 else np.zeros(xs.shape, np.intp)
+    y0 = np.minimum(ys.astype(np.intp), rows - 2) if rows > 1 else np.zeros(ys.shape, np.intp)
+    fx, fy = (xs - x0).astype(np.float32), (ys - y0).astype(np.float32)
+    x1, y1 = np.minimum(x0 + 1, cols - 1), np.minimum(y0 + 1, rows - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    out: np.ndarray = top * (1 - fy) + bottom * fy
+    return out
+
+
+FLOOR_SHIFT_BLOCKS = 2.0
+"""The most the floor may have moved (blocks, at any point of the view: 8 px at
+320x240) for :func:`_floor_where_it_lies` to find it: a tray a servo brought home a
+fraction of a degree off, a camera nudged. Farther is a changed scene."""
+
+
+FLOOR_SHARE = 0.5
+"""A still scene that differs from the floor, moved where it fits best, over more than
+this share of the view is not the floor come back (a tray held tilted, the camera
+covered): the trigger does not take it for the empty bin, nor what differs for an item."""
+
+
+def _floor_where_it_lies(background: np.ndarray, scene: np.ndarray, threshold: np.ndarray) -> np.ndarray | None:
+    """The empty bin's ``background`` moved to where the floor lies in ``scene`` (both
+    block means, gain-compensated), or ``None`` when no small move explains it.
+
+    A tray that tilts to sort and comes back does not come back exactly (a servo's
+    deadband and gear backlash): the floor the camera watches is off by a pixel or
+    so and turned a little, and every edge of its texture differs from the
+    background as if something new lay there. The move is fitted as an affine
+    displacement of the view (shift, turn, scale, shear: six numbers) by
+    Gauss-Newton on the block means, each block's residual weighted down beyond its
+    ``threshold`` (Huber), so that an item lying there, which no move of the floor
+    explains, barely pulls the fit."""
+    rows, cols = background.shape
+    if rows < 3 or cols < 3:
+        return None
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    # Centred and scaled to about +-1, so the six unknowns are of like size.
+    half = np.float32(max(rows, cols) / 2.0)
+    u, v = (xs - (cols - 1) / 2.0) / half, (ys - (rows - 1) / 2.0) / half
+    params = np.zeros(6)  # dx, dy (blocks), and dx, dy per unit of u and of v
+    moved = background
+    for _ in range(6):
+        dx = params[0] + params[2] * u + params[3] * v
+        dy = params[1] + params[4] * u + params[5] * v
+        moved = _sample(background, xs + dx, ys + dy)
+        gy, gx = np.gradient(moved)
+        residual = scene - moved
+        # Huber: full weight within the threshold, less beyond (an item, a shadow).
+        weight = np.minimum(1.0, threshold / np.maximum(np.abs(residual), np.float32(1e-6)))
+        jacobian = np.stack([gx, gy, gx * u, gx * v, gy * u, gy * v]).reshape(6, -1).astype(np.float64)
+        weighted = jacobian * weight.ravel()
+        normal = weighted @ jacobian.T
+        if abs(np.linalg.det(normal)) < 1e-12 * max(1.0, float(np.trace(normal))) ** 6:
+            return None  # a floor without texture: nothing to fit on (and nothing to fear)
+        step = np.linalg.solve(normal, weighted @ residual.ravel().astype(np.float64))
+        params += step
+        if not np.all(np.isfinite(params)):
+            return None
+        if float(np.abs(step).max()) < 1e-3:
+            break
+    corners = np.abs(params[0]) + np.abs(params[2:4]).sum(), np.abs(params[1]) + np.abs(params[4:6]).sum()
+    if max(corners) > FLOOR_SHIFT_BLOCKS:
+        return None
+    dx = params[0] + params[2] * u + params[3] * v
+    dy = params[1] + params[4] * u + params[5] * v
+    return _sample(background, xs + dx, ys + dy)
+
+
 NOISE_SECONDS = 10.0
 """Time constant of the noise map's learning while the bin is empty."""
 
@@ -272,7 +348,9 @@ class MotionTrigger:
         of frame time the decision is taken on their mean (**the second
         look**): ``n`` frames have ``sqrt(n)`` times less noise, so the
         threshold is divided by ``sqrt(n)`` and a dim item that flickered
-        about its threshold frame by frame shows its whole area. If that area
+        about its threshold frame by frame shows its whole area (against the
+        floor where it lies now, if it moved a little and that explains a
+        quarter of the change or more: a tray home a little off). If that area
         reaches ``min_area_in_force`` the trigger fires and moves to
         ``"occupied"``. If something is there but smaller, it is counted in
         :attr:`possible_items` (a crumb, or an item too faint to tell: what a
@@ -288,7 +366,14 @@ class MotionTrigger:
         ``rearm_seconds`` (the item was removed or sorted away); then back to
         ``"empty"``. An item removed and another dropped therefore gives two
         events; a second item dropped onto an uncleared first one gives none
-        (use :meth:`request`).
+        (use :meth:`request`). Once per still scene that is not the empty bin
+        the trigger also looks whether the floor itself moved a little (a tray
+        the servo brought home a fraction of a degree off,
+        :func:`_floor_where_it_lies`): if nothing compact is left on the floor
+        where it lies now, that floor is the empty bin and the trigger re-arms.
+        After :meth:`item_taken_away` (the agent starts a sort that tilts the
+        tray) what is left there fires, unless it is the item that fired, still
+        where it lay.
 
     Behaviour worth knowing:
 
@@ -499,6 +584,13 @@ class MotionTrigger:
         self._quiet_since: float | None = None
         # Occupied: running mean of the differences (less noise than one frame).
         self._recent: np.ndarray | None = None
+        # Occupied: the sorter is taking the item that fired away (item_taken_away),
+        # and the still scene last looked at (when it became still).
+        self._taken_away = False
+        self._examined_since: float | None = None
+        # What fired last: its changed blocks and their mean difference (second look).
+        self._fired_seen: np.ndarray | None = None
+        self._fired_mean: np.ndarray | None = None
         self._still_since = 0.0
         self._occupied_since = 0.0
         self._empty_since: float | None = None
@@ -564,6 +656,23 @@ class MotionTrigger:
         same item does not fire a second time when it settles."""
         self._request.set()
 
+    def item_taken_away(self) -> None:
+        """The sorter is taking the item that fired away and moves what the camera
+        watches (the tray tilts, a flap opens): once the view is still again, what lies
+        there is new (an item dropped as the tray came home fires), unless it is the
+        item that fired, still where it lay. Nothing the move shows fires, also after a
+        request that saw nothing (``"empty"``). Called by the main loop, between
+        updates."""
+        if self._state in ("empty", "settling"):
+            self._state = "occupied"
+            self._occupied_since = self._last_t if self._last_t is not None else 0.0
+            self._empty_since = None
+            self._recent = None
+            self._fired_seen = self._fired_mean = None
+            self._reference = None  # the still scene to look at starts after this
+        if self._state == "occupied":
+            self._taken_away = True
+
     def close(self) -> None:
         pass
 
@@ -582,11 +691,19 @@ class MotionTrigger:
 
     # -- internals -----------------------------------------------------------
 
-    def _fire(self, t: float, mask: np.ndarray | None) -> None:
+    def _fire(
+        self, t: float, mask: np.ndarray | None, seen: np.ndarray | None = None, mean: np.ndarray | None = None
+    ) -> None:
+        """Fire for the item in ``mask``; ``seen`` and ``mean``: the second look that saw
+        it (its changed blocks and their mean difference), to know it again."""
         self._state = "occupied"
         self._occupied_since = t
         self._empty_since = None
         self._recent = None
+        self._taken_away = False
+        self._fired_seen, self._fired_mean = seen, mean
+        # The still scene that fired is looked at: the next look is at the next one.
+        self._examined_since = self._still_since
         self._item_box = self._box_of_changes(mask)
 
     def _box_of_changes(self, mask: np.ndarray | None) -> NormBox | None:
@@ -847,8 +964,16 @@ class MotionTrigger:
             if _has_lasted(self._empty_since, t, self.rearm_seconds):
                 self._state = "empty"
                 self._empty_since = None
+                self._taken_away = False
             return False
         self._empty_since = None
+        if still and self._examined_since != self._still_since:
+            # Once per still scene: is it the floor, back a little off, and what lies on it?
+            self._examined_since = self._still_since
+            if self._look_at_the_floor(t):
+                return True
+            if self._state != "occupied":
+                return False
         if self.absorb_seconds is not None and still and _has_lasted(self._occupied_since, t, self.absorb_seconds):
             log.info(
                 "scene unchanged for %.0f s with an item in view: absorbing it into the background and re-arming",
@@ -958,13 +1083,20 @@ class MotionTrigger:
         mean = self._evidence / np.float32(frames)
         threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
         seen = np.abs(mean) > threshold
+        scene = self._background + mean
+        moved = self._floor_moved_to(scene, seen, threshold) if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS else None
+        if moved is not None:
+            # The floor itself moved (a tray home a little off): what changed is judged
+            # against the floor where it lies now, which is the empty bin now.
+            floor, mean, seen = moved
+            self._set_background(floor)
         area = float(np.count_nonzero(seen)) / seen.size
         if area >= self.min_area_in_force:
             # The item's box: its blocks of some contrast, not the faint halo
             # of a low threshold (blocks the item's edge only touches, blur).
             strength = np.abs(mean)
             strong = float(np.percentile(strength[seen], 90))
-            self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)))
+            self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
             return True
         if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS:
             self.possible_items += 1
@@ -979,8 +1111,92 @@ class MotionTrigger:
             # Take it into the background, or it would be counted again and again.
             self._background[seen] += mean[seen]
             self._background_changed()
+        if moved is not None:
+            # The mean of the still frames, not the resampled background: it is the
+            # floor itself (resampling is not exact along the edges of its texture).
+            self._set_background(scene)
+            self._gain_weights = None
         self._state = "empty"
         return False
+
+    def _floor_moved_to(
+        self, scene: np.ndarray, seen: np.ndarray, threshold: np.ndarray, *, it_moved: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """If the floor moved a little (:func:`_floor_where_it_lies`) and that explains
+        a quarter or more of the blocks ``seen`` changed in the still ``scene`` (a mean
+        of still frames, changed beyond ``threshold``; ``it_moved``, the floor is known
+        to have moved: unless it changes more blocks): the floor where it lies, the
+        scene's difference from it and its blocks changed beyond ``threshold`` that are
+        part of a changed 3x3 square. ``None``: the floor did not move, or its move
+        explains little (an item lying on a floor that stayed put), or the scene is
+        not the floor (:data:`FLOOR_SHARE`).
+
+        Only compact changes count on a moved floor: the background moved by
+        resampling its block means is not exact along the sharp edges of the floor's
+        texture, and leaves thin lines of changed blocks there; an item is a patch."""
+        assert self._background is not None and self._threshold is not None
+        floor = _floor_where_it_lies(self._background, scene, self._threshold)
+        if floor is None:
+            return None
+        mean = scene - floor
+        left = np.abs(mean) > threshold
+        # Known to have moved, the floor is taken where the fit puts it unless that makes
+        # things clearly worse (a fit pulled by an item): the rest is the item's noise.
+        if np.count_nonzero(left) > (1.25 if it_moved else 0.75) * np.count_nonzero(seen):
+            return None
+        if np.count_nonzero(left) > FLOOR_SHARE * left.size:
+            return None  # not the floor: the tray held tilted, the camera covered
+        return floor, mean, _open3x3(left)
+
+    def _look_at_the_floor(self, t: float) -> bool:
+        """Occupied, the scene still for ``settle_seconds`` and not the empty bin: is it
+        the floor come back a little off after the tray tilted? Then re-arm on it
+        (``"empty"``), or, if the tray tipped the item off and something else lies
+        there now (an item dropped as the tray came home), fire for that one. Returns
+        whether it fired."""
+        assert self._background is not None and self._threshold is not None and self._evidence is not None
+        frames = self._evidence_frames
+        mean = self._evidence / np.float32(frames)
+        threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
+        seen = np.abs(mean) > threshold
+        scene = self._background + mean
+        moved = self._floor_moved_to(scene, seen, threshold, it_moved=self._taken_away)
+        if moved is None:
+            return False  # the item that fired still lies there, or the tray is still tilted
+        floor, mean, seen = moved
+        left = float(np.count_nonzero(seen)) / seen.size
+        if left < self.clear_area_in_force:
+            log.info("the floor is back, a little off: re-arming on it")
+            # The mean of the still frames, not the resampled background: it is the floor itself.
+            self._set_background(scene)
+            self._gain_weights = None
+            self._state = "empty"
+            self._empty_since = None
+            self._taken_away = False
+            return False
+        self._set_background(floor)
+        self._gain_weights = None
+        if not self._taken_away or left < self.min_area_in_force or self._is_the_item_that_fired(seen, mean, threshold):
+            # The item that fired, on a floor a little off (taken away: stuck on the
+            # tray; it stays taken away, so something new beside it still fires).
+            return False
+        strength = np.abs(mean)
+        strong = float(np.percentile(strength[seen], 90))
+        log.info("the floor moved and came back with something new on it")
+        self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
+        return True
+
+    def _is_the_item_that_fired(self, seen: np.ndarray, mean: np.ndarray, threshold: np.ndarray) -> bool:
+        """Whether the change ``seen`` (mean difference ``mean``) is the item that fired
+        last, still where it lay: most of its blocks, with about the same contrast (an
+        item stuck on the tray, not a new one dropped on the same spot)."""
+        fired_seen, fired_mean = self._fired_seen, self._fired_mean
+        if fired_seen is None or fired_mean is None or fired_seen.shape != seen.shape:
+            return False
+        both = seen & fired_seen
+        if 2 * np.count_nonzero(both) < max(np.count_nonzero(seen), np.count_nonzero(fired_seen)):
+            return False
+        return bool(np.median(np.abs(mean[both] - fired_mean[both]) / threshold[both]) < 2.0)
 
     def _matches_empty(self, small: np.ndarray) -> bool:
         """If the scene matches the empty bin saved before an absorb, restore
