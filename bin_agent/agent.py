@@ -12,6 +12,7 @@ The loop reads top to bottom, once per frame::
         store.record_event(...)      # durable outbox + counts: one transaction, one sync
         mqtt.wake()                  # published while the mechanics move
         chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
+        trigger.item_taken_away()    # if the sort moves it: the tray tilts in view
         mqtt.publish_state()         # never blocks sorting
 
 The item is recorded before the mechanics move: one inside the servo when the
@@ -274,6 +275,8 @@ class Agent:
             log.debug("item %d: sorted into %s in %.0f ms", number, route.compartment, seconds * 1000.0)
 
         self._chute.start(route.compartment, sorted_)
+        if self.sorter.takes_the_item:  # the tray the camera watches tilts: the trigger must know
+            self.trigger.item_taken_away()
         self._watch_storage()
         if self.capture is not None:  # queued for the writer thread: never waits
             self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)

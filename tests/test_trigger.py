@@ -1036,3 +1036,33 @@ def test_build_trigger_picks_the_mode_with_the_configs_defaults(factory) -> None
     assert isinstance(build_trigger(dataclasses.replace(section, mode="manual")), ManualTrigger)
     with pytest.raises(ValueError):
         build_trigger(dataclasses.replace(section, mode="telepathy"))
+
+
+@pytest.mark.parametrize(("kind", "told"), [("servo", True), ("none", False)])
+def test_the_agent_tells_the_trigger_when_its_sort_takes_the_item(tmp_path, kind: str, told: bool) -> None:
+    """A sort that moves the item itself (the tray tilting) is told to the trigger, once per
+    item, after the sort started; without mechanics (``kind = "none"``) nothing is."""
+    from PIL import Image
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from tests.helpers import base_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    item = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)  # not a light change
+    Image.fromarray(item).save(photos / "item.png")
+    data = base_config(tmp_path, photos, mqtt=False)
+    data["actuator"]["kind"] = kind
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    calls: list[str] = []
+    tell = agent.trigger.item_taken_away
+
+    def spy() -> None:
+        calls.append(agent.trigger.state)
+        tell()
+
+    agent.trigger.item_taken_away = spy  # type: ignore[method-assign]
+    assert agent.run() == 0
+    assert agent.items_sorted == 1
+    assert calls == (["occupied"] if told else [])

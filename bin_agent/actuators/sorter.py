@@ -153,7 +153,15 @@ def make_pin_factory(name: str, gpiochip: int | None = None) -> Any:
 
 
 class Sorter(Protocol):
-    """Something that puts an item into a compartment."""
+    """Something that puts an item into a compartment.
+
+    ``takes_the_item``: whether a sort moves the item out of the drop zone itself (a
+    tray tilting, a flap opening), and with it what the camera watches; the agent
+    tells the trigger (``Trigger.item_taken_away``). False where a person takes it
+    (guidance LEDs) or nothing does.
+    """
+
+    takes_the_item: bool
 
     def sort(self, compartment: str) -> None:
         """Actuate for ``compartment`` and return when the mechanics are home again."""
@@ -172,6 +180,8 @@ class ChuteSorter:
     :param dwell_seconds: how long it holds so the item slides off.
     :param sleep: injectable for tests that must not wait.
     """
+
+    takes_the_item = True  # the tray tilts and the item slides off
 
     def __init__(
         self,
@@ -223,6 +233,8 @@ class FlapSorter:
 
     :param flaps: compartment → ``(servo, open_angle, closed_angle)``.
     """
+
+    takes_the_item = True  # the flap opens under the item
 
     def __init__(
         self,
@@ -281,6 +293,8 @@ class GuidanceSorter:
     :param leds: compartment → gpiozero ``LED``.
     """
 
+    takes_the_item = False  # a person takes it where the LED says
+
     def __init__(
         self,
         leds: Mapping[str, Any],
@@ -316,6 +330,8 @@ class GuidanceSorter:
 
 class NoSorter:
     """Sorts nothing (a camera-only counting bin, or a dry run)."""
+
+    takes_the_item = False
 
     def sort(self, compartment: str) -> None:
         pass

@@ -35,6 +35,12 @@ class Trigger(Protocol):
         """Make the next :meth:`update` return ``True`` (thread-safe)."""
         ...
 
+    def item_taken_away(self) -> None:
+        """The sorter is taking the item that fired out of view (a tray tilting, a flap
+        opening): the main loop says so when it starts a sort that does, between two
+        updates. A camera trigger watches the floor that moves; a sensor ignores it."""
+        ...
+
     def close(self) -> None:
         """Release whatever the trigger holds (GPIO pins, callbacks)."""
         ...

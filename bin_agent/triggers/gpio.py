@@ -145,6 +145,9 @@ class GpioTrigger:
     def request(self) -> None:
         self._request.set()
 
+    def item_taken_away(self) -> None:
+        pass  # the sensor sees items fall in, not the tray they lie on
+
     def update(self, frame: Frame) -> bool:
         """``True`` on the first frame at least ``settle_seconds`` after the
         sensor saw an item, or on the first frame after a :meth:`request`."""

@@ -42,5 +42,8 @@ class ManualTrigger:
     def request(self) -> None:
         self._request.set()
 
+    def item_taken_away(self) -> None:
+        pass  # nothing watched
+
     def close(self) -> None:
         pass
