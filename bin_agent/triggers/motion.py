@@ -174,6 +174,21 @@ def _open3x3(mask: np.ndarray) -> np.ndarray:
     return opened
 
 
+def _patches(mask: np.ndarray) -> np.ndarray:
+    """The changed blocks of ``mask`` that belong to a patch: within one block of a
+    changed 3x3 square (:func:`_open3x3` grown by one block, within ``mask``). A faint
+    item keeps its ragged edge; thin lines of changed blocks, with no square, go."""
+    opened = _open3x3(mask)
+    h, w = mask.shape
+    grown = opened.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            grown[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] |= opened[
+                max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+            ]
+    return mask & grown
+
+
 def _zone_slices(zone: NormBox, lores_shape: tuple[int, ...], factor: int) -> tuple[slice, slice]:
     """Rows and columns of the block-averaged image (``factor`` x ``factor``
     blocks of a ``lores_shape`` frame) that cover the zone, at least one each."""
@@ -1099,15 +1114,7 @@ class MotionTrigger:
             self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
             return True
         if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS:
-            self.possible_items += 1
-            log.warning(
-                "a change of %d block(s) lay still for %.1f s, below min_area (%d blocks) even on a second look: "
-                "not classified (possible item %d)",
-                int(np.count_nonzero(seen)),
-                self.settle_seconds,
-                int(np.ceil(self.min_area_in_force * seen.size)),
-                self.possible_items,
-            )
+            self._possible_item(seen)
             # Take it into the background, or it would be counted again and again.
             self._background[seen] += mean[seen]
             self._background_changed()
@@ -1119,6 +1126,18 @@ class MotionTrigger:
         self._state = "empty"
         return False
 
+    def _possible_item(self, seen: np.ndarray) -> None:
+        """Count a still change ``seen`` smaller than an item even on a second look."""
+        self.possible_items += 1
+        log.warning(
+            "a change of %d block(s) lay still for %.1f s, below min_area (%d blocks) even on a second look: "
+            "not classified (possible item %d)",
+            int(np.count_nonzero(seen)),
+            self.settle_seconds,
+            int(np.ceil(self.min_area_in_force * seen.size)),
+            self.possible_items,
+        )
+
     def _floor_moved_to(
         self, scene: np.ndarray, seen: np.ndarray, threshold: np.ndarray, *, it_moved: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -1126,14 +1145,14 @@ class MotionTrigger:
         a quarter or more of the blocks ``seen`` changed in the still ``scene`` (a mean
         of still frames, changed beyond ``threshold``; ``it_moved``, the floor is known
         to have moved: unless it changes more blocks): the floor where it lies, the
-        scene's difference from it and its blocks changed beyond ``threshold`` that are
-        part of a changed 3x3 square. ``None``: the floor did not move, or its move
+        scene's difference from it and its blocks changed beyond ``threshold`` that
+        belong to a patch (:func:`_patches`). ``None``: the floor did not move, or its move
         explains little (an item lying on a floor that stayed put), or the scene is
         not the floor (:data:`FLOOR_SHARE`).
 
-        Only compact changes count on a moved floor: the background moved by
-        resampling its block means is not exact along the sharp edges of the floor's
-        texture, and leaves thin lines of changed blocks there; an item is a patch."""
+        Only patches count on a moved floor: the background moved by resampling its
+        block means is not exact along the sharp edges of the floor's texture, and
+        leaves thin lines of changed blocks there; an item is a patch."""
         assert self._background is not None and self._threshold is not None
         floor = _floor_where_it_lies(self._background, scene, self._threshold)
         if floor is None:
@@ -1146,7 +1165,7 @@ class MotionTrigger:
             return None
         if np.count_nonzero(left) > FLOOR_SHARE * left.size:
             return None  # not the floor: the tray held tilted, the camera covered
-        return floor, mean, _open3x3(left)
+        return floor, mean, _patches(left)
 
     def _look_at_the_floor(self, t: float) -> bool:
         """Occupied, the scene still for ``settle_seconds`` and not the empty bin: is it
@@ -1165,8 +1184,14 @@ class MotionTrigger:
             return False  # the item that fired still lies there, or the tray is still tilted
         floor, mean, seen = moved
         left = float(np.count_nonzero(seen)) / seen.size
-        if left < self.clear_area_in_force:
-            log.info("the floor is back, a little off: re-arming on it")
+        small = left < self.min_area_in_force
+        if left < self.clear_area_in_force or (small and self._taken_away):
+            if left >= self.clear_area_in_force:
+                # Left on the tray after the sort, too small for an item: counted as a
+                # possible item, as a settling look counts it, and taken into the floor.
+                self._possible_item(seen)
+            else:
+                log.info("the floor is back, a little off: re-arming on it")
             # The mean of the still frames, not the resampled background: it is the floor itself.
             self._set_background(scene)
             self._gain_weights = None
@@ -1176,7 +1201,7 @@ class MotionTrigger:
             return False
         self._set_background(floor)
         self._gain_weights = None
-        if not self._taken_away or left < self.min_area_in_force or self._is_the_item_that_fired(seen, mean, threshold):
+        if not self._taken_away or self._is_the_item_that_fired(seen, mean, threshold):
             # The item that fired, on a floor a little off (taken away: stuck on the
             # tray; it stays taken away, so something new beside it still fires).
             return False
