@@ -28,7 +28,8 @@ item lies in), for ``scripts/trigger_scenarios.py`` (issue 25, ``docs/trigger.md
 ``--removal tray`` takes each item away as the shipped sorter does instead of by a hand:
 the tray the camera watches tilts, the item slides off, and the tray comes back a
 fraction of a degree off (a hobby servo's deadband and backlash), wobbling; ``--pace
-quick`` drops each item 0-1 s after the last one left, without transients
+quick`` drops each item 0-1 s after the last one left (the hand gone, the tray still
+after its wobble: 0.5-1.5 s after it is home), without transients
 (:func:`make_sequence`). The hand's sequences stay the same, frame for frame.
 """
 
@@ -342,7 +343,8 @@ def make_sequence(
     little off where it left (:func:`next_home`, kept and added to from sort to sort), and
     wobbles about it for 0.5 s, dying away. The item's ``end`` is the frame the tray is home.
     ``pace="quick"``: a person dropping one item after another: no transients, each item
-    falls 0-1 s after the tray is home (0-1 s after the hand left with ``removal="hand"``)."""
+    falls 0-1 s after the tray stopped wobbling, 0.5-1.5 s after it is home (0-1 s after the
+    hand left with ``removal="hand"``)."""
     if removal not in REMOVALS or pace not in PACES:
         raise ValueError(f"removal must be one of {REMOVALS} and pace one of {PACES}")
     quick = pace == "quick"
