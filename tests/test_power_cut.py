@@ -88,16 +88,20 @@ class AgentProcess:
 
 
 def test_an_item_inside_the_servo_at_sigkill_is_counted_and_its_event_kept(tmp_path, few_photos):
-    """An 8 s dwell: the agent is SIGKILLed 4 s after READY, while the first item
-    (it appears 0.6 s after the start and settles in 0.5 s) is in the servo.
-    Before: sort() ran before record_event(), the item was never counted."""
+    """An 8 s dwell: the agent is SIGKILLed 0.5 s after the first item's line (at most
+    4 s after READY), while that item (it appears 0.6 s after the start and settles in
+    0.5 s) is in the servo. Before: sort() ran before record_event(), the item was never
+    counted."""
     data = sorting_config(tmp_path, few_photos, port=1, mqtt=False, dwell=8.0)
     address = tmp_path / "notify.sock"
     listener = notify_listener(address, 0.2)
     agent = AgentProcess(write_toml(tmp_path / "agent.toml", data), notify=address)
     try:
         assert wait_ready(listener, 60), "the agent never became ready"
-        time.sleep(4.0)  # not waiting for the item's line: it must be there by now
+        # The line must come within 4 s of READY, long before the 8 s dwell ends; a line
+        # that waited for the sort never comes in time, and the kill falls at 4 s as before.
+        if agent.first_line.wait(4.0):
+            time.sleep(0.5)  # the sort's thread has the item in the servo
         agent.kill_group()
     finally:
         listener.close()
