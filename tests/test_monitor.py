@@ -118,7 +118,9 @@ def test_live_view_redraws_in_place_on_news(mosquitto):
                 assert deadline_ok, out.getvalue()[-500:]
             finally:
                 stop.set()
+                fleet.changed.set()  # the viewer waits for news up to 30 s: woken, it sees the stop at once
                 viewer.join(10)
+            assert not viewer.is_alive()
         frames = out.getvalue().split(CLEAR)
         # Each redraw starts with cursor-home + clear: the table is redrawn in place, not appended.
         assert len(frames) >= 3 and frames[0] == ""
