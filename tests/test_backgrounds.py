@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bin_agent.classify.preprocess import PreprocessSpec
 from bin_agent.training import backgrounds as bg
@@ -215,6 +216,25 @@ def test_uneven_light_darkens_part_of_a_view_and_never_brightens_it():
         spreads.append(view.max() - view.min())
     # a spot on a floor of 0.35-0.8 of its light: most views differ by over a tenth across
     assert np.median(spreads) > 15, spreads
+
+
+def test_a_low_res_view_is_a_small_crop_upscaled_as_the_agent_upscales_it():
+    from bin_agent.classify.preprocess import crop_resize
+
+    sharp = bg.CameraEffects(
+        temperature=0.0, exposure=(1.0, 1.0), gamma=0.0, noise_p=0.0, jpeg_p=0.0, uneven_light_p=0.0
+    )
+    quarter = replace(sharp, low_res_p=1.0, low_res_scale=(0.25, 0.25))
+    photo = np.zeros((160, 160, 3), np.uint8)
+    photo[:, :80:2] = 255  # one-pixel stripes (detail only a full-size view keeps) beside
+    photo[:, 100:] = 255  # a white block whose edge survives any size
+    assert np.array_equal(bg.camera_effects(photo, np.random.default_rng(0), sharp), photo)
+    view = bg.camera_effects(photo, np.random.default_rng(0), quarter)
+    # The same item 40 px wide on the sensor (each pixel the mean of what it covers), then
+    # upscaled to the input by the agent's own resize.
+    sensed = np.asarray(Image.fromarray(photo).resize((40, 40), Image.Resampling.BOX))
+    assert np.abs(view.astype(int) - crop_resize(sensed, (0.0, 0.0, 40.0, 40.0), (160, 160))).max() <= 1
+    assert view[:, :70].std() < 2  # the stripes are a flat grey
 
 
 def test_the_trainers_uneven_light_is_the_shipped_models() -> None:

@@ -236,7 +236,9 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
         assert "threshold_for_target" in section
 
 
-@pytest.mark.parametrize("option", ["--background-p", "--item-crop-p", "--uneven-light-p", "--colour-temperature"])
+@pytest.mark.parametrize(
+    "option", ["--background-p", "--item-crop-p", "--uneven-light-p", "--low-res-p", "--colour-temperature"]
+)
 @pytest.mark.parametrize("value", ["-0.1", "1.5"])
 def test_train_rejects_a_share_outside_0_1(photos: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), option, value])
@@ -277,6 +279,8 @@ def test_train_hands_the_augmentation_options_to_the_run(photos: Path, tmp_path:
         "0.2",
         "--uneven-light-p",
         "0.7",
+        "--low-res-p",
+        "0.4",
         "--colour-temperature",
         "0.25",
     ]
@@ -284,6 +288,7 @@ def test_train_hands_the_augmentation_options_to_the_run(photos: Path, tmp_path:
     augmentation = seen["config"].augmentation
     assert (augmentation.background_p, augmentation.item_crop_p) == (0.3, 0.2)
     assert (augmentation.camera.uneven_light_p, augmentation.camera.temperature) == (0.7, 0.25)
+    assert augmentation.camera.low_res_p == 0.4
     assert main(["train", str(photos), "--out", str(tmp_path / "run2")]) == 0
     defaults = seen["config"].augmentation
     assert defaults == ds.Augmentation()  # the trainer's defaults, the shipped recipe's

@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"--item-crop-p {args.item_crop_p}: expected a share from 0 to 1")
     if not 0.0 <= args.uneven_light_p <= 1.0:
         return _fail(f"--uneven-light-p {args.uneven_light_p}: expected a share from 0 to 1")
+    if not 0.0 <= args.low_res_p <= 1.0:
+        return _fail(f"--low-res-p {args.low_res_p}: expected a share from 0 to 1")
     if not 0.0 <= args.colour_temperature < 1.0:
         return _fail(f"--colour-temperature {args.colour_temperature}: expected a gain shift from 0 to below 1")
     try:
@@ -134,7 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         augmentation=ds.Augmentation(
             background_p=args.background_p,
             item_crop_p=args.item_crop_p,
-            camera=CameraEffects(temperature=args.colour_temperature, uneven_light_p=args.uneven_light_p),
+            camera=CameraEffects(
+                temperature=args.colour_temperature, uneven_light_p=args.uneven_light_p, low_res_p=args.low_res_p
+            ),
         ),
         name=args.name,
         version=args.version or "",
@@ -307,6 +311,14 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=CameraEffects.uneven_light_p,
         help="share of views lit unevenly, as by one lamp over a dark bin "
         f"(default {CameraEffects.uneven_light_p}; 0: every view lit evenly)",
+    )
+    p.add_argument(
+        "--low-res-p",
+        type=float,
+        default=CameraEffects.low_res_p,
+        help="share of views made as a small item's crop reaches the model: shrunk to "
+        f"{CameraEffects.low_res_scale[0]:g}-{CameraEffects.low_res_scale[1]:g} of their side, noise and JPEG "
+        f"at that size, upscaled back (default {CameraEffects.low_res_p}; 0: every view at full sharpness)",
     )
     p.add_argument(
         "--colour-temperature",

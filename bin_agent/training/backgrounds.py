@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..classify.preprocess import crop_resize
+
 MASK_SIDE = 128  # the mask is found on a copy this long: cheap, and precise enough at 160 px
 
 
@@ -276,6 +278,13 @@ class CameraEffects:
     # was trained with half of its views so lit (models/README.md, "This model: v6l").
     uneven_light_p: float = 0.5
     uneven_light_low: tuple[float, float] = (0.35, 0.8)
+    # An item the camera sees small (a 640x480 frame, an item a fifth of it high: ~100 px)
+    # reaches the model as a crop upscaled by the agent's resize, with the sensor's noise and
+    # the JPEG at the small size, blurred and blotchy; a training photo is 3-4x sharper. This
+    # share of views is made so: shrunk to ``low_res_scale`` of its side (as a sensor samples
+    # it), given its noise and JPEG there, then upscaled back as the agent upscales a crop.
+    low_res_p: float = 0.0
+    low_res_scale: tuple[float, float] = (0.3, 0.8)
 
 
 def uneven_light(height: int, width: int, rng: np.random.Generator, low: tuple[float, float]) -> np.ndarray:
@@ -303,6 +312,14 @@ def camera_effects(
         out *= uneven_light(out.shape[0], out.shape[1], rng, effects.uneven_light_low)
     out = np.clip(out * rng.uniform(*effects.exposure), 0, 1) ** np.exp(rng.uniform(-effects.gamma, effects.gamma))
     out *= 255.0
+    height, width = out.shape[:2]
+    # Drawn only when enabled, as above.
+    small = bool(effects.low_res_p) and rng.random() < effects.low_res_p
+    if small:
+        scale = rng.uniform(*effects.low_res_scale)
+        size = (max(8, round(width * scale)), max(8, round(height * scale)))
+        shrunk = Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8)).resize(size, Image.Resampling.BOX)
+        out = np.asarray(shrunk, np.float32)
     if rng.random() < effects.noise_p:
         out += rng.normal(0, rng.uniform(*effects.noise_sigma), out.shape).astype(np.float32)
     result = np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -310,4 +327,6 @@ def camera_effects(
         buffer = io.BytesIO()
         Image.fromarray(result).save(buffer, format="JPEG", quality=int(rng.integers(*effects.jpeg_quality)))
         result = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    if small:  # back to the view's size, as the agent's crop_resize upscales a small crop
+        result = crop_resize(result, (0.0, 0.0, float(result.shape[1]), float(result.shape[0])), (height, width))
     return result
