@@ -289,6 +289,33 @@ def test_train_hands_the_augmentation_options_to_the_run(photos: Path, tmp_path:
     assert (augmentation.background_p, augmentation.item_crop_p) == (0.3, 0.2)
     assert (augmentation.camera.uneven_light_p, augmentation.camera.temperature) == (0.7, 0.25)
     assert augmentation.camera.low_res_p == 0.4
+    assert not seen["config"].keep_last
+    assert main(["train", str(photos), "--out", str(tmp_path / "run1"), "--keep-last"]) == 0
+    assert seen["config"].keep_last and not train_module.selects_best(seen["config"])
     assert main(["train", str(photos), "--out", str(tmp_path / "run2")]) == 0
     defaults = seen["config"].augmentation
     assert defaults == ds.Augmentation()  # the trainer's defaults, the shipped recipe's
+
+
+@pytest.mark.parametrize(("select_best", "kept"), [(True, 1), (False, 2)])
+def test_keep_last_keeps_the_last_epoch_not_the_best_on_validation(select_best: bool, kept: int) -> None:
+    pytest.importorskip("keras")
+    from bin_agent.training.train import _EpochLog
+
+    class Model:  # what the log reads and restores of a Keras model
+        def __init__(self) -> None:
+            self.weights = [0]
+
+        def get_weights(self) -> list[int]:
+            return list(self.weights)
+
+        def set_weights(self, weights: list[int]) -> None:
+            self.weights = list(weights)
+
+    model = Model()
+    log = _EpochLog("fine", lambda line: None, [model], select_best=select_best)
+    for epoch, val_accuracy in enumerate([0.90, 0.85]):  # the second epoch is worse on validation
+        model.weights = [epoch + 1]
+        log.end(epoch, {"val_accuracy": val_accuracy, "val_loss": 0.5})
+    log.restore()
+    assert model.weights == [kept] and log.best_epoch == kept

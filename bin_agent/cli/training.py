@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         max_per_class=args.max_per_class,
         include_val=args.include_val,
+        keep_last=args.keep_last,
         online=args.online,
         views=args.views,
         qat_epochs=args.qat_epochs,
@@ -326,6 +327,12 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
         default=CameraEffects.temperature,
         help="how far the views' red and blue gains are shifted, one up and the other down, as by a warm or "
         f"cold light the camera's white balance did not correct (default +-{CameraEffects.temperature})",
+    )
+    p.add_argument(
+        "--keep-last",
+        action="store_true",
+        help="keep each phase's last epoch instead of its best on validation (for changes the clean "
+        "validation photos cannot judge; judge the run afterwards, e.g. with scripts/crop_shape.py)",
     )
     p.add_argument(
         "--include-val",

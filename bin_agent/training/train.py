@@ -99,6 +99,9 @@ class TrainConfig:
     calibration: int = 800
     max_per_class: int | None = None  # for smoke tests: a few photos per class
     include_val: bool = False  # final model: train on train + val, keep the last epoch
+    # Keep the last epoch, not the best on validation: for a change whose aim the validation
+    # photos (clean, full-size) cannot see, e.g. small noisy crops; judge the run afterwards.
+    keep_last: bool = False
     online: bool = False  # phase 2 on the cached views; True: fresh augmented views every epoch
     views: int = 4  # views per item the agent averages (metadata "views"; see classifier.py)
     qat_epochs: int = 2  # phase 3: quantization-aware fine-tuning epochs (see qat.py)
@@ -313,6 +316,12 @@ def online_batches(
             pending.append(pool.submit(work, epoch, index))
             if len(pending) > 3:
                 yield pending.pop(0).result()
+
+
+def selects_best(config: TrainConfig) -> bool:
+    """Whether each phase keeps its best epoch on validation (else its last): not when the
+    validation photos are trained on (``include_val``) or cannot judge the change (``keep_last``)."""
+    return not (config.include_val or config.keep_last)
 
 
 class _EpochLog:
@@ -729,7 +738,7 @@ def train(config: TrainConfig, progress: Progress = print) -> dict[str, Any]:
     t_cache = time.perf_counter()
     val_views = [ds.fit_to_input(image, spec) for image in val_images]
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    select_best = not config.include_val
+    select_best = selects_best(config)
     if config.include_val:
         progress(
             "training on train + val: no model selection, the last epoch is kept; "
