@@ -456,13 +456,15 @@ def test_a_burst_of_other_work_during_the_speed_check_does_not_change_its_advice
 ):
     """On a shared machine another job may take the CPU for a moment: two items in a row
     taking three times as long must not make ``doctor`` advise another ``num_threads``,
-    wherever in the check they fall. (Each item is made to take 50 ms, so the real
-    difference between 1 and 2 threads, a few ms, stays under the 15 % the check ignores.)"""
+    wherever in the check they fall. (Each item is made to take 100 ms, so the real
+    difference between 1 and 2 threads, a few ms, stays under the 15 % the check ignores,
+    and so does a real item slowed by a loaded test machine: 65 ms was seen. At 5 fps the
+    frame budget, 200 ms, is above it.)"""
     from bin_agent.classify.classifier import Classifier
     from bin_agent.config.load import load_config
     from bin_agent.tools import bench
 
-    config = load_config(doctor_config(tmp_path, photo_dir, 1883, model={"num_threads": 1}))
+    config = load_config(doctor_config(tmp_path, photo_dir, 1883, model={"num_threads": 1}, camera={"fps": 5.0}))
     monkeypatch.setattr(bench, "thread_candidates", lambda: [1, 2])
     monkeypatch.setattr(doctor, "SPEED_GAP_SECONDS", 0.0)
     warm_ups = 2 * 2
@@ -475,7 +477,7 @@ def test_a_burst_of_other_work_during_the_speed_check_does_not_change_its_advice
         started = time.perf_counter()
         result = classify(self, image)
         slow = burst_starts_at <= timed < burst_starts_at + 2
-        time.sleep(max(0.0, (0.15 if slow else 0.05) - (time.perf_counter() - started)))
+        time.sleep(max(0.0, (0.3 if slow else 0.1) - (time.perf_counter() - started)))
         return result
 
     monkeypatch.setattr(Classifier, "classify", item_of_a_bin_under_a_burst)
