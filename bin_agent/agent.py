@@ -124,6 +124,8 @@ class Agent:
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why the agent sorts with a fallback instead of the deployed model (build_agent); None: it does not.
     model_problem: str | None = None
+    # Why the agent sorts without [capture] (and [learning]) although they are on (build_agent); None: it does not.
+    capture_problem: str | None = None
 
     def __post_init__(self) -> None:
         if self.chute is None:
@@ -382,6 +384,8 @@ class Agent:
             return reply | self.correct(command.args)
         elif command.name == "learn":
             if self.learning is None:
+                if self.capture_problem is not None:
+                    return reply | {"reason": f"cannot learn: {self.capture_problem}"}
                 return reply | {"reason": "learning needs [capture] enabled"}
             return reply | self.learning.request()
         reply["ok"] = True
@@ -541,6 +545,7 @@ class Agent:
             **({"ask": self.asker.state()} if self.asker is not None else {}),
             "model": describe(self.classifier),
             "model_problem": self.model_problem,
+            "capture_problem": self.capture_problem,
             **({"learning": self.learning.state()} if self.learning is not None else {}),
             "trigger": self.trigger.state,
             # Settled changes the motion trigger judged smaller than an item (docs/trigger.md).
@@ -575,6 +580,8 @@ class Agent:
         line = f"sorting; model {self.classifier.version}"
         if self.model_problem is not None:
             line += "; THE DEPLOYED MODEL CANNOT RUN: sorting with a fallback, see the log"
+        if self.capture_problem is not None:
+            line += "; THE CAPTURE FOLDER CANNOT BE USED: sorting without capture and learning, see the log"
         if self.sort_error is not None:
             line += f"; THE SORT FAILS ({self.sort_error}): items are counted, see the log"
         if self.store.degraded:
@@ -837,10 +844,10 @@ def build_agent(
                 fill = FillMonitor.from_config(config.fill, config.compartments, store, pin_factory)
             except Exception as exc:
                 raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
-        capture = make_capture(config)
+        capture, capture_problem = make_capture(config)
         if capture is not None:
             undo.callback(capture.close)
-        asker = make_asker(config, pin_factory, sorter)
+        asker = make_asker(config, pin_factory, sorter, labels=capture is not None)
         if asker is not None:
             undo.callback(asker.close)
         undo.pop_all()
@@ -863,6 +870,7 @@ def build_agent(
         out=out if out is not None else (sys.stdout if config.agent.print_events else None),
         trigger_mode=config.trigger.mode,
         model_problem=model_problem,
+        capture_problem=capture_problem,
     )
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure
@@ -915,26 +923,43 @@ def make_mqtt(
     )
 
 
-def make_capture(config: Config) -> Capture | None:
-    """The ``[capture]`` writer, started; None when capture is off."""
+def make_capture(config: Config) -> tuple[Capture | None, str | None]:
+    """The ``[capture]`` writer, started (None when capture is off), and why capture is on but
+    cannot be used (None: it can).
+
+    A capture folder that cannot be used (a file, a dangling link, no permission, a read-only
+    card) must not keep an unattended bin from sorting: the agent sorts without capture, and
+    without ``[learning]``, which learns from it; it logs this once, and says it in
+    ``state.capture_problem`` and the systemd status line.
+    """
     if not config.capture.enabled:
-        return None
+        return None, None
     capture = Capture.from_config(config.capture, config.agent.state_dir)
     try:
         capture.start()
     except OSError as exc:
-        raise StartupError(f"capture.folder: cannot use {capture.folder} ({exc})", os.EX_CANTCREAT) from None
-    return capture
+        # folder_problem's words name the folder; an error of the probe write gets it here.
+        why = str(exc) if exc.strerror is None else f"cannot use {capture.folder} ({exc.strerror})"
+        problem = (
+            f"capture.folder: {why}; sorting without capture, and [learning] cannot learn "
+            "(fix the folder, then restart the agent)"
+        )
+        log.error("%s", problem)
+        return None, problem[:500]
+    return capture, None
 
 
-def make_asker(config: Config, pin_factory: Any, sorter: Sorter) -> Asker | None:
+def make_asker(config: Config, pin_factory: Any, sorter: Sorter, labels: bool = True) -> Asker | None:
     """The ``[ask]`` buttons and lamps on the agent's pin factory; None when asking is off.
+    ``labels``: the answers go to the capture folder's label store (when capture is on and usable).
 
     :raises StartupError: (78) a button or lamp pin cannot be set up.
     """
     if not config.ask.enabled:
         return None
-    folder = capture_folder(config.agent.state_dir, config.capture.folder) if config.capture.enabled else None
+    folder = (
+        capture_folder(config.agent.state_dir, config.capture.folder) if config.capture.enabled and labels else None
+    )
     try:
         return Asker.from_config(
             config.ask,

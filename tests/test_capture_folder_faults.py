@@ -197,8 +197,83 @@ def test_a_captured_item_is_on_the_card_before_its_sidecar_is_listed(tmp_path, m
     capture.start()
     capture.offer(noise(0), make_item())
     capture.close()
+    probe = synced.pop(0)  # start's probe that the folder takes a write, not an item's file
+    assert probe.endswith(capture_module.PROBE_NAME), probe
+    renames = [(name, count - 1) for name, count in renames]
     (jpg_rename, synced_before_jpg), (json_rename, synced_before_json) = renames
     assert jpg_rename.endswith(".jpg") and json_rename.endswith(".json")
     assert synced[0].endswith(".jpg.tmp") and synced_before_jpg == 1, synced
     assert synced[1].endswith(".json.tmp") and synced_before_json == 2, synced
     assert synced[2:] == [str(tmp_path)], "the folder, for the renames"
+
+
+@pytest.mark.parametrize("kind", ["a-file", "dangling-link", "no-permission", "read-only-card"])
+def test_a_capture_folder_that_cannot_be_used_does_not_stop_the_bin_from_sorting_and_is_said(
+    tmp_path, trashnet_dir, monkeypatch, caplog, kind
+):
+    """Before: Capture.start raised and bin-agent run exited 73 at every restart until systemd's
+    start limit: a capture problem kept the bin from sorting. Now it sorts without capture and
+    learning, and says so (log once, status line, state.capture_problem; cmd/learn one line)."""
+    import errno
+    import logging
+
+    from bin_agent.agent import build_agent
+    from bin_agent.learning import capture as capture_module
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for label in ("glass", "paper"):
+        first = min((trashnet_dir / label).iterdir())
+        (photos / first.name).symlink_to(first)
+    data = base_config(tmp_path, photos, mqtt=False, model=SHIPPED_MODEL)
+    data["capture"] = {"enabled": True}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    folder = Path(config.agent.state_dir) / config.capture.folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "a-file":
+        folder.write_text("not a folder")
+    elif kind == "dangling-link":
+        folder.symlink_to(tmp_path / "card-gone")
+    elif kind == "no-permission":  # the tests run as root: os.access is what a service user meets
+        monkeypatch.setattr(capture_module.os, "access", lambda *_a, **_k: False)
+    else:  # EROFS: root cannot write either, which only the probe write finds
+        real_open = Path.open
+
+        def read_only(self, *args, **kwargs):
+            if self.name == capture_module.PROBE_NAME:
+                raise OSError(errno.EROFS, "Read-only file system", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", read_only)
+    with caplog.at_level(logging.ERROR):
+        agent = build_agent(config)  # before: StartupError, exit 73
+    state, status_line = agent.state(), agent._status_line()
+    learn = agent.handle_command("learn", b"{}")
+    assert agent.run() == 0 and agent.items_sorted == 2, "it sorts"
+    assert agent.capture is None and agent.learning is None
+    problem = state["capture_problem"]
+    assert problem is not None and str(folder) in problem and "learning" in problem, problem
+    assert "THE CAPTURE FOLDER CANNOT BE USED" in status_line
+    assert learn is not None and not learn["ok"] and learn["reason"].startswith("cannot learn: capture.folder: ")
+    said = [r for r in caplog.records if "capture.folder: " in r.getMessage()]
+    assert len(said) == 1 and not said[0].exc_info, "one line, no traceback"
+
+
+def test_check_config_and_doctor_say_a_capture_folder_that_cannot_be_used(tmp_path):
+    """run sorts without capture then: check-config passes with a warning, doctor fails its capture check."""
+    from bin_agent.tools.doctor import check_capture_folder
+    from tests.test_deploy import run_cli
+
+    data = base_config(tmp_path, mqtt=False)
+    data["capture"] = {"enabled": True}
+    config_file = write_toml(tmp_path / "bin.toml", data)
+    config = preflight.load(config_file)
+    assert check_capture_folder(config).status == "ok"
+    folder = Path(config.agent.state_dir) / config.capture.folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(tmp_path / "card-gone")
+    check = check_capture_folder(config)
+    assert check.status == "fail" and "which is not there" in check.detail, check
+    result = run_cli("check-config", str(config_file))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "warning: capture.folder: " in result.stderr and "without capture" in result.stderr

@@ -185,9 +185,20 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
         if model_problem == "absent":
             del state["model_problem"]
         assert render(problem["value_template"], json.dumps(state)) == shown, (status, storage, model_problem)
+    # A capture folder that cannot be used: the bin sorts without capture and learning.
+    ok_state = {"status": "running", "sort_error": None, "storage": {"status": "ok"}, "model_problem": None}
+    for capture_problem, shown in (("capture.folder: ... is not a folder; ...", "ON"), (None, "OFF")):
+        state = ok_state | {"capture_problem": capture_problem}
+        assert render(problem["value_template"], json.dumps(state)) == shown, capture_problem
     state = {"status": "running", "sort_error": None, "storage": {"status": "full"}, "model_problem": "x"}
     attributes = json.loads(render(problem["json_attributes_template"], json.dumps(state)))
-    assert attributes == {"status": "running", "sort_error": None, "storage": "full", "model_problem": "x"}
+    assert attributes == {
+        "status": "running",
+        "sort_error": None,
+        "storage": "full",
+        "model_problem": "x",
+        "capture_problem": None,
+    }
     missed = messages["homeassistant/sensor/test-bin/possible_items/config"]
     assert missed["value_template"] == "{{ value_json.possible_items_not_classified | default(0) }}"
     # Stable: the same config gives the same payloads.

@@ -190,3 +190,11 @@ def test_a_bin_sorting_with_a_fallback_model_is_a_problem():
     assert problem(running) is None
     assert problem(running | {"model_problem": None}) is None
     assert problem(running | {"model_problem": "the deployed model cannot run: ..."}) == "model fallback"
+
+
+def test_a_bin_sorting_without_its_capture_folder_is_a_problem():
+    from bin_agent.tools.monitor import problem
+
+    running = {"status": "running", "storage": {"status": "ok"}, "model_problem": None}
+    assert problem(running | {"capture_problem": None}) is None
+    assert problem(running | {"capture_problem": "capture.folder: ... is not a folder; ..."}) == "capture off"

@@ -58,6 +58,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return fail(f"config error: {args.config}: model.path: {exc}", EX_CONFIG)
     if model_problem is not None:
         print(f"warning: {model_problem}", file=sys.stderr)
+    if config.capture.enabled:  # as run starts: sorting goes on without capture, and this says so
+        from ..learning.capture import capture_folder, folder_problem
+
+        problem = folder_problem(capture_folder(config.agent.state_dir, config.capture.folder))
+        if problem is not None:
+            print(
+                f"warning: capture.folder: {problem}; run sorts without capture, and [learning] cannot learn",
+                file=sys.stderr,
+            )
     if config.camera.source == "picamera2":
         # What run would fail on first (not installed, numpy 2 against the apt picamera2).
         from ..sources import SourceError

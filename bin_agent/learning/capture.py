@@ -44,12 +44,35 @@ log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".json"
 IMAGE_SUFFIX = ".jpg"
+PROBE_NAME = ".start-probe.json.tmp"
+"""What :meth:`Capture.start` writes and removes to see that the folder takes a write."""
 
 
 def capture_folder(state_dir: str | Path, folder: str | Path) -> Path:
     """The capture folder: ``folder`` relative to the state dir (or absolute)."""
     path = Path(folder).expanduser()
     return path if path.is_absolute() else Path(state_dir) / path
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be the capture folder, without touching it (check-config, doctor,
+    :meth:`Capture.start`); None when it is a folder that this user may write in, or when it
+    could be created there. Does not find a card that is read-only for root: the start's
+    probe write does."""
+    if folder.is_symlink() and not folder.exists():
+        return f"{folder} is a link to {os.readlink(folder)}, which is not there"
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+        existing = folder
+    else:
+        existing = next((p for p in folder.parents if p.exists()), Path("/"))
+        if not existing.is_dir():
+            return f"{existing}, where {folder} would go, is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "it" if existing == folder else f"{existing}, where it would go"
+        return f"{folder}: cannot write in {what} (permission denied or a read-only card)"
+    return None
 
 
 def item_stem(item: SortedItem) -> str:
@@ -237,8 +260,22 @@ class Capture:
     # ------------------------------------------------------------------ the writer
 
     def start(self) -> None:
-        """Create the folder, measure what is in it, start the writer thread."""
+        """Create the folder, check that it takes a write, measure what is in it, start the
+        writer thread.
+
+        :raises OSError: the folder cannot be used (see :func:`folder_problem`), or takes no
+            write (no permission, a read-only card): the agent then sorts without capture.
+        """
+        problem = folder_problem(self.folder)
+        if problem is not None:
+            raise OSError(problem)
         self.folder.mkdir(parents=True, exist_ok=True)
+        probe = self.folder / PROBE_NAME  # a leftover of it has the writer's .tmp naming
+        with probe.open("wb") as f:
+            f.write(b"bin-agent capture\n")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
         self._scan()
         self._enforce_cap()
         self._thread = threading.Thread(target=self._write_loop, name="capture-writer", daemon=True)

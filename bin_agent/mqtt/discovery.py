@@ -179,7 +179,8 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
     )
     # One entity an automation can watch for "the bin needs a person": the camera gone, the
     # mechanics failing, the disk full or failing, the deployed model unable to run (a fallback
-    # sorts); the state's words in the attributes.
+    # sorts), the capture folder unusable (sorting without capture and learning); the state's
+    # words in the attributes.
     add(
         "binary_sensor",
         "problem",
@@ -187,14 +188,16 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
         state_topic=topics.state,
         value_template=(
             f"{{{{ 'ON' if value_json.status in {list(PROBLEM_STATUSES)} "
-            "or value_json.storage.status != 'ok' or value_json.model_problem | default(none) else 'OFF' }}"
+            "or value_json.storage.status != 'ok' or value_json.model_problem | default(none) "
+            "or value_json.capture_problem | default(none) else 'OFF' }}"
         ),
         device_class="problem",
         entity_category="diagnostic",
         json_attributes_topic=topics.state,
         json_attributes_template=(
             "{{ {'status': value_json.status, 'sort_error': value_json.sort_error, "
-            "'storage': value_json.storage.status, 'model_problem': value_json.model_problem | default(none)} "
+            "'storage': value_json.storage.status, 'model_problem': value_json.model_problem | default(none), "
+            "'capture_problem': value_json.capture_problem | default(none)} "
             "| tojson }}"
         ),
     )

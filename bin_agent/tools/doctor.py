@@ -118,6 +118,8 @@ def _checks(config_path: Path) -> Iterator[Check]:
     if config.actuator.kind in ("servo", "flaps") and config.actuator.servo_drive != "gpiozero":
         yield check_servo_drive(config)
     yield check_state_dir(Path(config.agent.state_dir))
+    if config.capture.enabled:
+        yield check_capture_folder(config)
     yield check_broker(config)
 
 
@@ -540,6 +542,18 @@ def check_state_dir(path: Path) -> Check:
     if free < LOW_FREE_BYTES:
         return Check("state-dir", "warn", f"{detail}: low")
     return Check("state-dir", "ok", detail)
+
+
+def check_capture_folder(config: Config) -> Check:
+    """The ``[capture]`` folder can be used; when it cannot, the agent sorts without capture and
+    learning (``state.capture_problem``): it needs a person, as the Problem sensor says."""
+    from ..learning.capture import capture_folder, folder_problem
+
+    folder = capture_folder(config.agent.state_dir, config.capture.folder)
+    problem = folder_problem(folder)
+    if problem is not None:
+        return Check("capture", "fail", f"{problem}: the agent sorts without capture, and [learning] cannot learn")
+    return Check("capture", "ok", f"{folder} usable" if folder.is_dir() else f"{folder}: the agent creates it")
 
 
 def broker_secrets(config: Config) -> tuple[str | None, Any]:

@@ -95,7 +95,8 @@ class Fleet:
 def problem(state: dict[str, Any] | None) -> str | None:
     """What needs a person at this bin, from its last state: its error status, a
     disk that is full or failing (``storage full``), or a deployed model that cannot run
-    (``model fallback``: ``state.model_problem``); None when nothing does. The rule of
+    (``model fallback``: ``state.model_problem``), or a capture folder that cannot be used
+    (``capture off``: ``state.capture_problem``); None when nothing does. The rule of
     Home Assistant's "Problem" sensor (:mod:`bin_agent.mqtt.discovery`)."""
     state = state or {}
     if state.get("status") in PROBLEM_STATUSES:
@@ -103,7 +104,9 @@ def problem(state: dict[str, Any] | None) -> str | None:
     storage = (state.get("storage") or {}).get("status", "ok")
     if storage != "ok":
         return f"storage {storage}"
-    return "model fallback" if state.get("model_problem") else None
+    if state.get("model_problem"):
+        return "model fallback"
+    return "capture off" if state.get("capture_problem") else None
 
 
 def summary(bins: dict[str, BinView]) -> dict[str, Any]:
