@@ -277,3 +277,33 @@ def test_check_config_and_doctor_say_a_capture_folder_that_cannot_be_used(tmp_pa
     result = run_cli("check-config", str(config_file))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "warning: capture.folder: " in result.stderr and "without capture" in result.stderr
+
+
+def test_a_power_cuts_temporary_files_are_removed_at_start_and_no_longer_eat_the_size_cap(tmp_path, caplog):
+    """Before: .<name>.tmp files of the writer and of the embedding cache stayed forever and
+    counted against max_mb (every non-photo file does): the cap deleted real captures for them."""
+    import os
+    import time
+
+    from bin_agent.learning.capture import Capture
+
+    (tmp_path / "20261201T000000000Z_e1.json").write_text("{}")
+    (tmp_path / "20261201T000000000Z_e1.jpg").write_bytes(b"x" * 30_000)
+    leftovers = [".20261201T000001000Z_e2.jpg.tmp", ".20261201T000001000Z_e2.json.tmp", ".embeddings-0a1b2c.npz.tmp"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"\0" * 100_000)
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / ".embeddings-0a1b2c.npz.tmp", (hour_ago, hour_ago))
+    being_written = tmp_path / ".embeddings-3d4e5f.npz.tmp"  # a bin-agent learn beside may write it now
+    being_written.write_bytes(b"\0" * 10)
+    theirs = ["notes.tmp", ".hidden.txt", "photo.jpg.tmp", "labels.jsonl"]  # not the owner's naming
+    for name in theirs:
+        (tmp_path / name).write_text("a person's")
+    capture = Capture(tmp_path, max_bytes=150_000)
+    capture.start()
+    capture.close()
+    assert capture.deleted == 0 and (tmp_path / "20261201T000000000Z_e1.jpg").exists(), "the capture is kept"
+    assert not any((tmp_path / name).exists() for name in leftovers)
+    assert being_written.exists() and all((tmp_path / name).exists() for name in theirs)
+    said = [r.getMessage() for r in caplog.records if "leftover" in r.getMessage()]
+    assert len(said) == 2 and leftovers[0] in said[0] and leftovers[2] in said[1], said

@@ -278,3 +278,37 @@ def test_the_watch_ends_saying_why_when_the_previous_model_is_gone_not_judged_ag
     assert watch(data) == {"watching": None}
     assert any("no longer watched" in r.getMessage() and previous.name in r.getMessage() for r in caplog.records)
     assert not (learning_dir(data) / WATCH_FILE).exists(), "the watch ended (not an error at every label)"
+
+
+def test_an_interrupted_deploys_partial_folder_is_removed_at_start_and_before_a_deploy(two_deployed, caplog):
+    """Before: models/.<name>.partial of a deploy cut by a power cut sat there forever (only a
+    deploy of the very same model removed it)."""
+    import time
+
+    config_file, config, current, _ = two_deployed
+    models = deploy.models_dir(config)
+    hour_ago = time.time() - 3600
+
+    def partial(name: str, old: bool = True) -> Path:
+        folder = models / name
+        folder.mkdir()
+        (folder / "m.tflite").write_bytes(b"\0" * 1000)
+        if old:
+            os.utime(folder, (hour_ago, hour_ago))
+        return folder
+
+    cut, being_copied, theirs = (
+        partial(".v-old-0123abcd.partial"),
+        partial(".v-new.partial", old=False),
+        partial("mine"),
+    )
+    build_agent(preflight.load(config_file)).close()
+    assert not cut.exists(), "removed when the agent starts"
+    assert being_copied.exists() and theirs.exists() and current.exists()
+    cut = partial(".v-old2-4567.partial")
+    candidate = copy_model(SHIPPED_MODEL, current.parent.parent.parent / "v-three", "v-three")
+    deploy.install(candidate, config, deploy.validate(candidate, config))
+    assert not cut.exists(), "removed before a deploy"
+    assert any(
+        "interrupted deploy" in r.getMessage() and ".v-old-0123abcd.partial" in r.getMessage() for r in caplog.records
+    )

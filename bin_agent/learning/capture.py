@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -46,6 +47,10 @@ SIDECAR_SUFFIX = ".json"
 IMAGE_SUFFIX = ".jpg"
 PROBE_NAME = ".start-probe.json.tmp"
 """What :meth:`Capture.start` writes and removes to see that the folder takes a write."""
+WRITER_LEFTOVER = re.compile(r"\.[^/]+\.(?:jpg|json)\.tmp")
+"""``.<photo or sidecar>.tmp``: the writer's own temporary names (and the probe's)."""
+CACHE_LEFTOVER = re.compile(r"\.embeddings-[0-9a-f]+\.npz\.tmp")
+"""``.embeddings-<sha>.npz.tmp``: ``bin-agent learn``'s embedding cache being written."""
 
 
 def capture_folder(state_dir: str | Path, folder: str | Path) -> Path:
@@ -276,6 +281,7 @@ class Capture:
             f.flush()
             os.fsync(f.fileno())
         probe.unlink()
+        self._remove_leftovers()
         self._scan()
         self._enforce_cap()
         self._thread = threading.Thread(target=self._write_loop, name="capture-writer", daemon=True)
@@ -337,6 +343,16 @@ class Capture:
         self._items.append((stem, size))
         self._bytes += size
         self.saved += 1
+
+    def _remove_leftovers(self) -> None:
+        """A power cut during a write leaves ``.<name>.tmp``: never renamed, never listed, yet
+        counted against ``max_mb`` by :meth:`_other_bytes` forever. The writer's own go at once
+        (it does not run yet; the state database's lock keeps a second agent away); the
+        embedding cache's once old enough that no ``bin-agent learn`` may still be writing it."""
+        from .leftovers import MIN_AGE_SECONDS, remove_leftovers
+
+        remove_leftovers(self.folder, WRITER_LEFTOVER, what="capture file(s)")
+        remove_leftovers(self.folder, CACHE_LEFTOVER, min_age_s=MIN_AGE_SECONDS, what="embedding cache file(s)")
 
     def _scan(self) -> None:
         self._items.clear()

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 MODELS_FOLDER = "models"
 CURRENT = "current"
 PREVIOUS = "previous"
+PARTIAL = re.compile(r"\.[A-Za-z0-9._-]+\.partial")
+"""``.<folder>.partial``: a model folder :func:`install` was copying (a power cut left it)."""
 INPUT_DTYPES = ("uint8", "int8", "float32")
 
 
@@ -271,12 +273,24 @@ def _target(models: Path, name: str) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
+def remove_partials(config: Config) -> list[str]:
+    """Delete the ``.<folder>.partial`` staging folders of interrupted deploys in ``models/``
+    (before a deploy, and when the agent starts), once old enough that no deploy beside may
+    still be copying into them; never a folder of another name. Never raises."""
+    from .leftovers import MIN_AGE_SECONDS, remove_leftovers
+
+    return remove_leftovers(
+        models_dir(config), PARTIAL, min_age_s=MIN_AGE_SECONDS, what="model folder(s) of an interrupted deploy"
+    )
+
+
 def install(candidate: str | Path, config: Config, validation: Validation) -> Path:
     """Copy a validated candidate into ``models/<version>-<sha8>/`` (fsynced), then point
     ``current`` at it and ``previous`` at what was current. Returns the installed .tflite."""
     files = ModelFiles.beside(candidate)
     models = models_dir(config)
     models.mkdir(parents=True, exist_ok=True)
+    remove_partials(config)
     version = re.sub(r"[^A-Za-z0-9._-]+", "_", validation.classifier.version)[:80] or "unknown"
     name = f"{version}-{validation.sha256[:8]}"
     folder = models / name
