@@ -307,3 +307,29 @@ def test_a_power_cuts_temporary_files_are_removed_at_start_and_no_longer_eat_the
     assert being_written.exists() and all((tmp_path / name).exists() for name in theirs)
     said = [r.getMessage() for r in caplog.records if "leftover" in r.getMessage()]
     assert len(said) == 2 and leftovers[0] in said[0] and leftovers[2] in said[1], said
+
+
+def test_label_show_on_a_photo_cut_short_says_one_line_and_goes_on(tmp_path, monkeypatch, capsys):
+    """Before: a JPEG a power cut left short gave a PIL traceback and ended the labelling."""
+    import builtins
+
+    from PIL import Image
+
+    from bin_agent import cli
+    from bin_agent.learning.capture import Capture
+    from tests.test_capture import make_item, noise
+
+    capture = Capture(tmp_path)
+    capture.start()
+    capture.offer(noise(0), make_item())
+    capture.close()
+    (photo,) = tmp_path.glob("*.jpg")
+    photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    shown: list[tuple[int, int]] = []
+    # A viewer saves the image to a file first, which reads all of it (PIL's ImageShow).
+    monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.load() and self.size))
+    monkeypatch.setattr(builtins, "input", lambda *_a: "q")
+    assert cli.main(["label", "--folder", str(tmp_path), "--show"]) == 0
+    err = capsys.readouterr().err
+    assert f"{photo}: cannot show this photo" in err and "Traceback" not in err, err
+    assert not shown

@@ -8,6 +8,7 @@ label), 78 for a bad config file.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..config import Config
@@ -90,6 +91,19 @@ def _capture_folder(args: argparse.Namespace) -> Path:
     return capture_folder(config.agent.state_dir, config.capture.folder)
 
 
+def _show(path: Path) -> None:
+    """Open the photo in the image viewer; one line instead when it cannot be read (cut short
+    by a power cut, gone, not a JPEG): the person labels from its description, or skips it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # the whole photo now, not in the viewer's save: a cut JPEG fails here
+            image.show()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        print(f"bin-agent: {path}: cannot show this photo ({exc})", file=sys.stderr)
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from .. import CLASSES
     from ..learning.capture import captured_items
@@ -133,9 +147,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     for n, item in enumerate(todo, start=1):
         print(f"\n[{n}/{len(todo)}] {describe_item(item)}")
         if args.show:
-            from PIL import Image
-
-            Image.open(item.image).show()
+            _show(item.image)
         predicted = str(item.info["class"])
         print(f"  {legend}   Enter: confirm {predicted}   s: skip   q: quit")
         while True:
