@@ -216,3 +216,29 @@ def test_a_png_name_that_is_no_picture_is_one_line(bin_with_history, tmp_path, c
     out, err = capsys.readouterr()
     assert code == 64 and out == ""
     assert err.startswith("bin-agent: --png ") and ".png" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "top3",
+    ["glass", [["glass", 0.5]], [{"class": "glass"}], [{"class": "glass", "confidence": "high"}], {"class": "x"}, None],
+    ids=["text", "pairs", "no-confidence", "confidence-text", "a-dict", "null"],
+)
+def test_a_damaged_top3_in_valid_payload_json_is_shown_as_unknown_not_a_traceback(tmp_path, capsys, top3):
+    """Before: one unsure item whose top3 was not a list of {class, confidence} gave a traceback."""
+    config_file = write_toml(tmp_path / "bin.toml", base_config(tmp_path))
+    store = Store(tmp_path / "state" / "bin-agent.db")
+    add(store, NOW - timedelta(hours=1), "metal", "residual", confidence=0.41, fallback=True)
+    store.record_event(
+        event_id="damaged",
+        topic="t",
+        payload={"time": iso(NOW - timedelta(minutes=30)), "class": "glass", "confidence": 0.4, "top3": top3},
+        label="glass",
+        compartment="residual",
+        fallback=True,
+    )
+    store.close()
+    assert main(["report", "--config", str(config_file), "--since", "1d"]) == 0
+    out = capsys.readouterr().out
+    assert "2 items, 2 unsure" in out and "top3: metal 0.41, trash 0.05, metal 0.01" in out, out
+    damaged = next(line for line in out.splitlines() if "glass" in line and "top3:" in line)
+    assert damaged.endswith("top3: " + ("" if top3 is None else "?")), damaged  # its one entry, or the whole

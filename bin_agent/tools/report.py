@@ -146,9 +146,28 @@ def format_table(report: Report, max_unsure: int = 20) -> str:
         shown = report.unsure[-max_unsure:]
         lines += ["", f"Unsure items ({len(report.unsure)}; the last {len(shown)}):"]
         for item in shown:
-            top = ", ".join(f"{t['class']} {t['confidence']:.2f}" for t in item.payload.get("top3", []))
+            top = top3_text(item.payload)
             lines.append(f"  {item.time}  {item.label:<9} {item.confidence:.2f} -> {item.compartment:<10}  top3: {top}")
     return "\n".join(lines)
+
+
+def top3_text(payload: Any) -> str:
+    """``glass 0.52, plastic 0.31, ...`` from an event's ``top3``; an entry that is damaged (a
+    power cut, a hand edit, an older agent) shows as ``?`` instead of stopping the report."""
+    top3 = payload.get("top3") if isinstance(payload, dict) else None
+    if top3 is None:
+        return ""
+    if not isinstance(top3, list):
+        return "?"
+    parts = []
+    for entry in top3:
+        name = entry.get("class") if isinstance(entry, dict) else None
+        confidence = entry.get("confidence") if isinstance(entry, dict) else None
+        if isinstance(name, str) and isinstance(confidence, int | float) and not isinstance(confidence, bool):
+            parts.append(f"{name} {confidence:.2f}")
+        else:
+            parts.append("?")
+    return ", ".join(parts)
 
 
 def write_csv(report: Report, path: Path) -> int:
