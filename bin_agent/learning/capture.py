@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..events import SortedItem
+from .deploy import fsync_directory
 
 if TYPE_CHECKING:
     from ..config import CaptureSection
@@ -175,6 +177,14 @@ def read_captured(sidecar_path: Path) -> CapturedItem | None:
     return CapturedItem(image, info)
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (before the caller renames it into place)."""
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class Capture:
     """The capture queue and its writer thread.
 
@@ -276,10 +286,7 @@ class Capture:
             raise OSError(problem)
         self.folder.mkdir(parents=True, exist_ok=True)
         probe = self.folder / PROBE_NAME  # a leftover of it has the writer's .tmp naming
-        with probe.open("wb") as f:
-            f.write(b"bin-agent capture\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(probe, b"bin-agent capture\n")
         probe.unlink()
         self._remove_leftovers()
         self._scan()
@@ -322,23 +329,15 @@ class Capture:
         # half a file, and a power cut right after the rename cannot leave an empty photo or
         # sidecar (the card may write the rename before the data otherwise); the sidecar comes
         # last and marks the item complete. On the writer thread: sorting never waits for it.
+        photo = io.BytesIO()
+        Image.fromarray(image).save(photo, format="JPEG", quality=self.jpeg_quality)
         tmp = image_path.with_name(f".{image_path.name}.tmp")
-        with tmp.open("wb") as f:
-            Image.fromarray(image).save(f, format="JPEG", quality=self.jpeg_quality)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(tmp, photo.getvalue())
         os.replace(tmp, image_path)
         tmp = info_path.with_name(f".{info_path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as text:
-            text.write(json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n")
-            text.flush()
-            os.fsync(text.fileno())
+        _write_synced(tmp, (json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n").encode("utf-8"))
         os.replace(tmp, info_path)
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)  # both renames: the item is on the card once the sidecar is listed
-        finally:
-            os.close(fd)
+        fsync_directory(self.folder)  # both renames: the item is on the card once the sidecar is listed
         size = image_path.stat().st_size + info_path.stat().st_size
         self._items.append((stem, size))
         self._bytes += size

@@ -247,7 +247,8 @@ def validate(candidate: str | Path, config: Config, references: Sequence[Path] =
 # --------------------------------------------------------------------------- installing
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make the renames in folder ``path`` durable (raises :class:`OSError`)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -265,7 +266,7 @@ def _point(models: Path, name: str, target: str | None) -> None:
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)  # relative: the state dir may move
         os.replace(tmp, link)
-    _fsync_dir(models)
+    fsync_directory(models)
 
 
 def _target(models: Path, name: str) -> str | None:
@@ -303,9 +304,9 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
             shutil.copyfile(path, staging / path.name)
             with (staging / path.name).open("rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(staging)
+        fsync_directory(staging)
         os.replace(staging, folder)
-        _fsync_dir(models)
+        fsync_directory(models)
     before = _target(models, CURRENT)
     if before != name:
         # previous first: a crash in between leaves previous == current, both whole.

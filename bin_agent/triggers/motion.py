@@ -1098,11 +1098,7 @@ class MotionTrigger:
         if not still:
             return False
         assert self._threshold is not None and self._background is not None and self._evidence is not None
-        frames = self._evidence_frames
-        mean = self._evidence / np.float32(frames)
-        threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
-        seen = np.abs(mean) > threshold
-        scene = self._background + mean
+        mean, threshold, seen, scene = self._second_look()
         moved = self._floor_moved_to(scene, seen, threshold) if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS else None
         if moved is not None:
             # The floor itself moved (a tray home a little off): what changed is judged
@@ -1129,6 +1125,16 @@ class MotionTrigger:
             self._gain_weights = None
         self._state = "empty"
         return False
+
+    def _second_look(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The still frames gathered since the scene settled, as one (the second look): their
+        mean difference from the background, the threshold for that many frames (``sqrt(n)``
+        less noise), the blocks it exceeds, and the scene they show."""
+        assert self._threshold is not None and self._background is not None and self._evidence is not None
+        frames = self._evidence_frames
+        mean = self._evidence / np.float32(frames)
+        threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
+        return mean, threshold, np.abs(mean) > threshold, self._background + mean
 
     def _possible_item(self, seen: np.ndarray) -> None:
         """Count a still change ``seen`` smaller than an item even on a second look."""
@@ -1178,11 +1184,7 @@ class MotionTrigger:
         there now (an item dropped as the tray came home), fire for that one. Returns
         whether it fired."""
         assert self._background is not None and self._threshold is not None and self._evidence is not None
-        frames = self._evidence_frames
-        mean = self._evidence / np.float32(frames)
-        threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
-        seen = np.abs(mean) > threshold
-        scene = self._background + mean
+        mean, threshold, seen, scene = self._second_look()
         moved = self._floor_moved_to(scene, seen, threshold, it_moved=self._taken_away)
         if moved is None:
             return False  # the item that fired still lies there, or the tray is still tilted
