@@ -159,7 +159,10 @@ def save_angles(path: Path, chosen: dict[str, float], angles_in_force: Mapping[s
     try:
         import tomlkit
     except ImportError:
-        raise CalibrationError("saving needs tomlkit: pip install 'bin-agent[calibrate]'") from None
+        raise CalibrationError(
+            "saving needs tomlkit: pip install tomlkit in bin-agent's venv "
+            "(a checkout's: .venv/bin/pip install -e '.[calibrate]')"
+        ) from None
     text = path.read_text(encoding="utf-8")
     document = tomlkit.parse(text)
     actuator = document.setdefault("actuator", tomlkit.table())

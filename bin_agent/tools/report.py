@@ -238,7 +238,10 @@ def write_png(report: Report, path: Path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ReportError("--png needs matplotlib: pip install 'bin-agent[report]'") from None
+        raise ReportError(
+            "--png needs matplotlib: pip install matplotlib in bin-agent's venv "
+            "(a checkout's: .venv/bin/pip install -e '.[report]')"
+        ) from None
     unit, bins = time_bins(report)
     colours = series_colours(report)
     positions = list(range(len(bins)))

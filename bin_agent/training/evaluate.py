@@ -412,9 +412,9 @@ def run(
         title = f"{stem} on {' + '.join(d.name for d in dirs)} ({result['subset']})"
         result["written"] = [str(out / f"{stem}_eval.json")]
         try:
-            import matplotlib  # noqa: F401  (an optional extra: bin-agent[report])
+            import matplotlib  # noqa: F401  (an optional extra: [report])
         except ImportError:
-            progress("plots skipped: matplotlib is not installed (pip install 'bin-agent[report]')")
+            progress("plots skipped: matplotlib is not installed (pip install -e '.[report]' in the checkout)")
         else:
             plot_confusion(result, out / f"{stem}_confusion.png", title)
             plot_reliability(result, out / f"{stem}_reliability.png", title)
