@@ -3,6 +3,7 @@ configuration reference is the schema's."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -119,3 +120,46 @@ def test_the_install_hints_name_what_pip_can_install() -> None:
         assert not re.search(r"pip install ['\"]?bin-agent\[", text), path
         for extra in re.findall(r"pip install -e '\.\[(\w+)\]'", text):
             assert extra in extras, f"{path}: no [{extra}] extra in setup.cfg"
+
+
+def test_the_commands_reference_is_the_parsers() -> None:
+    """docs/commands.md lists every argument of every command with its help, as ``--help`` does."""
+    from scripts.commands_reference import PAGE, page_with_section
+
+    text = PAGE.read_text()
+    assert page_with_section(text) == text, "run: python scripts/commands_reference.py --write"
+
+
+def bin_agent_commands() -> dict[str, argparse.ArgumentParser]:
+    """Each ``bin-agent`` command's parser, by name."""
+    from bin_agent.cli import build_parser
+
+    commands = next(a for a in build_parser(None)._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(commands.choices)
+
+
+def test_every_option_the_docs_and_the_helps_name_exists() -> None:
+    """An option a page shows with a command (``bin-agent report ... --png F``), or a command's
+    help names (``--copies``: "... unless --online"), is one that command takes: a renamed or
+    removed option leaves no instruction that fails."""
+    commands = bin_agent_commands()
+    options = {
+        name: {o for action in parser._actions for o in action.option_strings} for name, parser in commands.items()
+    }
+    names = "|".join(sorted(options, key=len, reverse=True))
+    pages = [REPO / "README.md", REPO / "models" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    wrong = [
+        f"{page.relative_to(REPO)}: bin-agent {use[1]} {option}"
+        for page in pages
+        for use in re.finditer(rf"bin-agent ({names})\b([^`|#\n]*)", page.read_text())
+        for option in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", use[2])
+        if option not in options[use[1]]
+    ]
+    wrong += [
+        f"bin-agent {name} --help: {option}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", action.help or "")
+        if option not in options[name]
+    ]
+    assert not wrong, wrong

@@ -217,11 +217,13 @@ def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run the bin (until SIGTERM/SIGINT or the replay ends)")
     run.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
     run.add_argument("--print-events", action="store_true", help="print one line per sorted item")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    run.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="instead of the config's agent.log_level"
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file (exit 78 if wrong)")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, help="TOML config file")
     check.set_defaults(func=cmd_check_config)
 
     doctor = sub.add_parser(
@@ -234,7 +236,7 @@ def register(sub: Any) -> None:
     doctor.set_defaults(func=cmd_doctor)
 
     classify = sub.add_parser("classify", help="classify photos and print class, confidence, top-3")
-    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="photos (JPEG, PNG ...)")
     classify.add_argument(
         "--model",
         type=Path,

@@ -336,7 +336,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "router.confidence_threshold, else model B's recommended_confidence_threshold)",
     )
     p.add_argument("--split", type=Path, help="split file; with --subset compares on e.g. its test photos")
-    p.add_argument("--subset", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument(
+        "--subset",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="subset of the split (default test; 'all' = every photo)",
+    )
     p.add_argument("--threads", type=positive_int, help="interpreter threads")
     p.add_argument("--out", type=Path, help="write the figures as JSON")
     p.set_defaults(func=cmd_compare)

@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
     p = subparsers.add_parser("split", help=HELP["split"])
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET_DIR", help="folder-per-class photo folders")
     p.add_argument("--out", required=True, type=Path, help="split JSON to write, e.g. models/waste_split.json")
-    p.add_argument("--seed", type=int, default=20261123)
+    p.add_argument("--seed", type=int, default=20261123, help="seed of the shuffle (default %(default)s)")
     p.add_argument("--test", type=float, default=0.15, help="test share per class (default 0.15)")
     p.add_argument("--val", type=float, default=0.15, help="validation share per class (default 0.15)")
     p.add_argument(
@@ -227,22 +227,48 @@ def register(subparsers: argparse._SubParsersAction, *, arguments: bool = True) 
     p.add_argument(
         "--weights", default="imagenet", help="MobileNetV2 ImageNet weights .h5 (default: Keras's own 'imagenet')"
     )
-    p.add_argument("--input-size", type=int, default=DEFAULTS["input_size"])
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=DEFAULTS["input_size"],
+        help="model input side in pixels (default %(default)s)",
+    )
     p.add_argument(
         "--copies",
         type=int,
         default=DEFAULTS["copies"],
-        help="augmented views per training photo, cached (the head; phase 2 too with --cached)",
+        help="augmented views per training photo, cached (the head; phase 2 too unless --online)",
     )
     p.add_argument("--cut-layer", default=DEFAULTS["cut_layer"], help="frozen below, fine-tuned above")
-    p.add_argument("--head-epochs", type=int, default=DEFAULTS["head_epochs"])
-    p.add_argument("--fine-epochs", type=int, default=DEFAULTS["fine_epochs"])
-    p.add_argument("--head-lr", type=float, default=DEFAULTS["head_lr"])
-    p.add_argument("--fine-lr", type=float, default=DEFAULTS["fine_lr"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"])
-    p.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument(
+        "--head-epochs",
+        type=int,
+        default=DEFAULTS["head_epochs"],
+        help="phase 1: epochs of the new head, the backbone frozen (default %(default)s)",
+    )
+    p.add_argument(
+        "--fine-epochs",
+        type=int,
+        default=DEFAULTS["fine_epochs"],
+        help="phase 2: epochs of fine-tuning above --cut-layer (default %(default)s)",
+    )
+    p.add_argument(
+        "--head-lr", type=float, default=DEFAULTS["head_lr"], help="phase 1 learning rate (default %(default)s)"
+    )
+    p.add_argument(
+        "--fine-lr", type=float, default=DEFAULTS["fine_lr"], help="phase 2 learning rate (default %(default)s)"
+    )
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="(default %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"], help="(default %(default)s)")
+    p.add_argument(
+        "--dropout", type=float, default=DEFAULTS["dropout"], help="before the head's dense layer (default %(default)s)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS["seed"],
+        help="seed of the new split (without --split), the shuffles and the augmentation (default %(default)s)",
+    )
     p.add_argument(
         "--calibration", type=int, default=DEFAULTS["calibration"], help="training photos used to calibrate int8"
     )
