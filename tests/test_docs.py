@@ -163,3 +163,55 @@ def test_every_option_the_docs_and_the_helps_name_exists() -> None:
         if option not in options[name]
     ]
     assert not wrong, wrong
+
+
+def mqtt_table_row(topic: str) -> str:
+    """The row of docs/mqtt.md's topic table that starts with ``topic``."""
+    rows = [line for line in (REPO / "docs" / "mqtt.md").read_text().splitlines() if line.startswith(f"| `{topic}`")]
+    assert len(rows) == 1, f"docs/mqtt.md: one row for {topic}"
+    return rows[0]
+
+
+def test_the_mqtt_page_names_every_topic_and_command() -> None:
+    """Every topic the agent publishes or subscribes to and every command its gate accepts has
+    its row in docs/mqtt.md, and every command the page names is one the gate accepts."""
+    from bin_agent.mqtt.commands import SCHEMAS
+    from bin_agent.mqtt.link import Topics
+
+    text = (REPO / "docs" / "mqtt.md").read_text()
+    table = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
+    topics = Topics("BASE")
+    suffixes = {getattr(topics, name) for name, value in vars(Topics).items() if isinstance(value, property)}
+    suffixes = {topic.removeprefix("BASE/") for topic in suffixes} - {"cmd/+"} | {"full"}
+    assert not [s for s in sorted(suffixes) if f"`{s}`" not in table], "topics without a row"
+    assert not [c for c in SCHEMAS if f"`cmd/{c}`" not in table], "commands without a row"
+    named = set(re.findall(r"`cmd/(\w+)`", text)) - {"result"}
+    assert named <= set(SCHEMAS), f"not commands: {named - set(SCHEMAS)}"
+
+
+def test_the_mqtt_page_names_every_key_of_state_and_event(tmp_path: Path) -> None:
+    """The retained ``state`` of a bin with every optional part on (capture, learning, asking,
+    fill) and an asked item's ``event``: each key is in its row of docs/mqtt.md."""
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from bin_agent.classify.classifier import Classification
+    from bin_agent.events import SortedItem
+    from bin_agent.router import Route
+    from tests.helpers import base_config
+
+    data = base_config(tmp_path, mqtt=False)
+    data["capture"] = {"enabled": True}
+    data["ask"] = {"enabled": True, "mode": "yes_next", "yes_pin": 5, "next_pin": 6}
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    try:
+        state = agent.state()
+    finally:
+        agent.close()
+    assert {"ask", "learning", "fill"} <= set(state)
+    row = mqtt_table_row("state")
+    assert not [key for key in state if f"`{key}`" not in row], "state keys the page does not name"
+
+    classification = Classification("paper", 0.5, (("paper", 0.5), ("cardboard", 0.4)), (0.4, 0.5), 1.0, 2.0)
+    event = SortedItem("bin-01", classification, Route("residual", True), "v1", {"total": 3.0}, asked="unsure")
+    row = mqtt_table_row("event")
+    assert not [key for key in event.payload() if f'"{key}"' not in row], "event keys the page does not name"
