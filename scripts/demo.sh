@@ -17,7 +17,12 @@ CONFIG="${1:-config/demo.toml}"
 
 if [ ! -x .venv/bin/bin-agent ]; then
     echo "== installing bin-agent into .venv (once)"
-    [ -x .venv/bin/python ] || python3 -m venv .venv
+    # A .venv without pip is made again: on Debian or Ubuntu without python3-venv,
+    # `python3 -m venv` fails but leaves one behind, and the next run would stop at it.
+    if ! .venv/bin/python -m pip --version >/dev/null 2>&1 && ! python3 -m venv --clear .venv; then
+        echo "== python3 -m venv failed: on Debian or Ubuntu, sudo apt install python3-venv; then run this again" >&2
+        exit 1
+    fi
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi

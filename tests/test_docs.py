@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,36 @@ def test_the_mqtt_page_names_every_key_of_state_and_event(tmp_path: Path) -> Non
     event = SortedItem("bin-01", classification, Route("residual", True), "v1", {"total": 3.0}, asked="unsure")
     row = mqtt_table_row("event")
     assert not [key for key in event.payload() if f'"{key}"' not in row], "event keys the page does not name"
+
+
+@pytest.mark.parametrize("script", ["demo.sh", "test.sh"])
+def test_the_readmes_commands_on_a_python_without_venv_name_the_fix(tmp_path: Path, script: str) -> None:
+    """Debian's python3 without python3-venv fails ``python3 -m venv`` and leaves a .venv without
+    pip behind. The README's two commands then say what to install, on the first run and on
+    the next, instead of stopping at "No module named pip" in the half-made .venv."""
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / script, checkout / "scripts" / script)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(checkout / ".venv")], check=True, timeout=120)
+    stub = tmp_path / "bin" / "python3"
+    stub.parent.mkdir()
+    stub.write_text(
+        "#!/bin/sh\necho 'The virtual environment was not created successfully because ensurepip is not available.' >&2\n"
+        "exit 1\n"
+    )
+    stub.chmod(0o755)
+    for present in (
+        "mosquitto",
+        "mosquitto_pub",
+        "openssl",
+        "strace",
+        "systemd-analyze",
+    ):  # test.sh's apt step: nothing to install
+        (stub.parent / present).symlink_to("/bin/true")
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", str(checkout / "scripts" / script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode != 0
+    assert "sudo apt install python3-venv" in result.stderr, result.stdout + result.stderr
+    assert "No module named pip" not in result.stderr
