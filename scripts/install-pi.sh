@@ -31,7 +31,8 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 umask 022
 ALL_STEPS="apt venv pip user config unit"
 # python3-smbus2: servo_drive = "pca9685" (small, pure Python; the venv sees it).
-APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio python3-smbus2 mosquitto-clients)
+# python3-tomlkit: `bin-agent calibrate` writes the chosen angles into the config with it.
+APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio python3-smbus2 python3-tomlkit mosquitto-clients)
 VENV=/opt/bin-agent/venv
 CONFIG=/etc/bin-agent/bin-agent.toml
 PYTHON=/usr/bin/python3

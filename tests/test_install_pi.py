@@ -67,6 +67,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path) -> None:
         bookworm_python
     )
     assert "python3-smbus2" in apt.split()  # servo_drive = "pca9685"
+    assert "python3-tomlkit" in apt.split()  # bin-agent calibrate saves its angles
     assert any(
         c.startswith("install -m 0644 ") and c.endswith("/etc/systemd/system/bin-agent-doctor.service") for c in cmds
     )
