@@ -240,3 +240,47 @@ def test_the_embedding_of_a_batched_item_is_the_one_read_view_by_view() -> None:
     one_by_one = classifier.classify(image).embedding
     assert batched is not None and one_by_one is not None
     np.testing.assert_allclose(batched, one_by_one, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"output_is_probability": "false"}, "output_is_probability"),
+        ({"output_is_probability": 0}, "output_is_probability"),
+        ({"preprocessing": {"keep_aspect": "false"}}, "preprocessing.keep_aspect"),
+        ({"preprocessing": {"crop_fraction": "0.8"}}, "preprocessing.crop_fraction"),
+        ({"preprocessing": {"mean": [0, "0", 0]}}, "preprocessing.mean"),
+        ({"input_size": [32.7, 32]}, "input_size"),
+        ({"views": 4.0}, "views"),
+    ],
+    ids=["probability-text", "probability-0", "keep-aspect-text", "crop-text", "mean-text", "size-float", "views-4.0"],
+)
+def test_a_metadata_value_of_the_wrong_type_is_refused_naming_the_key_and_the_file(tmp_path: Path, change, key) -> None:
+    """Before: bool("false") is true, so "output_is_probability": "false" skipped the softmax of a
+    model whose output is logits, and "keep_aspect": "false" centre-cropped every item."""
+    path = copy_model("tiny_uint8", tmp_path)
+    files = ModelFiles.beside(path)
+    meta = json.loads(files.metadata.read_text())
+    for name, value in change.items():
+        meta[name] = meta[name] | value if isinstance(value, dict) else value
+    files.metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelFilesError, match=f"'{key}' is ") as refused:
+        Classifier.from_model_path(path)
+    assert str(files.metadata) in str(refused.value)
+
+
+def test_run_exits_78_on_a_metadata_flag_that_is_text(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import base_config, write_toml
+
+    path = copy_model("tiny_uint8", tmp_path)
+    files = ModelFiles.beside(path)
+    files.metadata.write_text(json.dumps(json.loads(files.metadata.read_text()) | {"output_is_probability": "false"}))
+    config = write_toml(tmp_path / "bin.toml", base_config(tmp_path, mqtt=False, model=path))
+    for command in ("check-config", "run"):
+        args = [command, str(config)] if command == "check-config" else [command, "--config", str(config)]
+        result = subprocess.run([sys.executable, "-m", "bin_agent", *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 78, (command, result.stderr)
+        assert "'output_is_probability' is 'false'" in result.stderr and "Traceback" not in result.stderr

@@ -142,6 +142,17 @@ def recommended_threshold(metadata: Mapping[str, Any], path: Path) -> float | No
     return float(value)
 
 
+def metadata_flag(metadata: Mapping[str, Any], key: str, default: bool, path: Path) -> bool:
+    """The metadata's true/false ``key`` (``default`` when it has none).
+
+    :raises ModelFilesError: it is there but not true or false: ``bool("false")`` is true.
+    """
+    value = metadata.get(key, default)
+    if not isinstance(value, bool):
+        raise ModelFilesError(f"{path}: {key!r} is {value!r}, expected true or false")
+    return value
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
@@ -226,7 +237,7 @@ class Classifier:
         out_scale, out_zero = self._output["quantization"]
         self._out_dtype = np.dtype(self._output["dtype"])
         self._out_scale, self._out_zero = float(out_scale), int(out_zero)
-        self._outputs_probabilities = bool(self.metadata.get("output_is_probability", True))
+        self._outputs_probabilities = metadata_flag(self.metadata, "output_is_probability", True, files.metadata)
         self._batch_size = 1  # the input's batch dimension as currently allocated
         self.batched = self.views > 1 and self._resize_batch(self.views)
         """Whether the views go through one ``invoke()`` as a batch (module docstring)."""
@@ -310,7 +321,7 @@ class Classifier:
     def _views(self, views: int | None) -> int:
         if views is None:
             views = self.metadata.get("views", 1)
-            if views not in VIEWS or isinstance(views, bool):
+            if isinstance(views, bool) or not isinstance(views, int) or views not in VIEWS:
                 raise ModelFilesError(f"{self.files.metadata}: 'views' is {views!r}, expected one of {list(VIEWS)}")
         elif views not in VIEWS:
             raise ValueError(f"views must be one of {list(VIEWS)}, got {views!r}")

@@ -91,17 +91,28 @@ class PreprocessSpec:
 
         Reads ``input_size`` and the optional ``preprocessing`` table:
         ``crop_fraction``, ``keep_aspect``, ``mean``, ``std``.
+        Each value must be of its JSON type: a cast would read ``"keep_aspect": "false"`` as
+        true (``bool("false")``) and ``"input_size": [160.7, 160]`` as 160.
+
+        :raises ValueError: a value that is not of its type, naming its key.
         """
         size = metadata["input_size"]
-        if isinstance(size, int):
+        if _is_int(size):
             size = (size, size)
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(n) for n in size):
+            raise ValueError(f"'input_size' is {size!r}, expected a whole number or [height, width]")
         prep = metadata.get("preprocessing", {})
+        if not isinstance(prep, Mapping):
+            raise ValueError(f"'preprocessing' is {prep!r}, expected a table")
+        keep_aspect = prep.get("keep_aspect", False)
+        if not isinstance(keep_aspect, bool):
+            raise ValueError(f"'preprocessing.keep_aspect' is {keep_aspect!r}, expected true or false")
         return cls(
             input_size=(int(size[0]), int(size[1])),
-            crop_fraction=float(prep.get("crop_fraction", 1.0)),
-            keep_aspect=bool(prep.get("keep_aspect", False)),
-            mean=_triple(prep.get("mean", 0.0)),
-            std=_triple(prep.get("std", 1.0)),
+            crop_fraction=_number(prep.get("crop_fraction", 1.0), "preprocessing.crop_fraction"),
+            keep_aspect=keep_aspect,
+            mean=_triple(prep.get("mean", 0.0), "preprocessing.mean"),
+            std=_triple(prep.get("std", 1.0), "preprocessing.std"),
         )
 
     @property
@@ -129,12 +140,23 @@ class PreprocessSpec:
         return self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0)
 
 
-def _triple(value: float | list[float] | tuple[float, ...]) -> tuple[float, float, float]:
-    if isinstance(value, (int, float)):
-        return (float(value),) * 3
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, key: str) -> float:
+    """A metadata number (not a string, not true/false, which float() would take)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'{key}' is {value!r}, expected a number")
+    return float(value)
+
+
+def _triple(value: Any, key: str) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)):
+        return (_number(value, key),) * 3
     if len(value) != 3:
-        raise ValueError(f"expected one value or three, got {value!r}")
-    return (float(value[0]), float(value[1]), float(value[2]))
+        raise ValueError(f"'{key}' is {value!r}, expected one number or three")
+    return (_number(value[0], key), _number(value[1], key), _number(value[2], key))
 
 
 JPEG_DRAFT_SCALES = (1, 2, 4, 8)
