@@ -333,3 +333,39 @@ def test_label_show_on_a_photo_cut_short_says_one_line_and_goes_on(tmp_path, mon
     err = capsys.readouterr().err
     assert f"{photo}: cannot show this photo" in err and "Traceback" not in err, err
     assert not shown
+
+
+def _record_fsyncs(monkeypatch) -> list[str]:
+    """The paths fsynced from now on (the os module itself is patched: every caller's)."""
+    import os as real_os
+
+    synced: list[str] = []
+    real_fsync = real_os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(real_os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(real_os, "fsync", fsync)
+    return synced
+
+
+def test_the_watch_file_and_the_embedding_cache_are_on_the_card_before_their_rename(tmp_path, monkeypatch):
+    """Before: both were written and renamed without a sync; a power cut soon after could leave
+    an empty watch.json (the watch of a deploy ended) or an empty cache (every photo embedded again)."""
+    from bin_agent.learning.learn import WATCH_FILE, EmbeddingCache, learning_dir, read_watch, start_watch
+
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    synced = _record_fsyncs(monkeypatch)
+    start_watch(config, "v-two", "v-one")
+    folder = learning_dir(config)
+    assert synced == [str(folder / f".{WATCH_FILE}.tmp"), str(folder)], synced
+    assert read_watch(config)["version"] == "v-two"
+    synced.clear()
+    cache = EmbeddingCache(tmp_path, "ab" * 32)
+    cache.vectors = {"e1": np.ones(8, np.float32), "gone": np.zeros(8, np.float32)}
+    cache.save({"e1"})
+    assert synced == [str(tmp_path / f".{cache.path.name}.tmp"), str(tmp_path)], synced
+    assert list(EmbeddingCache(tmp_path, "ab" * 32).vectors) == ["e1"], "the cache reads back"
+    assert not list(tmp_path.glob(".*.tmp"))

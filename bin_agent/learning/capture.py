@@ -177,12 +177,22 @@ def read_captured(sidecar_path: Path) -> CapturedItem | None:
     return CapturedItem(image, info)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and fsync it (before the caller renames it into place)."""
     with path.open("wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_synced(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a power cut leaves the old file or the new one,
+    never an empty or half one: written to ``.<name>.tmp`` beside it, fsynced, renamed, and the
+    folder fsynced (the card may otherwise write the rename before the data)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_synced(tmp, data)
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
 
 
 class Capture:
@@ -286,7 +296,7 @@ class Capture:
             raise OSError(problem)
         self.folder.mkdir(parents=True, exist_ok=True)
         probe = self.folder / PROBE_NAME  # a leftover of it has the writer's .tmp naming
-        _write_synced(probe, b"bin-agent capture\n")
+        write_synced(probe, b"bin-agent capture\n")
         probe.unlink()
         self._remove_leftovers()
         self._scan()
@@ -332,10 +342,10 @@ class Capture:
         photo = io.BytesIO()
         Image.fromarray(image).save(photo, format="JPEG", quality=self.jpeg_quality)
         tmp = image_path.with_name(f".{image_path.name}.tmp")
-        _write_synced(tmp, photo.getvalue())
+        write_synced(tmp, photo.getvalue())
         os.replace(tmp, image_path)
         tmp = info_path.with_name(f".{info_path.name}.tmp")
-        _write_synced(tmp, (json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n").encode("utf-8"))
+        write_synced(tmp, (json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n").encode("utf-8"))
         os.replace(tmp, info_path)
         fsync_directory(self.folder)  # both renames: the item is on the card once the sidecar is listed
         size = image_path.stat().st_size + info_path.stat().st_size

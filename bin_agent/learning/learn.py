@@ -51,6 +51,7 @@ the deploy is rolled back by itself.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -78,7 +79,7 @@ from ..config import Config
 from ..events import utc_now_iso
 from ..router import confidence_threshold
 from . import deploy
-from .capture import CapturedItem, capture_folder, captured_items, decode_embedding
+from .capture import CapturedItem, capture_folder, captured_items, decode_embedding, replace_synced
 from .labels import LabelStore
 from .memory import Memory, TrainingMemoryError, memory_path
 
@@ -147,14 +148,9 @@ class EmbeddingCache:
         ids = sorted(i for i in self.vectors if i in keep)
         if not ids:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("wb") as f:
-            np.savez(
-                f,
-                ids=np.array(ids),
-                embeddings=np.asarray([self.vectors[i] for i in ids], np.float16),
-            )
-        os.replace(tmp, self.path)
+        data = io.BytesIO()
+        np.savez(data, ids=np.array(ids), embeddings=np.asarray([self.vectors[i] for i in ids], np.float16))
+        replace_synced(self.path, data.getvalue())  # a power cut leaves the old cache or the new one
 
 
 @dataclass
@@ -499,9 +495,8 @@ def start_watch(config: Config, version: str, previous_version: str) -> None:
     path = learning_dir(config) / WATCH_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"version": version, "previous_version": previous_version, "since": utc_now_iso()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # Synced: a watch file that a power cut left empty would end the watch of this deploy.
+    replace_synced(path, (json.dumps(body) + "\n").encode("utf-8"))
 
 
 def read_watch(config: Config) -> dict[str, Any] | None:
