@@ -832,9 +832,9 @@ def build_agent(
             raise StartupError(f"trigger: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
         undo.callback(trigger.close)
         frame_source = source if source is not None else build_source(config)
-        from .learning.deploy import remove_partials
+        from .learning.deploy import remove_interrupted
 
-        remove_partials(config)  # what a power cut during a deploy left in models/
+        remove_interrupted(config)  # what a power cut during a deploy left in models/
         try:
             classifier, model_problem = start_classifier(config)
         except ModelFilesError as exc:

@@ -312,3 +312,34 @@ def test_an_interrupted_deploys_partial_folder_is_removed_at_start_and_before_a_
     assert any(
         "interrupted deploy" in r.getMessage() and ".v-old-0123abcd.partial" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_power_cuts_dangling_swap_link_is_removed_at_start_and_before_a_deploy(two_deployed, caplog):
+    """Before: models/.current.tmp (the new link made before its rename, _point) that a power cut
+    left dangling stayed until the next deploy of that very link."""
+    import time
+
+    config_file, config, current, _ = two_deployed
+    models = deploy.models_dir(config)
+    hour_ago = time.time() - 3600
+
+    def link(name: str, target: str, old: bool = True) -> Path:
+        path = models / name
+        path.symlink_to(target)
+        if old:
+            os.utime(path, (hour_ago, hour_ago), follow_symlinks=False)
+        return path
+
+    cut = link(".current.tmp", "v-gone-0123abcd")  # dangling: its folder's copy never finished
+    being_swapped = link(".previous.tmp", current.name, old=False)  # a deploy beside, between link and rename
+    theirs = link("current.tmp", current.name)
+    build_agent(preflight.load(config_file)).close()
+    assert not cut.is_symlink(), "removed when the agent starts"
+    assert being_swapped.is_symlink() and theirs.is_symlink()
+    assert deploy.active_model_path(config).parent == current, "current untouched"
+    said = [r.getMessage() for r in caplog.records if "interrupted deploy" in r.getMessage()]
+    assert len(said) == 1 and ".current.tmp" in said[0] and "link" in said[0], said
+    cut = link(".previous.tmp-x", "gone")  # not the swap's naming: stays
+    os.utime(being_swapped, (hour_ago, hour_ago), follow_symlinks=False)
+    assert deploy.remove_interrupted(config) == [".previous.tmp"], "before a deploy (install calls it)"
+    assert cut.is_symlink()

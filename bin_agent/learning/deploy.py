@@ -57,6 +57,8 @@ CURRENT = "current"
 PREVIOUS = "previous"
 PARTIAL = re.compile(r"\.[A-Za-z0-9._-]+\.partial")
 """``.<folder>.partial``: a model folder :func:`install` was copying (a power cut left it)."""
+SWAP_LEFTOVER = re.compile(r"\.(?:current|previous)\.tmp")
+"""``.current.tmp``, ``.previous.tmp``: the new link :func:`_point` makes before renaming it into place."""
 INPUT_DTYPES = ("uint8", "int8", "float32")
 
 
@@ -274,15 +276,17 @@ def _target(models: Path, name: str) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
-def remove_partials(config: Config) -> list[str]:
-    """Delete the ``.<folder>.partial`` staging folders of interrupted deploys in ``models/``
-    (before a deploy, and when the agent starts), once old enough that no deploy beside may
-    still be copying into them; never a folder of another name. Never raises."""
+def remove_interrupted(config: Config) -> list[str]:
+    """Delete what interrupted deploys left in ``models/`` (before a deploy, and when the agent
+    starts): ``.<folder>.partial`` staging folders and ``.current.tmp``/``.previous.tmp`` links
+    that were never renamed into place, once old enough that no deploy or rollback beside may
+    still be writing them; never an entry of another name. Returns their names. Never raises."""
     from .leftovers import MIN_AGE_SECONDS, remove_leftovers
 
+    models = models_dir(config)
     return remove_leftovers(
-        models_dir(config), PARTIAL, min_age_s=MIN_AGE_SECONDS, what="model folder(s) of an interrupted deploy"
-    )
+        models, PARTIAL, min_age_s=MIN_AGE_SECONDS, what="model folder(s) of an interrupted deploy"
+    ) + remove_leftovers(models, SWAP_LEFTOVER, min_age_s=MIN_AGE_SECONDS, what="link(s) of an interrupted deploy")
 
 
 def install(candidate: str | Path, config: Config, validation: Validation) -> Path:
@@ -291,7 +295,7 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
     files = ModelFiles.beside(candidate)
     models = models_dir(config)
     models.mkdir(parents=True, exist_ok=True)
-    remove_partials(config)
+    remove_interrupted(config)
     version = re.sub(r"[^A-Za-z0-9._-]+", "_", validation.classifier.version)[:80] or "unknown"
     name = f"{version}-{validation.sha256[:8]}"
     folder = models / name
