@@ -343,3 +343,44 @@ def test_a_power_cuts_dangling_swap_link_is_removed_at_start_and_before_a_deploy
     os.utime(being_swapped, (hour_ago, hour_ago), follow_symlinks=False)
     assert deploy.remove_interrupted(config) == [".previous.tmp"], "before a deploy (install calls it)"
     assert cut.is_symlink()
+
+
+@pytest.mark.parametrize("work", ["learn", "watch"])
+def test_a_learn_or_a_watch_on_a_broken_deployed_model_is_one_log_line_and_one_result(
+    two_deployed, tmp_path, mosquitto, subscriber_factory, caplog, work
+):
+    """The agent sorts with the fallback; a learn (cmd/learn) or the watch of the last learn's
+    deploy cannot read the deployed model: one line saying what failed and why (before: a
+    traceback), the one-line result on cmd/result as before, and the agent goes on."""
+    import json
+    import logging
+
+    from bin_agent.learning.learn import start_watch
+
+    config_file, config, current, _ = two_deployed
+    data = base_config(tmp_path, tmp_path / "photos", port=mosquitto.port, model=SHIPPED_MODEL)
+    data["capture"] = {"enabled": True}
+    config = preflight.load(write_toml(tmp_path / "bin-mqtt.toml", data))
+    damage("tflite-gone", current)
+    sub = subscriber_factory(mosquitto.port)
+    if work == "watch":
+        start_watch(config, "v-two", "v-one")  # a learn deployed v-two before the card failed
+    with caplog.at_level(logging.INFO):
+        agent = build_agent(config)
+        try:
+            assert agent.model_problem is not None and agent.learning is not None
+            if work == "learn":
+                assert agent.handle_command("learn", b"{}") == {"command": "learn", "ok": True, "started": True}
+            assert sub.wait_for(lambda: sub.json_on("/cmd/result"), 20), "a result"
+        finally:
+            agent.close()
+    (result,) = sub.json_on("/cmd/result")
+    assert result["ok"] is False and result["reason"].startswith("ModelFilesError: "), result
+    assert "\n" not in result["reason"] and current.name in result["reason"], result
+    said = [r for r in caplog.records if r.name == "bin_agent.learning.service" and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and not said[0].exc_info, [(r.getMessage(), r.exc_info) for r in said]
+    line = said[0].getMessage()
+    assert line.startswith(f"{'learning' if work == 'learn' else 'the watch of the deployed head'} failed: ")
+    assert current.name in line and "\n" not in line, line
+    assert not any(r.exc_info for r in caplog.records), "no traceback anywhere"
+    assert json.loads(json.dumps(result))

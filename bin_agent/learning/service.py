@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
+from ..errors import BinAgentError
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,20 @@ class LearningService:
                     self._next_scheduled = self._schedule_from(now)
                 learn_now, self._learn_asked = self._learn_asked or due, False
                 watch_now, self._watch_asked = self._watch_asked, False
+            what = "the watch of the deployed head"
             try:
                 if watch_now:
                     self._run_watch()
+                what = "learning"
                 if learn_now:
                     self._run_learn()
             except Exception as exc:  # a learning failure must never stop the bin
-                log.exception("learning failed")
+                if isinstance(exc, (BinAgentError, OSError)):
+                    # Expected on an unattended bin (the deployed model cannot be read while the
+                    # agent sorts with a fallback, a full card): what failed and why, one line.
+                    log.error("%s failed: %s", what, exc)
+                else:  # a bug: its traceback
+                    log.exception("%s failed", what)
                 self.running = False
                 self._publish({"command": "learn", "ok": False, "reason": f"{type(exc).__name__}: {exc}"[:300]})
 
