@@ -420,7 +420,7 @@ class Store:
             try:
                 rows = db.execute("PRAGMA quick_check").fetchall()
             except sqlite3.DatabaseError as exc:
-                if _is_corruption(exc):
+                if is_corruption(exc):
                     raise _Corrupt(str(exc)) from None
                 raise
             problems = [str(row[0]) for row in rows if row[0] != "ok"]
@@ -1145,7 +1145,7 @@ class Store:
         self._write_marker(sync_directory=True)
 
     def _storage_failed(self, exc: BaseException) -> None:
-        if _is_corruption(exc) and self._db is not None:
+        if is_corruption(exc) and self._db is not None:
             self._set_aside_while_running(exc)
             return
         # A full disk shows as SQLITE_FULL, or as an I/O error creating the -shm file.
@@ -1620,7 +1620,8 @@ def _error_code(exc: BaseException) -> int:
     return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
 
 
-def _is_corruption(exc: BaseException) -> bool:
+def is_corruption(exc: BaseException) -> bool:
+    """SQLite says the file is damaged (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``), not that the disk failed."""
     return _error_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 

@@ -36,6 +36,7 @@ CHECKS = [
     "gpio18",
     "servo-pwm",
     "state-dir",
+    "state-db",
     "broker",
 ]
 
@@ -484,3 +485,98 @@ def test_a_burst_of_other_work_during_the_speed_check_does_not_change_its_advice
     check = doctor.check_speed(config)
     assert calls[0] == warm_ups + 2 * doctor.SPEED_ITEMS
     assert check.status == "ok", check.detail
+
+
+# ---------------------------------------------------------------------- the state database
+
+
+def state_database(folder: Path, events: int) -> Path:
+    """A real state database with ``events`` undelivered events, as the agent leaves it."""
+    from bin_agent.store import Store
+    from tests.test_store_faults import record
+
+    store = Store(folder / "bin-agent.db")
+    for n in range(events):
+        record(store, n)
+    store.close()
+    return folder / "bin-agent.db"
+
+
+def outbox_rows(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+def test_doctor_says_the_state_database_is_whole_takes_a_write_and_what_waits(tmp_path):
+    assert doctor.check_state_database(tmp_path).detail.endswith("does not exist yet; the agent creates it")
+    path = state_database(tmp_path, 3)
+    before = path.read_bytes()
+    check = doctor.check_state_database(tmp_path)
+    assert check.status == "ok", check
+    assert "quick_check ok, writable, 3 event(s) wait to be published" in check.detail, check
+    assert outbox_rows(path) == 3 and path.read_bytes() == before, "nothing written"
+
+
+def test_a_state_database_the_running_agent_is_writing_is_in_use_not_a_failure(tmp_path):
+    import sqlite3
+
+    path = state_database(tmp_path, 2)
+    agent = sqlite3.connect(path, isolation_level=None)  # the agent's record transaction, held
+    agent.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        check = doctor.check_state_database(tmp_path)
+        waited = time.monotonic() - started
+    finally:
+        agent.execute("ROLLBACK")
+        agent.close()
+    assert check.status == "ok" and "in use (a running agent is writing)" in check.detail, check
+    assert "2 event(s) wait" in check.detail
+    assert waited < 2.0, f"the doctor waited {waited:.1f} s for the agent's lock"
+
+
+def _header(path: Path) -> None:
+    with open(path, "r+b") as out:
+        out.write(os.urandom(100))
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (_header, "file is not a database"),
+        (lambda path: os.truncate(path, path.stat().st_size // 2), "malformed"),
+        (lambda path: os.truncate(path, 40), "truncated to 40 bytes"),
+        (lambda path: path.write_bytes(b"\xff" * 8192), "file is not a database"),
+    ],
+    ids=["header-garbage", "cut-in-half", "cut-to-40-bytes", "all-garbage"],
+)
+def test_a_damaged_state_database_is_one_fail_line_not_a_traceback(tmp_path, photo_dir, capsys, damage, said):
+    (tmp_path / "state").mkdir()  # the config's state_dir
+    path = state_database(tmp_path / "state", 500)
+    damage(path)
+    check = doctor.check_state_database(path.parent)
+    assert check.status == "fail" and said in check.detail and "damaged" in check.detail, check
+    assert "moves it aside at start" in check.detail
+    if said == "file is not a database" and damage is _header:  # once through the command itself
+        config = doctor_config(tmp_path, photo_dir, 1, mqtt={"enabled": False})
+        code, lines = run_doctor(capsys, config)
+        assert code == 1 and line_of(lines, "state-db").startswith("fail  state-db"), lines
+
+
+def test_a_state_database_on_a_read_only_card_fails(tmp_path):
+    (tmp_path / "state").mkdir()
+    state_database(tmp_path / "state", 1)
+    card = tmp_path / "card"
+    card.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(tmp_path / "state"), str(card)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only: {mounted.stderr.strip()}")
+    try:
+        check = doctor.check_state_database(card)
+    finally:
+        subprocess.run(["umount", str(card)], check=True)
+    assert check.status == "fail" and "a read-only card" in check.detail, check
