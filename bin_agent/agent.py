@@ -124,7 +124,8 @@ class Agent:
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why the agent sorts with a fallback instead of the deployed model (build_agent); None: it does not.
     model_problem: str | None = None
-    # Why the agent sorts without [capture] (and [learning]) although they are on (build_agent); None: it does not.
+    # Why the agent sorts without [capture] (and [learning]) although they are on (build_agent), or
+    # why capture fails while running (Capture.problem, set by its writer); None: neither.
     capture_problem: str | None = None
 
     def __post_init__(self) -> None:
@@ -580,8 +581,10 @@ class Agent:
         line = f"sorting; model {self.classifier.version}"
         if self.model_problem is not None:
             line += "; THE DEPLOYED MODEL CANNOT RUN: sorting with a fallback, see the log"
-        if self.capture_problem is not None:
+        if self.capture_problem is not None and self.capture is None:
             line += "; THE CAPTURE FOLDER CANNOT BE USED: sorting without capture and learning, see the log"
+        elif self.capture_problem is not None:
+            line += "; CAPTURE FAILS: photos are not kept, see the log"
         if self.sort_error is not None:
             line += f"; THE SORT FAILS ({self.sort_error}): items are counted, see the log"
         if self.store.degraded:
@@ -600,6 +603,14 @@ class Agent:
         self.sort_error = failure
         if failure is not None:
             self.indicators.error()
+        self.notifier.status(self._status_line())
+        self._publish_state()
+
+    def capture_problem_changed(self, problem: str | None) -> None:
+        """The capture writer's thread: the folder started failing while running (or writes work
+        again). Said where a folder unusable at start is: ``state.capture_problem`` (Home
+        Assistant's Problem sensor, ``bin-agent monitor``) and the systemd status line."""
+        self.capture_problem = problem
         self.notifier.status(self._status_line())
         self._publish_state()
 
@@ -878,6 +889,7 @@ def build_agent(
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure
     if capture is not None:
+        capture.on_problem = agent.capture_problem_changed
         agent.learning = LearningService.from_config(config, agent.reload_model, agent.publish_result)
         agent.learning.start()
     if config.mqtt.enabled:

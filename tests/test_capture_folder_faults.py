@@ -6,6 +6,7 @@ never lost to a neighbouring damaged line; a damaged item is skipped with a line
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -369,3 +370,109 @@ def test_the_watch_file_and_the_embedding_cache_are_on_the_card_before_their_ren
     assert synced == [str(tmp_path / f".{cache.path.name}.tmp"), str(tmp_path)], synced
     assert list(EmbeddingCache(tmp_path, "ab" * 32).vectors) == ["e1"], "the cache reads back"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.fixture
+def capture_card(tmp_path):
+    """The capture folder on its own real 1 MB tmpfs (a card that can be remounted read-only or
+    filled); skipped where mount is not permitted."""
+    import subprocess
+
+    folder = tmp_path / "state" / "capture"
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _break(kind: str, folder: Path) -> None:
+    import subprocess
+
+    if kind == "remounted-read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    elif kind == "full":
+        with contextlib.suppress(OSError), open(folder / "filler", "wb", buffering=0) as out:
+            while True:  # all the room there is
+                out.write(b"\0" * 4096)
+    else:  # the folder moved away and a file put in its place
+        folder.rename(folder.with_name("moved"))
+        folder.write_text("not a folder")
+
+
+def _mend(kind: str, folder: Path) -> None:
+    import subprocess
+
+    if kind == "remounted-read-only":
+        subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=True)
+    elif kind == "full":
+        (folder / "filler").unlink()
+    else:
+        folder.unlink()
+        folder.with_name("moved").rename(folder)
+
+
+@pytest.mark.parametrize("kind", ["remounted-read-only", "full", "replaced-by-a-file"])
+def test_a_capture_folder_that_fails_while_running_is_said_and_clears_itself_and_sorting_goes_on(
+    request, tmp_path, mosquitto, subscriber_factory, caplog, kind
+):
+    """Before: the writer only counted `failed` and logged a traceback per item; nothing reached
+    the state, the Problem sensor or the status line. Now: after FAILURES_TO_REPORT items in a row
+    state.capture_problem (republished), one error line; the next item written clears it."""
+    import json
+    import logging
+
+    from bin_agent.agent import build_agent
+    from bin_agent.learning.capture import FAILURES_TO_REPORT
+    from tests.helpers import wait_for
+    from tests.test_capture import noise
+
+    data = base_config(tmp_path, port=mosquitto.port)
+    data["capture"] = {"enabled": True}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+    folder = Path(config.agent.state_dir) / config.capture.folder  # a mount point cannot be moved:
+    if kind != "replaced-by-a-file":  # a plain folder for that one
+        assert request.getfixturevalue("capture_card") == folder
+    sub = subscriber_factory(mosquitto.port)
+    states = lambda: [json.loads(m.payload) for m in sub.on("/state")]  # noqa: E731
+    with caplog.at_level(logging.INFO):
+        agent = build_agent(config)
+        try:
+            capture = agent.capture
+            assert capture is not None and agent.mqtt is not None
+            assert wait_for(lambda: agent.mqtt.connected, 10)
+            agent.handle_item(noise(0))
+            assert wait_for(lambda: capture.saved == 1, 10)
+            _break(kind, folder)
+            for n in range(1, FAILURES_TO_REPORT + 1):
+                agent.handle_item(noise(n))
+                assert wait_for(lambda n=n: capture.failed == n, 10), (n, capture.failed)
+                if n < FAILURES_TO_REPORT:
+                    assert agent.capture_problem is None, "one failure is not yet the folder's"
+            problem, status_line = agent.capture_problem, agent._status_line()
+            assert wait_for(lambda: any(s.get("capture_problem") for s in states()), 10), "republished"
+            for n in range(2):  # a card that stays broken: counted, not said again
+                agent.handle_item(noise(10 + n))
+            assert wait_for(lambda: capture.failed == FAILURES_TO_REPORT + 2, 10)
+            assert agent.items_sorted == FAILURES_TO_REPORT + 3, "sorting never stopped"
+            _mend(kind, folder)
+            agent.handle_item(noise(20))
+            assert wait_for(lambda: capture.saved == 2, 10), "the next item is written again"
+            assert wait_for(lambda: states()[-1].get("capture_problem", "") is None, 10), "cleared, republished"
+            cleared_line = agent._status_line()
+        finally:
+            agent.close()
+    assert problem is not None and problem.startswith(f"capture.folder: cannot write in {folder} ("), problem
+    assert f"for {FAILURES_TO_REPORT} items in a row" in problem
+    assert "CAPTURE FAILS" in status_line and "CAPTURE" not in cleared_line
+    assert agent.capture_problem is None and agent.learning is not None
+    said = [r for r in caplog.records if r.name == "bin_agent.learning.capture" and r.levelno >= logging.WARNING]
+    assert not any(r.exc_info for r in said), "no traceback per item"
+    assert [r.levelname for r in said] == ["WARNING", "ERROR"], [r.getMessage() for r in said]
+    assert said[1].getMessage() == problem
+    assert any("capture writes work again" in r.getMessage() for r in caplog.records)
+    assert len(list(captured_items(folder))) == 2
+    assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.jpg"))) == 2, "no half item left"

@@ -15,7 +15,11 @@ the queue is full the item is not captured and :attr:`Capture.dropped` counts
 it (``capture_dropped`` in the ``state`` message). After each write the
 folder is brought back under ``max_mb`` by deleting the oldest items first,
 so the SD card never fills. Other files in the folder (the label store) are
-counted but never deleted.
+counted but never deleted. A folder that fails while the agent runs (the card
+remounted read-only or full, the folder deleted or replaced by a file) costs
+only the photos: after :data:`FAILURES_TO_REPORT` items in a row it is said once
+(:attr:`Capture.problem`, ``state.capture_problem``), and the first item written
+again clears it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import queue
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +57,11 @@ WRITER_LEFTOVER = re.compile(r"\.[^/]+\.(?:jpg|json)\.tmp")
 """``.<photo or sidecar>.tmp``: the writer's own temporary names (and the probe's)."""
 CACHE_LEFTOVER = re.compile(r"\.embeddings-[0-9a-f]+\.npz\.tmp")
 """``.embeddings-<sha>.npz.tmp``: ``bin-agent learn``'s embedding cache being written."""
+FAILURES_TO_REPORT = 3
+"""Items in a row whose capture fails before the folder is reported (:attr:`Capture.problem`,
+``state.capture_problem``): one failure may be one item's own, three in a row are the folder's
+(the card remounted read-only or full, the folder deleted or replaced by a file). At one item
+every few seconds the bin says it within a minute; the first item written again clears it."""
 
 
 def capture_folder(state_dir: str | Path, folder: str | Path) -> Path:
@@ -226,6 +235,12 @@ class Capture:
         self.dropped = 0
         self.deleted = 0
         self.failed = 0
+        self.problem: str | None = None
+        """Why the last :data:`FAILURES_TO_REPORT` or more captures in a row failed; None once one
+        is written again (set and cleared by the writer thread)."""
+        self.on_problem: Callable[[str | None], None] | None = None
+        """Called by the writer thread when :attr:`problem` changes (the agent republishes its state)."""
+        self._failing = 0  # captures failed in a row
         self._seen = 0
         self._queue: queue.Queue[tuple[np.ndarray, SortedItem, str] | None] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
@@ -324,10 +339,47 @@ class Capture:
             try:
                 self._write(image, item, backbone)
                 self._enforce_cap()
-            except Exception:
-                # A full or read-only card must never stop the bin; count and go on.
+            except Exception as exc:
+                # A full or read-only card must never stop the bin; count, say it, and go on.
                 self.failed += 1
+                self._write_failed(item, exc)
+            else:
+                if self._failing:
+                    self._writes_work_again()
+
+    def _write_failed(self, item: SortedItem, exc: Exception) -> None:
+        """One line for the first failure in a row (a traceback only for what is not the disk's:
+        a bug), one error line and :attr:`problem` at :data:`FAILURES_TO_REPORT`, then silence:
+        a card that stays full would otherwise write a line per item for days."""
+        self._failing += 1
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        if self._failing == 1:
+            if isinstance(exc, OSError):
+                log.warning("cannot write the capture of event %s in %s (%s)", item.event_id, self.folder, why)
+            else:
                 log.exception("cannot write the capture of event %s", item.event_id)
+        if self._failing == FAILURES_TO_REPORT:
+            self.problem = (
+                f"capture.folder: cannot write in {self.folder} ({why}) for {self._failing} items in a row; "
+                "sorting goes on without keeping photos, and each next item tries again"
+            )[:500]
+            log.error("%s", self.problem)
+            self._tell(self.problem)
+
+    def _writes_work_again(self) -> None:
+        failed, self._failing = self._failing, 0
+        log.info("capture writes work again in %s after %d failed item(s)", self.folder, failed)
+        if self.problem is not None:
+            self.problem = None
+            self._tell(None)
+
+    def _tell(self, problem: str | None) -> None:
+        if self.on_problem is None:
+            return
+        try:
+            self.on_problem(problem)
+        except Exception:  # the writer must go on
+            log.exception("reporting the capture folder's state failed")
 
     def _write(self, image: np.ndarray, item: SortedItem, backbone: str = "") -> None:
         from PIL import Image
@@ -341,13 +393,22 @@ class Capture:
         # last and marks the item complete. On the writer thread: sorting never waits for it.
         photo = io.BytesIO()
         Image.fromarray(image).save(photo, format="JPEG", quality=self.jpeg_quality)
-        tmp = image_path.with_name(f".{image_path.name}.tmp")
-        write_synced(tmp, photo.getvalue())
-        os.replace(tmp, image_path)
-        tmp = info_path.with_name(f".{info_path.name}.tmp")
-        write_synced(tmp, (json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n").encode("utf-8"))
-        os.replace(tmp, info_path)
-        fsync_directory(self.folder)  # both renames: the item is on the card once the sidecar is listed
+        info = (json.dumps(sidecar(item, image_path.name, backbone), indent=1) + "\n").encode("utf-8")
+        tmp_image = image_path.with_name(f".{image_path.name}.tmp")
+        tmp_info = info_path.with_name(f".{info_path.name}.tmp")
+        try:
+            write_synced(tmp_image, photo.getvalue())
+            os.replace(tmp_image, image_path)
+            write_synced(tmp_info, info)
+            os.replace(tmp_info, info_path)
+            fsync_directory(self.folder)  # both renames: the item is on the card once the sidecar is listed
+        except OSError:
+            # A full card keeps no part of the item: its temporary files, and a photo without its
+            # sidecar (never listed, never counted against max_mb, never deleted), would stay.
+            for path in (tmp_image, tmp_info) if info_path.exists() else (tmp_image, tmp_info, image_path):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
         size = image_path.stat().st_size + info_path.stat().st_size
         self._items.append((stem, size))
         self._bytes += size
