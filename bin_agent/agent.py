@@ -612,7 +612,8 @@ class Agent:
         Assistant's Problem sensor, ``bin-agent monitor``) and the systemd status line."""
         self.capture_problem = problem
         self.notifier.status(self._status_line())
-        self._publish_state()
+        if self.mqtt is not None:  # the state alone: the fill alert is the main loop's
+            self.mqtt.publish_state()
 
     def _watch_storage(self) -> None:
         """Say it when the database stops (or starts again) taking writes."""
