@@ -353,11 +353,12 @@ class Agent:
 
     # ------------------------------------------------------------------ commands
 
-    def handle_command(self, name: str, payload: bytes) -> dict[str, Any] | None:
-        """Check and run an MQTT command; the reply goes to ``cmd/result`` (None: no reply)."""
+    def handle_command(self, name: str, payload: bytes, retained: bool = False) -> dict[str, Any] | None:
+        """Check and run an MQTT command (``retained``: published with the retain flag, never
+        run); the reply goes to ``cmd/result`` (None: no reply)."""
         reply: dict[str, Any] = {"command": name[:64], "ok": False}
         try:
-            command = self.commands.check(name, payload)
+            command = self.commands.check(name, payload, retained)
         except CommandRejected as exc:
             if not exc.reply:
                 return None
@@ -920,7 +921,7 @@ def mqtt_credentials(config: Config) -> tuple[str | None, ssl.SSLContext | None]
 def make_mqtt(
     config: Config,
     store: Store,
-    on_command: Callable[[str, bytes], dict[str, Any] | None],
+    on_command: Callable[[str, bytes, bool], dict[str, Any] | None],
     state: Callable[[], dict[str, Any]],
     *,
     password: str | None = None,

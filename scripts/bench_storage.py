@@ -147,7 +147,9 @@ def agent_link(port: int, events: int, inflight: int, directory: Path) -> float:
             fallback=False,
         )
     settings = MqttSection(host="127.0.0.1", port=port, keepalive=30, max_inflight=inflight)
-    link = MqttLink(settings, topics, store, lambda name, payload: None, state=lambda: {}, client_id="bench-agent")
+    link = MqttLink(
+        settings, topics, store, lambda name, payload, retained: None, state=lambda: {}, client_id="bench-agent"
+    )
     started = time.perf_counter()
     link.start()
     while store.pending_count():

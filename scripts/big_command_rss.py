@@ -60,10 +60,10 @@ def main() -> int:
             gate = CommandGate()
             calls: list[tuple[str, int]] = []
 
-            def handler(name: str, payload: bytes) -> dict[str, Any] | None:
+            def handler(name: str, payload: bytes, retained: bool) -> dict[str, Any] | None:
                 calls.append((name, len(payload)))
                 try:
-                    gate.check(name, payload)
+                    gate.check(name, payload, retained)
                 except CommandRejected as exc:
                     return {"command": name, "ok": False, "reason": exc.reason}
                 return {"command": name, "ok": True}

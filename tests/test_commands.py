@@ -1,13 +1,24 @@
-"""Command checks (schema, depth, size, rate limit, disabled reset) and the log throttle."""
+"""Command checks (schema, depth, size, rate limit, disabled reset, retained) and the log
+throttle; what a running agent does with commands a dashboard or an automation gets wrong
+(a real mosquitto)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bin_agent.mqtt.commands import CommandGate, CommandRejected, nesting_depth
+from bin_agent import preflight
+from bin_agent.agent import build_agent
+from bin_agent.learning.labels import LabelStore
+from bin_agent.mqtt.commands import RETAINED_REASON, CommandGate, CommandRejected, nesting_depth
 from bin_agent.mqtt.ratelimit import LogThrottle, TokenBucket
+from tests.helpers import base_config, wait_for
+from tests.test_ask import photos
 
 
 def reason(gate: CommandGate, name: str, payload: bytes) -> str:
@@ -74,6 +85,9 @@ def test_reset_counts_is_refused_unless_allowed():
     assert reason(gate, "reset_counts", b"") == (
         "reset_counts is disabled on this bin (mqtt.commands.allow_reset = false)"
     )
+    with pytest.raises(CommandRejected) as info:
+        gate.check("reset_counts", b'{"id": "r1"}')
+    assert info.value.request_id == "r1", "the refusal carries the id back to the client waiting for it"
     assert gate.check("ping", b"").name == "ping"
 
 
@@ -140,3 +154,105 @@ def test_log_throttle_says_how_many_were_held_back(caplog):
         "broker b down (59 more like this in the last 60 s)",
         "broker b down",
     ]
+
+
+# --------------------------------------------------------------------------- a running agent
+
+
+class RunningAgent:
+    """An agent with capture on, in its own thread, staying up after its one replayed item
+    (for the commands), on a real broker."""
+
+    def __init__(self, tmp_path: Path, port: int, **sections: dict[str, Any]) -> None:
+        data = base_config(tmp_path, photos(tmp_path, 1), port=port)
+        data["agent"]["exit_when_source_ends"] = False
+        data["capture"] = {"enabled": True, "mode": "all"}
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        self.config = preflight.load_dict(data, base_dir=tmp_path)
+        self.agent = build_agent(self.config)
+        self.thread = threading.Thread(target=self.agent.run)
+
+    def __enter__(self) -> RunningAgent:
+        self.thread.start()
+        assert self.agent.mqtt is not None and self.agent.mqtt.wait_connected(15)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.agent.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+    def captured_item(self) -> Any:
+        """The event of the replayed item, once its photo is written."""
+        capture = self.agent.capture
+        assert capture is not None and wait_for(lambda: capture.saved >= 1, 30)
+        return self.agent.store.last_item()
+
+    def reconnect(self, port: int) -> None:
+        """Another login with the bin's client id: the broker drops the bin, which connects and
+        subscribes again (and gets every retained command again)."""
+        import paho.mqtt.client as paho
+
+        link = self.agent.mqtt
+        assert link is not None
+        dropped = link.disconnects
+        thief = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=link.client._client_id.decode())
+        thief.connect("127.0.0.1", port, 5)
+        thief.loop_start()
+        assert wait_for(lambda: link.disconnects > dropped, 10)
+        thief.disconnect()
+        thief.loop_stop()
+        assert link.wait_connected(15)
+
+
+def results(sub: Any, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in sub.json_on("/cmd/result") if r.get("id") == request_id]
+
+
+def test_a_retained_command_is_never_run_neither_when_sent_nor_at_each_reconnect(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """A dashboard or automation that publishes a command with retain on: the broker keeps it
+    and sends it again on every reconnect of the bin. Run each time, a retained reset_counts
+    would zero the counts at every reconnect and a retained correct would add a label (a "new
+    label" towards the next learn) each time. Each is answered, and run neither live nor replayed."""
+    with RunningAgent(tmp_path, mosquitto.port, mqtt={"commands": {"allow_reset": True}}) as run:
+        agent = run.agent
+        event = run.captured_item()
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        other = "glass" if event["class"] != "glass" else "paper"
+        base = "smartbin/test-bin/cmd"
+        retained = {
+            "reset_counts": {"id": "reset"},
+            "correct": {"id": "correct", "event_id": event["id"], "label": other},
+        }
+        for name, body in retained.items():
+            sub.client.publish(f"{base}/{name}", json.dumps(body), qos=1, retain=True).wait_for_publish(5)
+        assert sub.wait_for(lambda: results(sub, "reset") and results(sub, "correct"), 10)
+        run.reconnect(mosquitto.port)
+        assert sub.wait_for(lambda: len(results(sub, "reset")) == 2 and len(results(sub, "correct")) == 2, 10), (
+            "the replays are answered too"
+        )
+        for request_id in ("reset", "correct"):
+            assert [(r["ok"], r["reason"]) for r in results(sub, request_id)] == [(False, RETAINED_REASON)] * 2
+        counts = agent.store.counts()
+        assert counts.total == 1 and counts.by_class == {event["class"]: 1}, "neither reset nor moved"
+        assert LabelStore(tmp_path / "state" / "capture").all() == {}, "no label written"
+        assert agent.learning is not None and agent.learning.new_labels == 0
+        # Cleared the MQTT way (an empty retained message): nothing to run, nothing to answer.
+        answered = len(sub.messages)
+        for name in retained:
+            sub.client.publish(f"{base}/{name}", b"", qos=1, retain=True).wait_for_publish(5)
+        sub.publish(f"{base}/ping", json.dumps({"id": "after"}))
+        assert sub.wait_for(lambda: results(sub, "after"), 10)
+        assert len(sub.messages) == answered + 1, "only the ping was answered"
+        assert agent.commands.rejected == 4
+        # The same correction sent live, without retain, is run once.
+        sub.publish(f"{base}/correct", json.dumps({**retained["correct"], "id": "live"}))
+        assert sub.wait_for(lambda: results(sub, "live"), 10)
+        assert results(sub, "live")[0]["ok"] and results(sub, "live")[0]["counts_changed"]
+        run.reconnect(mosquitto.port)
+        sub.publish(f"{base}/ping", json.dumps({"id": "last"}))
+        assert sub.wait_for(lambda: results(sub, "last"), 10)
+        assert agent.store.counts().by_class == {other: 1} and agent.learning.new_labels == 1

@@ -35,7 +35,7 @@ def add_events(store: Store, first: int, count: int) -> list[str]:
 
 
 def make_link(store: Store, port: int, on_command=None) -> MqttLink:
-    def default_handler(name, payload):
+    def default_handler(name, payload, retained):
         return {"command": name, "ok": True}
 
     return MqttLink(
@@ -141,7 +141,7 @@ def test_retained_state_and_commands(tmp_path, mosquitto, subscriber_factory):
     store = Store(tmp_path / "s.db")
     calls = []
 
-    def handler(name, payload):
+    def handler(name, payload, retained):
         calls.append((name, payload))
         if name == "boom":
             raise RuntimeError("handler bug")
@@ -180,7 +180,7 @@ def test_a_callback_that_raises_does_not_stop_delivery(tmp_path, mosquitto, subs
     with its traceback; the next events and commands go through."""
     import logging
 
-    def handler(name, payload):
+    def handler(name, payload, retained):
         if name == "classify":
             return {"command": name, "ok": True, "detail": object()}
         return {"command": name, "ok": True}
@@ -249,9 +249,9 @@ def test_a_ping_during_a_command_flood_is_answered(tmp_path, mosquitto, subscrib
     gate = CommandGate()
     ran: list[str] = []
 
-    def handler(name, payload):  # as Agent.handle_command: no reply over the rate limit
+    def handler(name, payload, retained):  # as Agent.handle_command: no reply over the rate limit
         try:
-            command = gate.check(name, payload)
+            command = gate.check(name, payload, retained)
         except CommandRejected as exc:
             return {"command": name, "ok": False, "reason": exc.reason} if exc.reply else None
         ran.append(command.name)

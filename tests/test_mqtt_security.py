@@ -247,7 +247,7 @@ def agent_config(
 
 
 def start_link(config, store: Store, commands: list | None = None) -> MqttLink:
-    def handler(name, payload):
+    def handler(name, payload, retained):
         if commands is not None:
             commands.append((name, len(payload)))
         return {"command": name, "ok": True}
@@ -487,7 +487,7 @@ def test_oversized_command_never_reaches_the_agent(tmp_path, mosquitto):
     need("mosquitto_pub")
     calls: list[tuple[str, int]] = []
 
-    def handler(name, payload):
+    def handler(name, payload, retained):
         calls.append((name, len(payload)))
         return {"command": name, "ok": True}
 

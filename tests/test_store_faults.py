@@ -527,7 +527,7 @@ def test_events_of_a_database_opened_late_are_delivered_too(tiny_disk, tmp_path,
         settings(mosquitto.port),
         Topics.for_bin("smartbin", "b1"),
         store,
-        lambda name, payload: {"command": name, "ok": True},
+        lambda name, payload, retained: {"command": name, "ok": True},
         state=dict,
         client_id="late-db",
     )

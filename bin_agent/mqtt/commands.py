@@ -8,11 +8,19 @@ JSON object. :class:`CommandGate` decides, in this order:
    without a reply, so a flood cannot make the bin flood back, and a flood of one
    command (or of garbage) does not starve the others: a ``cmd/ping`` during a
    ``cmd/classify`` flood is still answered;
-2. the name: one of :data:`SCHEMAS`, and not a disabled destructive command;
+2. the name: one of :data:`SCHEMAS`;
 3. the payload: at most ``max_bytes``, UTF-8, nested at most :data:`MAX_DEPTH`
    deep (checked before parsing, so a 2,000-deep array is a reason, not a
-   RecursionError), a JSON object whose keys and value types the command's
-   schema allows.
+   RecursionError), empty or a JSON object;
+4. not a disabled destructive command;
+5. not retained: the broker sends a retained command again on every reconnect of
+   the bin (its subscription is made anew), so it would run again each time (a
+   ``reset_counts`` zeroing the counts, a ``correct`` counted as a new label);
+   the link subscribes with MQTT 5 Retain As Published, so the flag says how the
+   command was published, live or replayed;
+6. the object's keys and value types: those the command's schema allows.
+
+From step 4 on, the reply carries the command's ``id`` when it has a usable one.
 
 Every rejection is counted (``commands_rejected`` in ``state``) and logged at
 most once a minute. The broker is also told not to send commands bigger than
@@ -56,6 +64,10 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 """Command name → allowed keys and the types of their values."""
 
 DESTRUCTIVE = ("reset_counts",)
+RETAINED_REASON = (
+    "a retained command is not run (the broker would send it again at every reconnect): publish it "
+    "with retain off, and clear the retained one (an empty retained message on this topic)"
+)
 UNKNOWN = ""
 """The rate-limit class of every name not in :data:`SCHEMAS` (no command is named "")."""
 
@@ -115,45 +127,32 @@ class CommandGate:
             burst=section.burst,
         )
 
-    def check(self, name: str, payload: bytes) -> Command:
-        """The validated command.
+    def check(self, name: str, payload: bytes, retained: bool = False) -> Command:
+        """The validated command; ``retained``: it was published with the retain flag.
 
         :raises CommandRejected: with the reason; the rejection is counted and logged.
         """
         try:
-            return self._check(name, payload)
+            return self._check(name, payload, retained)
         except CommandRejected as exc:
             with self._lock:
                 self.rejected += 1
             self._throttle.log(logging.WARNING, "rejected", "rejected MQTT command %r: %s", name[:64], exc.reason)
             raise
 
-    def _check(self, name: str, payload: bytes) -> Command:
+    def _check(self, name: str, payload: bytes, retained: bool) -> Command:
         bucket = self._buckets[name if name in SCHEMAS else UNKNOWN]
         if not bucket.take():
             raise CommandRejected("over the rate limit (mqtt.commands.rate_per_minute)", reply=False)
         schema = SCHEMAS.get(name)
         if schema is None:
             raise CommandRejected(f"unknown command; known: {', '.join(SCHEMAS)}")
-        if name in DESTRUCTIVE and not self.allow_reset:
-            raise CommandRejected(f"{name} is disabled on this bin (mqtt.commands.allow_reset = false)")
-        if len(payload) > self.max_bytes:
-            raise CommandRejected(f"payload larger than {self.max_bytes} bytes")
+        args = self._read(payload)
         try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CommandRejected("payload must be empty or a JSON object (UTF-8)") from None
-        if not text.strip():
-            return Command(name)
-        if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
-            raise CommandRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
-        try:
-            args = json.loads(text, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-            raise CommandRejected("payload must be empty or a JSON object") from None
-        if not isinstance(args, dict):
-            raise CommandRejected("payload must be empty or a JSON object")
-        try:
+            if name in DESTRUCTIVE and not self.allow_reset:
+                raise CommandRejected(f"{name} is disabled on this bin (mqtt.commands.allow_reset = false)")
+            if retained:
+                raise CommandRejected(RETAINED_REASON)
             return Command(name, _check_args(name, schema, args))
         except CommandRejected as exc:
             # The reply carries the request's id back where it is a usable one, so a
@@ -166,6 +165,26 @@ class CommandGate:
             ):
                 exc.request_id = str(request_id)
             raise
+
+    def _read(self, payload: bytes) -> dict[str, Any]:
+        """The payload's JSON object (empty: none); its keys are not checked yet."""
+        if len(payload) > self.max_bytes:
+            raise CommandRejected(f"payload larger than {self.max_bytes} bytes")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandRejected("payload must be empty or a JSON object (UTF-8)") from None
+        if not text.strip():
+            return {}
+        if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
+            raise CommandRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
+        try:
+            args = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            raise CommandRejected("payload must be empty or a JSON object") from None
+        if not isinstance(args, dict):
+            raise CommandRejected("payload must be empty or a JSON object")
+        return args
 
 
 def _check_args(name: str, schema: dict[str, tuple[type, ...]], args: dict[str, Any]) -> dict[str, Any]:

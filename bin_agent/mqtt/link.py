@@ -8,7 +8,7 @@ topic               QoS    retained  what
 ``event``           1      no        one message per sorted item (from the outbox)
 ``state``           1      yes       counts, last item, outbox size
 ``status``          1      yes       ``online`` / ``offline`` (also the Last Will)
-``cmd/<name>``      —      —         commands to the bin (subscribed)
+``cmd/<name>``      —      —         commands to the bin (subscribed; a retained one is not run)
 ``cmd/result``      1      no        the reply to each command
 ==================  =====  ========  ==============================================
 
@@ -72,8 +72,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[str, bytes], dict[str, Any] | None]
-"""Called with (command name, raw payload) in paho's thread; returns the reply (None: none)."""
+CommandHandler = Callable[[str, bytes, bool], dict[str, Any] | None]
+"""Called with (command name, raw payload, retained) in paho's thread; returns the reply (None: none)."""
 
 LOG_INTERVAL_SECONDS = 60.0
 """A failure that repeats (broker down, refused login, ACL) is logged at most this often."""
@@ -664,8 +664,10 @@ class MqttLink:
         self._subscribed.clear()
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
-        # noLocal: our own replies on cmd/result do not come back to us.
-        client.subscribe(self.topics.commands, options=SubscribeOptions(qos=1, noLocal=True))
+        # noLocal: our own replies on cmd/result do not come back to us. retainAsPublished: a
+        # command published retained keeps its flag when it is forwarded live too (else only its
+        # replays at each new subscription carry it), so the command gate refuses it either way.
+        client.subscribe(self.topics.commands, options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True))
         self._connected.set()
         for hook in self.connect_hooks:
             try:
@@ -782,8 +784,10 @@ class MqttLink:
         name = self.topics.command_name(message.topic)
         if name is None or name == "result":
             return
+        if message.retain and not message.payload:
+            return  # a retained command being cleared (the broker's delete): nothing to run or answer
         try:
-            reply = self._on_command(name, message.payload)
+            reply = self._on_command(name, message.payload, bool(message.retain))
         except Exception as exc:
             # With its traceback, but at most once a minute: a command repeated in a loop
             # against a broken part (e.g. a full disk) must not flood the log.
