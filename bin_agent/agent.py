@@ -389,7 +389,7 @@ class Agent:
                 if self.capture_problem is not None:
                     return reply | {"reason": f"cannot learn: {self.capture_problem}"}
                 return reply | {"reason": "learning needs [capture] enabled"}
-            return reply | self.learning.request()
+            return reply | self.learning.request(command.request_id)
         reply["ok"] = True
         return reply
 

@@ -261,3 +261,18 @@ def test_a_retained_command_is_never_run_neither_when_sent_nor_at_each_reconnect
         sub.publish(f"{base}/ping", json.dumps({"id": "last"}))
         assert sub.wait_for(lambda: results(sub, "last"), 10)
         assert agent.store.counts().by_class == {other: 1} and agent.learning.new_labels == 1
+
+
+def test_the_result_of_a_learn_carries_the_id_of_the_cmd_learn_that_started_it(tmp_path, mosquitto, subscriber_factory):
+    """cmd/learn answers at once ("started") and the learn's result follows later on
+    cmd/result: a dashboard waiting for the result of its request finds it by its id."""
+    with RunningAgent(tmp_path, mosquitto.port):
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        sub.publish("smartbin/test-bin/cmd/learn", json.dumps({"id": "learn-1"}))
+        assert sub.wait_for(lambda: len(results(sub, "learn-1")) == 2, 30)
+        started, result = results(sub, "learn-1")
+        assert started["ok"] and started["started"]
+        assert result["command"] == "learn" and "deployed" in result and "labels" in result
+        sub.publish("smartbin/test-bin/cmd/learn", b"")
+        assert sub.wait_for(lambda: len(sub.json_on("/cmd/result")) == 4, 30)
+        assert all("id" not in r for r in sub.json_on("/cmd/result")[2:]), "a learn nobody named has no id"

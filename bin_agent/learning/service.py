@@ -52,6 +52,8 @@ class LearningService:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._learn_asked = False
+        # The id of the cmd/learn that asked for the next learn (None: none, or none given): its result carries it.
+        self._request_id: str | None = None
         self._watch_asked = False
         self.new_labels = 0
         self.running = False
@@ -94,12 +96,14 @@ class LearningService:
                 self._learn_asked = True
         self._wake.set()
 
-    def request(self) -> dict[str, Any]:
-        """``cmd/learn``: start a learn now; the result follows on ``cmd/result``."""
+    def request(self, request_id: str | None = None) -> dict[str, Any]:
+        """``cmd/learn``: start a learn now; the result follows on ``cmd/result``, with the
+        command's ``request_id`` (its ``id``), so the client that asked can tell it apart."""
         with self._lock:
             if self.running or self._learn_asked:
                 return {"ok": False, "reason": "a learn is already running; its result follows on cmd/result"}
             self._learn_asked = True
+            self._request_id = request_id
         self._wake.set()
         return {"ok": True, "started": True}
 
@@ -138,6 +142,8 @@ class LearningService:
                 if self._next_scheduled is not None and now >= self._next_scheduled:
                     self._next_scheduled = self._schedule_from(now)
                 learn_now, self._learn_asked = self._learn_asked or due, False
+                request = {"id": self._request_id} if learn_now and self._request_id is not None else {}
+                self._request_id = None
                 watch_now, self._watch_asked = self._watch_asked, False
             what = "the watch of the deployed head"
             try:
@@ -145,7 +151,7 @@ class LearningService:
                     self._run_watch()
                 what = "learning"
                 if learn_now:
-                    self._run_learn()
+                    self._run_learn(request)
             except Exception as exc:  # a learning failure must never stop the bin
                 if isinstance(exc, (BinAgentError, OSError)):
                     # Expected on an unattended bin (the deployed model cannot be read while the
@@ -154,9 +160,11 @@ class LearningService:
                 else:  # a bug: its traceback
                     log.exception("%s failed", what)
                 self.running = False
-                self._publish({"command": "learn", "ok": False, "reason": f"{type(exc).__name__}: {exc}"[:300]})
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+                self._publish({"command": "learn", "ok": False, "reason": reason} | (request if learn_now else {}))
 
-    def _run_learn(self) -> None:
+    def _run_learn(self, request: dict[str, Any]) -> None:
+        """One learn; ``request``: the ``id`` of the cmd/learn that asked for it (empty: none)."""
         from .learn import learn
 
         with self._lock:
@@ -175,7 +183,7 @@ class LearningService:
             result["accuracy_after"],
             result["reason"],
         )
-        reply: dict[str, Any] = {"command": "learn", "ok": True} | result
+        reply: dict[str, Any] = {"command": "learn", "ok": True} | result | request
         if result["deployed"]:
             reply["reload"] = self._reload()
         self._publish(reply)
