@@ -36,6 +36,7 @@ import ssl
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,9 @@ EX_TEMPFAIL = 75
 ACTUATION_MARGIN_SECONDS = 5.0
 """How much longer than configured a sort may take before the watchdog is no
 longer fed for it (a servo that hangs must still get the service restarted)."""
+PHOTO_WRITE_SECONDS = 30.0
+"""How long after its sort starts an item's photo may still be on capture's queue (a slow card,
+a backlog): a correction of it waits that long for the photo (:meth:`Agent.correct`)."""
 
 
 class StartupError(BinAgentError, RuntimeError):
@@ -127,6 +131,12 @@ class Agent:
     # Why the agent sorts without [capture] (and [learning]) although they are on (build_agent), or
     # why capture fails while running (Capture.problem, set by its writer); None: neither.
     capture_problem: str | None = None
+    # Event id -> until when (monotonic) its photo may still come from capture's writer thread: its
+    # id is public (the question, the event) before the photo is written, and a correction must wait.
+    _photos_due: dict[str, float] = field(default_factory=dict)
+    _photos_lock: threading.Lock = field(default_factory=threading.Lock)
+    # One correction at a time (MQTT's thread, the late ones' threads): each reads the label before it.
+    _correct_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.chute is None:
@@ -219,7 +229,9 @@ class Agent:
         t_route = time.perf_counter()
         route = self.router.route(classification.label, classification.confidence)
         t_ask = time.perf_counter()
-        asked = self.ask(classified, classification, route)
+        event_id = str(uuid.uuid4())
+        self._expect_photo(event_id)  # before the id is public (the question, the event)
+        asked = self.ask(classified, classification, route, event_id)
         if asked is not None:
             route = asked.route
         decided = time.perf_counter()
@@ -239,7 +251,7 @@ class Agent:
             latency_ms=latency,
             source=source_name if source_name != "empty" else "",
             box=to_normalised((left, top, right, bottom), (width, height)),
-            **(asked.event_fields() if asked is not None else {}),
+            **(asked.event_fields() if asked is not None else {"event_id": event_id}),
         )
         # The previous item must be through the chute before this one is counted.
         with self.notifier.keepalive(self.sort_limit_seconds - self._chute.busy_seconds()):
@@ -282,19 +294,22 @@ class Agent:
             self.trigger.item_taken_away()
         self._watch_storage()
         if self.capture is not None:  # queued for the writer thread: never waits
-            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
+            if not self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256):
+                self._photo_not_coming(item.event_id)  # not kept (the mode, a full queue)
         self._publish_state()
         self._prune_history_if_due()  # after the item, outside its latency
         return item
 
-    def ask(self, image: Any, classification: Classification, route: Route) -> Asked | None:
-        """Ask a person about an unsure item (``[ask]``); None when not asked. Blocks
-        up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile)."""
+    def ask(self, image: Any, classification: Classification, route: Route, event_id: str) -> Asked | None:
+        """Ask a person about an unsure item (``[ask]``), the item of ``event_id``; None when not
+        asked. Blocks up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile)."""
         reason = self.asker.reason_to_ask(route) if self.asker is not None else None
         if self.asker is None or reason is None:
             return None
         with self.notifier.keepalive(self.asker.longest_wait_seconds + ACTUATION_MARGIN_SECONDS):
-            return self.asker.ask(image, classification, route, reason, self.classifier.labels, self.stop_event)
+            return self.asker.ask(
+                image, classification, route, reason, self.classifier.labels, self.stop_event, event_id=event_id
+            )
 
     def publish_unsure(self, question: dict[str, Any], image: bytes | None) -> None:
         """The retained ``unsure`` question (and its crop on ``unsure/image``); skipped offline, sent
@@ -317,6 +332,7 @@ class Agent:
 
     def close(self) -> None:
         """Home and detach the mechanics, flush the outbox, say ``offline``."""
+        self.stop_event.set()  # also when the source ended: what waits on the loop (a late correction) stops
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
@@ -383,7 +399,8 @@ class Agent:
         elif command.name == "reload_model":
             return reply | self.reload_model()
         elif command.name == "correct":
-            return reply | self.correct(command.args)
+            result = self.correct(command.args, reply)
+            return None if result is None else reply | result
         elif command.name == "learn":
             if self.learning is None:
                 if self.capture_problem is not None:
@@ -450,27 +467,40 @@ class Agent:
         if removed:
             log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
 
-    def correct(self, args: dict[str, Any]) -> dict[str, Any]:
+    def correct(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any] | None:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
-        and move it in the counts."""
-        from .learning.labels import LabelError, correct_event
+        and move it in the counts.
 
+        An item whose photo is not written yet (the answer came just as the ask's timeout
+        fired, or right after the item's event) is corrected once the photo is there: None
+        is returned, and ``reply`` with the result goes to ``cmd/result`` then."""
         event_id, label = args.get("event_id"), args.get("label")
         if self.asker is not None and isinstance(event_id, str) and isinstance(label, str):
             answer = self.asker.answer_remote(event_id, label)
             if answer is not None:  # the item still waits at the bin: the answer routes it
-                reply: dict[str, Any] = {"ok": answer.label == label, "event_id": event_id, "label": answer.label}
+                answered: dict[str, Any] = {"ok": answer.label == label, "event_id": event_id, "label": answer.label}
                 if answer.label != label:
-                    reply["reason"] = f"already answered at the bin ({answer.source})"
-                return reply | {"waiting": True}
+                    answered["reason"] = f"already answered at the bin ({answer.source})"
+                return answered | {"waiting": True}
+        if isinstance(event_id, str) and label in self.classifier.labels and self._photo_due(event_id):
+            threading.Thread(
+                target=self._correct_once_photographed, args=(args, reply), name="late-correction", daemon=True
+            ).start()
+            return None
+        return self._correct_captured(args)
+
+    def _correct_captured(self, args: dict[str, Any]) -> dict[str, Any]:
+        from .learning.labels import LabelError, correct_event
+
         try:
-            result = correct_event(
-                args,
-                folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
-                store=self.store,
-                compartments=self.config.router.compartments,
-                classes=list(self.classifier.labels),
-            )
+            with self._correct_lock:
+                result = correct_event(
+                    args,
+                    folder=capture_folder(self.config.agent.state_dir, self.config.capture.folder),
+                    store=self.store,
+                    compartments=self.config.router.compartments,
+                    classes=list(self.classifier.labels),
+                )
         except LabelError as exc:
             return {"ok": False, "reason": str(exc)}
         if self.learning is not None:
@@ -478,6 +508,49 @@ class Agent:
         if result["counts_changed"]:
             self._publish_state()
         return result
+
+    def _correct_once_photographed(self, args: dict[str, Any], reply: dict[str, Any]) -> None:
+        """A late-correction thread: wait until the item's photo is written, then correct it."""
+        while self._photo_due(args["event_id"]) and not self.stop_event.is_set():
+            time.sleep(0.05)
+        if self.stop_event.is_set():
+            result = {"ok": False, "reason": "the agent stopped before the item's photo was written; send it again"}
+        else:
+            try:
+                result = self._correct_captured(args)
+            except Exception as exc:  # e.g. a failing disk: said on cmd/result, as in MQTT's thread
+                log.exception("correcting %s failed", args["event_id"])
+                result = {"ok": False, "reason": f"internal error: {type(exc).__name__}"}
+        if self.mqtt is not None:
+            self.mqtt.publish_result(reply | result)
+
+    def _expect_photo(self, event_id: str) -> None:
+        """The item of ``event_id`` is being decided: its photo may come (capture on)."""
+        if self.capture is None:
+            return
+        now = time.monotonic()
+        longest_ask = self.asker.longest_wait_seconds if self.asker is not None else 0.0
+        with self._photos_lock:
+            for stale in [e for e, until in self._photos_due.items() if until <= now]:
+                del self._photos_due[stale]
+            self._photos_due[event_id] = now + longest_ask + self.sort_limit_seconds + PHOTO_WRITE_SECONDS
+
+    def _photo_not_coming(self, event_id: str) -> None:
+        with self._photos_lock:
+            self._photos_due.pop(event_id, None)
+
+    def _photo_due(self, event_id: str) -> bool:
+        """Whether the photo of ``event_id`` may still come and is not written yet."""
+        with self._photos_lock:
+            until = self._photos_due.get(event_id)
+        if until is None or time.monotonic() >= until:
+            return False
+        from .learning.labels import find_captured
+
+        if find_captured(capture_folder(self.config.agent.state_dir, self.config.capture.folder), event_id) is None:
+            return True
+        self._photo_not_coming(event_id)  # written: corrections go the usual way now
+        return False
 
     # ------------------------------------------------------------------ model reload
 

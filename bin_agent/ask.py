@@ -322,10 +322,12 @@ class Asker:
         reason: str,
         labels: Sequence[str],
         stop: threading.Event,
+        event_id: str | None = None,
     ) -> Asked:
         """Show the candidates, publish the question, wait for an answer (or the
-        timeout, or ``stop``) and return the item's route. Blocks the loop."""
-        event_id = str(uuid.uuid4())
+        timeout, or ``stop``) and return the item's route. Blocks the loop.
+        ``event_id``: the item's (default: a new one)."""
+        event_id = event_id if event_id is not None else str(uuid.uuid4())
         ranking = self.rank(classification, labels)
         probabilities = dict(zip(labels, classification.probabilities, strict=False))
         now = self._clock()

@@ -4,6 +4,7 @@ the Home Assistant select's own command template)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -21,7 +22,7 @@ from bin_agent.agent import build_agent
 from bin_agent.ask import CONFIRM, UNSURE, Asker
 from bin_agent.config import ConfigError
 from bin_agent.learning.capture import captured_items
-from bin_agent.learning.labels import LabelStore
+from bin_agent.learning.labels import LabelStore, find_captured
 from bin_agent.mqtt.discovery import discovery_messages
 from bin_agent.router import Route
 from tests.helpers import base_config
@@ -442,3 +443,41 @@ def test_home_assistants_own_code_accepts_the_unsure_entities(tmp_path, mosquitt
     from tests.helpers import check_with_home_assistant
 
     check_with_home_assistant(unsure_capture(tmp_path, mosquitto, subscriber_factory), tmp_path)
+
+
+def test_an_answer_that_comes_just_as_the_wait_times_out_corrects_the_item_once_its_photo_is_written(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """The answer reaches the bin a moment after the timeout fired: the item already goes to
+    the fallback, and with slow mechanics (the previous item's sort still holds the chute) it is
+    neither counted nor photographed yet. The answer is not lost as "not captured": it is applied
+    as a correction once the photo is written. One route, one count, one label."""
+    config = ask_config(tmp_path, 2, port=mosquitto.port, mqtt=True, mode="remote", timeout_seconds=1.0)
+    config = dataclasses.replace(config, actuator=dataclasses.replace(config.actuator, dwell_seconds=8.0))
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    folder = tmp_path / "state" / "capture"
+    with Running(config) as run:
+        first = run.waiting()["event_id"]
+        assert wait_until(lambda: run.agent.asker.waiting_for() not in (None, first), 30)
+        question = run.waiting()
+        event_id = question["event_id"]
+        assert wait_until(lambda: run.agent.asker.waiting_for() is None, 5)  # the timeout fired
+        label = next(c for c in CLASSES if c != question["class"])
+        sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"id": "late", "event_id": event_id, "label": label}))
+        assert find_captured(folder, event_id) is None and run.agent.store.last_item()["id"] == first, (
+            "the answer came before the item was counted and photographed"
+        )
+        assert sub.wait_for(lambda: [r for r in sub.json_on("/cmd/result") if r.get("id") == "late"], 30)
+        replies = [r for r in sub.json_on("/cmd/result") if r.get("id") == "late"]
+        assert sub.wait_for(lambda: len(sub.on("test-bin/event")) == 2, 10)
+        counts = run.agent.store.counts()
+        items = run.wait_items(2)
+    assert len(replies) == 1 and replies[0]["ok"], replies
+    assert replies[0]["was"] == question["class"] and replies[0]["counts_changed"]
+    item = items[1]
+    assert item.event_id == event_id and item.answer is None and item.route.fallback, "routed by the timeout"
+    assert [json.loads(m.payload)["id"] for m in sub.on("test-bin/event")] == [first, event_id], "one event each"
+    first_class = items[0].classification.label
+    assert counts.total == 2 and counts.by_class.get(label) == 1 + (first_class == label), counts
+    assert counts.by_class.get(question["class"], 0) == (first_class == question["class"]), "moved, not doubled"
+    assert LabelStore(folder).all()[event_id]["label"] == label
