@@ -61,9 +61,10 @@ from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .learning.capture import Capture, capture_folder
 from .learning.service import LearningService
-from .mqtt.commands import CommandGate, CommandRejected
+from .mqtt.commands import Command, CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
 from .mqtt.link import MqttLink, Topics, default_client_id
+from .mqtt.ratelimit import LogThrottle
 from .notify import Notifier
 from .router import Route, Router, confidence_threshold
 from .sources import FrameSource, SourceError
@@ -78,6 +79,8 @@ EX_TEMPFAIL = 75
 ACTUATION_MARGIN_SECONDS = 5.0
 """How much longer than configured a sort may take before the watchdog is no
 longer fed for it (a servo that hangs must still get the service restarted)."""
+LOOP_COMMANDS = ("classify", "trigger_mode", "reload_model", "learn")
+"""Commands that the main loop (or the learning worker) carries out: refused once the agent stops."""
 PHOTO_WRITE_SECONDS = 30.0
 """How long after its sort starts an item's photo may still be on capture's queue (a slow card,
 a backlog): a correction of it waits that long for the photo (:meth:`Agent.correct`)."""
@@ -137,6 +140,8 @@ class Agent:
     _photos_lock: threading.Lock = field(default_factory=threading.Lock)
     # One correction at a time (MQTT's thread, the late ones' threads): each reads the label before it.
     _correct_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Commands the agent refuses (not the gate): logged at most once a minute per command name.
+    _command_log: LogThrottle = field(default_factory=lambda: LogThrottle(log))
 
     def __post_init__(self) -> None:
         if self.chute is None:
@@ -384,6 +389,20 @@ class Agent:
             return reply
         if command.request_id is not None:
             reply["id"] = command.request_id
+        result = self._run_command(command, reply)
+        if result is not None and not result["ok"]:
+            # Refused by the agent rather than by the gate (which logs its own): one line, no traceback.
+            self._command_log.log(
+                logging.WARNING, command.name, "MQTT command %s not run: %s", command.name, result.get("reason")
+            )
+        return result
+
+    def _run_command(self, command: Command, reply: dict[str, Any]) -> dict[str, Any] | None:
+        if command.name in LOOP_COMMANDS and self.status not in ("starting", "running"):
+            # Stopping (a sort in progress lands, the outbox drains): the loop that would carry
+            # it out is over, so an "ok" would be a promise nobody keeps.
+            why = "stopping" if self.status in ("stopping", "stopped") else f"stopping ({self.status})"
+            return reply | {"reason": f"the agent is {why}: send {command.name} again once it runs"}
         if command.name == "classify":
             self.trigger.request()
         elif command.name == "reset_counts":
@@ -521,6 +540,8 @@ class Agent:
             except Exception as exc:  # e.g. a failing disk: said on cmd/result, as in MQTT's thread
                 log.exception("correcting %s failed", args["event_id"])
                 result = {"ok": False, "reason": f"internal error: {type(exc).__name__}"}
+        if not result["ok"]:
+            self._command_log.log(logging.WARNING, "correct", "MQTT command correct not run: %s", result["reason"])
         if self.mqtt is not None:
             self.mqtt.publish_result(reply | result)
 

@@ -257,7 +257,9 @@ def test_a_capture_folder_that_cannot_be_used_does_not_stop_the_bin_from_sorting
     assert "THE CAPTURE FOLDER CANNOT BE USED" in status_line
     assert learn is not None and not learn["ok"] and learn["reason"].startswith("cannot learn: capture.folder: ")
     said = [r for r in caplog.records if "capture.folder: " in r.getMessage()]
-    assert len(said) == 1 and not said[0].exc_info, "one line, no traceback"
+    refused = [r for r in said if r.getMessage().startswith("MQTT command learn not run: ")]
+    assert len(said) == 2 and len(refused) == 1, "said once at the start, once for the refused cmd/learn"
+    assert not any(r.exc_info for r in said), "no traceback"
 
 
 def test_check_config_and_doctor_say_a_capture_folder_that_cannot_be_used(tmp_path):

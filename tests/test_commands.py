@@ -278,3 +278,44 @@ def test_the_result_of_a_learn_carries_the_id_of_the_cmd_learn_that_started_it(t
         sub.publish("smartbin/test-bin/cmd/learn", b"")
         assert sub.wait_for(lambda: len(sub.json_on("/cmd/result")) == 4, 30)
         assert all("id" not in r for r in sub.json_on("/cmd/result")[2:]), "a learn nobody named has no id"
+
+
+def test_commands_the_loop_would_carry_out_are_refused_while_the_agent_stops(
+    tmp_path, mosquitto, subscriber_factory, caplog
+):
+    """A stop waits for the sort in progress to land (here 6 s) and for the outbox to drain,
+    with the commands still coming in. classify, trigger_mode, reload_model and learn were
+    answered "ok" then, and nothing ever came of them (the loop is over); they are refused
+    with the reason, each in one log line. What needs no loop is still answered."""
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+    run = RunningAgent(tmp_path, mosquitto.port, actuator={"dwell_seconds": 6.0})
+    with run:
+        agent = run.agent
+        assert wait_for(lambda: agent.store.counts().total == 1 and agent.chute.busy_seconds() > 0, 30)
+        agent.stop()
+        assert wait_for(lambda: agent.status == "stopping", 10)
+        sent = {
+            "classify": {},
+            "trigger_mode": {"mode": "manual"},
+            "reload_model": {},
+            "learn": {},
+            "ping": {},
+        }
+        for name, body in sent.items():
+            sub.publish(f"smartbin/test-bin/cmd/{name}", json.dumps({"id": name, **body}))
+        assert sub.wait_for(lambda: all(results(sub, name) for name in sent), 10)
+        assert agent.status == "stopping", "answered while the sort in progress lands"
+    for name in ("classify", "trigger_mode", "reload_model", "learn"):
+        assert results(sub, name) == [
+            {
+                "command": name,
+                "id": name,
+                "ok": False,
+                "reason": f"the agent is stopping: send {name} again once it runs",
+            }
+        ]
+        lines = [r for r in caplog.records if f"MQTT command {name} not run" in r.getMessage()]
+        assert len(lines) == 1 and not lines[0].exc_info
+    assert results(sub, "ping")[0]["ok"] and results(sub, "ping")[0]["status"] == "stopping"
+    assert agent.learning is not None and agent.learning.last is None, "no learn started"
+    assert agent.trigger_mode == "motion"
