@@ -82,8 +82,9 @@ longer fed for it (a servo that hangs must still get the service restarted)."""
 LOOP_COMMANDS = ("classify", "trigger_mode", "reload_model", "learn")
 """Commands that the main loop (or the learning worker) carries out: refused once the agent stops."""
 PHOTO_WRITE_SECONDS = 30.0
-"""How long after its sort starts an item's photo may still be on capture's queue (a slow card,
-a backlog): a correction of it waits that long for the photo (:meth:`Agent.correct`)."""
+"""How long, beyond the longest ask and one sort, an item's photo may still be on capture's
+queue (a slow card, a backlog): a correction of it waits that long at most for the photo
+(:meth:`Agent.correct`)."""
 
 
 class StartupError(BinAgentError, RuntimeError):
