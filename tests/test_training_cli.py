@@ -122,12 +122,12 @@ def test_evaluate_errors_are_one_line(photos: Path, tmp_path: Path, capsys, case
     code = main(["evaluate", str(dataset), "--model", str(model), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert err.startswith("bin-agent: ") and "\n" not in err and "Traceback" not in err
 
 
 def test_train_rejects_missing_folder(tmp_path: Path, capsys) -> None:
     assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    assert capsys.readouterr().err.startswith("bin-agent: ")
 
 
 def test_unknown_class_folder_is_rejected(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_train_rejects_bad_class_weight_in_one_line(photos: Path, tmp_path: Path
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), "--class-weight", text])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.startswith("error: class weight") and "\n" not in err
+    assert err.startswith("bin-agent: class weight") and "\n" not in err
 
 
 def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path: Path, capsys) -> None:
@@ -243,7 +243,7 @@ def test_evaluate_several_sources_reports_each_and_pooled(photos: Path, tmp_path
 def test_train_rejects_a_share_outside_0_1(photos: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
     code = main(["train", str(photos), "--out", str(tmp_path / "run"), option, value])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith(f"error: {option}") and "\n" not in err
+    assert code == 2 and err.startswith(f"bin-agent: {option}") and "\n" not in err
 
 
 def test_train_without_the_train_extra_is_one_line_naming_the_install(photos: Path, tmp_path: Path) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 from ..errors import EX_REFUSED
-from .common import positive_int
+from .common import fail, positive_int
 
 HELP = {
     "split": "make the fixed train/val/test split file of dataset folders",
@@ -34,8 +33,7 @@ def _print(message: str) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return EX_REFUSED
+    return fail(message, EX_REFUSED)
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -67,12 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Before any photo is read: without the extra the run would end in a traceback.
     for module in ("tensorflow", "keras"):
         if importlib.util.find_spec(module) is None:
-            print(
-                f"error: bin-agent train needs TensorFlow (no module named {module}): {TRAIN_EXTRA}",
-                file=sys.stderr,
-                flush=True,
+            return fail(
+                f"bin-agent train needs TensorFlow (no module named {module}): {TRAIN_EXTRA}", os.EX_UNAVAILABLE
             )
-            return os.EX_UNAVAILABLE
     for root in args.datasets:
         if not Path(root).is_dir():
             return _fail(f"{root}: no such dataset folder")
