@@ -147,6 +147,40 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
     assert capture.saved == 2 and len(list(captured_items(tmp_path / "capture"))) == 2
 
 
+def test_capture_tells_once_per_item_when_its_photo_is_written_or_will_not_be(tmp_path):
+    """What a correction held for an item waits for (bin_agent.learning.pending): told once the
+    photo is listed in the folder, or at once when the mode or a full queue does not keep it, or
+    when its write fails (the folder replaced by a file)."""
+    folder = tmp_path / "capture"
+    capture = Capture(folder, mode="sample", sample_every=2, queue_size=2)
+    told: list[tuple[str, bool]] = []
+    capture.on_photo_done = lambda event_id: told.append(
+        (event_id, any(c.event_id == event_id for c in captured_items(folder)))
+    )
+    kept, skipped, queued, dropped = make_item(), make_item(), make_item(), make_item()
+    # The writer is not started yet: the queue fills. One in two is kept: the 1st, 3rd, 5th.
+    assert capture.offer(noise(0), kept) and not capture.offer(noise(1), skipped)
+    assert told == [(skipped.event_id, False)], "not kept by the mode: told at once"
+    assert capture.offer(noise(2), queued) and not capture.offer(noise(3), make_item())
+    assert not capture.offer(noise(4), dropped) and capture.dropped == 1
+    assert told[-1] == (dropped.event_id, False), "the queue full: told at once"
+    capture.start()
+    capture.close()
+    assert told[3:] == [(kept.event_id, True), (queued.event_id, True)], "written: told once listed"
+
+    assert len(told) == 5, "once per item"
+
+    failing = Capture(folder)  # mode "all"
+    failing.on_photo_done = capture.on_photo_done
+    failing.start()
+    folder.rename(tmp_path / "gone")
+    folder.write_text("not a folder")
+    failed = make_item()
+    assert failing.offer(noise(5), failed)
+    failing.close()
+    assert failing.failed == 1 and told[5:] == [(failed.event_id, False)], "a failed write: told too"
+
+
 def test_capture_options_are_checked(tmp_path):
     data = base_config(tmp_path, mqtt=False)
     data["capture"] = {"mode": "sometimes", "max_mb": 0, "sample_every": 0}

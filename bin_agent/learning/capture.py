@@ -19,7 +19,8 @@ counted but never deleted. A folder that fails while the agent runs (the card
 remounted read-only or full, the folder deleted or replaced by a file) costs
 only the photos: after :data:`FAILURES_TO_REPORT` items in a row it is said once
 (:attr:`Capture.problem`, ``state.capture_problem``), and the first item written
-again clears it.
+again clears it. :attr:`Capture.on_photo_done` tells, per item, once its photo is
+written or will not be (what a correction held for it waits for).
 """
 
 from __future__ import annotations
@@ -240,6 +241,10 @@ class Capture:
         is written again (set and cleared by the writer thread)."""
         self.on_problem: Callable[[str | None], None] | None = None
         """Called by the writer thread when :attr:`problem` changes (the agent republishes its state)."""
+        self.on_photo_done: Callable[[str], None] | None = None
+        """Called with an item's event id once its photo is written (both files renamed into place
+        and the folder synced) or will not be (not kept by the mode, the queue full, the write
+        failed): by :meth:`offer` or by the writer thread (the agent's held corrections run then)."""
         self._failing = 0  # captures failed in a row
         self._seen = 0
         self._queue: queue.Queue[tuple[np.ndarray, SortedItem, str] | None] = queue.Queue(maxsize=queue_size)
@@ -280,12 +285,14 @@ class Capture:
             embedding is not kept.
         """
         if not self.wanted(item):
+            self._photo_done(item.event_id)
             return False
         try:
             # A copy: a camera may reuse the frame's buffer for the next frame.
             self._queue.put_nowait((np.array(image, dtype=np.uint8, copy=True), item, backbone))
         except queue.Full:
             self.dropped += 1
+            self._photo_done(item.event_id)
             return False
         return True
 
@@ -346,6 +353,7 @@ class Capture:
             else:
                 if self._failing:
                     self._writes_work_again()
+            self._photo_done(item.event_id)  # written, or failed: either way no photo comes later
 
     def _write_failed(self, item: SortedItem, exc: Exception) -> None:
         """One line for the first failure in a row (a traceback only for what is not the disk's:
@@ -380,6 +388,14 @@ class Capture:
             self.on_problem(problem)
         except Exception:  # the writer must go on
             log.exception("reporting the capture folder's state failed")
+
+    def _photo_done(self, event_id: str) -> None:
+        if self.on_photo_done is None:
+            return
+        try:
+            self.on_photo_done(event_id)
+        except Exception:  # the writer (or the sort) must go on
+            log.exception("telling that the photo of event %s is done failed", event_id)
 
     def _write(self, image: np.ndarray, item: SortedItem, backbone: str = "") -> None:
         from PIL import Image
