@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import ssl
@@ -60,6 +61,7 @@ from .events import SortedItem, utc_now_iso
 from .fill import FillMonitor
 from .geometry import NormBox, PixelBox, crop_box, to_normalised
 from .learning.capture import Capture, capture_folder
+from .learning.pending import PendingCorrections
 from .learning.service import LearningService
 from .mqtt.commands import Command, CommandGate, CommandRejected
 from .mqtt.credentials import broker_password, broker_tls_context
@@ -81,10 +83,6 @@ ACTUATION_MARGIN_SECONDS = 5.0
 longer fed for it (a servo that hangs must still get the service restarted)."""
 LOOP_COMMANDS = ("classify", "trigger_mode", "reload_model", "learn")
 """Commands that the main loop (or the learning worker) carries out: refused once the agent stops."""
-PHOTO_WRITE_SECONDS = 30.0
-"""How long, beyond the longest ask and one sort, an item's photo may still be on capture's
-queue (a slow card, a backlog): a correction of it waits that long at most for the photo
-(:meth:`Agent.correct`)."""
 
 
 class StartupError(BinAgentError, RuntimeError):
@@ -135,11 +133,9 @@ class Agent:
     # Why the agent sorts without [capture] (and [learning]) although they are on (build_agent), or
     # why capture fails while running (Capture.problem, set by its writer); None: neither.
     capture_problem: str | None = None
-    # Event id -> until when (monotonic) its photo may still come from capture's writer thread: its
-    # id is public (the question, the event) before the photo is written, and a correction must wait.
-    _photos_due: dict[str, float] = field(default_factory=dict)
-    _photos_lock: threading.Lock = field(default_factory=threading.Lock)
-    # One correction at a time (MQTT's thread, the late ones' threads): each reads the label before it.
+    # With capture: a correction of an item whose photo is not written yet waits there for it.
+    pending: PendingCorrections | None = None
+    # One correction at a time (MQTT's thread, the held ones' worker): each reads the label before it.
     _correct_lock: threading.Lock = field(default_factory=threading.Lock)
     # Commands the agent refuses (not the gate): logged at most once a minute per command name.
     _command_log: LogThrottle = field(default_factory=lambda: LogThrottle(log))
@@ -236,7 +232,8 @@ class Agent:
         route = self.router.route(classification.label, classification.confidence)
         t_ask = time.perf_counter()
         event_id = str(uuid.uuid4())
-        self._expect_photo(event_id)  # before the id is public (the question, the event)
+        if self.pending is not None:  # before the id is public (the question, the event)
+            self.pending.expect(event_id)
         asked = self.ask(classified, classification, route, event_id)
         if asked is not None:
             route = asked.route
@@ -300,8 +297,7 @@ class Agent:
             self.trigger.item_taken_away()
         self._watch_storage()
         if self.capture is not None:  # queued for the writer thread: never waits
-            if not self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256):
-                self._photo_not_coming(item.event_id)  # not kept (the mode, a full queue)
+            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
         self._publish_state()
         self._prune_history_if_due()  # after the item, outside its latency
         return item
@@ -338,7 +334,7 @@ class Agent:
 
     def close(self) -> None:
         """Home and detach the mechanics, flush the outbox, say ``offline``."""
-        self.stop_event.set()  # also when the source ended: what waits on the loop (a late correction) stops
+        self.stop_event.set()  # also when the source ended
         self.notifier.stopping(f"stopping after {self.items_sorted} item(s)")
         if self.status == "running":
             self.status = "stopping"
@@ -353,6 +349,8 @@ class Agent:
             closers.append(("fill sensors", self.fill.close))
         if self.capture is not None:
             closers.append(("capture", self.capture.close))
+        if self.pending is not None:  # after capture: the photos it still wrote have their corrections
+            closers.append(("held corrections", self.pending.close))
         if self.asker is not None:
             closers.append(("ask buttons", self.asker.close))
         if self.learning is not None:
@@ -502,10 +500,12 @@ class Agent:
                 if answer.label != label:
                     answered["reason"] = f"already answered at the bin ({answer.source})"
                 return answered | {"waiting": True}
-        if isinstance(event_id, str) and label in self.classifier.labels and self._photo_due(event_id):
-            threading.Thread(
-                target=self._correct_once_photographed, args=(args, reply), name="late-correction", daemon=True
-            ).start()
+        if (
+            self.pending is not None
+            and isinstance(event_id, str)
+            and label in self.classifier.labels
+            and self.pending.hold(event_id, functools.partial(self._answer_held, args, reply))
+        ):
             return None
         return self._correct_captured(args)
 
@@ -529,13 +529,11 @@ class Agent:
             self._publish_state()
         return result
 
-    def _correct_once_photographed(self, args: dict[str, Any], reply: dict[str, Any]) -> None:
-        """A late-correction thread: wait until the item's photo is written, then correct it."""
-        while self._photo_due(args["event_id"]) and not self.stop_event.is_set():
-            time.sleep(0.05)
-        if self.stop_event.is_set():
-            result = {"ok": False, "reason": "the agent stopped before the item's photo was written; send it again"}
-        else:
+    def _answer_held(self, args: dict[str, Any], reply: dict[str, Any], why_not: str | None) -> None:
+        """A held correction's turn (:class:`PendingCorrections`' worker): its item's photo is
+        written or will not be (None), or ``why_not``; the answer goes to ``cmd/result``."""
+        result: dict[str, Any] = {"ok": False, "reason": why_not}
+        if why_not is None:
             try:
                 result = self._correct_captured(args)
             except Exception as exc:  # e.g. a failing disk: said on cmd/result, as in MQTT's thread
@@ -545,34 +543,6 @@ class Agent:
             self._command_log.log(logging.WARNING, "correct", "MQTT command correct not run: %s", result["reason"])
         if self.mqtt is not None:
             self.mqtt.publish_result(reply | result)
-
-    def _expect_photo(self, event_id: str) -> None:
-        """The item of ``event_id`` is being decided: its photo may come (capture on)."""
-        if self.capture is None:
-            return
-        now = time.monotonic()
-        longest_ask = self.asker.longest_wait_seconds if self.asker is not None else 0.0
-        with self._photos_lock:
-            for stale in [e for e, until in self._photos_due.items() if until <= now]:
-                del self._photos_due[stale]
-            self._photos_due[event_id] = now + longest_ask + self.sort_limit_seconds + PHOTO_WRITE_SECONDS
-
-    def _photo_not_coming(self, event_id: str) -> None:
-        with self._photos_lock:
-            self._photos_due.pop(event_id, None)
-
-    def _photo_due(self, event_id: str) -> bool:
-        """Whether the photo of ``event_id`` may still come and is not written yet."""
-        with self._photos_lock:
-            until = self._photos_due.get(event_id)
-        if until is None or time.monotonic() >= until:
-            return False
-        from .learning.labels import find_captured
-
-        if find_captured(capture_folder(self.config.agent.state_dir, self.config.capture.folder), event_id) is None:
-            return True
-        self._photo_not_coming(event_id)  # written: corrections go the usual way now
-        return False
 
     # ------------------------------------------------------------------ model reload
 
@@ -987,6 +957,9 @@ def build_agent(
         asker.publish = agent.publish_unsure
     if capture is not None:
         capture.on_problem = agent.capture_problem_changed
+        longest_ask = asker.longest_wait_seconds if asker is not None else 0.0
+        agent.pending = PendingCorrections(longest_ask + agent.sort_limit_seconds)
+        capture.on_photo_done = agent.pending.photo_done
         agent.learning = LearningService.from_config(config, agent.reload_model, agent.publish_result)
         agent.learning.start()
     if config.mqtt.enabled:

@@ -481,3 +481,38 @@ def test_an_answer_that_comes_just_as_the_wait_times_out_corrects_the_item_once_
     assert counts.total == 2 and counts.by_class.get(label) == 1 + (first_class == label), counts
     assert counts.by_class.get(question["class"], 0) == (first_class == question["class"]), "moved, not doubled"
     assert LabelStore(folder).all()[event_id]["label"] == label
+
+
+def test_a_correction_held_for_a_photo_that_capture_does_not_keep_is_answered_as_soon_as_it_is_not_kept(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """As above, but capture keeps one item in two (mode "sample"): the late answer's item is
+    not photographed. Its correction is answered "not captured" as soon as capture passes the
+    item by, not when its hold's deadline (the longest ask, one sort and 30 s) runs out."""
+    config = ask_config(tmp_path, 2, port=mosquitto.port, mqtt=True, mode="remote", timeout_seconds=1.0)
+    config = dataclasses.replace(
+        config,
+        actuator=dataclasses.replace(config.actuator, dwell_seconds=8.0),
+        capture=dataclasses.replace(config.capture, mode="sample", sample_every=2),
+    )
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    folder = tmp_path / "state" / "capture"
+    with Running(config) as run:
+        first = run.waiting()["event_id"]
+        assert wait_until(lambda: run.agent.asker.waiting_for() not in (None, first), 30)
+        question = run.waiting()
+        event_id = question["event_id"]
+        assert wait_until(lambda: run.agent.asker.waiting_for() is None, 5)  # the timeout fired
+        label = next(c for c in CLASSES if c != question["class"])
+        sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"id": "late", "event_id": event_id, "label": label}))
+        assert run.agent.store.last_item()["id"] == first, "the answer came before the item was counted"
+        run.wait_items(2)  # capture has passed the item by
+        assert sub.wait_for(lambda: [r for r in sub.json_on("/cmd/result") if r.get("id") == "late"], 3), (
+            "the held correction is answered once capture passes its item by, not at the deadline"
+        )
+        replies = [r for r in sub.json_on("/cmd/result") if r.get("id") == "late"]
+        counts = run.agent.store.counts()
+    assert len(replies) == 1 and not replies[0]["ok"] and "was not captured" in replies[0]["reason"], replies
+    assert find_captured(folder, first) is not None and find_captured(folder, event_id) is None
+    assert counts.total == 2 and event_id not in LabelStore(folder).all()
+    assert run.agent.pending is not None and run.agent.pending.hold_seconds > 30.0
