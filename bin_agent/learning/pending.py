@@ -46,18 +46,12 @@ class PendingCorrections:
 
     :param item_seconds: how long an item may take from :meth:`expect` until capture has its
         photo (the longest ask and one sort). Its photo may come :data:`PHOTO_WRITE_SECONDS` later
-        still; a correction held longer than both gets :data:`LATE`.
+        still; a correction held longer than both gets :data:`LATE`. ``write_seconds``: that
+        allowance (a test's shorter one).
     """
 
-    def __init__(
-        self,
-        item_seconds: float,
-        *,
-        write_seconds: float = PHOTO_WRITE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, item_seconds: float, *, write_seconds: float = PHOTO_WRITE_SECONDS) -> None:
         self.hold_seconds = float(item_seconds) + float(write_seconds)
-        self._clock = clock
         self._due: dict[str, _Due] = {}
         self._ready: list[tuple[Apply, str | None]] = []  # to run, in the order they became ready
         self._changed = threading.Condition()
@@ -67,7 +61,7 @@ class PendingCorrections:
     def expect(self, event_id: str) -> None:
         """The item of ``event_id`` is being decided and capture may keep it: call before the id
         is public (the question, the event), so that no correction can come before."""
-        now = self._clock()
+        now = time.monotonic()
         with self._changed:
             self._expire(now)  # items that never reached capture (the item's handling failed)
             self._due[event_id] = _Due(now + self.hold_seconds)
@@ -78,7 +72,7 @@ class PendingCorrections:
         not be, or was never expected, or the agent stops): correct it now."""
         with self._changed:
             due = self._due.get(event_id)
-            if self._closed or due is None or due.deadline <= self._clock():
+            if self._closed or due is None or due.deadline <= time.monotonic():
                 return False
             due.held.append(apply)
             if self._worker is None:
@@ -129,7 +123,7 @@ class PendingCorrections:
         """The worker: sleeps until a photo is done, a deadline passes or the agent stops."""
         with self._changed:
             while True:
-                self._expire(self._clock())
+                self._expire(time.monotonic())
                 if self._ready:
                     ready, self._ready = self._ready, []
                     self._changed.release()  # a correction writes to the card: hold/photo_done go on
@@ -141,7 +135,7 @@ class PendingCorrections:
                     continue
                 if self._closed:
                     return
-                self._changed.wait(self._next_deadline(self._clock()))
+                self._changed.wait(self._next_deadline(time.monotonic()))
 
     @staticmethod
     def _run(apply: Apply, why_not: str | None) -> None:
