@@ -523,7 +523,7 @@ class Agent:
                 )
         except LabelError as exc:
             return {"ok": False, "reason": str(exc)}
-        if self.learning is not None:
+        if self.learning is not None and not result["repeated"]:
             self.learning.labelled()
         if result["counts_changed"]:
             self._publish_state()

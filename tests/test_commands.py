@@ -319,3 +319,28 @@ def test_commands_the_loop_would_carry_out_are_refused_while_the_agent_stops(
     assert results(sub, "ping")[0]["ok"] and results(sub, "ping")[0]["status"] == "stopping"
     assert agent.learning is not None and agent.learning.last is None, "no learn started"
     assert agent.trigger_mode == "motion"
+
+
+def test_the_same_correction_sent_twice_is_one_label(tmp_path, mosquitto, subscriber_factory):
+    """A dashboard's select chosen twice, or a retry after a lost reply: the second identical
+    cmd/correct is answered (``repeated``) but writes no second label and does not count
+    towards the next learn; a different answer afterwards is a new label."""
+    with RunningAgent(tmp_path, mosquitto.port) as run:
+        agent = run.agent
+        event = run.captured_item()
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        other = "glass" if event["class"] != "glass" else "paper"
+        third = next(c for c in ("metal", "plastic", "trash") if c not in (event["class"], other))
+        for request_id, label in (("first", other), ("again", other), ("changed", third)):
+            sub.publish(
+                "smartbin/test-bin/cmd/correct", json.dumps({"id": request_id, "event_id": event["id"], "label": label})
+            )
+            assert sub.wait_for(lambda request_id=request_id: results(sub, request_id), 10)
+        first, again, changed = (results(sub, i)[0] for i in ("first", "again", "changed"))
+        assert first["ok"] and not first["repeated"] and first["counts_changed"]
+        assert again["ok"] and again["repeated"] and not again["counts_changed"] and again["was"] == other
+        assert changed["ok"] and not changed["repeated"] and changed["was"] == other
+        lines = (tmp_path / "state" / "capture" / "labels.jsonl").read_text().splitlines()
+        assert [json.loads(line)["label"] for line in lines] == [other, third]
+        assert agent.learning is not None and agent.learning.new_labels == 2
+        assert agent.store.counts().by_class == {third: 1}

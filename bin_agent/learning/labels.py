@@ -154,7 +154,8 @@ def correct_event(
 ) -> dict[str, Any]:
     """``cmd/correct {"event_id": …, "label": …}``: record the label and move the
     item in the counts (its class, and its compartment if the class maps
-    elsewhere) when it was counted since the last reset. Raises :class:`LabelError`."""
+    elsewhere) when it was counted since the last reset; ``repeated``: the item already had
+    this label (nothing written, nothing moved). Raises :class:`LabelError`."""
     event_id, label = args.get("event_id"), args.get("label")
     if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
         raise LabelError("'event_id' must be the id of an event (a string)")
@@ -168,7 +169,10 @@ def correct_event(
     predicted = str(item.info["class"])
     was = str(earlier["label"]) if earlier else predicted
     was_compartment = compartments.get(was, "") if earlier else str(item.info.get("compartment", ""))
-    entry = labels.add(event_id, label, predicted, source)
+    # The same answer again (a dashboard's select chosen twice, a retry after a lost reply) is
+    # no new label: not written again, and not counted towards the next learn.
+    repeated = earlier is not None and earlier.get("label") == label
+    entry = earlier if repeated else labels.add(event_id, label, predicted, source)
     counted = _counted_since_reset(item.info.get("time", ""), store.counts().since)
     changes: dict[tuple[str, str], int] = {}
     if counted and label != was:
@@ -184,8 +188,9 @@ def correct_event(
         "event_id": event_id,
         "label": label,
         "was": was,
-        "confirmed": entry["confirmed"],
+        "confirmed": bool(entry.get("confirmed", label == predicted)),
         "counts_changed": bool(changes),
+        "repeated": repeated,
     }
 
 
