@@ -172,7 +172,7 @@ def correct_event(
     # The same answer again (a dashboard's select chosen twice, a retry after a lost reply) is
     # no new label: not written again, and not counted towards the next learn.
     repeated = earlier is not None and earlier.get("label") == label
-    entry = earlier if repeated else labels.add(event_id, label, predicted, source)
+    entry = earlier if earlier is not None and repeated else labels.add(event_id, label, predicted, source)
     counted = _counted_since_reset(item.info.get("time", ""), store.counts().since)
     changes: dict[tuple[str, str], int] = {}
     if counted and label != was:
