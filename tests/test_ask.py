@@ -453,7 +453,7 @@ def test_an_answer_that_comes_just_as_the_wait_times_out_corrects_the_item_once_
     neither counted nor photographed yet. The answer is not lost as "not captured": it is applied
     as a correction once the photo is written. One route, one count, one label."""
     config = ask_config(tmp_path, 2, port=mosquitto.port, mqtt=True, mode="remote", timeout_seconds=1.0)
-    config = dataclasses.replace(config, actuator=dataclasses.replace(config.actuator, dwell_seconds=8.0))
+    config = dataclasses.replace(config, actuator=dataclasses.replace(config.actuator, dwell_seconds=5.0))
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
     folder = tmp_path / "state" / "capture"
     with Running(config) as run:
@@ -492,7 +492,7 @@ def test_a_correction_held_for_a_photo_that_capture_does_not_keep_is_answered_as
     config = ask_config(tmp_path, 2, port=mosquitto.port, mqtt=True, mode="remote", timeout_seconds=1.0)
     config = dataclasses.replace(
         config,
-        actuator=dataclasses.replace(config.actuator, dwell_seconds=8.0),
+        actuator=dataclasses.replace(config.actuator, dwell_seconds=5.0),
         capture=dataclasses.replace(config.capture, mode="sample", sample_every=2),
     )
     sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
