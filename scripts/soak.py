@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +47,19 @@ import paho.mqtt.client as paho
 from mosquitto_process import Mosquitto, MosquittoMissing, free_port  # scripts/, beside this file
 from PIL import Image
 
+from bin_agent import CLASSES
+from bin_agent.learning.capture import CACHE_LEFTOVER, WRITER_LEFTOVER
+from bin_agent.learning.labels import LABELS_FILE
+from bin_agent.learning.leftovers import MIN_AGE_SECONDS
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "tests" / "data" / "models" / "tiny_uint8.tflite"
 BIN_ID = "soak"
 RSS_GROWTH_LIMIT_MB = 10.0
+FD_GROWTH_LIMIT = 3
+"""Open files a life may hold more at its end than at its start (the floor of its last third)."""
+THREAD_GROWTH_LIMIT = 1
+"""Threads likewise (the held corrections' worker starts with the first held correction)."""
 
 
 def make_photos(folder: Path, count: int, seed: int) -> Path:
@@ -63,8 +75,11 @@ def make_photos(folder: Path, count: int, seed: int) -> Path:
     return folder
 
 
-def write_config(path: Path, *, photos: Path, state_dir: Path, port: int, trigger: str) -> Path:
-    path.write_text(f"""\
+def write_config(
+    path: Path, *, photos: Path, state_dir: Path, port: int, trigger: str, learning: LearningSoak | None = None
+) -> Path:
+    path.write_text(
+        f"""\
 [agent]
 bin_id = "{BIN_ID}"
 state_dir = "{state_dir}"
@@ -100,7 +115,9 @@ port = {port}
 keepalive = 10
 reconnect_min_seconds = 0.5
 reconnect_max_seconds = 2.0
-""")
+"""
+        + (learning.config() if learning is not None else "")
+    )
     return path
 
 
@@ -138,8 +155,9 @@ class Dashboard:
     then what the agent lost, not a race between two clients reconnecting.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.ids: dict[str, int] = {}
+        self.on_event = on_event  # called with each event the first time it comes
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-dashboard", clean_session=False)
@@ -153,9 +171,12 @@ class Dashboard:
             raise RuntimeError("the dashboard could not subscribe")
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        event_id = json.loads(message.payload)["id"]
+        event = json.loads(message.payload)
         with self._lock:
-            self.ids[event_id] = self.ids.get(event_id, 0) + 1
+            first = event["id"] not in self.ids
+            self.ids[event["id"]] = self.ids.get(event["id"], 0) + 1
+        if first and self.on_event is not None:
+            self.on_event(event)
 
     def tally(self) -> tuple[int, int]:
         """(distinct events, duplicate receptions)."""
@@ -165,6 +186,245 @@ class Dashboard:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class LearningSoak:
+    """``--learning``: capture, corrections and learns on, and the dashboard answering.
+
+    The agent keeps every photo (``[capture] mode = "all"``) under a small ``max_mb``, and
+    learns after ``after_labels`` labels. The dashboard answers a share of the events with
+    ``cmd/correct``: a confirmation (the predicted class), the photo's "true" class (a class per
+    replay photo that moves on by one every ``phase_labels`` answers, so each learn finds the
+    bin's labels unlike what the deployed head says, and deploys again), the same answer again,
+    or an answer for an event so old that the size cap has deleted its photo. It tallies the
+    replies on ``cmd/result``, and :meth:`check` reads the state dir afterwards.
+    """
+
+    def __init__(self, args: argparse.Namespace, rng: random.Random) -> None:
+        self.share, self.after_labels = args.answer_share, args.after_labels
+        self.max_bytes = int(args.max_mb * 1024 * 1024)
+        self.max_mb, self.keep_models, self.phase_labels = args.max_mb, args.keep_models, args.phase_labels
+        self.rng = rng
+        self._lock = threading.Lock()
+        self.seen: list[str] = []  # event ids, first reception order
+        self.sent: list[dict[str, str]] = []  # corrections sent, for the repeats
+        self.kinds: dict[str, int] = {"confirm": 0, "true class": 0, "repeat": 0, "photo deleted": 0}
+        self.replies: dict[str, int] = {}
+        self.client: Any = None
+
+    def config(self) -> str:
+        return f"""
+[mqtt.commands]
+rate_per_minute = 60000
+burst = 1000
+
+[capture]
+enabled = true
+mode = "all"
+max_mb = {self.max_mb}
+
+[learning]
+after_labels = {self.after_labels}
+min_labels = 20
+watch_labels = 10
+keep_models = {self.keep_models}
+"""
+
+    def connect(self, port: int) -> None:
+        """A second client: publishes the corrections and reads their replies."""
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-corrector", clean_session=True)
+        self.client.reconnect_delay_set(0.05, 0.05)  # type: ignore[arg-type]  # seconds; floats work
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"smartbin/{BIN_ID}/cmd/result", qos=1)
+        self.client.on_message = self._on_result
+        self.client.connect("127.0.0.1", port, 10)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def true_class(self, source: str) -> str:
+        """The class the dashboard says the photo is: by the replay photo's number, moving on by
+        one class every ``phase_labels`` answers (the bin's world changes: the next learns deploy)."""
+        found = re.search(r"item(\d+)", source)
+        index = int(found.group(1)) if found else 0
+        return CLASSES[(index // 4 + len(self.sent) // self.phase_labels) % len(CLASSES)]
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """The dashboard got an event for the first time: maybe answer it (paho's thread)."""
+        with self._lock:
+            self.seen.append(event["id"])
+            if self.rng.random() >= self.share:
+                return
+            draw = self.rng.random()
+            # Items are 1.6 KB: 1 in 512 bytes of max_mb back is three times what the cap keeps.
+            old = self.seen[: max(0, len(self.seen) - self.max_bytes // 512)]
+            if draw < 0.1 and self.sent:
+                kind, correction = "repeat", self.rng.choice(self.sent[-50:])
+            elif draw < 0.2 and old:
+                kind, correction = "photo deleted", {"event_id": self.rng.choice(old), "label": CLASSES[0]}
+            elif draw < 0.45:
+                kind, correction = "confirm", {"event_id": event["id"], "label": event["class"]}
+            else:
+                kind = "true class"
+                correction = {"event_id": event["id"], "label": self.true_class(str(event.get("source", "")))}
+            self.kinds[kind] += 1
+            if kind != "repeat":
+                self.sent.append(correction)
+        self.client.publish(f"smartbin/{BIN_ID}/cmd/correct", json.dumps(correction), qos=1)
+
+    def _on_result(self, client: Any, userdata: Any, message: Any) -> None:
+        reply = json.loads(message.payload)
+        if reply.get("command") != "correct":
+            return
+        if reply.get("ok"):
+            what = (
+                "repeated" if reply.get("repeated") else "moved counts" if reply.get("counts_changed") else "labelled"
+            )
+        else:
+            reason = str(reply.get("reason", ""))
+            what = "not captured" if "not captured" in reason else f"refused: {reason[:60]}"
+        with self._lock:
+            self.replies[what] = self.replies.get(what, 0) + 1
+
+    def check(self, state_dir: Path, agent_log: Path, kills: int) -> tuple[list[str], list[str]]:
+        """Read the state dir after the last clean stop: (lines to print, broken invariants)."""
+        lines: list[str] = []
+        broken: list[str] = []
+        capture = state_dir / "capture"
+        files = [p for p in capture.iterdir() if p.is_file()] if capture.is_dir() else []
+        size = sum(p.stat().st_size for p in files)
+        sidecars = [p for p in files if p.suffix == ".json" and not p.name.startswith(".")]
+        item_sizes = [
+            p.stat().st_size + p.with_suffix(".jpg").stat().st_size for p in sidecars if p.with_suffix(".jpg").exists()
+        ]
+        largest = max(item_sizes, default=0)
+        over = size - self.max_bytes
+        lines.append(
+            f"  capture     {size / 1024:.0f} KB in {len(item_sizes)} items (max_mb {self.max_mb}: "
+            f"{self.max_bytes / 1024:.0f} KB; largest item {largest / 1024:.1f} KB; over by {max(over, 0) / 1024:.1f} KB)"
+        )
+        if over > largest:
+            broken.append(f"the capture folder is {over} bytes over max_mb, more than one item ({largest})")
+        now = time.time()
+        writer_left = [p.name for p in files if WRITER_LEFTOVER.fullmatch(p.name)]
+        cache_left = [p for p in files if CACHE_LEFTOVER.fullmatch(p.name)]
+        stale_cache = [p.name for p in cache_left if now - p.stat().st_mtime >= MIN_AGE_SECONDS]
+        lines.append(f"  .tmp        {len(writer_left)} capture writer leftovers, {len(cache_left)} embedding cache")
+        if writer_left or stale_cache:
+            broken.append(f"leftovers a start should have removed: {writer_left + stale_cache}")
+        lines += self._check_models(state_dir / "models", broken, now)
+        labels = capture / LABELS_FILE
+        raw = labels.read_bytes().split(b"\n") if labels.exists() else []
+        damaged = 0
+        latest: dict[str, str] = {}
+        for line in raw:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                damaged += 1
+                continue
+            latest[entry["event_id"]] = entry["label"]
+        lines.append(
+            f"  labels      {sum(1 for line in raw if line.strip())} lines, {len(latest)} events labelled, "
+            f"{damaged} damaged (a SIGKILL mid-append may cut one: {kills} SIGKILLs)"
+        )
+        if damaged > kills:
+            broken.append(f"labels.jsonl has {damaged} damaged lines for {kills} SIGKILLs")
+        lines += self._check_counts(state_dir / "bin-agent.db", latest, broken)
+        log_text = agent_log.read_text()
+        learns = re.findall(r"learning\.service: learn: .*", log_text)
+        deployed = sum(1 for line in learns if ": deployed " in line)
+        lines.append(
+            f"  learns      {len(learns)} ({deployed} deployed, {log_text.count('rolled back to')} rolled back by the "
+            f"watch, {log_text.count('learning failed')} failed)"
+        )
+        with self._lock:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in self.kinds.items())
+            replies = ", ".join(f"{n} {what}" for what, n in sorted(self.replies.items()))
+        lines.append(f"  corrections sent {kinds}")
+        lines.append(f"  replies     {replies or 'none'}")
+        if not learns:
+            broken.append("no learn ran")
+        return lines, broken
+
+    def _check_models(self, models: Path, broken: list[str], now: float) -> list[str]:
+        """At most keep_models installed versions (current and previous among them), both links
+        whole, and no leftover of a deploy older than a start leaves it."""
+        if not models.is_dir():
+            return ["  models      none deployed"]
+        entries = list(models.iterdir())
+        versions = [p.name for p in entries if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+        hidden = [p for p in entries if p.name.startswith(".")]
+        stale = [p.name for p in hidden if now - p.lstat().st_mtime >= MIN_AGE_SECONDS]
+        links = {name: models / name for name in ("current", "previous") if (models / name).is_symlink()}
+        dangling = [name for name, link in links.items() if not link.exists()]
+        if len(versions) > self.keep_models:
+            broken.append(f"models/ holds {len(versions)} versions, keep_models is {self.keep_models}")
+        if dangling or stale:
+            broken.append(f"models/: dangling {dangling}, old leftovers {stale}")
+        return [
+            f"  models      {len(versions)} versions (keep_models {self.keep_models}), links "
+            f"{', '.join(links) or 'none'}{' DANGLING ' + str(dangling) if dangling else ''}, "
+            f"{len(hidden)} hidden leftovers ({len(stale)} older than {MIN_AGE_SECONDS:.0f} s)"
+        ]
+
+    @staticmethod
+    def _check_counts(db: Path, latest: dict[str, str], broken: list[str]) -> list[str]:
+        """Each class count = the items sorted as it, moved by their latest label; the total and
+        the compartments add up to the items."""
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            items = connection.execute("SELECT event_id, class FROM items").fetchall()
+            counts = connection.execute("SELECT kind, key, n FROM counts").fetchall()
+        finally:
+            connection.close()
+        expected: dict[str, int] = {}
+        for event_id, predicted in items:
+            label = latest.get(event_id, predicted)
+            expected[label] = expected.get(label, 0) + 1
+        by_class = {key: n for kind, key, n in counts if kind == "class" and n}
+        total = sum(n for kind, key, n in counts if kind == "total")
+        compartments = sum(n for kind, key, n in counts if kind == "compartment")
+        relabelled = sum(1 for event_id, predicted in items if latest.get(event_id, predicted) != predicted)
+        line = (
+            f"  counts      {total} total, {len(items)} items ({relabelled} relabelled), per class "
+            f"{'as expected' if by_class == expected else f'{by_class} != expected {expected}'}, "
+            f"compartments add up to {compartments}"
+        )
+        if by_class != expected or total != len(items) or compartments != total:
+            broken.append(f"counts: {by_class} (total {total}, compartments {compartments}) for expected {expected}")
+        return [line]
+
+
+class Life:
+    """What /proc says of one agent life: samples of (items, RSS MB, open fds, threads)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, float, int, int]] = []
+
+    def sample(self, pid: int, items: int) -> None:
+        try:
+            rss = 0.0
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) / 1024
+            fds, threads = len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            return
+        self.samples.append((items, rss, fds, threads))
+
+    def growth(self, column: int) -> float | None:
+        """The floor of the last third of the life (a learn's files and threads come and go)
+        minus the first sample: what stays with the items."""
+        if len(self.samples) < 3:
+            return None
+        tail = self.samples[len(self.samples) * 2 // 3 :]
+        return min(s[column] for s in tail) - self.samples[0][column]
 
 
 class Agent:
@@ -179,6 +439,7 @@ class Agent:
                 cwd=REPO,
             )
         self.rss_start_mb: float | None = None
+        self.life = Life()
 
     def rss_mb(self) -> float | None:
         try:
@@ -199,6 +460,21 @@ class Agent:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files in ``folder`` (0 when it is not there yet)."""
+    total = 0
+    try:
+        for entry in os.scandir(folder):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:  # deleted by the cap meanwhile
+                continue
+    except OSError:
+        return 0
+    return total
 
 
 def database_state(db: Path) -> tuple[int, int]:
@@ -226,6 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flap", action="store_true", help="keep the broker up")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards (default: a temp dir, removed)")
+    group = parser.add_argument_group("learning", "--learning: capture, corrections over MQTT and learns on")
+    group.add_argument("--learning", action="store_true", help="capture every item, answer events, learn")
+    group.add_argument("--answer-share", type=float, default=0.4, help="share of the events answered (default 0.4)")
+    group.add_argument("--after-labels", type=int, default=20, help="[learning] after_labels (default 20)")
+    group.add_argument("--max-mb", type=float, default=0.25, help="[capture] max_mb (default 0.25: about 60 items)")
+    group.add_argument("--keep-models", type=int, default=3, help="[learning] keep_models (default 3)")
+    group.add_argument(
+        "--phase-labels", type=int, default=60, help="answers after which each photo's true class moves on (default 60)"
+    )
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bin-agent-soak-"))
@@ -235,13 +520,20 @@ def main(argv: list[str] | None = None) -> int:
     photos = make_photos(workdir / "photos", 24, args.seed)
     state_dir = workdir / "state"
     db = state_dir / "bin-agent.db"
-    sorting = write_config(workdir / "soak.toml", photos=photos, state_dir=state_dir, port=port, trigger="motion")
-    draining = write_config(workdir / "drain.toml", photos=photos, state_dir=state_dir, port=port, trigger="manual")
+    learning = LearningSoak(args, random.Random(args.seed + 1)) if args.learning else None
+    sorting = write_config(
+        workdir / "soak.toml", photos=photos, state_dir=state_dir, port=port, trigger="motion", learning=learning
+    )
+    draining = write_config(
+        workdir / "drain.toml", photos=photos, state_dir=state_dir, port=port, trigger="manual", learning=learning
+    )
     agent_log = workdir / "agent.log"
 
     broker = make_broker(workdir, port)
     broker.start()
-    dashboard = Dashboard(port)
+    dashboard = Dashboard(port, on_event=learning.on_event if learning is not None else None)
+    if learning is not None:
+        learning.connect(port)
     broker.stop()  # saves the dashboard's session for every restart to come
     broker.start()
     flapper = Flapper(broker, rng)
@@ -250,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"soak: {args.items} items, agent SIGKILL every {args.kill_every or 'never'}, "
-        f"broker {'steady' if args.no_flap else 'SIGKILLed every 2-4 s for 0.5-1.5 s'}; work dir {workdir}",
+        f"broker {'steady' if args.no_flap else 'SIGKILLed every 2-4 s for 0.5-1.5 s'}"
+        f"{'; learning: capture all, answers, learns' if learning is not None else ''}; work dir {workdir}",
         flush=True,
     )
     started = time.monotonic()
@@ -259,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     life_first_item = 0
     next_kill = args.kill_every or None
     peak_outbox = 0
-    last_progress = 0.0
+    last_progress = last_sample = 0.0
+    peak_capture_bytes = 0
     total = 0
     try:
         while True:
@@ -273,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
             if agent.proc.poll() is not None:
                 raise SystemExit(f"soak: the agent exited by itself ({agent.proc.returncode}); see {agent_log}")
             now = time.monotonic()
+            if agent.rss_start_mb is not None and now - last_sample >= 1.0:
+                last_sample = now
+                agent.life.sample(agent.proc.pid, total - life_first_item)
+                if learning is not None:
+                    peak_capture_bytes = max(peak_capture_bytes, folder_bytes(state_dir / "capture"))
             if now - last_progress >= 5.0:
                 last_progress = now
                 delivered, duplicates = dashboard.tally()
@@ -281,24 +580,32 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {now - started:6.0f} s  sorted {total:6d}  delivered {delivered:6d}  "
                     f"duplicates {duplicates:4d}  outbox {pending:5d} (peak {peak_outbox})  "
                     f"broker {'up  ' if broker.up else 'DOWN'} kills {broker.kills:3d}  "
-                    f"agent kills {len(lives):2d}  rss {rss or 0:5.1f} MB",
+                    f"agent kills {len(lives):2d}  rss {rss or 0:5.1f} MB"
+                    + (
+                        f"  fds {agent.life.samples[-1][2]} threads {agent.life.samples[-1][3]}"
+                        if agent.life.samples
+                        else ""
+                    ),
                     flush=True,
                 )
             if total >= args.items:
                 break
             if next_kill is not None and total >= next_kill:
+                agent.life.sample(agent.proc.pid, total - life_first_item)
                 lives.append(
                     {
                         "items": total - life_first_item,
                         "rss_start": agent.rss_start_mb,
                         "rss_end": agent.rss_mb(),
                         "end": "SIGKILL",
+                        "proc": agent.life,
                     }
                 )
                 agent.kill()
                 agent = Agent(sorting, agent_log)
                 life_first_item, next_kill = total, total + args.kill_every
         rss_end = agent.rss_mb()
+        agent.life.sample(agent.proc.pid, total - life_first_item)
         code = agent.terminate()
         lives.append(
             {
@@ -306,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_start": agent.rss_start_mb,
                 "rss_end": rss_end,
                 "end": f"SIGTERM, exit {code}",
+                "proc": agent.life,
             }
         )
         flapper.halt.set()
@@ -330,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         flapper.halt.set()
         agent.kill()
         dashboard.close()
+        if learning is not None:
+            learning.close()
         broker.kill()
 
     elapsed = time.monotonic() - started
@@ -350,14 +660,39 @@ def main(argv: list[str] | None = None) -> int:
     for index, life in enumerate(lives, 1):
         start = f"{life['rss_start']:.1f}" if life["rss_start"] is not None else "-"
         end = f"{life['rss_end']:.1f}" if life["rss_end"] is not None else "-"
-        print(f"  life {index:2d}    {life['items']:5d} items, RSS {start} -> {end} MB, {life['end']}")
+        proc: Life = life["proc"]
+        handles = ""
+        if proc.samples:
+            first, last = proc.samples[0], proc.samples[-1]
+            handles = (
+                f", fds {first[2]} -> {last[2]} (floor growth {proc.growth(2)}), "
+                f"threads {first[3]} -> {last[3]} (floor growth {proc.growth(3)})"
+            )
+        print(f"  life {index:2d}    {life['items']:5d} items, RSS {start} -> {end} MB{handles}, {life['end']}")
     if growths:
         print(
             f"  RSS         start {lives[0]['rss_start']:.1f} MB, end {lives[-1]['rss_end']:.1f} MB, "
             f"largest growth in one life {max(growths):+.1f} MB"
         )
     print(f"  agent log   {tracebacks} traceback(s) in {agent_log}")
-    ok = lost == 0 and pending == 0 and (not growths or max(growths) < RSS_GROWTH_LIMIT_MB)
+    broken: list[str] = []
+    for index, life in enumerate(lives, 1):
+        fds, threads = life["proc"].growth(2), life["proc"].growth(3)
+        if fds is not None and fds > FD_GROWTH_LIMIT:
+            broken.append(f"life {index}: {fds} more open files at its end than at its start")
+        if threads is not None and threads > THREAD_GROWTH_LIMIT:
+            broken.append(f"life {index}: {threads} more threads at its end than at its start")
+    if learning is not None:
+        lines, found = learning.check(state_dir, agent_log, kills=len(lives) - 1)
+        print("\n".join(lines))
+        print(f"  capture     peak {peak_capture_bytes / 1024:.0f} KB while sorting")
+        # The writer deletes the oldest items right after each write: at most one item over.
+        if peak_capture_bytes > learning.max_bytes + 64 * 1024:
+            found.append(f"the capture folder reached {peak_capture_bytes} bytes while sorting")
+        broken += found
+    for problem in broken:
+        print(f"  BROKEN      {problem}")
+    ok = lost == 0 and pending == 0 and (not growths or max(growths) < RSS_GROWTH_LIMIT_MB) and not broken
     print("PASS" if ok else "FAIL")
     if args.workdir is None and ok:
         shutil.rmtree(workdir, ignore_errors=True)
