@@ -19,8 +19,18 @@ ids the dashboard got), lost (sorted - delivered: must be 0), duplicates
 and the agent's RSS at the start and end of each life. Exit 0 only if nothing
 was lost and no life grew by 10 MB or more.
 
+``--learning`` adds the learning side: ``[capture] mode = "all"`` under a small ``max_mb``,
+a dashboard that answers a share of the events on ``cmd/correct`` (see :class:`LearningSoak`),
+and a learn every ``--after-labels`` labels. Each life's open files and threads are sampled
+from ``/proc`` as well (a leak: more at the end of a life than at its start), and at the end the
+state dir is checked: the capture folder within ``max_mb`` (plus one item), no writer ``.tmp``
+left after a start, at most ``keep_models`` model versions with whole links, every line of
+``labels.jsonl`` readable, and each class count equal to the items sorted as it moved by their
+latest label.
+
     nice python scripts/soak.py --items 500          # a quick check, about a minute
     nice python scripts/soak.py --items 10000 | tee soak.log
+    nice python scripts/soak.py --learning --items 600 --kill-every 200
 """
 
 from __future__ import annotations
@@ -233,7 +243,7 @@ keep_models = {self.keep_models}
     def connect(self, port: int) -> None:
         """A second client: publishes the corrections and reads their replies."""
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-corrector", clean_session=True)
-        self.client.reconnect_delay_set(0.05, 0.05)  # type: ignore[arg-type]  # seconds; floats work
+        self.client.reconnect_delay_set(0.05, 0.05)  # seconds; floats work
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"smartbin/{BIN_ID}/cmd/result", qos=1)
         self.client.on_message = self._on_result
         self.client.connect("127.0.0.1", port, 10)
