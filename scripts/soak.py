@@ -30,7 +30,7 @@ latest label.
 
     nice python scripts/soak.py --items 500          # a quick check, about a minute
     nice python scripts/soak.py --items 10000 | tee soak.log
-    nice python scripts/soak.py --learning --items 600 --kill-every 200
+    nice python scripts/soak.py --learning --items 2000 --kill-every 700
 """
 
 from __future__ import annotations
@@ -69,18 +69,25 @@ RSS_GROWTH_LIMIT_MB = 10.0
 FD_GROWTH_LIMIT = 3
 """Open files a life may hold more at its end than at its start (the floor of its last third)."""
 THREAD_GROWTH_LIMIT = 1
+MIN_SAMPLES = 9
+"""Samples (one a second) a life needs before its growth is judged."""
 """Threads likewise (the held corrections' worker starts with the first held correction)."""
 
 
-def make_photos(folder: Path, count: int, seed: int) -> Path:
+def make_photos(folder: Path, count: int, seed: int, textured: bool = False) -> Path:
     """Small photos of one coloured block on a light background: a clear item for
-    the motion trigger, and colours that the model sorts into several classes."""
+    the motion trigger, and colours that the model sorts into several classes.
+    ``textured``: blocks of coloured noise, whose embeddings differ from photo to photo
+    (plain blocks all embed alike: no refitted head could tell them apart, and no learn deploys)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(count):
         image = np.full((72, 96, 3), 225, np.uint8)
         top, left = rng.integers(8, 28), rng.integers(8, 44)
-        image[top : top + 36, left : left + 44] = rng.integers(0, 160, size=3)
+        block = np.broadcast_to(rng.integers(0, 160, size=3), (36, 44, 3))
+        if textured:
+            block = np.clip(block + rng.integers(-60, 60, size=(36, 44, 3)), 0, 200)
+        image[top : top + 36, left : left + 44] = block
         Image.fromarray(image).save(folder / f"item{index:03d}.png")
     return folder
 
@@ -88,6 +95,9 @@ def make_photos(folder: Path, count: int, seed: int) -> Path:
 def write_config(
     path: Path, *, photos: Path, state_dir: Path, port: int, trigger: str, learning: LearningSoak | None = None
 ) -> Path:
+    # empty_seconds: the motion trigger re-arms after 0.5 s of an empty view, looking at a frame
+    # every 0.2 s while idle; with less than about a second between photos it fired only on the
+    # first photo of each round (a longer gap before it), so every item was the same photo.
     path.write_text(
         f"""\
 [agent]
@@ -105,7 +115,7 @@ loop = true
 realtime = false
 fps = 10.0
 item_seconds = 0.5
-empty_seconds = 0.6
+empty_seconds = 1.2
 
 [trigger]
 mode = "{trigger}"
@@ -268,8 +278,8 @@ keep_models = {self.keep_models}
             if self.rng.random() >= self.share:
                 return
             draw = self.rng.random()
-            # Items are 1.6 KB: 1 in 512 bytes of max_mb back is three times what the cap keeps.
-            old = self.seen[: max(0, len(self.seen) - self.max_bytes // 512)]
+            # Items are about 3 KB: one per KB of max_mb back is three times what the cap keeps.
+            old = self.seen[: max(0, len(self.seen) - self.max_bytes // 1024)]
             if draw < 0.1 and self.sent:
                 kind, correction = "repeat", self.rng.choice(self.sent[-50:])
             elif draw < 0.2 and old:
@@ -430,8 +440,9 @@ class Life:
 
     def growth(self, column: int) -> float | None:
         """The floor of the last third of the life (a learn's files and threads come and go)
-        minus the first sample: what stays with the items."""
-        if len(self.samples) < 3:
+        minus the first sample: what stays with the items. None for a life of under
+        :data:`MIN_SAMPLES` seconds: its floor would be one or two samples."""
+        if len(self.samples) < MIN_SAMPLES:
             return None
         tail = self.samples[len(self.samples) * 2 // 3 :]
         return min(s[column] for s in tail) - self.samples[0][column]
@@ -516,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--learning", action="store_true", help="capture every item, answer events, learn")
     group.add_argument("--answer-share", type=float, default=0.4, help="share of the events answered (default 0.4)")
     group.add_argument("--after-labels", type=int, default=20, help="[learning] after_labels (default 20)")
-    group.add_argument("--max-mb", type=float, default=0.25, help="[capture] max_mb (default 0.25: about 60 items)")
+    group.add_argument("--max-mb", type=float, default=1.0, help="[capture] max_mb (default 1: about 350 items)")
     group.add_argument("--keep-models", type=int, default=3, help="[learning] keep_models (default 3)")
     group.add_argument(
         "--phase-labels", type=int, default=60, help="answers after which each photo's true class moves on (default 60)"
@@ -527,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     port = free_port()
-    photos = make_photos(workdir / "photos", 24, args.seed)
+    photos = make_photos(workdir / "photos", 24, args.seed, textured=args.learning)
     state_dir = workdir / "state"
     db = state_dir / "bin-agent.db"
     learning = LearningSoak(args, random.Random(args.seed + 1)) if args.learning else None
