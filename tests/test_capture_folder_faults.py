@@ -312,6 +312,35 @@ def test_a_power_cuts_temporary_files_are_removed_at_start_and_no_longer_eat_the
     assert len(said) == 2 and leftovers[0] in said[0] and leftovers[2] in said[1], said
 
 
+def test_a_photo_whose_sidecar_a_power_cut_never_wrote_is_removed_at_start_not_left_outside_the_cap(tmp_path, caplog):
+    """Before: the writer renames the photo into place, then writes its sidecar; a power cut or
+    SIGKILL in between (``scripts/soak.py --learning`` left one in about four agent kills) left a
+    photo that is no item, is not counted against max_mb and was never deleted: one more on
+    the card per power cut, for as long as the bin runs."""
+    from bin_agent.learning.capture import Capture
+    from tests.test_capture import make_item, noise
+
+    capture = Capture(tmp_path)
+    capture.start()
+    capture.offer(noise(0), make_item())
+    capture.offer(noise(1), make_item())
+    capture.close()
+    whole = sorted(tmp_path.glob("*.jpg"))
+    # The power cut: the second item's photo renamed into place, its sidecar never written.
+    whole[1].with_suffix(".json").unlink()
+    theirs = ["holiday.jpg", "20261201T000002000Z_e3.jpg.bak", "20261201T000003000Z_e4.jpeg"]  # not its naming
+    for name in theirs:
+        (tmp_path / name).write_text("a person's")
+    capture = Capture(tmp_path)
+    capture.start()
+    capture.close()
+    assert not whole[1].exists(), "the photo without its sidecar stayed, outside the size cap"
+    assert whole[0].exists() and whole[0].with_suffix(".json").exists(), "the whole item is kept"
+    assert all((tmp_path / name).exists() for name in theirs)
+    said = [r.getMessage() for r in caplog.records if "without" in r.getMessage() or "sidecar" in r.getMessage()]
+    assert len(said) == 1 and whole[1].name in said[0], said
+
+
 def test_label_show_on_a_photo_cut_short_says_one_line_and_goes_on(tmp_path, monkeypatch, capsys):
     """Before: a JPEG a power cut left short gave a PIL traceback and ended the labelling."""
     import builtins

@@ -56,6 +56,8 @@ PROBE_NAME = ".start-probe.json.tmp"
 """What :meth:`Capture.start` writes and removes to see that the folder takes a write."""
 WRITER_LEFTOVER = re.compile(r"\.[^/]+\.(?:jpg|json)\.tmp")
 """``.<photo or sidecar>.tmp``: the writer's own temporary names (and the probe's)."""
+PHOTO_NAME = re.compile(r"\d{8}T\d+Z_[A-Za-z0-9-]{1,64}\.jpg")
+"""``<time>_<event id>.jpg``: a captured photo, the writer's naming (:func:`item_stem`)."""
 CACHE_LEFTOVER = re.compile(r"\.embeddings-[0-9a-f]+\.npz\.tmp")
 """``.embeddings-<sha>.npz.tmp``: ``bin-agent learn``'s embedding cache being written."""
 FAILURES_TO_REPORT = 3
@@ -439,6 +441,31 @@ class Capture:
 
         remove_leftovers(self.folder, WRITER_LEFTOVER, what="capture file(s)")
         remove_leftovers(self.folder, CACHE_LEFTOVER, min_age_s=MIN_AGE_SECONDS, what="embedding cache file(s)")
+        self._remove_photos_without_sidecar()
+
+    def _remove_photos_without_sidecar(self) -> None:
+        """A power cut after a photo's rename and before its sidecar's (:meth:`_write`), or between
+        the cap's deletion of a sidecar and of its photo, leaves a photo without its sidecar: not
+        an item (never listed), not counted against ``max_mb`` (:meth:`_other_bytes` skips photos),
+        so never deleted: one more on the card per power cut, for as long as the bin runs. The
+        writer does not run yet, so every photo of its naming without a sidecar is one of these."""
+        removed: list[str] = []
+        for image in sorted(self.folder.glob(f"*{IMAGE_SUFFIX}")):
+            if not PHOTO_NAME.fullmatch(image.name) or image.with_suffix(SIDECAR_SUFFIX).exists():
+                continue
+            try:
+                image.unlink()
+            except OSError as exc:
+                log.warning("%s: cannot remove this photo without its sidecar (%s)", image, exc.strerror or exc)
+                continue
+            removed.append(image.name)
+        if removed:
+            log.warning(
+                "%s: removed %d photo(s) whose sidecar an interrupted write never wrote (a power cut?): %s",
+                self.folder,
+                len(removed),
+                ", ".join(removed[:10]) + (", ..." if len(removed) > 10 else ""),
+            )
 
     def _scan(self) -> None:
         self._items.clear()
