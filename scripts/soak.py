@@ -36,6 +36,7 @@ latest label.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -49,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -308,8 +310,9 @@ keep_models = {self.keep_models}
         with self._lock:
             self.replies[what] = self.replies.get(what, 0) + 1
 
-    def check(self, state_dir: Path, agent_log: Path, kills: int) -> tuple[list[str], list[str]]:
-        """Read the state dir after the last clean stop: (lines to print, broken invariants)."""
+    def check(self, state_dir: Path, agent_log: Path, kills: list[float]) -> tuple[list[str], list[str]]:
+        """Read the state dir after the last clean stop: (lines to print, broken invariants).
+        ``kills``: when (epoch s) the agent was SIGKILLed."""
         lines: list[str] = []
         broken: list[str] = []
         capture = state_dir / "capture"
@@ -320,13 +323,26 @@ keep_models = {self.keep_models}
             p.stat().st_size + p.with_suffix(".jpg").stat().st_size for p in sidecars if p.with_suffix(".jpg").exists()
         ]
         largest = max(item_sizes, default=0)
+        # The writer brings the folder under max_mb after each photo; labels and a learn's embedding
+        # cache written since the last photo wait for the next one (and count against it then).
+        last_write = max((p.stat().st_mtime for p in sidecars), default=0.0)
+        late = sum(
+            p.stat().st_size for p in files if p.name.startswith("embeddings-") and p.stat().st_mtime > last_write
+        )
+        if (capture / LABELS_FILE).exists():
+            for line in (capture / LABELS_FILE).read_bytes().split(b"\n"):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    late += (datetime.fromisoformat(json.loads(line)["time"]).timestamp() > last_write) * (
+                        len(line) + 1
+                    )
         over = size - self.max_bytes
         lines.append(
             f"  capture     {size / 1024:.0f} KB in {len(item_sizes)} items (max_mb {self.max_mb}: "
-            f"{self.max_bytes / 1024:.0f} KB; largest item {largest / 1024:.1f} KB; over by {max(over, 0) / 1024:.1f} KB)"
+            f"{self.max_bytes / 1024:.0f} KB; largest item {largest / 1024:.1f} KB; over by {max(over, 0) / 1024:.1f} KB, "
+            f"labels and embedding cache written after the last photo {late / 1024:.1f} KB)"
         )
-        if over > largest:
-            broken.append(f"the capture folder is {over} bytes over max_mb, more than one item ({largest})")
+        if over > largest + late:
+            broken.append(f"the capture folder is {over} bytes over max_mb, more than one item ({largest}) + {late}")
         now = time.time()
         writer_left = [p.name for p in files if WRITER_LEFTOVER.fullmatch(p.name)]
         cache_left = [p for p in files if CACHE_LEFTOVER.fullmatch(p.name)]
@@ -339,6 +355,8 @@ keep_models = {self.keep_models}
         raw = labels.read_bytes().split(b"\n") if labels.exists() else []
         damaged = 0
         latest: dict[str, str] = {}
+        cut_by_kill = 0  # labels appended in the second before a SIGKILL
+        kill_times = [datetime.fromtimestamp(t, UTC) for t in kills]
         for line in raw:
             if not line.strip():
                 continue
@@ -348,13 +366,20 @@ keep_models = {self.keep_models}
                 damaged += 1
                 continue
             latest[entry["event_id"]] = entry["label"]
+            written = datetime.fromisoformat(entry["time"])
+            cut_by_kill += any(timedelta(0) <= kill - written < timedelta(seconds=0.3) for kill in kill_times)
         lines.append(
             f"  labels      {sum(1 for line in raw if line.strip())} lines, {len(latest)} events labelled, "
-            f"{damaged} damaged (a SIGKILL mid-append may cut one: {kills} SIGKILLs)"
+            f"{damaged} damaged (a SIGKILL mid-append may cut one: {len(kills)} SIGKILLs)"
         )
-        if damaged > kills:
-            broken.append(f"labels.jsonl has {damaged} damaged lines for {kills} SIGKILLs")
+        if damaged > len(kills):
+            broken.append(f"labels.jsonl has {damaged} damaged lines for {len(kills)} SIGKILLs")
         lines += self._check_counts(state_dir / "bin-agent.db", latest, broken)
+        if broken and broken[-1].startswith("counts"):
+            lines.append(
+                f"              {cut_by_kill} label(s) appended less than 0.3 s before a SIGKILL: one cut between its "
+                "label and its counts (bin_agent/learning/labels.py correct_event) stays labelled, never moved"
+            )
         log_text = agent_log.read_text()
         learns = re.findall(r"learning\.service: learn: .*", log_text)
         deployed = sum(1 for line in learns if ": deployed " in line)
@@ -540,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     photos = make_photos(workdir / "photos", 24, args.seed, textured=args.learning)
     state_dir = workdir / "state"
+    if state_dir.exists():  # its items would count as sorted and never delivered, its photos as captured
+        raise SystemExit(f"soak: {workdir} holds the state of an earlier run; give a new --workdir")
     db = state_dir / "bin-agent.db"
     learning = LearningSoak(args, random.Random(args.seed + 1)) if args.learning else None
     sorting = write_config(
@@ -575,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_outbox = 0
     last_progress = last_sample = 0.0
     peak_capture_bytes = 0
+    kill_times: list[float] = []
     total = 0
     try:
         while True:
@@ -623,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 agent.kill()
+                kill_times.append(time.time())
                 agent = Agent(sorting, agent_log)
                 life_first_item, next_kill = total, total + args.kill_every
         rss_end = agent.rss_mb()
@@ -704,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         if threads is not None and threads > THREAD_GROWTH_LIMIT:
             broken.append(f"life {index}: {threads} more threads at its end than at its start")
     if learning is not None:
-        lines, found = learning.check(state_dir, agent_log, kills=len(lives) - 1)
+        lines, found = learning.check(state_dir, agent_log, kills=kill_times)
         print("\n".join(lines))
         print(f"  capture     peak {peak_capture_bytes / 1024:.0f} KB while sorting")
         # The writer deletes the oldest items right after each write: at most one item over.
