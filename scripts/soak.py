@@ -16,7 +16,8 @@ What runs, all real:
 Then it reports sorted (the counts in the database), delivered (distinct event
 ids the dashboard got), lost (sorted - delivered: must be 0), duplicates
 (at-least-once delivery re-sends what was in flight at a kill), the peak outbox,
-and the agent's RSS at the start and end of each life. Exit 0 only if nothing
+and the agent's RSS at the start (after 50 items; with ``--learning``, once the life's first
+learn is done: what it loads stays) and end of each life. Exit 0 only if nothing
 was lost and no life grew by 10 MB or more.
 
 ``--learning`` adds the learning side: ``[capture] mode = "all"`` under a small ``max_mb``,
@@ -30,7 +31,7 @@ latest label.
 
     nice python scripts/soak.py --items 500          # a quick check, about a minute
     nice python scripts/soak.py --items 10000 | tee soak.log
-    nice python scripts/soak.py --learning --items 2000 --kill-every 700
+    nice python scripts/soak.py --learning --items 2000 --kill-every 700  # about 30 learns
 """
 
 from __future__ import annotations
@@ -477,6 +478,9 @@ class Agent:
     """One life of ``bin-agent run``."""
 
     def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self.log_start = log.stat().st_size if log.exists() else 0  # where this life's lines begin
+        self.learnt = False
         with log.open("a") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bin_agent", "run", "--config", str(config)],
@@ -486,6 +490,15 @@ class Agent:
             )
         self.rss_start_mb: float | None = None
         self.life = Life()
+
+    def has_learnt(self) -> bool:
+        """Whether this life has finished a learn: its learning modules, and what a learn and a
+        watch keep (LiteRT, the head's NumPy code), are loaded for good."""
+        if not self.learnt:
+            with self.log.open("rb") as log:
+                log.seek(self.log_start)
+                self.learnt = b"learning.service: learn: " in log.read()
+        return self.learnt
 
     def rss_mb(self) -> float | None:
         try:
@@ -611,8 +624,12 @@ def main(argv: list[str] | None = None) -> int:
             if total < 0:
                 continue
             peak_outbox = max(peak_outbox, pending)
-            if agent.rss_start_mb is None and total - life_first_item >= 50:
-                agent.rss_start_mb = agent.rss_mb()  # after start-up and the first items
+            if (
+                agent.rss_start_mb is None
+                and total - life_first_item >= 50
+                and (learning is None or agent.has_learnt())
+            ):
+                agent.rss_start_mb = agent.rss_mb()  # after start-up and the first items (and learn)
             if agent.proc.poll() is not None:
                 raise SystemExit(f"soak: the agent exited by itself ({agent.proc.returncode}); see {agent_log}")
             now = time.monotonic()
@@ -721,8 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  life {index:2d}    {life['items']:5d} items, RSS {start} -> {end} MB{handles}, {life['end']}")
     if growths:
         print(
-            f"  RSS         start {lives[0]['rss_start']:.1f} MB, end {lives[-1]['rss_end']:.1f} MB, "
+            f"  RSS         start {lives[0]['rss_start'] or 0:.1f} MB, end {lives[-1]['rss_end'] or 0:.1f} MB, "
             f"largest growth in one life {max(growths):+.1f} MB"
+            + (" (measured from each life's first learn)" if learning is not None else "")
         )
     print(f"  agent log   {tracebacks} traceback(s) in {agent_log}")
     broken: list[str] = []
