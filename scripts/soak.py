@@ -16,8 +16,9 @@ What runs, all real:
 Then it reports sorted (the counts in the database), delivered (distinct event
 ids the dashboard got), lost (sorted - delivered: must be 0), duplicates
 (at-least-once delivery re-sends what was in flight at a kill), the peak outbox,
-and the agent's RSS at the start (after 50 items; with ``--learning``, once the life's first
-learn is done: what it loads stays) and end of each life. Exit 0 only if nothing
+and the agent's RSS at the start (after 50 items; with ``--learning``, once the capture folder
+has reached ``max_mb`` and the life's first learn is done: what they hold stays, bounded by
+``max_mb``) and end of each life. Exit 0 only if nothing
 was lost and no life grew by 10 MB or more.
 
 ``--learning`` adds the learning side: ``[capture] mode = "all"`` under a small ``max_mb``,
@@ -616,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     last_progress = last_sample = 0.0
     peak_capture_bytes = 0
     kill_times: list[float] = []
+    capture_full, last_full_check = False, 0.0
     total = 0
     try:
         while True:
@@ -624,12 +626,18 @@ def main(argv: list[str] | None = None) -> int:
             if total < 0:
                 continue
             peak_outbox = max(peak_outbox, pending)
+            if learning is not None and not capture_full and time.monotonic() - last_full_check >= 1.0:
+                last_full_check = time.monotonic()
+                capture_full = folder_bytes(state_dir / "capture") >= 0.95 * learning.max_bytes
             if (
                 agent.rss_start_mb is None
                 and total - life_first_item >= 50
-                and (learning is None or agent.has_learnt())
+                and (learning is None or (capture_full and agent.has_learnt()))
             ):
-                agent.rss_start_mb = agent.rss_mb()  # after start-up and the first items (and learn)
+                # After start-up and the first items; with learning, once what the agent holds for
+                # the capture folder (its items, labels, a learn's embeddings) has reached max_mb,
+                # which bounds it, and a learn has loaded what stays.
+                agent.rss_start_mb = agent.rss_mb()
             if agent.proc.poll() is not None:
                 raise SystemExit(f"soak: the agent exited by itself ({agent.proc.returncode}); see {agent_log}")
             now = time.monotonic()
@@ -740,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  RSS         start {lives[0]['rss_start'] or 0:.1f} MB, end {lives[-1]['rss_end'] or 0:.1f} MB, "
             f"largest growth in one life {max(growths):+.1f} MB"
-            + (" (measured from each life's first learn)" if learning is not None else "")
+            + (" (from each life's first learn with the capture folder full)" if learning is not None else "")
         )
     print(f"  agent log   {tracebacks} traceback(s) in {agent_log}")
     broken: list[str] = []
