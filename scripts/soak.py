@@ -162,10 +162,12 @@ class Flapper(threading.Thread):
         super().__init__(name="flapper", daemon=True)
         self.broker, self.rng = broker, rng
         self.halt = threading.Event()
+        self.kill_times: list[float] = []  # epoch s
 
     def run(self) -> None:
         while not self.halt.wait(self.rng.uniform(2.0, 4.0)):
             self.broker.kill()
+            self.kill_times.append(time.time())
             self.halt.wait(self.rng.uniform(0.5, 1.5))
             self.broker.start()
 
@@ -729,6 +731,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  sorted      {recorded}  (counted in the database; {len(lives)} agent lives, {len(lives) - 1} SIGKILL)")
     print(f"  delivered   {delivered}  distinct event ids at the dashboard")
     print(f"  lost        {lost}")
+    if lost > 0:  # which, and when: what a broker or agent kill next to them may explain
+        with dashboard._lock:
+            got = set(dashboard.ids)
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            missing = [(e, t) for e, t in connection.execute("SELECT event_id, time FROM items") if e not in got]
+        finally:
+            connection.close()
+        for event_id, when in missing[:10]:
+            at = datetime.fromisoformat(when).timestamp()
+            broker_kill = min((k - at for k in flapper.kill_times if k >= at), default=None)
+            agent_kill = min((k - at for k in kill_times if k >= at), default=None)
+            print(
+                f"              {event_id} at {when}: next broker SIGKILL "
+                f"{'-' if broker_kill is None else f'{broker_kill:.2f} s'} later, next agent SIGKILL "
+                f"{'-' if agent_kill is None else f'{agent_kill:.2f} s'} later"
+            )
     print(f"  duplicates  {duplicates}  (at-least-once: re-sent after a kill)")
     print(f"  outbox      peak {peak_outbox}, left {pending} (drained in {drain_seconds:.1f} s after the end)")
     print(f"  broker      SIGKILLed {broker.kills} times")
@@ -745,8 +764,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"  life {index:2d}    {life['items']:5d} items, RSS {start} -> {end} MB{handles}, {life['end']}")
     if growths:
+        first_start = next(life["rss_start"] for life in lives if life["rss_start"] is not None)
         print(
-            f"  RSS         start {lives[0]['rss_start'] or 0:.1f} MB, end {lives[-1]['rss_end'] or 0:.1f} MB, "
+            f"  RSS         start {first_start:.1f} MB, end {lives[-1]['rss_end'] or 0:.1f} MB, "
             f"largest growth in one life {max(growths):+.1f} MB"
             + (" (from each life's first learn with the capture folder full)" if learning is not None else "")
         )
