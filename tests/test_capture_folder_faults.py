@@ -341,6 +341,23 @@ def test_a_photo_whose_sidecar_a_power_cut_never_wrote_is_removed_at_start_not_l
     assert len(said) == 1 and whole[1].name in said[0], said
 
 
+def test_an_item_the_size_cap_deletes_while_a_learn_reads_the_folder_is_skipped_without_a_warning(tmp_path, caplog):
+    """Before: a learn listing the folder while the writer deleted the oldest item (sidecar
+    first, then photo) logged "unreadable capture sidecar" for it, as if the card had damaged
+    it (``scripts/soak.py --learning`` logged one in a 40000-item run)."""
+    from bin_agent.learning.capture import Capture, read_captured
+    from tests.test_capture import make_item, noise
+
+    capture = Capture(tmp_path)
+    capture.start()
+    capture.offer(noise(0), make_item())
+    capture.close()
+    (sidecar,) = tmp_path.glob("*.json")
+    sidecar.unlink()  # the cap's first deletion; the photo goes next
+    assert read_captured(sidecar) is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], [r.getMessage() for r in caplog.records]
+
+
 def test_label_show_on_a_photo_cut_short_says_one_line_and_goes_on(tmp_path, monkeypatch, capsys):
     """Before: a JPEG a power cut left short gave a PIL traceback and ended the labelling."""
     import builtins

@@ -171,6 +171,8 @@ def read_captured(sidecar_path: Path) -> CapturedItem | None:
         return None
     try:
         info = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # the size cap deleted the item since it was listed: gone, not damaged
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         log.warning("%s: unreadable capture sidecar; skipped", sidecar_path)
         return None
