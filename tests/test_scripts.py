@@ -90,3 +90,30 @@ def test_ship_model_with_a_missing_run_replaces_nothing(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"{run / 'waste_mobilenetv2_int8.json'}: not there" in done.stderr and "Traceback" not in done.stderr
     assert shipped.read_bytes() == b"the shipped model" and sorted(models.iterdir()) == [shipped]
+
+
+def test_a_script_that_cannot_write_its_output_names_it_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``OSError`` about a named file ends a script as a line naming it (exit 74); one naming
+    no file (a bug, a socket) keeps its traceback."""
+    monkeypatch.setattr(sys, "argv", ["/somewhere/tool.py"])
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("in the way\n")
+
+    def writes_under_a_file() -> int:
+        (blocker / "figures.json").write_text("{}")
+        return 0
+
+    with pytest.raises(SystemExit) as ended:
+        run_script(writes_under_a_file)
+    assert ended.value.code == os.EX_IOERR
+    assert capsys.readouterr().err.strip() == (
+        f"tool.py: {blocker / 'figures.json'}: cannot be read or written (part of the path is a file, not a folder)"
+    )
+
+    def refused() -> int:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        run_script(refused)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -319,3 +321,41 @@ def test_keep_last_keeps_the_last_epoch_not_the_best_on_validation(select_best: 
         log.end(epoch, {"val_accuracy": val_accuracy, "val_loss": 0.5})
     log.restore()
     assert model.weights == [kept] and log.best_epoch == kept
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        (["split", "{photos}", "--out", "{blocker}/split.json"], "a file is there where a folder is needed"),
+        (["split", "{photos}", "--out", "{folder}"], "a folder, where a file is needed"),
+        (["evaluate", "--model", "{model}", "{photos}", "--subset", "all", "--out", "{blocker}"], "a file is there"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_one_line_naming_it(
+    photos: Path, tmp_path: Path, capsys, command: list[str], why: str
+) -> None:
+    """Where a command writes (``--out``) a file lies where a folder is needed, or the other way
+    round: one line naming the path and why, exit 74, no traceback."""
+    blocker, folder = tmp_path / "notes.txt", tmp_path / "a-folder"
+    blocker.write_text("a file in the way\n")
+    folder.mkdir()
+    model = TINY / "tiny_int8.tflite"
+    argv = [part.format(photos=photos, blocker=blocker, folder=folder, model=model) for part in command]
+    assert main(argv) == os.EX_IOERR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bin-agent: ") and why in err[0], err
+    assert str(blocker if "{blocker}" in " ".join(command) else folder) in err[0]
+    assert blocker.read_text() == "a file in the way\n"
+
+
+def test_an_os_error_naming_no_file_keeps_its_traceback(monkeypatch) -> None:
+    """Only errors about a named file become a line: one naming none (a socket, a bug) is not
+    hidden behind a generic message."""
+    from bin_agent.cli import training
+
+    def refused(args: Any) -> int:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(training, "cmd_split", refused)
+    with pytest.raises(ConnectionRefusedError):
+        main(["split", str(Path.cwd()), "--out", "x.json"])

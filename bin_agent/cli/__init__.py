@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import EX_CONFIG, BinAgentError
+from ..errors import EX_CONFIG, EX_IOERR, BinAgentError, file_problem
 from ..tools.doctor import ONLY_64BIT, python_is_64bit
 from .common import absolute_config, fail
 
@@ -71,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A file or folder a command was given or makes that cannot be read or written (an output
+        # path that is a file, no permission, a full card): one line naming it. An OSError naming
+        # no file is a bug or a socket: it keeps its traceback.
+        if (problem := file_problem(exc)) is None:
+            raise
+        return fail(problem, EX_IOERR)
 
 
 if __name__ == "__main__":  # pragma: no cover
