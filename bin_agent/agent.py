@@ -123,6 +123,8 @@ class Agent:
     trigger_mode: TriggerMode = "motion"
     _pending_trigger_mode: TriggerMode | None = None
     _next_history_prune: float = 0.0
+    # labels.jsonl's size after its last trim: trimmed again once twice that (learning.labels).
+    _labels_kept_bytes: int = 0
     storage_degraded: bool = False
     sort_error: str | None = None  # the last sort's error as last seen by the loop: state "actuator_error"
     # A classifier built by reload_model, taken by the loop between two items.
@@ -484,6 +486,23 @@ class Agent:
         removed = self.store.prune_history(time.time() - self.config.history.retention_days * 86400.0)
         if removed:
             log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
+        self.trim_labels_if_due()
+
+    def trim_labels_if_due(self) -> None:
+        """Trim ``labels.jsonl`` (:meth:`~bin_agent.learning.labels.LabelStore.trim`) once it is
+        twice what its last trim kept and at least ``TRIM_MIN_BYTES``: bounded while the agent runs
+        for years, and rewritten only after as much again was appended."""
+        if self.capture is None:
+            return
+        from .learning.labels import LABELS_FILE, TRIM_MIN_BYTES, trim_labels
+
+        folder = capture_folder(self.config.agent.state_dir, self.config.capture.folder)
+        try:
+            size = (folder / LABELS_FILE).stat().st_size
+        except OSError:
+            return
+        if size >= max(TRIM_MIN_BYTES, 2 * self._labels_kept_bytes):
+            self._labels_kept_bytes = trim_labels(folder, self.store) or size
 
     def correct(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any] | None:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
@@ -926,8 +945,13 @@ def build_agent(
             except Exception as exc:
                 raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
         capture, capture_problem = make_capture(config)
+        labels_bytes = 0
         if capture is not None:
             undo.callback(capture.close)
+            from .learning.labels import labels_at_start
+
+            # Before the first item: the counts follow the labels (a correction a kill cut short).
+            labels_bytes = labels_at_start(capture.folder, store, config.router.compartments)
         asker = make_asker(config, pin_factory, sorter, labels=capture is not None)
         if asker is not None:
             undo.callback(asker.close)
@@ -952,6 +976,7 @@ def build_agent(
         trigger_mode=config.trigger.mode,
         model_problem=model_problem,
         capture_problem=capture_problem,
+        _labels_kept_bytes=labels_bytes,
     )
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure

@@ -5,7 +5,8 @@ tries to publish it: the event goes into the ``outbox`` table and the counts
 are incremented in the same transaction, so after a crash (even SIGKILL or a
 power cut) the counts always agree with the events and no committed event is
 lost. The MQTT side deletes an event from the outbox only when the broker has
-acknowledged it (PUBACK).
+acknowledged it (PUBACK). A correction moves an item in the counts and records what it is
+now counted as (``counted_as``) in one transaction (:meth:`Store.adjust_counts`).
 
 **One sync per item.** The database runs in WAL mode. The transaction that
 records an item is committed with ``synchronous=FULL`` (the WAL is fsynced: it
@@ -82,7 +83,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the ``counted_as`` table (version 1 databases get it when opened)."""
 
 REMINDER_SECONDS = 600.0
 """While storage stays unwritable, how often the log says so again."""
@@ -163,6 +165,14 @@ CREATE TABLE IF NOT EXISTS fill_counts (
 CREATE TABLE IF NOT EXISTS emptied (
     compartment TEXT PRIMARY KEY,
     time        TEXT NOT NULL
+);
+-- What the counts count an item as, for the items counted since the last reset as another class
+-- than their event's (predicted) one: answered at the bin, or corrected (cmd/correct, or a label
+-- brought in at start). Written in the transaction that moves the counts, cleared with them.
+CREATE TABLE IF NOT EXISTS counted_as (
+    event_id    TEXT PRIMARY KEY,
+    class       TEXT NOT NULL,
+    compartment TEXT NOT NULL
 );
 """
 
@@ -249,12 +259,23 @@ class _Unsaved:
 
     events: collections.OrderedDict[int, _HeldEvent] = field(default_factory=collections.OrderedDict)
     count_deltas: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Rows of counted_as that go with count_deltas (written in the same transaction).
+    counted_as: dict[str, tuple[str, str]] = field(default_factory=dict)
+    counted_as_complete: bool | None = None  # None: unchanged
     reset_since: str | None = None
     last_item: str | None = None
     dropped: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.count_deltas or self.reset_since or self.last_item or self.dropped)
+        return bool(
+            self.events
+            or self.count_deltas
+            or self.counted_as
+            or self.counted_as_complete is not None
+            or self.reset_since
+            or self.last_item
+            or self.dropped
+        )
 
 
 class Store:
@@ -290,6 +311,9 @@ class Store:
         self._unsaved = _Unsaved()
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self._counts_since = _now_iso()
+        # The counted_as table, all of it (only items counted since the last reset as another class).
+        self._counted_as: dict[str, tuple[str, str]] = {}
+        self._counted_as_complete = True
         self._last_item: str | None = None
         self._db_pending = 0  # outbox rows in the database
         self._last_seq = 0  # highest event number handed out (database or memory)
@@ -433,11 +457,19 @@ class Store:
             wal_bytes = _wal_bytes(self.path.parent)
             db.execute(f"PRAGMA journal_size_limit={wal_bytes}")
             db.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_bytes // 4096)}")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             db.executescript(_SCHEMA)
+            # A database of version 1 has counts but no counted_as rows for the items corrected
+            # before it was opened by this version: incomplete until the agent adopts the labels
+            # (bin_agent.learning.labels.reconcile_counts) or the counts are reset.
+            complete = "counts" not in tables or "counted_as" in tables
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('counted_as_complete', ?)", (str(int(complete)),)
+            )
             columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
             if "actuated" not in columns:  # databases of earlier versions
                 db.execute("ALTER TABLE items ADD COLUMN actuated REAL")
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since', ?)", (_now_iso(),))
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
         except BaseException:
@@ -466,9 +498,19 @@ class Store:
             self._counts_since = meta.get("counts_since", _now_iso())
         counts.update(unsaved.count_deltas)
         self._counts = counts
+        counted_as = {} if unsaved.reset_since is not None else self._read_counted_as()
+        counted_as.update(unsaved.counted_as)
+        self._counted_as = counted_as
+        complete = unsaved.counted_as_complete
+        self._counted_as_complete = complete if complete is not None else meta.get("counted_as_complete") != "0"
         self._last_item = unsaved.last_item or meta.get("last_item")
         with contextlib.suppress(ValueError):
             self._saved_incident = json.loads(meta.get("last_incident", "null"))
+
+    def _read_counted_as(self) -> dict[str, tuple[str, str]]:
+        assert self._db is not None
+        rows = self._db.execute("SELECT event_id, class, compartment FROM counted_as").fetchall()
+        return {str(event_id): (str(label), str(compartment)) for event_id, label, compartment in rows}
 
     def _db_sequence(self) -> int:
         assert self._db is not None
@@ -590,12 +632,17 @@ class Store:
         written with the next commit that succeeds. A duplicate ``event_id``
         raises :class:`sqlite3.IntegrityError`.
 
+        An item counted as another class than the payload's ``class`` (the prediction; a
+        person answered at the bin) gets its ``counted_as`` row in the same transaction.
+
         :returns: the event's number, for :meth:`mark_actuated`.
         """
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         deltas = collections.Counter({("class", label): 1, ("compartment", compartment): 1, ("total", ""): 1})
         if fallback:
             deltas[("fallback", "")] += 1
+        predicted = payload.get("class")
+        rows = {event_id: (label, compartment)} if isinstance(predicted, str) and predicted != label else {}
         with self._lock:
             self._last_seq += 1
             event = _HeldEvent(self._last_seq, event_id, topic, text, self._clock())
@@ -606,6 +653,7 @@ class Store:
                         deleted = self._delete_acknowledged()
                         self._insert(event)
                         self._insert_deltas(deltas)
+                        self._insert_counted_as(rows)
                         self._db_execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (text,))
                         item_row = self._record_history(event_id, payload, text, label, compartment, fallback)
                         dropped = self._apply_bounds(self._db_pending - deleted + 1)
@@ -619,6 +667,7 @@ class Store:
                     self._db_pending += 1 - dropped
                     self._count_dropped(dropped)
                     self._counts.update(deltas)
+                    self._counted_as.update(rows)
                     self._last_item = text
                     self._item_rows[event.seq] = item_row
                     self._write_marker()
@@ -627,6 +676,8 @@ class Store:
             # The database cannot take it now: hold it, then try everything held in one go.
             # (History and fill counts are not held: they miss the items of a full disk.)
             self._hold(event, deltas, text)
+            self._unsaved.counted_as.update(rows)
+            self._counted_as.update(rows)
             self._flush()
             return event.seq
 
@@ -646,10 +697,21 @@ class Store:
             except sqlite3.Error as exc:
                 self._storage_failed(exc)
 
-    def adjust_counts(self, changes: dict[tuple[str, str], int]) -> None:
-        """Add ``delta`` to each ``(kind, key)`` count in one transaction, never below 0
-        (a corrected item moves from one class/compartment to another). Held in
-        memory, like an item's counts, while the database takes no writes."""
+    def adjust_counts(
+        self,
+        changes: dict[tuple[str, str], int],
+        counted_as: dict[str, tuple[str, str]] | None = None,
+        *,
+        complete: bool = False,
+    ) -> None:
+        """Add ``delta`` to each ``(kind, key)`` count, never below 0 (a corrected item moves
+        from one class/compartment to another), and record what the moved items are now
+        counted as (``counted_as``: event id -> (class, compartment)), in one transaction: a
+        kill cannot leave the counts moved and the rows not, or the reverse. ``complete``: the
+        ``counted_as`` rows now cover every item counted since the last reset (see
+        :attr:`counted_as_complete`). Held in memory, like an item's counts, while the
+        database takes no writes."""
+        rows = dict(counted_as or {})
         with self._lock:
             deltas: collections.Counter[tuple[str, str]] = collections.Counter()
             for count_key, delta in changes.items():
@@ -660,15 +722,51 @@ class Store:
                     with self._transaction():
                         self._insert_deltas(deltas)
                         self._db_execute("DELETE FROM counts WHERE n <= 0")
+                        self._insert_counted_as(rows)
+                        if complete:
+                            self._db_execute(
+                                "INSERT OR REPLACE INTO meta(key, value) VALUES ('counted_as_complete', '1')"
+                            )
                 except sqlite3.Error as exc:
                     self._storage_failed(exc)
-                    self._unsaved.count_deltas.update(deltas)
+                    self._hold_adjustment(deltas, rows, complete)
             else:
-                self._unsaved.count_deltas.update(deltas)
+                self._hold_adjustment(deltas, rows, complete)
                 self._flush()
             self._counts.update(deltas)
             for count_key in [k for k, n in self._counts.items() if n <= 0]:
                 del self._counts[count_key]
+            self._counted_as.update(rows)
+            if complete:
+                self._counted_as_complete = True
+
+    def _hold_adjustment(
+        self, deltas: collections.Counter[tuple[str, str]], rows: dict[str, tuple[str, str]], complete: bool
+    ) -> None:
+        self._unsaved.count_deltas.update(deltas)
+        self._unsaved.counted_as.update(rows)
+        if complete:
+            self._unsaved.counted_as_complete = True
+
+    def counted_as(self, event_id: str) -> tuple[str, str] | None:
+        """What the counts count item ``event_id`` as, ``(class, compartment)``, when it was
+        counted since the last reset as another class than its event's; None otherwise (then
+        it is counted as its event says, if it was counted since the last reset)."""
+        with self._lock:
+            return self._counted_as.get(event_id)
+
+    def counted_as_rows(self) -> dict[str, tuple[str, str]]:
+        """Every :meth:`counted_as` row (a copy)."""
+        with self._lock:
+            return dict(self._counted_as)
+
+    @property
+    def counted_as_complete(self) -> bool:
+        """False for a database made by a version without ``counted_as``, until the agent has
+        adopted the labels of the items it counted since the last reset (that version moved
+        the counts by them) or the counts are reset."""
+        with self._lock:
+            return self._counted_as_complete
 
     def acknowledge(self, seq: int) -> None:
         """The broker has the event: drop it from the outbox.
@@ -731,7 +829,11 @@ class Store:
             since = _now_iso()
             self._counts = collections.Counter()
             self._counts_since = since
+            self._counted_as = {}
+            self._counted_as_complete = True
             self._unsaved.count_deltas.clear()
+            self._unsaved.counted_as.clear()
+            self._unsaved.counted_as_complete = True
             self._unsaved.reset_since = since
             self._flush()
 
@@ -1058,6 +1160,7 @@ class Store:
         with self._transaction():
             if unsaved.reset_since is not None:
                 self._db_execute("DELETE FROM counts")
+                self._db_execute("DELETE FROM counted_as")
                 self._db_execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
                 )
@@ -1065,6 +1168,12 @@ class Store:
             for event in unsaved.events.values():
                 self._insert(event)
             self._insert_deltas(unsaved.count_deltas)
+            self._insert_counted_as(unsaved.counted_as)
+            if unsaved.counted_as_complete is not None:
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('counted_as_complete', ?)",
+                    (str(int(unsaved.counted_as_complete)),),
+                )
             if unsaved.last_item is not None:
                 self._db_execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_item', ?)", (unsaved.last_item,)
@@ -1111,6 +1220,13 @@ class Store:
             self._history_pruned += dropped
         return dropped > 0
 
+    def _insert_counted_as(self, rows: dict[str, tuple[str, str]]) -> None:
+        if rows:
+            self._db_execute_many(
+                "INSERT OR REPLACE INTO counted_as(event_id, class, compartment) VALUES (?, ?, ?)",
+                [(event_id, label, compartment) for event_id, (label, compartment) in rows.items()],
+            )
+
     def _insert_deltas(self, deltas: collections.Counter[tuple[str, str]]) -> None:
         for (kind, key), n in deltas.items():
             self._db_execute(
@@ -1131,12 +1247,12 @@ class Store:
             self._storage_failed(exc)
             return
         self._adopt(db)
-        held_counts = self._counts
+        held_counts, held_counted_as, held_complete = self._counts, self._counted_as, self._counted_as_complete
         try:
             self._load()
         except sqlite3.Error as exc:
             self._drop_db()
-            self._counts = held_counts
+            self._counts, self._counted_as, self._counted_as_complete = held_counts, held_counted_as, held_complete
             self._storage_failed(exc)
             return
         self.reopened += 1
@@ -1211,6 +1327,8 @@ class Store:
         unsaved = self._unsaved
         unsaved.reset_since = self._counts_since
         unsaved.count_deltas = collections.Counter(self._counts)
+        unsaved.counted_as = dict(self._counted_as)
+        unsaved.counted_as_complete = self._counted_as_complete
         unsaved.last_item = self._last_item
         unsaved.dropped += self._dropped_saved
         self._dropped_saved = 0

@@ -344,3 +344,138 @@ def test_the_same_correction_sent_twice_is_one_label(tmp_path, mosquitto, subscr
         assert [json.loads(line)["label"] for line in lines] == [other, third]
         assert agent.learning is not None and agent.learning.new_labels == 2
         assert agent.store.counts().by_class == {third: 1}
+
+
+# --------------------------------------------------------------------------- a correction cut by a kill
+
+
+def other_class(event: dict[str, Any]) -> str:
+    """A class that goes to another compartment than the event's (base_config's router)."""
+    return "glass" if event["class"] != "glass" else "paper"
+
+
+def test_a_correction_cut_between_its_label_and_its_counts_is_moved_once_by_the_same_cmd_correct_sent_again(
+    tmp_path, mosquitto, subscriber_factory
+):
+    """A SIGKILL or a power cut after correct_event appended the label and before the counts'
+    transaction leaves the label written and the counts unmoved. The dashboard's retry (the
+    same cmd/correct) was answered ``repeated`` and moved nothing, for good: it now moves the
+    counts from what the store counts the item as, exactly once; the next identical resend
+    moves nothing."""
+    with RunningAgent(tmp_path, mosquitto.port) as run:
+        agent = run.agent
+        event = run.captured_item()
+        other = other_class(event)
+        folder = tmp_path / "state" / "capture"
+        # The state a kill right after the label's fsynced append leaves.
+        LabelStore(folder).add(event["id"], other, event["class"], "mqtt")
+        assert agent.store.counts().by_class == {event["class"]: 1}
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        for request_id in ("resend", "again"):
+            body = {"id": request_id, "event_id": event["id"], "label": other}
+            sub.publish("smartbin/test-bin/cmd/correct", json.dumps(body))
+            assert sub.wait_for(lambda request_id=request_id: results(sub, request_id), 10)
+        resend, again = results(sub, "resend")[0], results(sub, "again")[0]
+        assert resend["ok"] and resend["repeated"] and resend["counts_changed"] and resend["was"] == event["class"]
+        assert again["ok"] and again["repeated"] and not again["counts_changed"] and again["was"] == other
+        counts = agent.store.counts()
+        routes = agent.config.router.compartments
+        assert counts.by_class == {other: 1} and counts.total == 1
+        assert counts.by_compartment == {routes[other]: 1}
+        assert agent.store.counted_as(event["id"]) == (other, routes[other])
+        assert len((folder / "labels.jsonl").read_text().splitlines()) == 1, "no second label"
+
+
+KILLED_CORRECTION = """
+import sys, time
+from pathlib import Path
+from bin_agent.learning.labels import correct_event
+from bin_agent.store import Store
+
+state, event_id, label = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+store = Store(state / "bin-agent.db")
+
+def killed_here(*args, **kwargs):  # the label is appended and fsynced; the counts' commit is next
+    print("label appended", flush=True)
+    time.sleep(60)
+
+store.adjust_counts = killed_here
+correct_event(
+    {"event_id": event_id, "label": label},
+    folder=state / "capture",
+    store=store,
+    compartments={"paper": "paper", "glass": "glass", "metal": "metal", "plastic": "plastic",
+                  "cardboard": "paper", "trash": "rest"},
+    classes=["cardboard", "glass", "metal", "paper", "plastic", "trash"],
+)
+"""
+
+
+def sigkill_correction(state: Path, event_id: str, label: str) -> None:
+    """correct_event in its own process, SIGKILLed between the label's append and the counts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CORRECTION, str(state), event_id, label],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "label appended"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(30)
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_a_correction_a_sigkill_cut_before_its_counts_is_moved_at_the_next_start_without_a_resend(
+    tmp_path, mosquitto, caplog
+):
+    """Nobody sends the correction again: the agent's next start, before it sorts, moves the
+    counts of every item counted since the last reset to its latest label (one transaction,
+    one log line); a start after that moves nothing."""
+    with RunningAgent(tmp_path, mosquitto.port) as run:
+        event = run.captured_item()
+        routes = run.agent.config.router.compartments
+    other = other_class(event)
+    sigkill_correction(tmp_path / "state", event["id"], other)
+    assert LabelStore(tmp_path / "state" / "capture").all()[event["id"]]["label"] == other
+    caplog.set_level(logging.INFO, logger="bin_agent.learning.labels")
+    restarted = RunningAgent(tmp_path, mosquitto.port)
+    counts = restarted.agent.store.counts()  # built, not yet sorting
+    assert counts.by_class == {other: 1} and counts.by_compartment == {routes[other]: 1} and counts.total == 1
+    assert [r.getMessage()[:24] for r in caplog.records if "moved to their latest label" in r.getMessage()] == [
+        "counts: 1 item(s) moved "
+    ]
+    with restarted:  # sorts its one photo again: a new item
+        assert wait_for(lambda: restarted.agent.store.counts().total == 2, 30)
+    caplog.clear()
+    again = RunningAgent(tmp_path, mosquitto.port)
+    assert again.agent.store.counts().by_class.get(other) == 1, "moved once"
+    assert not [r for r in caplog.records if "moved to their latest label" in r.getMessage()]
+    with again:
+        pass
+
+
+def test_a_label_of_an_item_counted_before_the_last_reset_moves_no_count(tmp_path, mosquitto, subscriber_factory):
+    """reset_counts between the item and the correction (label cut from its counts by a kill):
+    neither the resent cmd/correct nor the next start's reconcile moves anything."""
+    with RunningAgent(tmp_path, mosquitto.port, mqtt={"commands": {"allow_reset": True}}) as run:
+        agent = run.agent
+        event = run.captured_item()
+        other = other_class(event)
+        time.sleep(1.1)  # the reset's time (whole seconds) after the item's
+        agent.store.reset_counts()
+        LabelStore(tmp_path / "state" / "capture").add(event["id"], other, event["class"], "mqtt")
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"id": "r", "event_id": event["id"], "label": other}))
+        assert sub.wait_for(lambda: results(sub, "r"), 10)
+        assert results(sub, "r")[0]["ok"] and not results(sub, "r")[0]["counts_changed"]
+        assert agent.store.counts().total == 0 and agent.store.counted_as_rows() == {}
+    restarted = RunningAgent(tmp_path, mosquitto.port)
+    assert restarted.agent.store.counts().by_class == {} and restarted.agent.store.counts().total == 0
+    with restarted:
+        pass

@@ -8,7 +8,21 @@ says who gave it and when (``source``, ``time``):
 * ``button``: a person answered at the bin (:mod:`bin_agent.ask`);
 * ``mqtt``: ``cmd/correct`` (Home Assistant's select, a script), see
   :func:`correct_event`, which also corrects the counts in ``state``;
-* ``cli``: ``bin-agent label`` in a terminal.
+* ``cli``: ``bin-agent label`` in a terminal (the running agent holds the state
+  database: its counts follow at its next start, :func:`reconcile_counts`).
+
+**The counts follow the labels.** For an item counted since the last reset, the
+counts in ``state`` count it as its latest label. What they count it as is the
+state database's (``Store.counted_as``, written in the transaction that moves the
+counts), not the label history: a correction cut between its label and its counts
+(a SIGKILL, a power cut) is moved by the same ``cmd/correct`` sent again, and by
+:func:`reconcile_counts` at the agent's next start.
+
+**The file stays bounded** (:meth:`LabelStore.trim`): at the agent's start, and
+while it runs once the file has doubled, it is rewritten with the latest line of
+each event whose photo is still in the capture folder or whose item the counts
+count as another class (``counted_as``); the labels of photos the size cap
+deleted go, as their photos went.
 
 A label equal to the predicted class is a *confirmation*: the bin was right.
 A label from a compartment button carries ``exact: false`` when that
@@ -21,22 +35,47 @@ class, which ``bin-agent train`` and ``bin-agent evaluate`` read.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import BinAgentError
 from ..events import utc_now_iso
-from .capture import SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured
+from .capture import IMAGE_SUFFIX, SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured, write_synced
+from .deploy import fsync_directory
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.jsonl"
+TRIM_TEMPORARY = f".{LABELS_FILE}.tmp"
+"""What :meth:`LabelStore.trim` writes before renaming it over ``labels.jsonl``."""
+TRIM_MIN_BYTES = 256 * 1024
+"""While the agent runs, ``labels.jsonl`` is trimmed once it is twice what the last trim kept
+and at least this big (about 1,500 labels of some 170 bytes)."""
 EVENT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What :meth:`LabelStore.trim` did: lines before and after (0 and 0 when there is no file),
+    the file's size after, and whether it was rewritten."""
+
+    lines_before: int
+    lines_after: int
+    bytes_after: int
+    rewritten: bool
 
 
 class LabelError(BinAgentError, ValueError):
@@ -47,7 +86,9 @@ class LabelError(BinAgentError, ValueError):
 
 class LabelStore:
     """``labels.jsonl`` in a capture folder. Appends are one ``write()`` each and
-    fsynced, so the agent (MQTT) and a terminal may add labels at the same time."""
+    fsynced, so the agent (MQTT) and a terminal may add labels at the same time. An append
+    and a :meth:`trim` take an exclusive ``flock`` on the file: an append that waited for a
+    trim goes to the file the trim put in place, never to the one it replaced."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -64,29 +105,13 @@ class LabelStore:
 
         :raises LabelError: the file exists but cannot be read (not a file, no permission).
         """
-        labels: dict[str, dict[str, Any]] = {}
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return labels
+            return {}
         except OSError as exc:
             raise LabelError(f"{self.path}: cannot read the labels ({exc.strerror or exc})") from None
-        for raw in data.split(b"\n"):
-            try:
-                entry = json.loads(raw.strip(b"\x00 \t\r").decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue  # a damaged line: its label is lost, the others are not
-            if (
-                isinstance(entry, dict)
-                and isinstance(entry.get("event_id"), str)
-                and isinstance(entry.get("label"), str)
-            ):
-                if "source" not in entry:  # written before labels said "source" ("by": mqtt/terminal)
-                    by = entry.pop("by", "")
-                    entry["source"] = "cli" if by == "terminal" else by
-                entry.setdefault("confirmed", entry["label"] == entry.get("predicted"))
-                labels[entry["event_id"]] = entry
-        return labels
+        return {event_id: entry for event_id, (entry, _) in _latest_lines(data).items()}
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         return self.all().get(event_id)
@@ -111,7 +136,7 @@ class LabelStore:
         data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = self._open_locked(os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -121,8 +146,112 @@ class LabelStore:
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                os.close(fd)  # and the flock with it
         return entry
+
+    def _open_locked(self, flags: int) -> int:
+        """The file, open and under an exclusive ``flock``: the one at the path once the lock is
+        held (a trim that held it meanwhile renamed a new file over the path)."""
+        while True:
+            fd = os.open(self.path, flags | os.O_CLOEXEC, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                        return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def trim(self, keep: Collection[str] = ()) -> Trimmed:
+        """Rewrite the file with the latest line of each event whose photo (and sidecar) is still
+        in the folder or that is in ``keep`` (the items the counts count as another class, which
+        :func:`reconcile_counts` and a resent ``cmd/correct`` still need), in their order; damaged
+        lines go too. Atomic: written to :data:`TRIM_TEMPORARY`, fsynced, renamed over the file,
+        the folder fsynced; a crash before the rename leaves the file whole (and the temporary,
+        which the next trim overwrites or removes; no reader reads it). Not rewritten when nothing
+        would go.
+
+        :raises OSError: the folder or the file cannot be read or written.
+        """
+        temporary = self.folder / TRIM_TEMPORARY
+        with self._lock:
+            try:
+                fd = self._open_locked(os.O_RDWR)
+            except FileNotFoundError:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+                return Trimmed(0, 0, 0, False)
+            try:
+                data = _read_all(fd)
+                latest = _latest_lines(data)
+                lines_before = sum(1 for line in data.split(b"\n") if line.strip(b"\x00 \t\r"))
+                present = _captured_ids(self.folder)
+                kept = [line for event_id, (_, line) in latest.items() if event_id in present or event_id in keep]
+                if len(kept) == lines_before:
+                    with contextlib.suppress(FileNotFoundError):
+                        temporary.unlink()
+                    return Trimmed(lines_before, lines_before, len(data), False)
+                # The order of the latest lines: oldest first, as appended.
+                text = b"".join(line + b"\n" for line in kept)
+                write_synced(temporary, text)
+                os.replace(temporary, self.path)
+                fsync_directory(self.folder)
+            finally:
+                os.close(fd)
+        return Trimmed(lines_before, len(kept), len(text), True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _latest_lines(data: bytes) -> dict[str, tuple[dict[str, Any], bytes]]:
+    """The latest entry of each event id in ``labels.jsonl``'s bytes, with its line (stripped),
+    ordered by where that line is (oldest first).
+
+    Read line by line, so one damaged line costs only itself: a line cut by a power cut,
+    the zeros a power cut can leave where an append did not reach the card (stripped: a
+    label appended after them is read), bytes that are not UTF-8, an entry without a
+    string ``label``."""
+    latest: dict[str, tuple[dict[str, Any], bytes]] = {}
+    for raw in data.split(b"\n"):
+        line = raw.strip(b"\x00 \t\r")
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a damaged line: its label is lost, the others are not
+        if isinstance(entry, dict) and isinstance(entry.get("event_id"), str) and isinstance(entry.get("label"), str):
+            if "source" not in entry:  # written before labels said "source" ("by": mqtt/terminal)
+                by = entry.pop("by", "")
+                entry["source"] = "cli" if by == "terminal" else by
+            entry.setdefault("confirmed", entry["label"] == entry.get("predicted"))
+            latest.pop(entry["event_id"], None)  # moved to the end: where its latest line is
+            latest[entry["event_id"]] = (entry, line)
+    return latest
+
+
+def _sidecars(folder: Path) -> dict[str, Path]:
+    """Event id -> sidecar of every captured item whose photo is there too (one listing)."""
+    names = set(os.listdir(folder))
+    found: dict[str, Path] = {}
+    for name in names:
+        if name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
+            stem = name[: -len(SIDECAR_SUFFIX)]
+            _, sep, event_id = stem.partition("_")
+            if sep and f"{stem}{IMAGE_SUFFIX}" in names:
+                found[event_id] = folder / name
+    return found
+
+
+def _captured_ids(folder: Path) -> set[str]:
+    return set(_sidecars(folder))
 
 
 def find_captured(folder: str | Path, event_id: str) -> CapturedItem | None:
@@ -152,10 +281,12 @@ def correct_event(
     classes: Sequence[str],
     source: str = "mqtt",
 ) -> dict[str, Any]:
-    """``cmd/correct {"event_id": …, "label": …}``: record the label and move the
-    item in the counts (its class, and its compartment if the class maps
-    elsewhere) when it was counted since the last reset; ``repeated``: the item already had
-    this label (nothing written, nothing moved). Raises :class:`LabelError`."""
+    """``cmd/correct {"event_id": …, "label": …}``: record the label and, when the item was
+    counted since the last reset, move it in the counts from what the store counts it as
+    (its class, and its compartment if the class maps elsewhere) to ``label``;
+    ``repeated``: the item already had this label (nothing written). The move does not
+    depend on ``repeated``: a resend after a kill between the label and the counts moves
+    them, once. Raises :class:`LabelError`."""
     event_id, label = args.get("event_id"), args.get("label")
     if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
         raise LabelError("'event_id' must be the id of an event (a string)")
@@ -167,22 +298,22 @@ def correct_event(
     labels = LabelStore(folder)
     earlier = labels.get(event_id)
     predicted = str(item.info["class"])
-    was = str(earlier["label"]) if earlier else predicted
-    was_compartment = compartments.get(was, "") if earlier else str(item.info.get("compartment", ""))
     # The same answer again (a dashboard's select chosen twice, a retry after a lost reply) is
     # no new label: not written again, and not counted towards the next learn.
     repeated = earlier is not None and earlier.get("label") == label
     entry = earlier if earlier is not None and repeated else labels.add(event_id, label, predicted, source)
-    counted = _counted_since_reset(item.info.get("time", ""), store.counts().since)
+    row = store.counted_as(event_id)
+    counted = row is not None or _counted_since_reset(item.info.get("time", ""), store.counts().since)
+    if row is None:
+        row = counted_as_of(item.info)
     changes: dict[tuple[str, str], int] = {}
-    if counted and label != was:
-        changes[("class", was)] = -1
-        changes[("class", label)] = 1
-        new_compartment = compartments.get(label, "")
-        if was_compartment and new_compartment and new_compartment != was_compartment:
-            changes[("compartment", was_compartment)] = -1
-            changes[("compartment", new_compartment)] = 1
-        store.adjust_counts(changes)
+    if counted:
+        was = row[0]
+        if label != was:
+            changes, moved = _move(row, label, compartments)
+            store.adjust_counts(changes, {event_id: moved})
+    else:
+        was = str(earlier["label"]) if earlier else predicted
     return {
         "ok": True,
         "event_id": event_id,
@@ -192,6 +323,88 @@ def correct_event(
         "counts_changed": bool(changes),
         "repeated": repeated,
     }
+
+
+def counted_as_of(info: dict[str, Any]) -> tuple[str, str]:
+    """What the counts count a captured item as when the store has no ``counted_as`` row for
+    it: its sidecar's class and compartment (an item answered at the bin has a row)."""
+    return str(info.get("class", "")), str(info.get("compartment", ""))
+
+
+def _move(
+    row: tuple[str, str], label: str, compartments: dict[str, str]
+) -> tuple[dict[tuple[str, str], int], tuple[str, str]]:
+    """The count changes that move an item counted as ``row`` (class, compartment) to
+    ``label`` (which differs from its class), and what it is counted as then. The compartment
+    moves too when ``label`` maps to another one (the counts then say what belongs in each
+    compartment, not where the item physically fell)."""
+    was, was_compartment = row
+    changes: dict[tuple[str, str], int] = {("class", was): -1, ("class", label): 1}
+    compartment = was_compartment
+    new_compartment = compartments.get(label, "")
+    if was_compartment and new_compartment and new_compartment != was_compartment:
+        changes[("compartment", was_compartment)] = -1
+        changes[("compartment", new_compartment)] = 1
+        compartment = new_compartment
+    return changes, (label, compartment)
+
+
+def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> int:
+    """At the agent's start, before it sorts: move in the counts every item counted since the
+    last reset whose latest label is not what the store counts it as (a correction a SIGKILL
+    or a power cut cut between its label and its counts, or a label from ``bin-agent label``),
+    all in one transaction. Reads ``labels.jsonl`` once, and the sidecars of the labelled
+    items the store has no ``counted_as`` row for. Returns how many items were moved.
+
+    A database of the version before ``counted_as`` (:attr:`Store.counted_as_complete` false):
+    that version moved the counts by the label history, so the labels are adopted as what the
+    counts count (rows written, no count moved), once.
+    """
+    started = time.monotonic()
+    labels = LabelStore(folder).all()
+    adopt = not store.counted_as_complete
+    since = store.counts().since
+    rows = store.counted_as_rows()
+    sidecars = _sidecars(folder) if labels else {}
+    changes: collections.Counter[tuple[str, str]] = collections.Counter()
+    moved: dict[str, tuple[str, str]] = {}
+    for event_id, entry in labels.items():
+        label = entry["label"]
+        if label not in compartments:  # a class the router does not know (another model's)
+            continue
+        row = rows.get(event_id)
+        if row is None:
+            sidecar = sidecars.get(event_id)
+            item = read_captured(sidecar) if sidecar is not None else None
+            if item is None or not _counted_since_reset(item.info.get("time", ""), since):
+                continue
+            row = counted_as_of(item.info)
+        if row[0] == label:
+            continue
+        if adopt:
+            moved[event_id] = (label, compartments.get(label) or row[1])
+            continue
+        delta, moved[event_id] = _move(row, label, compartments)
+        changes.update(delta)
+    if moved or adopt:
+        store.adjust_counts(dict(changes), moved, complete=True)
+    seconds = time.monotonic() - started
+    if adopt:
+        log.info(
+            "counts: %d label(s) of items counted since the last reset adopted as what the counts count "
+            "(state database of the previous version; %.2f s)",
+            len(moved),
+            seconds,
+        )
+    elif moved:
+        log.warning(
+            "counts: %d item(s) moved to their latest label in labels.jsonl (a correction cut before its counts, "
+            "or labelled with bin-agent label; %d label(s) read in %.2f s)",
+            len(moved),
+            len(labels),
+            seconds,
+        )
+    return 0 if adopt else len(moved)
 
 
 def _counted_since_reset(event_time: str, since: str) -> bool:
@@ -240,3 +453,37 @@ def export(folder: Path, out: Path, classes: Sequence[str]) -> dict[str, int]:
         shutil.copyfile(item.image, target)
         counts[entry["label"]] = counts.get(entry["label"], 0) + 1
     return counts
+
+
+def labels_at_start(folder: Path, store: Any, compartments: dict[str, str]) -> int:
+    """The agent's start, before it sorts: :func:`reconcile_counts`, then :meth:`LabelStore.trim`
+    (keeping the items of ``store.counted_as_rows()``). A folder or file that cannot be read is
+    logged, not raised: the bin sorts on. Returns the size ``labels.jsonl`` has then (what the
+    next trim while running is measured against)."""
+    try:
+        reconcile_counts(folder, store, compartments)
+    except (LabelError, OSError) as exc:
+        log.error("counts: cannot bring them in line with the labels in %s (%s)", folder, exc)
+    return trim_labels(folder, store)
+
+
+def trim_labels(folder: Path, store: Any) -> int:
+    """:meth:`LabelStore.trim` of ``folder``'s labels, one log line when it dropped any; returns
+    the file's size after it (0 when it cannot be trimmed: said in the log)."""
+    started = time.monotonic()
+    try:
+        trimmed = LabelStore(folder).trim(store.counted_as_rows())
+    except OSError as exc:
+        log.error("labels: cannot trim %s (%s)", folder / LABELS_FILE, exc.strerror or exc)
+        return 0
+    if trimmed.rewritten:
+        log.info(
+            "labels: kept %d of %d line(s) of %s (the latest of each photo still captured, or counted as another "
+            "class), %d bytes, in %.2f s",
+            trimmed.lines_after,
+            trimmed.lines_before,
+            folder / LABELS_FILE,
+            trimmed.bytes_after,
+            time.monotonic() - started,
+        )
+    return trimmed.bytes_after
