@@ -479,3 +479,29 @@ def test_a_label_of_an_item_counted_before_the_last_reset_moves_no_count(tmp_pat
     assert restarted.agent.store.counts().by_class == {} and restarted.agent.store.counts().total == 0
     with restarted:
         pass
+
+
+def test_labels_of_photos_the_size_cap_deleted_are_dropped_at_start_and_while_running_once_doubled(tmp_path, mosquitto):
+    """labels.jsonl no longer grows for as long as the bin runs: at the start, and while the
+    agent runs once the file is twice what the last trim kept (and TRIM_MIN_BYTES), only the
+    latest label of each photo still captured (or counted as another class) stays."""
+    from bin_agent.learning.labels import TRIM_MIN_BYTES
+
+    folder = tmp_path / "state" / "capture"
+    with RunningAgent(tmp_path, mosquitto.port) as run:
+        event = run.captured_item()
+    labels = LabelStore(folder)
+    labels.add(event["id"], event["class"], event["class"], "mqtt")
+    gone = [f"gone-{n}" for n in range(2000)]  # items the size cap deleted, photos and sidecars
+    for event_id in gone:
+        labels.add(event_id, "paper", "glass", "mqtt")
+    assert labels.path.stat().st_size > TRIM_MIN_BYTES
+
+    restarted = RunningAgent(tmp_path, mosquitto.port)
+    assert set(LabelStore(folder).all()) == {event["id"]}
+    assert restarted.agent._labels_kept_bytes == labels.path.stat().st_size < 400
+    with restarted:
+        for event_id in gone:
+            labels.add(event_id, "paper", "glass", "mqtt")
+        restarted.agent.trim_labels_if_due()
+        assert set(LabelStore(folder).all()) == {event["id"]}

@@ -221,12 +221,16 @@ def make_database(path: Path, events: int) -> None:
 
 
 def damage_page(path: Path) -> None:
-    """Overwrite one page in the middle of the file with garbage."""
-    size = path.stat().st_size
+    """Overwrite one page of the outbox, in the middle of its pages, with garbage (its page
+    found with SQLite's dbstat: which table the file's middle page holds changes with the schema)."""
+    db = sqlite3.connect(path)
+    try:
+        pages = [row[0] for row in db.execute("SELECT pageno FROM dbstat WHERE name = 'outbox' ORDER BY pageno")]
+    finally:
+        db.close()
     page = 4096
-    middle = (size // page // 2) * page
     with open(path, "r+b") as out:
-        out.seek(middle)
+        out.seek((pages[len(pages) // 2] - 1) * page)
         out.write(os.urandom(page))
 
 
@@ -591,3 +595,58 @@ def test_emptying_a_compartment_on_a_full_disk_is_a_store_error(tiny_disk):
     finally:
         store.close()
         filler.unlink()
+
+
+# --------------------------------------------------------------------------- what a corrected item is counted as
+
+
+def test_a_correction_on_a_full_disk_is_held_with_what_the_item_is_counted_as_and_written_together(tiny_disk):
+    """adjust_counts while the database takes no writes: the count changes and the counted_as
+    row are held together in memory (a resent cmd/correct sees the row and moves nothing again)
+    and written in one transaction when room returns."""
+    store = Store(tiny_disk / "bin-agent.db")
+    record(store, 0, "glass", "glass")
+    filler = fill(tiny_disk, 0)
+    n = 1
+    while not store.degraded and n < 500:
+        record(store, n, "glass", "glass")
+        n += 1
+    assert store.degraded
+    store.adjust_counts({("class", "glass"): -1, ("class", "paper"): 1}, {"id-0": ("paper", "paper")})
+    assert store.counted_as("id-0") == ("paper", "paper") and store.counts().by_class["paper"] == 1
+    filler.unlink()
+    import bin_agent.store as store_module
+
+    store._last_retry -= store_module.RETRY_SECONDS  # due now
+    assert store.retry_if_due()
+    store.close()
+    again = Store(tiny_disk / "bin-agent.db")
+    try:
+        assert again.counted_as("id-0") == ("paper", "paper")
+        assert again.counts().by_class == {"glass": n - 1, "paper": 1}
+    finally:
+        again.close()
+
+
+def test_what_corrected_items_are_counted_as_survives_a_database_found_corrupt_while_running(tmp_path):
+    path = tmp_path / "bin-agent.db"
+    make_database(path, 500)
+    store = Store(path)
+    store.adjust_counts({("class", "glass"): -1, ("class", "paper"): 1}, {"id-3": ("paper", "paper")})
+    store.close()
+    store = Store(path)  # passes the start-up check
+    damage_page(path)
+    other = sqlite3.connect(path)  # moves the WAL on: SQLite reads the damage
+    other.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('touched', '1')")
+    other.commit()
+    other.close()
+    store.pending(0, 1000)
+    record(store, 500)
+    assert store.incident is not None and store.incident["kind"] == "corrupt"
+    store.close()
+    again = Store(path)
+    try:
+        assert again.counted_as_rows() == {"id-3": ("paper", "paper")} and again.counted_as_complete
+        assert again.counts().by_class == {"glass": 500, "paper": 1}
+    finally:
+        again.close()

@@ -374,8 +374,12 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
             continue
         row = rows.get(event_id)
         if row is None:
+            if label == entry.get("predicted"):
+                continue  # counted as its prediction (no row), which the label confirms: no sidecar to read
             sidecar = sidecars.get(event_id)
-            item = read_captured(sidecar) if sidecar is not None else None
+            if sidecar is None or _named_before(sidecar.name, since):
+                continue
+            item = read_captured(sidecar)
             if item is None or not _counted_since_reset(item.info.get("time", ""), since):
                 continue
             row = counted_as_of(item.info)
@@ -405,6 +409,16 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
             seconds,
         )
     return 0 if adopt else len(moved)
+
+
+_NAME_SECOND = re.compile(r"\d{8}T\d{6}")
+
+
+def _named_before(name: str, since: str) -> bool:
+    """Whether a capture file's name (``<time>_<event id>``, :func:`.capture.item_stem`) says
+    its item is from a second before ``since`` (then its sidecar need not be read)."""
+    reset = since.replace("-", "").replace(":", "")[:15]
+    return bool(_NAME_SECOND.fullmatch(name[:15]) and _NAME_SECOND.fullmatch(reset)) and name[:15] < reset
 
 
 def _counted_since_reset(event_time: str, since: str) -> bool:
