@@ -462,15 +462,20 @@ def test_a_correction_a_sigkill_cut_before_its_counts_is_moved_at_the_next_start
 
 def test_a_label_of_an_item_counted_before_the_last_reset_moves_no_count(tmp_path, mosquitto, subscriber_factory):
     """reset_counts between the item and the correction (label cut from its counts by a kill):
-    neither the resent cmd/correct nor the next start's reconcile moves anything."""
+    neither the resent cmd/correct nor the next start's reconcile moves anything, also for an
+    item corrected before the reset (what it was counted as goes with the counts)."""
     with RunningAgent(tmp_path, mosquitto.port, mqtt={"commands": {"allow_reset": True}}) as run:
         agent = run.agent
         event = run.captured_item()
         other = other_class(event)
+        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
+        third = next(c for c in ("metal", "plastic", "trash") if c not in (event["class"], other))
+        before = {"id": "before", "event_id": event["id"], "label": third}
+        sub.publish("smartbin/test-bin/cmd/correct", json.dumps(before))
+        assert sub.wait_for(lambda: results(sub, "before"), 10) and results(sub, "before")[0]["counts_changed"]
         time.sleep(1.1)  # the reset's time (whole seconds) after the item's
         agent.store.reset_counts()
         LabelStore(tmp_path / "state" / "capture").add(event["id"], other, event["class"], "mqtt")
-        sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/cmd/result")
         sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"id": "r", "event_id": event["id"], "label": other}))
         assert sub.wait_for(lambda: results(sub, "r"), 10)
         assert results(sub, "r")[0]["ok"] and not results(sub, "r")[0]["counts_changed"]
