@@ -382,7 +382,7 @@ keep_models = {self.keep_models}
         if broken and broken[-1].startswith("counts"):
             lines.append(
                 f"              {cut_by_kill} label(s) appended less than 0.3 s before a SIGKILL: one cut between its "
-                "label and its counts (bin_agent/learning/labels.py correct_event) stays labelled, never moved"
+                "label and its counts is moved by the next start (bin_agent/learning/labels.py reconcile_counts)"
             )
         log_text = agent_log.read_text()
         learns = re.findall(r"learning\.service: learn: .*", log_text)
