@@ -60,8 +60,10 @@ def test_a_trim_keeps_the_latest_label_of_each_photo_still_there_and_of_each_ite
     delete_photo(counted)  # gone from the folder, but the counts count it as paper
     before = labels.all()
 
+    os.chmod(labels.path, 0o640)
     trimmed = labels.trim(keep={"counted"})
 
+    assert labels.path.stat().st_mode & 0o777 == 0o640, "who may read the labels stays the same"
     assert trimmed.rewritten and (trimmed.lines_before, trimmed.lines_after) == (5, 2)
     after = labels.all()
     assert after == {k: before[k] for k in ("counted", "kept")}

@@ -63,7 +63,7 @@ TRIM_TEMPORARY = f".{LABELS_FILE}.tmp"
 """What :meth:`LabelStore.trim` writes before renaming it over ``labels.jsonl``."""
 TRIM_MIN_BYTES = 256 * 1024
 """While the agent runs, ``labels.jsonl`` is trimmed once it is twice what the last trim kept
-and at least this big (about 1,500 labels of some 170 bytes)."""
+and at least this big (about 1,400 labels of some 180 bytes)."""
 EVENT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
@@ -196,6 +196,7 @@ class LabelStore:
                 # The order of the latest lines: oldest first, as appended.
                 text = b"".join(line + b"\n" for line in kept)
                 write_synced(temporary, text)
+                os.chmod(temporary, os.fstat(fd).st_mode & 0o777)  # the file's own (0640), not the umask's
                 os.replace(temporary, self.path)
                 fsync_directory(self.folder)
             finally:
