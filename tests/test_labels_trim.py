@@ -111,8 +111,8 @@ def test_a_trim_killed_mid_rewrite_loses_no_label_and_its_temporary_is_ignored_t
     finally:
         process.wait(30)
     assert process.returncode == -signal.SIGKILL
-    assert 0 < (folder / TRIM_TEMPORARY).stat().st_size < len(original), "a half-written temporary left"
     assert labels.path.read_bytes() == original and labels.all() == before, "nothing lost, the temporary unread"
+    assert 0 < (folder / TRIM_TEMPORARY).stat().st_size < len(original), "a half-written temporary left"
     labels.add("e1", "metal", "glass", "mqtt")  # appends go on, to labels.jsonl
 
     store = Store(tmp_path / "state" / "bin-agent.db")
