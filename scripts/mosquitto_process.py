@@ -35,10 +35,16 @@ class Mosquitto:
     :param port: its port (default: a free one).
     :param persistence: keep sessions across restarts; a clean :meth:`stop` saves them, a
         :meth:`kill` loses what came after the last save.
+    :param save_every_change: with ``persistence``, save after every change (``autosave_on_changes``,
+        ``autosave_interval 1``) instead of every 1,800 s: a :meth:`kill` then loses at most the
+        message acknowledged just before it, not every one queued since the last save, at several
+        times the cost per message (``scripts/broker_ack_loss.py``).
     :raises MosquittoMissing: mosquitto is not installed.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = False, save_every_change: bool = False
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise MosquittoMissing("mosquitto not installed (apt-get install -y mosquitto)")
@@ -51,6 +57,8 @@ class Mosquitto:
         text = f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
         if persistence:
             text += f"persistence true\npersistence_location {workdir}/\n"
+            if save_every_change:
+                text += "autosave_on_changes true\nautosave_interval 1\n"
             if os.geteuid() == 0:
                 # Started as root, mosquitto would become the mosquitto user, which cannot write here.
                 text += "user root\n"
