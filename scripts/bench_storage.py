@@ -3,7 +3,9 @@
 
 ``syncs``: fsync/fdatasync calls per recorded item (record + "sorted" mark +
 the PUBACK delete), counted by ``strace -f`` around a child process that
-records N items, minus a child that records none (open and close alone).
+records N items, minus a child that records none (open and close alone); and the
+bytes it hands to ``write``/``pwrite`` per file of its state directory (the WAL's
+pages, the database's at checkpoints, the marker): what an item costs the card.
 
 ``flush``: a backlog of N events flushed to a local mosquitto after an outage,
 by the agent's MQTT link and store (until the outbox is empty and the deletes
@@ -17,6 +19,7 @@ last PUBACK; median of ``--rounds``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -29,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 PAYLOAD = {"class": "glass", "confidence": 0.93, "compartment": "glass", "pad": "x" * 500}
@@ -38,6 +42,7 @@ def child_record(directory: str, items: int) -> None:
     """Record ``items`` items the way the agent does, acknowledge each."""
     from bin_agent.store import Store
 
+    Path(directory).mkdir(exist_ok=True)
     store = Store(Path(directory) / "bin-agent.db")
     for n in range(items):
         seq = store.record_event(
@@ -54,7 +59,19 @@ def child_record(directory: str, items: int) -> None:
     store.close()
 
 
-def count_syncs(items: int) -> int:
+@dataclass
+class Traced:
+    """What a child that recorded some items asked of the card: sync calls, and bytes handed
+    to ``write``/``pwrite`` per file of the state directory (by name: ``bin-agent.db-wal`` ...)."""
+
+    syncs: int
+    written: collections.Counter[str]
+
+
+WRITE = re.compile(r"\b(?:write|pwrite64|pwritev2?|writev)\(\d+<([^>]*)>.*= (\d+)$")
+
+
+def trace_child(items: int) -> Traced:
     with tempfile.TemporaryDirectory() as directory:
         trace = Path(directory) / "trace"
         subprocess.run(
@@ -62,21 +79,26 @@ def count_syncs(items: int) -> int:
                 "strace",
                 "-f",
                 "-qq",
+                "-y",  # each fd with its path: bytes per file
                 "-e",
-                "trace=fsync,fdatasync,sync_file_range",
+                "trace=fsync,fdatasync,sync_file_range,write,pwrite64,pwritev,pwritev2,writev",
                 "-o",
                 str(trace),
                 sys.executable,
                 __file__,
                 "--child",
-                directory,
+                str(Path(directory) / "state"),
                 str(items),
             ],
             check=True,
         )
-        return sum(
-            1 for line in trace.read_text().splitlines() if re.search(r"\b(fsync|fdatasync|sync_file_range)\(", line)
-        )
+        syncs, written = 0, collections.Counter[str]()
+        for line in trace.read_text().splitlines():
+            if re.search(r"\b(fsync|fdatasync|sync_file_range)\(", line):
+                syncs += 1
+            elif (found := WRITE.search(line)) and "/state/" in found[1]:
+                written[Path(found[1]).name] += int(found[2])
+        return Traced(syncs, written)
 
 
 def free_port() -> int:
@@ -234,10 +256,16 @@ def main() -> None:
         child_record(args.child[0], int(args.child[1]))
         return
 
-    base, loaded = count_syncs(0), count_syncs(args.items)
+    base, loaded = trace_child(0), trace_child(args.items)
     print(
-        f"syncs per recorded item: {(loaded - base) / args.items:.2f} "
-        f"({loaded} syncs for {args.items} items, {base} for open+close alone)"
+        f"syncs per recorded item: {(loaded.syncs - base.syncs) / args.items:.2f} "
+        f"({loaded.syncs} syncs for {args.items} items, {base.syncs} for open+close alone)"
+    )
+    per_item = {name: (n - base.written[name]) / args.items for name, n in loaded.written.most_common()}
+    print(
+        f"bytes written per recorded item: {sum(per_item.values()) / 1024:.1f} KiB ("
+        + ", ".join(f"{name} {n / 1024:.1f}" for name, n in per_item.items() if n > 0)
+        + "; what the card's controller makes of it only a card can tell)"
     )
 
     with tempfile.TemporaryDirectory() as name:
