@@ -251,6 +251,18 @@ TRAY_MARGIN = 8.0
 """How far (px of 320x240) the tray reaches beyond the camera's view at home."""
 REMOVALS = ("hand", "tray")
 PACES = ("normal", "quick")
+VARIANTS = ("none", "small", "pair", "roll", "aec", "flicker", "daylight", "tight-tray")
+"""Conditions a real bin meets that the plain sequences leave out (``--variant``; "none": the
+plain sequences, frame for frame): ``small`` items (a bottle cap, a tea bag, a battery: the
+item's box 15-40 px at 320x240); a ``pair`` of items dropped together or 0.3-1 s apart; an
+item that rolls or slides for 0.5-2 s after landing (``roll``); the camera's auto-exposure
+(``aec``) answering a bright item; mains ``flicker`` bands rolling through the frames; a lid
+gap letting ``daylight`` in from one side, changing over seconds and minutes; with ``--removal
+tray``, items dropped while the tray still wobbles home (``tight-tray``). See
+:func:`make_sequence`."""
+
+Placed = tuple[np.ndarray, np.ndarray, int, int]
+"""An item as laid in a frame: its pixels (reflectance x 220), its alpha, x and y."""
 
 
 @dataclass
@@ -325,6 +337,7 @@ def make_sequence(
     transients: bool = True,
     removal: str = "hand",
     pace: str = "normal",
+    variant: str = "none",
 ) -> dict[str, Any]:
     """Write the frames of ``items`` (key, RGB photo) dropped one after another into one bin
     that looks like ``look``, as ``frame-NNNNNN.jpg`` in ``out``, with transients between them;
@@ -344,14 +357,48 @@ def make_sequence(
     wobbles about it for 0.5 s, dying away. The item's ``end`` is the frame the tray is home.
     ``pace="quick"``: a person dropping one item after another: no transients, each item
     falls 0-1 s after the tray stopped wobbling, 0.5-1.5 s after it is home (0-1 s after the
-    hand left with ``removal="hand"``)."""
-    if removal not in REMOVALS or pace not in PACES:
-        raise ValueError(f"removal must be one of {REMOVALS} and pace one of {PACES}")
+    hand left with ``removal="hand"``).
+
+    ``variant`` (:data:`VARIANTS`; its own random draws, so "none" leaves every frame as it
+    was): ``small``: each item's longest side 15-40 px. ``pair``: the items go two by two, the
+    second falling with the first (a third of the pairs) or 0.3-1 s after it, beside it;
+    both are taken away together (a hand, or the tray). ``roll``: each item rolls or slides on
+    after its bounce for 0.5-2 s, 15-60 px, slowing down, before it rests 3 s. ``aec``: the
+    camera's auto-exposure meters the frame (centre-weighted) and brings it back to the empty
+    bin's level with a time constant of 0.15-0.4 s (settled in 0.3-1 s): a bright item dims
+    the whole frame, its leaving brightens it back. ``flicker``: the LED's 100 Hz ripple
+    through a rolling shutter: 3 horizontal bands a frame, 2-6 % deep, rolling 0.01-0.1 of a
+    band a frame (mains and frame rate not locked). ``daylight``: light from a lid gap on the
+    left (falling off over 60 px, not a plane), up to +60 % there, fading out over 3 minutes
+    with a cloud (+-30 % of it over 5-20 s) now and then. ``tight-tray`` (``removal="tray"``,
+    quick pace): each item falls 0-0.4 s after the tray is home, while it still wobbles."""
+    if removal not in REMOVALS or pace not in PACES or variant not in VARIANTS:
+        raise ValueError(f"removal must be one of {REMOVALS}, pace one of {PACES}, variant one of {VARIANTS}")
+    if variant == "tight-tray" and removal != "tray":
+        raise ValueError("variant tight-tray needs removal tray")
+    if variant == "tight-tray":
+        pace = "quick"
     quick = pace == "quick"
     transients = transients and not quick
     rng = np.random.default_rng(seed)
     # The tray's own draws: the same photos, and the same transients, with either removal.
     tray_rng = np.random.default_rng([seed, 1])
+    # The variant's own draws: with variant "none" nothing is drawn from it.
+    var_rng = np.random.default_rng([seed, 2])
+    yy, xx = np.mgrid[0:SEQ_H, 0:SEQ_W].astype(np.float32)
+    flicker = (
+        (float(var_rng.uniform(0.02, 0.06)), float(var_rng.uniform(0.01, 0.1)), float(var_rng.uniform(0, 1)))
+        if variant == "flicker"
+        else None
+    )
+    # Daylight: its strength (share of the lamp's light at the left edge) per second, and its falloff.
+    day_fall = np.exp(-xx / 60.0) if variant == "daylight" else None
+    clouds = var_rng.uniform(0, 1, 64) if variant == "daylight" else None
+    # Auto-exposure: the exposure in force (1: the empty bin's) and its time constant.
+    meter = np.exp(-(((xx - SEQ_W / 2) / (0.3 * SEQ_W)) ** 2 + ((yy - SEQ_H / 2) / (0.3 * SEQ_H)) ** 2))
+    meter /= meter.sum()
+    aec = {"exposure": 1.0, "level": 0.0, "tau": float(var_rng.uniform(0.15, 0.4))} if variant == "aec" else None
+    pending_poses: list[TrayPose] = []  # tight-tray: the wobble the next frames show
     pose: TrayPose | None = None  # None: the tray has never moved (exactly home)
     homes: list[dict[str, Any]] = []  # where the tray came home after each sort
     floor, light = bin_light(rng, look)
@@ -361,7 +408,7 @@ def make_sequence(
     events: list[dict[str, Any]] = []  # transients, for the record
     n = 0
 
-    def lay(img: np.ndarray, item: tuple[np.ndarray, np.ndarray, int, int], lit: np.ndarray | None) -> None:
+    def lay(img: np.ndarray, item: Placed, lit: np.ndarray | None) -> None:
         """Lay ``item`` (pixels, alpha, x, y) on ``img``, lit by ``lit`` (None: reflectance only)."""
         pixels, alpha, x, y = item
         h, w = alpha.shape
@@ -375,34 +422,56 @@ def make_sequence(
             img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + p * a
 
     def scene(
-        item: tuple[np.ndarray, np.ndarray, int, int] | None,
+        item: Placed | list[Placed] | None,
         hand: tuple[np.ndarray, np.ndarray] | None = None,
         shade: np.ndarray | None = None,
         step: float = 1.0,
-        in_air: bool = False,
+        in_air: bool | list[bool] = False,
         tray: TrayPose | None = None,
     ) -> None:
-        """One frame; ``in_air``: the item is falling (not on the tray), ``tray``: the tray's
-        pose if not the current one."""
+        """One frame; ``item``: one item or several, ``in_air``: the item is falling (not on
+        the tray; one flag per item for several), ``tray``: the tray's pose if not the current one."""
         nonlocal n
         t = n / SEQ_FPS
         gain = step * (1.0 + 0.1 * np.sin(2 * np.pi * t / 60.0)) * look.exposure
         lit = light * gain if shade is None else light * gain * shade
+        if day_fall is not None and clouds is not None:  # a lid gap on the left, fading out
+            knot = t / 10.0
+            k0 = min(int(knot), clouds.size - 2)
+            w = 0.5 - 0.5 * np.cos(np.pi * (knot - k0))
+            cloud = 0.3 * (2 * ((1 - w) * clouds[k0] + w * clouds[k0 + 1]) - 1)
+            lit = lit * (1.0 + 0.6 * max(0.0, 1.0 - t / 240.0) * (1.0 + cloud) * day_fall)
+        if flicker is not None:  # the LED's ripple through the rolling shutter: bands down the frame
+            depth, roll, phase = flicker
+            lit = lit * (1.0 + depth * np.sin(2 * np.pi * (yy / 80.0 + phase + roll * n)))
+        if tray is None and pending_poses:
+            tray = pending_poses.pop(0)
         tray = tray if tray is not None else pose
+        placed = [] if item is None else (item if isinstance(item, list) else [item])
+        falling = in_air if isinstance(in_air, list) else [in_air] * len(placed)
         if tray is None:  # the tray never moved: the frames of the hand's sequences, bit for bit
             img = floor * lit[..., None]
-            if item is not None:
-                lay(img, item, lit)
+            for one in placed:
+                lay(img, one, lit)
         else:  # the tray's floor and what lies on it go where the tray goes; the light stays
             texture = floor.copy()
-            if item is not None and not in_air:
-                lay(texture, item, None)
+            for one, air in zip(placed, falling):
+                if not air:
+                    lay(texture, one, None)
             img = tray_view(texture, tray) * lit[..., None]
-            if item is not None and in_air:
-                lay(img, item, lit)
+            for one, air in zip(placed, falling):
+                if air:
+                    lay(img, one, lit)
         if hand is not None:
             a, level = hand
             img = img * (1 - a[..., None]) + (level * lit * a)[..., None] * np.array([1.0, 0.8, 0.7], np.float32)
+        if aec is not None:  # the exposure in force; the camera meters this frame for the next
+            img = img * aec["exposure"]
+            level = float((img.mean(axis=-1) * meter).sum())
+            if n == 0:
+                aec["level"] = level
+            target = aec["exposure"] * aec["level"] / max(level, 1.0)
+            aec["exposure"] *= (target / aec["exposure"]) ** (1.0 - np.exp(-1.0 / (SEQ_FPS * aec["tau"])))
         img = img * cast
         if look.blur:
             img = np.asarray(
@@ -419,12 +488,12 @@ def make_sequence(
         for _ in range(round(seconds * SEQ_FPS)):
             scene(None, step=step)
 
-    def tip_off(home: TrayPose | None, item: tuple[np.ndarray, np.ndarray, int, int], step: float) -> TrayPose:
-        """The item lies still until the agent sorts it; the tray tilts, holds while the item
-        slides off, and comes back a little off; returns where it came home."""
+    def tip_off(home: TrayPose | None, placed: list[Placed], step: float) -> TrayPose:
+        """The items lie still until the agent sorts them; the tray tilts, holds while they
+        slide off, and comes back a little off; returns where it came home."""
         start = home or TrayPose()
         for _ in range(round((0.6 + float(tray_rng.uniform(0.3, 0.6))) * SEQ_FPS)):
-            scene(item, step=step)
+            scene(placed, step=step)
         side = int(tray_rng.choice([-1, 1]))
         travel, dwell = round(TRAVEL_SECONDS * SEQ_FPS), round(DWELL_SECONDS * SEQ_FPS)
         new_home = next_home(start, tray_rng)
@@ -434,28 +503,54 @@ def make_sequence(
             + [1.0] * dwell
             + [1 - (k + 1) / travel for k in range(travel - 1)]
         )
-        pixels, alpha, x, y = item
-        sliding = 0.0  # seconds the item has been sliding down the tilted tray
+        sliding = 0.0  # seconds the items have been sliding down the tilted tray
         for k, tilt in enumerate(tilts):
             if tilt >= 0.5:
                 sliding += 1 / SEQ_FPS
             shift = int(round(side * 0.5 * 1500.0 * sliding**2))  # 1500 px/s^2 down the slope
-            on_tray = (pixels, alpha, x + shift, y) if abs(shift) < SEQ_W else None
+            on_tray = [(pixels, alpha, x + shift, y) for pixels, alpha, x, y in placed] if abs(shift) < SEQ_W else None
             was = start if k < travel + dwell else new_home
             scene(on_tray, step=step, tray=dataclasses.replace(was, tilt=tilt, side=side))
         return new_home
 
-    def pose_home_wobble(home: TrayPose, step: float) -> None:
-        """The tray home, wobbling about its new rest along its tilt axis, dying away over 0.5 s."""
+    def home_wobble(home: TrayPose) -> list[TrayPose]:
+        """The tray home, wobbling about its new rest along its tilt axis, dying away over
+        0.5 s: its pose in each frame."""
         amplitude = float(tray_rng.uniform(0.5, 1.5))  # px of 320x240
+        poses = []
         for k in range(round(0.5 * SEQ_FPS)):
             tau = k / SEQ_FPS
             wobble = amplitude * np.exp(-tau / 0.15) * np.cos(2 * np.pi * 4.0 * tau)
-            scene(None, step=step, tray=dataclasses.replace(home, dx=home.dx + wobble))
+            poses.append(dataclasses.replace(home, dx=home.dx + wobble))
+        return poses
+
+    def sized(photo: np.ndarray, height: int, longest: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The item cut out of ``photo`` (pixels, alpha) ``height`` px high (at most 45 % of the
+        frame wide), or with its longest side ``longest`` px."""
+        pixels, alpha = cut_out(photo)
+        if longest is not None:
+            factor = longest / max(alpha.shape)
+            width = max(4, int(round(alpha.shape[1] * factor)))
+            height = max(4, int(round(alpha.shape[0] * factor)))
+        else:
+            width = max(4, int(round(alpha.shape[1] * height / alpha.shape[0])))
+            if width > SEQ_W * 0.45:
+                width = int(SEQ_W * 0.45)
+                height = max(4, int(round(alpha.shape[0] * width / alpha.shape[1])))
+        pix = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR), np.float32)
+        alp = (
+            np.asarray(
+                Image.fromarray((alpha * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR),
+                np.float32,
+            )
+            / 255.0
+        )
+        return pix / 255.0 * 220.0, alp  # the photo's white board is about 220: reflectance 0-1 times the light
 
     for _ in range(10):  # the agent's trigger learns the empty bin first
         scene(None)
-    for index, (key, photo) in enumerate(items):
+    groups = [items[k : k + 2] for k in range(0, len(items), 2)] if variant == "pair" else [[one] for one in items]
+    for index, group in enumerate(groups):
         step = 1.0
         if transients and index % 5 == 4:
             step = 1.25 if index % 10 == 4 else 0.8
@@ -476,60 +571,97 @@ def make_sequence(
                 scene(None, _hand(float(reach), side, y, float(rng.uniform(0.9, 1.1)) * 110), step=step)
         elif kind == "shadow":  # someone leaning over the bin: a soft dark edge sweeps across
             events.append({"kind": kind, "frame": n})
-            xx = np.arange(SEQ_W, dtype=np.float32)[None, :]
+            cols = np.arange(SEQ_W, dtype=np.float32)[None, :]
             for edge in np.linspace(-80, SEQ_W + 80, 15):
-                shade = 1.0 - 0.45 / (1.0 + np.exp(-(edge - xx) / 25.0))
+                shade = 1.0 - 0.45 / (1.0 + np.exp(-(edge - cols) / 25.0))
                 scene(None, shade=np.broadcast_to(shade, (SEQ_H, SEQ_W)), step=step)
         elif kind == "step":  # a step and back while empty (the lid opened and closed)
             events.append({"kind": "light step x1.3 and back", "frame": n})
             empty(0.7, step * 1.3)
         if not quick:
             empty(1.0, step)
-        # The item: 15-30 % of the frame high, lying somewhere wholly in view.
-        pixels, alpha = cut_out(photo)
+        # The item: 15-30 % of the frame high (small: its longest side 15-40 px), lying
+        # somewhere wholly in view.
         height = int(round(SEQ_H * rng.uniform(0.15, 0.30)))
-        width = max(4, int(round(alpha.shape[1] * height / alpha.shape[0])))
-        if width > SEQ_W * 0.45:
-            width = int(SEQ_W * 0.45)
-            height = max(4, int(round(alpha.shape[0] * width / alpha.shape[1])))
-        pix = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR), np.float32)
-        alp = (
-            np.asarray(
-                Image.fromarray((alpha * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR),
-                np.float32,
-            )
-            / 255.0
-        )
-        pix = pix / 255.0 * 220.0  # the photo's white board is about 220: reflectance 0-1 times the light
+        longest = float(var_rng.uniform(15, 40)) if variant == "small" else None
+        pix, alp = sized(group[0][1], height, longest)
+        height, width = alp.shape
         x = int(rng.integers(10, SEQ_W - width - 10))
         y = int(rng.integers(10, SEQ_H - height - 10))
+        # (pixels, alpha, x, y, frames after the first one's fall that it falls)
+        falls: list[tuple[np.ndarray, np.ndarray, int, int, int]] = [(pix, alp, x, y, 0)]
+        for _key, photo in group[1:]:  # a pair: the second beside the first, with it or 0.3-1 s after
+            pix2, alp2 = sized(photo, int(round(SEQ_H * var_rng.uniform(0.15, 0.30))), None)
+            h2, w2 = alp2.shape
+            for _ in range(50):  # beside the first, not on it
+                x2 = int(var_rng.integers(10, SEQ_W - w2 - 10))
+                y2 = int(var_rng.integers(10, SEQ_H - h2 - 10))
+                if x2 > x + width + 8 or x2 + w2 + 8 < x or y2 > y + height + 8 or y2 + h2 + 8 < y:
+                    break
+            delay = 0 if var_rng.uniform() < 1 / 3 else int(var_rng.integers(3, 11))
+            falls.append((pix2, alp2, x2, y2, delay))
         start = n
-        for k in range(3):  # falling in from above the frame
-            scene((pix, alp, x, -height + (y + height) * (k + 1) // 4), step=step, in_air=True)
-        scene((pix, alp, x + 2, y - 2), step=step)  # a small bounce
-        land = n
+        rest: list[Placed] = []
+        for k in range(max(f[4] for f in falls) + 4):
+            now: list[Placed] = []
+            air: list[bool] = []
+            for pixels, alpha, fx, fy, delay in falls:
+                j = k - delay
+                if j < 0:
+                    continue
+                h = alpha.shape[0]
+                if j < 3:  # falling in from above the frame
+                    now.append((pixels, alpha, fx, -h + (fy + h) * (j + 1) // 4))
+                else:  # a small bounce, then at rest
+                    now.append((pixels, alpha, fx + 2, fy - 2) if j == 3 else (pixels, alpha, fx, fy))
+                air.append(j < 3)
+            scene(now, step=step, in_air=air)
+        rest = [(pixels, alpha, fx, fy) for pixels, alpha, fx, fy, _ in falls]
+        if variant == "roll":  # it rolls or slides on, slowing down, before it rests
+            frames = int(var_rng.integers(5, 21))
+            angle = float(var_rng.uniform(0, 2 * np.pi))
+            distance = float(var_rng.uniform(15, 60))
+            to_x = int(np.clip(x + distance * np.cos(angle), 10, SEQ_W - width - 10))
+            to_y = int(np.clip(y + distance * np.sin(angle), 10, SEQ_H - height - 10))
+            for r in range(1, frames + 1):
+                done = 1 - (1 - r / frames) ** 2
+                scene((pix, alp, int(round(x + (to_x - x) * done)), int(round(y + (to_y - y) * done))), step=step)
+            x, y = to_x, to_y
+            rest = [(pix, alp, x, y)]
+        lands = [start + f[4] + 4 for f in falls]
         if removal == "tray":
-            pose = tip_off(pose, (pix, alp, x, y), step)
-            drops.append(Drop(key, start, land, n, x, y, height))
-            pose_home_wobble(pose, step)
+            pose = tip_off(pose, rest, step)
+            for (key, _), (_, alpha, fx, fy), fell, land in zip(group, rest, falls, lands):
+                drops.append(Drop(key, start + fell[4], land, n, fx, fy, alpha.shape[0]))
+            if variant == "tight-tray":  # the next item falls 0-0.4 s after the tray is home, as it wobbles
+                pending_poses[:] = home_wobble(pose)
+                empty(float(var_rng.integers(0, 5)) / SEQ_FPS, step)
+                continue
+            for wobbling in home_wobble(pose):
+                scene(None, step=step, tray=wobbling)
             if quick:
                 empty(float(rng.uniform(0.0, 1.0)), step)
             else:
                 empty(0.5, step)
             continue
         for _ in range(30):
-            scene((pix, alp, x, y), step=step)
-        # A hand takes it: reaches in over it (0.4 s), holds (0.3 s), leaves with it (0.5 s).
-        side = 0 if x + width / 2 > SEQ_W / 2 else 1
-        cy = y + height / 2
-        reach_to = (x + width / 2) / SEQ_W if side == 0 else 1 - (x + width / 2) / SEQ_W
+            scene(rest, step=step)
+        # A hand takes it (a pair: both): reaches in over it (0.4 s), holds (0.3 s), leaves with it (0.5 s).
+        left = min(fx for _, _, fx, _ in rest)
+        right = max(fx + alpha.shape[1] for _, alpha, fx, _ in rest)
+        top = min(fy for _, _, _, fy in rest)
+        bottom = max(fy + alpha.shape[0] for _, alpha, _, fy in rest)
+        side = 0 if (left + right) / 2 > SEQ_W / 2 else 1
+        cy = (top + bottom) / 2
+        reach_to = (left + right) / 2 / SEQ_W if side == 0 else 1 - (left + right) / 2 / SEQ_W
         for reach in np.linspace(0.2, reach_to, 4):
-            scene((pix, alp, x, y), _hand(float(reach), side, cy, 110), step=step)
+            scene(rest, _hand(float(reach), side, cy, 110), step=step)
         for _ in range(3):
-            scene((pix, alp, x, y), _hand(float(reach_to), side, cy, 110), step=step)
+            scene(rest, _hand(float(reach_to), side, cy, 110), step=step)
         for reach in np.linspace(reach_to, 0.0, 5):
             scene(None, _hand(float(reach), side, cy, 110), step=step)
-        drops.append(Drop(key, start, land, n, x, y, height))
+        for (key, _), (_, alpha, fx, fy), fell, land in zip(group, rest, falls, lands):
+            drops.append(Drop(key, start + fell[4], land, n, fx, fy, alpha.shape[0]))
         empty(float(rng.uniform(0.0, 1.0)) if quick else 1.0, step)
     empty(2.0)
     truth = {
@@ -538,6 +670,7 @@ def make_sequence(
         "look": dataclasses.asdict(look),
         "removal": removal,
         "pace": pace,
+        "variant": variant,
         "tray_homes": homes,
         "items": [dataclasses.asdict(d) for d in drops],
         "transients": events,
@@ -574,6 +707,13 @@ def main() -> None:
     parser.add_argument(
         "--pace", choices=PACES, default="normal", help="--sequence: quick: items one after another, no transients"
     )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="none",
+        help="--sequence: a condition the plain sequences leave out (small items, pairs, rolling, auto-exposure, "
+        "flicker, daylight, tight-tray); none: the plain sequence, frame for frame",
+    )
     args = parser.parse_args()
     items = ds.list_dataset(args.dataset)
     if args.split:
@@ -594,6 +734,7 @@ def main() -> None:
             transients=not args.no_transients,
             removal=args.removal,
             pace=args.pace,
+            variant=args.variant,
         )
         print(f"wrote {truth['frames']} frames with {len(truth['items'])} items to {args.out}")
         return

@@ -100,14 +100,16 @@ def score(truth: dict[str, Any], fired: list[tuple[int, str]]) -> dict[str, int]
     right = 0
     false = 0
     for frame, class_name in fired:
-        for k, item in enumerate(truth["items"]):
-            if item["start"] <= frame < item["end"]:
-                hits[k] += 1
-                right += hits[k] == 1 and class_name == item["photo"].split("/", 1)[0]
-                break
-        else:
+        # Items dropped as a pair lie in view together: an event counts for the first of
+        # them that has none yet (for single items the windows never overlap).
+        within = [k for k, item in enumerate(truth["items"]) if item["start"] <= frame < item["end"]]
+        if not within:
             false += 1
-    return {
+            continue
+        k = next((k for k in within if hits[k] == 0), within[0])
+        hits[k] += 1
+        right += hits[k] == 1 and class_name == truth["items"][k]["photo"].split("/", 1)[0]
+    figures = {
         "items": len(hits),
         "missed": sum(h == 0 for h in hits),
         "double": sum(max(0, h - 1) for h in hits),
@@ -115,6 +117,10 @@ def score(truth: dict[str, Any], fired: list[tuple[int, str]]) -> dict[str, int]
         "events": len(fired),
         "right": right,
     }
+    if truth.get("variant") == "pair":
+        # Two items dropped together and both missed: the bin's count lost them all.
+        figures["pairs_both_missed"] = sum(hits[k] == 0 and hits[k + 1] == 0 for k in range(0, len(hits) - 1, 2))
+    return figures
 
 
 def run_agent(frames: Path, work: Path, agent_tree: Path, removal: str = "hand") -> list[tuple[int, str]]:
@@ -154,6 +160,11 @@ def main() -> None:
         help="who takes each item away: a hand (default), or the tray tilting as the servo sorts",
     )
     parser.add_argument("--pace", choices=["normal", "quick"], default="normal", help="quick: items one after another")
+    parser.add_argument(
+        "--variant",
+        default="none",
+        help="a condition of synthetic_bin.py --variant (small, pair, roll, aec, flicker, daylight, tight-tray)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
 
@@ -161,6 +172,8 @@ def main() -> None:
     for name in args.scenario or SCENARIOS:
         # The hand's normal pace keeps the folder name it always had.
         variant = "" if (args.removal, args.pace) == ("hand", "normal") else f"-{args.removal}-{args.pace}"
+        if args.variant != "none":
+            variant += f"-{args.variant}"
         frames = args.work / f"{name}{variant}-{args.subset}-{args.items}-{args.seed}"
         if not (frames / "truth.json").is_file():
             subprocess.run(
@@ -182,6 +195,8 @@ def main() -> None:
                     args.removal,
                     "--pace",
                     args.pace,
+                    "--variant",
+                    args.variant,
                     "--out",
                     str(frames),
                 ],
@@ -194,9 +209,10 @@ def main() -> None:
         fired = run_agent(frames, run_dir, args.agent_tree.resolve(), args.removal)
         figures[name] = score(truth, fired) | {"frames": truth["frames"], "fired": [frame for frame, _ in fired]}
         result = figures[name]
+        both = f"  pairs both missed {result['pairs_both_missed']:2d}" if "pairs_both_missed" in result else ""
         print(
             f"{name:14s} items {result['items']:3d}  missed {result['missed']:2d}  double {result['double']:2d}  "
-            f"false {result['false']:2d}  right class {result['right']:3d}  ({truth['frames']} frames)",
+            f"false {result['false']:2d}  right class {result['right']:3d}{both}  ({truth['frames']} frames)",
             flush=True,
         )
     if args.json:
