@@ -417,10 +417,10 @@ def test_hand_resting_longer_than_settle_fires_documented() -> None:
 
 
 def test_small_crumb_below_min_area_never_fires_but_counts_as_a_possible_item() -> None:
-    """A 12x12 px crumb (9 blocks; min_area is 0.4 % of 4800 blocks, 19) lies
+    """A 7x7 px crumb (4 blocks at most; min_area is 0.15 % of 4800 blocks, 8) lies
     still: no event, but it is counted once as a possible item not classified."""
     trigger = motion_trigger()
-    fired = run(trigger, Scene(seed=9), lambda t: (falling(t, 2.0, 100, 100, size=12), 1.0), 10.0, 10)
+    fired = run(trigger, Scene(seed=9), lambda t: (falling(t, 2.0, 101, 101, size=7), 1.0), 10.0, 10)
     assert fired == []
     assert trigger.possible_items == 1
     assert trigger.state == "empty"
@@ -554,8 +554,10 @@ def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
     occupied) the frames that fire and their boxes, every frame's state and
     changed blocks, and the learned maps, as the trigger gave them before.
     Every frame is looked at (``idle_look_seconds = 0``): the idle looks have
-    their own tests below."""
-    trigger = motion_trigger(idle_look_seconds=0.0)
+    their own tests below. The item area and stillness are those the trace was
+    recorded with (``min_area`` 0.4 %, ``max_motion`` 0.2 %: the 12x12 px crumb is
+    smaller than an item there)."""
+    trigger = motion_trigger(idle_look_seconds=0.0, min_area=0.004, max_motion=0.002)
     got = trace(trigger, Scene(seed=21), busy_bin, 24.0, 10, requests=[50, 95])
     first, second = (60 / W, 100 / H, 120 / W, 160 / H), (200 / W, 28 / H, 260 / W, 92 / H)
     assert got["fired"] == [(50, None), (74, first), (95, first), (194, second)]
@@ -1068,3 +1070,20 @@ def test_the_agent_tells_the_trigger_when_its_sort_takes_the_item(tmp_path, kind
     assert agent.run() == 0
     assert agent.items_sorted == 1
     assert calls == (["occupied"] if told else [])
+
+
+def test_a_small_item_the_size_of_a_bottle_cap_fires_once() -> None:
+    """Items whose box is 15-40 px at 320x240 (a bottle cap, a battery, a tea bag) are
+    items: a 14x14 px one, as dark against a dark floor as the dim bins' items, dropped at
+    10 fps, lies still 3 s and is taken out by a hand: one event, and none when it goes.
+    A crumb half its size is not one (``test_small_crumb_...``)."""
+    scene = Scene(seed=31, noise=3.0)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        cap = falling(t, 2.0, 121, 157, fall=0.3, size=14, level=float(scene.floor[128, 164]) - 30, seed=6)
+        return (cap if t < 5.7 else []) + hand(t, 5.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = run(trigger, scene, script, 10.0, 10)
+    assert len(fired) == 1 and 2.3 + 0.6 - 1e-6 <= fired[0] <= 2.3 + 0.6 + 0.25, fired
+    assert trigger.state == "empty"

@@ -270,14 +270,15 @@ class MotionSection:
         max=254,
     )
     min_area: float = _opt(
-        0.004,
-        "Share of the view that must change to see an item (0.004: an 18x18 px item in 320x240); "
+        0.0015,
+        "Share of the view that must change to see an item (0.0015: 8 blocks of 4x4 px in 320x240, a 12x12 px "
+        "item, a bottle cap seen in part); "
         "raised while noise alone changes parts of the empty bin.",
         min=0.0001,
         max=1,
     )
     max_motion: float = _opt(
-        0.002,
+        0.001,
         "Share of the view that may still move while the item counts as lying still (must be below min_area).",
         min=0,
         max=1,

@@ -181,6 +181,21 @@ def _patches(mask: np.ndarray) -> np.ndarray:
     return mask & _grow3x3(_open3x3(mask))
 
 
+def _clustered(mask: np.ndarray) -> np.ndarray:
+    """The blocks of ``mask`` with at least two of their eight neighbours in ``mask`` (none
+    beyond the edge): an item's blocks, also a thin item's (a line has two), without the
+    single blocks and pairs that noise scatters over a view."""
+    h, w = mask.shape
+    neighbours = np.zeros((h, w), np.uint8)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                neighbours[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] += mask[
+                    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+                ]
+    return mask & (neighbours >= 2)
+
+
 def _grow3x3(mask: np.ndarray) -> np.ndarray:
     """``mask`` and every block next to one of its blocks (dilation with a 3x3 square)."""
     h, w = mask.shape
@@ -434,7 +449,7 @@ class MotionTrigger:
     :param min_pixel_threshold: the fewest grey levels that count as changed,
         however quiet the block (a noise-free replay, JPEG steps).
     :param min_area: fraction (0-1) of the view that must be changed for an
-        item to be present (0.4 %: a 18x18 px item in 320x240).
+        item to be present (0.15 %: 8 blocks, a 12x12 px item in 320x240).
     :param max_motion: fraction of the view that may change against the
         reference frame while the scene still counts as "not moving". Must be
         below ``min_area``.
@@ -1105,7 +1120,11 @@ class MotionTrigger:
             # against the floor where it lies now, which is the empty bin now.
             floor, mean, seen = moved
             self._set_background(floor)
-        area = float(np.count_nonzero(seen)) / seen.size
+        # An item is a patch: only changed blocks with changed neighbours count towards its
+        # area. The second look's low threshold also finds blocks that the light's residual
+        # or the noise of a few frames pushed over it, scattered over the view.
+        patch = _clustered(seen)
+        area = float(np.count_nonzero(patch)) / seen.size
         if area >= self.min_area_in_force:
             # The item's box: its blocks of some contrast, not the faint halo
             # of a low threshold (blocks the item's edge only touches, blur).
@@ -1113,8 +1132,8 @@ class MotionTrigger:
             strong = float(np.percentile(strength[seen], 90))
             self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
             return True
-        if np.count_nonzero(seen) >= MIN_ENTRY_BLOCKS:
-            self._possible_item(seen)
+        if np.count_nonzero(patch) >= MIN_ENTRY_BLOCKS:
+            self._possible_item(patch)
             # Take it into the background, or it would be counted again and again.
             self._background[seen] += mean[seen]
             self._background_changed()
