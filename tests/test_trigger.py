@@ -1087,3 +1087,25 @@ def test_a_small_item_the_size_of_a_bottle_cap_fires_once() -> None:
     fired = run(trigger, scene, script, 10.0, 10)
     assert len(fired) == 1 and 2.3 + 0.6 - 1e-6 <= fired[0] <= 2.3 + 0.6 + 0.25, fired
     assert trigger.state == "empty"
+
+
+def test_light_from_a_lid_gap_changing_while_an_item_lies_there_does_not_lock_the_trigger() -> None:
+    """A quiet, dark bin (noise 2) with daylight falling in through a lid gap on the left
+    (up to +60 % there, fading over 60 px: not a plane). While an item lies there 3 s a
+    cloud passes (the daylight drops to +50 % over 2 s); a hand takes the item; the next item,
+    dropped 2 s later, and the one after fire. Before, the light's uneven change kept the
+    running mean from looking empty, and the trigger stayed "occupied" until
+    ``absorb_seconds``: every later item missed."""
+    gap = np.exp(-np.arange(W, dtype=np.float32) / 60.0)[None, :]
+
+    def script(t: float) -> tuple[list[Item], np.ndarray]:
+        daylight = 0.6 - 0.1 * float(np.clip((t - 3.0) / 2.0, 0.0, 1.0))  # a cloud, over 2 s
+        items = falling(t, 2.0, 100, 150, level=40.0, seed=2) if t < 6.7 else []
+        items += falling(t, 9.0, 60, 60, level=200.0, seed=3) if t < 12.7 else []
+        items += falling(t, 15.0, 140, 220, level=40.0, seed=4) if t < 18.7 else []
+        return items + hand(t, 6.0, 1.2) + hand(t, 12.0, 1.2) + hand(t, 18.0, 1.2), 1.0 + daylight * gap
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = run(trigger, Scene(seed=32, noise=2.0), script, 21.0, 10)
+    assert len(fired) == 3, fired
+    assert [round(f) for f in fired] == [3, 10, 16], fired

@@ -1008,6 +1008,8 @@ class MotionTrigger:
                 return True
             if self._state != "occupied":
                 return False
+            if self._only_the_light_is_left():
+                return False
         if self.absorb_seconds is not None and still and _has_lasted(self._occupied_since, t, self.absorb_seconds):
             log.info(
                 "scene unchanged for %.0f s with an item in view: absorbing it into the background and re-arming",
@@ -1233,6 +1235,37 @@ class MotionTrigger:
         strong = float(np.percentile(strength[seen], 90))
         log.info("the floor moved and came back with something new on it")
         self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
+        return True
+
+    def _only_the_light_is_left(self) -> bool:
+        """Occupied, the scene still for ``settle_seconds`` and not the empty bin to the
+        running mean: if the item that fired no longer lies where it lay (its blocks differ
+        from what fired by half its contrast or more) and the still frames differ from the
+        empty bin by twice the threshold in fewer blocks than an item's area (no hand
+        resting there, no item pushed aside: a strong change), what is left is the light,
+        changed while the item lay there in a way the plane does not follow (daylight
+        through a lid gap on one side, a cloud passing): the still scene is the empty bin
+        now, and the trigger re-arms on it. Without this the trigger waited for
+        ``absorb_seconds``, and missed every item meanwhile."""
+        fired_seen, fired_mean = self._fired_seen, self._fired_mean
+        if fired_seen is None or fired_mean is None or not fired_seen.any():
+            return False
+        assert self._threshold is not None
+        mean, _, _, scene = self._second_look()
+        if fired_seen.shape != mean.shape:
+            return False
+        strong = int(np.count_nonzero(np.abs(mean) > np.float32(2.0) * self._threshold))
+        if strong >= self.min_area_in_force * mean.size:
+            return False  # something is there: a hand resting, the item pushed aside
+        was = fired_mean[fired_seen]
+        if float(np.median(np.abs(mean[fired_seen] - was))) < 0.5 * float(np.median(np.abs(was))):
+            return False  # the item that fired, still there (a faint one: no block over the threshold)
+        log.info("the item is gone and the light changed unevenly while it lay there: re-arming on the bin as it is")
+        self._set_background(scene)
+        self._gain_weights = None
+        self._state = "empty"
+        self._empty_since = None
+        self._taken_away = False
         return True
 
     def _is_the_item_that_fired(self, seen: np.ndarray, mean: np.ndarray, threshold: np.ndarray) -> bool:
