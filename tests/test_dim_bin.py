@@ -63,7 +63,7 @@ def test_small_dark_items_in_a_dim_bin_are_each_counted_once_and_nothing_else(
 
 
 def test_a_settled_change_smaller_than_an_item_is_counted_in_the_state(tmp_path: Path) -> None:
-    """A 12x12 px crumb lands in an empty bin (noisy, 320x240) and stays: no event, and the
+    """A 7x7 px crumb lands in an empty bin (noisy, 320x240) and stays: no event, and the
     agent's state counts one possible item not classified, for a dashboard to show."""
     import numpy as np
     from PIL import Image
@@ -79,7 +79,7 @@ def test_a_settled_change_smaller_than_an_item_is_counted_in_the_state(tmp_path:
     for k in range(40):
         picture = floor.copy()
         if k >= 20:
-            picture[100:112, 150:162] = 140
+            picture[100:107, 152:159] = 140
         noisy = np.clip(picture + rng.normal(0, 4, picture.shape), 0, 255).astype(np.uint8)
         Image.fromarray(np.stack([noisy] * 3, axis=-1)).save(frames / f"frame-{k:06d}.png")
     data = base_config(tmp_path, frames, mqtt=False)
