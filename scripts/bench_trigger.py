@@ -96,6 +96,12 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", default="main", help="git revision to compare with ('' for none)")
+    parser.add_argument(
+        "--baseline-areas",
+        default="0.004,0.002",
+        help="min_area,max_motion the baseline runs with: its own defaults (0.004,0.002 before 2026-12-07's "
+        "small items; 0.02,0.01 before issue 25); the costs depend on them (when a change starts a look)",
+    )
     args = parser.parse_args()
 
     empty = frames(args.width, args.height, item=False, count=args.frames)
@@ -103,8 +109,9 @@ def main() -> None:
     builders = {"this tree": lambda: MotionTrigger.from_config(TriggerSection())}
     if args.baseline:
         old = baseline_class(args.baseline)
-        # The baseline with its own defaults (min_area 0.02, max_motion 0.01).
-        section = TriggerSection(motion=MotionSection(min_area=0.02, max_motion=0.01))
+        # The baseline with its own defaults, as its config held them.
+        min_area, max_motion = (float(v) for v in args.baseline_areas.split(","))
+        section = TriggerSection(motion=MotionSection(min_area=min_area, max_motion=max_motion))
         builders[args.baseline] = lambda: old.from_config(section)
     best: dict[str, list[float]] = {name: [float("inf"), float("inf")] for name in builders}
     states = {}
