@@ -1150,11 +1150,19 @@ class MotionTrigger:
     def _second_look(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The still frames gathered since the scene settled, as one (the second look): their
         mean difference from the background, the threshold for that many frames (``sqrt(n)``
-        less noise), the blocks it exceeds, and the scene they show."""
+        less noise), the blocks it exceeds, and the scene they show. Flicker bands (a block
+        row's median, where it stands out) are taken out of the mean first."""
         assert self._threshold is not None and self._background is not None and self._evidence is not None
         frames = self._evidence_frames
         mean = self._evidence / np.float32(frames)
         threshold = np.maximum(self._threshold / np.float32(np.sqrt(frames)), self.min_pixel_threshold / 2)
+        # An LED's ripple through a rolling shutter: bands across the whole width, rolling
+        # slowly where mains and frame rate are not locked, which the plane does not follow
+        # and the noise map learns only over seconds. A band is the median of its block
+        # row (an item covers less than half of one); taken out where it stands out.
+        bands = np.median(mean, axis=1, keepdims=True)
+        if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
+            mean = mean - bands
         return mean, threshold, np.abs(mean) > threshold, self._background + mean
 
     def _possible_item(self, seen: np.ndarray) -> None:
