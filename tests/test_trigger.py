@@ -1129,3 +1129,19 @@ def test_led_flicker_bands_rolling_through_a_quiet_bin_are_no_item() -> None:
     trigger = motion_trigger(settle_seconds=0.6)
     fired = run(trigger, Scene(seed=41, noise=2.0), script, 18.0, 10)
     assert len(fired) == 1 and 14.4 + 0.6 - 1e-6 <= fired[0] <= 14.4 + 0.6 + 0.25, fired
+
+
+def test_a_hand_resting_after_taking_the_item_does_not_re_arm_the_trigger_on_itself() -> None:
+    """A hand takes the item and rests 1.5 s over the bin before it leaves (still, but a
+    strong change, not the light): the trigger does not take the bin with the hand in it
+    for the empty bin, so the hand leaving is no item. One event."""
+    scene = Scene(seed=51, noise=3.0)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        item = falling(t, 2.0, 100, 60, level=200.0, seed=5) if t < 5.5 else []
+        return item + hand(t, 5.0, 3.0, pause=1.5), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = run(trigger, scene, script, 12.0, 10)
+    assert len(fired) == 1, fired
+    assert trigger.state == "empty"
