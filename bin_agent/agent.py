@@ -869,6 +869,7 @@ def build_source(config: Config) -> FrameSource:
         lens_position=camera.lens_position,
         exposure=camera.exposure,
         white_balance=camera.white_balance,
+        flicker=camera.flicker,
         warmup_seconds=camera.warmup_seconds,
     )
 

@@ -8,7 +8,8 @@ with each stream's ``stride`` in ``camera_config``; ``make_array("lores")`` of a
 YUV420 stream is ``(height * 3 // 2, stride)``; ``get_metadata`` has
 ``ExposureTime`` (us), ``AnalogueGain``, ``ColourGains`` ``(red, blue)``,
 ``AfState`` and ``LensPosition``; ``camera_controls`` lists ``AfMode`` only on a
-camera with a focus motor. Every call that matters is recorded in ``calls``.
+camera with a focus motor, and ``AeFlickerMode``/``AeFlickerPeriod`` where libcamera has
+them (``controls.AeFlickerModeEnum.Manual``, the period in microseconds). Every call that matters is recorded in ``calls``.
 
 Sensor modes and jobs, as picamera2 0.3.20+ has them:
 
@@ -50,6 +51,11 @@ class AfModeEnum(enum.IntEnum):
     Continuous = 2
 
 
+class AeFlickerModeEnum(enum.IntEnum):
+    Off = 0
+    Manual = 1
+
+
 class AfTriggerEnum(enum.IntEnum):
     Start = 0
     Cancel = 1
@@ -71,7 +77,7 @@ def libcamera_module() -> types.ModuleType:
     module = types.ModuleType("libcamera")
     module.Transform = Transform  # type: ignore[attr-defined]
     module.controls = types.SimpleNamespace(  # type: ignore[attr-defined]
-        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum
+        AfModeEnum=AfModeEnum, AfTriggerEnum=AfTriggerEnum, AfStateEnum=AfStateEnum, AeFlickerModeEnum=AeFlickerModeEnum
     )
     return module
 
@@ -148,6 +154,7 @@ class FakePicamera2:
 
     instances: ClassVar[list[FakePicamera2]] = []
     has_autofocus = True
+    has_flicker_control = True  # libcamera 0.2+ on the Pi (Bookworm's): AeFlickerMode, AeFlickerPeriod
     settle_frames = 5  # auto-exposure/white balance settle after this many frames
     scan_frames = 3  # a focus scan (AfTrigger Start) ends after this many frames
     scan_result = AfStateEnum.Focused
@@ -185,6 +192,8 @@ class FakePicamera2:
         }
         if self.has_autofocus:
             controls.update(AfMode=(0, 2, 0), LensPosition=(0.0, 15.0, 1.0), AfTrigger=(0, 1, 0))
+        if self.has_flicker_control:
+            controls.update(AeFlickerMode=(0, 1, 0), AeFlickerPeriod=(100, 1_000_000, None))
         return controls
 
     def create_video_configuration(

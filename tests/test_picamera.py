@@ -25,6 +25,7 @@ def camera_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "libcamera", fake.libcamera_module())
     monkeypatch.setattr(fake.FakePicamera2, "instances", [])
     monkeypatch.setattr(fake.FakePicamera2, "has_autofocus", True)
+    monkeypatch.setattr(fake.FakePicamera2, "has_flicker_control", True)
     return fake.FakePicamera2
 
 
@@ -76,6 +77,33 @@ def test_locked_exposure_and_white_balance_take_the_settled_values(camera_module
     assert source.locked_controls == lock
     # Locked before any frame was handed on.
     assert camera.calls[-1][0] == "set_controls"
+    source.read()
+
+
+@pytest.mark.parametrize(("flicker", "period_us"), [("50hz", 10_000), ("60hz", 8_333)])
+def test_flicker_keeps_auto_exposure_to_whole_periods_of_the_mains_lamps_flicker(camera_modules, flicker, period_us):
+    """Lamps on 50 Hz mains flicker at 100 Hz: libcamera's manual flicker mode with a 10 ms
+    period (8.333 ms at 60 Hz), set with the configuration, before the first frame."""
+    _, camera = started(flicker=flicker, af_mode="continuous")
+    controls = calls(camera, "create_video_configuration")[0]["controls"]
+    assert controls["AeFlickerMode"] == fake.AeFlickerModeEnum.Manual
+    assert controls["AeFlickerPeriod"] == period_us
+    assert camera.controls_set["AeFlickerPeriod"] == period_us, "configured, so it holds from the first frame"
+
+
+def test_flicker_off_or_a_libcamera_without_the_control_sets_none(camera_modules, monkeypatch, caplog):
+    """Off (the default) sets nothing; asked on a libcamera without the control (an older OS),
+    the camera starts without it and one warning says how to get it."""
+    _, camera = started(af_mode="continuous")
+    assert "AeFlickerMode" not in calls(camera, "create_video_configuration")[0]["controls"]
+    monkeypatch.setattr(fake.FakePicamera2, "has_flicker_control", False)
+    with caplog.at_level("WARNING"):
+        source, camera = started(flicker="50hz", af_mode="continuous")
+    assert "AeFlickerMode" not in calls(camera, "create_video_configuration")[0]["controls"]
+    assert [r.getMessage() for r in caplog.records if "AeFlickerMode" in r.getMessage()] == [
+        "camera.flicker = '50hz': this camera's libcamera has no AeFlickerMode control; running without "
+        "flicker avoidance (update the OS: sudo apt full-upgrade)"
+    ]
     source.read()
 
 

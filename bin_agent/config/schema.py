@@ -221,6 +221,12 @@ class CameraSection:
         "auto",
         "auto: auto white balance throughout; locked: fixed at what it settled on during the warm-up.",
     )
+    flicker: Literal["off", "50hz", "60hz"] = _opt(
+        "off",
+        "The mains frequency of lamps that light the bin (room lights through the lid, an LED on a "
+        "cheap mains driver): auto-exposure then keeps to whole periods of their flicker (libcamera's "
+        "AeFlickerMode), so no dark bands roll through the frames; off: the bin's own steady light.",
+    )
     drop_zone: list[float] = _opt(
         [0.0, 0.0, 1.0, 1.0],
         "[x0, y0, x1, y1] of the drop zone as fractions of the frame (0, 0 top left): "

@@ -74,6 +74,8 @@ INSTALL_HINT = (
 )
 
 AF_MODES = ("manual", "auto", "continuous")
+FLICKER_PERIODS_US: dict[str, int | None] = {"off": None, "50hz": 10_000, "60hz": 8_333}
+"""The period of a lamp's flicker on 50 and 60 Hz mains (it flickers at twice the mains frequency)."""
 AF_SCAN_LIMIT_SECONDS = 5.0
 """af_mode = "auto": how much longer than the warm-up a focus scan may take."""
 MIN_PICAMERA2 = (0, 3, 20)
@@ -156,6 +158,10 @@ class PiCameraSource:
         settled on during the warm-up.
     :param white_balance: ``"auto"``, or ``"locked"`` at what auto white
         balance settled on during the warm-up.
+    :param flicker: ``"50hz"`` or ``"60hz"``: the mains frequency of lamps that light the
+        bin; auto-exposure keeps to whole periods of their flicker (twice the mains
+        frequency: 10,000 or 8,333 us; libcamera's ``AeFlickerMode`` manual), on a camera
+        whose libcamera has the control (else one warning). ``"off"``: not set.
     :param warmup_seconds: frames of this long after start are not handed on.
     """
 
@@ -171,6 +177,7 @@ class PiCameraSource:
         lens_position: float = 5.0,
         exposure: Literal["auto", "locked"] = "auto",
         white_balance: Literal["auto", "locked"] = "auto",
+        flicker: Literal["off", "50hz", "60hz"] = "off",
         warmup_seconds: float = 2.0,
     ) -> None:
         if af_mode not in AF_MODES:
@@ -184,6 +191,9 @@ class PiCameraSource:
         self.lens_position = lens_position
         self.exposure = exposure
         self.white_balance = white_balance
+        if flicker not in FLICKER_PERIODS_US:
+            raise ValueError(f"flicker must be one of {tuple(FLICKER_PERIODS_US)}, got {flicker!r}")
+        self.flicker = flicker
         self.warmup_seconds = warmup_seconds
         self.locked_controls: dict[str, Any] = {}
         """What was fixed after the warm-up (``AeEnable``, ``ExposureTime``…), for logs and doctor."""
@@ -208,7 +218,11 @@ class PiCameraSource:
                 main={"size": tuple(self.main_size), "format": "BGR888"},
                 lores={"size": tuple(self.lores_size), "format": "YUV420"},
                 transform=Transform(hflip=int(self.hflip), vflip=int(self.vflip)),
-                controls={"FrameRate": float(self.fps), **self._focus_controls(camera, controls)},
+                controls={
+                    "FrameRate": float(self.fps),
+                    **self._focus_controls(camera, controls),
+                    **self._flicker_controls(camera, controls),
+                },
                 buffer_count=4,
                 queue=False,
                 **({"sensor": sensor} if sensor else {}),
@@ -313,6 +327,21 @@ class PiCameraSource:
             )
             return
         flush()
+
+    def _flicker_controls(self, camera: Any, controls: Any) -> dict[str, Any]:
+        """Flicker avoidance set with the configuration (none for ``"off"``, nor where this
+        libcamera lacks the control: then one warning, the bin runs without it)."""
+        period = FLICKER_PERIODS_US[self.flicker]
+        if period is None:
+            return {}
+        if "AeFlickerMode" not in camera.camera_controls or not hasattr(controls, "AeFlickerModeEnum"):
+            log.warning(
+                "camera.flicker = %r: this camera's libcamera has no AeFlickerMode control; "
+                "running without flicker avoidance (update the OS: sudo apt full-upgrade)",
+                self.flicker,
+            )
+            return {}
+        return {"AeFlickerMode": controls.AeFlickerModeEnum.Manual, "AeFlickerPeriod": period}
 
     def _focus_controls(self, camera: Any, controls: Any) -> dict[str, Any]:
         """The autofocus controls set with the configuration (none without a focus motor)."""
