@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from . import __version__
+from . import __version__, clock
 from .actuators.sorter import GuidanceSorter, Indicators, Sorter, build_sorter, make_pin_factory
 from .actuators.worker import SortWorker
 from .ask import Asked, Asker
@@ -256,6 +256,7 @@ class Agent:
             latency_ms=latency,
             source=source_name if source_name != "empty" else "",
             box=to_normalised((left, top, right, bottom), (width, height)),
+            clock_synced=clock.synchronised(),
             **(asked.event_fields() if asked is not None else {"event_id": event_id}),
         )
         # The previous item must be through the chute before this one is counted.
@@ -639,6 +640,8 @@ class Agent:
             "agent_version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 1),
             "updated": utc_now_iso(),
+            # False: ``updated``, ``counts.since`` and the events' times may be far behind (no RTC).
+            "clock_synced": clock.synchronised(),
             **self._dashboard_state(last),
         }
 

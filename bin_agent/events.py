@@ -35,6 +35,9 @@ class SortedItem:
         empty: not asked, see :mod:`bin_agent.ask`).
     :param answer: the person's answer (``label``, ``compartment``, ``source``,
         ``exact``), None when not asked or not answered.
+    :param clock_synced: whether ``time`` was read from a clock synchronised by NTP
+        (:mod:`bin_agent.clock`); only False shows in the payload (``"clock_synced": false``:
+        the time may be hours to months behind), so a synchronised bin's events stay as they were.
     """
 
     bin_id: str
@@ -48,6 +51,7 @@ class SortedItem:
     answer: dict[str, Any] | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: str = field(default_factory=utc_now_iso)
+    clock_synced: bool | None = None
 
     def payload(self) -> dict[str, Any]:
         c = self.classification
@@ -66,6 +70,7 @@ class SortedItem:
             "box": None if self.box is None else [round(v, 4) for v in self.box],
             "needs_label": self.needs_label,
             **({"asked": self.asked, "answer": self.answer} if self.asked else {}),
+            **({"clock_synced": False} if self.clock_synced is False else {}),
         }
 
     @property

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .clock import synchronised as clock_synchronised
 from .errors import BinAgentError
 
 if TYPE_CHECKING:
@@ -251,6 +252,7 @@ class _HeldEvent:
     topic: str
     payload: str
     created: float
+    synced: bool = True  # ``created`` read from a clock synchronised by NTP (or that cannot tell)
 
 
 @dataclass
@@ -287,6 +289,9 @@ class Store:
     :param max_outbox_age_days: events older than this are dropped; 0: no age limit.
     :param max_memory_events: while the database cannot be written, at most
         this many events wait in memory (the oldest are dropped beyond it).
+    :param clock: the wall clock (epoch seconds) that stamps events and history.
+    :param clock_synced: whether that clock is synchronised by NTP (None: cannot tell), see
+        :mod:`bin_agent.clock`: what it stamps while not is aged from the moment it is.
     :raises StoreLockedError: another process holds the database.
     :raises StoreError: the database cannot be opened for another reason than
         a full disk (a full disk starts the store in memory).
@@ -300,17 +305,21 @@ class Store:
         max_outbox_age_days: float = 0.0,
         max_memory_events: int = 1000,
         clock: Callable[[], float] = time.time,
+        clock_synced: Callable[[], bool | None] = clock_synchronised,
     ) -> None:
         self.path = Path(path)
         self.max_outbox_events = max_outbox_events
         self.max_outbox_age_days = max_outbox_age_days
         self.max_memory_events = max_memory_events
         self._clock = clock
+        self._clock_synced = clock_synced
+        # (outbox seq, history row) after which rows were stamped by an unsynchronised clock.
+        self._unsynced_after: tuple[int, int] | None = None
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._unsaved = _Unsaved()
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._counts_since = _now_iso()
+        self._counts_since = self._now_iso()
         # The counted_as table, all of it (only items counted since the last reset as another class).
         self._counted_as: dict[str, tuple[str, str]] = {}
         self._counted_as_complete = True
@@ -319,7 +328,8 @@ class Store:
         self._last_seq = 0  # highest event number handed out (database or memory)
         self._dropped_saved = 0  # outbox_dropped as stored in the database
         self._database_id = ""
-        self._failing_since: float | None = None
+        self._failing_since: float | None = None  # wall clock, shown in health()
+        self._failing_since_monotonic = 0.0
         self._failure = ""
         self._failure_kind = ""
         self._last_reminder: float | None = None  # monotonic time of the last storage error line
@@ -361,6 +371,10 @@ class Store:
             max_outbox_age_days=section.max_outbox_age_days,
             max_memory_events=section.max_memory_events,
         )
+
+    def _now_iso(self) -> str:
+        """Now on the store's wall clock, as the events write times (whole seconds)."""
+        return _iso(self._clock())
 
     @property
     def lock_path(self) -> Path:
@@ -470,7 +484,11 @@ class Store:
             if "actuated" not in columns:  # databases of earlier versions
                 db.execute("ALTER TABLE items ADD COLUMN actuated REAL")
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since', ?)", (_now_iso(),))
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since', ?)", (self._now_iso(),))
+            if "items" not in tables:
+                # A new database counts from its first history row on. One made by an earlier
+                # version gets the mark at its next reset (until then: compared by times).
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('counts_since_item', '0')")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
         except BaseException:
             db.close()
@@ -495,7 +513,7 @@ class Store:
             counts = collections.Counter()
             self._counts_since = unsaved.reset_since
         else:
-            self._counts_since = meta.get("counts_since", _now_iso())
+            self._counts_since = meta.get("counts_since", self._now_iso())
         counts.update(unsaved.count_deltas)
         self._counts = counts
         counted_as = {} if unsaved.reset_since is not None else self._read_counted_as()
@@ -504,6 +522,7 @@ class Store:
         complete = unsaved.counted_as_complete
         self._counted_as_complete = complete if complete is not None else meta.get("counted_as_complete") != "0"
         self._last_item = unsaved.last_item or meta.get("last_item")
+        self._unsynced_after = _seq_pair(meta.get("clock_unsynced_after"))
         with contextlib.suppress(ValueError):
             self._saved_incident = json.loads(meta.get("last_incident", "null"))
 
@@ -558,7 +577,7 @@ class Store:
 
     def _report_incident(self, kind: str, detail: str) -> None:
         log.error("state database: %s", detail)
-        self.incident = {"kind": kind, "detail": detail, "time": _now_iso()}
+        self.incident = {"kind": kind, "detail": detail, "time": self._now_iso()}
 
     def _save_incident(self) -> None:
         text = json.dumps(self.incident, sort_keys=True)
@@ -593,7 +612,7 @@ class Store:
             last_seq = self._db_sequence()
         except sqlite3.Error:  # a damaged file: its check happens at the next write
             return
-        data = {"database_id": self._database_id, "last_seq": last_seq, "updated": _now_iso()}
+        data = {"database_id": self._database_id, "last_seq": last_seq, "updated": self._now_iso()}
         temporary = self.marker_path.with_name(self.marker_path.name + ".tmp")
         try:
             with open(temporary, "w", encoding="utf-8") as out:
@@ -645,12 +664,14 @@ class Store:
         rows = {event_id: (label, compartment)} if isinstance(predicted, str) and predicted != label else {}
         with self._lock:
             self._last_seq += 1
-            event = _HeldEvent(self._last_seq, event_id, topic, text, self._clock())
+            synced = self._clock_synced() is not False
+            event = _HeldEvent(self._last_seq, event_id, topic, text, self._clock(), synced)
             if self._writable() and not self._unsaved:
                 try:
                     with self._transaction():
                         # Deletes of acknowledged events ride along (no extra commit).
                         deleted = self._delete_acknowledged()
+                        unsynced_after = self._mind_the_clock([event], synced)
                         self._insert(event)
                         self._insert_deltas(deltas)
                         self._insert_counted_as(rows)
@@ -663,6 +684,7 @@ class Store:
                 except sqlite3.Error as exc:
                     self._storage_failed(exc)
                 else:
+                    self._unsynced_after = unsynced_after
                     self._acknowledged_deleted(deleted)
                     self._db_pending += 1 - dropped
                     self._count_dropped(dropped)
@@ -693,7 +715,7 @@ class Store:
                 return
             try:
                 with self._transaction(durable=False):
-                    self._db_execute("UPDATE items SET actuated = ? WHERE seq = ?", (time.time(), row))
+                    self._db_execute("UPDATE items SET actuated = ? WHERE seq = ?", (self._clock(), row))
             except sqlite3.Error as exc:
                 self._storage_failed(exc)
 
@@ -768,6 +790,34 @@ class Store:
         with self._lock:
             return self._counted_as_complete
 
+    def counted_since_reset(self, event_ids: Iterable[str]) -> dict[str, bool]:
+        """Whether each item of ``event_ids`` that the history holds was counted since the last
+        reset of the counts: its history row comes after the row the reset was made at. Row
+        numbers never go back; the wall clock does (a Pi without a battery-backed clock boots at
+        the last time it saved), so an item stamped before ``counts.since`` by a clock that
+        booted behind is still found counted. Items the history lacks (pruned after
+        ``history.retention_days``, recorded while the disk was full) and every item of a
+        database whose counts were last reset by an earlier version are left out: the caller
+        compares times for those. Empty while a reset waits to be written."""
+        wanted = list(dict.fromkeys(event_ids))
+        with self._lock:
+            if not wanted or self._unsaved.reset_since is not None:
+                return {}
+            mark = self._read("SELECT value FROM meta WHERE key = 'counts_since_item'")
+            if not mark:
+                return {}
+            since_item = int(mark[0][0])
+            found: dict[str, bool] = {}
+            for start in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
+                chunk = wanted[start : start + 500]
+                rows = self._read(
+                    f"SELECT event_id, MAX(seq) FROM items WHERE event_id IN ({', '.join('?' * len(chunk))}) "
+                    "GROUP BY event_id",
+                    tuple(chunk),
+                )
+                found.update((str(event_id), int(seq) > since_item) for event_id, seq in rows)
+            return found
+
     def acknowledge(self, seq: int) -> None:
         """The broker has the event: drop it from the outbox.
 
@@ -826,7 +876,7 @@ class Store:
     def reset_counts(self) -> None:
         """Zero the counts (the bin was emptied). Pending events are kept."""
         with self._lock:
-            since = _now_iso()
+            since = self._now_iso()
             self._counts = collections.Counter()
             self._counts_since = since
             self._counted_as = {}
@@ -976,8 +1026,8 @@ class Store:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event_id,
-                str(payload.get("time") or _now_iso()),
-                time.time(),
+                str(payload.get("time") or self._now_iso()),
+                self._clock(),
                 label,
                 float(payload.get("confidence") or 0.0),
                 compartment,
@@ -1000,16 +1050,20 @@ class Store:
         return _history_items(rows)
 
     def prune_history(self, older_than: float) -> int:
-        """Drop history items recorded before ``older_than`` (epoch seconds); returns how many."""
+        """Drop history items recorded before ``older_than`` (epoch seconds); returns how many.
+        Items recorded while the clock was not synchronised are aged from when it was (so a
+        clock that booted months behind and then jumped forward prunes none of them at once)."""
         with self._lock:
             if self._db is None:
                 return 0
             try:
                 with self._transaction():
+                    unsynced_after = self._mind_the_clock((), self._clock_synced() is not False)
                     cursor = self._db.execute("DELETE FROM items WHERE created < ?", (older_than,))
             except sqlite3.Error as exc:  # a full disk: pruned another time
                 log.debug("cannot prune the history (%s)", exc)
                 return 0
+            self._unsynced_after = unsynced_after
         return cursor.rowcount
 
     def fill_counts(self) -> dict[str, dict[str, int]]:
@@ -1023,7 +1077,7 @@ class Store:
 
     def mark_emptied(self, compartment: str) -> str:
         """The compartment was emptied: its fill count starts again. Returns the time."""
-        now = _now_iso()
+        now = self._now_iso()
         with self._lock:
             if not self._writable():
                 raise StoreError("the database is not open (storage full or failing)")
@@ -1068,6 +1122,54 @@ class Store:
             "INSERT INTO outbox(seq, event_id, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
             (event.seq, event.event_id, event.topic, event.payload, event.created),
         )
+
+    def _items_sequence(self) -> int:
+        """The last history row number handed out (rows pruned since included)."""
+        row = self._db_execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _mind_the_clock(self, events: Iterable[_HeldEvent], synced: bool) -> tuple[int, int] | None:
+        """Inside the transaction that writes ``events``, before they are inserted; ``synced``:
+        whether the clock is synchronised now. Returns the marker to keep once it commits.
+
+        While the clock is not synchronised (a Pi without a battery-backed clock starts from the
+        last time it saved: hours to months behind after a power cut or storage) the first event
+        stamped by it marks where such rows start (``clock_unsynced_after``: outbox seq and
+        history row, kept across restarts). The first write once the clock is synchronised
+        re-stamps every row after the mark, and any held event stamped before, with now: their
+        age then counts from the sync, not from a stamp months behind, so a forward jump drops
+        none of them for ``max_outbox_age_days`` or ``history.retention_days`` (they are kept at
+        most the unsynchronised time longer). A clock that never syncs (no network, an RTC) keeps
+        its stamps: they are consistent with each other."""
+        marker = self._unsynced_after
+        if synced:
+            now = self._clock()
+            for event in events:
+                if not event.synced:
+                    event.created, event.synced = now, True
+            if marker is None:
+                return None
+            after_seq, after_item = marker
+            events_restamped = self._db_execute(
+                "UPDATE outbox SET created = ? WHERE seq > ?", (now, after_seq)
+            ).rowcount
+            items_restamped = self._db_execute("UPDATE items SET created = ? WHERE seq > ?", (now, after_item)).rowcount
+            self._db_execute("DELETE FROM meta WHERE key = 'clock_unsynced_after'")
+            log.info(
+                "the clock is synchronised: %d undelivered event(s) and %d history item(s) stamped before it was "
+                "are aged from now",
+                max(events_restamped, 0),
+                max(items_restamped, 0),
+            )
+            return None
+        first = min((event.seq for event in events if not event.synced), default=None)
+        if marker is not None or first is None:
+            return marker
+        marker = (first - 1, self._items_sequence())
+        self._db_execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('clock_unsynced_after', ?)", (json.dumps(list(marker)),)
+        )
+        return marker
 
     def _apply_bounds(self, rows: int) -> int:
         """Drop the oldest events beyond the bounds, inside the caller's
@@ -1164,7 +1266,14 @@ class Store:
                 self._db_execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since', ?)", (unsaved.reset_since,)
                 )
+                # Items are counted since the reset when their history row comes after this one:
+                # row numbers never go back, the wall clock may (see counted_since_reset).
+                self._db_execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('counts_since_item', ?)",
+                    (str(self._items_sequence()),),
+                )
             deleted = self._delete_acknowledged()
+            unsynced_after = self._mind_the_clock(unsaved.events.values(), self._clock_synced() is not False)
             for event in unsaved.events.values():
                 self._insert(event)
             self._insert_deltas(unsaved.count_deltas)
@@ -1186,6 +1295,7 @@ class Store:
                 )
             rows = self._db_pending - deleted + len(unsaved.events)
             dropped = self._apply_bounds(rows)
+        self._unsynced_after = unsynced_after
         return deleted, rows, dropped
 
     def _prune_history_for_room(self, *, quarter: bool = True) -> bool:
@@ -1270,6 +1380,7 @@ class Store:
         self._failure = str(exc)
         if self._failing_since is None:
             self._failing_since = self._clock()
+            self._failing_since_monotonic = time.monotonic()  # the log's duration: no clock jump in it
             self._failure_kind = "full" if full else "failing"
             # A disk at the edge flaps between full and not: one error line per
             # REMINDER_SECONDS for all of it, not one per flap; but the log's last
@@ -1354,6 +1465,7 @@ class Store:
             log.error("%s", error)
         if self._failing_since is None:
             self._failing_since = self._clock()
+            self._failing_since_monotonic = time.monotonic()  # the log's duration: no clock jump in it
             self._failure_kind = "failing"
             self._episode_logged = True
         self._failure = str(exc)
@@ -1421,7 +1533,7 @@ class Store:
         log.log(
             logging.WARNING if self._episode_logged else logging.DEBUG,
             "storage writable again after %.0f s: %d held event(s) saved to %s",
-            self._clock() - self._failing_since,
+            time.monotonic() - self._failing_since_monotonic,
             saved,
             self.path,
         )
@@ -1782,5 +1894,12 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def _now_iso() -> str:
-    return _iso(time.time())
+def _seq_pair(text: str | None) -> tuple[int, int] | None:
+    """A stored ``[outbox seq, history row]`` pair; None when absent or damaged."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(n, int) for n in value):
+        return int(value[0]), int(value[1])
+    return None

@@ -12,7 +12,10 @@ says who gave it and when (``source``, ``time``):
   database: its counts follow at its next start, :func:`reconcile_counts`).
 
 **The counts follow the labels.** For an item counted since the last reset, the
-counts in ``state`` count it as its latest label. What they count it as is the
+counts in ``state`` count it as its latest label. Whether it was counted since the reset
+is the store's history's to say (its rows are numbered, :meth:`Store.counted_since_reset`),
+not the wall clock's, which a Pi without a battery-backed clock may set back at boot; only
+for an item the history no longer holds are its time and the reset's compared. What they count it as is the
 state database's (``Store.counted_as``, written in the transaction that moves the
 counts), not the label history: a correction cut between its label and its counts
 (a SIGKILL, a power cut) is moved by the same ``cmd/correct`` sent again, and by
@@ -304,7 +307,9 @@ def correct_event(
     repeated = earlier is not None and earlier.get("label") == label
     entry = earlier if earlier is not None and repeated else labels.add(event_id, label, predicted, source)
     row = store.counted_as(event_id)
-    counted = row is not None or _counted_since_reset(item.info.get("time", ""), store.counts().since)
+    counted = row is not None or store.counted_since_reset([event_id]).get(
+        event_id, _counted_since_reset(item.info.get("time", ""), store.counts().since)
+    )
     if row is None:
         row = counted_as_of(item.info)
     changes: dict[tuple[str, str], int] = {}
@@ -367,6 +372,12 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
     since = store.counts().since
     rows = store.counted_as_rows()
     sidecars = _sidecars(folder) if labels else {}
+    # By the store's history rows where it has them: the wall clock may have gone back.
+    in_history = store.counted_since_reset(
+        event_id
+        for event_id, entry in labels.items()
+        if event_id not in rows and entry["label"] != entry.get("predicted")
+    )
     changes: collections.Counter[tuple[str, str]] = collections.Counter()
     moved: dict[str, tuple[str, str]] = {}
     for event_id, entry in labels.items():
@@ -378,10 +389,11 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
             if label == entry.get("predicted"):
                 continue  # counted as its prediction (no row), which the label confirms: no sidecar to read
             sidecar = sidecars.get(event_id)
-            if sidecar is None or _named_before(sidecar.name, since):
+            counted = in_history.get(event_id)
+            if sidecar is None or counted is False or (counted is None and _named_before(sidecar.name, since)):
                 continue
             item = read_captured(sidecar)
-            if item is None or not _counted_since_reset(item.info.get("time", ""), since):
+            if item is None or not (counted or _counted_since_reset(item.info.get("time", ""), since)):
                 continue
             row = counted_as_of(item.info)
         if row[0] == label:
@@ -423,6 +435,8 @@ def _named_before(name: str, since: str) -> bool:
 
 
 def _counted_since_reset(event_time: str, since: str) -> bool:
+    """By the wall clock, for an item the store's history does not hold
+    (:meth:`Store.counted_since_reset`): wrong when the clock went back across the reset."""
     event, reset = _parse_time(event_time), _parse_time(since)
     return event is not None and (reset is None or event >= reset)
 

@@ -122,6 +122,7 @@ def _checks(config_path: Path) -> Iterator[Check]:
     yield check_servo_pwm(config, chosen)
     if config.actuator.kind in ("servo", "flaps") and config.actuator.servo_drive != "gpiozero":
         yield check_servo_drive(config)
+    yield check_clock()
     yield check_state_dir(Path(config.agent.state_dir))
     yield check_state_database(Path(config.agent.state_dir))
     if config.capture.enabled:
@@ -518,6 +519,22 @@ def check_servo_drive(config: Config) -> Check:
 
 
 # ---------------------------------------------------------------------- state and broker
+
+
+def check_clock() -> Check:
+    """Whether NTP has set the wall clock (:mod:`bin_agent.clock`). A warning, not a failure:
+    the bin sorts and counts right either way; what it cannot do is tell the right time."""
+    from ..clock import describe, synchronised
+
+    synced = synchronised()
+    if synced is False:
+        return Check(
+            "clock",
+            "warn",
+            describe(synced) + ". Fix: a network that reaches an NTP server (timedatectl timesync-status), "
+            "or a Pi 5 with its RTC battery",
+        )
+    return Check("clock", "ok", describe(synced))
 
 
 def check_state_dir(path: Path) -> Check:
