@@ -198,3 +198,19 @@ def test_a_bin_sorting_without_its_capture_folder_is_a_problem():
     running = {"status": "running", "storage": {"status": "ok"}, "model_problem": None}
     assert problem(running | {"capture_problem": None}) is None
     assert problem(running | {"capture_problem": "capture.folder: ... is not a folder; ..."}) == "capture off"
+
+
+def test_a_bin_whose_clock_is_not_synchronised_is_shown_updated_when_its_state_arrived():
+    """A Pi without an RTC that booted three months behind stamps ``updated`` three months ago;
+    with ``clock_synced: false`` the table's age is from the state's arrival, not 2160h."""
+    from bin_agent.tools.monitor import BinView, render_table
+
+    fleet = Fleet("smartbin")
+    now = 1_780_000_000.0
+    behind = "2026-03-01T00:00:00.000Z"  # ~97 days before now
+    for bin_id, synced in (("behind", False), ("synced", True)):
+        state = bin_state(1) | {"bin_id": bin_id, "updated": behind, "clock_synced": synced}
+        fleet.bins[bin_id] = BinView(bin_id, "online", state, received=now - 5)
+    rows = {line.split()[0]: line.split()[-1] for line in render_table(fleet, now).splitlines()[2:]}
+    assert rows["behind"] == "5s"
+    assert rows["synced"].endswith("h") and int(rows["synced"][:-1]) > 2000, "a synchronised bin's stamp is believed"

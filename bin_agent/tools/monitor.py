@@ -145,12 +145,19 @@ def _row(view: BinView, now: float) -> list[str]:
         " ".join(f"{_abbrev(k)} {v:.0f}{'!' if k in full else ''}" for k, v in fill.items()) or "-",
         f"{last['class']} {last.get('confidence', 0):.2f} {str(last.get('time', ''))[11:19]}" if last else "-",
         str(state.get("outbox_pending", "-")),
-        "-" if view.received is None else _age(now - _epoch(state.get("updated"), view.received)),
+        "-" if view.received is None else _age(now - _published(state, view.received)),
     ]
 
 
+def _published(state: dict[str, Any], received: float) -> float:
+    """When the bin published its state: its own ``updated`` time, unless its clock is not
+    synchronised (``clock_synced: false``: a Pi without an RTC may run months behind, which
+    would read as a state months old), or it has none; then when it arrived here."""
+    return received if state.get("clock_synced") is False else _epoch(state.get("updated"), received)
+
+
 def _epoch(stamp: Any, default: float) -> float:
-    """The state's own ``updated`` time (when the bin published it), else when it arrived."""
+    """An ISO-8601 time as epoch seconds, else ``default``."""
     try:
         return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
     except ValueError:
