@@ -258,3 +258,28 @@ def test_deploys_keep_the_newest_keep_models_versions_and_never_current_or_previ
     assert kept() == {"v8", "v4", "v7"}
     deploy_version(9)  # current v9, previous v8, others v4 (deployed after v7), v7
     assert kept() == {"v9", "v8", "v4"}
+
+
+def test_a_deploy_made_while_the_clock_is_months_behind_is_not_the_oldest_that_keep_models_deletes(
+    tmp_path, monkeypatch
+):
+    """A Pi without an RTC booted three months behind after a power cut and deploys (learns)
+    before NTP answers: its deploys are newer than those before the power cut, and prune keeps
+    them over an older version, whatever the clock says."""
+    import time
+
+    data = base_config(tmp_path, mqtt=False, model=SHIPPED_MODEL)
+    data["learning"] = {"keep_models": 3}
+    config = preflight.load(write_toml(tmp_path / "bin.toml", data))
+
+    def deploy_version(n: int) -> None:
+        candidate = copy_model(SHIPPED_MODEL, tmp_path / f"cand{n}", f"v{n}")
+        deploy.install(candidate, config, deploy.validate(candidate, config))
+
+    for n in range(1, 4):
+        deploy_version(n)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 90 * 86400)  # booted behind
+    for n in range(4, 7):  # current v6, previous v5; v4 deployed after v3
+        deploy_version(n)
+    assert {row["folder"].split("-")[0] for row in deploy.installed(config)} == {"v6", "v5", "v4"}

@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,14 +317,19 @@ def install(candidate: str | Path, config: Config, validation: Validation) -> Pa
         # previous first: a crash in between leaves previous == current, both whole.
         _point(models, PREVIOUS, before)
         _point(models, CURRENT, name)
-    os.utime(folder)  # its age is its last deploy: a redeployed old version is new again
+    # Its age is its last deploy: a redeployed old version is new again. Never older than another
+    # folder's: a clock that booted behind (a Pi without an RTC) must not make this deploy the
+    # "oldest" that prune deletes first.
+    others = [row["modified"] + 1.0 for row in installed(config) if row["folder"] != name]
+    stamp = max([time.time(), *others])
+    os.utime(folder, (stamp, stamp))
     prune(config)
     return folder / files.model.name
 
 
 def prune(config: Config) -> list[str]:
     """Delete installed model folders beyond the newest ``[learning] keep_models``
-    (by last deploy), never ``current`` or ``previous``. Returns the deleted names."""
+    (by last deploy: folder times that :func:`install` never lets go back), never ``current`` or ``previous``. Returns the deleted names."""
     models = models_dir(config)
     for leftover in models.glob(".*.deleting"):  # a power cut during an earlier prune
         shutil.rmtree(leftover, ignore_errors=True)
