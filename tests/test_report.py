@@ -242,3 +242,24 @@ def test_a_damaged_top3_in_valid_payload_json_is_shown_as_unknown_not_a_tracebac
     assert "2 items, 2 unsure" in out and "top3: metal 0.41, trash 0.05, metal 0.01" in out, out
     damaged = next(line for line in out.splitlines() if "glass" in line and "top3:" in line)
     assert damaged.endswith("top3: " + ("" if top3 is None else "?")), damaged  # its one entry, or the whole
+
+
+def test_the_report_says_how_many_items_a_clock_not_synchronised_stamped(tmp_path, capsys):
+    """Events stamped before NTP answered (``"clock_synced": false``) are counted in the day
+    their time says, and the table says how many they are: their days may be wrong."""
+    config_file = write_toml(tmp_path / "bin.toml", base_config(tmp_path))
+    store = Store(tmp_path / "state" / "bin-agent.db")
+    add(store, NOW - timedelta(days=1), "glass", "glass")
+    for n in range(2):
+        store.record_event(
+            event_id=f"behind-{n}",
+            topic="t",
+            payload={"time": iso(NOW - timedelta(hours=2)), "class": "paper", "clock_synced": False},
+            label="paper",
+            compartment="paper",
+            fallback=False,
+        )
+    store.close()
+    assert main(["report", "--config", str(config_file), "--since", "7d"]) == 0
+    out = capsys.readouterr().out
+    assert "3 items" in out and "2 of them stamped while the bin's clock was not synchronised" in out

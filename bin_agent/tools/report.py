@@ -4,7 +4,10 @@ Built from the store's history of sorted items (kept ``history.retention_days``)
 ``bin-agent report --since 7d`` prints it as a table; ``--csv`` writes one row
 per day, class and compartment (what a recycling audit spreadsheet wants);
 ``--png`` draws items per day by class and by compartment (needs matplotlib,
-the ``report`` extra). Days are UTC days, as the event times are UTC.
+the ``report`` extra). Days are UTC days, as the event times are UTC. Items stamped while
+the bin's clock was not synchronised (a Pi without an RTC, before NTP answered: their events
+say ``"clock_synced": false``) are counted in the day their time says, and the table says how
+many they are.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Report:
     by_day: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # day → (class, compartment) → n
     unsure_by_day: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)
     unsure: list[HistoryItem] = field(default_factory=list)
+    unsynced: int = 0
+    """Items whose event says ``"clock_synced": false``: their time, so their day, may be wrong."""
 
     @property
     def days(self) -> list[str]:
@@ -95,6 +100,8 @@ def build_report(
             report.classes.append(item.label)
         if item.compartment not in report.compartments:
             report.compartments.append(item.compartment)
+        if isinstance(item.payload, dict) and item.payload.get("clock_synced") is False:
+            report.unsynced += 1
         if item.fallback:
             report.unsure_by_day.setdefault(day, Counter())[key] += 1
             report.unsure.append(item)
@@ -113,6 +120,11 @@ def format_table(report: Report, max_unsure: int = 20) -> str:
         f"{total} items, {unsure} unsure ({_share(unsure, total)}) sent to the fallback compartment",
         "",
     ]
+    if report.unsynced:
+        lines[1:1] = [
+            f"{report.unsynced} of them stamped while the bin's clock was not synchronised (no RTC, NTP not "
+            "reached yet): their days may be hours to months early"
+        ]
     columns = report.classes + ["|"] + report.compartments + ["|", "items", "unsure"]
     widths = [1 if c == "|" else max(len(c), 5) for c in columns]
     lines.append("day         " + " ".join(c.rjust(w) for c, w in zip(columns, widths)))
