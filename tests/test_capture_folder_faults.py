@@ -492,8 +492,20 @@ def test_a_capture_folder_that_fails_while_running_is_said_and_clears_itself_and
             capture = agent.capture
             assert capture is not None and agent.mqtt is not None
             assert wait_for(lambda: agent.mqtt.connected, 10)
+            # The writer is done with an item once it says so (after the size cap's pass, which
+            # comes after `saved` is counted): the folder is broken only then, or that pass
+            # would count the first item as failed too.
+            done: list[str] = []
+            tell_pending = capture.on_photo_done
+
+            def photo_done(event_id: str) -> None:
+                done.append(event_id)
+                if tell_pending is not None:
+                    tell_pending(event_id)
+
+            capture.on_photo_done = photo_done
             agent.handle_item(noise(0))
-            assert wait_for(lambda: capture.saved == 1, 10)
+            assert wait_for(lambda: capture.saved == 1 and len(done) == 1, 10)
             _break(kind, folder)
             for n in range(1, FAILURES_TO_REPORT + 1):
                 agent.handle_item(noise(n))
