@@ -1246,14 +1246,13 @@ class MotionTrigger:
             self._empty_since = None
             self._taken_away = False
             return False
-        # The floor where it lies under what is left and its faint rim (any changed block
-        # within 3 blocks of it: a paper's edge that is not a patch), the mean of the
+        # The floor where it lies under what is left (and a block around), the mean of the
         # still frames elsewhere: the floor itself. The resampled floor everywhere blurred
         # the texture a little more at every sort that found an item on the tray (items
         # dropped as it comes home, sort after sort, never re-armed on the scene), until
-        # its own edges looked like the item that fired: the next one was taken for it.
-        near = _grow3x3(_grow3x3(_grow3x3(seen)))
-        self._set_background(np.where(_grow3x3(seen) | (near & (np.abs(mean) > threshold)), floor, scene))
+        # its own edges fired after the last sort or looked like the item that fired (a
+        # later item taken for it, and missed).
+        self._set_background(np.where(_grow3x3(seen), floor, scene))
         self._gain_weights = None
         if not self._taken_away or self._is_the_item_that_fired(seen, mean, threshold):
             # The item that fired, on a floor a little off (taken away: stuck on the
