@@ -410,8 +410,9 @@ class MotionTrigger:
         (use :meth:`request`). Once per still scene that is not the empty bin
         the trigger also looks whether the floor itself moved a little (a tray
         the servo brought home a fraction of a degree off,
-        :func:`_floor_where_it_lies`): if nothing compact is left on the floor
-        where it lies now, that floor is the empty bin and the trigger re-arms.
+        :func:`_floor_where_it_lies`): if nothing compact (nor a clear item's
+        strong rim) is left on the floor where it lies now, that floor is the empty
+        bin and the trigger re-arms.
         After :meth:`item_taken_away` (the agent starts a sort that tilts the
         tray) what is left there fires, unless it is the item that fired, still
         where it lay.
@@ -1192,13 +1193,15 @@ class MotionTrigger:
         of still frames, changed beyond ``threshold``; ``it_moved``, the floor is known
         to have moved: unless it changes more blocks): the floor where it lies, the
         scene's difference from it and its blocks changed beyond ``threshold`` that
-        belong to a patch (:func:`_patches`). ``None``: the floor did not move, or its move
-        explains little (an item lying on a floor that stayed put), or the scene is
-        not the floor (:data:`FLOOR_SHARE`).
+        belong to a patch (:func:`_patches`) or to a strong thin cluster
+        (:data:`OUTLINE_FACTOR`). ``None``: the floor did not move, or its move explains
+        little (an item lying on a floor that stayed put), or the scene is not the floor
+        (:data:`FLOOR_SHARE`).
 
-        Only patches count on a moved floor: the background moved by resampling its
-        block means is not exact along the sharp edges of the floor's texture, and
-        leaves thin lines of changed blocks there; an item is a patch."""
+        Only patches count on a moved floor, and strong thin lines: the background moved
+        by resampling its block means is not exact along the sharp edges of the floor's
+        texture, and leaves faint thin lines of changed blocks there; an item is a patch,
+        or a clear one a strong rim."""
         assert self._background is not None and self._threshold is not None
         floor = _floor_where_it_lies(self._background, scene, self._threshold)
         if floor is None:
