@@ -7,8 +7,10 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, poll: float = 
             return True
         time.sleep(poll)
     return bool(predicate())
+
+
+def sigkill_when_it_says(code: str, args: list[str], said: str) -> None:
+    """Run ``code`` in a Python of its own and SIGKILL it as soon as it prints ``said`` (the
+    point a power cut is to hit), as a crash would end it."""
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == said
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(30)
+    assert process.returncode == -signal.SIGKILL
 
 
 def base_config(

@@ -18,7 +18,7 @@ from bin_agent.agent import build_agent
 from bin_agent.learning.labels import LabelStore
 from bin_agent.mqtt.commands import RETAINED_REASON, CommandGate, CommandRejected, nesting_depth
 from bin_agent.mqtt.ratelimit import LogThrottle, TokenBucket
-from tests.helpers import base_config, wait_for
+from tests.helpers import base_config, sigkill_when_it_says, wait_for
 from tests.test_ask import photos
 
 
@@ -413,22 +413,7 @@ correct_event(
 
 def sigkill_correction(state: Path, event_id: str, label: str) -> None:
     """correct_event in its own process, SIGKILLed between the label's append and the counts."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_CORRECTION, str(state), event_id, label],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "label appended"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(30)
-    assert process.returncode == -signal.SIGKILL
+    sigkill_when_it_says(KILLED_CORRECTION, [str(state), event_id, label], "label appended")
 
 
 def test_a_correction_a_sigkill_cut_before_its_counts_is_moved_at_the_next_start_without_a_resend(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from bin_agent.learning.labels import (
     reconcile_counts,
 )
 from bin_agent.store import Store
+from tests.helpers import sigkill_when_it_says
 
 ROUTES = {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "metal", "plastic": "plastic"}
 
@@ -104,13 +104,7 @@ def test_a_trim_killed_mid_rewrite_loses_no_label_and_its_temporary_is_ignored_t
     before = labels.all()
     original = labels.path.read_bytes()
 
-    process = subprocess.Popen([sys.executable, "-c", TRIM_CUT_BY_KILL, str(folder)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "half written"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(30)
-    assert process.returncode == -signal.SIGKILL
+    sigkill_when_it_says(TRIM_CUT_BY_KILL, [str(folder)], "half written")
     assert labels.path.read_bytes() == original and labels.all() == before, "nothing lost, the temporary unread"
     assert 0 < (folder / TRIM_TEMPORARY).stat().st_size < len(original), "a half-written temporary left"
     labels.add("e1", "metal", "glass", "mqtt")  # appends go on, to labels.jsonl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -18,8 +19,15 @@ NOW = datetime.now(UTC)
 
 
 def add(
-    store: Store, when: datetime, label: str, compartment: str, confidence: float = 0.9, fallback: bool = False
+    store: Store,
+    when: datetime,
+    label: str,
+    compartment: str,
+    confidence: float = 0.9,
+    fallback: bool = False,
+    **extra: Any,
 ) -> None:
+    """One recorded item; ``extra``: more keys of its event (e.g. ``clock_synced``)."""
     payload = {
         "time": iso(when),
         "class": label,
@@ -29,6 +37,7 @@ def add(
             {"class": "trash", "confidence": 0.05},
             {"class": "metal", "confidence": 0.01},
         ],
+        **extra,
     }
     store.record_event(
         event_id=f"e{time.monotonic_ns()}",
@@ -250,15 +259,8 @@ def test_the_report_says_how_many_items_a_clock_not_synchronised_stamped(tmp_pat
     config_file = write_toml(tmp_path / "bin.toml", base_config(tmp_path))
     store = Store(tmp_path / "state" / "bin-agent.db")
     add(store, NOW - timedelta(days=1), "glass", "glass")
-    for n in range(2):
-        store.record_event(
-            event_id=f"behind-{n}",
-            topic="t",
-            payload={"time": iso(NOW - timedelta(hours=2)), "class": "paper", "clock_synced": False},
-            label="paper",
-            compartment="paper",
-            fallback=False,
-        )
+    for _ in range(2):
+        add(store, NOW - timedelta(hours=2), "paper", "paper", clock_synced=False)
     store.close()
     assert main(["report", "--config", str(config_file), "--since", "7d"]) == 0
     out = capsys.readouterr().out

@@ -329,6 +329,16 @@ def test_hand_waving_through_never_fires() -> None:
     assert trigger.state == "empty"
 
 
+def tray_frame(bin_module: Any, floor: Scene, on_tray: list[Item], view: Any, rng: Any, t: float, k: int) -> Frame:
+    """Frame ``k`` at ``t``: the tray's floor with what lies on it, seen in ``view`` (its pose,
+    ``synthetic_bin.tray_view``), with the camera's noise."""
+    texture = floor.render(on_tray).astype(np.float32)
+    seen = bin_module.tray_view(texture[..., None], view)[..., 0] + rng.normal(0, 4.0, (H, W))
+    return Frame(
+        image=np.zeros((4, 4, 3), np.uint8), lores=np.clip(seen, 0, 255).astype(np.uint8), timestamp=1000 + t, index=k
+    )
+
+
 def test_a_tray_that_comes_back_slightly_off_counts_no_extra_item() -> None:
     """The shipped sorter (``actuator.kind = "servo"``): the tray the camera watches tilts
     the item off and comes back, at the shipped timings (10 fps; settle, servo travel and
@@ -392,14 +402,7 @@ def test_a_tray_that_comes_back_slightly_off_counts_no_extra_item() -> None:
                 item_index += 1
                 # The next drop; after the last item, 2 s of the empty tray.
                 drop = t + (pauses[item_index - 1] if item_index < len(items) else 2.0) - 0.5
-        texture = floor.render(on_tray).astype(np.float32)
-        seen = bin_module.tray_view(texture[..., None], view)[..., 0] + rng.normal(0, 4.0, (H, W))
-        frame = Frame(
-            image=np.zeros((4, 4, 3), np.uint8),
-            lores=np.clip(seen, 0, 255).astype(np.uint8),
-            timestamp=1000 + t,
-            index=k,
-        )
+        frame = tray_frame(bin_module, floor, on_tray, view, rng, t, k)
         if trigger.update(frame):
             fired.append(t)
             # The agent classifies (0.1-0.3 s on a Pi) and starts the sort, telling the trigger
@@ -468,14 +471,7 @@ def sort_items_dropped_as_the_tray_comes_home(
                 on_tray = [dataclasses.replace(on_tray[0], outline=item.outline)]
                 if t >= drop + 0.4 and len(landed) == item_index:
                     landed.append(drop + 0.4)
-        texture = floor.render(on_tray).astype(np.float32)
-        seen = bin_module.tray_view(texture[..., None], view)[..., 0] + rng.normal(0, 4.0, (H, W))
-        frame = Frame(
-            image=np.zeros((4, 4, 3), np.uint8),
-            lores=np.clip(seen, 0, 255).astype(np.uint8),
-            timestamp=1000 + t,
-            index=k,
-        )
+        frame = tray_frame(bin_module, floor, on_tray, view, rng, t, k)
         if trigger.update(frame):
             fired.append(t)
             # The agent classifies and starts the sort, telling the trigger; an event with
@@ -486,6 +482,19 @@ def sort_items_dropped_as_the_tray_comes_home(
         if item_index == len(items) and t >= drop + 2.0:
             break
     return trigger, fired, landed
+
+
+def assert_each_item_fired_once_after_it_settled(
+    trigger: MotionTrigger, items: list[Item], fired: list[float], landed: list[float]
+) -> None:
+    """Every item dropped, one event each, the settle time after it landed (within 3.5
+    frames), and the trigger empty at the end: re-armed on the floor where the tray came home."""
+    settle = TriggerSection().settle_seconds
+    assert len(landed) == len(items), f"only {len(landed)} of {len(items)} items dropped; fired at {fired}"
+    assert len(fired) == len(items), f"fired at {fired}, items landed at {landed}"
+    for fired_at, landed_at in zip(fired, landed, strict=True):
+        assert landed_at + settle - 1e-6 <= fired_at <= landed_at + settle + 3.5 / 10.0, (fired, landed)
+    assert trigger.state == "empty", "re-armed on the floor where the tray came home"
 
 
 def test_items_dropped_sort_after_sort_as_the_tray_comes_home_each_count_once() -> None:
@@ -512,12 +521,7 @@ def test_items_dropped_sort_after_sort_as_the_tray_comes_home_each_count_once() 
         Item(y=spots[k % 6][0], x=spots[k % 6][1], size=48, level=(190.0, 45.0)[k % 2], seed=40 + k) for k in range(12)
     ]
     trigger, fired, landed = sort_items_dropped_as_the_tray_comes_home(items, homes, pause=0.2, seed=14)
-    settle = TriggerSection().settle_seconds
-    assert len(landed) == len(items), f"only {len(landed)} of {len(items)} items dropped; fired at {fired}"
-    assert len(fired) == len(items), f"fired at {fired}, items landed at {landed}"
-    for fired_at, landed_at in zip(fired, landed, strict=True):
-        assert landed_at + settle - 1e-6 <= fired_at <= landed_at + settle + 3.5 / 10.0, (fired, landed)
-    assert trigger.state == "empty", "re-armed on the floor where the tray came home"
+    assert_each_item_fired_once_after_it_settled(trigger, items, fired, landed)
 
 
 def test_a_clear_item_dropped_as_the_tray_comes_home_counts_once_and_leaves_no_ghost() -> None:
@@ -542,12 +546,7 @@ def test_a_clear_item_dropped_as_the_tray_comes_home_counts_once_and_leaves_no_g
         Item(y=60, x=150, size=48, level=45.0, seed=53),
     ]
     trigger, fired, landed = sort_items_dropped_as_the_tray_comes_home(items, homes, pause=0.2, seed=15)
-    settle = TriggerSection().settle_seconds
-    assert len(landed) == len(items), f"only {len(landed)} of {len(items)} items dropped; fired at {fired}"
-    assert len(fired) == len(items), f"fired at {fired}, items landed at {landed}"
-    for fired_at, landed_at in zip(fired, landed, strict=True):
-        assert landed_at + settle - 1e-6 <= fired_at <= landed_at + settle + 3.5 / 10.0, (fired, landed)
-    assert trigger.state == "empty", "re-armed on the floor where the tray came home"
+    assert_each_item_fired_once_after_it_settled(trigger, items, fired, landed)
 
 
 def test_hand_resting_longer_than_settle_fires_documented() -> None:

@@ -153,6 +153,30 @@ class CapturedItem:
         return str(self.info["event_id"])
 
 
+def sidecars_by_event(folder: Path) -> dict[str, Path]:
+    """Event id -> sidecar of every captured item whose photo is there too, from one listing
+    of ``folder`` and no file read (names are :func:`item_stem`'s)."""
+    names = set(os.listdir(folder))
+    found: dict[str, Path] = {}
+    for name in names:
+        if name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
+            stem = name[: -len(SIDECAR_SUFFIX)]
+            _, sep, event_id = stem.partition("_")
+            if sep and f"{stem}{IMAGE_SUFFIX}" in names:
+                found[event_id] = folder / name
+    return found
+
+
+_STEM_SECOND = re.compile(r"\d{8}T\d{6}")
+
+
+def named_before(name: str, since: str) -> bool:
+    """Whether a capture file's name (:func:`item_stem`: its time first) says its item is from a
+    second before ``since`` (an ISO time), so that its sidecar need not be read."""
+    reset = since.replace("-", "").replace(":", "")[:15]
+    return bool(_STEM_SECOND.fullmatch(name[:15]) and _STEM_SECOND.fullmatch(reset)) and name[:15] < reset
+
+
 def captured_items(folder: str | Path) -> Iterator[CapturedItem]:
     """Every complete captured item in ``folder`` (a sidecar and its image), oldest first."""
     folder = Path(folder)

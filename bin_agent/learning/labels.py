@@ -56,7 +56,15 @@ from typing import Any
 
 from ..errors import BinAgentError
 from ..events import utc_now_iso
-from .capture import IMAGE_SUFFIX, SIDECAR_SUFFIX, CapturedItem, captured_items, read_captured, write_synced
+from .capture import (
+    SIDECAR_SUFFIX,
+    CapturedItem,
+    captured_items,
+    named_before,
+    read_captured,
+    sidecars_by_event,
+    write_synced,
+)
 from .deploy import fsync_directory
 
 log = logging.getLogger(__name__)
@@ -190,7 +198,7 @@ class LabelStore:
                 data = _read_all(fd)
                 latest = _latest_lines(data)
                 lines_before = sum(1 for line in data.split(b"\n") if line.strip(b"\x00 \t\r"))
-                present = _captured_ids(self.folder)
+                present = set(sidecars_by_event(self.folder))
                 kept = [line for event_id, (_, line) in latest.items() if event_id in present or event_id in keep]
                 if len(kept) == lines_before:
                     with contextlib.suppress(FileNotFoundError):
@@ -239,23 +247,6 @@ def _latest_lines(data: bytes) -> dict[str, tuple[dict[str, Any], bytes]]:
             latest.pop(entry["event_id"], None)  # moved to the end: where its latest line is
             latest[entry["event_id"]] = (entry, line)
     return latest
-
-
-def _sidecars(folder: Path) -> dict[str, Path]:
-    """Event id -> sidecar of every captured item whose photo is there too (one listing)."""
-    names = set(os.listdir(folder))
-    found: dict[str, Path] = {}
-    for name in names:
-        if name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
-            stem = name[: -len(SIDECAR_SUFFIX)]
-            _, sep, event_id = stem.partition("_")
-            if sep and f"{stem}{IMAGE_SUFFIX}" in names:
-                found[event_id] = folder / name
-    return found
-
-
-def _captured_ids(folder: Path) -> set[str]:
-    return set(_sidecars(folder))
 
 
 def find_captured(folder: str | Path, event_id: str) -> CapturedItem | None:
@@ -371,7 +362,7 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
     adopt = not store.counted_as_complete
     since = store.counts().since
     rows = store.counted_as_rows()
-    sidecars = _sidecars(folder) if labels else {}
+    sidecars = sidecars_by_event(folder) if labels else {}
     # By the store's history rows where it has them: the wall clock may have gone back.
     in_history = store.counted_since_reset(
         event_id
@@ -390,7 +381,7 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
                 continue  # counted as its prediction (no row), which the label confirms: no sidecar to read
             sidecar = sidecars.get(event_id)
             counted = in_history.get(event_id)
-            if sidecar is None or counted is False or (counted is None and _named_before(sidecar.name, since)):
+            if sidecar is None or counted is False or (counted is None and named_before(sidecar.name, since)):
                 continue
             item = read_captured(sidecar)
             if item is None or not (counted or _counted_since_reset(item.info.get("time", ""), since)):
@@ -422,16 +413,6 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
             seconds,
         )
     return 0 if adopt else len(moved)
-
-
-_NAME_SECOND = re.compile(r"\d{8}T\d{6}")
-
-
-def _named_before(name: str, since: str) -> bool:
-    """Whether a capture file's name (``<time>_<event id>``, :func:`.capture.item_stem`) says
-    its item is from a second before ``since`` (then its sidecar need not be read)."""
-    reset = since.replace("-", "").replace(":", "")[:15]
-    return bool(_NAME_SECOND.fullmatch(name[:15]) and _NAME_SECOND.fullmatch(reset)) and name[:15] < reset
 
 
 def _counted_since_reset(event_time: str, since: str) -> bool:
