@@ -81,6 +81,11 @@ EX_TEMPFAIL = 75
 ACTUATION_MARGIN_SECONDS = 5.0
 """How much longer than configured a sort may take before the watchdog is no
 longer fed for it (a servo that hangs must still get the service restarted)."""
+LABELS_CHECK_SECONDS = 3.0
+"""How often the main loop looks (one ``stat``) at ``labels.jsonl`` for labels another process
+appended (``bin-agent label`` in a terminal): the counts and the state follow within this."""
+HISTORY_PRUNE_SECONDS = 3600.0
+"""How often, after an item, the history is pruned and ``labels.jsonl`` trimmed if due."""
 LOOP_COMMANDS = ("classify", "trigger_mode", "reload_model", "learn")
 """Commands that the main loop (or the learning worker) carries out: refused once the agent stops."""
 
@@ -122,9 +127,14 @@ class Agent:
     started_at: float = field(default_factory=time.monotonic)
     trigger_mode: TriggerMode = "motion"
     _pending_trigger_mode: TriggerMode | None = None
+    # The clock of the loop's housekeeping (history prune, labels trim and check); tests pass their own.
+    monotonic: Callable[[], float] = time.monotonic
     _next_history_prune: float = 0.0
     # labels.jsonl's size after its last trim: trimmed again once twice that (learning.labels).
     _labels_kept_bytes: int = 0
+    # labels.jsonl's LabelStore.change_stamp() when its labels last reached the counts.
+    _labels_stamp: tuple[int, int, int] | None = None
+    _next_labels_check: float = 0.0
     storage_degraded: bool = False
     sort_error: str | None = None  # the last sort's error as last seen by the loop: state "actuator_error"
     # A classifier built by reload_model, taken by the loop between two items.
@@ -176,6 +186,7 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 self._switch_trigger_if_asked()
+                self._reconcile_labels_if_changed()
                 if self.fill is not None and self.fill.sensors_changed():
                     self._publish_state()
                 try:
@@ -408,7 +419,8 @@ class Agent:
         if command.name == "classify":
             self.trigger.request()
         elif command.name == "reset_counts":
-            self.store.reset_counts()
+            with self._correct_lock:  # not between a correction's (or the loop's reconcile's) reading and moving
+                self.store.reset_counts()
             self._publish_state()
         elif command.name == "ping":
             reply["pong"] = utc_now_iso()
@@ -480,10 +492,10 @@ class Agent:
         self._publish_state()
 
     def _prune_history_if_due(self) -> None:
-        now = time.monotonic()
+        now = self.monotonic()
         if now < self._next_history_prune:
             return
-        self._next_history_prune = now + 3600.0
+        self._next_history_prune = now + HISTORY_PRUNE_SECONDS
         removed = self.store.prune_history(time.time() - self.config.history.retention_days * 86400.0)
         if removed:
             log.info("history: dropped %d item(s) older than %d days", removed, self.config.history.retention_days)
@@ -504,6 +516,34 @@ class Agent:
             return
         if size >= max(TRIM_MIN_BYTES, 2 * self._labels_kept_bytes):
             self._labels_kept_bytes = trim_labels(folder, self.store) or size
+
+    def _reconcile_labels_if_changed(self) -> None:
+        """Every :data:`LABELS_CHECK_SECONDS`, one ``stat`` of ``labels.jsonl``: when it changed
+        (a label from ``bin-agent label`` in a terminal, which cannot write the database the agent
+        holds; or the agent's own, which moved their counts already), the counts are brought in
+        line with the labels as at the start (:func:`~bin_agent.learning.labels.reconcile_counts`)
+        and the state is published when any moved."""
+        if self.capture is None:
+            return
+        now = self.monotonic()
+        if now < self._next_labels_check:
+            return
+        self._next_labels_check = now + LABELS_CHECK_SECONDS
+        from .learning.labels import LabelError, LabelStore, reconcile_counts
+
+        # Looked at before the file is read: a label appended meanwhile is read now or seen next time.
+        stamp = LabelStore(self.capture.folder).change_stamp()
+        if stamp == self._labels_stamp:
+            return
+        self._labels_stamp = stamp
+        try:
+            with self._correct_lock:  # a cmd/correct must not move the same item meanwhile
+                moved = reconcile_counts(self.capture.folder, self.store, self.config.router.compartments, running=True)
+        except (LabelError, OSError) as exc:  # said once per change of the file, as at the start
+            log.error("counts: cannot bring them in line with the labels in %s (%s)", self.capture.folder, exc)
+            return
+        if moved:
+            self._publish_state()
 
     def correct(self, args: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any] | None:
         """``cmd/correct {"event_id", "label"}``: label a captured item (bin_agent.labels)
@@ -950,10 +990,13 @@ def build_agent(
                 raise StartupError(f"fill.sensors: cannot set up ({type(exc).__name__}: {exc})", os.EX_CONFIG) from None
         capture, capture_problem = make_capture(config)
         labels_bytes = 0
+        labels_stamp = None
         if capture is not None:
             undo.callback(capture.close)
-            from .learning.labels import labels_at_start
+            from .learning.labels import LabelStore, labels_at_start
 
+            # Before the reconcile reads it: a label appended meanwhile reaches the counts in the loop.
+            labels_stamp = LabelStore(capture.folder).change_stamp()
             # Before the first item: the counts follow the labels (a correction a kill cut short).
             labels_bytes = labels_at_start(capture.folder, store, config.router.compartments)
         asker = make_asker(config, pin_factory, sorter, labels=capture is not None)
@@ -981,6 +1024,7 @@ def build_agent(
         model_problem=model_problem,
         capture_problem=capture_problem,
         _labels_kept_bytes=labels_bytes,
+        _labels_stamp=labels_stamp,
     )
     if asker is not None and config.ask.remote and config.mqtt.enabled:
         asker.publish = agent.publish_unsure

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from bin_agent import CLASSES, preflight
-from bin_agent.agent import build_agent
+from bin_agent.agent import LABELS_CHECK_SECONDS, build_agent
 from bin_agent.learning.capture import Capture
 from bin_agent.learning.labels import LabelStore
 from bin_agent.training import dataset as ds
-from tests.helpers import SHIPPED_MODEL, base_config
+from tests.helpers import SHIPPED_MODEL, base_config, wait_for
 from tests.test_capture import make_item, noise
 
 
@@ -142,3 +144,53 @@ def test_terminal_labelling_most_unsure_first_list_and_export(tmp_path):
     assert "exported 2 labelled photo(s)" in exported.stdout
     found = {(CLASSES[i.label], i.path.name) for i in ds.list_dataset(out)}
     assert {c for c, _ in found} == {"cardboard", "metal"}, "unlabelled items are not exported"
+
+
+def test_a_label_given_in_a_terminal_reaches_a_running_agents_counts_and_state_within_seconds(
+    tmp_path, mosquitto, subscriber_factory, caplog
+):
+    """bin-agent label in a terminal cannot write the database the agent holds: the agent sees
+    labels.jsonl change (one stat every LABELS_CHECK_SECONDS) and moves the item in its counts,
+    with one log line, and publishes the state; before, only its next start did."""
+    data = base_config(tmp_path, port=mosquitto.port)
+    data["camera"]["replay"] |= {"loop": True, "realtime": True}  # it runs on while the person labels
+    data["trigger"]["mode"] = "manual"  # one item, when the test says
+    data["capture"] = {"enabled": True}
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    agent = build_agent(config)
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    runner = threading.Thread(target=agent.run)
+    caplog.set_level(logging.INFO, logger="bin_agent.learning.labels")
+    runner.start()
+
+    def counts() -> dict:
+        return sub.json_on("/state")[-1]["counts"]
+
+    try:
+        agent.trigger.request()
+        assert sub.wait_for(lambda: len(sub.on("/event")) == 1, 60)
+        assert wait_for(lambda: agent.capture is not None and agent.capture.saved == 1)
+        assert sub.wait_for(lambda: counts()["total"] == 1)
+        event = sub.json_on("/event")[0]
+        routes = config.router.compartments
+        wrong = next(c for c in CLASSES if routes[c] != event["compartment"])
+        before = counts()
+        assert before["classes"] == {event["class"]: 1}
+
+        run = subprocess.run(
+            [sys.executable, "-m", "bin_agent", "label", "--folder", str(Path(config.agent.state_dir) / "capture")],
+            input=f"{CLASSES.index(wrong) + 1}\n",  # the item's class: the wrong one's key
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0 and "1 label(s) saved" in run.stdout, run.stdout + run.stderr
+        labelled = wait_for(lambda: counts()["classes"] == {wrong: 1}, LABELS_CHECK_SECONDS + 10)
+        assert labelled, f"the running agent's state still counts {counts()}"
+        assert counts()["compartments"] == {routes[wrong]: 1} and counts()["total"] == 1
+        assert agent.store.counted_as(event["id"]) == (wrong, routes[wrong])
+    finally:
+        agent.stop()
+        runner.join(60)
+    moved = [r.getMessage() for r in caplog.records if r.getMessage().startswith("counts: ")]
+    assert len(moved) == 1 and "1 item(s) moved to their latest label" in moved[0], moved

@@ -9,7 +9,8 @@ says who gave it and when (``source``, ``time``):
 * ``mqtt``: ``cmd/correct`` (Home Assistant's select, a script), see
   :func:`correct_event`, which also corrects the counts in ``state``;
 * ``cli``: ``bin-agent label`` in a terminal (the running agent holds the state
-  database: its counts follow at its next start, :func:`reconcile_counts`).
+  database: it sees the file change within :data:`~bin_agent.agent.LABELS_CHECK_SECONDS`
+  and moves its counts then, :func:`reconcile_counts`).
 
 **The counts follow the labels.** For an item counted since the last reset, the
 counts in ``state`` count it as its latest label. Whether it was counted since the reset
@@ -19,7 +20,7 @@ for an item the history no longer holds are its time and the reset's compared. W
 state database's (``Store.counted_as``, written in the transaction that moves the
 counts), not the label history: a correction cut between its label and its counts
 (a SIGKILL, a power cut) is moved by the same ``cmd/correct`` sent again, and by
-:func:`reconcile_counts` at the agent's next start.
+:func:`reconcile_counts` at the agent's next start (and while it runs, once the file changes).
 
 **The file stays bounded** (:meth:`LabelStore.trim`): at the agent's start, and
 while it runs once the file has doubled, it is rewritten with the latest line of
@@ -126,6 +127,17 @@ class LabelStore:
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         return self.all().get(event_id)
+
+    def change_stamp(self) -> tuple[int, int, int] | None:
+        """The file's (inode, size, mtime in ns), None when there is none or it cannot be
+        looked at: every append changes it (the size), and so does every trim (the inode). One
+        ``stat``: what the running agent compares every few seconds to see labels another
+        process (``bin-agent label``) appended."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
     def add(
         self, event_id: str, label: str, predicted: str, source: str, extra: dict[str, Any] | None = None
@@ -346,12 +358,14 @@ def _move(
     return changes, (label, compartment)
 
 
-def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> int:
-    """At the agent's start, before it sorts: move in the counts every item counted since the
+def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str], *, running: bool = False) -> int:
+    """At the agent's start, before it sorts, and while it runs once ``labels.jsonl`` changed
+    (``running``: only the log line differs): move in the counts every item counted since the
     last reset whose latest label is not what the store counts it as (a correction a SIGKILL
     or a power cut cut between its label and its counts, or a label from ``bin-agent label``),
     all in one transaction. Reads ``labels.jsonl`` once, and the sidecars of the labelled
-    items the store has no ``counted_as`` row for. Returns how many items were moved.
+    items the store has no ``counted_as`` row for. Returns how many items were moved. The
+    caller keeps ``cmd/correct`` from moving the same counts meanwhile (the agent's lock).
 
     A database of the version before ``counted_as`` (:attr:`Store.counted_as_complete` false):
     that version moved the counts by the label history, so the labels are adopted as what the
@@ -402,6 +416,14 @@ def reconcile_counts(folder: Path, store: Any, compartments: dict[str, str]) -> 
             "counts: %d label(s) of items counted since the last reset adopted as what the counts count "
             "(state database of the previous version; %.2f s)",
             len(moved),
+            seconds,
+        )
+    elif moved and running:
+        log.info(
+            "counts: %d item(s) moved to their latest label in labels.jsonl, appended while the agent runs "
+            "(bin-agent label; %d label(s) read in %.2f s)",
+            len(moved),
+            len(labels),
             seconds,
         )
     elif moved:
