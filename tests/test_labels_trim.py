@@ -13,8 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+from bin_agent import preflight
 from bin_agent import store as store_module
+from bin_agent.agent import HISTORY_PRUNE_SECONDS, build_agent
 from bin_agent.learning.labels import (
+    TRIM_MIN_BYTES,
     TRIM_TEMPORARY,
     LabelStore,
     correct_event,
@@ -22,7 +25,7 @@ from bin_agent.learning.labels import (
     reconcile_counts,
 )
 from bin_agent.store import Store
-from tests.helpers import sigkill_when_it_says
+from tests.helpers import base_config, sigkill_when_it_says, wait_for
 
 ROUTES = {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "metal", "plastic": "plastic"}
 
@@ -72,6 +75,67 @@ def test_a_trim_keeps_the_latest_label_of_each_photo_still_there_and_of_each_ite
     assert not (folder / TRIM_TEMPORARY).exists()
     again = labels.trim(keep={"counted"})
     assert not again.rewritten and again.lines_after == 2, "nothing to drop: not rewritten"
+
+
+def labels_of_deleted_photos(path: Path, first: int, at_least: int) -> None:
+    """Append labels of items whose photos the size cap deleted (what a trim drops) until the file
+    is ``at_least`` bytes; one write, as many appends would leave it."""
+    lines = []
+    size = path.stat().st_size
+    n = first
+    while size < at_least:
+        entry = {"event_id": f"gone-{n}", "label": "paper", "predicted": "glass", "source": "cli", "time": "x"}
+        lines.append(json.dumps(entry) + "\n")
+        size += len(lines[-1])
+        n += 1
+    with open(path, "a") as out:
+        out.write("".join(lines))
+
+
+def test_the_running_agent_trims_the_labels_after_an_item_once_an_hour(tmp_path):
+    """labels.jsonl is trimmed by the main loop, not only at the start: after an item, once
+    HISTORY_PRUNE_SECONDS have passed on the loop's clock (the test's) since the last time, when it
+    is at least TRIM_MIN_BYTES and twice what the last trim kept."""
+    data = base_config(tmp_path, mqtt=False)
+    data["camera"]["replay"] |= {"loop": True, "realtime": True}
+    data["trigger"]["mode"] = "manual"  # an item when the test says
+    data["capture"] = {"enabled": True}
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    folder = Path(config.agent.state_dir) / "capture"
+    captured(folder, "kept", "glass")
+    labels = LabelStore(folder)
+    labels.add("kept", "paper", "glass", "cli")  # its photo is there: every trim keeps it
+    kept_size = labels.path.stat().st_size
+    agent = build_agent(config)
+    now = [1000.0]
+    agent.monotonic = lambda: now[0]
+    runner = threading.Thread(target=agent.run)
+    runner.start()
+
+    def item(n: int) -> None:
+        """The n-th item sorted, and the loop past it (reading frames again)."""
+        agent.trigger.request()
+        assert wait_for(lambda: agent.items_sorted == n)
+        frames = agent.frames_seen
+        assert wait_for(lambda: agent.frames_seen > frames + 1)
+
+    try:
+        labels_of_deleted_photos(labels.path, 0, TRIM_MIN_BYTES)
+        item(1)  # the first item after the start: due
+        assert labels.path.stat().st_size == kept_size, "trimmed after the first item"
+        assert set(labels.all()) == {"kept"}
+
+        labels_of_deleted_photos(labels.path, 10_000, TRIM_MIN_BYTES)
+        item(2)
+        assert labels.path.stat().st_size >= TRIM_MIN_BYTES, "not again within the hour"
+
+        now[0] += HISTORY_PRUNE_SECONDS
+        item(3)
+        assert labels.path.stat().st_size == kept_size, "trimmed again an hour later"
+        assert set(labels.all()) == {"kept"}
+    finally:
+        agent.stop()
+        runner.join(60)
 
 
 TRIM_CUT_BY_KILL = """
