@@ -156,6 +156,7 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
             "outbox_pending",
             "possible_items",
             "problem",
+            "clock_synced",
             "classify",
             "reset_counts",
             "trigger_mode",
@@ -203,6 +204,30 @@ def test_one_device_with_every_entity_and_only_known_keys(tmp_path):
     assert missed["value_template"] == "{{ value_json.possible_items_not_classified | default(0) }}"
     # Stable: the same config gives the same payloads.
     assert discovery_messages(make_config(tmp_path), list(CLASSES)) == messages
+
+
+def test_home_assistant_reads_whether_the_bins_clock_is_synchronised_from_its_real_state(tmp_path, monkeypatch):
+    """A diagnostic binary sensor on the bin's device: on while NTP has set the clock, off while the
+    times the bin shows may be far behind (a Pi without a battery-backed clock), unknown where the
+    agent cannot tell; its value_template renders a real agent's state payload."""
+    from bin_agent import clock
+
+    messages = discovery_messages(make_config(tmp_path), list(CLASSES))
+    sensor = messages["homeassistant/binary_sensor/test-bin/clock_synced/config"]
+    assert sensor["unique_id"] == "test-bin_clock_synced" and sensor["name"] == "Clock synchronised"
+    assert sensor["state_topic"] == "smartbin/test-bin/state" and sensor["entity_category"] == "diagnostic"
+    assert sensor["device"]["identifiers"] == ["bin-agent_test-bin"]
+    agent = build_agent(make_config(tmp_path, mqtt={"enabled": False}))
+    try:
+        for synced, shown in ((True, "ON"), (False, "OFF"), (None, "None")):  # None: HA's unknown
+            monkeypatch.setattr(clock, "synchronised", lambda synced=synced: synced)
+            state = json.dumps(agent.state())
+            assert json.loads(state)["clock_synced"] is synced
+            assert render(sensor["value_template"], state) == shown, synced
+    finally:
+        agent.close()
+    # An agent from before clock_synced: unknown, not off.
+    assert render(sensor["value_template"], json.dumps({"status": "running"})) == "None"
 
 
 def test_disabled_fill_has_no_fill_entities_and_the_prefix_is_configurable(tmp_path):
@@ -295,7 +320,8 @@ def test_home_assistant_sees_one_device_and_every_state_it_points_at(tmp_path, m
             if payload.get("state_class") and value != "None":
                 float(value)
             if topic.split("/")[1] == "binary_sensor":
-                assert value in ("ON", "OFF")
+                # Unknown ("None") only where the agent cannot tell (clock_synced null: not Linux).
+                assert value in ("ON", "OFF") or (topic.endswith("/clock_synced/config") and value == "None")
             if topic.split("/")[1] == "select":
                 assert value in payload["options"]
             if "json_attributes_template" in payload:

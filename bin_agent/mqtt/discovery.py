@@ -201,6 +201,19 @@ def discovery_messages(config: Config, labels: list[str]) -> dict[str, dict[str,
             "| tojson }}"
         ),
     )
+    # Whether the times the bin shows (events, "counts since", "last item time") can be believed:
+    # a Pi without a battery-backed clock runs behind from boot until NTP answers (bin_agent.clock).
+    # Unknown ("None") where the agent cannot tell (not Linux), or from an agent before clock_synced.
+    synced = "value_json.clock_synced | default(none)"
+    add(
+        "binary_sensor",
+        "clock_synced",
+        name="Clock synchronised",
+        state_topic=topics.state,
+        value_template=f"{{{{ None if {synced} is none else ('ON' if {synced} else 'OFF') }}}}",
+        entity_category="diagnostic",
+        icon="mdi:clock-check-outline",
+    )
     sensor(
         "outbox_pending",
         "Outbox backlog",
