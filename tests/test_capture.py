@@ -136,6 +136,65 @@ def test_a_tiny_cap_keeps_the_folder_under_it_oldest_deleted_first(tmp_path):
     assert sum(p.stat().st_size for p in folder.iterdir()) <= cap // 2
 
 
+def test_the_cap_deletes_in_write_order_when_the_clock_went_back_across_a_restart(tmp_path, monkeypatch):
+    """A Pi without a battery-backed clock boots an hour behind after a power cut (fake-hwclock):
+    the items written then are stamped before those written before the cut, yet the cap at the
+    next start deletes the older ones first: names sort in write order, the sidecars keep the
+    events' own times."""
+    from datetime import UTC, datetime, timedelta
+
+    from bin_agent import events
+    from bin_agent.learning.capture import sidecars_by_event
+
+    now = [datetime(2030, 1, 1, 10, 0, tzinfo=UTC)]
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now[0]
+
+    monkeypatch.setattr(events, "datetime", Clock)  # what SortedItem's time is read from
+    folder = tmp_path / "capture"
+
+    def a_life(first_seed: int) -> list:
+        """A start of the writer, three items a second apart, a stop."""
+        capture = Capture(folder)
+        capture.start()
+        items = []
+        for seed in range(first_seed, first_seed + 3):
+            now[0] += timedelta(seconds=1)
+            items.append(make_item_at_now())
+            capture.offer(noise(seed), items[-1])
+        capture.close()
+        return items
+
+    before_the_cut = a_life(0)
+    now[0] -= timedelta(hours=1)  # the power cut; the clock boots an hour behind
+    after_the_cut = a_life(3)
+    assert after_the_cut[0].time < before_the_cut[-1].time, "stamped before the items written before them"
+
+    written = [*before_the_cut, *after_the_cut]
+    assert [c.event_id for c in captured_items(folder)] == [i.event_id for i in written], "by name: write order"
+    assert {c.event_id: c.info["time"] for c in captured_items(folder)} == {i.event_id: i.time for i in written}
+    sidecars = sidecars_by_event(folder)
+    newest_bytes = sum(
+        path.stat().st_size
+        for i in after_the_cut
+        for path in (sidecars[i.event_id], sidecars[i.event_id].with_suffix(".jpg"))
+    )
+    capped = Capture(folder, max_bytes=newest_bytes)  # room for the three newest only
+    capped.start()
+    capped.close()
+    assert [c.event_id for c in captured_items(folder)] == [i.event_id for i in after_the_cut]
+
+
+def make_item_at_now():
+    """An item stamped by the clock (SortedItem's own time), not make_item's."""
+    item = make_item()
+    fields = {k: getattr(item, k) for k in ("bin_id", "classification", "route", "model_version", "latency_ms")}
+    return SortedItem(**fields)
+
+
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
     capture = Capture(tmp_path / "capture", queue_size=2)
     # The writer is not started yet: nothing leaves the queue.

@@ -7,7 +7,12 @@ class, confidence, top-3, model version, compartment, fallback) and, when the
 classifier read it, the item's embedding (float16, base64, 3.4 KB, with the
 backbone's sha256: what ``bin-agent learn`` refits on, so it embeds no photo
 whose embedding was kept here; it goes with the item under the size cap). The names
-start with the UTC time, so sorting by name is sorting by age.
+start with the item's UTC time, or, when that is not after the newest name in the folder,
+1 ms after that name's (:func:`item_stem`): a Pi without a battery-backed clock boots at
+the last time it saved, up to hours or months behind, and its photos must still sort after
+those taken before the power cut. So sorting by name is sorting by the order the items were
+written, across restarts: what the size cap deletes first at a start, what ``bin-agent
+learn``'s folds follow. The sidecar's ``time`` is the event's, as stamped.
 
 Capture never delays sorting: :meth:`Capture.offer` only puts the image on a
 bounded queue; a writer thread encodes the JPEG and writes both files. When
@@ -37,6 +42,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +100,29 @@ def folder_problem(folder: Path) -> str | None:
     return None
 
 
-def item_stem(item: SortedItem) -> str:
-    """``20261123T100405123Z_<event id>``: sortable by time, unique by event."""
+NAME_TIME = re.compile(r"(\d{8}T\d{9}Z)_")
+"""The time a capture file's name starts with (:func:`item_stem`), ``20261123T100405123Z``."""
+
+
+def name_time(name: str) -> str | None:
+    """The time at the start of a capture file's name (``20261123T100405123Z``), None for a name
+    of another form. Such times sort as text in the order of time."""
+    match = NAME_TIME.match(name)
+    return match.group(1) if match else None
+
+
+def item_stem(item: SortedItem, after: str | None = None) -> str:
+    """``20261123T100405123Z_<event id>``: unique by event; its time is the item's, or 1 ms after
+    ``after`` (the newest name's time in the folder) when the item's is not later, so that names
+    sort in the order they were written even when the clock went back (booted behind)."""
     compact = item.time.replace("-", "").replace(":", "").replace(".", "")
+    if after is not None and NAME_TIME.fullmatch(f"{compact}_") and compact <= after:
+        try:
+            later = datetime.strptime(after, "%Y%m%dT%H%M%S%fZ") + timedelta(milliseconds=1)
+        except ValueError:  # not a time (a name edited by hand): the item's own
+            pass
+        else:
+            compact = f"{later:%Y%m%dT%H%M%S}{later.microsecond // 1000:03d}Z"
     return f"{compact}_{item.event_id}"
 
 
@@ -280,6 +306,8 @@ class Capture:
         # (stem, bytes of image + sidecar), oldest first; touched only by the writer.
         self._items: deque[tuple[str, int]] = deque()
         self._bytes = 0
+        # The newest time a name in the folder starts with: the next name's is later (item_stem).
+        self._newest_name_time: str | None = None
 
     @classmethod
     def from_config(cls, section: CaptureSection, state_dir: str | Path) -> Capture:
@@ -428,7 +456,7 @@ class Capture:
     def _write(self, image: np.ndarray, item: SortedItem, backbone: str = "") -> None:
         from PIL import Image
 
-        stem = item_stem(item)
+        stem = item_stem(item, after=self._newest_name_time)
         image_path = self.folder / f"{stem}{IMAGE_SUFFIX}"
         info_path = self.folder / f"{stem}{SIDECAR_SUFFIX}"
         # Written under a temporary name, fsynced and renamed: a reader (or a crash) never sees
@@ -453,6 +481,7 @@ class Capture:
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
             raise
+        self._newest_name_time = max(self._newest_name_time or "", name_time(stem) or "") or None
         size = image_path.stat().st_size + info_path.stat().st_size
         self._items.append((stem, size))
         self._bytes += size
@@ -497,6 +526,7 @@ class Capture:
         self._items.clear()
         self._bytes = 0
         for path in sorted(self.folder.glob(f"*{SIDECAR_SUFFIX}")):
+            self._newest_name_time = name_time(path.name) or self._newest_name_time  # sorted: the last is the newest
             image = path.with_suffix(IMAGE_SUFFIX)
             try:
                 size = path.stat().st_size + (image.stat().st_size if image.exists() else 0)
