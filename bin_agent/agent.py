@@ -3,7 +3,8 @@
 The loop reads top to bottom, once per frame::
 
     frame = source.read()            # camera or replay
-    if trigger.update(frame):        # a new item lies still in the drop zone
+    if trigger.update(frame):        # new items lie still in the drop zone (one box each)
+      for each item box:             # (one tray tilt takes them all: see below)
         region = crop_box(...)       # the item's box + a margin, inside the zone
         classification = classifier.classify(region of frame.image)
         route = router.route(...)    # class → compartment, or the fallback
@@ -14,6 +15,14 @@ The loop reads top to bottom, once per frame::
         chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
         trigger.item_taken_away()    # if the sort moves it: the tray tilts in view
         mqtt.publish_state()         # never blocks sorting
+
+Several items in one frame (dropped together) are several items: each is classified
+on its own box, routed, recorded (its own event) and published. Guidance LEDs show
+them one after the other (each waits for the chute). A sorter that takes the item
+(the tray the camera watches) takes every item on it with one tilt: they go to the
+compartment they all agree on, else to the fallback compartment, so that no item
+lands in another class's compartment; each event names the compartment it went to
+(``reason: "shared_tray"`` where that is not its own).
 
 The item is recorded before the mechanics move: one inside the servo when the
 power goes is counted and its event is in the outbox. Its ``time`` is the
@@ -96,6 +105,17 @@ class StartupError(BinAgentError, RuntimeError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """One item classified, routed (and asked about), not yet recorded: its event, the
+    region of the frame that was classified (what capture keeps) and the label it is
+    counted under."""
+
+    item: SortedItem
+    classified: Any
+    counted_label: str
 
 
 @dataclass
@@ -220,21 +240,59 @@ class Agent:
                 started = time.perf_counter()
                 if self.trigger.update(frame):
                     trigger_ms = (time.perf_counter() - started) * 1000.0
-                    region = self.region_to_classify(frame.image)
-                    self.handle_item(frame.image, frame.name, trigger_ms, region)
+                    regions = self.regions_to_classify(frame.image)
+                    self.handle_items(frame.image, frame.name, trigger_ms, regions)
         finally:
             self.close()
         return exit_code
 
-    def region_to_classify(self, image: Any) -> PixelBox:
-        """The region of ``image`` to classify for the item the trigger saw."""
-        return region_to_classify(self.config.camera, self.classifier.spec, image.shape, self.trigger.item_box)
+    def regions_to_classify(self, image: Any) -> list[PixelBox]:
+        """The regions of ``image`` to classify, one per item the trigger saw (largest
+        first); the drop zone alone when it cannot see them."""
+        boxes: tuple[NormBox | None, ...] = self.trigger.item_boxes or (None,)
+        return [region_to_classify(self.config.camera, self.classifier.spec, image.shape, box) for box in boxes]
+
+    def handle_items(
+        self, image: Any, source_name: str, trigger_ms: float, regions: list[PixelBox]
+    ) -> list[SortedItem]:
+        """The items of one frame, one per region (:meth:`regions_to_classify`). Each is
+        sorted on its own (:meth:`handle_item`; guidance LEDs show one after the other),
+        but one tilt of a sorter that takes the item takes every item on the tray: they are
+        classified first and sorted together (:meth:`share_the_tray`)."""
+        if len(regions) <= 1 or not self.sorter.takes_the_item:
+            return [self.handle_item(image, source_name, trigger_ms, region) for region in regions]
+        decided = [self._decide(image, source_name, trigger_ms, region) for region in regions]
+        return self._sort(self.share_the_tray(decided))
+
+    def share_the_tray(self, decided: list[_Decided]) -> list[_Decided]:
+        """Items that one tilt takes together: where their routes name different
+        compartments, all go to the fallback compartment (an item must never land in
+        another class's compartment because it shared the tray), each event saying so
+        (``reason: "shared_tray"``, ``fallback: true``); where they agree, as routed."""
+        if len({one.item.route.compartment for one in decided}) <= 1:
+            return decided
+        shared = Route(self.router.fallback, fallback=True)
+        log.info(
+            "%d items on the tray of different compartments (%s): the tray goes to the fallback %s",
+            len(decided),
+            ", ".join(one.item.route.compartment for one in decided),
+            shared.compartment,
+        )
+        return [
+            dataclasses.replace(one, item=dataclasses.replace(one.item, route=shared, reason="shared_tray"))
+            for one in decided
+        ]
 
     def handle_item(
         self, image: Any, source_name: str = "", trigger_ms: float = 0.0, region: PixelBox | None = None
     ) -> SortedItem:
         """Classify the ``region`` of ``image`` (default: all of it), route, record,
         start the sort and publish one item. Returns once the sort has started."""
+        return self._sort([self._decide(image, source_name, trigger_ms, region)])[0]
+
+    def _decide(self, image: Any, source_name: str, trigger_ms: float, region: PixelBox | None) -> _Decided:
+        """Classify the ``region`` of ``image`` (default: all of it), route it, ask about
+        it if unsure: the item's event, not yet recorded."""
         started = time.perf_counter()
         self.indicators.busy()
         height, width = image.shape[:2]
@@ -270,51 +328,67 @@ class Agent:
             clock_synced=clock.synchronised(),
             **(asked.event_fields() if asked is not None else {"event_id": event_id}),
         )
-        # The previous item must be through the chute before this one is counted.
+        counted = asked.counted_label(classification.label) if asked is not None else classification.label
+        return _Decided(item, classified, counted)
+
+    def _sort(self, decided: list[_Decided]) -> list[SortedItem]:
+        """Record the items ``decided`` (routed to one compartment), start the sort that
+        takes them all and publish them. Returns once the sort has started."""
+        compartment = decided[0].item.route.compartment
+        # The previous item must be through the chute before these are counted.
         with self.notifier.keepalive(self.sort_limit_seconds - self._chute.busy_seconds()):
             self._chute.wait_for_chute()
-        # Recorded (one transaction, one sync) before anything moves: an item in the
+        # Recorded (one transaction, one sync each) before anything moves: an item in the
         # servo when the power goes is counted and its event is in the outbox.
-        seq = self.store.record_event(
-            event_id=item.event_id,
-            topic=self._topics().event,
-            payload=item.payload(),
-            label=asked.counted_label(classification.label) if asked is not None else classification.label,
-            compartment=route.compartment,
-            fallback=route.fallback,
-        )
-        if self.mqtt is not None:
-            self.mqtt.wake()  # the event goes out while the mechanics move
-        self.items_sorted += 1
-        number = self.items_sorted
-        # With print_events the line below already says it: keep the log quiet.
-        log.log(
-            logging.DEBUG if self.out is not None else logging.INFO,
-            "item %d: %s %.2f -> %s%s",
-            number,
-            classification.label,
-            classification.confidence,
-            route.compartment,
-            " (fallback)" if route.fallback else "",
-        )
-        if self.out is not None:
-            print(item.line(number), file=self.out, flush=True)
+        seqs = []
+        numbers = []
+        for one in decided:
+            item, route = one.item, one.item.route
+            seqs.append(
+                self.store.record_event(
+                    event_id=item.event_id,
+                    topic=self._topics().event,
+                    payload=item.payload(),
+                    label=one.counted_label,
+                    compartment=route.compartment,
+                    fallback=route.fallback,
+                )
+            )
+            if self.mqtt is not None:
+                self.mqtt.wake()  # the event goes out while the mechanics move
+            self.items_sorted += 1
+            numbers.append(self.items_sorted)
+            # With print_events the line below already says it: keep the log quiet.
+            log.log(
+                logging.DEBUG if self.out is not None else logging.INFO,
+                "item %d: %s %.2f -> %s%s",
+                self.items_sorted,
+                item.classification.label,
+                item.classification.confidence,
+                route.compartment,
+                f" ({item.reason or 'fallback'})" if route.fallback else "",
+            )
+            if self.out is not None:
+                print(item.line(self.items_sorted), file=self.out, flush=True)
+        which = ", ".join(str(number) for number in numbers)
 
         def sorted_(seconds: float) -> None:  # in the sort's thread
-            self.store.mark_actuated(seq)
+            for seq in seqs:
+                self.store.mark_actuated(seq)
             self.indicators.sorted_item()
             self.indicators.ready()
-            log.debug("item %d: sorted into %s in %.0f ms", number, route.compartment, seconds * 1000.0)
+            log.debug("item %s: sorted into %s in %.0f ms", which, compartment, seconds * 1000.0)
 
-        self._chute.start(route.compartment, sorted_)
+        self._chute.start(compartment, sorted_)
         if self.sorter.takes_the_item:  # the tray the camera watches tilts: the trigger must know
             self.trigger.item_taken_away()
         self._watch_storage()
         if self.capture is not None:  # queued for the writer thread: never waits
-            self.capture.offer(classified, item, backbone=self.classifier.backbone_sha256)
+            for one in decided:
+                self.capture.offer(one.classified, one.item, backbone=self.classifier.backbone_sha256)
         self._publish_state()
         self._prune_history_if_due()  # after the item, outside its latency
-        return item
+        return [one.item for one in decided]
 
     def ask(self, image: Any, classification: Classification, route: Route, event_id: str) -> Asked | None:
         """Ask a person about an unsure item (``[ask]``), the item of ``event_id``; None when not

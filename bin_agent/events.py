@@ -35,6 +35,11 @@ class SortedItem:
         empty: not asked, see :mod:`bin_agent.ask`).
     :param answer: the person's answer (``label``, ``compartment``, ``source``,
         ``exact``), None when not asked or not answered.
+    :param reason: why the item went to a compartment that is not its own route's, where
+        it did not decide alone: ``"shared_tray"``, it lay on the tray with items of
+        other compartments and one tilt took them all to the fallback compartment
+        (``route`` is then the fallback; empty: as routed; only a non-empty one is in the
+        payload).
     :param clock_synced: whether ``time`` was read from a clock synchronised by NTP
         (:mod:`bin_agent.clock`); only False shows in the payload (``"clock_synced": false``:
         the time may be hours to months behind), so a synchronised bin's events stay as they were.
@@ -52,6 +57,7 @@ class SortedItem:
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: str = field(default_factory=utc_now_iso)
     clock_synced: bool | None = None
+    reason: str = ""
 
     def payload(self) -> dict[str, Any]:
         c = self.classification
@@ -70,6 +76,7 @@ class SortedItem:
             "box": None if self.box is None else [round(v, 4) for v in self.box],
             "needs_label": self.needs_label,
             **({"asked": self.asked, "answer": self.answer} if self.asked else {}),
+            **({"reason": self.reason} if self.reason else {}),
             **({"clock_synced": False} if self.clock_synced is False else {}),
         }
 
@@ -82,7 +89,11 @@ class SortedItem:
         """The one line the demo prints per item."""
         c = self.classification
         top = ", ".join(f"{label} {p:.2f}" for label, p in c.top[:3])
-        fallback = " (fallback: unsure)" if self.route.fallback else ""
+        fallback = (
+            f" (fallback: {'shared the tray' if self.reason == 'shared_tray' else 'unsure'})"
+            if self.route.fallback
+            else ""
+        )
         if self.answer is not None:
             fallback = f" (answered by {self.answer['source']}: {self.answer['label'] or self.answer['compartment']})"
         elif self.asked:

@@ -3,7 +3,7 @@
 
 For a change that promises the trigger decides exactly as before (a faster idle path, a
 tidier module): both triggers see the same frames, and after every frame their return
-value, state, item box, stats, possible items, noise and threshold maps and background
+value, state, item boxes, stats, possible items, noise and threshold maps and background
 must be identical (floats compared bit for bit). The frames: each FOLDER given (a
 recorded or ``scripts/synthetic_bin.py --sequence`` folder, replayed as the agent replays
 ``mode = "sequence"``: virtual clock, 10 fps), with the config's defaults, a drop zone
@@ -60,12 +60,20 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def boxes(trigger: Any) -> tuple[Any, ...]:
+    """The item boxes of the last fire, of a trigger with ``item_boxes`` or one ``item_box``."""
+    if hasattr(trigger, "item_boxes"):
+        return tuple(trigger.item_boxes)
+    return () if trigger.item_box is None else (trigger.item_box,)
+
+
 def compare(new: Any, old: Any, fired: tuple[bool, bool], frame: Frame) -> None:
     """Raise :class:`Differs` naming the first thing that is not identical."""
     checks = {
         "fired": fired,
         "state": (new.state, old.state),
-        "item_box": (new.item_box, old.item_box),
+        # One box per item now; a revision before item_boxes had one item_box (or none).
+        "item_boxes": (boxes(new), boxes(old)),
         "stats": (new.stats, old.stats),
         "possible_items": (new.possible_items, old.possible_items),
         "noise_map": (new.noise_map, old.noise_map),

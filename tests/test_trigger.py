@@ -10,6 +10,8 @@ and distance-sensor tests, whose gpiozero devices sample in their own threads.
 from __future__ import annotations
 
 import dataclasses
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +24,7 @@ import pytest
 from bin_agent.config import ActuatorSection, GpioTriggerSection, MotionSection, ServoSection, TriggerSection
 from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
+from bin_agent.store import Store
 from bin_agent.triggers import GpioTrigger, ManualTrigger, MotionTrigger, Trigger, build_trigger
 from tests.helpers import wait_for
 
@@ -601,7 +604,8 @@ def test_item_box_is_the_item_in_full_frame_fractions() -> None:
     )
     assert len(fired) == 1
     item = (60 / W, 100 / H, 120 / W, 160 / H)  # x0, y0, x1, y1 of the 60 px item
-    assert trigger.item_box == pytest.approx(item, abs=8 / W), trigger.item_box
+    assert len(trigger.item_boxes) == 1, trigger.item_boxes
+    assert trigger.item_boxes[0] == pytest.approx(item, abs=8 / W), trigger.item_boxes
 
 
 def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
@@ -619,11 +623,13 @@ def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions()
     trigger = motion_trigger(drop_zone=zone)
     fired = run(trigger, Scene(seed=13), script, 12.0, 10)
     assert len(fired) == 1 and in_window(fired[0], 8.4, 10), fired
-    assert trigger.item_box == pytest.approx((40 / W, 120 / H, 100 / W, 180 / H), abs=8 / W)
-    # Without the zone the first item fires (and the second, dropped while
-    # the first still lies there, does not).
-    fired = run(motion_trigger(), Scene(seed=13), script, 12.0, 10)
-    assert len(fired) == 1 and in_window(fired[0], 2.4, 10), fired
+    assert trigger.item_boxes == (pytest.approx((40 / W, 120 / H, 100 / W, 180 / H), abs=8 / W),)
+    # Without the zone the first item fires, and the second, dropped beside it while the
+    # first still lies there, fires too, with its own box only.
+    trigger = motion_trigger()
+    fired = run(trigger, Scene(seed=13), script, 12.0, 10)
+    assert len(fired) == 2 and in_window(fired[0], 2.4, 10) and in_window(fired[1], 8.4, 10), fired
+    assert trigger.item_boxes == (pytest.approx((40 / W, 120 / H, 100 / W, 180 / H), abs=8 / W),)
 
 
 def test_request_while_occupied_gives_the_item_box() -> None:
@@ -636,7 +642,7 @@ def test_request_while_occupied_gives_the_item_box() -> None:
     assert trigger.state == "occupied"
     trigger.request()
     assert trigger.update(Frame(image, scene.render(item), 4.0, 40))
-    assert trigger.item_box == pytest.approx((200 / W, 50 / H, 260 / W, 110 / H), abs=8 / W)
+    assert trigger.item_boxes == (pytest.approx((200 / W, 50 / H, 260 / W, 110 / H), abs=8 / W),)
 
 
 def runs(values: Iterable[Any]) -> list[list[Any]]:
@@ -658,14 +664,14 @@ def trace(
     items; ``request()`` before each frame in ``requests``."""
     image = np.zeros((4, 4, 3), np.uint8)
     requested = set(requests)
-    fired: list[tuple[int, NormBox | None]] = []
+    fired: list[tuple[int, tuple[NormBox, ...]]] = []
     states, changed = [], []
     for k in range(int(round(seconds * fps))):
         if k in requested:
             trigger.request()
         items, gain = script(k / fps)
         if trigger.update(Frame(image=image, lores=scene.render(items, gain), timestamp=1000.0 + k / fps, index=k)):
-            fired.append((k, trigger.item_box))
+            fired.append((k, trigger.item_boxes))
         states.append(trigger.state)
         blocks = 0 if trigger.threshold_map is None else trigger.threshold_map.size
         changed.append(round(trigger.stats["changed"] * blocks))
@@ -699,7 +705,7 @@ def test_a_busy_bin_replayed_gives_the_same_decisions_frame_by_frame() -> None:
     trigger = motion_trigger(idle_look_seconds=0.0, min_area=0.004, max_motion=0.002)
     got = trace(trigger, Scene(seed=21), busy_bin, 24.0, 10, requests=[50, 95])
     first, second = (60 / W, 100 / H, 120 / W, 160 / H), (200 / W, 28 / H, 260 / W, 92 / H)
-    assert got["fired"] == [(50, None), (74, first), (95, first), (194, second)]
+    assert got["fired"] == [(50, ()), (74, (first,)), (95, (first,)), (194, (second,))]
     assert got["states"] == [
         ["initialising", 4], ["empty", 57], ["settling", 13], ["occupied", 53], ["empty", 15],
         ["settling", 12], ["empty", 27], ["settling", 13], ["occupied", 46],
@@ -794,9 +800,13 @@ def test_a_change_brings_back_every_frame_and_items_fire_at_most_one_frame_later
         assert every["fired"], "the scene has items"
         assert len(idle["fired"]) == len(every["fired"])
         assert all(0 <= b - a <= 1 for a, b in zip(every["fired"], idle["fired"])), (every["fired"], idle["fired"])
-        # every frame from the first look at a change (entering "settling") to each fire
-        settling = set(idle["read"]["settling"])
+        # every frame from the first look at a change (entering "settling") to each fire (one
+        # beside an item that fired fires from "occupied", which reads every frame)
+        settling, occupied = set(idle["read"]["settling"]), set(idle["read"].get("occupied", ()))
         for fired in idle["fired"]:
+            if fired - 1 in occupied:
+                assert all(k in occupied for k in range(fired - 6, fired)), fired
+                continue
             start = max(k for k in idle["read"]["empty"] if k < fired)
             assert all(k in settling for k in range(start + 1, fired + 1)), (start, fired)
 
@@ -896,7 +906,7 @@ def test_gpio_beam_fires_once_after_settle(factory) -> None:
     pin = factory.pin(17)
     # No debounce by default: lgpio would drop a pulse shorter than it.
     assert pin.bounce is None
-    assert trigger.state == "idle" and trigger.item_box is None
+    assert trigger.state == "idle" and trigger.item_boxes == ()
     assert not trigger.update(blank(100.0))
 
     pin.drive_low()  # beam broken (open-collector receiver, pull-up)
@@ -1158,7 +1168,7 @@ def test_request_fires_once_in_every_mode(mode: str, factory) -> None:
     after = [trigger.update(f) for f in frames[10:]]
     assert before == [False] * 10
     assert after == [True] + [False] * 9
-    assert trigger.item_box is None, "an empty view: no item box, the drop zone is classified"
+    assert trigger.item_boxes == (), "an empty view: no item box, the drop zone is classified"
     trigger.close()
 
 
@@ -1284,3 +1294,195 @@ def test_a_hand_resting_after_taking_the_item_does_not_re_arm_the_trigger_on_its
     fired = run(trigger, scene, script, 12.0, 10)
     assert len(fired) == 1, fired
     assert trigger.state == "empty"
+
+
+def fires_with_boxes(trigger: Trigger, scene: Scene, script: Script, seconds: float, fps: float = 10) -> list[Any]:
+    """Like :func:`run`, with each fire's item boxes in pixels: ``(t, [(x0, y0, x1, y1), ...])``."""
+    fired = []
+    image = np.zeros((4, 4, 3), np.uint8)
+    for k in range(int(round(seconds * fps))):
+        items, gain = script(k / fps)
+        if trigger.update(Frame(image=image, lores=scene.render(items, gain), timestamp=1000.0 + k / fps, index=k)):
+            boxes = [(b[0] * W, b[1] * H, b[2] * W, b[3] * H) for b in trigger.item_boxes]
+            fired.append((round(k / fps, 1), boxes))
+    return fired
+
+
+def holds(box: tuple[float, ...], item: Item) -> bool:
+    """Whether ``box`` (pixels) is ``item``'s square, to a block and a half."""
+    return box == pytest.approx((item.x, item.y, item.x + item.size, item.y + item.size), abs=6)
+
+
+def test_two_items_dropped_together_fire_once_with_a_box_each() -> None:
+    """Two items dropped together, 20 px apart: one fire, a box for each (largest first), so
+    the agent classifies and counts both. Before, one box around both: one item counted."""
+    big, small = Item(y=90, x=60, size=60, level=200.0, seed=3), Item(y=100, x=140, size=44, level=40.0, seed=4)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        items = [dataclasses.replace(it, y=it.y - 60 * max(0.0, 1 - (t - 2.0) / 0.3)) for it in (big, small)]
+        return (items if t >= 2.0 else []) + hand(t, 6.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=61, noise=3.0), script, 9.0)
+    assert len(fired) == 1, fired
+    boxes = fired[0][1]
+    assert len(boxes) == 2 and holds(boxes[0], big) and holds(boxes[1], small), fired
+
+
+def test_a_second_item_dropped_half_a_second_after_the_first_beside_it_gets_its_own_box() -> None:
+    """The second item falls 0.5 s after the first, 12 px beside it (3 blocks: as close as
+    one item's parts can be): it lands before the first has lain still, the scene is decided
+    once, and the two came to rest apart in time: two boxes. Before, one box around both."""
+    first, second = Item(y=90, x=60, size=56, level=190.0, seed=5), Item(y=96, x=128, size=48, level=50.0, seed=6)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        items = falling(t, 2.0, first.y, first.x, fall=0.3, size=56, level=190.0, seed=5)
+        items += falling(t, 2.5, second.y, second.x, fall=0.3, size=48, level=50.0, seed=6)
+        return (items if t < 7.6 else []) + hand(t, 7.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=62, noise=3.0), script, 10.0)
+    assert len(fired) == 1 and 2.8 + 0.6 <= fired[0][0] <= 2.8 + 0.6 + 0.25, fired
+    boxes = fired[0][1]
+    assert len(boxes) == 2 and holds(boxes[0], first) and holds(boxes[1], second), fired
+    assert trigger.state == "empty"
+
+
+def test_an_item_that_comes_to_rest_beside_one_that_fired_fires_again_with_its_own_box() -> None:
+    """The first item fired and lies there; 1.5 s later a second comes to rest beside it
+    (12 px away): a second event, with the second item's box only. A hand then takes both
+    (it reaches in, holds, leaves): nothing more fires, and the trigger re-arms. Before,
+    the second item landed on a trigger that had fired: no event."""
+    first, second = Item(y=90, x=60, size=56, level=190.0, seed=5), Item(y=96, x=128, size=48, level=50.0, seed=6)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        items = falling(t, 2.0, first.y, first.x, fall=0.3, size=56, level=190.0, seed=5)
+        items += falling(t, 4.0, second.y, second.x, fall=0.3, size=48, level=50.0, seed=6)
+        return (items if t < 7.6 else []) + hand(t, 7.0, 1.5, pause=0.3), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=62, noise=3.0), script, 11.0)
+    assert [t for t, _ in fired] == [2.9, 4.9], fired
+    assert len(fired[0][1]) == 1 and holds(fired[0][1][0], first), fired
+    assert len(fired[1][1]) == 1 and holds(fired[1][1][0], second), fired
+    assert trigger.state == "empty"
+
+
+@pytest.mark.parametrize("kind", ["a bottle and its label", "a clear glass"])
+def test_one_item_with_a_gap_inside_is_one_item(kind: str) -> None:
+    """One item whose changed blocks have a gap inside: a dark bottle and its light label 12
+    px below it (3 unchanged blocks between: the clear part of the bottle shows the floor),
+    or a clear glass that shows only its 5 px rim. One event, one box around all of it."""
+    if kind == "a clear glass":
+        parts = [Item(y=80, x=100, size=64, level=150.0, seed=7, outline=5)]
+    else:
+        parts = [Item(y=80, x=100, size=40, level=40.0, seed=7), Item(y=132, x=104, size=32, level=200.0, seed=8)]
+    left, top = min(p.x for p in parts), min(p.y for p in parts)
+    right, bottom = max(p.x + p.size for p in parts), max(p.y + p.size for p in parts)
+
+    def script(t: float) -> tuple[list[Item], float]:
+        lift = 60 * max(0.0, 1 - (t - 2.0) / 0.3)
+        items = [dataclasses.replace(p, y=p.y - lift) for p in parts] if 2.0 <= t < 6.6 else []
+        return items + hand(t, 6.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=63, noise=3.0), script, 9.0)
+    assert len(fired) == 1 and len(fired[0][1]) == 1, fired
+    assert fired[0][1][0] == pytest.approx((left, top, right, bottom), abs=6), fired
+
+
+def test_an_item_that_rolls_on_after_it_fired_is_not_a_second_item() -> None:
+    """The item fired, then rolls 28 px to the side over 1 s (pushed, tipping over) and lies
+    still again, beside where it lay: one event. Then a hand takes it."""
+
+    def script(t: float) -> tuple[list[Item], float]:
+        roll = 28 * float(np.clip((t - 4.0) / 1.0, 0.0, 1.0)) ** 0.5
+        items = falling(t, 2.0, 90, 60 + roll, fall=0.3, size=56, level=190.0, seed=5) if t < 8.6 else []
+        return items + hand(t, 8.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=64, noise=3.0), script, 11.0)
+    assert len(fired) == 1, fired
+    assert trigger.state == "empty"
+
+
+@pytest.mark.parametrize(
+    ("colours", "compartments", "reason"),
+    [
+        ((("plastic", (200, 40, 40)), ("glass", (40, 60, 210))), ["residual", "residual"], "shared_tray"),
+        ((("plastic", (200, 40, 40)), ("metal", (40, 60, 210))), ["packaging", "packaging"], None),
+    ],
+    ids=["different-classes", "one-compartment"],
+)
+def test_two_items_on_the_tray_are_two_events_and_one_tilt_takes_them_where_neither_is_wrong(
+    tmp_path, colours: tuple[tuple[str, tuple[int, int, int]], ...], compartments: list[str], reason: str | None
+) -> None:
+    """Two items dropped together on the tray (the shipped servo on gpiozero's mock pins,
+    a replayed sequence): each is classified on its own box and has its own event and
+    count; one tilt takes both, so where their compartments differ (plastic: packaging,
+    glass: glass) both go to the fallback compartment, and each event says so (``reason:
+    "shared_tray"``) and is counted there; where they agree (plastic and metal: packaging)
+    they go there. Before, one event for the pair. The classes come from the crop's colour
+    (a stand-in for the model, which is not what is tested)."""
+    from PIL import Image
+
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from bin_agent.classify.classifier import Classification
+    from tests.helpers import base_config
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    floor = Scene(seed=71, noise=2.0)
+    places = [(60, 40), (150, 170)]  # (y, x) of each 56 px item
+    for k in range(45):
+        image = np.repeat(floor.render()[:, :, None], 3, axis=2)
+        if k >= 15:
+            lift = max(0, 3 - (k - 15)) * 40
+            for (y, x), (_, colour) in zip(places, colours):
+                top, bottom = max(0, y - lift), y - lift + 56  # falling in from above the view
+                item = np.clip(np.array(colour) + np.random.default_rng(x).integers(-20, 20, (56, 56, 1)), 0, 255)
+                if bottom > 0:
+                    image[top:bottom, x : x + 56] = item[56 - (bottom - top) :]
+        Image.fromarray(image.astype(np.uint8)).save(frames / f"frame-{k:06d}.png")
+    data = base_config(tmp_path, frames, mqtt=False)
+    data["camera"]["replay"]["mode"] = "sequence"
+    data["trigger"]["settle_seconds"] = 0.6
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path))
+    labels = dict(colours)
+
+    def by_colour(crop: np.ndarray) -> Classification:
+        mean = crop.reshape(-1, 3).mean(axis=0)
+        label = min(colours, key=lambda one: float(np.abs(mean - np.array(one[1])).sum()))[0]
+        return Classification(label, 0.95, ((label, 0.95),), (0.95,), 1.0, 2.0)
+
+    agent.classifier.classify = by_colour  # type: ignore[method-assign]
+    sorts: list[str] = []
+    sort = agent.sorter.sort
+
+    def counted_sort(compartment: str) -> None:
+        sorts.append(compartment)
+        sort(compartment)
+
+    agent.sorter.sort = counted_sort  # type: ignore[method-assign]
+    assert agent.run() == 0
+    assert agent.items_sorted == 2
+    database = tmp_path / "state" / "bin-agent.db"
+    connection = sqlite3.connect(database)
+    try:
+        events = [json.loads(row[0]) for row in connection.execute("SELECT payload FROM outbox ORDER BY seq")]
+    finally:
+        connection.close()
+    store = Store.from_config(agent.config.store, database)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    events = [e for e in events if "class" in e]
+    assert sorted(e["class"] for e in events) == sorted(labels), events
+    assert [e["compartment"] for e in events] == compartments, events
+    assert [e.get("reason") for e in events] == [reason, reason], events
+    assert len({e["id"] for e in events}) == 2 and len({tuple(e["box"]) for e in events}) == 2, events
+    assert sorts == compartments[:1], "one tilt takes both"
+    assert counts.total == 2 and counts.by_compartment.get(compartments[0]) == 2, counts
+    assert sorted(k for k, v in counts.by_class.items() for _ in range(v)) == sorted(labels), counts

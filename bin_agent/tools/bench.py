@@ -340,7 +340,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
     tensor = classifier.view_tensors(fit_to_input(image, classifier.spec))[0]
     bare_invoke = BareInvoke(classifier.files.model, agent.config.model.num_threads, tensor)
     bare_invoke.times_ms(5)  # warm-up: the first invokes allocate
-    agent.handle_item(image, "bench-warm-up", 0.0, agent.region_to_classify(image))
+    agent.handle_item(image, "bench-warm-up", 0.0, agent.regions_to_classify(image)[0])
     stamps = Stamps(agent)
     stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "servo", "publish")}
     path, event, bare = Figures(), Figures(), Figures()
@@ -355,7 +355,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
                 agent.chute.wait_for_chute(SETTLE_TIMEOUT_SECONDS)
             stamps.reset()
             started = time.perf_counter()
-            region = agent.region_to_classify(image)
+            region = agent.regions_to_classify(image)[0]
             cropped = time.perf_counter()
             item = agent.handle_item(image, "bench", trigger_ms, region)
             if agent.mqtt is not None and not stamps.wait_published(SETTLE_TIMEOUT_SECONDS):

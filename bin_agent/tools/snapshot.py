@@ -100,14 +100,14 @@ def take_snapshot(config: Config, source: FrameSource, frames: int) -> Snapshot:
         if frame is None:
             break
         last = frame
-        if trigger is not None and trigger.update(frame) and trigger.item_box is not None:
-            # The frame the agent would classify: show that one.
+        if trigger is not None and trigger.update(frame) and trigger.item_boxes:
+            # The frame the agent would classify: show that one (its largest item).
             return Snapshot(
                 frame.image,
                 frame.index,
                 config.camera.zone,
-                item_box=trigger.item_box,
-                classified_box=_classified(config, frame.image, trigger.item_box),
+                item_box=trigger.item_boxes[0],
+                classified_box=_classified(config, frame.image, trigger.item_boxes[0]),
                 trigger=TriggerView.of(trigger, np.shape(frame.lores)),
             )
     if last is None:

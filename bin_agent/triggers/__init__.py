@@ -2,8 +2,8 @@
 
 The main loop calls :meth:`Trigger.update` for **every** frame; it returns
 ``True`` exactly once per new item, on the frame that should be classified,
-and :attr:`Trigger.item_box` then says where the item lies, if the trigger
-knows. :meth:`Trigger.request` (thread-safe) forces the next ``update`` to
+and :attr:`Trigger.item_boxes` then say where the items lie (one box each), if
+the trigger knows. :meth:`Trigger.request` (thread-safe) forces the next ``update`` to
 return ``True`` whatever the mode, for ``cmd/classify`` over MQTT.
 
 One module per variant, each built from the config's ``[trigger]`` section by

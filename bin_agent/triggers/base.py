@@ -15,17 +15,18 @@ class Trigger(Protocol):
 
     ``update`` is called by the main loop for every frame, in order, from one
     thread. ``request`` may be called from any thread. ``state`` is a short
-    lower-case word for status reports. ``item_box`` is where the item lies in
-    the frame that fired, as ``(x0, y0, x1, y1)`` fractions of the full frame,
-    or ``None`` when the trigger cannot see it (GPIO sensors, manual requests):
-    the agent then classifies the drop zone.
+    lower-case word for status reports. ``item_boxes`` are where the items lie
+    that the frame that fired shows for the first time, one box per item (two
+    items dropped together: two), largest first, as ``(x0, y0, x1, y1)``
+    fractions of the full frame; none when the trigger cannot see them (GPIO
+    sensors, manual requests): the agent then classifies the drop zone as one item.
     """
 
     @property
     def state(self) -> str: ...
 
     @property
-    def item_box(self) -> NormBox | None: ...
+    def item_boxes(self) -> tuple[NormBox, ...]: ...
 
     def update(self, frame: Frame) -> bool:
         """Return ``True`` if ``frame`` is the one to classify (once per item)."""

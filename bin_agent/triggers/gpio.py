@@ -58,7 +58,7 @@ class GpioTrigger:
     it gives one event. Later reports are a new item.
 
     ``state`` is ``"idle"``, ``"waiting"`` (an item seen, settle time running)
-    or ``"requested"``. ``item_box`` is always ``None``: a sensor does not
+    or ``"requested"``. ``item_boxes`` is always empty: a sensor does not
     know where in the frame the item lies.
 
     :param device: a gpiozero input device.
@@ -130,8 +130,8 @@ class GpioTrigger:
         return "waiting" if self._seen_at is not None else "idle"
 
     @property
-    def item_box(self) -> NormBox | None:
-        return None
+    def item_boxes(self) -> tuple[NormBox, ...]:
+        return ()
 
     def _on_item(self) -> None:
         t = self._clock()

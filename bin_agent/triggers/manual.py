@@ -17,7 +17,7 @@ class ManualTrigger:
     after each :meth:`request` (several requests between two frames count once).
 
     ``state`` is ``"requested"`` while a request waits for a frame, else ``"idle"``.
-    It never knows where the item is (``item_box`` is ``None``).
+    It never knows where the item is (``item_boxes`` is empty).
     """
 
     def __init__(self) -> None:
@@ -33,8 +33,8 @@ class ManualTrigger:
         return "requested" if self._request.pending else "idle"
 
     @property
-    def item_box(self) -> NormBox | None:
-        return None
+    def item_boxes(self) -> tuple[NormBox, ...]:
+        return ()
 
     def update(self, frame: Frame) -> bool:
         return self._request.take()

@@ -208,6 +208,51 @@ def _grow3x3(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
+def _grow(mask: np.ndarray, blocks: int) -> np.ndarray:
+    """``mask`` grown by ``blocks`` blocks every way (a square of side ``2 blocks + 1``)."""
+    for _ in range(blocks):
+        mask = _grow3x3(mask)
+    return mask
+
+
+def _any(mask: np.ndarray) -> np.ndarray | None:
+    """``mask``, or ``None`` when no block is set."""
+    return mask if mask.any() else None
+
+
+def _max_within(values: np.ndarray, reach: int) -> np.ndarray:
+    """The largest of ``values`` within ``reach`` blocks of each block (a square window;
+    rows, then columns: the square is separable)."""
+    h, w = values.shape
+    rows = values.copy()
+    for d in range(1, min(reach, h - 1) + 1):
+        np.maximum(rows[d:], values[:-d], out=rows[d:])
+        np.maximum(rows[:-d], values[d:], out=rows[:-d])
+    out = rows.copy()
+    for d in range(1, min(reach, w - 1) + 1):
+        np.maximum(out[:, d:], rows[:, :-d], out=out[:, d:])
+        np.maximum(out[:, :-d], rows[:, d:], out=out[:, :-d])
+    return out
+
+
+def _groups(mask: np.ndarray, gap: int) -> list[np.ndarray]:
+    """The blocks of ``mask`` in groups, largest first: two blocks are of one group when a
+    chain of the mask's blocks joins them, each at most ``gap`` unchanged blocks from the
+    next (``gap`` 0: 8-connected). Labels spread over the chains to their largest."""
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return []
+    labels = np.zeros(mask.shape, np.int32)
+    labels[mask] = np.arange(1, count + 1, dtype=np.int32)
+    while True:
+        spread = np.where(mask, _max_within(labels, gap + 1), 0)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    found, sizes = np.unique(labels[mask], return_counts=True)
+    return [labels == found[k] for k in np.argsort(-sizes, kind="stable")]
+
+
 def _zone_slices(zone: NormBox, lores_shape: tuple[int, ...], factor: int) -> tuple[slice, slice]:
     """Rows and columns of the block-averaged image (``factor`` x ``factor``
     blocks of a ``lores_shape`` frame) that cover the zone, at least one each."""
@@ -318,6 +363,28 @@ BOX_CONTRAST = 0.15
 """The item's box holds the blocks changed by at least this share of the
 item's strong contrast (90th percentile of its changed blocks)."""
 
+ITEM_GAP_BLOCKS = 4
+"""Changed blocks with more than this many unchanged blocks between them (16 px at
+320x240) are of two items, whenever they came. One item's blocks stay within it: on the
+scenario sequences (docs/trigger.md, "Two items at once") a cardboard whose cut-out is
+two pieces 16 px apart; a clear glass's rim, a bottle and its label, a thin item seen in
+part keep gaps of 0-1 blocks."""
+
+ARRIVAL_GAP_BLOCKS = 1
+"""Closer groups of changed blocks (more than this many unchanged blocks between them, 8
+px, up to :data:`ITEM_GAP_BLOCKS`) are two items when they came to rest at different
+times (:data:`ARRIVAL_SECONDS`): the second item of a pair dropped 0.3-1 s after the
+first, beside it. Parts of one item come to rest together."""
+
+ARRIVAL_SECONDS = 0.25
+"""Groups that came to rest this much apart or more (the median over their blocks of the
+last frame each moved in) arrived apart: two items. Items fall for 0.3 s or more."""
+
+BESIDE_BLOCKS = 2
+"""After firing, a new still change counts as a new item beside the ones that fired
+only outside their blocks grown by this many blocks (their halo, their shadow, a
+little settling)."""
+
 FIT_STRIDE = 3
 """The light is fitted on every third block: as good a plane, a third of the work."""
 
@@ -406,8 +473,11 @@ class MotionTrigger:
         running mean of the last frames has stayed below ``clear_area`` for
         ``rearm_seconds`` (the item was removed or sorted away); then back to
         ``"empty"``. An item removed and another dropped therefore gives two
-        events; a second item dropped onto an uncleared first one gives none
-        (use :meth:`request`). Once per still scene that is not the empty bin
+        events. A second item that comes to rest beside the first (a still
+        change against the scene that fired, outside its blocks grown by
+        ``BESIDE_BLOCKS``, of an item's area) fires again, with its own box
+        only (:meth:`_new_item_beside`); one dropped onto the first, or that
+        moves it, gives none (use :meth:`request`). Once per still scene that is not the empty bin
         the trigger also looks whether the floor itself moved a little (a tray
         the servo brought home a fraction of a degree off,
         :func:`_floor_where_it_lies`): if nothing compact (nor a clear item's
@@ -440,10 +510,13 @@ class MotionTrigger:
       synthetic sequences behave exactly like live ones. Non-increasing
       timestamps are tolerated (treated as no time passing).
     * A change of ``lores`` size re-initialises the background and the noise map.
-    * When it fires, :attr:`item_box` is the bounding box of the changed
-      blocks of the second look (the item and its shadow), as fractions of
-      the full frame; stray changed blocks are removed first (a 3x3 opening
-      of the mask), so sensor noise does not stretch the box.
+    * When it fires, :attr:`item_boxes` holds one box per item: the changed
+      blocks of the second look in groups parted by more than
+      ``ITEM_GAP_BLOCKS`` unchanged blocks, each of an item's area (two items
+      dropped together give two boxes, largest first; :meth:`_items_in`); each
+      box is the bounding box of its blocks (the item and its shadow), as
+      fractions of the full frame; stray changed blocks are removed first (a
+      3x3 opening of the mask), so sensor noise does not stretch the box.
 
     The settings that the config holds (``[trigger]`` and ``[trigger.motion]``,
     where their defaults and meaning are documented) have no default here:
@@ -594,7 +667,7 @@ class MotionTrigger:
         self._rows = slice(0, 0)
         self._cols = slice(0, 0)
         self._changed_mask: np.ndarray | None = None
-        self._item_box: NormBox | None = None
+        self._item_boxes: tuple[NormBox, ...] = ()
         self._init_sum: np.ndarray | None = None
         self._init_squares: np.ndarray | None = None
         self._init_count = 0
@@ -624,6 +697,8 @@ class MotionTrigger:
         self._evidence: np.ndarray | None = None
         self._evidence_frames = 0
         self._quiet_since: float | None = None
+        # Settling: per block, the last frame time it moved (when it came to rest).
+        self._rested_at: np.ndarray | None = None
         # Occupied: running mean of the differences (less noise than one frame).
         self._recent: np.ndarray | None = None
         # Occupied: the sorter is taking the item that fired away (item_taken_away),
@@ -633,6 +708,10 @@ class MotionTrigger:
         # What fired last: its changed blocks and their mean difference (second look).
         self._fired_seen: np.ndarray | None = None
         self._fired_mean: np.ndarray | None = None
+        # Occupied: the blocks of the items that lie there (those that fired) and the still
+        # scene they were last seen in (block means), to see a new item come to rest beside them.
+        self._lying: np.ndarray | None = None
+        self._lying_scene: np.ndarray | None = None
         self._still_since = 0.0
         self._occupied_since = 0.0
         self._empty_since: float | None = None
@@ -651,11 +730,12 @@ class MotionTrigger:
         return self._state
 
     @property
-    def item_box(self) -> NormBox | None:
-        """Where the item lies in the frame that last fired, as fractions
-        ``(x0, y0, x1, y1)`` of the full frame, or ``None`` when that frame
-        showed nothing changed (a request with an empty zone)."""
-        return self._item_box
+    def item_boxes(self) -> tuple[NormBox, ...]:
+        """Where the items lie that the frame that last fired shows for the first time, as
+        fractions ``(x0, y0, x1, y1)`` of the full frame, largest first: one box per item
+        (two items dropped together give two); none when that frame showed nothing changed
+        (a request with an empty zone)."""
+        return self._item_boxes
 
     @property
     def stats(self) -> dict[str, float]:
@@ -711,6 +791,7 @@ class MotionTrigger:
             self._empty_since = None
             self._recent = None
             self._fired_seen = self._fired_mean = None
+            self._lying = self._lying_scene = None
             self._reference = None  # the still scene to look at starts after this
         if self._state == "occupied":
             self._taken_away = True
@@ -722,35 +803,76 @@ class MotionTrigger:
         """Feed one frame; ``True`` if it is the frame to classify."""
         fired = self._track(frame)
         if self._request.take():
+            # Asked, not seen still: whatever changed is one region to classify.
+            changed = [] if self._changed_mask is None else [self._changed_mask]
             if self._state == "settling":
-                self._fire(frame.timestamp, self._changed_mask)
+                self._fire(frame.timestamp, changed)
             elif self._state != "occupied":
-                self._item_box = None
+                self._item_boxes = ()
             else:
-                self._item_box = self._box_of_changes(self._changed_mask)
+                self._item_boxes = self._boxes_of(changed)
             return True
         return fired
 
     # -- internals -----------------------------------------------------------
 
     def _fire(
-        self, t: float, mask: np.ndarray | None, seen: np.ndarray | None = None, mean: np.ndarray | None = None
+        self,
+        t: float,
+        items: list[np.ndarray],
+        seen: np.ndarray | None = None,
+        mean: np.ndarray | None = None,
+        scene: np.ndarray | None = None,
     ) -> None:
-        """Fire for the item in ``mask``; ``seen`` and ``mean``: the second look that saw
-        it (its changed blocks and their mean difference), to know it again."""
+        """Fire for the items whose blocks ``items`` holds (one mask each, largest first);
+        ``seen``, ``mean`` and ``scene``: the second look that saw them (its changed blocks,
+        their mean difference and the still scene), to know them again."""
         self._state = "occupied"
         self._occupied_since = t
         self._empty_since = None
         self._recent = None
         self._taken_away = False
         self._fired_seen, self._fired_mean = seen, mean
+        self._lying = _any(functools.reduce(np.logical_or, items)) if items else None
+        self._lying_scene = scene
         # The still scene that fired is looked at: the next look is at the next one.
         self._examined_since = self._still_since
-        self._item_box = self._box_of_changes(mask)
+        self._item_boxes = self._boxes_of(items)
+
+    def _boxes_of(self, items: list[np.ndarray]) -> tuple[NormBox, ...]:
+        """The boxes of ``items`` (:meth:`_box_of_changes`), those that have one."""
+        boxes = (self._box_of_changes(mask) for mask in items)
+        return tuple(box for box in boxes if box is not None)
+
+    def _items_in(self, seen: np.ndarray, mean: np.ndarray) -> list[np.ndarray]:
+        """The separate items of the still change ``seen`` (mean difference ``mean``) that
+        fires, largest first: its patch blocks (:func:`_clustered`) in groups parted by
+        more than :data:`ITEM_GAP_BLOCKS` unchanged blocks, each of an item's area
+        (``min_area_in_force``); a smaller group is no item of its own (a crumb, a part of
+        an item seen in pieces) and is in no box. Parts each smaller than an item that
+        fired together are one item, all of it. Each item is its blocks of some contrast,
+        not the faint halo of a low threshold (blocks its edge only touches, blur):
+        :data:`BOX_CONTRAST` of its own strong contrast, so a faint item beside a strong
+        one keeps its blocks."""
+        strength = np.abs(mean)
+        need = self.min_area_in_force * seen.size
+        groups = [
+            item
+            for group in _groups(_clustered(seen), ITEM_GAP_BLOCKS)
+            for item in self._by_arrival(group)
+            if np.count_nonzero(item) >= need
+        ]
+        if len(groups) <= 1:  # one item: all the blocks it changed
+            groups = [seen]
+        items = []
+        for group in groups:
+            strong = float(np.percentile(strength[group], 90))
+            items.append(group & (strength >= np.float32(BOX_CONTRAST * strong)))
+        return items
 
     def _box_of_changes(self, mask: np.ndarray | None) -> NormBox | None:
         """The bounding box of ``mask``'s changed blocks, as fractions of the
-        full frame (see :attr:`item_box`)."""
+        full frame (see :attr:`item_boxes`)."""
         if mask is None or not mask.any():
             return None
         opened = _open3x3(mask)
@@ -971,8 +1093,11 @@ class MotionTrigger:
             moved, moving = 1.0, True
         else:
             # Two noisy frames differ by sqrt(2) times one frame's noise.
-            moved_blocks = int(np.count_nonzero(np.abs(comp - self._reference) > self._threshold * MOTION_FACTOR))
+            moved_mask = np.abs(comp - self._reference) > self._threshold * MOTION_FACTOR
+            moved_blocks = int(np.count_nonzero(moved_mask))
             moved = moved_blocks / small.size
+            if self._state == "settling" and self._rested_at is not None:
+                self._rested_at[moved_mask] = t
             # A small item falling moves fewer blocks than max_motion of the
             # view: measured against its own size it is moving.
             moving = moved > self.max_motion or moved_blocks > max(MIN_ENTRY_BLOCKS, changed_blocks // 4)
@@ -1018,6 +1143,8 @@ class MotionTrigger:
                 return False
             if self._only_the_light_is_left():
                 return False
+            if self._new_item_beside(t):
+                return True
         if self.absorb_seconds is not None and still and _has_lasted(self._occupied_since, t, self.absorb_seconds):
             log.info(
                 "scene unchanged for %.0f s with an item in view: absorbing it into the background and re-arming",
@@ -1094,6 +1221,7 @@ class MotionTrigger:
         # Settling starts now even if the scene was "still" before.
         self._reference = comp
         self._still_since = t
+        self._rested_at = np.full(comp.shape, t)
         self._evidence = None
         self._evidence_frames = 0
         self._quiet_since = None
@@ -1136,11 +1264,7 @@ class MotionTrigger:
         patch = _clustered(seen)
         area = float(np.count_nonzero(patch)) / seen.size
         if area >= self.min_area_in_force:
-            # The item's box: its blocks of some contrast, not the faint halo
-            # of a low threshold (blocks the item's edge only touches, blur).
-            strength = np.abs(mean)
-            strong = float(np.percentile(strength[seen], 90))
-            self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
+            self._fire(t, self._items_in(seen, mean), seen, mean, scene)
             return True
         if np.count_nonzero(patch) >= MIN_ENTRY_BLOCKS:
             self._possible_item(patch)
@@ -1257,14 +1381,80 @@ class MotionTrigger:
         # later item taken for it, and missed).
         self._set_background(np.where(_grow3x3(seen), floor, scene))
         self._gain_weights = None
+        self._lying_scene = None  # the floor moved: what lies there is looked at anew from here
         if not self._taken_away or self._is_the_item_that_fired(seen, mean, threshold):
             # The item that fired, on a floor a little off (taken away: stuck on the
             # tray; it stays taken away, so something new beside it still fires).
             return False
-        strength = np.abs(mean)
-        strong = float(np.percentile(strength[seen], 90))
         log.info("the floor moved and came back with something new on it")
-        self._fire(t, seen & (strength >= np.float32(BOX_CONTRAST * strong)), seen, mean)
+        self._fire(t, self._items_in(seen, mean), seen, mean, scene)
+        return True
+
+    def _by_arrival(self, group: np.ndarray) -> list[np.ndarray]:
+        """``group`` (blocks within :data:`ITEM_GAP_BLOCKS` of each other) as the items
+        that came to rest apart in it: its parts parted by more than
+        :data:`ARRIVAL_GAP_BLOCKS`, joined where they came to rest within
+        :data:`ARRIVAL_SECONDS` of each other (the median of their blocks' last move)."""
+        parts = _groups(group, ARRIVAL_GAP_BLOCKS)
+        rested_at = self._rested_at
+        if len(parts) == 1 or rested_at is None or rested_at.shape != group.shape:
+            return [group]
+        timed = sorted(((float(np.median(rested_at[part])), part) for part in parts), key=lambda one: one[0])
+        items = [timed[0][1].copy()]
+        for (before, _), (when, part) in zip(timed, timed[1:]):
+            if when - before >= ARRIVAL_SECONDS - TIME_TOLERANCE_SECONDS:
+                items.append(part.copy())
+            else:
+                items[-1] |= part
+        return sorted(items, key=lambda item: -int(np.count_nonzero(item)))
+
+    def _new_item_beside(self, t: float) -> bool:
+        """Occupied, the scene still for ``settle_seconds``: has a new item come to rest
+        beside the items that fired (a second one dropped a moment after the first)? Then
+        fire for it, with its own box only.
+
+        New is a still change against the still scene the items were last seen in, by the
+        threshold in force (not the second look's: that scene is a mean of noisy frames
+        too), in blocks that differ from the empty bin (the second look), outside the
+        items' blocks grown by :data:`BESIDE_BLOCKS` (their halo and shadow), in groups
+        (:data:`ITEM_GAP_BLOCKS`) of an item's area each. Not new: a change where the items
+        lie (a quarter of their blocks or more, :func:`_clustered`: they rolled or settled,
+        a hand took them or rests there), which makes the still scene the one to compare
+        with from now on. Light steps and drift are divided out before (the plane), flicker
+        bands in the second look; what the light does unevenly is left to
+        :meth:`_only_the_light_is_left` once the items are gone."""
+        assert self._threshold is not None
+        mean, _, seen, scene = self._second_look()
+        lying, before = self._lying, self._lying_scene
+        self._lying_scene = scene
+        if before is None or before.shape != scene.shape:
+            # Nothing to compare with (fired on request, the floor moved): from here on.
+            if lying is None:
+                self._lying = _any(_clustered(seen))
+            return False
+        against = np.abs(scene - before) > self._threshold
+        if lying is not None:
+            moved = np.count_nonzero(_clustered(against & lying))
+            if 4 * moved >= np.count_nonzero(lying):
+                log.debug("what lay there moved: %d of its %d blocks changed", moved, np.count_nonzero(lying))
+                self._lying = _any(_clustered(seen))
+                return False
+            against &= ~_grow(lying, BESIDE_BLOCKS)
+        need = self.min_area_in_force * seen.size
+        new = [
+            group for group in _groups(_clustered(against & seen), ITEM_GAP_BLOCKS) if np.count_nonzero(group) >= need
+        ]
+        if not new:
+            return False
+        strength = np.abs(scene - before)
+        items = []
+        for group in new:
+            strong = float(np.percentile(strength[group], 90))
+            items.append(group & (strength >= np.float32(BOX_CONTRAST * strong)))
+        log.info("a new item came to rest beside the %s that fired", "one" if lying is None else "items")
+        self._fire(t, items, seen, mean, scene)
+        if lying is not None and self._lying is not None:
+            self._lying |= lying
         return True
 
     def _only_the_light_is_left(self) -> bool:
