@@ -372,13 +372,10 @@ part keep gaps of 0-1 blocks."""
 
 ARRIVAL_GAP_BLOCKS = 1
 """Closer groups of changed blocks (more than this many unchanged blocks between them, 8
-px, up to :data:`ITEM_GAP_BLOCKS`) are two items when they came to rest at different
-times (:data:`ARRIVAL_SECONDS`): the second item of a pair dropped 0.3-1 s after the
-first, beside it. Parts of one item come to rest together."""
-
-ARRIVAL_SECONDS = 0.25
-"""Groups that came to rest this much apart or more (the median over their blocks of the
-last frame each moved in) arrived apart: two items. Items fall for 0.3 s or more."""
+px, up to :data:`ITEM_GAP_BLOCKS`) are two items when one arrived after the other had
+come to rest: the second item of a pair dropped 0.3-1 s after the first, beside it
+(:meth:`MotionTrigger._by_arrival`). The parts of one item arrive together, also when
+it rolls or slides on."""
 
 BESIDE_BLOCKS = 2
 """After firing, a new still change counts as a new item beside the ones that fired
@@ -697,7 +694,9 @@ class MotionTrigger:
         self._evidence: np.ndarray | None = None
         self._evidence_frames = 0
         self._quiet_since: float | None = None
-        # Settling: per block, the last frame time it moved (when it came to rest).
+        # Settling: per block, the first frame time it differed from the empty bin (when
+        # something arrived there; NaN: not yet) and the last one it moved (came to rest).
+        self._arrived_at: np.ndarray | None = None
         self._rested_at: np.ndarray | None = None
         # Occupied: running mean of the differences (less noise than one frame).
         self._recent: np.ndarray | None = None
@@ -1081,6 +1080,7 @@ class MotionTrigger:
             if changed_blocks >= max(MIN_ENTRY_BLOCKS, self.min_area_in_force * small.size / 4):
                 self._state = "settling"
                 self._start_look(comp, t)
+                self._arrived_at = np.where(mask, t, np.nan)
                 return False
             self._motion = 0.0
             self._learn_empty(small, absdiff, dt)
@@ -1096,8 +1096,9 @@ class MotionTrigger:
             moved_mask = np.abs(comp - self._reference) > self._threshold * MOTION_FACTOR
             moved_blocks = int(np.count_nonzero(moved_mask))
             moved = moved_blocks / small.size
-            if self._state == "settling" and self._rested_at is not None:
+            if self._state == "settling" and self._rested_at is not None and self._arrived_at is not None:
                 self._rested_at[moved_mask] = t
+                self._arrived_at[mask & np.isnan(self._arrived_at)] = t
             # A small item falling moves fewer blocks than max_motion of the
             # view: measured against its own size it is moving.
             moving = moved > self.max_motion or moved_blocks > max(MIN_ENTRY_BLOCKS, changed_blocks // 4)
@@ -1393,19 +1394,33 @@ class MotionTrigger:
     def _by_arrival(self, group: np.ndarray) -> list[np.ndarray]:
         """``group`` (blocks within :data:`ITEM_GAP_BLOCKS` of each other) as the items
         that came to rest apart in it: its parts parted by more than
-        :data:`ARRIVAL_GAP_BLOCKS`, joined where they came to rest within
-        :data:`ARRIVAL_SECONDS` of each other (the median of their blocks' last move)."""
+        :data:`ARRIVAL_GAP_BLOCKS`, a new item where a part arrived (the median of its
+        blocks' first frame changed) after the parts before it had come to rest (the
+        median of their blocks' last move), joined to them otherwise: the parts of one item
+        arrive together, a rolling one's too (it rests after its parts arrived)."""
         parts = _groups(group, ARRIVAL_GAP_BLOCKS)
-        rested_at = self._rested_at
-        if len(parts) == 1 or rested_at is None or rested_at.shape != group.shape:
+        arrived_at, rested_at = self._arrived_at, self._rested_at
+        if len(parts) == 1 or arrived_at is None or rested_at is None or arrived_at.shape != group.shape:
             return [group]
-        timed = sorted(((float(np.median(rested_at[part])), part) for part in parts), key=lambda one: one[0])
-        items = [timed[0][1].copy()]
-        for (before, _), (when, part) in zip(timed, timed[1:]):
-            if when - before >= ARRIVAL_SECONDS - TIME_TOLERANCE_SECONDS:
-                items.append(part.copy())
+        timed = []
+        for part in parts:
+            arrived = arrived_at[part]
+            arrived = arrived[~np.isnan(arrived)]
+            # Seen on the second look only (too faint for one frame): it came with the rest.
+            came = float(np.percentile(arrived, 25)) if arrived.size else -np.inf
+            # Still arriving (a rolling item covers new blocks to its end) is not at rest.
+            last = float(np.percentile(arrived, 90)) if arrived.size else -np.inf
+            timed.append((came, max(float(np.median(rested_at[part])), last), part))
+        timed.sort(key=lambda one: one[0])
+        items = [timed[0][2].copy()]
+        rested = timed[0][1]
+        for came, rest, part in timed[1:]:
+            if came > rested + TIME_TOLERANCE_SECONDS:
+                items.append(part.copy())  # it came after what was there had come to rest
+                rested = rest
             else:
                 items[-1] |= part
+                rested = max(rested, rest)
         return sorted(items, key=lambda item: -int(np.count_nonzero(item)))
 
     def _new_item_beside(self, t: float) -> bool:
