@@ -1486,3 +1486,24 @@ def test_two_items_on_the_tray_are_two_events_and_one_tilt_takes_them_where_neit
     assert sorts == compartments[:1], "one tilt takes both"
     assert counts.total == 2 and counts.by_compartment.get(compartments[0]) == 2, counts
     assert sorted(k for k, v in counts.by_class.items() for _ in range(v)) == sorted(labels), counts
+
+
+def test_an_item_in_two_pieces_that_rolls_as_it_lands_is_one_item() -> None:
+    """One item whose changed blocks are two pieces 12 px apart (a torn cardboard, a bottle
+    and its label), that rolls 40 px on as it lands, slowing down, and rests: one box. Its
+    pieces land together, but the one ahead covers new blocks until the item rests, and the
+    faint one's blocks seldom pass the motion threshold: told apart by when their blocks
+    last moved, the pieces had come to rest apart (two boxes)."""
+    pieces = [Item(y=90, x=60, size=40, level=200.0, seed=7), Item(y=90, x=112, size=28, level=125.0, seed=8)]
+
+    def script(t: float) -> tuple[list[Item], float]:
+        if t < 2.0 or t >= 7.6:
+            return hand(t, 7.0, 1.2), 1.0
+        lift = 60 * max(0.0, 1 - (t - 2.0) / 0.3)
+        roll = 40 * (1 - (1 - float(np.clip((t - 2.3) / 1.5, 0.0, 1.0))) ** 2)
+        return [dataclasses.replace(p, y=p.y - lift, x=p.x + roll) for p in pieces] + hand(t, 7.0, 1.2), 1.0
+
+    trigger = motion_trigger(settle_seconds=0.6)
+    fired = fires_with_boxes(trigger, Scene(seed=65, noise=3.0), script, 10.0)
+    assert len(fired) == 1 and len(fired[0][1]) == 1, fired
+    assert fired[0][1][0] == pytest.approx((100, 90, 180, 130), abs=6), fired
