@@ -791,6 +791,7 @@ class MotionTrigger:
             self._recent = None
             self._fired_seen = self._fired_mean = None
             self._lying = self._lying_scene = None
+            self._arrived_at = self._rested_at = None
             self._reference = None  # the still scene to look at starts after this
         if self._state == "occupied":
             self._taken_away = True
@@ -832,6 +833,8 @@ class MotionTrigger:
         self._recent = None
         self._taken_away = False
         self._fired_seen, self._fired_mean = seen, mean
+        # When blocks arrived is known for a settling look only (a look from "occupied" has none).
+        self._arrived_at = self._rested_at = None
         self._lying = _any(functools.reduce(np.logical_or, items)) if items else None
         self._lying_scene = scene
         # The still scene that fired is looked at: the next look is at the next one.
