@@ -1396,11 +1396,13 @@ class MotionTrigger:
 
     def _by_arrival(self, group: np.ndarray) -> list[np.ndarray]:
         """``group`` (blocks within :data:`ITEM_GAP_BLOCKS` of each other) as the items
-        that came to rest apart in it: its parts parted by more than
-        :data:`ARRIVAL_GAP_BLOCKS`, a new item where a part arrived (the median of its
-        blocks' first frame changed) after the parts before it had come to rest (the
-        median of their blocks' last move), joined to them otherwise: the parts of one item
-        arrive together, a rolling one's too (it rests after its parts arrived)."""
+        that arrived apart in it: its parts parted by more than :data:`ARRIVAL_GAP_BLOCKS`,
+        in the order they arrived; a part is a new item where three quarters of its blocks
+        first changed after the parts before it had come to rest (the median of their
+        blocks' last move) and stopped arriving (nine tenths of their blocks first changed),
+        and joins them otherwise: the parts of one item arrive together, a rolling one's
+        too (it covers new blocks until it rests). A faint part seen on the second look
+        only came with the rest."""
         parts = _groups(group, ARRIVAL_GAP_BLOCKS)
         arrived_at, rested_at = self._arrived_at, self._rested_at
         if len(parts) == 1 or arrived_at is None or rested_at is None or arrived_at.shape != group.shape:
