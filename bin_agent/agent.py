@@ -22,7 +22,7 @@ them one after the other (each waits for the chute). A sorter that takes the ite
 (the tray the camera watches) takes every item on it with one tilt: they go to the
 compartment they all agree on, else to the fallback compartment, so that no item
 lands in another class's compartment; each event names the compartment it went to
-(``reason: "shared_tray"`` where that is not its own).
+(and ``reason: "shared_tray"`` where they disagreed).
 
 The item is recorded before the mechanics move: one inside the servo when the
 power goes is counted and its event is in the outbox. Its ``time`` is the

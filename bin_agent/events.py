@@ -35,11 +35,10 @@ class SortedItem:
         empty: not asked, see :mod:`bin_agent.ask`).
     :param answer: the person's answer (``label``, ``compartment``, ``source``,
         ``exact``), None when not asked or not answered.
-    :param reason: why the item went to a compartment that is not its own route's, where
-        it did not decide alone: ``"shared_tray"``, it lay on the tray with items of
-        other compartments and one tilt took them all to the fallback compartment
-        (``route`` is then the fallback; empty: as routed; only a non-empty one is in the
-        payload).
+    :param reason: why the item went where ``route`` says rather than where it was routed
+        alone: ``"shared_tray"``, it lay on the tray with items routed to other
+        compartments and one tilt took them all to the fallback compartment (``route`` is
+        then the fallback). Empty: as routed alone; only a non-empty one is in the payload.
     :param clock_synced: whether ``time`` was read from a clock synchronised by NTP
         (:mod:`bin_agent.clock`); only False shows in the payload (``"clock_synced": false``:
         the time may be hours to months behind), so a synchronised bin's events stay as they were.
