@@ -1282,8 +1282,9 @@ def test_a_small_clear_item_of_fewer_blocks_than_an_item_fires_once_where_a_fain
     a bottle cap or a battery seen in part) changes 5-7 blocks of 4x4 px, fewer than an
     item's area (8), most of them by a frame's full threshold: it is an item, and fires
     once, not again when a hand takes it (before: missed, and counted as a possible item
-    twice, as it lay and as the hand uncovered the floor; the dim bins' small-item
-    sequences missed a metal cap and a thin plastic so). What must not fire still does not:
+    twice, as it lay and as the hand uncovered the floor; the small-item sequences missed
+    a thin plastic on the dark floor and a metal cap in the dim bin so). What must not fire
+    still does not:
     the dim bin's sensor noise; a faint speck of 6 blocks (a stain, 0.85 times the
     threshold in force there: seen on the second look, clear in no frame) is a possible item
     only; in a quiet bin lit by a flickering LED, hands waving through and the bands give

@@ -278,8 +278,8 @@ class MotionSection:
     min_area: float = _opt(
         0.0015,
         "Share of the view that must change to see an item (0.0015: 8 blocks of 4x4 px in 320x240, a 12x12 px "
-        "item, a bottle cap seen in part); "
-        "raised while noise alone changes parts of the empty bin.",
+        "item, a bottle cap seen in part; a clear one, half its blocks changed by a frame's full threshold, "
+        "needs two thirds of it); raised while noise alone changes parts of the empty bin.",
         min=0.0001,
         max=1,
     )
