@@ -16,7 +16,7 @@ The loop reads top to bottom, once per frame::
         trigger.item_taken_away()    # if the sort moves it: the tray tilts in view
         mqtt.publish_state()         # never blocks sorting
 
-Several items in one frame (dropped together) are several items: each is classified
+Several items in one frame (dropped a moment apart) are several items: each is classified
 on its own box, routed, recorded (its own event) and published. Guidance LEDs show
 them one after the other (each waits for the chute). A sorter that takes the item
 (the tray the camera watches) takes every item on it with one tilt: they go to the

@@ -17,7 +17,7 @@ class Trigger(Protocol):
     thread. ``request`` may be called from any thread. ``state`` is a short
     lower-case word for status reports. ``item_boxes`` are where the items lie
     that the frame that fired shows for the first time, one box per item (two
-    items dropped together: two), largest first, as ``(x0, y0, x1, y1)``
+    items dropped a moment apart: two), largest first, as ``(x0, y0, x1, y1)``
     fractions of the full frame; none when the trigger cannot see them (GPIO
     sensors, manual requests): the agent then classifies the drop zone as one item.
     """

@@ -364,18 +364,19 @@ BOX_CONTRAST = 0.15
 item's strong contrast (90th percentile of its changed blocks)."""
 
 ITEM_GAP_BLOCKS = 4
-"""Changed blocks with more than this many unchanged blocks between them (16 px at
-320x240) are of two items, whenever they came. One item's blocks stay within it: on the
-scenario sequences (docs/trigger.md, "Two items at once") a cardboard whose cut-out is
-two pieces 16 px apart; a clear glass's rim, a bottle and its label, a thin item seen in
-part keep gaps of 0-1 blocks."""
+"""A new change beside the items that fired (:meth:`MotionTrigger._new_item_beside`) is
+looked at in groups parted by more than this many unchanged blocks (16 px at 320x240):
+those of an item's area fire, together, as one item. A gap alone never parts items: one
+item's changed blocks can lie far apart where its middle looks like the floor (a dark
+bottle with a light label and cap on a dark floor; whole photos laid in the synthetic bin
+were split into two items 15 times in 171 by a 4-block gap, docs/trigger.md), so what
+comes to rest at once is one item."""
 
 ARRIVAL_GAP_BLOCKS = 1
-"""Closer groups of changed blocks (more than this many unchanged blocks between them, 8
-px, up to :data:`ITEM_GAP_BLOCKS`) are two items when one arrived after the other had
-come to rest: the second item of a pair dropped 0.3-1 s after the first, beside it
-(:meth:`MotionTrigger._by_arrival`). The parts of one item arrive together, also when
-it rolls or slides on."""
+"""Groups of changed blocks with more than this many unchanged blocks between them (8 px)
+are two items when one arrived after the other had come to rest: the second item of a
+pair dropped 0.3-1 s after the first, beside it (:meth:`MotionTrigger._by_arrival`). The
+parts of one item arrive together, also when it rolls or slides on."""
 
 SMALL_ITEM_SHARE = 2.0 / 3.0
 """A still change smaller than an item's area (``min_area_in_force``) is still an item where
@@ -518,9 +519,10 @@ class MotionTrigger:
       timestamps are tolerated (treated as no time passing).
     * A change of ``lores`` size re-initialises the background and the noise map.
     * When it fires, :attr:`item_boxes` holds one box per item: the changed
-      blocks of the second look in groups parted by more than
-      ``ITEM_GAP_BLOCKS`` unchanged blocks, each of an item's area (two items
-      dropped together give two boxes, largest first; :meth:`_items_in`); each
+      blocks of the second look in the parts that arrived apart (the second
+      item of a pair dropped a moment after the first), each of an item's area
+      (largest first; :meth:`_items_in`; two items that land at the same moment
+      are one); each
       box is the bounding box of its blocks (the item and its shadow), as
       fractions of the full frame; stray changed blocks are removed first (a
       3x3 opening of the mask), so sensor noise does not stretch the box.
@@ -742,7 +744,7 @@ class MotionTrigger:
     def item_boxes(self) -> tuple[NormBox, ...]:
         """Where the items lie that the frame that last fired shows for the first time, as
         fractions ``(x0, y0, x1, y1)`` of the full frame, largest first: one box per item
-        (two items dropped together give two); none when that frame showed nothing changed
+        (two items dropped a moment apart give two); none when that frame showed nothing changed
         (a request with an empty zone)."""
         return self._item_boxes
 
@@ -858,22 +860,17 @@ class MotionTrigger:
 
     def _items_in(self, seen: np.ndarray, mean: np.ndarray) -> list[np.ndarray]:
         """The separate items of the still change ``seen`` (mean difference ``mean``) that
-        fires, largest first: its patch blocks (:func:`_clustered`) in groups parted by
-        more than :data:`ITEM_GAP_BLOCKS` unchanged blocks, each of an item's area
-        (``min_area_in_force``); a smaller group is no item of its own (a crumb, a part of
-        an item seen in pieces) and is in no box. Parts each smaller than an item that
+        fires, largest first: its patch blocks (:func:`_clustered`) as the items that
+        arrived apart (:meth:`_by_arrival`), each of an item's area (``min_area_in_force``);
+        a smaller one is no item of its own (a crumb, a part of an item seen in pieces) and
+        is in no box. What arrived together is one item, however far apart its blocks lie. Parts each smaller than an item that
         fired together are one item, all of it. Each item is its blocks of some contrast,
         not the faint halo of a low threshold (blocks its edge only touches, blur):
         :data:`BOX_CONTRAST` of its own strong contrast, so a faint item beside a strong
         one keeps its blocks."""
         strength = np.abs(mean)
         need = self.min_area_in_force * seen.size
-        groups = [
-            item
-            for group in _groups(_clustered(seen), ITEM_GAP_BLOCKS)
-            for item in self._by_arrival(group)
-            if np.count_nonzero(item) >= need
-        ]
+        groups = [item for item in self._by_arrival(_clustered(seen)) if np.count_nonzero(item) >= need]
         if len(groups) <= 1:  # one item: all the blocks it changed
             groups = [seen]
         items = []
@@ -1438,8 +1435,8 @@ class MotionTrigger:
         return True
 
     def _by_arrival(self, group: np.ndarray) -> list[np.ndarray]:
-        """``group`` (blocks within :data:`ITEM_GAP_BLOCKS` of each other) as the items
-        that arrived apart in it: its parts parted by more than :data:`ARRIVAL_GAP_BLOCKS`,
+        """``group`` (the patch blocks of a still change) as the items that arrived apart
+        in it: its parts parted by more than :data:`ARRIVAL_GAP_BLOCKS`,
         in the order they arrived; a part is a new item where three quarters of its blocks
         first changed after the parts before it had come to rest (the median of their
         blocks' last move) and stopped arriving (nine tenths of their blocks first changed),
@@ -1479,8 +1476,8 @@ class MotionTrigger:
         New is a still change against the still scene the items were last seen in, by the
         threshold in force (not the second look's: that scene is a mean of noisy frames
         too), in blocks that differ from the empty bin (the second look), outside the
-        items' blocks grown by :data:`BESIDE_BLOCKS` (their halo and shadow), in groups
-        (:data:`ITEM_GAP_BLOCKS`) of an item's area each. Not new: a change where the items
+        items' blocks grown by :data:`BESIDE_BLOCKS` (their halo and shadow), its groups
+        (:data:`ITEM_GAP_BLOCKS`) of an item's area, fired as one item. Not new: a change where the items
         lie (a quarter of their blocks or more, :func:`_clustered`: they rolled or settled,
         a hand took them or rests there), which makes the still scene the one to compare
         with from now on. Light steps and drift are divided out before (the plane), flicker
@@ -1510,10 +1507,9 @@ class MotionTrigger:
         if not new:
             return False
         strength = np.abs(scene - before)
-        items = []
-        for group in new:
-            strong = float(np.percentile(strength[group], 90))
-            items.append(group & (strength >= np.float32(BOX_CONTRAST * strong)))
+        # What came to rest at once is one item, however far apart its blocks (ITEM_GAP_BLOCKS).
+        item = functools.reduce(np.logical_or, new)
+        items = [item & (strength >= np.float32(BOX_CONTRAST * float(np.percentile(strength[item], 90))))]
         log.info("a new item came to rest beside the %s that fired", "one" if lying is None else "items")
         self._fire(t, items, seen, mean, scene)
         if lying is not None and self._lying is not None:
