@@ -96,11 +96,13 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", default="main", help="git revision to compare with ('' for none)")
+    today = MotionSection()
     parser.add_argument(
         "--baseline-areas",
-        default="0.004,0.002",
-        help="min_area,max_motion the baseline runs with: its own defaults (0.004,0.002 before 2026-12-07's "
-        "small items; 0.02,0.01 before issue 25); the costs depend on them (when a change starts a look)",
+        default=f"{today.min_area},{today.max_motion}",
+        help="min_area,max_motion the baseline runs with, as its config held them (default: this tree's, "
+        f"{today.min_area},{today.max_motion}; 0.004,0.002 before 2026-12-07's small items; 0.02,0.01 before "
+        "issue 25); the costs depend on them (when a change starts a look)",
     )
     args = parser.parse_args()
 
