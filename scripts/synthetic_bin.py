@@ -251,14 +251,16 @@ TRAY_MARGIN = 8.0
 """How far (px of 320x240) the tray reaches beyond the camera's view at home."""
 REMOVALS = ("hand", "tray")
 PACES = ("normal", "quick")
-VARIANTS = ("none", "small", "pair", "roll", "aec", "flicker", "daylight", "tight-tray")
+VARIANTS = ("none", "small", "pair", "roll", "aec", "flicker", "daylight", "tight-tray", "apart")
 """Conditions a real bin meets that the plain sequences leave out (``--variant``; "none": the
 plain sequences, frame for frame): ``small`` items (a bottle cap, a tea bag, a battery: the
 item's box 15-40 px at 320x240); a ``pair`` of items dropped together or 0.3-1 s apart; an
 item that rolls or slides for 0.5-2 s after landing (``roll``); the camera's auto-exposure
 (``aec``) answering a bright item; mains ``flicker`` bands rolling through the frames; a lid
 gap letting ``daylight`` in from one side, changing over seconds and minutes; with ``--removal
-tray``, items dropped while the tray still wobbles home (``tight-tray``). See
+tray``, items dropped while the tray still wobbles home (``tight-tray``); an item whose
+middle looks like the floor, so that it changes the view at its two ends only (``apart``: a
+dark bottle on a dark floor showing its label and cap, a clear item). See
 :func:`make_sequence`."""
 
 Placed = tuple[np.ndarray, np.ndarray, int, int]
@@ -586,6 +588,11 @@ def make_sequence(
         longest = float(var_rng.uniform(15, 40)) if variant == "small" else None
         pix, alp = sized(group[0][1], height, longest)
         height, width = alp.shape
+        if variant == "apart":  # its middle 40 % along its longer side shows the floor: two ends
+            if height >= width:
+                alp[int(height * 0.3) : int(height * 0.7), :] = 0.0
+            else:
+                alp[:, int(width * 0.3) : int(width * 0.7)] = 0.0
         x = int(rng.integers(10, SEQ_W - width - 10))
         y = int(rng.integers(10, SEQ_H - height - 10))
         # (pixels, alpha, x, y, frames after the first one's fall that it falls)
@@ -712,7 +719,8 @@ def main() -> None:
         choices=VARIANTS,
         default="none",
         help="--sequence: a condition the plain sequences leave out (small items, pairs, rolling, auto-exposure, "
-        "flicker, daylight, tight-tray); none: the plain sequence, frame for frame",
+        "flicker, daylight, tight-tray, an item changing the view at its two ends only); none: the plain "
+        "sequence, frame for frame",
     )
     args = parser.parse_args()
     items = ds.list_dataset(args.dataset)

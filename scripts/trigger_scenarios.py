@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         default="none",
-        help="a condition of synthetic_bin.py --variant (small, pair, roll, aec, flicker, daylight, tight-tray)",
+        help="a condition of synthetic_bin.py --variant (small, pair, roll, aec, flicker, daylight, tight-tray, apart)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
