@@ -346,6 +346,19 @@ def test_hand_waving_through_never_fires() -> None:
     assert trigger.state == "empty"
 
 
+def tray_sorting(
+    item: Item, pose: Any, home: Any, u: float, travel: float, dwell: float
+) -> tuple[list[Item], Any, float]:
+    """The tray ``u`` s into a sort: out (``travel``), held (``dwell``: ``item`` slides off),
+    back (``travel``) to ``home``. Returns what lies on it, its pose and the seconds since it
+    came home (negative while it moves)."""
+    tilt = min(u / travel, 1.0, max(0.0, (2 * travel + dwell - u) / travel))
+    slid = 0.5 * 1500.0 * max(0.0, u - travel / 2) ** 2  # px down the slope
+    on_tray = [dataclasses.replace(item, x=item.x + slid)] if slid < W else []
+    view = dataclasses.replace(pose if u < travel + dwell else home, tilt=tilt, side=1)
+    return on_tray, view, u - (2 * travel + dwell)
+
+
 def tray_frame(bin_module: Any, floor: Scene, on_tray: list[Item], view: Any, rng: Any, t: float, k: int) -> Frame:
     """Frame ``k`` at ``t``: the tray's floor with what lies on it, seen in ``view`` (its pose,
     ``synthetic_bin.tray_view``), with the camera's noise."""
@@ -402,15 +415,8 @@ def test_a_tray_that_comes_back_slightly_off_counts_no_extra_item() -> None:
             if t >= drop + 0.4 and len(landed) == item_index:
                 landed.append(drop + 0.4)
         if sort_at is not None and t >= sort_at:
-            # Out (travel), held (dwell: the item slides off), back (travel), then wobbling.
-            u = t - sort_at
-            tilt = min(u / travel, 1.0, max(0.0, (2 * travel + dwell - u) / travel))
-            item = items[item_index]
-            slid = 0.5 * 1500.0 * max(0.0, u - travel / 2) ** 2  # px down the slope
-            on_tray = [dataclasses.replace(item, x=item.x + slid)] if slid < W else []
             home = homes[item_index]
-            view = dataclasses.replace(pose if u < travel + dwell else home, tilt=tilt, side=1)
-            after = u - (2 * travel + dwell)
+            on_tray, view, after = tray_sorting(items[item_index], pose, home, t - sort_at, travel, dwell)
             if after >= 0:
                 view = dataclasses.replace(home, dx=home.dx + 1.0 * np.exp(-after / 0.15) * np.cos(8 * np.pi * after))
                 on_tray = []
@@ -465,15 +471,8 @@ def sort_items_dropped_as_the_tray_comes_home(
         on_tray: list[Item] = []
         view = pose
         if sort_at is not None:
-            # Out (travel), held (dwell: the item slides off), back (travel), then wobbling.
-            u = t - sort_at
-            tilt = min(u / travel, 1.0, max(0.0, (2 * travel + dwell - u) / travel))
-            item = items[item_index]
-            slid = 0.5 * 1500.0 * max(0.0, u - travel / 2) ** 2  # px down the slope
-            on_tray = [dataclasses.replace(item, x=item.x + slid)] if slid < W else []
             home = homes[item_index]
-            view = dataclasses.replace(pose if u < travel + dwell else home, tilt=tilt, side=1)
-            after = u - (2 * travel + dwell)
+            on_tray, view, after = tray_sorting(items[item_index], pose, home, t - sort_at, travel, dwell)
             if after >= 0:  # home: the next item is dropped ``pause`` s later, as it wobbles
                 pose, sort_at, home_at = home, None, t
                 item_index += 1
