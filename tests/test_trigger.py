@@ -541,6 +541,19 @@ def test_items_dropped_sort_after_sort_as_the_tray_comes_home_each_count_once() 
     assert_each_item_fired_once_after_it_settled(trigger, items, fired, landed)
 
 
+def three_homes_a_little_off() -> list[Any]:
+    """Where the tray comes home after each of three sorts: a little off each time (under
+    1.1 px, 0.25 degrees), as a servo brings it back."""
+    from tests.learning_helpers import synthetic_bin
+
+    bin_module = synthetic_bin()
+    return [
+        bin_module.TrayPose(dx=0.6, dy=-0.5, turn=np.radians(0.15)),
+        bin_module.TrayPose(dx=1.1, dy=-0.2, turn=np.radians(0.25), scale=1.002),
+        bin_module.TrayPose(dx=0.7, dy=0.4, turn=np.radians(0.1)),
+    ]
+
+
 def test_a_clear_item_dropped_as_the_tray_comes_home_counts_once_and_leaves_no_ghost() -> None:
     """A clear item (glass, clear plastic: only its rim shows, 4 px wide) dropped 0.2 s
     after the tray came home a little off, between two ordinary items. On the floor
@@ -549,14 +562,7 @@ def test_a_clear_item_dropped_as_the_tray_comes_home_counts_once_and_leaves_no_g
     3x3 patches count on a moved floor: the rim was too small for an item, the trigger
     re-armed with it in the empty bin (missed), and its ghost fired when the tray came
     home from a later sort."""
-    from tests.learning_helpers import synthetic_bin
-
-    bin_module = synthetic_bin()
-    homes = [
-        bin_module.TrayPose(dx=0.6, dy=-0.5, turn=np.radians(0.15)),
-        bin_module.TrayPose(dx=1.1, dy=-0.2, turn=np.radians(0.25), scale=1.002),
-        bin_module.TrayPose(dx=0.7, dy=0.4, turn=np.radians(0.1)),
-    ]
+    homes = three_homes_a_little_off()
     items = [
         Item(y=50, x=200, size=48, level=190.0, seed=51),
         Item(y=120, x=60, size=64, level=150.0, seed=52, outline=4),  # clear: only its rim
@@ -573,14 +579,7 @@ def test_an_item_in_two_pieces_dropped_as_the_tray_comes_home_is_one_item() -> N
     after the sort), where when the pieces arrived is not known: told apart by the last
     settling look's stale times, the pieces were two items (the tight-tray sequences: a
     double on the dark floor and in the dim bin)."""
-    from tests.learning_helpers import synthetic_bin
-
-    bin_module = synthetic_bin()
-    homes = [
-        bin_module.TrayPose(dx=0.6, dy=-0.5, turn=np.radians(0.15)),
-        bin_module.TrayPose(dx=1.1, dy=-0.2, turn=np.radians(0.25), scale=1.002),
-        bin_module.TrayPose(dx=0.7, dy=0.4, turn=np.radians(0.1)),
-    ]
+    homes = three_homes_a_little_off()
     items = [
         Item(y=110, x=110, size=48, level=190.0, seed=61),
         Item(y=120, x=40, size=48, level=45.0, seed=62, piece=12),  # its piece where the first lay
