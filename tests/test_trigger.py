@@ -645,6 +645,34 @@ def test_item_box_is_the_item_in_full_frame_fractions() -> None:
     assert trigger.item_boxes[0] == pytest.approx(item, abs=8 / W), trigger.item_boxes
 
 
+@pytest.mark.parametrize("arrives", ["falling", "at once"])
+@pytest.mark.parametrize("size", [150, 170])
+def test_a_large_bright_item_on_a_dark_floor_gets_its_own_box_not_the_whole_view(arrives: str, size: int) -> None:
+    """An item a third of the view, three times as bright as a dark floor (a big box on
+    a bin's floor; a photo replayed into the view at once), and one wider than half the
+    view: neither the light fit nor the flicker bands may take it for the light. Both did.
+    The plane fitted over all the view, pulled up and tilted by the item, kept the item in
+    its robust refit; a block row's median, where the item covers more than half the row,
+    is the item's, and was taken out of the whole row as a band. Either way the floor
+    beside the item looked changed, the box was the whole view (or its width), and that
+    was classified."""
+    scene = Scene(seed=21, noise=3.0)
+    scene.floor = scene.floor * np.float32(0.5)  # 35-72 grey levels: a dark bin floor
+    big = {"size": size, "level": 190.0, "seed": 5}
+    x, y = (W - size) // 2, (H - size) // 2
+
+    def script(t: float) -> tuple[list[Item], float]:
+        if arrives == "falling":
+            return falling(t, 2.0, y, x, **big), 1.0
+        return ([Item(y=y, x=x, **big)] if t >= 2.0 else []), 1.0
+
+    trigger = motion_trigger()
+    fired = run(trigger, scene, script, 6.0, 10)
+    assert len(fired) == 1, fired
+    item = (x / W, y / H, (x + size) / W, (y + size) / H)
+    assert trigger.item_boxes == (pytest.approx(item, abs=8 / W),)
+
+
 def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
     """Zone = the left half: an item landing in the right half is not seen (a
     hand reaching past the bin, the rim); one landing inside fires, and its

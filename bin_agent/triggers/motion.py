@@ -116,6 +116,36 @@ class _LightFit:
         return d0 / det, d1 / det, d2 / det
 
 
+ROBUST_ROUNDS = 2
+"""Rounds of :func:`_robust_plane`: the first keeps the blocks near the median ratio, the
+second those near the plane fitted on them (a light that really is uneven)."""
+
+
+def _robust_plane(basis: np.ndarray, valid: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
+    """The light plane of the blocks ``valid`` selects that agree with most of the view: it
+    starts from their median ratio of frame to background (even light) and, for
+    :data:`ROBUST_ROUNDS`, keeps the blocks within 3x the median distance of the last plane
+    and fits again on them. ``None`` when no round gives a plane.
+
+    Started from a least-squares plane instead, a large bright item (a third of a dark
+    bin's view, at twice the floor's brightness) pulls that plane up and tilts it towards
+    itself, its median distance grows with it, and the cut that should leave the item out
+    keeps nearly every block: the light is fitted to the item, the floor around it seen as
+    changed, and the item's box is the whole view. The median is the floor's while the
+    floor is more than half of the view."""
+    level = float(np.median(ratio[valid]))
+    plane: tuple[float, float, float] | None = None
+    a, b, c = level, 0.0, 0.0
+    for _ in range(ROBUST_ROUNDS):
+        distance = np.abs(ratio - (a + b * basis[1] + c * basis[2]))
+        cut = 3.0 * float(np.median(distance[valid])) + 1e-3
+        fitted = _LightFit(basis, valid & (distance <= cut)).solve(ratio)
+        if fitted is None:
+            break
+        plane = a, b, c = fitted
+    return plane
+
+
 def _det3(m: list[list[float]]) -> float:
     return (
         m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
@@ -929,9 +959,9 @@ class MotionTrigger:
         light of a bin changes unevenly (a lid opening on one side, daylight
         moving across), and a threshold set by the noise would see the uneven
         part as change. An item, a few per cent of the view and excluded once
-        it lies still, does not move the fit. ``robust``: fit again without
-        the blocks furthest from the first fit (more than 3x the median
-        distance), for a frame where something new came into view.
+        it lies still, does not move the fit. ``robust``: for a frame where
+        something new came into view, fit on the blocks that agree with what
+        most of the view says (:func:`_robust_plane`), not on all of them.
         """
         if not self.compensate_gain:
             return small, 1.0
@@ -947,10 +977,7 @@ class MotionTrigger:
         ratio = small.ravel()[::FIT_STRIDE] / floor
         plane = fit.solve(ratio)
         if plane is not None and robust:
-            a, b, c = plane
-            distance = np.abs(ratio - (a + b * basis[1] + c * basis[2]))
-            cut = 3.0 * float(np.median(distance[valid])) + 1e-3
-            plane = _LightFit(basis, valid & (distance <= cut)).solve(ratio) or plane
+            plane = _robust_plane(basis, valid, ratio) or plane
         if plane is None:
             return small, 1.0
         a, b, c = plane
@@ -1327,7 +1354,8 @@ class MotionTrigger:
         """The still frames gathered since the scene settled, as one (the second look): their
         mean difference from the background, the threshold for that many frames (``sqrt(n)``
         less noise), the blocks it exceeds, and the scene they show. Flicker bands (a block
-        row's median, where it stands out) are taken out of the mean first."""
+        row's median, where it stands out) are taken out of the mean first, from the rows
+        they leave with fewer changed blocks."""
         assert self._threshold is not None and self._background is not None and self._evidence is not None
         frames = self._evidence_frames
         mean = self._evidence / np.float32(frames)
@@ -1338,7 +1366,14 @@ class MotionTrigger:
         # row (an item covers less than half of one); taken out where it stands out.
         bands = np.median(mean, axis=1, keepdims=True)
         if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
-            mean = mean - bands
+            # Only from the rows it leaves with fewer changed blocks: in a row that a
+            # large item covers more than half of (an item wider than half the view), the
+            # median is the item's, and taking it out would mark the floor beside it.
+            banded = mean - bands
+            fewer = np.count_nonzero(np.abs(banded) > threshold, axis=1) < np.count_nonzero(
+                np.abs(mean) > threshold, axis=1
+            )
+            mean = np.where(fewer[:, None], banded, mean)
         return mean, threshold, np.abs(mean) > threshold, self._background + mean
 
     def _possible_item(self, seen: np.ndarray) -> None:
