@@ -646,14 +646,15 @@ def test_item_box_is_the_item_in_full_frame_fractions() -> None:
 
 
 @pytest.mark.parametrize("arrives", ["falling", "at once"])
-@pytest.mark.parametrize("size", [150, 170])
+@pytest.mark.parametrize("size", [150, 170, 200])
 def test_a_large_bright_item_on_a_dark_floor_gets_its_own_box_not_the_whole_view(arrives: str, size: int) -> None:
     """An item a third of the view, three times as bright as a dark floor (a big box on
-    a bin's floor; a photo replayed into the view at once), and one wider than half the
-    view: neither the light fit nor the flicker bands may take it for the light. Both did.
-    The plane fitted over all the view, pulled up and tilted by the item, kept the item in
-    its robust refit; a block row's median, where the item covers more than half the row,
-    is the item's, and was taken out of the whole row as a band. Either way the floor
+    a bin's floor; a photo replayed into the view at once), one wider than half the view
+    and one over half its area: neither the light fit nor the flicker bands may take it for
+    the light. Both did. The plane fitted over all the view, pulled up and tilted by the
+    item, kept the item in its robust refit (and from the median ratio, the item's once it
+    covers half the view); a block row's median, where the item covers more than half the
+    row, is the item's, and was taken out of the whole row as a band. Either way the floor
     beside the item looked changed, the box was the whole view (or its width), and that
     was classified."""
     scene = Scene(seed=21, noise=3.0)

@@ -117,28 +117,49 @@ class _LightFit:
 
 
 ROBUST_ROUNDS = 2
-"""Rounds of :func:`_robust_plane`: the first keeps the blocks near the median ratio, the
-second those near the plane fitted on them (a light that really is uneven)."""
+"""Rounds of :func:`_robust_plane`: the first keeps the blocks near the most common ratio,
+the second those near the plane fitted on them (a light that really is uneven)."""
+
+LEVEL_BIN = 0.02
+"""Width of the bins (in natural log of the ratio: 2 %) in which :func:`_robust_plane` looks
+for the most common ratio of frame to background: the floor's unchanged blocks agree to
+about 1 % (a 4x4 block's noise on a dark floor), an item's spread over tens of per cent."""
+
+
+def _common_level(ratio: np.ndarray) -> float:
+    """The most common value of ``ratio`` (> 0): the middle of the fullest
+    :data:`LEVEL_BIN` in log ratio, counted with its two neighbours."""
+    logs = np.log(np.clip(ratio, 0.25, 4.0))
+    bins = int(np.ceil(2 * np.log(4.0) / LEVEL_BIN))
+    counts = np.bincount(((logs + np.log(4.0)) / LEVEL_BIN).astype(np.intp), minlength=bins + 1).astype(np.float32)
+    smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
+    return float(np.exp((int(np.argmax(smoothed)) + 0.5) * LEVEL_BIN - np.log(4.0)))
 
 
 def _robust_plane(basis: np.ndarray, valid: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
     """The light plane of the blocks ``valid`` selects that agree with most of the view: it
-    starts from their median ratio of frame to background (even light) and, for
-    :data:`ROBUST_ROUNDS`, keeps the blocks within 3x the median distance of the last plane
-    and fits again on them. ``None`` when no round gives a plane.
+    starts from their most common ratio of frame to background (:func:`_common_level`,
+    even light) and, for :data:`ROBUST_ROUNDS`, keeps the blocks within 6x the lower
+    quartile of their distances from the last plane (2 sigma of the floor's noise, as 3x
+    the median would be, but the floor need only be a quarter of the view) and fits again
+    on them. ``None`` when no round gives a plane.
 
     Started from a least-squares plane instead, a large bright item (a third of a dark
     bin's view, at twice the floor's brightness) pulls that plane up and tilts it towards
     itself, its median distance grows with it, and the cut that should leave the item out
     keeps nearly every block: the light is fitted to the item, the floor around it seen as
-    changed, and the item's box is the whole view. The median is the floor's while the
-    floor is more than half of the view."""
-    level = float(np.median(ratio[valid]))
+    changed, and the item's box is the whole view. From the median ratio, an item half the
+    view (a board laid on the floor) still is: the median is then the item's. The floor's
+    unchanged blocks agree closely, an item's ratios spread, so the most common ratio is
+    the floor's while a quarter of the view or more shows it."""
+    selected = ratio[valid]
+    if selected.size == 0:
+        return None
+    a, b, c = _common_level(selected), 0.0, 0.0
     plane: tuple[float, float, float] | None = None
-    a, b, c = level, 0.0, 0.0
     for _ in range(ROBUST_ROUNDS):
         distance = np.abs(ratio - (a + b * basis[1] + c * basis[2]))
-        cut = 3.0 * float(np.median(distance[valid])) + 1e-3
+        cut = 6.0 * float(np.percentile(distance[valid], 25)) + 1e-3
         fitted = _LightFit(basis, valid & (distance <= cut)).solve(ratio)
         if fitted is None:
             break
