@@ -674,6 +674,29 @@ def test_a_large_bright_item_on_a_dark_floor_gets_its_own_box_not_the_whole_view
     assert trigger.item_boxes == (pytest.approx(item, abs=8 / W),)
 
 
+@pytest.mark.parametrize("arrives", ["falling", "at once"])
+@pytest.mark.parametrize("size", [150, 200])
+def test_a_large_black_item_on_a_bright_floor_gets_its_own_box_not_the_whole_view(arrives: str, size: int) -> None:
+    """The other way round: a black item a third of the view, and one over half of it, on a
+    bright floor, its blocks a tenth of the floor's: below the light's bounds, where they
+    are no light's ratio (counted at the bound, half the view there would outnumber the
+    floor)."""
+    scene = Scene(seed=22, noise=3.0)
+    scene.floor = np.clip(scene.floor * np.float32(1.6), 0, 255)  # 110-230 grey levels
+    black = {"size": size, "level": 12.0, "seed": 6}
+    x, y = (W - size) // 2, (H - size) // 2
+
+    def script(t: float) -> tuple[list[Item], float]:
+        if arrives == "falling":
+            return falling(t, 2.0, y, x, **black), 1.0
+        return ([Item(y=y, x=x, **black)] if t >= 2.0 else []), 1.0
+
+    trigger = motion_trigger()
+    fired = run(trigger, scene, script, 6.0, 10)
+    assert len(fired) == 1, fired
+    assert trigger.item_boxes == (pytest.approx((x / W, y / H, (x + size) / W, (y + size) / H), abs=8 / W),)
+
+
 def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
     """Zone = the left half: an item landing in the right half is not seen (a
     hand reaching past the bin, the rim); one landing inside fires, and its

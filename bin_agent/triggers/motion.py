@@ -127,13 +127,17 @@ about 1 % (a 4x4 block's noise on a dark floor), an item's spread over tens of p
 
 
 def _common_level(ratio: np.ndarray) -> float:
-    """The most common value of ``ratio`` (> 0): the middle of the fullest
-    :data:`LEVEL_BIN` in log ratio, counted with its two neighbours."""
-    logs = np.log(np.clip(ratio, 0.25, 4.0))
-    bins = int(np.ceil(2 * np.log(4.0) / LEVEL_BIN))
-    counts = np.bincount(((logs + np.log(4.0)) / LEVEL_BIN).astype(np.intp), minlength=bins + 1).astype(np.float32)
-    smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
-    return float(np.exp((int(np.argmax(smoothed)) + 0.5) * LEVEL_BIN - np.log(4.0)))
+    """The most common value of ``ratio`` (> 0) between the light's bounds (1/4 to 4, as
+    the gain is clipped): the middle of the fullest :data:`LEVEL_BIN` in log ratio,
+    counted with its two neighbours. The median when no ratio lies between them (a view
+    that went dark or white)."""
+    inside = ratio[(ratio > 0.25) & (ratio < 4.0)]
+    if inside.size == 0:
+        return float(np.median(ratio))
+    low = np.log(0.25)
+    counts = np.bincount(((np.log(inside) - low) / LEVEL_BIN).astype(np.intp))
+    smoothed = np.convolve(counts, np.ones(3, np.intp), mode="same")
+    return float(np.exp(low + (int(np.argmax(smoothed)) + 0.5) * LEVEL_BIN))
 
 
 def _robust_plane(basis: np.ndarray, valid: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
