@@ -1379,8 +1379,8 @@ class MotionTrigger:
         """The still frames gathered since the scene settled, as one (the second look): their
         mean difference from the background, the threshold for that many frames (``sqrt(n)``
         less noise), the blocks it exceeds, and the scene they show. Flicker bands (a block
-        row's median, where it stands out) are taken out of the mean first, from the rows
-        they leave with fewer changed blocks."""
+        row's median, where it stands out) are taken out of the mean first, except from the
+        rows they would leave with more changed blocks."""
         assert self._threshold is not None and self._background is not None and self._evidence is not None
         frames = self._evidence_frames
         mean = self._evidence / np.float32(frames)
@@ -1391,14 +1391,16 @@ class MotionTrigger:
         # row (an item covers less than half of one); taken out where it stands out.
         bands = np.median(mean, axis=1, keepdims=True)
         if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
-            # Only from the rows it leaves with fewer changed blocks: in a row that a
+            # Not from the rows it would leave with more changed blocks: in a row that a
             # large item covers more than half of (an item wider than half the view), the
-            # median is the item's, and taking it out would mark the floor beside it.
+            # median is the item's, and taking it out would mark the floor beside it. (Kept
+            # where it changes no count: a weak band under the threshold still leaves
+            # residue that, summed over a look, a faint shadow at the edge rises above.)
             banded = mean - bands
-            fewer = np.count_nonzero(np.abs(banded) > threshold, axis=1) < np.count_nonzero(
+            more = np.count_nonzero(np.abs(banded) > threshold, axis=1) > np.count_nonzero(
                 np.abs(mean) > threshold, axis=1
             )
-            mean = np.where(fewer[:, None], banded, mean)
+            mean = np.where(more[:, None], mean, banded)
         return mean, threshold, np.abs(mean) > threshold, self._background + mean
 
     def _possible_item(self, seen: np.ndarray) -> None:
