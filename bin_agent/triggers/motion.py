@@ -1393,9 +1393,9 @@ class MotionTrigger:
         if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
             # Not from the rows it would leave with more changed blocks: in a row that a
             # large item covers more than half of (an item wider than half the view), the
-            # median is the item's, and taking it out would mark the floor beside it. (Kept
-            # where it changes no count: a weak band under the threshold still leaves
-            # residue that, summed over a look, a faint shadow at the edge rises above.)
+            # median is the item's, and taking it out would mark the floor beside it. (Still
+            # taken out where it changes no count: a weak band under the threshold leaves
+            # residue on which a faint shadow at the view's edge rises above it over a look.)
             banded = mean - bands
             more = np.count_nonzero(np.abs(banded) > threshold, axis=1) > np.count_nonzero(
                 np.abs(mean) > threshold, axis=1
