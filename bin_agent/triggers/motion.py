@@ -445,6 +445,12 @@ BESIDE_BLOCKS = 2
 only outside their blocks grown by this many blocks (their halo, their shadow, a
 little settling)."""
 
+BAND_MARKS_FLOOR = 1.0 / 8.0
+"""A flicker band (a block row's median) is not taken out of a row where that would mark
+more than this share of the row's blocks changed: there the median is an item's that covers
+more than half the row, and the rest is the floor beside it (an item a sixth of the view
+wide leaves 10 of 80 blocks). A few blocks more or less are a band's residue."""
+
 FIT_STRIDE = 3
 """The light is fitted on every third block: as good a plane, a third of the work."""
 
@@ -1380,7 +1386,7 @@ class MotionTrigger:
         mean difference from the background, the threshold for that many frames (``sqrt(n)``
         less noise), the blocks it exceeds, and the scene they show. Flicker bands (a block
         row's median, where it stands out) are taken out of the mean first, except from the
-        rows they would leave with more changed blocks."""
+        rows where that would mark the floor beside an item (:data:`BAND_MARKS_FLOOR`)."""
         assert self._threshold is not None and self._background is not None and self._evidence is not None
         frames = self._evidence_frames
         mean = self._evidence / np.float32(frames)
@@ -1391,16 +1397,17 @@ class MotionTrigger:
         # row (an item covers less than half of one); taken out where it stands out.
         bands = np.median(mean, axis=1, keepdims=True)
         if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
-            # Not from the rows it would leave with more changed blocks: in a row that a
-            # large item covers more than half of (an item wider than half the view), the
-            # median is the item's, and taking it out would mark the floor beside it. (Still
-            # taken out where it changes no count: a weak band under the threshold leaves
-            # residue on which a faint shadow at the view's edge rises above it over a look.)
+            # Not from the rows where it would mark many more blocks (BAND_MARKS_FLOOR of
+            # the row): in a row that a large item covers more than half of (an item wider
+            # than half the view), the median is the item's, and taking it out would mark
+            # all the floor beside it. Everywhere else, as a band is: a row decided
+            # differently on a few blocks' count would come and go from look to look
+            # (weak bands, a view all changed), and the looks are compared.
             banded = mean - bands
-            more = np.count_nonzero(np.abs(banded) > threshold, axis=1) > np.count_nonzero(
+            marks = np.count_nonzero(np.abs(banded) > threshold, axis=1) - np.count_nonzero(
                 np.abs(mean) > threshold, axis=1
             )
-            mean = np.where(more[:, None], mean, banded)
+            mean = np.where((marks > BAND_MARKS_FLOOR * mean.shape[1])[:, None], mean, banded)
         return mean, threshold, np.abs(mean) > threshold, self._background + mean
 
     def _possible_item(self, seen: np.ndarray) -> None:
