@@ -445,11 +445,12 @@ BESIDE_BLOCKS = 2
 only outside their blocks grown by this many blocks (their halo, their shadow, a
 little settling)."""
 
-BAND_MARKS_FLOOR = 1.0 / 8.0
+BAND_MARKS_FLOOR = 1.0 / 16.0
 """A flicker band (a block row's median) is not taken out of a row where that would mark
-more than this share of the row's blocks changed: there the median is an item's that covers
-more than half the row, and the rest is the floor beside it (an item a sixth of the view
-wide leaves 10 of 80 blocks). A few blocks more or less are a band's residue."""
+more than this share of the row's blocks changed (5 of 80): there the median is an item's
+that covers more than half the row, and the rest is the floor beside it (photos laid in the
+validation bins were up to 90 % of the view wide: 8 floor blocks). A few blocks more or less
+are a band's residue, and a row decided on them would come and go from look to look."""
 
 FIT_STRIDE = 3
 """The light is fitted on every third block: as good a plane, a third of the work."""
@@ -1397,8 +1398,8 @@ class MotionTrigger:
         # row (an item covers less than half of one); taken out where it stands out.
         bands = np.median(mean, axis=1, keepdims=True)
         if float(np.abs(bands).max()) > 0.5 * float(_median(threshold)):
-            # Not from the rows where it would mark many more blocks (BAND_MARKS_FLOOR of
-            # the row): in a row that a large item covers more than half of (an item wider
+            # Not from the rows where it would mark more blocks (BAND_MARKS_FLOOR of the
+            # row): in a row that a large item covers more than half of (an item wider
             # than half the view), the median is the item's, and taking it out would mark
             # all the floor beside it. Everywhere else, as a band is: a row decided
             # differently on a few blocks' count would come and go from look to look
