@@ -258,10 +258,15 @@ class Agent:
         """The items of one frame, one per region (:meth:`regions_to_classify`). Each is
         sorted on its own (:meth:`handle_item`; guidance LEDs show one after the other),
         but one tilt of a sorter that takes the item takes every item on the tray: they are
-        classified first and sorted together (:meth:`share_the_tray`)."""
-        if len(regions) <= 1 or not self.sorter.takes_the_item:
-            return [self.handle_item(image, source_name, trigger_ms, region) for region in regions]
-        decided = [self._decide(image, source_name, trigger_ms, region) for region in regions]
+        classified first and sorted together (:meth:`share_the_tray`).
+
+        Several items: an unsure one is asked about remotely only (``at_the_bin=False``):
+        nothing at the bin says which item the lamps would mean, so a button answer could
+        be the other item's, and would become this one's label."""
+        at_the_bin = len(regions) <= 1
+        if at_the_bin or not self.sorter.takes_the_item:
+            return [self.handle_item(image, source_name, trigger_ms, region, at_the_bin) for region in regions]
+        decided = [self._decide(image, source_name, trigger_ms, region, at_the_bin) for region in regions]
         return self._sort(self.share_the_tray(decided))
 
     def share_the_tray(self, decided: list[_Decided]) -> list[_Decided]:
@@ -284,15 +289,24 @@ class Agent:
         ]
 
     def handle_item(
-        self, image: Any, source_name: str = "", trigger_ms: float = 0.0, region: PixelBox | None = None
+        self,
+        image: Any,
+        source_name: str = "",
+        trigger_ms: float = 0.0,
+        region: PixelBox | None = None,
+        at_the_bin: bool = True,
     ) -> SortedItem:
         """Classify the ``region`` of ``image`` (default: all of it), route, record,
-        start the sort and publish one item. Returns once the sort has started."""
-        return self._sort([self._decide(image, source_name, trigger_ms, region)])[0]
+        start the sort and publish one item. Returns once the sort has started.
+        ``at_the_bin``: see :meth:`_decide`."""
+        return self._sort([self._decide(image, source_name, trigger_ms, region, at_the_bin)])[0]
 
-    def _decide(self, image: Any, source_name: str, trigger_ms: float, region: PixelBox | None) -> _Decided:
+    def _decide(
+        self, image: Any, source_name: str, trigger_ms: float, region: PixelBox | None, at_the_bin: bool = True
+    ) -> _Decided:
         """Classify the ``region`` of ``image`` (default: all of it), route it, ask about
-        it if unsure: the item's event, not yet recorded."""
+        it if unsure: the item's event, not yet recorded. ``at_the_bin``: it may be asked
+        by lamps and buttons (False: one of several items in view, asked remotely only)."""
         started = time.perf_counter()
         self.indicators.busy()
         height, width = image.shape[:2]
@@ -305,7 +319,7 @@ class Agent:
         event_id = str(uuid.uuid4())
         if self.pending is not None:  # before the id is public (the question, the event)
             self.pending.expect(event_id)
-        asked = self.ask(classified, classification, route, event_id)
+        asked = self.ask(classified, classification, route, event_id, at_the_bin=at_the_bin)
         if asked is not None:
             route = asked.route
         decided = time.perf_counter()
@@ -390,15 +404,25 @@ class Agent:
         self._prune_history_if_due()  # after the item, outside its latency
         return [one.item for one in decided]
 
-    def ask(self, image: Any, classification: Classification, route: Route, event_id: str) -> Asked | None:
+    def ask(
+        self, image: Any, classification: Classification, route: Route, event_id: str, *, at_the_bin: bool = True
+    ) -> Asked | None:
         """Ask a person about an unsure item (``[ask]``), the item of ``event_id``; None when not
-        asked. Blocks up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile)."""
+        asked. Blocks up to :attr:`Asker.longest_wait_seconds` (the watchdog is fed meanwhile).
+        ``at_the_bin=False``: remotely only (see :meth:`Asker.ask`)."""
         reason = self.asker.reason_to_ask(route) if self.asker is not None else None
         if self.asker is None or reason is None:
             return None
         with self.notifier.keepalive(self.asker.longest_wait_seconds + ACTUATION_MARGIN_SECONDS):
             return self.asker.ask(
-                image, classification, route, reason, self.classifier.labels, self.stop_event, event_id=event_id
+                image,
+                classification,
+                route,
+                reason,
+                self.classifier.labels,
+                self.stop_event,
+                event_id=event_id,
+                at_the_bin=at_the_bin,
             )
 
     def publish_unsure(self, question: dict[str, Any], image: bytes | None) -> None:

@@ -43,6 +43,12 @@ crop as a JPEG of at most ``image_max_bytes`` on ``.../unsure/image``; when the
 wait ends the question is published again with ``waiting: false`` and the
 answer. The answer is written to the label store (``labels.jsonl`` of the
 capture folder, ``source``: ``button`` or ``mqtt``) when capture is on.
+
+Several items at once (one trigger fire, several boxes): nothing at the bin says which
+of them the lamps would ask about, so a button answer could be the other item's and
+would become this one's label. Each is asked remotely only (``at_the_bin=False``: no
+lamps, presses not taken; the question says ``at_the_bin: false``), where the crop on
+``unsure/image`` shows which item it is.
 """
 
 from __future__ import annotations
@@ -128,6 +134,8 @@ class _Pending:
     probabilities: dict[str, float] = field(default_factory=dict)
     shown: int = 0
     answer: Answer | None = None
+    at_the_bin: bool = True
+    press_logged: bool = False
 
 
 class CandidateLights:
@@ -323,11 +331,22 @@ class Asker:
         labels: Sequence[str],
         stop: threading.Event,
         event_id: str | None = None,
+        *,
+        at_the_bin: bool = True,
     ) -> Asked:
         """Show the candidates, publish the question, wait for an answer (or the
         timeout, or ``stop``) and return the item's route. Blocks the loop.
-        ``event_id``: the item's (default: a new one)."""
+        ``event_id``: the item's (default: a new one).
+
+        ``at_the_bin=False``: the item is one of several in view, and the lamps cannot
+        say which one they ask about: it is asked remotely only (no lamps, button presses
+        not taken, as in ``mode = "remote"``), where the question's crop says which. Without
+        a remote side (``publish`` unset) nobody could answer: it is not waited for."""
         event_id = event_id if event_id is not None else str(uuid.uuid4())
+        if not at_the_bin and self.publish is None:
+            log.info("asked about %s: several items in view and no remote side to ask: no answer", event_id)
+            self.asked += 1
+            return Asked(event_id, reason, route, None)
         ranking = self.rank(classification, labels)
         probabilities = dict(zip(labels, classification.probabilities, strict=False))
         now = self._clock()
@@ -338,8 +357,9 @@ class Asker:
             deadline=now + self.timeout_seconds,
             last_call=now + self.longest_wait_seconds,
             probabilities=probabilities,
+            at_the_bin=at_the_bin,
         )
-        question = self.question(event_id, classification, reason, ranking)
+        question = self.question(event_id, classification, reason, ranking, at_the_bin=at_the_bin)
         with self._lock:
             self._answered.clear()
             self._pending = pending
@@ -379,9 +399,16 @@ class Asker:
         return Asked(event_id, reason, route, answer)
 
     def question(
-        self, event_id: str, classification: Classification, reason: str, ranking: Sequence[str]
+        self,
+        event_id: str,
+        classification: Classification,
+        reason: str,
+        ranking: Sequence[str],
+        *,
+        at_the_bin: bool = True,
     ) -> dict[str, Any]:
-        """The retained ``unsure`` payload while the item waits."""
+        """The retained ``unsure`` payload while the item waits. ``at_the_bin``: the lamps
+        and buttons ask too (false: several items in view, only a remote answer counts)."""
         return {
             "event_id": event_id,
             "time": utc_now_iso(),
@@ -394,6 +421,7 @@ class Asker:
             "timeout_seconds": self.timeout_seconds,
             "needs_label": True,
             "answer": None,
+            "at_the_bin": at_the_bin,
         }
 
     # ------------------------------------------------------------------ answers
@@ -438,6 +466,18 @@ class Asker:
             pending = self._pending
             if pending is None or pending.answer is not None:
                 return  # nothing asked: a press between items means nothing
+            if not pending.at_the_bin:
+                # Several items in view: the press may mean the other one, and would become
+                # this item's label. Said once per item, not once per press.
+                tell, pending.press_logged = not pending.press_logged, True
+                if tell:
+                    log.info(
+                        "button %s pressed while %s waits: not taken, several items in view "
+                        "(answer from Home Assistant, cmd/correct)",
+                        name,
+                        pending.event_id,
+                    )
+                return
             if name == "next":
                 pending.shown = (pending.shown + 1) % len(pending.ranking)
                 pending.deadline = self._clock() + self.timeout_seconds
@@ -455,6 +495,9 @@ class Asker:
 
     def _show(self, pending: _Pending) -> None:
         if self.lights is None:
+            return
+        if not pending.at_the_bin:
+            self.lights.clear()  # the lamps cannot say which of the items they would mean
             return
         ranking = pending.ranking
         if self.mode == "yes_next":
