@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -75,14 +76,14 @@ class Running:
                 published(question, image)
 
         asker.publish = record
-        handle = self.agent.handle_item
+        handle = self.agent.handle_items  # every item of a fire, one or several
 
         def handle_and_keep(*args: Any, **kwargs: Any) -> Any:
-            item = handle(*args, **kwargs)
-            self.items.append(item)
-            return item
+            items = handle(*args, **kwargs)
+            self.items.extend(items)
+            return items
 
-        self.agent.handle_item = handle_and_keep  # type: ignore[method-assign]
+        self.agent.handle_items = handle_and_keep  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.agent.run)
 
     def __enter__(self) -> Running:
@@ -135,6 +136,7 @@ def test_a_bouncing_press_of_a_compartment_button_routes_the_unsure_item_and_lab
     config = ask_config(tmp_path, buttons=COMPARTMENT_PINS, leds=LAMP_PINS)
     with Running(config) as run:
         question = run.waiting()
+        assert question["at_the_bin"] is True, "one item in view: the lamps and buttons ask"
         first, second = question["candidates"]
         lamps = run.agent.asker.lights.leds
         time.sleep(0.6)  # the second candidate blinks (0.25 s on, 0.25 s off)
@@ -516,3 +518,103 @@ def test_a_correction_held_for_a_photo_that_capture_does_not_keep_is_answered_as
     assert find_captured(folder, first) is not None and find_captured(folder, event_id) is None
     assert counts.total == 2 and event_id not in LabelStore(folder).all()
     assert run.agent.pending is not None and run.agent.pending.hold_seconds > 30.0
+
+
+def two_items_at_once(tmp_path: Path) -> Path:
+    """Frames of two items dropped on the tray 0.7 s apart, beside each other, lying still
+    together when the trigger fires: one fire, two boxes (as in tests/test_trigger.py)."""
+    from tests.test_trigger import Scene
+
+    frames = tmp_path / "frames"
+    frames.mkdir(parents=True)
+    floor = Scene(seed=71, noise=2.0)
+    places = [(60, 40), (150, 170)]  # (y, x) of each 56 px item
+    colours = [(200, 40, 40), (40, 60, 210)]
+    lands = [15, 22]  # the frame each starts to fall in
+    for k in range(50):
+        image = np.repeat(floor.render()[:, :, None], 3, axis=2)
+        for (y, x), colour, start in zip(places, colours, lands, strict=True):
+            if k >= start:
+                lift = max(0, 3 - (k - start)) * 40
+                top, bottom = max(0, y - lift), y - lift + 56  # falling in from above the view
+                item = np.clip(np.array(colour) + np.random.default_rng(x).integers(-20, 20, (56, 56, 1)), 0, 255)
+                if bottom > 0:
+                    image[top:bottom, x : x + 56] = item[56 - (bottom - top) :]
+        Image.fromarray(image.astype(np.uint8)).save(frames / f"frame-{k:06d}.png")
+    return frames
+
+
+def test_two_unsure_items_of_one_fire_are_asked_remotely_only_and_each_answer_labels_its_own_item(
+    tmp_path, mosquitto, subscriber_factory, caplog
+):
+    """One fire, two unsure items: nothing at the bin says which of them the lamps would ask
+    about, so a button answer could be the other item's and become this one's label. Each is
+    asked remotely only: no lamp lights, a press (even two) while it waits answers nothing
+    (said once at INFO), the question says ``at_the_bin: false``; a ``cmd/correct`` for each
+    labels exactly that item."""
+    data = base_config(tmp_path, two_items_at_once(tmp_path), port=mosquitto.port, mqtt=True)
+    data["camera"]["replay"]["mode"] = "sequence"
+    data["trigger"]["settle_seconds"] = 0.6
+    data["router"] = {"confidence_threshold": 1.0}  # every item of the tiny model is unsure
+    data["agent"]["exit_when_source_ends"] = False
+    data["capture"] = {"enabled": True, "mode": "all"}
+    data["ask"] = {"enabled": True, "timeout_seconds": 20.0, "buttons": COMPARTMENT_PINS, "leds": LAMP_PINS}
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    routes = config.router.compartments
+    answers = [c for c in CLASSES if routes[c] != config.router.fallback]
+    answers = [answers[0], next(c for c in answers if routes[c] != routes[answers[0]])]
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/#")
+    caplog.set_level("INFO", logger="bin_agent.ask")
+    asked = []
+    with Running(config) as run:
+        lamps = run.agent.asker.lights.leds
+        for n, label in enumerate(answers):
+            if n:
+                assert wait_until(lambda: run.agent.asker.waiting_for() not in (None, asked[0]["event_id"]), 30)
+            question = run.waiting()
+            asked.append(question)
+            assert question["at_the_bin"] is False
+            for _ in range(2 - n):  # two presses on the first item, one on the second
+                press(run.agent, COMPARTMENT_PINS[question["candidates"][0]])
+                time.sleep(0.05)
+            time.sleep(0.2)
+            assert run.agent.asker.waiting_for() == question["event_id"], "a press answers neither item"
+            assert not any(s.state for led in lamps.values() for s in led.pin.states), "no lamp lit, ever"
+            sub.publish("smartbin/test-bin/cmd/correct", json.dumps({"event_id": question["event_id"], "label": label}))
+        items = run.wait_items(2)
+        assert sub.wait_for(lambda: len(sub.on("test-bin/event")) == 2, 10)
+        assert wait_until(lambda: run.agent.capture.saved == 2, 15)
+        published = [json.loads(m.payload) for m in sub.on("test-bin/unsure")]
+        assert run.agent.state()["ask"] == {"asked": 2, "answered": 2}
+    ids = [q["event_id"] for q in asked]
+    assert len(set(ids)) == 2 and [item.event_id for item in items] == ids, "one fire, two items"
+    events = {e["id"]: e for e in (json.loads(m.payload) for m in sub.on("test-bin/event"))}
+    for event_id, label in zip(ids, answers, strict=True):
+        answer = events[event_id]["answer"]
+        assert (answer["label"], answer["source"], answer["exact"]) == (label, "mqtt", True), events[event_id]
+    labels = LabelStore(tmp_path / "state" / "capture").all()
+    assert {i: (labels[i]["label"], labels[i]["source"]) for i in labels} == {
+        ids[0]: (answers[0], "mqtt"),
+        ids[1]: (answers[1], "mqtt"),
+    }
+    assert published and all(q["at_the_bin"] is False for q in published), "the dashboard knows"
+    said = [r for r in caplog.records if "several items in view" in r.getMessage()]
+    assert [r.levelname for r in said] == ["INFO", "INFO"], "once per item, however many presses"
+
+
+def test_two_unsure_items_of_one_fire_without_a_remote_side_are_not_waited_for(tmp_path):
+    """As above, but no MQTT: nobody could answer either item (the buttons do not count), so
+    neither waits out its 20 s; each goes unanswered, marked ``needs_label`` for later."""
+    data = base_config(tmp_path, two_items_at_once(tmp_path), mqtt=False)
+    data["camera"]["replay"]["mode"] = "sequence"
+    data["trigger"]["settle_seconds"] = 0.6
+    data["router"] = {"confidence_threshold": 1.0}
+    data["ask"] = {"enabled": True, "timeout_seconds": 20.0, "buttons": COMPARTMENT_PINS, "leds": LAMP_PINS}
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    run = Running(config)
+    run.agent.asker.publish = None  # as build_agent leaves it without MQTT (Running records questions)
+    with run:
+        items = run.wait_items(2, timeout=15.0)
+        lamps = run.agent.asker.lights.leds
+        assert not any(s.state for led in lamps.values() for s in led.pin.states), "no lamp lit"
+    assert [(i.answer, i.payload()["needs_label"], i.payload()["asked"]) for i in items] == [(None, True, UNSURE)] * 2
