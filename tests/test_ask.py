@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -523,25 +522,9 @@ def test_a_correction_held_for_a_photo_that_capture_does_not_keep_is_answered_as
 def two_items_at_once(tmp_path: Path) -> Path:
     """Frames of two items dropped on the tray 0.7 s apart, beside each other, lying still
     together when the trigger fires: one fire, two boxes (as in tests/test_trigger.py)."""
-    from tests.test_trigger import Scene
+    from tests.test_trigger import two_items_dropped_apart
 
-    frames = tmp_path / "frames"
-    frames.mkdir(parents=True)
-    floor = Scene(seed=71, noise=2.0)
-    places = [(60, 40), (150, 170)]  # (y, x) of each 56 px item
-    colours = [(200, 40, 40), (40, 60, 210)]
-    lands = [15, 22]  # the frame each starts to fall in
-    for k in range(50):
-        image = np.repeat(floor.render()[:, :, None], 3, axis=2)
-        for (y, x), colour, start in zip(places, colours, lands, strict=True):
-            if k >= start:
-                lift = max(0, 3 - (k - start)) * 40
-                top, bottom = max(0, y - lift), y - lift + 56  # falling in from above the view
-                item = np.clip(np.array(colour) + np.random.default_rng(x).integers(-20, 20, (56, 56, 1)), 0, 255)
-                if bottom > 0:
-                    image[top:bottom, x : x + 56] = item[56 - (bottom - top) :]
-        Image.fromarray(image.astype(np.uint8)).save(frames / f"frame-{k:06d}.png")
-    return frames
+    return two_items_dropped_apart(tmp_path / "frames", [(200, 40, 40), (40, 60, 210)])
 
 
 def test_two_unsure_items_of_one_fire_are_asked_remotely_only_and_each_answer_labels_its_own_item(

@@ -14,8 +14,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -659,19 +660,25 @@ def test_a_large_bright_item_on_a_dark_floor_gets_its_own_box_not_the_whole_view
     was classified."""
     scene = Scene(seed=21, noise=3.0)
     scene.floor = scene.floor * np.float32(0.5)  # 35-72 grey levels: a dark bin floor
-    big = {"size": size, "level": 190.0, "seed": 5}
-    x, y = (W - size) // 2, (H - size) // 2
+    assert_one_box_for_a_large_item(
+        scene, Item(y=(H - size) // 2, x=(W - size) // 2, size=size, level=190.0, seed=5), arrives
+    )
+
+
+def assert_one_box_for_a_large_item(scene: Scene, item: Item, arrives: str) -> None:
+    """``item`` lands in the middle of ``scene`` at 2 s ("falling" from above the view, or
+    "at once" as a replayed photo): one fire, and its box is the item's square."""
 
     def script(t: float) -> tuple[list[Item], float]:
         if arrives == "falling":
-            return falling(t, 2.0, y, x, **big), 1.0
-        return ([Item(y=y, x=x, **big)] if t >= 2.0 else []), 1.0
+            return falling(t, 2.0, item.y, item.x, size=item.size, level=item.level, seed=item.seed), 1.0
+        return ([item] if t >= 2.0 else []), 1.0
 
     trigger = motion_trigger()
     fired = run(trigger, scene, script, 6.0, 10)
     assert len(fired) == 1, fired
-    item = (x / W, y / H, (x + size) / W, (y + size) / H)
-    assert trigger.item_boxes == (pytest.approx(item, abs=8 / W),)
+    square = (item.x / W, item.y / H, (item.x + item.size) / W, (item.y + item.size) / H)
+    assert trigger.item_boxes == (pytest.approx(square, abs=8 / W),)
 
 
 @pytest.mark.parametrize("arrives", ["falling", "at once"])
@@ -683,18 +690,9 @@ def test_a_large_black_item_on_a_bright_floor_gets_its_own_box_not_the_whole_vie
     floor)."""
     scene = Scene(seed=22, noise=3.0)
     scene.floor = np.clip(scene.floor * np.float32(1.6), 0, 255)  # 110-230 grey levels
-    black = {"size": size, "level": 12.0, "seed": 6}
-    x, y = (W - size) // 2, (H - size) // 2
-
-    def script(t: float) -> tuple[list[Item], float]:
-        if arrives == "falling":
-            return falling(t, 2.0, y, x, **black), 1.0
-        return ([Item(y=y, x=x, **black)] if t >= 2.0 else []), 1.0
-
-    trigger = motion_trigger()
-    fired = run(trigger, scene, script, 6.0, 10)
-    assert len(fired) == 1, fired
-    assert trigger.item_boxes == (pytest.approx((x / W, y / H, (x + size) / W, (y + size) / H), abs=8 / W),)
+    assert_one_box_for_a_large_item(
+        scene, Item(y=(H - size) // 2, x=(W - size) // 2, size=size, level=12.0, seed=6), arrives
+    )
 
 
 def test_drop_zone_only_motion_inside_counts_and_the_box_is_in_frame_fractions() -> None:
@@ -1584,6 +1582,29 @@ def test_an_item_that_rolls_on_after_it_fired_is_not_a_second_item() -> None:
     assert trigger.state == "empty"
 
 
+def two_items_dropped_apart(frames: Path, colours: Sequence[tuple[int, int, int]]) -> Path:
+    """Colour frames (``frames``, a new folder) of two 56 px items of ``colours`` dropped on a
+    noisy floor, the second 0.7 s after the first, beside it: both lie still together when
+    the trigger fires (one fire, two boxes)."""
+    from PIL import Image
+
+    frames.mkdir(parents=True)
+    floor = Scene(seed=71, noise=2.0)
+    places = [(60, 40), (150, 170)]  # (y, x) of each 56 px item
+    lands = [15, 22]  # the frame each starts to fall in: the second 0.7 s after the first, beside it
+    for k in range(50):
+        image = np.repeat(floor.render()[:, :, None], 3, axis=2)
+        for (y, x), colour, start in zip(places, colours, lands, strict=True):
+            if k >= start:
+                lift = max(0, 3 - (k - start)) * 40
+                top, bottom = max(0, y - lift), y - lift + 56  # falling in from above the view
+                item = np.clip(np.array(colour) + np.random.default_rng(x).integers(-20, 20, (56, 56, 1)), 0, 255)
+                if bottom > 0:
+                    image[top:bottom, x : x + 56] = item[56 - (bottom - top) :]
+        Image.fromarray(image.astype(np.uint8)).save(frames / f"frame-{k:06d}.png")
+    return frames
+
+
 @pytest.mark.parametrize(
     ("colours", "compartments", "reason"),
     [
@@ -1602,28 +1623,13 @@ def test_two_items_on_the_tray_are_two_events_and_one_tilt_takes_them_where_neit
     "shared_tray"``) and is counted there; where they agree (plastic and metal: packaging)
     they go there. Before, one event for the pair. The classes come from the crop's colour
     (a stand-in for the model, which is not what is tested)."""
-    from PIL import Image
 
     from bin_agent import preflight
     from bin_agent.agent import build_agent
     from bin_agent.classify.classifier import Classification
     from tests.helpers import base_config
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    floor = Scene(seed=71, noise=2.0)
-    places = [(60, 40), (150, 170)]  # (y, x) of each 56 px item
-    lands = [15, 22]  # the frame each starts to fall in: the second 0.7 s after the first, beside it
-    for k in range(50):
-        image = np.repeat(floor.render()[:, :, None], 3, axis=2)
-        for (y, x), (_, colour), start in zip(places, colours, lands):
-            if k >= start:
-                lift = max(0, 3 - (k - start)) * 40
-                top, bottom = max(0, y - lift), y - lift + 56  # falling in from above the view
-                item = np.clip(np.array(colour) + np.random.default_rng(x).integers(-20, 20, (56, 56, 1)), 0, 255)
-                if bottom > 0:
-                    image[top:bottom, x : x + 56] = item[56 - (bottom - top) :]
-        Image.fromarray(image.astype(np.uint8)).save(frames / f"frame-{k:06d}.png")
+    frames = two_items_dropped_apart(tmp_path / "frames", [colour for _, colour in colours])
     data = base_config(tmp_path, frames, mqtt=False)
     data["camera"]["replay"]["mode"] = "sequence"
     data["trigger"]["settle_seconds"] = 0.6
