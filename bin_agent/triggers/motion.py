@@ -1525,18 +1525,12 @@ class MotionTrigger:
             came = float(np.percentile(arrived, 25)) if arrived.size else -np.inf
             # Still arriving (a rolling item covers new blocks to its end) is not at rest.
             last = float(np.percentile(arrived, 90)) if arrived.size else -np.inf
-            moved = float(np.median(rested_at[part]))
-            # An item comes moving: its blocks moved when they first changed, or after. A part
-            # that first changed later without moving is the rest of what is there crossing
-            # the threshold late (the light's fit settling over a few frames once something
-            # large came into view), not a second item.
-            came_moving = moved >= came - TIME_TOLERANCE_SECONDS
-            timed.append((came, max(moved, last), came_moving, part))
+            timed.append((came, max(float(np.median(rested_at[part])), last), part))
         timed.sort(key=lambda one: one[0])
-        items = [timed[0][3].copy()]
+        items = [timed[0][2].copy()]
         rested = timed[0][1]
-        for came, rest, came_moving, part in timed[1:]:
-            if came_moving and came > rested + TIME_TOLERANCE_SECONDS:
+        for came, rest, part in timed[1:]:
+            if came > rested + TIME_TOLERANCE_SECONDS:
                 items.append(part.copy())  # it came after what was there had come to rest
                 rested = rest
             else:
