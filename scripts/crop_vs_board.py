@@ -6,9 +6,9 @@ board with its item, laid on the synthetic bin's floor; ``empty.jpg`` is the emp
 
 * **set 1's crops**: each capture of set 1 (``[capture] mode = "all"``: the region the
   agent classified, as a JPEG) against the board's own region in its frame, the pixels
-  that differ from the empty bin, brought to the model's shape as the agent brings an
-  item's box (:func:`bin_agent.geometry.crop_box`). Counts the crops within a block of it
-  and those 48 px or more wider or taller (the floor around the item classified with it;
+  that differ from the empty bin, brought to the model's shape by the agent's own
+  :func:`bin_agent.agent.region_to_classify` (the default ``[camera]``). Counts the crops
+  within 16 px of it and those 48 px or more wider or taller (the floor around the item classified with it;
   a crop of the whole view is 640 px wide);
 * **set 2 on the board's own region**: set 2's frames classified on that region, by the
   model the agent ran (all its views): what a trigger whose box were exact would give,
@@ -35,10 +35,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bin_agent.agent import region_to_classify  # noqa: E402
 from bin_agent.classify.classifier import Classifier, ModelFiles  # noqa: E402
 from bin_agent.classify.preprocess import load_image  # noqa: E402
+from bin_agent.config import CameraSection  # noqa: E402
 from bin_agent.errors import BinAgentError, run_script  # noqa: E402
-from bin_agent.geometry import PixelBox, crop_box  # noqa: E402
+from bin_agent.geometry import PixelBox  # noqa: E402
 
 DIFFERENCE = 30
 """Grey levels, summed over the channels, by which a board's pixel differs from the empty bin."""
@@ -49,8 +51,8 @@ FAR = 48
 
 
 def board_region(frame: np.ndarray, empty: np.ndarray, classifier: Classifier) -> PixelBox | None:
-    """The board's region in ``frame`` (against ``empty``), brought to the model's shape as
-    the agent brings an item's box; ``None`` when nothing differs."""
+    """The board's region in ``frame`` (against ``empty``), as the agent would classify it
+    were the trigger's box the board's; ``None`` when nothing differs."""
     differs = np.abs(frame.astype(np.int16) - empty.astype(np.int16)).sum(axis=-1) > DIFFERENCE
     rows = np.flatnonzero(differs.mean(axis=1) > SHARE)
     cols = np.flatnonzero(differs.mean(axis=0) > SHARE)
@@ -58,9 +60,7 @@ def board_region(frame: np.ndarray, empty: np.ndarray, classifier: Classifier) -
         return None
     height, width = frame.shape[:2]
     box = (cols[0] / width, rows[0] / height, (cols[-1] + 1) / width, (rows[-1] + 1) / height)
-    spec = classifier.spec
-    aspect = spec.input_size[1] / spec.input_size[0]
-    return crop_box((width, height), box, 0.0, aspect=aspect, stretch=spec.item_stretch)
+    return region_to_classify(CameraSection(), classifier.spec, frame.shape, box)
 
 
 def main() -> int:

@@ -126,6 +126,9 @@ for the most common ratio of frame to background: the floor's unchanged blocks a
 about 1 % (a 4x4 block's noise on a dark floor), an item's spread over tens of per cent."""
 
 
+_LOG_QUARTER = float(np.log(0.25))
+
+
 def _common_level(ratio: np.ndarray) -> float:
     """The most common value of ``ratio`` (> 0) between the light's bounds (1/4 to 4, as
     the gain is clipped): the middle of the fullest :data:`LEVEL_BIN` in log ratio,
@@ -134,10 +137,9 @@ def _common_level(ratio: np.ndarray) -> float:
     inside = ratio[(ratio > 0.25) & (ratio < 4.0)]
     if inside.size == 0:
         return float(np.median(ratio))
-    low = np.log(0.25)
-    counts = np.bincount(((np.log(inside) - low) / LEVEL_BIN).astype(np.intp))
+    counts = np.bincount(((np.log(inside) - _LOG_QUARTER) / LEVEL_BIN).astype(np.intp))
     smoothed = np.convolve(counts, np.ones(3, np.intp), mode="same")
-    return float(np.exp(low + (int(np.argmax(smoothed)) + 0.5) * LEVEL_BIN))
+    return float(np.exp(_LOG_QUARTER + (int(np.argmax(smoothed)) + 0.5) * LEVEL_BIN))
 
 
 def _robust_plane(basis: np.ndarray, valid: np.ndarray, ratio: np.ndarray) -> tuple[float, float, float] | None:
@@ -925,8 +927,8 @@ class MotionTrigger:
         fires, largest first: its patch blocks (:func:`_clustered`) as the items that
         arrived apart (:meth:`_by_arrival`), each of an item's area (``min_area_in_force``);
         a smaller one is no item of its own (a crumb, a part of an item seen in pieces) and
-        is in no box. What arrived together is one item, however far apart its blocks lie. Parts each smaller than an item that
-        fired together are one item, all of it. Each item is its blocks of some contrast,
+        is in no box. What arrived together is one item, however far apart its blocks lie.
+        Parts each smaller than an item that fired together are one item, all of it. Each item is its blocks of some contrast,
         not the faint halo of a low threshold (blocks its edge only touches, blur):
         :data:`BOX_CONTRAST` of its own strong contrast, so a faint item beside a strong
         one keeps its blocks."""
