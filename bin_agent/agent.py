@@ -10,9 +10,10 @@ The loop reads top to bottom, once per frame::
         route = router.route(...)    # class → compartment, or the fallback
         asked = self.ask(...)        # unsure: a person may answer (bin_agent.ask)
         chute.wait_for_chute()       # the previous item's sort is over: one at a time
-        store.record_event(...)      # durable outbox + counts: one transaction, one sync
-        mqtt.wake()                  # published while the mechanics move
+        store.record_event(...)      # outbox + counts: one transaction, committed
         chute.start(route.compartment, done=store.mark_actuated)  # servo in a thread
+        store.sync()                 # the commit's one sync, while the servo starts
+        mqtt.wake()                  # published while the mechanics move
         trigger.item_taken_away()    # if the sort moves it: the tray tilts in view
         mqtt.publish_state()         # never blocks sorting
 
@@ -25,7 +26,12 @@ lands in another class's compartment; each event names the compartment it went t
 (and ``reason: "shared_tray"`` where they disagreed).
 
 The item is recorded before the mechanics move: one inside the servo when the
-power goes is counted and its event is in the outbox. Its ``time`` is the
+power goes is counted and its event is in the outbox. The record is committed
+before the servo's command and synced to the card right after it (the servo
+waits for no card): a servo takes a new pulse width at its next period (20 ms)
+and then needs hundreds of milliseconds to move an item, so a power cut before
+the sync ends finds the item where it was, counted or not, never counted in
+the wrong place; the event leaves for MQTT only once synced. Its ``time`` is the
 moment of the decision. The loop does not wait for the servo's travel and dwell
 (it goes on reading frames); only the next item waits for the chute, and a stop
 waits for the sort in progress.
@@ -352,8 +358,9 @@ class Agent:
         # The previous item must be through the chute before these are counted.
         with self.notifier.keepalive(self.sort_limit_seconds - self._chute.busy_seconds()):
             self._chute.wait_for_chute()
-        # Recorded (one transaction, one sync each) before anything moves: an item in the
-        # servo when the power goes is counted and its event is in the outbox.
+        # Recorded (one transaction each) before anything moves: an item in the servo when
+        # the power goes is counted and its event is in the outbox. Committed now, synced
+        # once the servo has its command (below): the command does not wait for the card.
         seqs = []
         numbers = []
         for one in decided:
@@ -366,10 +373,9 @@ class Agent:
                     label=one.counted_label,
                     compartment=route.compartment,
                     fallback=route.fallback,
+                    durable=False,
                 )
             )
-            if self.mqtt is not None:
-                self.mqtt.wake()  # the event goes out while the mechanics move
             self.items_sorted += 1
             numbers.append(self.items_sorted)
             # With print_events the line below already says it: keep the log quiet.
@@ -394,6 +400,9 @@ class Agent:
             log.debug("item %s: sorted into %s in %.0f ms", which, compartment, seconds * 1000.0)
 
         self._chute.start(compartment, sorted_)
+        self.store.sync()  # the records' one sync, while the servo takes its command
+        if self.mqtt is not None:
+            self.mqtt.wake()  # the events go out while the mechanics move
         if self.sorter.takes_the_item:  # the tray the camera watches tilts: the trigger must know
             self.trigger.item_taken_away()
         self._watch_storage()

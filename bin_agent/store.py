@@ -10,7 +10,10 @@ now counted as (``counted_as``) in one transaction (:meth:`Store.adjust_counts`)
 
 **One sync per item.** The database runs in WAL mode. The transaction that
 records an item is committed with ``synchronous=FULL`` (the WAL is fsynced: it
-survives a power cut). Everything whose loss costs nothing is committed without
+survives a power cut), or, for the agent, committed first and synced by
+:meth:`Store.sync` right after the mechanics are commanded (``durable=False``):
+the servo then waits for the commit, not for the card, and the pump hands out
+no event before its sync. Everything whose loss costs nothing is committed without
 a sync (``synchronous=NORMAL``) and becomes durable with the next synced commit:
 the "sorted" mark after the mechanics moved (:meth:`Store.mark_actuated`) and the
 deletes of acknowledged events, which are also grouped (one transaction per
@@ -326,6 +329,9 @@ class Store:
         self._last_item: str | None = None
         self._db_pending = 0  # outbox rows in the database
         self._last_seq = 0  # highest event number handed out (database or memory)
+        # The first event committed without its sync (record_event(durable=False)) while
+        # sync() has not run since; the pump is handed nothing from it on.
+        self._unsynced_from: int | None = None
         self._dropped_saved = 0  # outbox_dropped as stored in the database
         self._database_id = ""
         self._failing_since: float | None = None  # wall clock, shown in health()
@@ -642,11 +648,15 @@ class Store:
         label: str,
         compartment: str,
         fallback: bool,
+        durable: bool = True,
     ) -> int:
         """Queue an event and count it, atomically: one transaction, one sync.
 
         Called before the mechanics move: an item that is inside the servo when
-        the power goes is counted and published. Never fails for a full disk or
+        the power goes is counted and published. ``durable=False`` commits it
+        without the sync (a crash of the process keeps it; a power cut may not):
+        :meth:`sync` syncs it, and until then :meth:`pending` does not hand it
+        out, so no event leaves the bin before it is on the card. Never fails for a full disk or
         a failing database: the event and its counts are then held in memory and
         written with the next commit that succeeds. A duplicate ``event_id``
         raises :class:`sqlite3.IntegrityError`.
@@ -668,7 +678,7 @@ class Store:
             event = _HeldEvent(self._last_seq, event_id, topic, text, self._clock(), synced)
             if self._writable() and not self._unsaved:
                 try:
-                    with self._transaction():
+                    with self._transaction(durable=durable):
                         # Deletes of acknowledged events ride along (no extra commit).
                         deleted = self._delete_acknowledged()
                         unsynced_after = self._mind_the_clock([event], synced)
@@ -692,16 +702,45 @@ class Store:
                     self._counted_as.update(rows)
                     self._last_item = text
                     self._item_rows[event.seq] = item_row
-                    self._write_marker()
+                    if durable:
+                        self._unsynced_from = None  # the sync covered every earlier commit
+                        self._write_marker()
+                    elif self._unsynced_from is None:
+                        self._unsynced_from = event.seq
                     self._keep_room()
                     return event.seq
             # The database cannot take it now: hold it, then try everything held in one go.
             # (History and fill counts are not held: they miss the items of a full disk.)
+            self.sync()  # held events are handed out at once: earlier ones must be first
             self._hold(event, deltas, text)
             self._unsaved.counted_as.update(rows)
             self._counted_as.update(rows)
             self._flush()
             return event.seq
+
+    def sync(self) -> None:
+        """Make the events recorded with ``durable=False`` survive a power cut (one
+        ``fsync`` of the WAL, then the marker) and let the pump have them. Nothing to do
+        when every commit was synced. The lock is not held while the card syncs (the
+        pump's acknowledgements go on). A failed sync is logged: the events are
+        published anyway (the process holds them), but a power cut may lose them here."""
+        with self._lock:
+            if self._unsynced_from is None:
+                return
+            covered = self._last_seq
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("%s: the recorded items could not be synced (%s): a power cut may lose them", self.path, exc)
+        with self._lock:
+            if self._unsynced_from is not None:
+                # An event recorded while the card synced waits for the next sync.
+                self._unsynced_from = covered + 1 if self._last_seq > covered else None
+            self._write_marker()
 
     def mark_actuated(self, seq: int) -> None:
         """The mechanics finished sorting event ``seq``: say so in its history item.
@@ -918,12 +957,14 @@ class Store:
         with self._lock:
             entries: list[OutboxEntry] = []
             after = after_seq
+            # Not yet synced (record_event(durable=False)): not handed out before sync().
+            below = self._unsynced_from if self._unsynced_from is not None else 1 << 62
             while self._db is not None and len(entries) < limit:
                 want = limit - len(entries)
                 try:
                     rows = self._db_execute(
-                        "SELECT seq, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (after, want),
+                        "SELECT seq, event_id, topic, payload FROM outbox WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+                        (after, below, want),
                     ).fetchall()
                 except sqlite3.Error as exc:
                     self._storage_failed(exc)
@@ -942,9 +983,11 @@ class Store:
 
     @property
     def last_seq(self) -> int:
-        """The highest event number handed out so far: an event numbered after the last
-        one the pump read is new to it (without a query)."""
-        return self._last_seq
+        """The highest event number the pump may have: an event numbered after the last
+        one the pump read is new to it (without a query). One recorded without its
+        sync counts from :meth:`sync` on."""
+        unsynced_from = self._unsynced_from
+        return self._last_seq if unsynced_from is None else unsynced_from - 1
 
     def pending_count(self) -> int:
         with self._lock:
@@ -1001,6 +1044,7 @@ class Store:
     def close(self) -> None:
         """Write what is held if possible, close the database, release the lock."""
         with self._lock:
+            self.sync()
             if self._unsaved or self._acked:
                 self._flush()
                 if self._unsaved:

@@ -33,9 +33,9 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     report = json.loads(result.stdout)
     print(json.dumps(report, indent=2))  # the figures, for the log
     assert report["mode"] == "quick" and report["views"] == 4
-    for stage in ("trigger", "crop", "preprocess", "invoke", "route", "record", "servo", "publish"):
+    for stage in ("trigger", "crop", "preprocess", "invoke", "route", "record", "servo", "sync", "publish"):
         assert stage in report["stages_ms"], stage
-    for stage in ("crop", "preprocess", "invoke", "route", "record", "servo", "publish"):
+    for stage in ("crop", "preprocess", "invoke", "route", "record", "servo", "sync", "publish"):
         assert report["stages_ms"][stage]["n"] == 3, f"{stage}: timed for every item"
     assert report["path_ms"]["n"] == 3 and report["event_ms"]["n"] == 3, "every item's event reached MQTT"
     # settled -> servo command comes before settled -> event handed to MQTT, whatever their order in the agent

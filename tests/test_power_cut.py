@@ -146,6 +146,54 @@ def test_the_event_is_delivered_while_the_servo_still_moves(tmp_path, few_photos
         )
 
 
+def test_the_servo_does_not_wait_for_a_slow_card_and_no_event_leaves_before_its_sync(
+    tmp_path, few_photos, mosquitto, subscriber_factory, monkeypatch
+):
+    """A card that takes 0.3 s to sync (SD cards stall like that): each item's servo
+    command comes while its record syncs, and its event reaches the broker only after
+    the sync (a power cut before it may lose the record, never leave an event out there
+    the bin no longer has). Before: the commit's own sync came first, the servo waited."""
+    sub = subscriber_factory(mosquitto.port, "smartbin/test-bin/event")
+    data = sorting_config(tmp_path, few_photos, port=mosquitto.port, mqtt=True, dwell=0.3)
+    data["camera"]["replay"].update({"loop": False})
+    config = preflight.load_dict(data, base_dir=tmp_path)
+    syncs: list[tuple[float, float]] = []
+    real_fsync = os.fsync
+
+    def slow_card(fd: int) -> None:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            return real_fsync(fd)
+        started = time.monotonic()
+        time.sleep(0.3)
+        real_fsync(fd)
+        syncs.append((started, time.monotonic()))
+        return None
+
+    monkeypatch.setattr(os, "fsync", slow_card)
+    agent = build_agent(config, out=open(os.devnull, "w"))  # noqa: SIM115 - closed with the process
+    assert agent.mqtt is not None and agent.mqtt.wait_connected(10)
+    commands: list[float] = []
+    real_sort = agent.sorter.sort
+
+    def timed_sort(compartment: str) -> None:
+        commands.append(time.monotonic())
+        real_sort(compartment)
+
+    agent.sorter.sort = timed_sort  # type: ignore[method-assign]  # timing only; the real servo moves
+    delivered: list[float] = []
+    sub.client.on_message = lambda client, userdata, message: delivered.append(time.monotonic())
+    assert agent.run() == 0
+    assert len(commands) == 3 and sub.wait_for(lambda: len(delivered) == 3, 10)
+    assert len(syncs) == 3, f"one sync of the WAL per item, by the agent: {len(syncs)}"
+    for command, (sync_started, sync_ended), arrived in zip(commands, syncs, sorted(delivered), strict=True):
+        assert command < sync_ended, "the servo's command waited for the card"
+        assert arrived > sync_ended, "the event left before its record was synced"
+        print(
+            f"servo {1000 * (command - sync_started):+.0f} ms after the sync began; "
+            f"event {1000 * (arrived - sync_ended):+.0f} ms after it ended"
+        )
+
+
 # Where the power-cut test kills the agent: seconds after the agent printed an item's
 # line (printed right after the item's commit). With ``sorting_config(dwell=0.3)`` an
 # item is recorded every 1.8 s (1.2 s shown + 0.6 s empty floor) and its sort takes

@@ -21,9 +21,12 @@ import sys, time
 from bin_agent.store import Store
 store = Store(sys.argv[1])
 first, count = int(sys.argv[2]), int(sys.argv[3])
+durable = sys.argv[5] == "durable"
 for n in range(first, first + count):
     seq = store.record_event(event_id=f"id-{n}", topic="t/event", payload={"n": n, "pad": "x" * 400},
-                             label="glass", compartment="glass", fallback=False)
+                             label="glass", compartment="glass", fallback=False, durable=durable)
+    if sys.argv[5] == "commit, then sync()":
+        store.sync()  # as the agent does, once the servo has its command
     store.mark_actuated(seq)
 print("recorded", flush=True)
 if sys.argv[4] == "wait":
@@ -32,20 +35,20 @@ store.close()
 """
 
 
-def run_child(path: Path, first: int, count: int, then: str = "close") -> subprocess.Popen[str]:
+def run_child(path: Path, first: int, count: int, then: str = "close", how: str = "durable") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", RECORD_ITEMS, str(path), str(first), str(count), then],
+        [sys.executable, "-c", RECORD_ITEMS, str(path), str(first), str(count), then, how],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
 
 
-def syncs_of(path: Path, first: int, count: int) -> int:
+def syncs_of(path: Path, first: int, count: int, how: str = "durable") -> int:
     trace = path.with_name("strace.out")
     subprocess.run(
         ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(trace), sys.executable, "-c", RECORD_ITEMS]
-        + [str(path), str(first), str(count), "close"],
+        + [str(path), str(first), str(count), "close", how],
         check=True,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
@@ -54,18 +57,59 @@ def syncs_of(path: Path, first: int, count: int) -> int:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-def test_every_recorded_item_is_synced_once(tmp_path):
+@pytest.mark.parametrize("how", ["durable", "commit, then sync()"])
+def test_every_recorded_item_is_synced_once(tmp_path, how):
     """Each item's commit reaches the disk (``synchronous=FULL``: a power cut keeps
-    it), and costs one sync, not three (no synced marker, no second commit)."""
+    it), and costs one sync, not three (no synced marker, no second commit); the same
+    when the agent commits it first and syncs it once the servo has its command."""
     path = tmp_path / "bin-agent.db"
     make_database(path, 1)
-    base = syncs_of(path, 100, 0)
+    base = syncs_of(path, 100, 0, how)
     items = 60
-    loaded = syncs_of(path, 200, items)
+    loaded = syncs_of(path, 200, items, how)
     per_item = (loaded - base) / items
     print(f"syncs per item: {per_item:.2f} ({loaded} for {items} items, {base} for open+close)")
     assert per_item >= 1.0, "an item's commit was not synced: a power cut loses it"
     assert per_item < 1.5, f"{per_item:.2f} syncs per item (one is the promise)"
+
+
+def test_an_item_committed_before_its_sync_is_not_handed_out_until_synced_and_a_sigkill_keeps_it(tmp_path):
+    """``record_event(durable=False)``: the pump sees nothing of it (``pending``,
+    ``last_seq``) until :meth:`Store.sync`, and a SIGKILL before the sync keeps it
+    (the commit is the kernel's, only a power cut may lose it)."""
+    store = Store(tmp_path / "bin-agent.db")
+    try:
+        record(store, 1)
+        first = store.last_seq
+        seq = store.record_event(
+            event_id="id-2",
+            topic="t/event",
+            payload={"n": 2},
+            label="glass",
+            compartment="glass",
+            fallback=False,
+            durable=False,
+        )
+        assert [e.event_id for e in store.pending()] == ["id-1"] and store.last_seq == first
+        store.sync()
+        assert [e.event_id for e in store.pending()] == ["id-1", "id-2"] and store.last_seq == seq
+    finally:
+        store.close()
+    path = tmp_path / "killed.db"
+    child = run_child(path, 0, 3, then="wait", how="commit, no sync")
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    again = Store(path)
+    try:
+        assert [e.event_id for e in again.pending()] == ["id-0", "id-1", "id-2"]
+        assert again.counts().total == 3 and again.incident is None
+    finally:
+        again.close()
 
 
 def test_a_database_rolled_back_after_a_sigkill_is_detected(tmp_path):

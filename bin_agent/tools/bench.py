@@ -7,9 +7,10 @@ a replay source for the frames, a real mosquitto on loopback for the broker):
 
 * **the item path**: from the settled frame to the servo command
   (``path_ms``: trigger, crop, preprocess, ``invoke()`` x views, route, the
-  record, then ``servo``: from the record to the command in the sort's thread)
-  and to the event handed to MQTT (``event_ms``; ``publish``: from the record
-  to the hand-over to paho), split by stage, against the bare ``invoke()`` of
+  record's commit, then ``servo``: from the record to the command in the sort's
+  thread) and to the event handed to MQTT (``event_ms``; ``publish``: from the
+  record to the hand-over to paho, after ``sync``, the record's sync, which runs
+  while the servo takes its command), split by stage, against the bare ``invoke()`` of
   the same interpreter in the same run: ``path_ratio = path_ms / (views x bare invoke)``;
 * **the trigger**: ``update()`` per 320x240 frame of an empty bin, as configured (a quiet
   bin is looked at every ``idle_look_seconds``: ``trigger_us_per_frame``, whose mean is the
@@ -266,6 +267,8 @@ class Stamps:
         self.servo: float | None = None
         self.recording: float | None = None
         self.recorded: float | None = None
+        self.syncing: float | None = None
+        self.synced: float | None = None
         self.published: float | None = None
         self._event = threading.Event()
         self._servo_event = threading.Event()
@@ -282,6 +285,9 @@ class Stamps:
             "record_event",
             before=lambda *a, **k: self._set("recording"),
             after=lambda *a, **k: self._set("recorded"),
+        )
+        self._hook(
+            agent.store, "sync", before=lambda *a, **k: self._set("syncing"), after=lambda *a, **k: self._set("synced")
         )
         if agent.mqtt is not None:
 
@@ -311,7 +317,7 @@ class Stamps:
         self._restore.append(lambda: delattr(owner, name))
 
     def reset(self) -> None:
-        self.servo = self.recording = self.recorded = self.published = None
+        self.servo = self.recording = self.recorded = self.syncing = self.synced = self.published = None
         self._event.clear()
         self._servo_event.clear()
 
@@ -342,7 +348,9 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
     bare_invoke.times_ms(5)  # warm-up: the first invokes allocate
     agent.handle_item(image, "bench-warm-up", 0.0, agent.regions_to_classify(image)[0])
     stamps = Stamps(agent)
-    stages = {name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "servo", "publish")}
+    stages = {
+        name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "servo", "sync", "publish")
+    }
     path, event, bare = Figures(), Figures(), Figures()
     trigger_ms = trigger_us / 1000.0
     try:
@@ -370,6 +378,8 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
             assert stamps.servo is not None and stamps.recording is not None and stamps.recorded is not None
             stages["record"].add((stamps.recorded - stamps.recording) * 1000.0)
             stages["servo"].add((stamps.servo - stamps.recorded) * 1000.0)
+            if stamps.syncing is not None and stamps.synced is not None:
+                stages["sync"].add((stamps.synced - stamps.syncing) * 1000.0)
             path.add(trigger_ms + (stamps.servo - started) * 1000.0)
             if stamps.published is not None:
                 stages["publish"].add((stamps.published - stamps.recorded) * 1000.0)
