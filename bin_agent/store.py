@@ -329,8 +329,11 @@ class Store:
         self._last_item: str | None = None
         self._db_pending = 0  # outbox rows in the database
         self._last_seq = 0  # highest event number handed out (database or memory)
+        # The highest event number the pump may be handed: committed and synced (or held in
+        # memory); set under the lock, read without it (last_seq).
+        self._readable_seq = 0
         # The first event committed without its sync (record_event(durable=False)) while
-        # sync() has not run since; the pump is handed nothing from it on.
+        # sync() has not run since.
         self._unsynced_from: int | None = None
         self._dropped_saved = 0  # outbox_dropped as stored in the database
         self._database_id = ""
@@ -444,6 +447,7 @@ class Store:
         # later can never collide with a row already there.
         known = marker.get("last_seq") if marker else None
         self._last_seq = (known if isinstance(known, int) else 0) + (1 << 32)
+        self._readable_seq = self._last_seq
         self._storage_failed(exc)
 
     def _missing_or_truncated(self) -> tuple[str, str] | None:
@@ -511,6 +515,7 @@ class Store:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._db_pending = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._last_seq = max(self._last_seq, self._db_sequence())
+        self._readable_seq = self._last_seq
         self._database_id = meta.get("database_id", "")
         self._dropped_saved = int(meta.get("outbox_dropped", "0"))
         # Held-back changes (a retry after a full disk) stay on top of the database's.
@@ -704,6 +709,7 @@ class Store:
                     self._item_rows[event.seq] = item_row
                     if durable:
                         self._unsynced_from = None  # the sync covered every earlier commit
+                        self._readable_seq = event.seq
                         self._write_marker()
                     elif self._unsynced_from is None:
                         self._unsynced_from = event.seq
@@ -713,6 +719,7 @@ class Store:
             # (History and fill counts are not held: they miss the items of a full disk.)
             self.sync()  # held events are handed out at once: earlier ones must be first
             self._hold(event, deltas, text)
+            self._readable_seq = event.seq
             self._unsaved.counted_as.update(rows)
             self._counted_as.update(rows)
             self._flush()
@@ -737,6 +744,7 @@ class Store:
         except OSError as exc:
             log.error("%s: the recorded items could not be synced (%s): a power cut may lose them", self.path, exc)
         with self._lock:
+            self._readable_seq = max(self._readable_seq, covered)
             if self._unsynced_from is not None:
                 # An event recorded while the card synced waits for the next sync.
                 self._unsynced_from = covered + 1 if self._last_seq > covered else None
@@ -957,8 +965,8 @@ class Store:
         with self._lock:
             entries: list[OutboxEntry] = []
             after = after_seq
-            # Not yet synced (record_event(durable=False)): not handed out before sync().
-            below = self._unsynced_from if self._unsynced_from is not None else 1 << 62
+            # Nothing beyond last_seq: not yet synced (record_event(durable=False)) until sync().
+            below = self._readable_seq + 1
             while self._db is not None and len(entries) < limit:
                 want = limit - len(entries)
                 try:
@@ -983,11 +991,11 @@ class Store:
 
     @property
     def last_seq(self) -> int:
-        """The highest event number the pump may have: an event numbered after the last
-        one the pump read is new to it (without a query). One recorded without its
-        sync counts from :meth:`sync` on."""
-        unsynced_from = self._unsynced_from
-        return self._last_seq if unsynced_from is None else unsynced_from - 1
+        """The highest event number the pump may have (:meth:`pending` hands out none
+        above it): an event numbered after the last one the pump read is new to it
+        (without a query). It counts once committed and synced, or held in memory: one
+        recorded without its sync counts from :meth:`sync` on, one being committed not yet."""
+        return self._readable_seq
 
     def pending_count(self) -> int:
         with self._lock:

@@ -112,6 +112,46 @@ def test_an_item_committed_before_its_sync_is_not_handed_out_until_synced_and_a_
         again.close()
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_last_seq_never_names_an_event_pending_does_not_hand_out(tmp_path, durable):
+    """What the MQTT pump relies on: it reads ``last_seq`` without the lock, then
+    ``pending()``, and takes everything up to ``last_seq`` as read. Read while another
+    thread records and syncs, ``last_seq`` must never name an event that ``pending()``
+    then leaves out (one committed but not yet synced), or that event waits in the
+    outbox until the next one comes."""
+    import threading
+
+    store = Store(tmp_path / "bin-agent.db")
+    done = threading.Event()
+    missed: list[int] = []
+
+    def pump() -> None:
+        while not done.is_set():
+            newest = store.last_seq
+            handed = {entry.seq for entry in store.pending(0, 100_000)}
+            missed.extend(seq for seq in range(1, newest + 1) if seq not in handed)
+
+    reader = threading.Thread(target=pump)
+    reader.start()
+    try:
+        for n in range(300):
+            store.record_event(
+                event_id=f"id-{n}",
+                topic="t/event",
+                payload={"n": n},
+                label="glass",
+                compartment="glass",
+                fallback=False,
+                durable=durable,
+            )
+            store.sync()
+    finally:
+        done.set()
+        reader.join(10)
+        store.close()
+    assert not missed, f"last_seq named {len(set(missed))} event(s) pending() did not hand out"
+
+
 def test_a_database_rolled_back_after_a_sigkill_is_detected(tmp_path):
     """The marker is rewritten after every commit: events committed just before a
     SIGKILL and then lost with the -wal (deleted, or an older copy put back) are
