@@ -149,7 +149,7 @@ def test_the_event_is_delivered_while_the_servo_still_moves(tmp_path, few_photos
 def test_the_servo_does_not_wait_for_a_slow_card_and_no_event_leaves_before_its_sync(
     tmp_path, few_photos, mosquitto, subscriber_factory, monkeypatch
 ):
-    """A card that takes 0.3 s to sync (SD cards stall like that): each item's servo
+    """A card that takes 0.3 s to sync (a slow or busy SD card): each item's servo
     command comes while its record syncs, and its event reaches the broker only after
     the sync (a power cut before it may lose the record, never leave an event out there
     the bin no longer has). Before: the commit's own sync came first, the servo waited."""
