@@ -44,6 +44,17 @@ def run_child(path: Path, first: int, count: int, then: str = "close", how: str 
     )
 
 
+def sigkill_once_recorded(child: subprocess.Popen[str]) -> None:
+    """SIGKILL a ``run_child(..., then="wait")`` once it has said its items are recorded."""
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def syncs_of(path: Path, first: int, count: int, how: str = "durable") -> int:
     trace = path.with_name("strace.out")
     subprocess.run(
@@ -96,14 +107,7 @@ def test_an_item_committed_before_its_sync_is_not_handed_out_until_synced_and_a_
     finally:
         store.close()
     path = tmp_path / "killed.db"
-    child = run_child(path, 0, 3, then="wait", how="commit, no sync")
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    sigkill_once_recorded(run_child(path, 0, 3, then="wait", how="commit, no sync"))
     again = Store(path)
     try:
         assert [e.event_id for e in again.pending()] == ["id-0", "id-1", "id-2"]
@@ -158,14 +162,7 @@ def test_a_database_rolled_back_after_a_sigkill_is_detected(tmp_path):
     noticed at the next start, not taken for a normal restart."""
     path = tmp_path / "bin-agent.db"
     make_database(path, 3)  # closed: checkpointed into the file
-    child = run_child(path, 3, 5, then="wait")
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    sigkill_once_recorded(run_child(path, 3, 5, then="wait"))
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink()  # the last 5 events were only in the WAL
     store = Store(path)
