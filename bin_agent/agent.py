@@ -399,8 +399,10 @@ class Agent:
             self.indicators.ready()
             log.debug("item %s: sorted into %s in %.0f ms", which, compartment, seconds * 1000.0)
 
-        self._chute.start(compartment, sorted_)
-        self.store.sync()  # the records' one sync, while the servo takes its command
+        try:
+            self._chute.start(compartment, sorted_)
+        finally:  # recorded: synced and published whether or not the sort could start
+            self.store.sync()  # the records' one sync, while the servo takes its command
         if self.mqtt is not None:
             self.mqtt.wake()  # the events go out while the mechanics move
         if self.sorter.takes_the_item:  # the tray the camera watches tilts: the trigger must know
