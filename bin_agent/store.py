@@ -335,6 +335,7 @@ class Store:
         # The first event committed without its sync (record_event(durable=False)) while
         # sync() has not run since.
         self._unsynced_from: int | None = None
+        self._sync_failed_at: float | None = None  # monotonic time of the last "could not be synced" line
         self._dropped_saved = 0  # outbox_dropped as stored in the database
         self._database_id = ""
         self._failing_since: float | None = None  # wall clock, shown in health()
@@ -742,7 +743,10 @@ class Store:
             finally:
                 os.close(fd)
         except OSError as exc:
-            log.error("%s: the recorded items could not be synced (%s): a power cut may lose them", self.path, exc)
+            now = time.monotonic()  # one line per REMINDER_SECONDS on a card that keeps failing
+            if self._sync_failed_at is None or now - self._sync_failed_at >= REMINDER_SECONDS:
+                self._sync_failed_at = now
+                log.error("%s: the recorded items could not be synced (%s): a power cut may lose them", self.path, exc)
         with self._lock:
             self._readable_seq = max(self._readable_seq, covered)
             if self._unsynced_from is not None:

@@ -156,6 +156,43 @@ def test_last_seq_never_names_an_event_pending_does_not_hand_out(tmp_path, durab
     assert not missed, f"last_seq named {len(set(missed))} event(s) pending() did not hand out"
 
 
+def test_a_card_that_fails_the_sync_still_gets_the_events_out_and_says_so_once(tmp_path, monkeypatch, caplog):
+    """``fsync`` of the WAL fails (EIO, a worn card): the events committed before it are
+    still handed to the pump (the process holds them; holding them back would lose them
+    for good), and the log says once that a power cut may lose them, not once per item."""
+    import errno
+    import logging
+
+    real_fsync = os.fsync
+
+    def failing_card(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    store = Store(tmp_path / "bin-agent.db")
+    monkeypatch.setattr(os, "fsync", failing_card)
+    try:
+        with caplog.at_level(logging.ERROR, logger="bin_agent.store"):
+            for n in range(3):
+                store.record_event(
+                    event_id=f"id-{n}",
+                    topic="t/event",
+                    payload={"n": n},
+                    label="glass",
+                    compartment="glass",
+                    fallback=False,
+                    durable=False,
+                )
+                store.sync()
+        assert [e.event_id for e in store.pending()] == ["id-0", "id-1", "id-2"]
+        said = [r.getMessage() for r in caplog.records if "could not be synced" in r.getMessage()]
+        assert len(said) == 1 and "a power cut may lose them" in said[0], said
+    finally:
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        store.close()
+
+
 def test_a_database_rolled_back_after_a_sigkill_is_detected(tmp_path):
     """The marker is rewritten after every commit: events committed just before a
     SIGKILL and then lost with the -wal (deleted, or an older copy put back) are
