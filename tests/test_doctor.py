@@ -167,10 +167,25 @@ def test_unwritable_state_dir_fails(tmp_path, photo_dir, read_only_dir, capsys):
     assert code == 1
 
 
-def test_writable_state_dir_reports_free_space(tmp_path):
+def test_writable_state_dir_reports_free_space_and_how_long_a_sync_takes(tmp_path):
     check = doctor.check_state_dir(tmp_path)
-    assert check.status == "ok" and "MB free" in check.detail
+    print(check.detail)
+    assert check.status == "ok" and "MB free" in check.detail and "a sync" in check.detail
     assert list(tmp_path.iterdir()) == []  # the probe file is gone again
+
+
+def test_a_card_whose_sync_is_slower_than_a_servo_starts_warns(tmp_path, monkeypatch):
+    """The agent syncs an item's record after the servo's command: a card that takes longer
+    than the servo needs to start moving widens what a power cut can leave uncounted."""
+    real_fsync = os.fsync
+
+    def slow_card(fd: int) -> None:
+        time.sleep(0.15)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_card)
+    check = doctor.check_state_dir(tmp_path)
+    assert check.status == "warn" and "slower than 100 ms" in check.detail, check.detail
 
 
 def test_native_factory_with_a_servo_fails_the_pwm_check(tmp_path, photo_dir, capsys):

@@ -55,6 +55,12 @@ MIN_FREE_BYTES = 20 * 1024 * 1024
 """Below this the state directory fails the check: the outbox needs room to grow."""
 LOW_FREE_BYTES = 200 * 1024 * 1024
 """Below this it warns."""
+SYNC_PROBES = 5
+"""Writes of 4 KiB each synced to the state directory: what one item's record sync costs the card."""
+SLOW_SYNC_SECONDS = 0.1
+"""A sync slower than this warns: the agent syncs an item's record right after the servo's
+command (docs/failures.md), and a servo starts to move an item within about this time, so a
+power cut during a slower sync may leave an item sorted but not counted."""
 BROKER_TIMEOUT_SECONDS = 10.0
 DATABASE_BUSY_SECONDS = 0.25
 """How long the state database check waits for the write lock: a running agent holds it for
@@ -551,19 +557,34 @@ def check_state_dir(path: Path) -> Check:
                 f"sudo install -d -o bin-agent -g bin-agent -m 0750 {path}"
             ),
         )
+    syncs: list[float] = []
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as probe:
-            probe.write(b"bin-agent doctor\n")
-            probe.flush()
-            os.fsync(probe.fileno())
+            for _ in range(SYNC_PROBES):
+                probe.write(b"bin-agent doctor\n".ljust(4096))
+                probe.flush()
+                started = time.perf_counter()
+                os.fsync(probe.fileno())
+                syncs.append(time.perf_counter() - started)
     except OSError as exc:
         return Check("state-dir", "fail", f"{path} is not writable ({type(exc).__name__}: {exc})")
     free = shutil.disk_usage(path).free
-    detail = f"{path} writable, {free / 1e6:,.0f} MB free"
+    syncs.sort()
+    detail = (
+        f"{path} writable, {free / 1e6:,.0f} MB free, a sync {syncs[len(syncs) // 2] * 1000:.1f} ms "
+        f"(slowest of {len(syncs)}: {syncs[-1] * 1000:.1f} ms)"
+    )
     if free < MIN_FREE_BYTES:
         return Check("state-dir", "fail", f"{detail}: the outbox needs room")
     if free < LOW_FREE_BYTES:
         return Check("state-dir", "warn", f"{detail}: low")
+    if syncs[-1] > SLOW_SYNC_SECONDS:
+        return Check(
+            "state-dir",
+            "warn",
+            f"{detail}: slower than {SLOW_SYNC_SECONDS * 1000:.0f} ms, the time a servo takes to start moving an "
+            "item; a power cut during an item's sync may then leave it sorted but not counted (a faster card)",
+        )
     return Check("state-dir", "ok", detail)
 
 
