@@ -44,6 +44,20 @@ def run_child(path: Path, first: int, count: int, then: str = "close", how: str 
     )
 
 
+def record_then_sync(store: Store, n: int, *, durable: bool = False) -> None:
+    """Item ``n`` as the agent records it: committed (without its sync), then synced."""
+    store.record_event(
+        event_id=f"id-{n}",
+        topic="t/event",
+        payload={"n": n},
+        label="glass",
+        compartment="glass",
+        fallback=False,
+        durable=durable,
+    )
+    store.sync()
+
+
 def sigkill_once_recorded(child: subprocess.Popen[str]) -> None:
     """SIGKILL a ``run_child(..., then="wait")`` once it has said its items are recorded."""
     try:
@@ -139,16 +153,7 @@ def test_last_seq_never_names_an_event_pending_does_not_hand_out(tmp_path, durab
     reader.start()
     try:
         for n in range(300):
-            store.record_event(
-                event_id=f"id-{n}",
-                topic="t/event",
-                payload={"n": n},
-                label="glass",
-                compartment="glass",
-                fallback=False,
-                durable=durable,
-            )
-            store.sync()
+            record_then_sync(store, n, durable=durable)
     finally:
         done.set()
         reader.join(10)
@@ -175,16 +180,7 @@ def test_a_card_that_fails_the_sync_still_gets_the_events_out_and_says_so_once(t
     try:
         with caplog.at_level(logging.ERROR, logger="bin_agent.store"):
             for n in range(3):
-                store.record_event(
-                    event_id=f"id-{n}",
-                    topic="t/event",
-                    payload={"n": n},
-                    label="glass",
-                    compartment="glass",
-                    fallback=False,
-                    durable=False,
-                )
-                store.sync()
+                record_then_sync(store, n)
         assert [e.event_id for e in store.pending()] == ["id-0", "id-1", "id-2"]
         said = [r.getMessage() for r in caplog.records if "could not be synced" in r.getMessage()]
         assert len(said) == 1 and "a power cut may lose them" in said[0], said
