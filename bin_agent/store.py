@@ -81,6 +81,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import synchronised as clock_synchronised
 from .errors import BinAgentError
+from .mqtt.ratelimit import LogThrottle
 
 if TYPE_CHECKING:
     from .config import StoreSection
@@ -330,12 +331,10 @@ class Store:
         self._db_pending = 0  # outbox rows in the database
         self._last_seq = 0  # highest event number handed out (database or memory)
         # The highest event number the pump may be handed: committed and synced (or held in
-        # memory); set under the lock, read without it (last_seq).
+        # memory); set under the lock, read without it (last_seq). Events above it and up to
+        # _last_seq are committed without their sync (record_event(durable=False)).
         self._readable_seq = 0
-        # The first event committed without its sync (record_event(durable=False)) while
-        # sync() has not run since.
-        self._unsynced_from: int | None = None
-        self._sync_failed_at: float | None = None  # monotonic time of the last "could not be synced" line
+        self._sync_failures = LogThrottle(log, REMINDER_SECONDS)
         self._dropped_saved = 0  # outbox_dropped as stored in the database
         self._database_id = ""
         self._failing_since: float | None = None  # wall clock, shown in health()
@@ -708,17 +707,14 @@ class Store:
                     self._counted_as.update(rows)
                     self._last_item = text
                     self._item_rows[event.seq] = item_row
-                    if durable:
-                        self._unsynced_from = None  # the sync covered every earlier commit
+                    if durable:  # its sync covered every earlier commit too
                         self._readable_seq = event.seq
                         self._write_marker()
-                    elif self._unsynced_from is None:
-                        self._unsynced_from = event.seq
                     self._keep_room()
                     return event.seq
             # The database cannot take it now: hold it, then try everything held in one go.
             # (History and fill counts are not held: they miss the items of a full disk.)
-            self.sync()  # held events are handed out at once: earlier ones must be first
+            self._sync_through(event.seq - 1)  # held events are handed out at once: earlier ones first
             self._hold(event, deltas, text)
             self._readable_seq = event.seq
             self._unsaved.counted_as.update(rows)
@@ -733,25 +729,30 @@ class Store:
         pump's acknowledgements go on). A failed sync is logged: the events are
         published anyway (the process holds them), but a power cut may lose them here."""
         with self._lock:
-            if self._unsynced_from is None:
-                return
             covered = self._last_seq
+        self._sync_through(covered)
+
+    def _sync_through(self, covered: int) -> None:
+        """:meth:`sync` for the events numbered up to ``covered``."""
+        with self._lock:
+            if self._readable_seq >= covered:
+                return
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except OSError as exc:
-            now = time.monotonic()  # one line per REMINDER_SECONDS on a card that keeps failing
-            if self._sync_failed_at is None or now - self._sync_failed_at >= REMINDER_SECONDS:
-                self._sync_failed_at = now
-                log.error("%s: the recorded items could not be synced (%s): a power cut may lose them", self.path, exc)
+        except OSError as exc:  # one line per REMINDER_SECONDS on a card that keeps failing
+            self._sync_failures.log(
+                logging.ERROR,
+                "sync",
+                "%s: the recorded items could not be synced (%s): a power cut may lose them",
+                self.path,
+                exc,
+            )
         with self._lock:
             self._readable_seq = max(self._readable_seq, covered)
-            if self._unsynced_from is not None:
-                # An event recorded while the card synced waits for the next sync.
-                self._unsynced_from = covered + 1 if self._last_seq > covered else None
             self._write_marker()
 
     def mark_actuated(self, seq: int) -> None:

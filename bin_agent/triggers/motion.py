@@ -928,10 +928,10 @@ class MotionTrigger:
         arrived apart (:meth:`_by_arrival`), each of an item's area (``min_area_in_force``);
         a smaller one is no item of its own (a crumb, a part of an item seen in pieces) and
         is in no box. What arrived together is one item, however far apart its blocks lie.
-        Parts each smaller than an item that fired together are one item, all of it. Each item is its blocks of some contrast,
-        not the faint halo of a low threshold (blocks its edge only touches, blur):
-        :data:`BOX_CONTRAST` of its own strong contrast, so a faint item beside a strong
-        one keeps its blocks."""
+        Parts each smaller than an item that fired together are one item, all of it. Each
+        item is its blocks of some contrast, not the faint halo of a low threshold (blocks
+        its edge only touches, blur): :data:`BOX_CONTRAST` of its own strong contrast, so a
+        faint item beside a strong one keeps its blocks."""
         strength = np.abs(mean)
         need = self.min_area_in_force * seen.size
         groups = [item for item in self._by_arrival(_clustered(seen)) if np.count_nonzero(item) >= need]
