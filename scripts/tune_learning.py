@@ -84,6 +84,29 @@ def bias_only_head(classifier: Any, x: np.ndarray, y: np.ndarray, steps: int = 3
     return origin.weights, bias.astype(np.float32)
 
 
+def augmented_embeddings(classifier: Any, data: learn.Labelled) -> np.ndarray:
+    """Each labelled capture's crop embedded again five ways (a variant tried, not what learn
+    does): darker (x0.75), brighter (x1.3), its centre 85 %, and its top-right and bottom-left
+    90 %; ``(items, 5, width)``, each the views' mean as the agent embeds."""
+    from bin_agent.classify.preprocess import load_image
+
+    def variants(image: np.ndarray) -> list[np.ndarray]:
+        height, width = image.shape[:2]
+        values = image.astype(np.float32)
+        dy, dx = int(height * 0.075), int(width * 0.075)
+        out = [np.clip(values * gain, 0, 255).astype(np.uint8) for gain in (0.75, 1.3)]
+        out += [
+            image[dy : height - dy, dx : width - dx],
+            image[: int(height * 0.9), int(width * 0.1) :],
+            image[int(height * 0.1) :, : int(width * 0.9)],
+        ]
+        return [np.ascontiguousarray(view) for view in out]
+
+    return np.asarray(
+        [[classifier.embed(view) for view in variants(load_image(item.image))] for item in data.items], np.float32
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
@@ -122,7 +145,10 @@ def main() -> int:
         ("shrinkage-LDA head (shrink 0.5, prior 20)", {}, {"lda": True}),
         ("alignment shift only (no refit)", {}, {"shift_only": True}),
         ("bias only, fitted on the bin's labels", {}, {"bias_only": True}),
+        ("+ 5 augmented crops per label, bin_weight / 6", {"bin_weight": base.bin_weight / 6}, {"augment": True}),
+        ("+ 5 augmented crops per label, bin_weight as is", {}, {"augment": True}),
     ]
+    augmented = augmented_embeddings(classifier, data) if data.items else np.zeros((0, 5, x.shape[1]), np.float32)
     original_alignment = learn.alignment
     for name, settings, how in variants:
         cfg = dataclasses.replace(config, learning=dataclasses.replace(base, **settings))
@@ -143,7 +169,12 @@ def main() -> int:
                 weights, bias = bias_only_head(classifier, x[keep], y[keep])
             else:
                 used = memory if how.get("memory", True) else None
-                weights, bias = learn.refit(classifier, x[keep], y[keep], used, cfg)
+                fit_x, fit_y = x[keep], y[keep]
+                if how.get("augment"):
+                    extra = augmented[keep]
+                    fit_x = np.concatenate([fit_x, extra.reshape(-1, extra.shape[-1])])
+                    fit_y = np.concatenate([fit_y, np.repeat(fit_y, extra.shape[1])])
+                weights, bias = learn.refit(classifier, fit_x, fit_y, used, cfg)
             right[fold] = (x[fold] @ weights.T + bias).argmax(axis=1) == y[fold]
         learn.alignment = original_alignment
         fixes, breaks = int(np.sum(right & ~current)), int(np.sum(current & ~right))
