@@ -64,7 +64,7 @@ def kernel_synchronised() -> bool | None:
     if call is None:
         return None
     state = call(ctypes.create_string_buffer(_TIMEX_BYTES))
-    if state < 0:  # refused (a seccomp filter): unknown, not unsynchronised
+    if state < 0:  # refused (a seccomp filter: the shipped unit must allow it): unknown, not unsynchronised
         return None
     return bool(state != TIME_ERROR)
 
@@ -72,7 +72,8 @@ def kernel_synchronised() -> bool | None:
 def synchronised() -> bool | None:
     """Whether the wall clock was set by NTP (see the module doc): True when timesyncd has
     synchronised it since boot or the kernel says it is synchronised, False when the kernel
-    says it is not (and timesyncd has not), None when neither can be asked (not Linux)."""
+    says it is not (and timesyncd has not), None when neither can be asked (not Linux, or a
+    sandbox that refuses ``adjtimex``: ``systemd/bin-agent.service`` allows it for this)."""
     try:
         if TIMESYNCD_SYNCHRONIZED.exists():
             return True
@@ -84,7 +85,10 @@ def synchronised() -> bool | None:
 def describe(synced: bool | None) -> str:
     """Words for a person (``doctor``, ``bin-agent status``)."""
     if synced is None:
-        return "cannot tell whether the clock is synchronised (not Linux)"
+        return (
+            "cannot tell whether the clock is synchronised: no sign from systemd-timesyncd, and the kernel's NTP "
+            "status cannot be read here (not Linux, or a sandbox that refuses adjtimex)"
+        )
     if synced:
         return "synchronised by NTP"
     return (

@@ -203,8 +203,9 @@ def two_photos(tmp_path: Path, trashnet_dir: Path) -> Path:
 def test_events_stamped_by_an_unsynchronised_clock_say_so_and_the_state_says_it(tmp_path, two_photos, monkeypatch):
     """A real agent sorting a replay: with the clock not synchronised each event carries
     ``"clock_synced": false`` and the state ``clock_synced: false``; synchronised, the events
-    carry nothing more than before and the state says true."""
-    for synced in (False, True):
+    carry nothing more than before and the state says true; where nobody can tell (a laptop
+    off Linux), the events carry nothing either and the state says null."""
+    for synced in (False, True, None):
         monkeypatch.setattr(clock, "synchronised", lambda synced=synced: synced)
         run_dir = tmp_path / str(synced)
         run_dir.mkdir()
@@ -217,7 +218,7 @@ def test_events_stamped_by_an_unsynchronised_clock_say_so_and_the_state_says_it(
         store.close()
         assert events, "the replay sorted an item"
         for event in events:
-            assert ("clock_synced" in event) is (not synced) and event.get("clock_synced", False) is False
+            assert ("clock_synced" in event) is (synced is False) and event.get("clock_synced", False) is False
 
 
 def test_the_clock_is_synchronised_once_timesyncd_says_so_or_the_kernel_does(tmp_path, monkeypatch):
@@ -237,6 +238,21 @@ def test_the_clock_is_synchronised_once_timesyncd_says_so_or_the_kernel_does(tmp
         assert clock.synchronised() is None
     finally:
         clock._adjtimex.cache_clear()
+
+
+@pytest.mark.parametrize(("returned", "synced"), [(0, True), (clock.TIME_ERROR, False), (-1, None)])
+def test_the_kernels_answer_is_read_and_a_sandbox_refusing_it_is_unknown_not_unsynchronised(
+    tmp_path, monkeypatch, returned, synced
+):
+    """libc's ``adjtimex`` returns the clock state (0: synchronised, ``TIME_ERROR``: not), or
+    -1 where a seccomp filter refuses the call (systemd's ``SystemCallErrorNumber=EPERM``: the
+    shipped unit allows it, ``tests/test_systemd_unit.py``): then nobody can tell, which must
+    not read as "not synchronised" (every event would say so) nor as synchronised."""
+    monkeypatch.setattr(clock, "TIMESYNCD_SYNCHRONIZED", tmp_path / "synchronized")
+    monkeypatch.setattr(clock, "_adjtimex", lambda: lambda timex: returned)
+    assert clock.kernel_synchronised() is synced
+    assert clock.synchronised() is synced
+    assert ("cannot tell" in clock.describe(clock.synchronised())) is (synced is None)
 
 
 @pytest.mark.parametrize(("synced", "status"), [(True, "ok"), (False, "warn"), (None, "ok")])
