@@ -265,3 +265,32 @@ def test_fill_sensors_ping_rarely_so_a_distance_drop_sensor_is_not_starved():
     assert len(pings) <= 2, len(pings)
     assert DistanceSensor.ECHO_LOCK.acquire(timeout=1)
     DistanceSensor.ECHO_LOCK.release()
+
+
+@pytest.mark.filterwarnings("ignore::gpiozero.PWMSoftwareFallback")
+def test_a_fill_sensor_without_a_level_yet_is_no_change_and_does_not_stop_the_loop(tmp_path):
+    """The agent's loop asks ``sensors_changed()`` every frame; a sensor with no level yet (its
+    first 3 pings take ~20 s at the default interval) must read as no change, not raise into
+    the loop, and a level that then arrives is a change once, not again while it stays."""
+    from gpiozero.pins.mock import MockFactory, MockTriggerPin
+
+    factory = MockFactory()
+    echo = factory.pin(24)
+    factory.pin(23, pin_class=MockTriggerPin, echo_pin=echo, echo_time=2 * 1.2 / SPEED_OF_SOUND)
+    settings = FillSensorSection(trigger_pin=23, echo_pin=24, empty_distance=2.0, full_distance=0.4)
+    now = [0.0]
+    sensor = LevelSensor(settings, factory, interval_seconds=30.0)
+    monitor = FillMonitor(
+        FillSection(sensor_interval_seconds=1), ["paper"], Store(tmp_path / "s.db"), {"paper": sensor}, lambda: now[0]
+    )
+    try:
+        now[0] += 2.0
+        assert sensor.percent() is None
+        assert monitor.sensors_changed() is False
+        sensor.percent = lambda: 50.0  # type: ignore[method-assign]  # the level the pings then give
+        now[0] += 2.0
+        assert monitor.sensors_changed() is True
+        now[0] += 2.0
+        assert monitor.sensors_changed() is False, "the same level is no change"
+    finally:
+        monitor.close()
