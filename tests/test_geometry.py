@@ -89,6 +89,8 @@ def test_a_box_outside_the_zone() -> None:
     assert left >= 320 and right - left == bottom - top
     # Wholly outside: the zone.
     assert crop_box(FRAME, (0.0, 0.0, 0.2, 0.2), 0.15, zone) == (320, 0, 640, 480)
+    # Touching the zone's edge from outside (nothing of it inside, a line of no width): the zone.
+    assert crop_box(FRAME, (0.3, 0.4, 0.5, 0.6), 0.0, zone) == (320, 0, 640, 480)
 
 
 def test_random_boxes_stay_in_the_zone_and_hold_the_item() -> None:
