@@ -54,6 +54,42 @@ def test_database_deleted_while_running_is_saved_from_the_open_file(tmp_path, ca
         again.close()
 
 
+@pytest.mark.parametrize("how", ["moved over it", "the database moved away first"])
+def test_an_old_copy_put_at_the_databases_path_while_running_is_kept_aside_and_the_open_one_saved(
+    tmp_path, caplog, how
+):
+    """A person restores yesterday's copy at the running bin's database path (``mv`` over it,
+    or the database moved aside first: another inode at the path either way). Noticed at the
+    next write: the copy is kept as ``bin-agent.db.replaced-<time>`` (not lost, not mistaken
+    for the bin's), and every event the open database holds (its file's and its WAL's) goes
+    into a fresh database at the path."""
+    path = tmp_path / "bin-agent.db"
+    copy = tmp_path / "yesterday.db"
+    make_database(copy, 20)
+    make_database(path, 100)
+    store = Store(path)
+    for n in range(100, 150):
+        record(store, n)
+    stranger = copy.read_bytes()
+    if how == "the database moved away first":
+        os.rename(path, tmp_path / "moved-away.db")  # still linked: only its inode tells
+    os.replace(copy, path)
+    with caplog.at_level(logging.ERROR, logger="bin_agent.store"):
+        record(store, 150)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "another file put at its path" in said and "copying what the open file still holds" in said, said
+    kept = list(tmp_path.glob("bin-agent.db.replaced-*Z"))
+    assert len(kept) == 1 and kept[0].read_bytes() == stranger, "the copy put there is kept, as it was"
+    assert not store.degraded and store.pending_count() == 151
+    store.close()
+    again = Store(path)
+    try:
+        assert again.pending_count() == 151 and again.counts().total == 151
+        assert again.health()["incident"]["kind"] == "replaced"
+    finally:
+        again.close()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "header"])
 def test_database_damaged_while_running_is_noticed_at_the_next_write_and_its_events_delivered(tmp_path, caplog, damage):
     """Truncated to half or its header overwritten while open: noticed at the next
