@@ -176,3 +176,31 @@ def test_a_sort_that_fails_is_reported_and_no_item_is_lost(
     # The state is published coalesced (the latest when the link sends it): the last one says it.
     assert states[-1]["status"] == "stopped" and states[-1]["sort_error"] is None, "sorting worked again"
     assert "sorting works again after 2 failed sort(s)" in caplog.text
+
+
+def test_the_status_led_is_lit_while_ready_and_the_buzzer_beeps_once_per_sorted_item(tmp_path, trashnet_dir):
+    """The indicators a person at the bin sees and hears (``actuator.status_led_pin``,
+    ``actuator.buzzer_pin``), on gpiozero's MockFactory through a real agent sorting three
+    photos: one beep per sorted item, the LED lit once ready, and both off after the stop."""
+    from bin_agent import preflight
+    from bin_agent.agent import build_agent
+    from tests.helpers import TINY_MODELS, base_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n, photo in enumerate(sorted((trashnet_dir / "glass").iterdir())[:3]):
+        (photos / f"{n}_{photo.name}").symlink_to(photo)
+    data = base_config(tmp_path, photos, mqtt=False, model=TINY_MODELS / "tiny_uint8.tflite")
+    data["actuator"].update({"status_led_pin": 5, "buzzer_pin": 6, "dwell_seconds": 0.2})  # beeps 0.08 s apart
+    factory = MockFactory(pin_class=MockPWMPin)
+    agent = build_agent(preflight.load_dict(data, base_dir=tmp_path), pin_factory=factory)
+    assert agent.run() == 0
+    assert agent.items_sorted == 3
+
+    def rises(pin: int) -> int:
+        states = [s.state for s in factory.pin(pin).states]
+        return sum(1 for before, after in zip(states, states[1:]) if after and not before)
+
+    assert rises(6) == 3, "one beep per sorted item"
+    assert rises(5) >= 1, "the status LED was lit"
+    assert not factory.pin(5).state and not factory.pin(6).state, "both off after the stop"
