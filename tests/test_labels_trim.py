@@ -287,3 +287,32 @@ def test_a_database_of_the_previous_version_opens_and_keeps_the_counts_its_label
         assert row == ("2",)
     finally:
         again.close()
+
+
+def test_a_label_of_an_item_whose_record_is_unreadable_moves_no_count_and_the_others_still_move(tmp_path):
+    """``bin-agent label`` answered two items while the agent was stopped; one item's sidecar
+    was then cut short (a damaged card). At the start the readable one moves (glass -> paper),
+    the unreadable one is left as counted (its prediction cannot be read), and the start goes on."""
+    folder = tmp_path / "capture"
+    captured(folder, "a", "glass")
+    damaged = captured(folder, "b", "glass")
+    store = Store(tmp_path / "bin-agent.db")
+    try:
+        for event_id in ("a", "b"):
+            store.record_event(
+                event_id=event_id,
+                topic="t/event",
+                payload={"class": "glass"},
+                label="glass",
+                compartment="glass",
+                fallback=False,
+            )
+        labels = LabelStore(folder)
+        labels.add("a", "paper", "glass", "cli")
+        labels.add("b", "paper", "glass", "cli")
+        damaged.write_text('{"event_id": "b", "ti')
+        assert reconcile_counts(folder, store, ROUTES) == 1
+        assert store.counts().by_class == {"paper": 1, "glass": 1}
+        assert store.counted_as_rows() == {"a": ("paper", "paper")}
+    finally:
+        store.close()
