@@ -26,6 +26,7 @@ from bin_agent.learning.labels import (
 )
 from bin_agent.store import Store
 from tests.helpers import base_config, sigkill_when_it_says, wait_for
+from tests.test_store_faults import record
 
 ROUTES = {"cardboard": "paper", "paper": "paper", "glass": "glass", "metal": "metal", "plastic": "plastic"}
 
@@ -294,25 +295,18 @@ def test_a_label_of_an_item_whose_record_is_unreadable_moves_no_count_and_the_ot
     was then cut short (a damaged card). At the start the readable one moves (glass -> paper),
     the unreadable one is left as counted (its prediction cannot be read), and the start goes on."""
     folder = tmp_path / "capture"
-    captured(folder, "a", "glass")
-    damaged = captured(folder, "b", "glass")
+    captured(folder, "id-0", "glass")
+    damaged = captured(folder, "id-1", "glass")
     store = Store(tmp_path / "bin-agent.db")
     try:
-        for event_id in ("a", "b"):
-            store.record_event(
-                event_id=event_id,
-                topic="t/event",
-                payload={"class": "glass"},
-                label="glass",
-                compartment="glass",
-                fallback=False,
-            )
+        record(store, 0)  # both counted as glass
+        record(store, 1)
         labels = LabelStore(folder)
-        labels.add("a", "paper", "glass", "cli")
-        labels.add("b", "paper", "glass", "cli")
-        damaged.write_text('{"event_id": "b", "ti')
+        labels.add("id-0", "paper", "glass", "cli")
+        labels.add("id-1", "paper", "glass", "cli")
+        damaged.write_text('{"event_id": "id-1", "ti')
         assert reconcile_counts(folder, store, ROUTES) == 1
         assert store.counts().by_class == {"paper": 1, "glass": 1}
-        assert store.counted_as_rows() == {"a": ("paper", "paper")}
+        assert store.counted_as_rows() == {"id-0": ("paper", "paper")}
     finally:
         store.close()

@@ -14,6 +14,7 @@ the test also requires an empty stderr; nothing is filtered.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -174,9 +175,10 @@ def test_report_security_exposure(tmp_path: Path, record_property) -> None:
     assert score <= 2.0, f"{report}: the unit lost hardening (docs/pi-install.md says 2.0)"
 
 
-def _syscalls(group: str, seen: frozenset[str] = frozenset()) -> set[str]:
+@functools.cache
+def _syscalls(group: str, seen: frozenset[str] = frozenset()) -> frozenset[str]:
     """The system calls of a systemd set (``@clock``), nested sets expanded, as this
-    machine's systemd defines them (``systemd-analyze syscall-filter``)."""
+    machine's systemd defines them (``systemd-analyze syscall-filter``; each set asked once)."""
     result = subprocess.run(
         [ANALYZE, "syscall-filter", "--no-pager", group], capture_output=True, text=True, timeout=60
     )
@@ -185,7 +187,7 @@ def _syscalls(group: str, seen: frozenset[str] = frozenset()) -> set[str]:
     calls: set[str] = set()
     for name in names:
         calls |= _syscalls(name, seen | {group}) if name.startswith("@") and name not in seen else {name}
-    return calls
+    return frozenset(calls)
 
 
 def _allowed_syscalls(lines: list[str]) -> set[str]:
