@@ -41,4 +41,8 @@ echo "== code health: ruff (lint and format) and mypy"
 .venv/bin/mypy
 
 echo "== running the tests"
-exec .venv/bin/python -m pytest "$@"
+# One test process per core, at most 4 (pytest-xdist): the suite waits on brokers, sleeps
+# and subprocesses as much as it computes. Every test makes its own broker, port and
+# folders, so none depends on another's order. `-n 0` (after the other arguments) runs
+# them in this process, e.g. to debug one test with pdb.
+exec .venv/bin/python -m pytest -n auto --maxprocesses 4 "$@"
