@@ -49,7 +49,11 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     assert report["idle_look_seconds"] == 0.2
     for key in ("trigger_us_per_frame", "trigger_us_per_look"):
         assert report[key]["n"] == 50 and report[key]["mean"] > 0, key
-    assert report["stages_ms"]["trigger"] == round(report["trigger_us_per_look"]["median"] / 1000.0, 3)
+    # The item's path starts with the trigger's update() on the frame an item fired on (a
+    # dropped item, not an empty look), and classifies the item's box, not the whole view.
+    assert report["drops_fired"] == 3 and report["stages_ms"]["trigger"]["n"] == 3
+    assert report["stages_ms"]["trigger"]["median"] > report["trigger_us_per_look"]["median"] / 1000.0
+    assert 0.2 < report["region_share"]["median"] < 0.6, report["region_share"]
 
 
 def test_bench_table_names_the_figures():
@@ -66,7 +70,9 @@ def test_bench_table_names_the_figures():
         "trigger_us_per_frame": {**summary, "mean": 1.5},
         "trigger_us_per_look": summary,
         "idle_look_seconds": 0.2,
-        "stages_ms": {"trigger": 0.4, "invoke": summary},
+        "stages_ms": {"trigger": summary, "invoke": summary},
+        "region_share": {**summary, "median": 0.3},
+        "drops_fired": 3,
         "path_ms": summary,
         "path_ratio": 1.05,
         "event_ms": summary,
@@ -88,3 +94,7 @@ def test_bench_table_names_the_figures():
     # Per frame the mean (half the frames of a quiet bin are not looked at), and a look apart.
     assert "trigger / frame    mean 1.50 us (n 3, a quiet bin looked at every 0.2 s)" in text
     assert "trigger / look     2.00 us" in text
+    assert (
+        "item region        0.30 of the frame classified (the trigger's box of a dropped item, 3 of 3 drops fired on)"
+        in text
+    )

@@ -6,7 +6,9 @@ trigger, router, store and MQTT link; gpiozero's ``MockFactory`` for the pins,
 a replay source for the frames, a real mosquitto on loopback for the broker):
 
 * **the item path**: from the settled frame to the servo command
-  (``path_ms``: trigger, crop, preprocess, ``invoke()`` x views, route, the
+  (``path_ms``: trigger (its ``update()`` on the frame an item fires on: an item dropped
+  into a textured, noisy bin, :func:`drop_frames`), crop (the region of the item's box the
+  trigger found), preprocess, ``invoke()`` x views, route, the
   record's commit, then ``servo``: from the record to the command in the sort's
   thread) and to the event handed to MQTT (``event_ms``; ``publish``: from the
   record to the hand-over to paho, after ``sync``, the record's sync, which runs
@@ -260,6 +262,91 @@ def bench_trigger(config: Any, count: int, every_frame: bool = False) -> Figures
     return figures
 
 
+DROP_ITEM_SIZE = (0.5, 0.55)
+"""The dropped item's width and height as shares of the view: 0.28 of its area, the median
+item box of the validation bins of ``scripts/measure_learning.py`` (0.25 and 0.36 of the
+view, TrashNet and ``wcnn`` items, 2026-12-07)."""
+
+
+def drop_frames(seed: int, size: tuple[int, int] = (320, 240)) -> list[Any]:
+    """Frames of one item dropped into an empty bin: a textured floor under an uneven light
+    with sensor noise, :data:`TRIGGER_WARM_UP_FRAMES` empty frames, the item in two frames
+    of its fall, then lying still for 3 s (the trigger fires once it has settled). The item
+    (a textured box of :data:`DROP_ITEM_SIZE`) lies somewhere else for each ``seed``."""
+    import numpy as np
+    from PIL import Image
+
+    from ..sources.base import Frame
+
+    width, height = size
+    rng = np.random.default_rng(1000 + seed)
+
+    def texture(w: int, h: int, cells: tuple[int, int], level: float, spread: float) -> Any:
+        coarse = rng.normal(level, spread, (cells[1], cells[0])).clip(0, 255).astype(np.uint8)
+        return np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+
+    light = (
+        np.linspace(0.7, 1.1, width, dtype=np.float32)[None, :]
+        * np.linspace(0.8, 1.0, height, dtype=np.float32)[:, None]
+    )
+    floor = texture(width, height, (24, 18), 80.0, 25.0) * light
+    item_w, item_h = int(DROP_ITEM_SIZE[0] * width), int(DROP_ITEM_SIZE[1] * height)
+    item = texture(item_w, item_h, (6, 8), 170.0, 40.0)
+    left = int(rng.integers(0, width - item_w))
+    top = int(rng.integers(0, height - item_h))
+
+    def scene(item_top: int | None) -> Any:
+        view = floor.copy()
+        if item_top is not None:
+            rows = slice(max(item_top, 0), item_top + item_h)
+            view[rows, left : left + item_w] = item[rows.start - item_top :] * light[rows, left : left + item_w]
+        return view
+
+    scenes = [scene(None)] * TRIGGER_WARM_UP_FRAMES + [scene(top - item_h // 2), scene(top - 4)] + [scene(top)] * 30
+    image = np.zeros((4, 4, 3), np.uint8)
+    return [
+        Frame(
+            image=image,
+            lores=np.clip(view + rng.normal(0, 3, view.shape), 0, 255).astype(np.uint8),
+            timestamp=k / 10,
+            index=k,
+        )
+        for k, view in enumerate(scenes)
+    ]
+
+
+@dataclass
+class Drop:
+    """The trigger on one dropped item: its ``update()`` on the frame it fired on (ms) and
+    the item's box (``None``: it did not fire, or saw no box)."""
+
+    fire_ms: float | None
+    box: tuple[float, float, float, float] | None
+
+
+def bench_drops(config: Any, count: int) -> list[Drop]:
+    """The configured motion trigger on ``count`` dropped items (:func:`drop_frames`), a
+    fresh trigger for each: the cost of the frame an item fires on, and where it saw it."""
+    from ..triggers import build_trigger
+
+    drops = []
+    for seed in range(count):
+        trigger = build_trigger(config.trigger, drop_zone=config.camera.zone, pin_factory=None)
+        fire_ms, box = None, None
+        try:
+            for frame in drop_frames(seed):
+                started = time.perf_counter()
+                fired = trigger.update(frame)
+                if fired:
+                    fire_ms = (time.perf_counter() - started) * 1000.0
+                    box = trigger.item_boxes[0] if trigger.item_boxes else None
+                    break
+        finally:
+            trigger.close()
+        drops.append(Drop(fire_ms, box))
+    return drops
+
+
 class Stamps:
     """When the agent's parts were called during one item (hooks on the instances)."""
 
@@ -334,10 +421,13 @@ class Stamps:
                 restore()
 
 
-def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
-    """The item path, ``count`` times, against the bare invoke measured between items."""
+def bench_items(agent: Any, drops: list[Drop], look_us: float) -> dict[str, Any]:
+    """The item path for each of ``drops`` (the trigger on a dropped item: the frame it
+    fired on, the item's box), against the bare invoke measured between items. A drop the
+    trigger did not fire on counts a look (``look_us``) and the whole drop zone."""
     import numpy as np
 
+    from ..agent import region_to_classify
     from ..classify.preprocess import fit_to_input
 
     classifier = agent.classifier
@@ -349,12 +439,13 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
     agent.handle_item(image, "bench-warm-up", 0.0, agent.regions_to_classify(image)[0])
     stamps = Stamps(agent)
     stages = {
-        name: Figures() for name in ("crop", "preprocess", "invoke", "route", "record", "servo", "sync", "publish")
+        name: Figures()
+        for name in ("trigger", "crop", "preprocess", "invoke", "route", "record", "servo", "sync", "publish")
     }
-    path, event, bare = Figures(), Figures(), Figures()
-    trigger_ms = trigger_us / 1000.0
+    path, event, bare, area = Figures(), Figures(), Figures(), Figures()
     try:
-        for _ in range(count):
+        for drop in drops:
+            trigger_ms = drop.fire_ms if drop.fire_ms is not None else look_us / 1000.0
             if agent.mqtt is not None:
                 agent.mqtt.drain(10.0)  # the previous item's event is out
             # Items arrive after the previous one is through the chute (as in a bin, seconds
@@ -363,7 +454,7 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
                 agent.chute.wait_for_chute(SETTLE_TIMEOUT_SECONDS)
             stamps.reset()
             started = time.perf_counter()
-            region = agent.regions_to_classify(image)[0]
+            region = region_to_classify(agent.config.camera, agent.classifier.spec, image.shape, drop.box)
             cropped = time.perf_counter()
             item = agent.handle_item(image, "bench", trigger_ms, region)
             if agent.mqtt is not None and not stamps.wait_published(SETTLE_TIMEOUT_SECONDS):
@@ -371,7 +462,10 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
             if not stamps.wait_servo(SETTLE_TIMEOUT_SECONDS):
                 raise RuntimeError("the servo was not commanded within 30 s")
             latency = item.latency_ms
+            stages["trigger"].add(trigger_ms)
             stages["crop"].add((cropped - started) * 1000.0)
+            left, top, right, bottom = region
+            area.add((right - left) * (bottom - top) / (image.shape[0] * image.shape[1]))
             stages["preprocess"].add(latency["preprocess"])
             stages["invoke"].add(latency["inference"])
             stages["route"].add(latency["route"])
@@ -396,7 +490,9 @@ def bench_items(agent: Any, count: int, trigger_us: float) -> dict[str, Any]:
         "bare_invoke_ms": bare.summary(),
         "path_ms": path.summary(),
         "event_ms": event.summary(),
-        "stages_ms": {"trigger": round(trigger_ms, 3), **{k: v.summary() for k, v in stages.items()}},
+        "stages_ms": {k: v.summary() for k, v in stages.items()},
+        "drops_fired": sum(drop.fire_ms is not None for drop in drops),
+        "region_share": area.summary(),
         "path_ratio": round(path.median / (views * bare.median), 3),
     }
     return result
@@ -702,8 +798,8 @@ def run_bench(
                 one_by_one(agent.classifier)
             if agent.mqtt is not None and not agent.mqtt.wait_connected(15):
                 raise RuntimeError("the bench's broker did not answer")
-            # The frame an item fires on is looked at: a look is the trigger's part of the item.
-            report.update(bench_items(agent, int(plan["items"]), looks.median))
+            drops = bench_drops(config, int(plan["items"]))
+            report.update(bench_items(agent, drops, looks.median))
             report.update(bench_threads(config, int(plan["items"]), 0.05 if quick else 0.5, batch_views))
             report.update(bench_idle(agent, float(plan["idle_seconds"])))
             report["startup_to_ready_s"] = bench_startup(config_file) if plan["startup"] else None
@@ -747,6 +843,15 @@ def table(report: dict[str, Any]) -> str:
         how = f"a quiet bin looked at every {looks:g} s" if looks else "every frame looked at"
         return f"mean {summary['mean']:.2f} us (n {summary['n']}, {how})"
 
+    def region(report: dict[str, Any]) -> str:
+        share = report.get("region_share")
+        if not share:
+            return "-"
+        return (
+            f"{share['median']:.2f} of the frame classified (the trigger's box of a dropped item, "
+            f"{report['drops_fired']} of {share['n']} drops fired on)"
+        )
+
     views = report["views"]
     rows = [
         ("machine", report["machine"]),
@@ -767,6 +872,7 @@ def table(report: dict[str, Any]) -> str:
         ("settled -> servo", ms(report["path_ms"])),
         ("path_ratio", f"{report['path_ratio']:.3f} (settled -> servo / ({views} x bare invoke))"),
         ("settled -> MQTT", ms(report["event_ms"])),
+        ("item region", region(report)),
         (
             "threads",
             ", ".join(f"{n}: {v['median']:.1f} ms/item" for n, v in report["item_ms_by_threads"].items())
