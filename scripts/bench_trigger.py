@@ -11,6 +11,14 @@ with capture and, on trigger, classification; the idle cost is given as the
 share of one core the empty-scene cost takes at ``--fps``.
 
     python scripts/bench_trigger.py [--frames 500] [--width 320 --height 240] [--baseline main]
+                                    [--drops 20] [--folder DIR ...]
+
+It also times the frame an item fires on (the trigger's part of the item's path, which
+``bin-agent bench`` counts): ``--drops`` items dropped as ``bin-agent bench`` drops them
+(``bin_agent.tools.bench.drop_frames``), each into a fresh trigger, and the frames of each
+``--folder`` (a recorded or ``scripts/synthetic_bin.py --sequence`` folder, replayed as the
+agent replays ``mode = "sequence"``): the median milliseconds of ``update()`` on the frames
+that fire, for both trees, the drops taking turns.
 """
 
 from __future__ import annotations
@@ -88,6 +96,28 @@ def measure(build: Any, empty: list[Frame], occupied: list[Frame]) -> tuple[floa
     return us_empty, us_occupied, trigger.state
 
 
+def fire_ms(build: Any, sequence: list[Frame]) -> list[float]:
+    """Milliseconds of each ``update()`` that fires, a fresh trigger over ``sequence``."""
+    trigger = build()
+    times = []
+    for frame in sequence:
+        started = time.perf_counter()
+        if trigger.update(frame):
+            times.append((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def folder_frames(folder: Path) -> list[Frame]:
+    from bin_agent.sources.replay import ReplaySource
+
+    source = ReplaySource(folder, mode="sequence", fps=10.0, realtime=False)
+    source.start()
+    out = []
+    while (frame := source.read()) is not None:
+        out.append(frame)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=500)
@@ -104,6 +134,8 @@ def main() -> None:
         f"{today.min_area},{today.max_motion}; 0.004,0.002 before 2026-12-07's small items; 0.02,0.01 before "
         "issue 25); the costs depend on them (when a change starts a look)",
     )
+    parser.add_argument("--drops", type=int, default=20, help="items dropped to time the frame each fires on")
+    parser.add_argument("--folder", type=Path, action="append", default=[], help="a frame sequence to fire on")
     args = parser.parse_args()
 
     empty = frames(args.width, args.height, item=False, count=args.frames)
@@ -133,6 +165,21 @@ def main() -> None:
     if args.baseline:
         mine, base = best["this tree"], best[args.baseline]
         print(f"  ratio this tree / {args.baseline}: empty {mine[0] / base[0]:.2f}, occupied {mine[1] / base[1]:.2f}")
+
+    from bin_agent.tools.bench import drop_frames
+
+    groups = {"dropped items": [drop_frames(seed, (args.width, args.height)) for seed in range(args.drops)]}
+    groups.update({folder.name: [folder_frames(folder)] for folder in args.folder})
+    for label, sequences in groups.items():
+        fired: dict[str, list[float]] = {name: [] for name in builders}
+        for sequence in sequences:
+            for name, build in builders.items():  # the trees take turns, sequence by sequence
+                fired[name] += fire_ms(build, sequence)
+        line = ", ".join(f"{name} {np.median(ms):.3f} ms (n {len(ms)})" for name, ms in fired.items() if ms)
+        print(f"frame that fires, median, {label}: {line}")
+        if args.baseline and fired["this tree"] and fired[args.baseline]:
+            ratio = np.median(fired["this tree"]) / np.median(fired[args.baseline])
+            print(f"  ratio this tree / {args.baseline}: {ratio:.2f}")
 
 
 if __name__ == "__main__":
