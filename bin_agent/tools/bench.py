@@ -213,22 +213,30 @@ def trigger_frames(count: int, size: tuple[int, int] = (320, 240), seed: int = 0
     """Noisy frames of an empty floor (what the trigger sees most of the time)."""
     import numpy as np
 
-    from ..sources.base import Frame
-
     width, height = size
     rng = np.random.default_rng(seed)
     floor = (
         np.linspace(60, 160, width, dtype=np.float32)[None, :] + np.linspace(0, 30, height, dtype=np.float32)[:, None]
     )
-    image = np.zeros((4, 4, 3), np.uint8)
+    return noisy_frames([floor] * count, rng, 5.0)
+
+
+def noisy_frames(scenes: list[Any], rng: Any, noise: float) -> list[Any]:
+    """A 10 fps :class:`~bin_agent.sources.base.Frame` of each scene (a float lores view),
+    with the camera's noise (``noise`` grey levels) drawn anew for each."""
+    import numpy as np
+
+    from ..sources.base import Frame
+
+    image = np.zeros((4, 4, 3), np.uint8)  # the trigger reads the lores view only
     return [
         Frame(
             image=image,
-            lores=np.clip(floor + rng.normal(0, 5, floor.shape), 0, 255).astype(np.uint8),
+            lores=np.clip(view + rng.normal(0, noise, view.shape), 0, 255).astype(np.uint8),
             timestamp=k / 10,
             index=k,
         )
-        for k in range(count)
+        for k, view in enumerate(scenes)
     ]
 
 
@@ -276,8 +284,6 @@ def drop_frames(seed: int, size: tuple[int, int] = (320, 240)) -> list[Any]:
     import numpy as np
     from PIL import Image
 
-    from ..sources.base import Frame
-
     width, height = size
     rng = np.random.default_rng(1000 + seed)
 
@@ -303,16 +309,7 @@ def drop_frames(seed: int, size: tuple[int, int] = (320, 240)) -> list[Any]:
         return view
 
     scenes = [scene(None)] * TRIGGER_WARM_UP_FRAMES + [scene(top - item_h // 2), scene(top - 4)] + [scene(top)] * 30
-    image = np.zeros((4, 4, 3), np.uint8)
-    return [
-        Frame(
-            image=image,
-            lores=np.clip(view + rng.normal(0, 3, view.shape), 0, 255).astype(np.uint8),
-            timestamp=k / 10,
-            index=k,
-        )
-        for k, view in enumerate(scenes)
-    ]
+    return noisy_frames(scenes, rng, 3.0)
 
 
 @dataclass
