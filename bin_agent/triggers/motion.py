@@ -339,8 +339,9 @@ def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     y0 = np.minimum(ys.astype(np.intp), rows - 2) if rows > 1 else np.zeros(ys.shape, np.intp)
     fx, fy = (xs - x0).astype(np.float32), (ys - y0).astype(np.float32)
     x1, y1 = np.minimum(x0 + 1, cols - 1), np.minimum(y0 + 1, rows - 1)
-    # The four neighbours by flat index (take): the same values as image[y, x], a third
-    # of the time of two-dimensional indexing, which the floor's fit does on every look.
+    # The four neighbours by flat index (take): the same values as image[y, x] in about
+    # 0.63 of the time (75 against 120 us on 80x60 blocks here); the floor fit samples
+    # two to six times on every still scene the trigger judges.
     flat = image.ravel()
     upper, lower = y0 * cols, y1 * cols
     left_weight = 1 - fx
@@ -395,7 +396,7 @@ def _floor_where_it_lies(background: np.ndarray, scene: np.ndarray, threshold: n
     for iteration in range(6):
         if iteration == 0:
             # Not moved yet: sampled at the blocks themselves, the background is itself
-            # (weights 1 and 0, to the bit); one resampling less on every look.
+            # (weights 1 and 0, to the bit); one resampling less for every still scene.
             moved = background
         else:
             dx = params[0] + params[2] * u + params[3] * v
