@@ -271,9 +271,9 @@ def bench_trigger(config: Any, count: int, every_frame: bool = False) -> Figures
 
 
 DROP_ITEM_SIZE = (0.5, 0.55)
-"""The dropped item's width and height as shares of the view: 0.28 of its area, the median
-item box of the validation bins of ``scripts/measure_learning.py`` (0.25 and 0.36 of the
-view, TrashNet and ``wcnn`` items, 2026-12-07)."""
+"""The dropped item's width and height as shares of the view: 0.28 of its area, between the
+median item boxes of the validation bins of ``scripts/measure_learning.py`` (0.25 and 0.36
+of the view for TrashNet and ``wcnn`` items, 2026-12-07)."""
 
 
 def drop_frames(seed: int, size: tuple[int, int] = (320, 240)) -> list[Any]:
