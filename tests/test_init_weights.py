@@ -16,8 +16,16 @@ def test_a_retrain_starts_from_the_given_float_weights_without_imagenet_weights(
     needs_tensorflow()
     from bin_agent.training.train import TrainConfig, build_models, train
 
-    # "The shipped float weights": a model's saved weights, recognisably not ImageNet's.
+    # "The shipped float weights": a model's saved weights, recognisably not ImageNet's. Its
+    # dense kernel is set away from zero, so the ratio below is finite everywhere: a random
+    # kernel can hold an exact 0 (a uniform draw on a 2**-23 grid; 0/0), the likeliest cause
+    # of this test's one failure, on a clean clone on 2026-12-08 (not seen again in 30 runs).
     start = build_models(TrainConfig(datasets=[], out=tmp_path, weights=None, input_size=96))[0]
+    dense = start.get_layer("probabilities")
+    kernel, bias = dense.get_weights()
+    magnitudes = np.random.default_rng(5).uniform(0.01, 0.06, kernel.shape)
+    signs = np.where(np.random.default_rng(6).random(kernel.shape) < 0.5, -1.0, 1.0)
+    dense.set_weights([(magnitudes * signs).astype(np.float32), bias])
     shipped = tmp_path / "waste_mobilenetv2_float.weights.h5"
     start.save_weights(shipped)
     split = tmp_path / "split.json"
@@ -50,7 +58,8 @@ def test_a_retrain_starts_from_the_given_float_weights_without_imagenet_weights(
     for after, before in zip(mine[:-2], theirs[:-2]):
         assert np.array_equal(after, before)
     ratio = theirs[-2] / mine[-2]
-    assert np.allclose(ratio, ratio.flat[0], rtol=1e-4) and ratio.flat[0] > 0
+    assert np.isfinite(ratio).all() and ratio.flat[0] > 0
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-4), ratio[~np.isclose(ratio, ratio.flat[0], rtol=1e-4)][:10]
 
 
 def test_init_weights_shipped_says_when_the_file_is_not_there(tmp_path, trashnet_dir, monkeypatch, capsys):
