@@ -108,14 +108,17 @@ def fire_ms(build: Any, sequence: list[Frame]) -> list[float]:
 
 
 def folder_frames(folder: Path) -> list[Frame]:
+    """The frames of ``folder`` replayed as the agent replays ``mode = "sequence"`` (virtual
+    clock, 10 fps); only their lores views are kept (the trigger reads nothing else)."""
     from bin_agent.sources.replay import ReplaySource
 
-    source = ReplaySource(folder, mode="sequence", fps=10.0, realtime=False)
+    source = ReplaySource(folder, mode="sequence", realtime=False, fps=10.0)
     source.start()
-    out = []
+    frames = []
     while (frame := source.read()) is not None:
-        out.append(frame)
-    return out
+        frames.append(Frame(frame.image[:1, :1], frame.lores, frame.timestamp, frame.index))
+    source.close()
+    return frames
 
 
 def main() -> None:

@@ -37,11 +37,10 @@ from bin_agent.config import MotionSection, TriggerSection
 from bin_agent.errors import run_script
 from bin_agent.geometry import FULL_FRAME, NormBox
 from bin_agent.sources.base import Frame
-from bin_agent.sources.replay import ReplaySource
 from bin_agent.triggers import MotionTrigger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trigger import baseline_class  # noqa: E402  (the revision's motion.py beside this tree's package)
+from bench_trigger import baseline_class, folder_frames  # noqa: E402  (the revision's motion.py beside this tree's package; its replay of a folder)
 
 
 class Differs(Exception):
@@ -106,16 +105,6 @@ def replay(
         count += 1
         fires += fired[0]
     return count, fires
-
-
-def folder_frames(folder: Path) -> list[Frame]:
-    source = ReplaySource(folder, mode="sequence", realtime=False, fps=10.0)
-    source.start()
-    frames = []
-    while (frame := source.read()) is not None:
-        frames.append(Frame(frame.image[:1, :1], frame.lores, frame.timestamp, frame.index))
-    source.close()
-    return frames
 
 
 def scene(height: int, width: int, count: int, seed: int) -> list[Frame]:
