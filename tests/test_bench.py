@@ -52,7 +52,10 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     # The item's path starts with the trigger's update() on the frame an item fired on (a
     # dropped item, not an empty look), and classifies the item's box, not the whole view.
     assert report["drops_fired"] == 3 and report["stages_ms"]["trigger"]["n"] == 3
-    assert report["stages_ms"]["trigger"]["median"] > report["trigger_us_per_look"]["median"] / 1000.0
+    # (The frame that fires does several times a look's work: the second look, the floor's
+    # fit, the items' groups; here 2.6 ms against 0.06-0.09 ms. A bare ">" let the look's own
+    # figure, rounded up to the stage's 3 decimals, pass for it.)
+    assert report["stages_ms"]["trigger"]["median"] > 3 * report["trigger_us_per_look"]["median"] / 1000.0
     assert 0.2 < report["region_share"]["median"] < 0.6, report["region_share"]
 
 
