@@ -37,6 +37,8 @@ import numpy as np
 from bin_agent.config import MotionSection, TriggerSection
 from bin_agent.errors import run_script
 from bin_agent.sources.base import Frame
+from bin_agent.sources.replay import ReplaySource
+from bin_agent.tools.bench import drop_frames
 from bin_agent.triggers import MotionTrigger
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,8 +112,6 @@ def fire_ms(build: Any, sequence: list[Frame]) -> list[float]:
 def folder_frames(folder: Path) -> list[Frame]:
     """The frames of ``folder`` replayed as the agent replays ``mode = "sequence"`` (virtual
     clock, 10 fps); only their lores views are kept (the trigger reads nothing else)."""
-    from bin_agent.sources.replay import ReplaySource
-
     source = ReplaySource(folder, mode="sequence", realtime=False, fps=10.0)
     source.start()
     frames = []
@@ -168,8 +168,6 @@ def main() -> None:
     if args.baseline:
         mine, base = best["this tree"], best[args.baseline]
         print(f"  ratio this tree / {args.baseline}: empty {mine[0] / base[0]:.2f}, occupied {mine[1] / base[1]:.2f}")
-
-    from bin_agent.tools.bench import drop_frames
 
     groups = {"dropped items": [drop_frames(seed, (args.width, args.height)) for seed in range(args.drops)]}
     groups.update({folder.name: [folder_frames(folder)] for folder in args.folder})

@@ -17,7 +17,6 @@ it). Prints one line per mutation: caught or SURVIVED, the line, pytest's last l
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -84,7 +83,6 @@ def main() -> int:
                 [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args.tests],
                 capture_output=True,
                 text=True,
-                env=os.environ,
             )
         finally:
             args.module.write_text(original)

@@ -176,16 +176,20 @@ def test_report_security_exposure(tmp_path: Path, record_property) -> None:
 
 
 @functools.cache
-def _syscalls(group: str, seen: frozenset[str] = frozenset()) -> frozenset[str]:
-    """The system calls of a systemd set (``@clock``), nested sets expanded, as this
-    machine's systemd defines them (``systemd-analyze syscall-filter``; each set asked once)."""
+def _set_members(group: str) -> tuple[str, ...]:
+    """The names a systemd set (``@clock``) lists, calls and nested sets, as this machine's
+    systemd defines them (``systemd-analyze syscall-filter``; each set asked once)."""
     result = subprocess.run(
         [ANALYZE, "syscall-filter", "--no-pager", group], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    names = [ln.strip() for ln in result.stdout.splitlines()[1:] if ln.startswith("    ") and "#" not in ln]
+    return tuple(ln.strip() for ln in result.stdout.splitlines()[1:] if ln.startswith("    ") and "#" not in ln)
+
+
+def _syscalls(group: str, seen: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The system calls of a systemd set, nested sets expanded (a set within itself once)."""
     calls: set[str] = set()
-    for name in names:
+    for name in _set_members(group):
         calls |= _syscalls(name, seen | {group}) if name.startswith("@") and name not in seen else {name}
     return frozenset(calls)
 

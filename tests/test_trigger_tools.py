@@ -44,12 +44,12 @@ def test_trigger_ab_replays_a_folder_against_a_revision_frame_by_frame(tmp_path:
     folder.mkdir()
     for frame in drop_frames(0):
         Image.fromarray(np.repeat(frame.lores[:, :, None], 3, axis=2)).save(folder / f"frame-{frame.index:06d}.png")
-    head_motion = subprocess.run(
+    committed = subprocess.run(
         ["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "bin_agent/triggers/motion.py"], check=False
     )
     result = run("scripts/trigger_ab.py", str(folder), "--baseline", "HEAD", "--no-synthetic")
     print(result.stdout)
-    if head_motion.returncode == 0:
+    if committed.returncode == 0:  # motion.py as HEAD has it
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "drop, defaults: 52 frames, 1 fired, identical" in result.stdout
         assert re.search(r"all identical: 156 frames, \d+ fired, against HEAD", result.stdout)

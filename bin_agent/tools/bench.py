@@ -47,7 +47,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..geometry import NormBox
 
 QUICK = {"items": 3, "trigger_frames": 50, "idle_seconds": 2.0, "events": 200, "startup": True}
 """``--quick``: a few seconds, what CI runs so the bench never rots."""
@@ -318,7 +321,7 @@ class Drop:
     the item's box (``None``: it did not fire, or saw no box)."""
 
     fire_ms: float | None
-    box: tuple[float, float, float, float] | None
+    box: NormBox | None
 
 
 def bench_drops(config: Any, count: int) -> list[Drop]:
