@@ -44,6 +44,8 @@ def test_bench_quick_reports_every_figure_of_the_item_path_the_idle_loop_and_the
     assert report["events"] == 200 and report["bare_paho_s"] > 0
     assert report["startup_to_ready_s"] is not None, "bin-agent run never said READY=1"
     assert report["idle_fps"] > 0 and report["rss_mb"] > 0
+    # The machine's floor beside the agent's idle: waking alone, then waking to touch a frame.
+    assert report["idle_floor_percent"] > 0 and report["idle_floor_frame_percent"] > 0
     assert report["best_num_threads"] in (1, 2, 4)
     # The trigger with the config's idle looks (per frame: its mean) and with every frame looked at.
     assert report["idle_look_seconds"] == 0.2
@@ -85,6 +87,8 @@ def test_bench_table_names_the_figures():
         "idle_cpu_percent": 0.5,
         "idle_fps": 10.0,
         "rss_mb": 90.0,
+        "idle_floor_percent": 0.15,
+        "idle_floor_frame_percent": 0.4,
         "startup_to_ready_s": 1.2,
         "events": 200,
         "flush_s": 0.4,
@@ -97,7 +101,17 @@ def test_bench_table_names_the_figures():
     # Per frame the mean (half the frames of a quiet bin are not looked at), and a look apart.
     assert "trigger / frame    mean 1.50 us (n 3, a quiet bin looked at every 0.2 s)" in text
     assert "trigger / look     2.00 us" in text
+    assert "waking @10 fps     0.15 % of a core for a bare loop, 0.40 % summing a 320x240 frame each time" in text
     assert (
         "item region        0.30 of the frame classified (the trigger's box of a dropped item, 3 of 3 drops fired on)"
         in text
     )
+
+
+def test_the_idle_floor_times_waking_alone_and_waking_to_read_a_frame():
+    from bin_agent.tools.bench import bench_idle_floor
+
+    # A frame big enough that reading it (milliseconds) stands out from waking (microseconds).
+    floor = bench_idle_floor(0.5, fps=20.0, frame_shape=(2000, 2000))
+    assert 0 < floor["idle_floor_percent"] < 1.0, floor
+    assert floor["idle_floor_frame_percent"] > floor["idle_floor_percent"] + 1.0, floor

@@ -18,7 +18,8 @@ a replay source for the frames, a real mosquitto on loopback for the broker):
   bin is looked at every ``idle_look_seconds``: ``trigger_us_per_frame``, whose mean is the
   cost per frame) and with every frame looked at (``trigger_us_per_look``: one look each);
 * **idle**: the CPU the running agent takes at 10 fps with nothing happening,
-  and its resident memory;
+  and its resident memory; beside it, what merely waking at 10 fps costs this machine
+  (:func:`bench_idle_floor`: a bare loop, and one summing a frame each time);
 * **start-up**: from ``bin-agent run`` to ``READY=1`` on a notify socket;
 * **the outbox**: N events recorded during an outage, flushed once the broker
   is back, against bare paho publishing the same N payloads (encoded before its
@@ -516,6 +517,34 @@ def bench_idle(agent: Any, seconds: float) -> dict[str, Any]:
     }
 
 
+def bench_idle_floor(seconds: float, fps: float = 10.0, frame_shape: tuple[int, int] = (240, 320)) -> dict[str, Any]:
+    """What waking at ``fps`` costs this machine before the agent does anything: the CPU
+    share of a bare loop that sleeps to each frame's time for ``seconds``, and of the same
+    loop making one pass over a grey frame (``frame_shape``, one numpy sum) each time it wakes.
+
+    A machine whose caches other work fills between frames (a shared VM, a busy Pi) pays
+    for every frame's first touch of code and data, whatever the frame holds; these two
+    figures, from the same run as ``idle_cpu_percent``, say how much of it is that tax.
+    """
+    import numpy as np
+
+    frame = np.random.default_rng(0).integers(0, 256, frame_shape, dtype=np.uint8)
+
+    def share(touch_frame: bool) -> float:
+        period = 1.0 / fps
+        cpu0, wall0 = time.thread_time(), time.monotonic()
+        due = wall0
+        while (now := time.monotonic()) - wall0 < seconds:
+            due += period
+            if due > now:
+                time.sleep(due - now)
+            if touch_frame:
+                frame.sum()
+        return round(100.0 * (time.thread_time() - cpu0) / (time.monotonic() - wall0), 3)
+
+    return {"idle_floor_percent": share(False), "idle_floor_frame_percent": share(True)}
+
+
 def resident_mb() -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -802,6 +831,7 @@ def run_bench(
             report.update(bench_items(agent, drops, looks.median))
             report.update(bench_threads(config, int(plan["items"]), 0.05 if quick else 0.5, batch_views))
             report.update(bench_idle(agent, float(plan["idle_seconds"])))
+            report.update(bench_idle_floor(float(plan["idle_seconds"]) / 2))
             report["startup_to_ready_s"] = bench_startup(config_file) if plan["startup"] else None
             if port is not None:
                 report.update(bench_flush(config, workdir, int(plan["events"])))
@@ -879,6 +909,11 @@ def table(report: dict[str, Any]) -> str:
             + f" after {report['gap_seconds']} s idle: best num_threads = {report['best_num_threads']}",
         ),
         ("idle CPU @10 fps", f"{report['idle_cpu_percent']:.2f} % of a core ({report['idle_fps']} fps seen)"),
+        (
+            "waking @10 fps",
+            f"{report['idle_floor_percent']:.2f} % of a core for a bare loop, "
+            f"{report['idle_floor_frame_percent']:.2f} % summing a 320x240 frame each time (this machine's floor)",
+        ),
         ("RSS", f"{report['rss_mb']} MB"),
         ("start-up -> READY", f"{report['startup_to_ready_s']} s"),
     ]
