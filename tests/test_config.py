@@ -188,6 +188,20 @@ def test_check_config_cli_exit_78_and_no_traceback(tmp_path):
     assert "actuator.buzzer_pin: GPIO18 is already used by actuator.servo.pin" in result.stderr
 
 
+def test_check_config_takes_the_file_as_a_word_or_with_config_as_every_command_does(tmp_path):
+    data = base_config(tmp_path)
+    data["mqtt"]["port"] = "1883"
+    bad = str(write_toml(tmp_path / "bad.toml", data))
+    for args in ([bad], ["--config", bad], ["-c", bad]):
+        result = run_cli("check-config", *args)
+        assert result.returncode == EX_CONFIG, args
+        assert f"{bad}: mqtt.port: expected a whole number" in result.stderr, args
+    # Given both ways it is refused, not one of them checked in silence.
+    result = run_cli("check-config", bad, "--config", str(tmp_path / "other.toml"))
+    assert result.returncode == 2 and "give the config file once" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_installed_config_with_the_old_crop_margin_keeps_it_and_says_so(tmp_path, caplog):
     """The installer keeps /etc/bin-agent/bin-agent.toml, whose template said crop_margin =
     0.15 before the default became 0: the value is kept (someone may have chosen it) and named."""

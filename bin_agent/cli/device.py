@@ -212,6 +212,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- arguments
 
 
+class ConfigOnce(argparse.Action):
+    """Stores a config file given as a word or as ``--config`` in ``config``; both is an error."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        if values is None:  # the word left out
+            return
+        if getattr(namespace, "config_given", False):
+            parser.error("give the config file once: as a word or with --config, not both")
+        namespace.config_given = True
+        namespace.config = values
+
+
 def register(sub: Any) -> None:
     """Add the device's commands to the ``bin-agent`` parser's subcommands."""
     run = sub.add_parser("run", help="run the bin (until SIGTERM/SIGINT or the replay ends)")
@@ -223,7 +237,18 @@ def register(sub: Any) -> None:
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file (exit 78 if wrong)")
-    check.add_argument("config", type=Path, help="TOML config file")
+    # The file as a word (as documented) or as --config, as every other command takes it.
+    check.add_argument(
+        "config_word", nargs="?", type=Path, action=ConfigOnce, metavar="config", help="TOML config file"
+    )
+    check.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        action=ConfigOnce,
+        default=DEFAULT_CONFIG,
+        help=f"the same, as an option (default: {DEFAULT_CONFIG})",
+    )
     check.set_defaults(func=cmd_check_config)
 
     doctor = sub.add_parser(
