@@ -72,7 +72,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("replay-fps-huge", {"camera.replay.fps": 1e9}, "camera.replay.fps"),
     ("limit-negative", {"camera.replay.limit": -1}, "camera.replay.limit"),
     ("max-pixels-zero", {"camera.replay.max_pixels": 0}, "camera.replay.max_pixels"),
-    ("lores-larger-than-main", {"camera.lores_size": [800, 600]}, "camera.lores_size"),
+    ("lores-larger-than-main", {"camera.lores_size": [1600, 1200]}, "camera.lores_size"),
     ("settle-too-long", {"trigger.settle_seconds": 31}, "trigger.settle_seconds"),
     ("max-motion-above-min-area", {"trigger.motion.max_motion": 0.5}, "trigger.motion.max_motion"),
     ("gpio-pin-28", {"trigger.gpio.pin": 28}, "trigger.gpio.pin"),

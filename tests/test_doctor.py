@@ -360,8 +360,9 @@ def test_doctor_classifies_the_pi_camera_s_first_frame(monkeypatch, tmp_path, ph
     path = doctor_config(tmp_path, photo_dir, 1, camera={"source": "picamera2", "warmup_seconds": 0.1})
     config = preflight.load(path)
     camera, image = doctor.check_camera(config)
-    assert camera.status == "ok" and "first frame 640x480" in camera.detail, camera
-    assert image is not None and image.shape == (480, 640, 3)
+    # The default main stream (camera.main_size), as the camera configured it.
+    assert camera.status == "ok" and "first frame 1280x960" in camera.detail, camera
+    assert image is not None and image.shape == (960, 1280, 3)
     (fake_camera,) = fake_picamera2.FakePicamera2.instances
     names = [call for call, _ in fake_camera.calls]
     assert names.index("close") > max(

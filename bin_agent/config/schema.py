@@ -182,9 +182,10 @@ class ReplaySection:
 class CameraSection:
     source: Literal["picamera2", "replay"] = _opt("picamera2", "Where frames come from.")
     main_size: list[int] = _opt(
-        [640, 480],
-        "Main stream [width, height]: what is classified. Items under about 150 px are classified "
-        "worse (docs/learning.md, 'How many pixels an item needs'): raise it where they are smaller.",
+        [1280, 960],
+        "Main stream [width, height]: what is classified (only the frames an item fires on are "
+        "copied out of the camera). Items under about 150 px are classified worse (docs/learning.md, "
+        "'How many pixels an item needs'): 1280x960 gives an item twice the pixels across of 640x480.",
     )
     lores_size: list[int] = _opt([320, 240], "Low-res stream [width, height]: what the trigger watches.")
     fps: float = _opt(10.0, "Camera frame rate.", min=1, max=60)

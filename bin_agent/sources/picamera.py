@@ -3,7 +3,7 @@
 The camera is configured ONCE with two streams and never switches mode per
 item (a mode switch costs about half a second):
 
-* ``main`` — ``BGR888`` at ``main_size`` (e.g. 640x480): picamera2's BGR888
+* ``main`` — ``BGR888`` at ``main_size`` (e.g. 1280x960): picamera2's BGR888
   arrives as ``[R, G, B]`` per pixel, i.e. the RGB array the classifier wants;
 * ``lores`` — ``YUV420`` at ``lores_size`` (e.g. 320x240): its first ``height``
   rows are the Y (luma) plane, a free greyscale image for the trigger.
@@ -36,11 +36,11 @@ the source, and :meth:`PiCameraSource.close` logs what a hang there means
 before it calls ``stop()``: the last line in the journal says it.
 
 Per frame only what the trigger needs is copied out of the camera's buffers:
-the lores stream (0.1 MB at 320x240). The main stream (0.9 MB at 640x480 RGB)
+the lores stream (0.1 MB at 320x240). The main stream (3.7 MB at 1280x960 RGB)
 is copied when ``frame.image`` is first read, before the next ``read()``: the
 frames the trigger fires on. The request is held until then and given back to
 the camera after the copy or at the next ``read()`` (picamera2's ``make_array``
-copies every time it is called, and an idle bin at 10 fps would copy 9 MB a
+copies every time it is called, and an idle bin at 10 fps would copy 37 MB a
 second it never looks at). Metadata is read only during the warm-up.
 
 Before the first frame is handed on, the camera warms up for
@@ -167,7 +167,7 @@ class PiCameraSource:
 
     def __init__(
         self,
-        main_size: tuple[int, int] = (640, 480),
+        main_size: tuple[int, int] = (1280, 960),
         lores_size: tuple[int, int] = (320, 240),
         fps: float = 10.0,
         hflip: bool = False,
