@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -143,6 +144,58 @@ def test_record_stops_after_the_given_frame_time_and_refuses_a_used_folder(tmp_p
     assert len(list((tmp_path / "rec").iterdir())) == 12
     assert main(["record", str(tmp_path / "rec"), "--seconds", "1", "--config", str(config_file)]) == 1
     assert "already holds images" in capsys.readouterr().err
+
+
+def test_record_stops_before_the_disk_is_full_and_keeps_whole_frames(tmp_path, capsys, monkeypatch):
+    """A recording on a small file system of its own (a real 4 MB tmpfs) stops before the
+    free space falls below the reserve (5 % of it here), with one line saying so; every
+    frame it kept is whole, and the disk was never filled."""
+    import subprocess
+
+    from PIL import Image
+
+    from bin_agent.sources import record as record_module
+    from bin_agent.sources.base import SourceError
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        photos = tmp_path / "photos"  # noisy, as a camera's: a PNG frame of some 230 KB
+        photos.mkdir()
+        rng = np.random.default_rng(5)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+        config_file = write_toml(tmp_path / "c.toml", base_config(tmp_path, photos, mqtt=False))
+        assert main(["record", str(folder), "--seconds", "60", "--config", str(config_file)]) == 1
+        err = capsys.readouterr().err
+        assert "record: stopped after" in err and "the frames saved are kept" in err, err
+        frames = sorted(folder.iterdir())
+        assert 0 < len(frames) < 85, "the recording neither stopped early nor saved a frame"
+        for path in frames:
+            with Image.open(path) as image:
+                image.load()  # a frame cut short by a full disk fails here
+        usage = shutil.disk_usage(folder)
+        assert usage.free >= 0.05 * usage.total
+
+        # Filled by another writer between the check and the frame (the check told of room
+        # that was gone): the real ENOSPC, one line, and no frame left cut short.
+        for path in frames:
+            path.unlink()
+        config = preflight.load(config_file)
+        plenty = shutil.disk_usage(folder)._replace(free=1 << 40)
+        monkeypatch.setattr(record_module.shutil, "disk_usage", lambda path: plenty)
+        with pytest.raises(SourceError, match="cannot write .*: No space left on device"):
+            record_module.record(build_source(config), folder, 60.0)
+        kept = sorted(folder.iterdir())
+        assert kept, "nothing was written before the disk was full"
+        for path in kept:
+            with Image.open(path) as image:
+                image.load()
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.mark.parametrize(
