@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,23 @@ def notify_listener(address: Path, timeout: float = 0.2) -> socket.socket:
     listener.bind(str(address))
     listener.settimeout(timeout)
     return listener
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs of its own at ``folder`` (made if missing), mounted with ``options``
+    (``"size=1m"``, ``"ro,size=64k"`` ...): a small card to fill or make read-only. Unmounted
+    (lazily: a test's open file does not keep it) afterwards; the test is skipped where
+    mounting is not allowed (it needs root or CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -20,7 +20,7 @@ from bin_agent.learning import deploy
 from bin_agent.learning.capture import captured_items
 from bin_agent.learning.labels import LabelError, LabelStore
 from bin_agent.learning.learn import embedding_classifier, labelled_captures
-from tests.helpers import SHIPPED_MODEL, base_config, write_toml
+from tests.helpers import SHIPPED_MODEL, base_config, tmpfs, write_toml
 from tests.learning_helpers import write_captures
 
 
@@ -424,17 +424,8 @@ def test_the_watch_file_and_the_embedding_cache_are_on_the_card_before_their_ren
 def capture_card(tmp_path):
     """The capture folder on its own real 1 MB tmpfs (a card that can be remounted read-only or
     filled); skipped where mount is not permitted."""
-    import subprocess
-
-    folder = tmp_path / "state" / "capture"
-    folder.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "state" / "capture", "size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _break(kind: str, folder: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_MODELS, base_config, write_toml
+from tests.helpers import TINY_MODELS, base_config, tmpfs, write_toml
 from tests.test_replay import write_photo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,16 +74,9 @@ def test_a_pin_factory_without_its_library_fails_check_config_as_it_fails_run(tm
 
 
 def test_a_state_dir_that_cannot_be_written_fails_check_config_as_it_fails_run(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as mount:
         config = config_with(tmp_path, agent={"state_dir": str(mount / "state")})
         checked, ran = both(config)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
     assert ran.returncode != 0, "run must refuse a read-only state directory"
     assert checked.returncode == 78, f"check-config said OK where run exits {ran.returncode}"
     assert "agent.state_dir: cannot write" in checked.stderr and "Read-only file system" in checked.stderr

@@ -16,7 +16,7 @@ from bin_agent.sources.base import Frame
 from bin_agent.sources.replay import ReplaySource
 from bin_agent.store import Store
 from bin_agent.triggers import MotionTrigger
-from tests.helpers import base_config, write_toml
+from tests.helpers import base_config, tmpfs, write_toml
 from tests.test_replay import write_photo
 
 FPS = 10.0
@@ -150,19 +150,12 @@ def test_record_stops_before_the_disk_is_full_and_keeps_whole_frames(tmp_path, c
     """A recording on a small file system of its own (a real 4 MB tmpfs) stops before the
     free space falls below the reserve (5 % of it here), with one line saying so; every
     frame it kept is whole, and the disk was never filled."""
-    import subprocess
-
     from PIL import Image
 
     from bin_agent.sources import record as record_module
     from bin_agent.sources.base import SourceError
 
-    folder = tmp_path / "rec"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "rec", "size=4m") as folder:
         photos = tmp_path / "photos"  # noisy, as a camera's: a PNG frame of some 230 KB
         photos.mkdir()
         rng = np.random.default_rng(5)
@@ -194,8 +187,6 @@ def test_record_stops_before_the_disk_is_full_and_keeps_whole_frames(tmp_path, c
         for path in kept:
             with Image.open(path) as image:
                 image.load()
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import pytest
 from bin_agent import preflight
 from bin_agent.agent import build_agent
 from bin_agent.store import Store, StoreLockedError
-from tests.helpers import TINY_MODELS, base_config, notify_listener, write_toml
+from tests.helpers import TINY_MODELS, base_config, notify_listener, tmpfs, write_toml
 
 TINY = TINY_MODELS / "tiny_uint8.tflite"
 
@@ -62,20 +62,8 @@ def tiny_disk(tmp_path: Path):
     """A real 400 KB tmpfs (needs root / CAP_SYS_ADMIN; skipped where mount is not allowed).
     400 rather than the issue's 200 KB: the empty database with the history and fill
     tables takes about 80 KB of it, and the tests fill the rest themselves."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=400k,mode=0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory: Path, leave_bytes: int) -> Path:

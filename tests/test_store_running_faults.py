@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from bin_agent.store import Store
+from tests.helpers import tmpfs
 from tests.test_store_faults import make_database, record
 
 
@@ -129,17 +129,8 @@ def test_database_damaged_while_running_is_noticed_at_the_next_write_and_its_eve
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "size=1m,mode=0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_small_partition_is_not_filled_by_the_store_itself_and_the_counts_stay(small_disk, caplog):
